@@ -1,0 +1,53 @@
+# Two commands matter: `make run` (build + demo) and `make test` (build + tests).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NATIVE := $(wildcard csrc/*.c csrc/*.h) build_ffi.py setup.py pyproject.toml
+DEMO   := build/demo.tet
+
+.PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean
+
+all: build
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel cffi
+
+$(STAMP): $(PY) $(NATIVE)
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	touch $(STAMP)
+
+build: $(STAMP)
+
+run: build
+	$(PY) -m tet.demo $(DEMO)
+	$(VENV)/bin/tet info $(DEMO)
+
+test: build cwarn
+	$(PY) -m pytest
+	TET_SIMD=scalar $(PY) -m pytest -p no:randomly tests/test_simd.py tests/test_roundtrip.py
+	$(MAKE) --no-print-directory lint typecheck
+
+lint: build
+	$(VENV)/bin/ruff check tet tests bench tools
+
+typecheck: build
+	$(VENV)/bin/mypy
+
+# The kernels alone, at the strictest warning level, as plain C99.
+cwarn:
+	@mkdir -p build/cwarn
+	@for f in csrc/*.c; do \
+	  cc -std=c99 -Wall -Wextra -Werror -pedantic -DTET_NO_ZSTD_H -Icsrc -c $$f \
+	     -o build/cwarn/$$(basename $$f .c).o || exit 1; done
+	@echo "cwarn: csrc/*.c compile cleanly with -std=c99 -Wall -Wextra -Werror -pedantic"
+
+bench: build
+	$(PY) bench/bench_io.py
+
+interop: build
+	$(PY) tools/interop.py
+
+clean:
+	rm -rf build $(VENV) .venv-ref tet/_native*.so *.egg-info .pytest_cache .mypy_cache

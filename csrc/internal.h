@@ -1,0 +1,62 @@
+/* internal.h: what the C files share and CFFI never sees. */
+#ifndef TET_INTERNAL_H
+#define TET_INTERNAL_H
+#include "tet.h"
+
+#define TET_MAX_NDIM 8
+#define TET_MAX_THREADS 64
+
+/* ---- strided copy kernels (one per ISA, chosen in dispatch.c) ---------- */
+typedef void (*tet_copy_strided_fn)(uint8_t *restrict dst, const uint8_t *restrict src,
+                                    uint64_t count, uint64_t step, uint32_t elem_size);
+
+void tet_copy_strided_scalar(uint8_t *restrict dst, const uint8_t *restrict src,
+                             uint64_t count, uint64_t step, uint32_t elem_size);
+#if defined(__x86_64__) || defined(_M_X64)
+#define TET_HAVE_AVX2_BODY 1
+void tet_copy_strided_avx2(uint8_t *restrict dst, const uint8_t *restrict src,
+                           uint64_t count, uint64_t step, uint32_t elem_size);
+#endif
+#if defined(__aarch64__)
+#define TET_HAVE_NEON_BODY 1
+void tet_copy_strided_neon(uint8_t *restrict dst, const uint8_t *restrict src,
+                           uint64_t count, uint64_t step, uint32_t elem_size);
+#endif
+
+/* The kernel of the active ISA (set by tet_dispatch_init / tet_simd_set). */
+tet_copy_strided_fn tet_active_copy_strided(void);
+
+/* ---- box copies (gather.c) -------------------------------------------- */
+/* Copy an n-d box of `count` elements from a C-order source of shape
+ * src_shape (starting at src_start, stepping by step) to a C-order
+ * destination of shape dst_shape starting at dst_start. */
+void tet_box_copy(uint8_t *dst, const uint64_t *dst_shape, const uint64_t *dst_start,
+                  const uint8_t *src, const uint64_t *src_shape, const uint64_t *src_start,
+                  const uint64_t *step, const uint64_t *count, uint32_t ndim,
+                  uint32_t elem_size, tet_copy_strided_fn strided);
+
+/* ---- zstd (codec.c) ---------------------------------------------------- */
+typedef struct tet_dctx tet_dctx;
+typedef struct tet_cctx tet_cctx;
+tet_dctx *tet_dctx_new(void);
+void tet_dctx_free(tet_dctx *ctx);
+tet_cctx *tet_cctx_new(void);
+void tet_cctx_free(tet_cctx *ctx);
+/* Decode one frame into exactly raw_len bytes. */
+tet_status tet_zstd_decode(tet_dctx *ctx, uint8_t *dst, uint64_t raw_len,
+                           const uint8_t *src, uint64_t src_len, uint64_t *detail);
+tet_status tet_zstd_encode(tet_cctx *ctx, uint8_t *dst, uint64_t cap, const uint8_t *src,
+                           uint64_t src_len, int level, uint64_t *written, uint64_t *detail);
+uint64_t tet_zstd_bound(uint64_t raw_len);
+
+/* ---- work sharing (run.c) ---------------------------------------------- */
+/* Run `work(ctx, thread_index)` on `threads` threads (the caller's included). */
+typedef void (*tet_worker_fn)(void *ctx, uint32_t thread_index);
+tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads);
+/* Claim the next item of a shared counter; returns n when exhausted. */
+uint64_t tet_claim(uint64_t *counter, uint64_t n);
+
+/* Keep the report of the lowest failing chunk. */
+void tet_report_merge(tet_report *into, const tet_report *from);
+
+#endif

@@ -1,0 +1,99 @@
+/* tet.h: the whole C API that CFFI sees.
+ *
+ * Everything between the cdef markers is fed to cffi's cdef() unchanged, so it
+ * stays in the subset cdef parses: fixed-width integers, plain structs and
+ * enums, prototypes.  Kernels are pure: they take pointers, lengths and
+ * strides, return a status, and never call back into Python.
+ */
+#ifndef TET_H
+#define TET_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef-begin */
+typedef enum {
+    TET_OK = 0,
+    TET_ERR_ARGUMENT = 1,   /* the plan itself is inconsistent (a caller bug) */
+    TET_ERR_NOMEM = 2,      /* a working buffer could not be allocated */
+    TET_ERR_BOUNDS = 3,     /* a payload span lies outside the mapped file */
+    TET_ERR_CODEC = 4,      /* codec tag other than 0 (raw) or 1 (zstd) */
+    TET_ERR_ZSTD = 5,       /* libzstd reported an error; detail = its code */
+    TET_ERR_LENGTH = 6,     /* decoded bytes != raw_byte_len; detail = decoded */
+    TET_ERR_TILE = 7,       /* raw_byte_len != tile bytes; detail = raw_byte_len */
+    TET_ERR_THREAD = 8,     /* a worker thread could not be started */
+    TET_ERR_SIMD = 9        /* the requested SIMD level is not available here */
+} tet_status;
+
+typedef enum {
+    TET_SIMD_SCALAR = 0,
+    TET_SIMD_AVX2 = 1,
+    TET_SIMD_NEON = 2
+} tet_simd;
+
+/* Where a multi-chunk call failed: the lowest failing plan row wins. */
+typedef struct {
+    int32_t status;
+    int64_t chunk;          /* plan row, -1 when no row is to blame */
+    uint64_t detail;        /* codec error code, decoded length, ... */
+} tet_report;
+
+/* Copy the selected sub-box of every planned chunk into a dense C-order
+ * destination.  Per-chunk arrays are row-major [n_chunks][ndim]. */
+typedef struct {
+    const uint8_t *file;
+    uint64_t file_len;
+    uint32_t ndim;
+    uint32_t elem_size;
+    uint64_t n_chunks;
+    const uint64_t *payload_offset;
+    const uint64_t *stored_len;
+    const uint64_t *raw_len;
+    const uint32_t *codec;
+    const uint64_t *tile_shape;   /* extent of each (possibly ragged) tile */
+    const uint64_t *src_start;    /* first selected element, tile-local */
+    const uint64_t *count;        /* selected elements per axis */
+    const uint64_t *dst_start;    /* where they land in the destination */
+    const uint64_t *step;         /* [ndim] selection step, >= 1 */
+    uint8_t *dst;
+    const uint64_t *dst_shape;    /* [ndim] */
+    uint32_t threads;
+} tet_gather_plan;
+
+/* Cut tiles out of a dense C-order block and encode them (raw copy or one
+ * zstd frame each).  Output is contiguous in plan order; out_len[i] says how
+ * many bytes tile i took. */
+typedef struct {
+    const uint8_t *src;
+    uint32_t ndim;
+    uint32_t elem_size;
+    const uint64_t *src_shape;    /* [ndim] */
+    uint64_t n_chunks;
+    const uint64_t *origin;       /* [n_chunks][ndim] tile origin in src */
+    const uint64_t *extent;       /* [n_chunks][ndim] tile extent */
+    uint32_t codec;
+    int32_t level;
+    uint8_t *out;
+    uint64_t out_capacity;
+    uint64_t *out_len;            /* [n_chunks] */
+    uint32_t threads;
+} tet_encode_plan;
+
+int32_t tet_dispatch_init(void);
+int32_t tet_simd_set(int32_t level);
+int32_t tet_simd_get(void);
+int32_t tet_simd_supported(int32_t level);
+const char *tet_simd_name(int32_t level);
+
+int32_t tet_gather(const tet_gather_plan *plan, tet_report *report);
+int32_t tet_encode(const tet_encode_plan *plan, tet_report *report);
+uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len);
+const char *tet_zstd_error_name(uint64_t code);
+uint32_t tet_zstd_version(void);
+
+/* The strided copy the gather uses for non-unit innermost steps, exposed so
+ * tests can compare every SIMD body with the scalar one. */
+int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst,
+                         const uint8_t *src, uint64_t count, uint64_t step);
+/* cdef-end */
+
+#endif

@@ -1,0 +1,58 @@
+"""tet: many large N-dimensional arrays in one mmap-friendly ``.tet`` file.
+
+Read with `open` / `TetFile`, write with `write_dataset` / `TetWriter`; every
+error is a `TetError`.
+"""
+
+from __future__ import annotations
+
+from tet.errors import (
+    CatalogError,
+    ChunkError,
+    MemoryBudgetError,
+    SelectionError,
+    TetError,
+    UnknownAxisError,
+    UnknownDatasetError,
+)
+from tet.file import Dataset, TetFile, open
+from tet.kernels import simd_level
+from tet.selection import axis_slice, full_selection, selection_slices
+from tet.writer import DatasetStream, TetWriter, write_dataset
+
+__version__ = "0.1.0"
+FORMAT_VERSION = "layout-v1"
+
+__all__ = [
+    "CatalogError",
+    "ChunkError",
+    "Dataset",
+    "DatasetStream",
+    "MemoryBudgetError",
+    "SelectionError",
+    "TetError",
+    "TetFile",
+    "TetWriter",
+    "UnknownAxisError",
+    "UnknownDatasetError",
+    "__version__",
+    "axis_slice",
+    "core_version",
+    "full_selection",
+    "open",
+    "selection_slices",
+    "simd_level",
+    "typing_stub",
+    "write_dataset",
+]
+
+
+def core_version() -> str:
+    """Version of the engine core and the layout it reads and writes."""
+    return f"{__version__} ({FORMAT_VERSION}, simd={simd_level()})"
+
+
+def typing_stub(path: str) -> str:
+    """`TetFile.typing_stub` of the file at `path`."""
+    with open(path) as f:
+        return f.typing_stub()

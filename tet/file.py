@@ -1,0 +1,415 @@
+"""Reading: `TetFile` (a read-only memory map of one ``.tet`` file) and `Dataset`."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import numpy as np
+
+from tet import dtypes, kernels
+from tet.errors import (
+    CatalogError,
+    MemoryBudgetError,
+    TetError,
+    UnknownAxisError,
+    UnknownDatasetError,
+)
+from tet.layout import Catalog, DatasetRecord, parse_catalog
+from tet.query.budget import resolve_budget
+from tet.query.plan import ChunkLookup, ReadPlan, check_geometry, plan_read
+from tet.selection import Box, box_from_key, resolve_selection
+
+__all__ = ["Dataset", "TetFile", "open"]
+
+PathLike = str | os.PathLike[str]
+
+
+def _expand(path: PathLike) -> Path:
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    """One array of a file: its geometry and footer metadata.
+
+    Index it like an h5py dataset (``ds[10:20, ::2]``, ints drop axes, ``...``)
+    while its file is open.  ``dtype`` is the wire tag; ``numpy_dtype`` the NumPy type.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: int
+    chunk_shape: tuple[int, ...]
+    dim_names: tuple[str, ...] | None = None
+    attrs: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    coords: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
+    _file: TetFile | None = field(default=None, compare=False, hash=False, repr=False)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numpy_dtype(self) -> np.dtype[Any]:
+        return dtypes.by_tag(self.dtype).numpy
+
+    @property
+    def dtype_name(self) -> str:
+        return dtypes.by_tag(self.dtype).name if dtypes.is_known_tag(self.dtype) else "?"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=object))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * dtypes.by_tag(self.dtype).size
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def axis_index(self, axis: int | str, *, path: object = None) -> int:
+        """A non-negative axis index from an int (negative counts from the end) or a dim name."""
+        where = path if path is not None else (self._file.path if self._file else None)
+        if isinstance(axis, bool) or not isinstance(axis, (int, str)):
+            raise self._axis_error(axis, where)
+        if isinstance(axis, int):
+            if -self.ndim <= axis < self.ndim:
+                return axis % self.ndim
+            raise self._axis_error(axis, where)
+        if self.dim_names is not None and self.dim_names.count(axis) == 1:
+            return self.dim_names.index(axis)
+        if axis.isdigit() and int(axis) < self.ndim:
+            return int(axis)
+        raise self._axis_error(axis, where)
+
+    def _axis_error(self, axis: object, path: object) -> UnknownAxisError:
+        return UnknownAxisError(axis, dataset=self.name, path=path, ndim=self.ndim,
+                                shape=self.shape, dim_names=self.dim_names)
+
+    def to_numpy(self, file: TetFile | None = None, selection: Any = None) -> np.ndarray[Any, Any]:
+        """``file.read_numpy(self.name, selection)`` (the dataset's own file by default)."""
+        return self._owner(file).read_numpy(self.name, selection)
+
+    def __getitem__(self, key: Any) -> Any:
+        box, dropped = box_from_key(key, self.shape)
+        out = self._owner(None)._read_box(self.name, box)
+        if dropped:
+            out = out.reshape(tuple(n for d, n in enumerate(out.shape) if d not in dropped))
+            if out.ndim == 0:
+                return out[()]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
+        if copy is False:
+            raise ValueError("reading a .tet dataset always makes a copy; use copy=None")
+        out = self._owner(None).read_numpy(self.name)
+        return out if dtype is None else out.astype(dtype)
+
+    def _owner(self, file: TetFile | None) -> TetFile:
+        owner = file if file is not None else self._file
+        if owner is None:
+            raise TetError(f"dataset {self.name!r} is not attached to an open file")
+        return owner
+
+
+class _Names(tuple[str, ...]):
+    """A tuple of dataset names that may also be called (``f.dataset_names()``)."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
+
+
+class TetFile:
+    """A read-only handle on one ``.tet`` file.
+
+    Opening maps the file and validates its whole catalog, so a corrupt file
+    raises `CatalogError` from `open`.  Use it as a context manager to
+    release the mapping; arrays already returned stay valid.
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self._path = _expand(path)
+        with self._path.open("rb") as fh:
+            self._len = os.fstat(fh.fileno()).st_size
+            self._map: mmap.mmap | None = (
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if self._len else None
+            )
+        self._closed = False
+        self._catalog: Catalog | None = None
+        self._lookups: dict[int, ChunkLookup] = {}
+        try:  # validate now, as h5py does: a corrupt file fails to open
+            self._catalog = parse_catalog(self._buffer(), self._len)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path: PathLike) -> TetFile:
+        return cls(path)
+
+    # -- lifetime -----------------------------------------------------------
+    def close(self) -> None:
+        """Release the mapping.  Zero-copy views keep their own reference to it."""
+        self._closed = True
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a zero-copy view still uses it; it goes with the view
+                pass
+            self._map = None
+
+    def __enter__(self) -> TetFile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._len} bytes"
+        return f"<tet.TetFile {str(self._path)!r} ({state})>"
+
+    # -- catalog ------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = parse_catalog(self._buffer(), self._len)
+        return self._catalog
+
+    def _buffer(self) -> Any:
+        if self._closed:
+            raise TetError(f"{self._path} is closed")
+        return self._map if self._map is not None else b""
+
+    def datasets(self) -> list[str]:
+        return [d.name for d in self.catalog.datasets]
+
+    @property
+    def dataset_names(self) -> _Names:
+        """The catalog names as a tuple (also callable, giving a list)."""
+        return _Names(self.datasets())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.datasets())
+
+    def __len__(self) -> int:
+        return self.catalog.dataset_count
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.datasets()
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return [dict(h) for h in self.catalog.history]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(json.dumps(self.catalog.metadata))
+        return out
+
+    @property
+    def file_execution(self) -> dict[str, int]:
+        return self.catalog.file_execution
+
+    def summary(self) -> dict[str, Any]:
+        """The layout summary (superblock, datasets, every chunk row, history, metadata)."""
+        return self.catalog.summary()
+
+    info = summary
+
+    def summary_json(self) -> str:
+        return json.dumps(self.summary())
+
+    def _dataset_id(self, name: str) -> int:
+        for i, d in enumerate(self.catalog.datasets):
+            if d.name == name:
+                return i
+        raise UnknownDatasetError(name, path=self._path, available=self.datasets())
+
+    def _meta(self, name: str) -> Mapping[str, Any]:
+        entry = self.catalog.metadata.get("datasets", {}).get(name, {})
+        return entry if isinstance(entry, dict) else {}
+
+    def _make_dataset(self, record: DatasetRecord) -> Dataset:
+        meta = self._meta(record.name)
+        dims = meta.get("dim_names")
+        coords = meta.get("coords") or {}
+        return Dataset(
+            name=record.name, shape=record.shape, dtype=record.dtype,
+            chunk_shape=record.chunk_shape,
+            dim_names=tuple(dims) if isinstance(dims, list) and dims else None,
+            attrs=MappingProxyType(dict(meta.get("attrs") or {})),
+            coords=MappingProxyType({
+                k: tuple(v.get("labels", ())) for k, v in coords.items() if isinstance(v, dict)
+            }),
+            _file=self,
+        )
+
+    def dataset(self, key: str | int) -> Dataset:
+        """A dataset by name (`UnknownDatasetError`) or by catalog index (`IndexError`)."""
+        records = self.catalog.datasets
+        if isinstance(key, int) and not isinstance(key, bool):
+            if not -len(records) <= key < len(records):
+                names = ", ".join(repr(r.name) for r in records)
+                raise IndexError(
+                    f"dataset index {key} out of range for {self._path} "
+                    f"(count={len(records)}; names: {names})"
+                )
+            return self._make_dataset(records[key])
+        return self._make_dataset(records[self._dataset_id(key)])
+
+    __getitem__ = dataset
+
+    def iter_datasets(self) -> Iterator[Dataset]:
+        for record in self.catalog.datasets:
+            yield self._make_dataset(record)
+
+    def typing_stub(self) -> str:
+        """Literal types of this file's dataset and axis names, for editors and mypy."""
+        lines = [
+            "# Autogenerated from tet.TetFile.typing_stub() — names are per .tet file.",
+            f"# source: {self._path}",
+            "from __future__ import annotations",
+            "from typing import Literal",
+            "",
+        ]
+        header = len(lines)
+        names = self.datasets()
+        if names:
+            lines += [f"DatasetName = Literal[{', '.join(repr(n) for n in names)}]", ""]
+        for ds in self.iter_datasets():
+            if ds.dim_names:
+                ident = re.sub(r"[- ]", "_", ds.name)
+                axes = ", ".join(repr(n) for n in ds.dim_names)
+                lines.append(f"AxisName_{ident} = Literal[{axes}]  # dim_names for {ds.name!r}")
+        if len(lines) == header:
+            lines.append("# (no dim_names metadata in footer for any dataset)")
+        return "\n".join(lines) + "\n"
+
+    # -- reading ------------------------------------------------------------
+    def _lookup(self, dataset_id: int) -> ChunkLookup:
+        if dataset_id not in self._lookups:
+            self._lookups[dataset_id] = ChunkLookup.build(self.catalog, dataset_id)
+        return self._lookups[dataset_id]
+
+    def resolve(self, dataset: str, selection: Any = None) -> tuple[int, Box]:
+        """The dataset id and numeric box of a wire/box-form selection (labels resolved)."""
+        dataset_id = self._dataset_id(dataset)
+        record = self.catalog.datasets[dataset_id]
+        check_geometry(record)
+        meta = self._meta(dataset)
+        dims = meta.get("dim_names") or []
+        coords = meta.get("coords") or {}
+
+        def labels(d: int) -> Sequence[str] | None:
+            key = dims[d] if len(dims) == record.ndim and dims[d] in coords else str(d)
+            coord = coords.get(key)
+            return coord.get("labels") if isinstance(coord, dict) else None
+
+        has_meta = dataset in self.catalog.metadata.get("datasets", {})
+        return dataset_id, resolve_selection(selection, record.shape, labels, has_metadata=has_meta)
+
+    def plan(self, dataset: str, selection: Any = None) -> ReadPlan:
+        dataset_id, box = self.resolve(dataset, selection)
+        return plan_read(self.catalog, self._lookup(dataset_id), box)
+
+    def read_numpy(
+        self,
+        dataset: str,
+        selection: Any = None,
+        *,
+        copy: bool | None = True,
+        memory_budget_bytes: int | None = None,
+    ) -> np.ndarray[Any, Any]:
+        """Materialise a selection as a C-ordered array of the dataset's dtype.
+
+        Parameters
+        ----------
+        dataset : catalog name.
+        selection : wire form (one ``{start, stop, step, start_label, stop_label}``
+            dict per axis), box form (``{"start": [..], "stop": [..], "step": [..]}``)
+            or None for everything.
+        copy : True (default) always copies; None returns a read-only zero-copy view
+            when the selection is exactly one raw chunk; False insists on that view.
+        memory_budget_bytes : cap on the result size; default from the file's TIDX
+            settings, else 25 % of available RAM.
+
+        Raises
+        ------
+        UnknownDatasetError, SelectionError, MemoryBudgetError, CatalogError
+        """
+        dataset_id, box = self.resolve(dataset, selection)
+        return self._read(dataset_id, box, copy=copy, budget=memory_budget_bytes)
+
+    def _read_box(self, dataset: str, box: Box) -> np.ndarray[Any, Any]:
+        dataset_id = self._dataset_id(dataset)
+        check_geometry(self.catalog.datasets[dataset_id])
+        return self._read(dataset_id, box, copy=True, budget=None)
+
+    def _read(
+        self, dataset_id: int, box: Box, *, copy: bool | None, budget: int | None
+    ) -> np.ndarray[Any, Any]:
+        catalog = self.catalog
+        record = catalog.datasets[dataset_id]
+        dtype = dtypes.by_tag(record.dtype).numpy
+        view = None if copy is True else self._zero_copy(dataset_id, box, dtype)
+        if view is not None:
+            return view
+        if copy is False:
+            raise TetError(
+                f"copy=False needs a selection that is exactly one raw (uncompressed) chunk "
+                f"of {record.name!r}; use copy=None to fall back to a copy"
+            )
+        nbytes = box.size * dtype.itemsize
+        limit = resolve_budget(query_bytes=budget, file_bytes=catalog.budget_bytes,
+                               file_bps=catalog.budget_percent_bps)
+        if nbytes > limit:
+            raise MemoryBudgetError(
+                f"reading {record.name!r} {list(box.shape)} ({dtype.name}) needs {nbytes} bytes, "
+                f"over the memory budget of {limit} bytes; read a smaller selection "
+                f"(selection=... or f[{record.name!r}][a:b, ...]) and process it in pieces, or "
+                f"raise the budget with read_numpy(..., memory_budget_bytes=N)"
+            )
+        plan = plan_read(catalog, self._lookup(dataset_id), box)
+        out = np.empty(box.shape, dtype=dtype)
+        kernels.gather(self._buffer(), self._len, plan.gather(catalog), out,
+                       describe=plan.describe)
+        return out
+
+    def _zero_copy(self, dataset_id: int, box: Box, dtype: np.dtype[Any]) -> Any:
+        """A read-only view when the box is exactly one raw chunk, else None."""
+        record = self.catalog.datasets[dataset_id]
+        if any(k != 1 for k in box.step) or any(s % c for s, c in zip(box.start, record.chunk_shape)):
+            return None
+        coords = np.asarray([[s // c for s, c in zip(box.start, record.chunk_shape)]], np.int64)
+        tile = tuple(min(c, n - s) for s, c, n in zip(box.start, record.chunk_shape, record.shape))
+        if box.shape != tile:
+            return None
+        row = int(self._lookup(dataset_id).find(coords)[0])
+        entry = self.catalog.entries[row]
+        if int(entry["codec"]) != 0 or int(entry["raw_byte_len"]) != box.size * dtype.itemsize:
+            return None
+        view = np.frombuffer(self._buffer(), dtype=dtype, count=box.size,
+                             offset=int(entry["payload_offset"])).reshape(box.shape)
+        return view
+
+
+def open(path: PathLike) -> TetFile:  # noqa: A001 - the public name is tet.open
+    """Open a ``.tet`` file for reading (a missing file is `FileNotFoundError`)."""
+    return TetFile(path)
+

@@ -1,0 +1,570 @@
+"""Layout v1: parse and build the superblock, dataset directory, TIDX chunk index
+and THST history footer.
+
+Every offset and length read from a file is checked against the file size before
+it is used; a bad file is a `CatalogError` whose message says what and where.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tet.errors import CatalogError
+
+__all__ = [
+    "ENTRY_DTYPE",
+    "LIMITS",
+    "Catalog",
+    "DatasetRecord",
+    "align8",
+    "encode_footer",
+    "encode_header",
+    "header_length",
+    "parse_catalog",
+    "tile_counts",
+]
+
+MAGIC = b"TETR"
+INDEX_MAGIC = b"TIDX"
+FOOTER_MAGIC = b"THST"
+LAYOUT_VERSION = 1
+INDEX_VERSION = 1
+SUPERBLOCK_LEN = 32
+INDEX_HEADER_LEN = 32
+ENTRY_LEN = 104
+FOOTER_TAIL_LEN = 16
+MAX_NDIM = 8
+FLAG_FOOTER = 1
+WRITE_PREFIX = "invalid one-chunk write spec: "
+
+ENTRY_DTYPE = np.dtype(
+    [
+        ("dataset_id", "<u8"),
+        ("chunk_index", "<u8", (8,)),
+        ("payload_offset", "<u8"),
+        ("raw_byte_len", "<u8"),
+        ("stored_byte_len", "<u8"),
+        ("codec", "<u4"),
+        ("reserved", "<u4"),
+    ]
+)
+assert ENTRY_DTYPE.itemsize == ENTRY_LEN
+
+# MetadataLimitsV1 (layout.md §5.2).
+LIMITS: Mapping[str, int] = {
+    "footer_json_bytes": 65_536,
+    "metadata_datasets": 256,
+    "dataset_attrs": 64,
+    "attr_string_bytes": 1024,
+    "dim_names": 8,
+    "coord_axes": 8,
+    "coord_labels_per_axis": 64,
+    "history_events": 4096,
+    "history_parents": 16,
+    "history_params": 32,
+    "metadata_blob_bytes": 16 * 1024 * 1024,
+}
+
+
+def align8(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def tile_counts(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[int, ...]:
+    """Chunks per axis: ceil(shape / chunk_shape)."""
+    return tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRecord:
+    """One dataset directory record."""
+
+    name: str
+    dtype: int
+    shape: tuple[int, ...]
+    chunk_shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def encode(self) -> bytes:
+        name = self.name.encode("utf-8")
+        head = struct.pack("<IIII", len(name), self.dtype, self.ndim, 0)
+        pad = b"\0" * (align8(16 + len(name)) - 16 - len(name))
+        dims = struct.pack(f"<{2 * self.ndim}Q", *self.shape, *self.chunk_shape)
+        return head + name + pad + dims
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything layout v1 says about a file, parsed and validated."""
+
+    file_len: int
+    dataset_count: int
+    flags: int
+    chunk_index_offset: int
+    chunk_index_length: int
+    datasets: tuple[DatasetRecord, ...]
+    entries: np.ndarray[Any, np.dtype[np.void]]
+    budget_percent_bps: int
+    budget_bytes: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    footer_version: int | None = None
+    payload_bound: int = 0
+
+    @property
+    def file_execution(self) -> dict[str, int]:
+        return {
+            "memory_budget_percent_bps": self.budget_percent_bps,
+            "memory_budget_bytes": self.budget_bytes,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The summary dict of layout.md §7 (every chunk row included)."""
+        e = self.entries
+        chunks = [
+            {
+                "dataset_id": int(e["dataset_id"][i]),
+                "chunk_index": [int(v) for v in e["chunk_index"][i]],
+                "payload_offset": int(e["payload_offset"][i]),
+                "raw_byte_len": int(e["raw_byte_len"][i]),
+                "stored_byte_len": int(e["stored_byte_len"][i]),
+                "codec": int(e["codec"][i]),
+            }
+            for i in range(len(e))
+        ]
+        return {
+            "superblock": {
+                "layout_version": LAYOUT_VERSION,
+                "dataset_count": self.dataset_count,
+                "flags": self.flags,
+                "chunk_index_offset": self.chunk_index_offset,
+                "chunk_index_length": self.chunk_index_length,
+            },
+            "datasets": [
+                {
+                    "name": d.name,
+                    "dtype": d.dtype,
+                    "shape": list(d.shape),
+                    "chunk_shape": list(d.chunk_shape),
+                }
+                for d in self.datasets
+            ],
+            "chunks": chunks,
+            "file_execution": self.file_execution,
+            "history": [dict(h) for h in self.history],
+            "metadata": json.loads(json.dumps(self.metadata)),
+        }
+
+
+# ---------------------------------------------------------------------------
+# Reading
+
+
+def _u32(buf: Any, at: int) -> int:
+    return int(struct.unpack_from("<I", buf, at)[0])
+
+
+def _u64(buf: Any, at: int) -> int:
+    return int(struct.unpack_from("<Q", buf, at)[0])
+
+
+def parse_catalog(buf: Any, file_len: int) -> Catalog:
+    """Parse and validate the whole catalog of a mapped file (layout.md §7, in order)."""
+    if file_len < SUPERBLOCK_LEN:
+        raise CatalogError(f"file too short for superblock: need 32 bytes, got {file_len}")
+    magic = bytes(buf[0:4])
+    if magic != MAGIC:
+        raise CatalogError(f"bad magic: expected TETR, got {list(magic)}")
+    version, count, flags = struct.unpack_from("<III", buf, 4)
+    if version != LAYOUT_VERSION:
+        raise CatalogError(f"unsupported layout_version: {version} (only 1 is supported)")
+    index_off, index_len = _u64(buf, 16), _u64(buf, 24)
+    if index_off > file_len or index_len > file_len - index_off:
+        raise CatalogError(
+            f"chunk index region is out of bounds for file length {file_len}: "
+            f"offset {index_off}, length {index_len}"
+        )
+    history, metadata, footer_version, payload_bound = _parse_footer(buf, file_len, flags)
+    empty = np.zeros(0, dtype=ENTRY_DTYPE)
+    if count == 0:
+        return Catalog(file_len, 0, flags, index_off, index_len, (), empty, 0, 0,
+                       history, metadata, footer_version, payload_bound)
+    if file_len < 40:
+        raise CatalogError(
+            f"dataset_count is {count} but dataset directory is missing (file length {file_len})"
+        )
+    blob_len = _u64(buf, 32)
+    if blob_len > file_len - 40:
+        raise CatalogError(
+            f"file too short for catalog: need {40 + blob_len} bytes for the dataset directory "
+            f"(dataset_blob_len {blob_len}), got {file_len}"
+        )
+    datasets = _parse_records(buf, count, blob_len)
+    expected = align8(40 + blob_len)
+    if index_off != expected:
+        raise CatalogError(
+            f"chunk index offset mismatch: superblock says {index_off}, expected {expected}"
+        )
+    entries, bps, budget = _parse_index(buf, index_off, index_len)
+    _check_entries(entries, payload_bound, file_len)
+    return Catalog(file_len, count, flags, index_off, index_len, datasets, entries, bps, budget,
+                   history, metadata, footer_version, payload_bound)
+
+
+def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, ...]:
+    records = []
+    at, end = 40, 40 + blob_len
+    for i in range(count):
+        if end - at < 16:
+            raise CatalogError(
+                f"dataset record {i} at offset {at} is truncated: 16 header bytes needed, "
+                f"{end - at} left in dataset_blob_len"
+            )
+        name_len, dtype, ndim = struct.unpack_from("<III", buf, at)
+        if not 1 <= ndim <= MAX_NDIM:
+            raise CatalogError(f"ndim {ndim} out of range (max 8) in dataset record {i}")
+        if name_len > end - at - 16:
+            raise CatalogError(
+                f"dataset record {i} at offset {at}: name of {name_len} bytes runs past "
+                f"the dataset directory"
+            )
+        try:
+            name = bytes(buf[at + 16 : at + 16 + name_len]).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CatalogError(f"invalid UTF-8 in dataset name (record {i})") from None
+        dims_at = at + align8(16 + name_len)
+        rec_end = dims_at + 16 * ndim
+        if rec_end > end:
+            raise CatalogError(
+                f"dataset record {i} ({name!r}) runs past the dataset directory: "
+                f"ends at {rec_end}, directory ends at {end}"
+            )
+        dims = struct.unpack_from(f"<{2 * ndim}Q", buf, dims_at)
+        records.append(DatasetRecord(name, dtype, tuple(dims[:ndim]), tuple(dims[ndim:])))
+        at = rec_end
+    if at != end:
+        raise CatalogError(f"dataset blob length mismatch: declared {blob_len}, parsed {at - 40}")
+    return tuple(records)
+
+
+def _parse_index(buf: Any, off: int, length: int) -> tuple[np.ndarray[Any, Any], int, int]:
+    if length < INDEX_HEADER_LEN:
+        raise CatalogError(
+            f"chunk index region of {length} bytes at offset {off} is shorter than its "
+            f"32-byte TIDX header"
+        )
+    magic = bytes(buf[off : off + 4])
+    if magic != INDEX_MAGIC:
+        raise CatalogError(f"bad chunk index magic: expected TIDX, got {list(magic)}")
+    version = _u32(buf, off + 4)
+    if version != INDEX_VERSION:
+        raise CatalogError(f"unsupported chunk index version: {version}")
+    n = _u64(buf, off + 8)
+    if n > (length - INDEX_HEADER_LEN) // ENTRY_LEN or INDEX_HEADER_LEN + n * ENTRY_LEN != length:
+        raise CatalogError(f"chunk index entry count {n} does not fit in region length {length}")
+    bps = int(struct.unpack_from("<H", buf, off + 16)[0])
+    budget = _u32(buf, off + 20)
+    entries = np.frombuffer(buf, dtype=ENTRY_DTYPE, count=n, offset=off + INDEX_HEADER_LEN).copy()
+    return entries, bps, budget
+
+
+def _check_entries(entries: np.ndarray[Any, Any], bound: int, file_len: int) -> None:
+    codec = entries["codec"]
+    bad = np.flatnonzero(codec > 1)
+    if bad.size:
+        i = int(bad[0])
+        raise CatalogError(
+            f"unsupported codec {int(codec[i])} (supported: 0 = raw, 1 = zstd) "
+            f"at chunk index row {i}"
+        )
+    raw, stored = entries["raw_byte_len"], entries["stored_byte_len"]
+    bad = np.flatnonzero((codec == 0) & (raw != stored))
+    if bad.size:
+        i = int(bad[0])
+        raise CatalogError(
+            f"raw/stored length mismatch for codec=0: raw={int(raw[i])}, stored={int(stored[i])} "
+            f"at chunk index row {i}"
+        )
+    off = entries["payload_offset"]
+    b = np.uint64(bound)
+    outside = (off > b) | (stored > b - np.minimum(off, b))
+    bad = np.flatnonzero(outside)
+    if bad.size:
+        i = int(bad[0])
+        a = int(off[i])
+        raise CatalogError(
+            f"chunk payload [{a}, {a + int(stored[i])}) out of bounds for file length {file_len} "
+            f"(chunk index row {i}; payload region ends at {bound})"
+        )
+
+
+def _parse_footer(
+    buf: Any, file_len: int, flags: int
+) -> tuple[list[dict[str, Any]], dict[str, Any], int | None, int]:
+    """(history, metadata, footer version, payload bound) per layout.md §5.4."""
+    has_tail = file_len >= FOOTER_TAIL_LEN and bytes(buf[file_len - 4 : file_len]) == FOOTER_MAGIC
+    json_len = version = 0
+    if has_tail:
+        json_len = _u64(buf, file_len - 16)
+        version = _u32(buf, file_len - 8)
+        if version not in (1, 2):
+            raise CatalogError(f"unsupported history footer version {version}")
+        if json_len > file_len - FOOTER_TAIL_LEN:
+            raise CatalogError(
+                f"history footer out of bounds: json_len {json_len} + 16 exceeds file length "
+                f"{file_len}"
+            )
+    if not flags & FLAG_FOOTER:
+        return [], {}, None, file_len
+    if not has_tail:
+        raise CatalogError("superblock history flag set but footer missing")
+    json_at = file_len - FOOTER_TAIL_LEN - json_len
+    try:
+        doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: {exc} (footer at {json_at})") from None
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: expected an object at {json_at}")
+    bound = json_at
+    refs = {k: v for k, v in doc.items() if k.endswith("_ref")}
+    for key, ref in refs.items():  # payloads end before every out-of-line region
+        bound = min(bound, _parse_ref(key, ref, file_len)[0])
+    history = _parse_history(doc.get("history", []))
+    if "metadata_ref" in refs:
+        start, length = _parse_ref("metadata_ref", refs["metadata_ref"], file_len)
+        if length > LIMITS["metadata_blob_bytes"]:
+            raise CatalogError(
+                f"{WRITE_PREFIX}metadata blob of {length} bytes exceeds metadata_blob_bytes limit"
+            )
+        try:
+            metadata = json.loads(bytes(buf[start : start + length]).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CatalogError(f"{WRITE_PREFIX}metadata_ref JSON parse: {exc}") from None
+        validate_metadata(metadata)
+    else:
+        metadata = doc.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise CatalogError(f"{WRITE_PREFIX}footer metadata must be an object")
+    return history, metadata, version, bound
+
+
+def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:
+    if (
+        not isinstance(ref, dict)
+        or not isinstance(ref.get("offset"), int)
+        or not isinstance(ref.get("len"), int)
+        or ref["offset"] < 0
+        or ref["len"] < 0
+    ):
+        raise CatalogError(f"{WRITE_PREFIX}{key} must be {{\"offset\": u64, \"len\": u64}}")
+    start, length = ref["offset"], ref["len"]
+    if start > file_len or length > file_len - start:
+        raise CatalogError(
+            f"{key.replace('_ref', '')}_ref out of bounds: [{start}, {start + length}) "
+            f"in a file of {file_len} bytes"
+        )
+    return start, length
+
+
+_ROW_KEYS = ("op", "source", "at", "parents", "params")
+
+
+def _parse_history(rows: Any) -> list[dict[str, Any]]:
+    if not isinstance(rows, list):
+        raise CatalogError(f"{WRITE_PREFIX}footer history must be an array")
+    out = []
+    for i, row in enumerate(rows):
+        if isinstance(row, list):
+            if len(row) != 3 or not all(isinstance(v, str) for v in row):
+                raise CatalogError(f"{WRITE_PREFIX}history row {i}: legacy rows are [op, source, at]")
+            out.append({"op": row[0], "source": row[1], "at": row[2]})
+            continue
+        if not isinstance(row, dict):
+            raise CatalogError(f"{WRITE_PREFIX}history row {i} must be an object")
+        unknown = [k for k in row if k not in _ROW_KEYS]
+        if unknown:
+            raise CatalogError(f"{WRITE_PREFIX}history row {i}: unknown field `{unknown[0]}`")
+        if not all(isinstance(row.get(k), str) for k in ("op", "source", "at")):
+            raise CatalogError(f"{WRITE_PREFIX}history row {i}: op, source and at must be strings")
+        out.append(history_row(row["op"], row["source"], row["at"],
+                               row.get("parents") or (), row.get("params") or {}))
+    return out
+
+
+def history_row(
+    op: str, source: str, at: str, parents: Iterable[str] = (), params: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A history row with keys in wire order; empty parents/params are omitted."""
+    row: dict[str, Any] = {"op": op, "source": source, "at": at}
+    parents = list(parents)
+    if parents:
+        row["parents"] = parents
+    if params:
+        row["params"] = dict(sorted(params.items()))
+    return row
+
+
+# ---------------------------------------------------------------------------
+# Metadata limits
+
+
+def _check_string(s: Any, what: str) -> None:
+    if not isinstance(s, str):
+        raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a string, got {s!r}")
+    n = len(s.encode("utf-8"))
+    if n == 0:
+        raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a non-empty string")
+    if n > LIMITS["attr_string_bytes"]:
+        raise CatalogError(
+            f"{WRITE_PREFIX}metadata string exceeds attr_string_bytes limit "
+            f"({what}: {n} > {LIMITS['attr_string_bytes']} bytes)"
+        )
+
+
+def _check_count(n: int, limit: str, what: str) -> None:
+    if n > LIMITS[limit]:
+        raise CatalogError(
+            f"{WRITE_PREFIX}metadata {what} exceeds {limit} limit ({n} > {LIMITS[limit]})"
+        )
+
+
+def validate_metadata(metadata: Any) -> None:
+    """Enforce MetadataLimitsV1 on a metadata object."""
+    if not isinstance(metadata, dict):
+        raise CatalogError(f"{WRITE_PREFIX}metadata must be an object")
+    datasets = metadata.get("datasets", {})
+    if not isinstance(datasets, dict):
+        raise CatalogError(f"{WRITE_PREFIX}metadata datasets must be an object")
+    _check_count(len(datasets), "metadata_datasets", "datasets")
+    for name, entry in datasets.items():
+        _check_string(name, "dataset name")
+        if not isinstance(entry, dict):
+            raise CatalogError(f"{WRITE_PREFIX}metadata for dataset {name!r} must be an object")
+        attrs = entry.get("attrs", {})
+        _check_count(len(attrs), "dataset_attrs", "attrs")
+        for k, v in attrs.items():
+            _check_string(k, "attr key")
+            _check_string(v, f"attr {k!r} value")
+        dims = entry.get("dim_names", [])
+        _check_count(len(dims), "dim_names", "dim_names")
+        for d in dims:
+            _check_string(d, "dim name")
+        coords = entry.get("coords", {})
+        _check_count(len(coords), "coord_axes", "coord axes")
+        for axis, coord in coords.items():
+            _check_string(axis, "coord axis key")
+            labels = coord.get("labels", []) if isinstance(coord, dict) else None
+            if not isinstance(labels, list):
+                raise CatalogError(f"{WRITE_PREFIX}metadata coords {axis!r} needs a labels list")
+            _check_count(len(labels), "coord_labels_per_axis", "coord labels")
+            for label in labels:
+                _check_string(label, "coord label")
+
+
+def validate_history(history: Sequence[Mapping[str, Any]]) -> None:
+    _check_count(len(history), "history_events", "history events")
+    for row in history:
+        for k in ("op", "source", "at"):
+            _check_string(row[k], f"history {k}")
+        _check_count(len(row.get("parents", ())), "history_parents", "history parents")
+        for p in row.get("parents", ()):
+            _check_string(p, "history parent")
+        _check_count(len(row.get("params", {})), "history_params", "history params")
+        for k, v in row.get("params", {}).items():
+            _check_string(k, "history param key")
+            _check_string(v, "history param value")
+
+
+# ---------------------------------------------------------------------------
+# Writing
+
+
+def header_length(records: Sequence[DatasetRecord], entry_count: int) -> int:
+    """Bytes before the first payload: superblock, directory, padding and TIDX."""
+    blob = sum(align8(16 + len(r.name.encode("utf-8"))) + 16 * r.ndim for r in records)
+    return align8(40 + blob) + INDEX_HEADER_LEN + ENTRY_LEN * entry_count
+
+
+def encode_header(
+    records: Sequence[DatasetRecord],
+    entries: np.ndarray[Any, Any],
+    *,
+    flags: int,
+    budget_percent_bps: int = 0,
+    budget_bytes: int = 0,
+) -> bytes:
+    """Superblock + directory + padding + TIDX header + rows, ready for offset 0."""
+    blob = b"".join(r.encode() for r in records)
+    index_off = align8(40 + len(blob))
+    index_len = INDEX_HEADER_LEN + ENTRY_LEN * len(entries)
+    out = bytearray()
+    out += struct.pack("<4sIII", MAGIC, LAYOUT_VERSION, len(records), flags)
+    out += struct.pack("<QQ", index_off, index_len)
+    out += struct.pack("<Q", len(blob)) + blob
+    out += b"\0" * (index_off - len(out))
+    out += struct.pack("<4sIQHHIQ", INDEX_MAGIC, INDEX_VERSION, len(entries),
+                       budget_percent_bps, 0, budget_bytes, 0)
+    out += np.ascontiguousarray(entries, dtype=ENTRY_DTYPE).tobytes()
+    return bytes(out)
+
+
+def _compact(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=False, ensure_ascii=False).encode()
+
+
+def _sorted_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Maps with string keys sorted; empty members dropped (layout.md §5.1)."""
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(v[k]) for k in sorted(v) if not _empty(v[k])}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    def _empty(v: Any) -> bool:
+        return isinstance(v, (dict, list)) and len(v) == 0
+
+    out: dict[str, Any] = walk(dict(metadata))
+    return out
+
+
+def encode_footer(
+    history: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any], payload_end: int
+) -> bytes:
+    """Bytes to append at `payload_end`: optional metadata spill, history JSON, tail.
+
+    Empty bytes when there is neither history nor metadata (§5.3 step 5).
+    """
+    validate_history(history)
+    meta = _sorted_metadata(metadata)
+    validate_metadata(meta)
+    rows = [dict(r) for r in history]
+    if not rows and not meta:
+        return b""
+    doc: dict[str, Any] = {"history": rows}
+    if meta:
+        doc["metadata"] = meta
+    text = _compact(doc)
+    spill = b""
+    if len(text) > LIMITS["footer_json_bytes"]:
+        spill = _compact(meta)
+        if len(spill) > LIMITS["metadata_blob_bytes"]:
+            raise CatalogError(f"{WRITE_PREFIX}metadata exceeds metadata_blob_bytes limit")
+        doc = {"history": rows, "metadata_ref": {"offset": payload_end, "len": len(spill)}}
+        text = _compact(doc)
+        if len(text) > LIMITS["footer_json_bytes"]:
+            raise CatalogError(
+                f"{WRITE_PREFIX}footer JSON exceeds footer_json_bytes limit even without "
+                f"inline metadata"
+            )
+    return spill + text + struct.pack("<QI4s", len(text), 1, FOOTER_MAGIC)
