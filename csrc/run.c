@@ -7,6 +7,7 @@
 #include <string.h>
 #include "internal.h"
 
+
 /* ---- work sharing ------------------------------------------------------- */
 
 uint64_t tet_claim(uint64_t *counter, uint64_t n)
@@ -59,6 +60,105 @@ tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads)
     return TET_OK;
 }
 
+/* ---- box reads ---------------------------------------------------------- */
+
+/* The tiles a box touches, axis by axis: every selected element sits in its
+ * own tile when the step is at least a tile, otherwise every tile between the
+ * first and the last selected element is touched. */
+typedef struct {
+    uint32_t ndim;
+    uint64_t len[TET_MAX_NDIM];      /* touched tiles per axis */
+    uint64_t *coord[TET_MAX_NDIM];   /* their grid coordinates */
+    uint64_t grid_stride[TET_MAX_NDIM];
+    uint64_t out_shape[TET_MAX_NDIM];
+    uint64_t total;
+} touch_set;
+
+static void touch_free(touch_set *t)
+{
+    for (uint32_t d = 0; d < t->ndim; d++)
+        free(t->coord[d]);
+}
+
+static int box_valid(const tet_tiles *g, const tet_box *b)
+{
+    if (g->ndim < 1 || g->ndim > TET_MAX_NDIM || g->elem_size == 0)
+        return 0;
+    uint64_t tiles = 1;
+    for (uint32_t d = 0; d < g->ndim; d++) {
+        if (g->shape[d] == 0 || g->chunk_shape[d] == 0 || b->step[d] == 0 ||
+            b->start[d] >= b->stop[d] || b->stop[d] > g->shape[d])
+            return 0;
+        tiles *= (g->shape[d] - 1) / g->chunk_shape[d] + 1;
+    }
+    return tiles == g->n_tiles;
+}
+
+static tet_status touch_build(const tet_tiles *g, const tet_box *b, touch_set *t)
+{
+    memset(t, 0, sizeof *t);
+    t->ndim = g->ndim;
+    t->total = 1;
+    uint64_t stride = 1;
+    for (int d = (int)g->ndim - 1; d >= 0; d--) {
+        t->grid_stride[d] = stride;
+        stride *= (g->shape[d] - 1) / g->chunk_shape[d] + 1;
+    }
+    for (uint32_t d = 0; d < g->ndim; d++) {
+        const uint64_t s = b->start[d], k = b->step[d], cs = g->chunk_shape[d];
+        const uint64_t n_sel = (b->stop[d] - s - 1) / k + 1;
+        const uint64_t last = s + (n_sel - 1) * k;
+        const uint64_t n = k >= cs ? n_sel : last / cs - s / cs + 1;
+        t->out_shape[d] = n_sel;
+        t->coord[d] = malloc(n * sizeof(uint64_t));
+        if (t->coord[d] == NULL) {
+            touch_free(t);
+            return TET_ERR_NOMEM;
+        }
+        for (uint64_t j = 0; j < n; j++)
+            t->coord[d][j] = k >= cs ? (s + j * k) / cs : s / cs + j;
+        t->len[d] = n;
+        t->total *= n;
+    }
+    return TET_OK;
+}
+
+/* Item i of the touch set: its tile's linear id, and the sub-box to copy. */
+static uint64_t touch_item(const tet_tiles *g, const tet_box *b, const touch_set *t, uint64_t i,
+                           uint64_t *tile, uint64_t *src_start, uint64_t *count,
+                           uint64_t *dst_start)
+{
+    uint64_t linear = 0;
+    for (int d = (int)t->ndim - 1; d >= 0; d--) {
+        const uint64_t c = t->coord[d][i % t->len[d]];
+        i /= t->len[d];
+        const uint64_t s = b->start[d], k = b->step[d], cs = g->chunk_shape[d];
+        const uint64_t t0 = c * cs;
+        const uint64_t t1 = t0 + cs < g->shape[d] ? t0 + cs : g->shape[d];
+        const uint64_t lo = t0 > s ? t0 : s;
+        const uint64_t hi = t1 < b->stop[d] ? t1 : b->stop[d];
+        const uint64_t j0 = (lo - s + k - 1) / k, j1 = (hi - s + k - 1) / k;
+        tile[d] = t1 - t0;
+        src_start[d] = s + j0 * k - t0;
+        count[d] = j1 - j0;
+        dst_start[d] = j0;
+        linear += c * t->grid_stride[d];
+    }
+    return linear;
+}
+
+typedef struct {
+    const tet_tiles *g;
+    const tet_box *b;
+    const touch_set *t;
+    uint8_t *dst;
+    uint64_t next;
+    uint64_t scratch_len;   /* largest zstd tile touched */
+    int stop;
+    tet_copy_strided_fn strided;
+    tet_report reports[TET_MAX_THREADS];
+} read_ctx;
+
 static uint64_t product(const uint64_t *v, uint32_t n)
 {
     uint64_t p = 1;
@@ -67,135 +167,134 @@ static uint64_t product(const uint64_t *v, uint32_t n)
     return p;
 }
 
-static void fail(tet_report *r, tet_status status, uint64_t chunk, uint64_t detail)
+static void fail(tet_report *r, tet_status status, int64_t chunk, uint64_t detail)
 {
     r->status = status;
-    r->chunk = (int64_t)chunk;
+    r->chunk = chunk;
     r->detail = detail;
 }
 
-/* ---- gather ------------------------------------------------------------ */
-
-typedef struct {
-    const tet_gather_plan *plan;
-    uint64_t next;
-    uint64_t scratch_len;   /* largest zstd tile in the plan */
-    int stop;
-    tet_copy_strided_fn strided;
-    tet_report reports[TET_MAX_THREADS];
-} gather_ctx;
-
-/* The sub-box must stay inside both the tile and the destination. */
-static int box_fits(const tet_gather_plan *p, uint64_t i)
+/* Decode (if needed) and copy one touched tile. */
+static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *dctx,
+                           uint64_t *linear_out, uint64_t *detail)
 {
-    const uint64_t *tile = p->tile_shape + i * p->ndim, *ss = p->src_start + i * p->ndim;
-    const uint64_t *cnt = p->count + i * p->ndim, *ds = p->dst_start + i * p->ndim;
-    for (uint32_t d = 0; d < p->ndim; d++) {
-        if (cnt[d] == 0 || tile[d] == 0 || ss[d] >= tile[d] ||
-            (cnt[d] - 1) > (tile[d] - 1 - ss[d]) / p->step[d] || ds[d] >= p->dst_shape[d] ||
-            cnt[d] > p->dst_shape[d] - ds[d])
-            return 0;
+    const tet_tiles *g = c->g;
+    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
+    const uint64_t id = touch_item(g, c->b, c->t, i, tile, ss, cnt, ds);
+    *linear_out = id;
+    const uint64_t off = g->offset[id], stored = g->stored[id], raw = g->raw[id];
+    const uint32_t codec = g->codec[id];
+    if (codec == TET_TILE_MISSING)
+        return TET_ERR_MISSING;
+    if (off > g->file_len || stored > g->file_len - off) {
+        *detail = off;
+        return TET_ERR_BOUNDS;
     }
-    return 1;
+    if (raw != product(tile, g->ndim) * g->elem_size) {
+        *detail = raw;
+        return TET_ERR_TILE;
+    }
+    const uint8_t *src = g->file + off;
+    if (codec == 0) {
+        if (stored != raw) {
+            *detail = stored;
+            return TET_ERR_LENGTH;
+        }
+    } else if (codec == 1) {
+        tet_status st = tet_zstd_decode(dctx, scratch, raw, src, stored, detail);
+        if (st != TET_OK)
+            return st;
+        src = scratch;
+    } else {
+        *detail = codec;
+        return TET_ERR_CODEC;
+    }
+    tet_box_copy(c->dst, c->t->out_shape, ds, src, tile, ss, c->b->step, cnt, g->ndim,
+                 g->elem_size, c->strided);
+    return TET_OK;
 }
 
-static void gather_worker(void *vctx, uint32_t t)
+static void read_worker(void *vctx, uint32_t w)
 {
-    gather_ctx *c = vctx;
-    const tet_gather_plan *p = c->plan;
-    tet_report *rep = &c->reports[t];
+    read_ctx *c = vctx;
+    tet_report *rep = &c->reports[w];
     uint8_t *scratch = NULL;
     tet_dctx *dctx = NULL;
     if (c->scratch_len > 0) {
         scratch = malloc(c->scratch_len);
         dctx = tet_dctx_new();
         if (scratch == NULL || dctx == NULL) {
-            fail(rep, TET_ERR_NOMEM, 0, c->scratch_len);
-            rep->chunk = -1;
+            fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
             __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
             goto done;
         }
     }
     for (;;) {
-        uint64_t i = tet_claim(&c->next, p->n_chunks);
-        if (i >= p->n_chunks || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+        uint64_t i = tet_claim(&c->next, c->t->total);
+        if (i >= c->t->total || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
             break;
-        const uint64_t off = p->payload_offset[i], stored = p->stored_len[i];
-        const uint64_t raw = p->raw_len[i];
-        const uint64_t *tile = p->tile_shape + i * p->ndim;
-        tet_status st = TET_OK;
-        uint64_t detail = 0;
-        if (off > p->file_len || stored > p->file_len - off) {
-            st = TET_ERR_BOUNDS;
-            detail = off;
-        } else if (!box_fits(p, i)) {
-            st = TET_ERR_ARGUMENT;
-        } else if (raw != product(tile, p->ndim) * p->elem_size) {
-            st = TET_ERR_TILE;
-            detail = raw;
-        }
-        const uint8_t *src = p->file + off;
-        if (st == TET_OK) {
-            if (p->codec[i] == 0) {
-                if (stored != raw) {
-                    st = TET_ERR_LENGTH;
-                    detail = stored;
-                }
-            } else if (p->codec[i] == 1) {
-                st = tet_zstd_decode(dctx, scratch, raw, src, stored, &detail);
-                src = scratch;
-            } else {
-                st = TET_ERR_CODEC;
-                detail = p->codec[i];
-            }
-        }
+        uint64_t linear = 0, detail = 0;
+        tet_status st = read_one(c, i, scratch, dctx, &linear, &detail);
         if (st != TET_OK) {
-            if (rep->status == TET_OK)
-                fail(rep, st, i, detail);
+            fail(rep, st, (int64_t)linear, detail);
             __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
             break;
         }
-        tet_box_copy(p->dst, p->dst_shape, p->dst_start + i * p->ndim, src, tile,
-                     p->src_start + i * p->ndim, p->step, p->count + i * p->ndim, p->ndim,
-                     p->elem_size, c->strided);
     }
 done:
     free(scratch);
     tet_dctx_free(dctx);
 }
 
-int32_t tet_gather(const tet_gather_plan *plan, tet_report *report)
+int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
+                     tet_report *report)
 {
     memset(report, 0, sizeof *report);
     report->chunk = -1;
-    if (plan->ndim < 1 || plan->ndim > TET_MAX_NDIM || plan->elem_size == 0) {
+    if (!box_valid(tiles, box)) {
         report->status = TET_ERR_ARGUMENT;
         return TET_ERR_ARGUMENT;
     }
-    for (uint32_t d = 0; d < plan->ndim; d++) {
-        if (plan->step[d] == 0) {
-            report->status = TET_ERR_ARGUMENT;
-            return TET_ERR_ARGUMENT;
-        }
-    }
-    gather_ctx *c = calloc(1, sizeof *c);
-    if (c == NULL) {
+    read_ctx *c = calloc(1, sizeof *c);
+    touch_set t;
+    if (c == NULL || touch_build(tiles, box, &t) != TET_OK) {
+        free(c);
         report->status = TET_ERR_NOMEM;
         return TET_ERR_NOMEM;
     }
-    c->plan = plan;
+    c->g = tiles;
+    c->b = box;
+    c->t = &t;
+    c->dst = dst;
     c->strided = tet_active_copy_strided();
-    for (uint64_t i = 0; i < plan->n_chunks; i++)
-        if (plan->codec[i] == 1 && plan->raw_len[i] > c->scratch_len)
-            c->scratch_len = plan->raw_len[i];
-    uint32_t threads = plan->threads;
-    if ((uint64_t)threads > plan->n_chunks)
-        threads = (uint32_t)plan->n_chunks;
-    tet_parallel(gather_worker, c, threads);
-    for (uint32_t t = 0; t < TET_MAX_THREADS; t++)
-        tet_report_merge(report, &c->reports[t]);
+    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
+    for (uint64_t i = 0; i < t.total; i++) {
+        uint64_t id = touch_item(tiles, box, &t, i, tile, ss, cnt, ds);
+        if (tiles->codec[id] == 1 && tiles->raw[id] > c->scratch_len)
+            c->scratch_len = tiles->raw[id];
+    }
+    if ((uint64_t)threads > t.total)
+        threads = (uint32_t)t.total;
+    tet_parallel(read_worker, c, threads);
+    for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
+        tet_report_merge(report, &c->reports[w]);
+    touch_free(&t);
     free(c);
     return report->status;
+}
+
+int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap)
+{
+    if (!box_valid(tiles, box))
+        return -1;
+    touch_set t;
+    if (touch_build(tiles, box, &t) != TET_OK)
+        return -1;
+    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
+    for (uint64_t i = 0; i < t.total && i < cap; i++)
+        out[i] = touch_item(tiles, box, &t, i, tile, ss, cnt, ds);
+    touch_free(&t);
+    return (int64_t)t.total;
 }
 
 /* ---- encode ------------------------------------------------------------ */
@@ -223,8 +322,7 @@ static void encode_worker(void *vctx, uint32_t t)
         scratch = malloc(c->scratch_len ? c->scratch_len : 1);
         cctx = tet_cctx_new();
         if (scratch == NULL || cctx == NULL) {
-            fail(rep, TET_ERR_NOMEM, 0, c->scratch_len);
-            rep->chunk = -1;
+            fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
             __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
             goto done;
         }
@@ -246,7 +344,7 @@ static void encode_worker(void *vctx, uint32_t t)
         tet_status st = tet_zstd_encode(cctx, p->out + c->slot[i], tet_zstd_bound(raw), tile,
                                         raw, p->level, &written, &detail);
         if (st != TET_OK) {
-            fail(rep, st, i, detail);
+            fail(rep, st, (int64_t)i, detail);
             __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
             break;
         }
@@ -285,7 +383,7 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
         const uint64_t *o = p->origin + i * p->ndim, *e = p->extent + i * p->ndim;
         for (uint32_t d = 0; d < p->ndim; d++) {
             if (e[d] == 0 || o[d] >= p->src_shape[d] || e[d] > p->src_shape[d] - o[d]) {
-                fail(report, TET_ERR_ARGUMENT, i, d);
+                fail(report, TET_ERR_ARGUMENT, (int64_t)i, d);
                 goto out;
             }
         }
@@ -296,8 +394,7 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
         at += tet_encode_capacity(p->codec, raw);
     }
     if (at > p->out_capacity) {
-        fail(report, TET_ERR_ARGUMENT, 0, at);
-        report->chunk = -1;
+        fail(report, TET_ERR_ARGUMENT, -1, at);
         goto out;
     }
     c->plan = p;

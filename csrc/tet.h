@@ -21,8 +21,11 @@ typedef enum {
     TET_ERR_LENGTH = 6,     /* decoded bytes != raw_byte_len; detail = decoded */
     TET_ERR_TILE = 7,       /* raw_byte_len != tile bytes; detail = raw_byte_len */
     TET_ERR_THREAD = 8,     /* a worker thread could not be started */
-    TET_ERR_SIMD = 9        /* the requested SIMD level is not available here */
+    TET_ERR_SIMD = 9,       /* the requested SIMD level is not available here */
+    TET_ERR_MISSING = 10    /* a touched tile has no chunk index row */
 } tet_status;
+
+#define TET_TILE_MISSING 0xFFFFFFFF
 
 typedef enum {
     TET_SIMD_SCALAR = 0,
@@ -37,27 +40,29 @@ typedef struct {
     uint64_t detail;        /* codec error code, decoded length, ... */
 } tet_report;
 
-/* Copy the selected sub-box of every planned chunk into a dense C-order
- * destination.  Per-chunk arrays are row-major [n_chunks][ndim]. */
+/* One dataset's tiles in linear grid order (last axis fastest), as the
+ * chunk index describes them, plus the file they live in.  A tile with no
+ * index row has codec TET_TILE_MISSING. */
 typedef struct {
     const uint8_t *file;
     uint64_t file_len;
     uint32_t ndim;
     uint32_t elem_size;
-    uint64_t n_chunks;
-    const uint64_t *payload_offset;
-    const uint64_t *stored_len;
-    const uint64_t *raw_len;
-    const uint32_t *codec;
-    const uint64_t *tile_shape;   /* extent of each (possibly ragged) tile */
-    const uint64_t *src_start;    /* first selected element, tile-local */
-    const uint64_t *count;        /* selected elements per axis */
-    const uint64_t *dst_start;    /* where they land in the destination */
-    const uint64_t *step;         /* [ndim] selection step, >= 1 */
-    uint8_t *dst;
-    const uint64_t *dst_shape;    /* [ndim] */
-    uint32_t threads;
-} tet_gather_plan;
+    const uint64_t *shape;        /* [ndim] */
+    const uint64_t *chunk_shape;  /* [ndim] */
+    uint64_t n_tiles;
+    const uint64_t *offset;       /* [n_tiles] payload_offset */
+    const uint64_t *stored;       /* [n_tiles] stored_byte_len */
+    const uint64_t *raw;          /* [n_tiles] raw_byte_len */
+    const uint32_t *codec;        /* [n_tiles] */
+} tet_tiles;
+
+/* A selection: per axis start, exclusive stop, step >= 1 (checked by Python). */
+typedef struct {
+    uint64_t start[8];
+    uint64_t stop[8];
+    uint64_t step[8];
+} tet_box;
 
 /* Cut tiles out of a dense C-order block and encode them (raw copy or one
  * zstd frame each).  Output is contiguous in plan order; out_len[i] says how
@@ -84,7 +89,13 @@ int32_t tet_simd_get(void);
 int32_t tet_simd_supported(int32_t level);
 const char *tet_simd_name(int32_t level);
 
-int32_t tet_gather(const tet_gather_plan *plan, tet_report *report);
+/* Copy box of the dataset into dst (dense, C-order, the box's logical shape).
+ * On failure report->chunk is the linear grid id of the failing tile. */
+int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst,
+                     uint32_t threads, tet_report *report);
+/* Linear grid ids of the tiles the box touches, in grid order; returns how
+ * many there are (only the first `cap` are written), or -1 on bad input. */
+int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap);
 int32_t tet_encode(const tet_encode_plan *plan, tet_report *report);
 uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len);
 const char *tet_zstd_error_name(uint64_t code);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -14,17 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from tet import dtypes, kernels
+from tet import dtypes
 from tet.errors import (
-    CatalogError,
     MemoryBudgetError,
     TetError,
     UnknownAxisError,
     UnknownDatasetError,
 )
+from tet.kernels import TileTable
 from tet.layout import Catalog, DatasetRecord, parse_catalog
 from tet.query.budget import resolve_budget
-from tet.query.plan import ChunkLookup, ReadPlan, check_geometry, plan_read
+from tet.query.plan import ReadPlan, check_geometry, plan_read, tile_table
 from tet.selection import Box, box_from_key, resolve_selection
 
 __all__ = ["Dataset", "TetFile", "open"]
@@ -145,7 +146,7 @@ class TetFile:
             )
         self._closed = False
         self._catalog: Catalog | None = None
-        self._lookups: dict[int, ChunkLookup] = {}
+        self._tables: dict[int, TileTable] = {}
         try:  # validate now, as h5py does: a corrupt file fails to open
             self._catalog = parse_catalog(self._buffer(), self._len)
         except BaseException:
@@ -160,11 +161,12 @@ class TetFile:
     def close(self) -> None:
         """Release the mapping.  Zero-copy views keep their own reference to it."""
         self._closed = True
+        for table in self._tables.values():
+            table.release()
+        self._tables.clear()
         if self._map is not None:
-            try:
+            with contextlib.suppress(BufferError):  # a zero-copy view still uses it
                 self._map.close()
-            except BufferError:  # a zero-copy view still uses it; it goes with the view
-                pass
             self._map = None
 
     def __enter__(self) -> TetFile:
@@ -271,7 +273,7 @@ class TetFile:
                     f"(count={len(records)}; names: {names})"
                 )
             return self._make_dataset(records[key])
-        return self._make_dataset(records[self._dataset_id(key)])
+        return self._make_dataset(records[self._dataset_id(str(key))])
 
     __getitem__ = dataset
 
@@ -302,10 +304,12 @@ class TetFile:
         return "\n".join(lines) + "\n"
 
     # -- reading ------------------------------------------------------------
-    def _lookup(self, dataset_id: int) -> ChunkLookup:
-        if dataset_id not in self._lookups:
-            self._lookups[dataset_id] = ChunkLookup.build(self.catalog, dataset_id)
-        return self._lookups[dataset_id]
+    def _table(self, dataset_id: int) -> TileTable:
+        table = self._tables.get(dataset_id)
+        if table is None:
+            table = tile_table(self.catalog, dataset_id, self._buffer())
+            self._tables[dataset_id] = table
+        return table
 
     def resolve(self, dataset: str, selection: Any = None) -> tuple[int, Box]:
         """The dataset id and numeric box of a wire/box-form selection (labels resolved)."""
@@ -325,8 +329,9 @@ class TetFile:
         return dataset_id, resolve_selection(selection, record.shape, labels, has_metadata=has_meta)
 
     def plan(self, dataset: str, selection: Any = None) -> ReadPlan:
+        """The tiles a selection touches (for reports; reads do this inside C)."""
         dataset_id, box = self.resolve(dataset, selection)
-        return plan_read(self.catalog, self._lookup(dataset_id), box)
+        return plan_read(self._table(dataset_id), self.catalog.datasets[dataset_id], box)
 
     def read_numpy(
         self,
@@ -385,31 +390,37 @@ class TetFile:
                 f"(selection=... or f[{record.name!r}][a:b, ...]) and process it in pieces, or "
                 f"raise the budget with read_numpy(..., memory_budget_bytes=N)"
             )
-        plan = plan_read(catalog, self._lookup(dataset_id), box)
+        table = self._table(dataset_id)
         out = np.empty(box.shape, dtype=dtype)
-        kernels.gather(self._buffer(), self._len, plan.gather(catalog), out,
-                       describe=plan.describe)
+
+        def describe(tile: int) -> str:
+            coords = [int(c) for c in np.unravel_index(tile, table.grid)]
+            return f"dataset_id={dataset_id} chunk_index={coords}"
+
+        table.read(box.start, box.stop, box.step, out, describe=describe)
         return out
 
-    def _zero_copy(self, dataset_id: int, box: Box, dtype: np.dtype[Any]) -> Any:
+    def _zero_copy(
+        self, dataset_id: int, box: Box, dtype: np.dtype[Any]
+    ) -> np.ndarray[Any, Any] | None:
         """A read-only view when the box is exactly one raw chunk, else None."""
         record = self.catalog.datasets[dataset_id]
-        if any(k != 1 for k in box.step) or any(s % c for s, c in zip(box.start, record.chunk_shape)):
+        chunk = record.chunk_shape
+        if any(k != 1 for k in box.step) or any(s % c for s, c in zip(box.start, chunk)):
             return None
-        coords = np.asarray([[s // c for s, c in zip(box.start, record.chunk_shape)]], np.int64)
-        tile = tuple(min(c, n - s) for s, c, n in zip(box.start, record.chunk_shape, record.shape))
+        tile = tuple(min(c, n - s) for s, c, n in zip(box.start, chunk, record.shape))
         if box.shape != tile:
             return None
-        row = int(self._lookup(dataset_id).find(coords)[0])
-        entry = self.catalog.entries[row]
-        if int(entry["codec"]) != 0 or int(entry["raw_byte_len"]) != box.size * dtype.itemsize:
+        table = self._table(dataset_id)
+        (i,) = table.touch(box.start, box.stop, box.step).astype(np.int64)
+        if int(table.codec[i]) != 0 or int(table.raw[i]) != box.size * dtype.itemsize:
             return None
-        view = np.frombuffer(self._buffer(), dtype=dtype, count=box.size,
-                             offset=int(entry["payload_offset"])).reshape(box.shape)
-        return view
+        if int(table.offset[i]) + int(table.raw[i]) > self._len:
+            return None  # the checked read path reports it
+        return np.frombuffer(self._buffer(), dtype=dtype, count=box.size,
+                             offset=int(table.offset[i])).reshape(box.shape)
 
-
-def open(path: PathLike) -> TetFile:  # noqa: A001 - the public name is tet.open
+def open(path: PathLike) -> TetFile:
     """Open a ``.tet`` file for reading (a missing file is `FileNotFoundError`)."""
     return TetFile(path)
 

@@ -7,22 +7,22 @@ Every call returns a `tet_status`; `_check` turns a failure into the matching
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tet import _native
+from tet import _native  # type: ignore[attr-defined]
 from tet.errors import CatalogError, ChunkError, TetError
 
 __all__ = [
-    "Gather",
+    "TileTable",
     "copy_strided",
     "encode",
-    "gather",
     "simd_level",
     "simd_levels",
     "thread_count",
@@ -36,6 +36,7 @@ _SIMD_NAMES = ("scalar", "avx2", "neon")
 lib.tet_dispatch_init()
 
 U64 = np.dtype("<u8")
+PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
 
 
 def simd_level() -> str:
@@ -83,6 +84,7 @@ _STATUS: dict[int, type[TetError]] = {
     lib.TET_ERR_TILE: ChunkError,
     lib.TET_ERR_THREAD: TetError,
     lib.TET_ERR_SIMD: TetError,
+    lib.TET_ERR_MISSING: CatalogError,
 }
 
 
@@ -106,83 +108,103 @@ def _u64(a: np.ndarray[Any, Any]) -> Any:
     return ffi.from_buffer("uint64_t[]", np.ascontiguousarray(a, dtype=U64))
 
 
-@dataclass(frozen=True)
-class Gather:
-    """A read plan in the shape the C gather wants: one row per touched chunk."""
+class TileTable:
+    """One dataset's tiles in linear grid order, ready for the C box loops.
 
-    payload_offset: np.ndarray[Any, Any]
-    stored_len: np.ndarray[Any, Any]
-    raw_len: np.ndarray[Any, Any]
-    codec: np.ndarray[Any, Any]
-    tile_shape: np.ndarray[Any, Any]   # [n, ndim]
-    src_start: np.ndarray[Any, Any]    # [n, ndim]
-    count: np.ndarray[Any, Any]        # [n, ndim]
-    dst_start: np.ndarray[Any, Any]    # [n, ndim]
-    step: tuple[int, ...]
+    Built once per dataset (vectorised); a tile without an index row has codec
+    `MISSING`.  Holds the C struct so a read costs one struct fill and one call.
+    """
 
+    MISSING = 0xFFFFFFFF
 
-def gather(
-    file: Any,
-    file_len: int,
-    plan: Gather,
-    dst: np.ndarray[Any, Any],
-    *,
-    describe: Callable[[int], str],
-) -> None:
-    """Decode the planned chunks of `file` into `dst` (C-contiguous, writable) in one call."""
-    if not dst.flags.c_contiguous or not dst.flags.writeable:
-        raise TetError("gather destination must be a writable C-contiguous array")
-    ndim = dst.ndim
-    keep = [
-        np.ascontiguousarray(a, dtype=U64)
-        for a in (plan.payload_offset, plan.stored_len, plan.raw_len, plan.tile_shape,
-                  plan.src_start, plan.count, plan.dst_start)
-    ]
-    codec = np.ascontiguousarray(plan.codec, dtype="<u4")
-    step = np.asarray(plan.step, dtype=U64)
-    shape = np.asarray(dst.shape, dtype=U64)
-    c = ffi.new("tet_gather_plan *")
-    file_ptr = ffi.from_buffer("uint8_t[]", file) if file_len else ffi.NULL
-    c.file = file_ptr
-    c.file_len = file_len
-    c.ndim = ndim
-    c.elem_size = dst.dtype.itemsize
-    c.n_chunks = len(codec)
-    ptrs = [ffi.from_buffer("uint64_t[]", a) for a in keep]
-    (c.payload_offset, c.stored_len, c.raw_len, c.tile_shape,
-     c.src_start, c.count, c.dst_start) = ptrs
-    codec_ptr = ffi.from_buffer("uint32_t[]", codec)
-    c.codec = codec_ptr
-    step_ptr, shape_ptr = _u64(step), _u64(shape)
-    c.step, c.dst_shape = step_ptr, shape_ptr
-    dst_ptr = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
-    c.dst = dst_ptr
-    c.threads = thread_count()
-    report = ffi.new("tet_report *")
-    lib.tet_gather(c, report)
-    elem = dst.dtype.itemsize
+    def __init__(self, file: Any, file_len: int, shape: tuple[int, ...],
+                 chunk_shape: tuple[int, ...], elem_size: int, offset: np.ndarray[Any, Any],
+                 stored: np.ndarray[Any, Any], raw: np.ndarray[Any, Any],
+                 codec: np.ndarray[Any, Any]) -> None:
+        self.shape, self.chunk_shape = shape, chunk_shape
+        self.offset = np.ascontiguousarray(offset, dtype=U64)
+        self.stored = np.ascontiguousarray(stored, dtype=U64)
+        self.raw = np.ascontiguousarray(raw, dtype=U64)
+        self.codec = np.ascontiguousarray(codec, dtype="<u4")
+        t = ffi.new("tet_tiles *")
+        self._keep = [
+            ffi.from_buffer("uint8_t[]", file) if file_len else ffi.NULL,
+            _u64(np.asarray(shape, dtype=U64)), _u64(np.asarray(chunk_shape, dtype=U64)),
+            ffi.from_buffer("uint64_t[]", self.offset), ffi.from_buffer("uint64_t[]", self.stored),
+            ffi.from_buffer("uint64_t[]", self.raw), ffi.from_buffer("uint32_t[]", self.codec),
+        ]
+        t.file, t.shape, t.chunk_shape, t.offset, t.stored, t.raw, t.codec = self._keep
+        t.file_len, t.ndim, t.elem_size, t.n_tiles = file_len, len(shape), elem_size, len(offset)
+        self._struct = t
 
-    def explain(f: _Failure) -> str:
-        where = describe(f.chunk) if f.chunk >= 0 else "read plan"
-        raw = int(plan.raw_len[f.chunk]) if f.chunk >= 0 else 0
-        if f.status == lib.TET_ERR_ZSTD:
-            return f"{where}: zstd decode failed: {zstd_error_name(f.detail)}"
-        if f.status == lib.TET_ERR_LENGTH:
-            return f"{where}: decoded payload length {f.detail} != raw_byte_len {raw}"
-        if f.status == lib.TET_ERR_TILE:
-            tile = int(np.prod(plan.tile_shape[f.chunk], dtype=np.uint64))
-            return f"{where}: tile has {tile} values but raw_byte_len implies {raw // elem}"
-        if f.status == lib.TET_ERR_BOUNDS:
-            a = int(plan.payload_offset[f.chunk])
-            b = a + int(plan.stored_len[f.chunk])
-            return f"{where}: chunk payload [{a}, {b}) out of bounds for file length {file_len}"
-        if f.status == lib.TET_ERR_CODEC:
-            return f"{where}: unsupported codec {f.detail} (supported: 0 = raw, 1 = zstd)"
-        if f.status == lib.TET_ERR_NOMEM:
-            return f"could not allocate a {f.detail}-byte decode buffer"
-        return f"{where}: internal read plan error (status {f.status})"
+    def release(self) -> None:
+        """Drop the reference to the file buffer (the mapping may then close)."""
+        for obj in self._keep[:1]:
+            if obj != ffi.NULL:
+                ffi.release(obj)
+        self._keep.clear()
 
-    _check(report, "read failed", explain)
+    def _box(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int]) -> Any:
+        b = ffi.new("tet_box *")
+        n = len(start)
+        b.start[0:n], b.stop[0:n], b.step[0:n] = start, stop, step
+        return b
+
+    def touch(self, start: Sequence[int], stop: Sequence[int],
+              step: Sequence[int]) -> np.ndarray[Any, Any]:
+        """Linear grid ids of the tiles a box touches, in grid order."""
+        box = self._box(start, stop, step)
+        n = int(lib.tet_box_touch(self._struct, box, ffi.NULL, 0))
+        if n < 0:
+            raise TetError("invalid box for this dataset")
+        out = np.empty(n, dtype=U64)
+        lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n)
+        return out
+
+    def read(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int],
+             dst: np.ndarray[Any, Any], *, describe: Callable[[int], str]) -> None:
+        """Copy the box into `dst` (C-contiguous, writable, the box's shape) in one call."""
+        box = self._box(start, stop, step)
+        threads = 1 if dst.nbytes < PARALLEL_BYTES else thread_count()
+        report = ffi.new("tet_report *")
+        out = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
+        lib.tet_read_box(self._struct, box, out, threads, report)
+        if report.status == 0:
+            return
+        self._raise(report, dst.dtype.itemsize, describe)
+
+    def _raise(self, report: Any, elem: int, describe: Callable[[int], str]) -> None:
+        def explain(f: _Failure) -> str:
+            where = describe(f.chunk) if f.chunk >= 0 else "read"
+            raw = int(self.raw[f.chunk]) if f.chunk >= 0 else 0
+            if f.status == lib.TET_ERR_MISSING:
+                return f"chunk index has no row for {where}"
+            if f.status == lib.TET_ERR_ZSTD:
+                return f"{where}: zstd decode failed: {zstd_error_name(f.detail)}"
+            if f.status == lib.TET_ERR_LENGTH:
+                return f"{where}: decoded payload length {f.detail} != raw_byte_len {raw}"
+            if f.status == lib.TET_ERR_TILE:
+                return f"{where}: tile has {self.tile_size(f.chunk)} values but raw_byte_len " \
+                    f"implies {raw // elem}"
+            if f.status == lib.TET_ERR_BOUNDS:
+                a = int(self.offset[f.chunk])
+                b = a + int(self.stored[f.chunk])
+                return f"{where}: chunk payload [{a}, {b}) out of bounds"
+            if f.status == lib.TET_ERR_CODEC:
+                return f"{where}: unsupported codec {f.detail} (supported: 0 = raw, 1 = zstd)"
+            if f.status == lib.TET_ERR_NOMEM:
+                return f"could not allocate a {f.detail}-byte decode buffer"
+            return f"invalid read request (status {f.status})"
+
+        _check(report, "read failed", explain)
+
+    def tile_size(self, linear: int) -> int:
+        coords = [int(i) for i in np.unravel_index(linear, self.grid)]
+        return math.prod(min(c, n - i * c) for i, c, n in zip(coords, self.chunk_shape, self.shape))
+
+    @property
+    def grid(self) -> tuple[int, ...]:
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunk_shape))
 
 
 def encode(

@@ -331,7 +331,9 @@ def _parse_footer(
     try:
         doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: {exc} (footer at {json_at})") from None
+        raise CatalogError(
+            f"{WRITE_PREFIX}footer JSON parse: {exc} (footer at {json_at})"
+        ) from None
     if not isinstance(doc, dict):
         raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: expected an object at {json_at}")
     bound = json_at
@@ -385,7 +387,9 @@ def _parse_history(rows: Any) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
         if isinstance(row, list):
             if len(row) != 3 or not all(isinstance(v, str) for v in row):
-                raise CatalogError(f"{WRITE_PREFIX}history row {i}: legacy rows are [op, source, at]")
+                raise CatalogError(
+                    f"{WRITE_PREFIX}history row {i}: legacy rows are [op, source, at]"
+                )
             out.append({"op": row[0], "source": row[1], "at": row[2]})
             continue
         if not isinstance(row, dict):
@@ -401,7 +405,11 @@ def _parse_history(rows: Any) -> list[dict[str, Any]]:
 
 
 def history_row(
-    op: str, source: str, at: str, parents: Iterable[str] = (), params: Mapping[str, str] | None = None
+    op: str,
+    source: str,
+    at: str,
+    parents: Iterable[str] = (),
+    params: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A history row with keys in wire order; empty parents/params are omitted."""
     row: dict[str, Any] = {"op": op, "source": source, "at": at}

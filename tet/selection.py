@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 AXIS_KEYS = ("start", "stop", "step", "start_label", "stop_label")
+_AXIS_KEY_SET = frozenset(AXIS_KEYS)
 MAX_RANK = 8
 
 
@@ -117,29 +118,34 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
                 f"invalid query JSON: selection[{i}] must be an object with "
                 f"`start`, `stop`, `step`, `start_label` or `stop_label`"
             )
-        for key in entry:
-            if key not in AXIS_KEYS:
-                raise SelectionError(
-                    f"invalid query JSON: unknown field `{key}`, expected one of "
-                    + ", ".join(f"`{k}`" for k in AXIS_KEYS)
-                )
-        axis = {k: _parse_u64(entry.get(k)) for k in ("start", "stop", "step")}
-        for k in ("start_label", "stop_label"):
-            label = entry.get(k)
-            if label is not None and not isinstance(label, str):
-                raise SelectionError(f"invalid query JSON: `{k}` must be a string")
-            axis[k] = label
-        if axis["step"] == 0:
+        if not _AXIS_KEY_SET.issuperset(entry):
+            key = next(k for k in entry if k not in _AXIS_KEY_SET)
+            raise SelectionError(
+                f"invalid query JSON: unknown field `{key}`, expected one of "
+                + ", ".join(f"`{k}`" for k in AXIS_KEYS)
+            )
+        axis: dict[str, Any] = {}
+        for key, value in entry.items():
+            if value is None:
+                continue
+            if key.endswith("_label"):
+                if not isinstance(value, str):
+                    raise SelectionError(f"invalid query JSON: `{key}` must be a string")
+                axis[key] = value
+            else:
+                fast = type(value) is int and 0 <= value < 2**64
+                axis[key] = value if fast else _parse_u64(value)
+        if axis.get("step") == 0:
             raise _fail(f"selection[{i}].step must be >= 1, got 0")
         for end in ("start", "stop"):
-            if axis[end] is not None and axis[f"{end}_label"] is not None:
+            if end in axis and f"{end}_label" in axis:
                 raise _fail(f"selection[{i}]: use either `{end}` or `{end}_label`, not both")
-        if axis["start"] is not None and axis["stop"] is not None and axis["start"] >= axis["stop"]:
+        if "start" in axis and "stop" in axis and axis["start"] >= axis["stop"]:
             raise _fail(
                 f"selection[{i}]: start must be < stop when both set "
                 f"(got {axis['start']} >= {axis['stop']})"
             )
-        axes.append({k: v for k, v in axis.items() if v is not None})
+        axes.append(axis)
     return axes
 
 

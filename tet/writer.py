@@ -9,6 +9,7 @@ C across all cores, a window of chunks per call.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import time
@@ -76,7 +77,7 @@ def _windows(raw: np.ndarray[Any, Any]) -> list[slice]:
     """Split tiles into runs of about WINDOW_BYTES (at least one tile each)."""
     edges = np.searchsorted(np.cumsum(raw), np.arange(WINDOW_BYTES, int(raw.sum()), WINDOW_BYTES))
     bounds = sorted({0, *[int(e) + 1 for e in edges], len(raw)})
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
+    return [slice(a, b) for a, b in itertools.pairwise(bounds) if a < b]
 
 
 def _entries(dataset_id: int, coords: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -140,7 +141,7 @@ class _ArraySource(_Pending):
         for w in _windows(raw):
             payload, lens = kernels.encode(self.array, origin[w], extent[w],
                                            codec=self.codec, level=self.level)
-            out.write(memoryview(payload))
+            out.write(payload.data)
             stored[w] = lens
         ends = np.cumsum(stored, dtype=np.uint64)
         entries["payload_offset"] = np.uint64(at) + ends - stored
@@ -239,7 +240,7 @@ class DatasetStream:
         spool = self._spool_file()
         spool.seek(0, os.SEEK_END)
         at = spool.tell()
-        spool.write(memoryview(payload))
+        spool.write(payload.data)
         for key, off, n in zip(linear, np.cumsum(lens) - lens, lens):
             self._done[int(key)] = (at + int(off), int(n))
 
@@ -386,7 +387,7 @@ class TetWriter:
             raise _fail(f"dataset name exceeds {MAX_NAME_BYTES} bytes")
         for p in self._pending:
             if p.record.name == name:
-                which = "queued in session" if not isinstance(p, _CopiedSource) else "exists in file"
+                which = "exists in file" if isinstance(p, _CopiedSource) else "queued in session"
                 raise _fail(f"dataset name already {which}: {name!r}")
 
     def _geometry(self, name: str, shape: Sequence[int], itemsize: int,
@@ -401,7 +402,7 @@ class TetWriter:
         chunk = (default_chunk_shape(shape, itemsize) if chunk_shape is None
                  else tuple(int(c) for c in chunk_shape))
         if len(chunk) != len(shape) or any(c < 1 for c in chunk):
-            raise _fail(f"chunk_shape {chunk} does not fit shape {shape} (one extent >= 1 per axis)")
+            raise _fail(f"chunk_shape {chunk} does not fit shape {shape} (one extent >= 1 each)")
         return shape, chunk
 
     def _dataset_meta(self, name: str, shape: Sequence[int], attrs: Mapping[str, Any] | None,
@@ -425,7 +426,7 @@ class TetWriter:
                     raise _fail(f"coords key {axis!r} is neither a dim name nor an axis index")
                 labels = [str(x) for x in labels]
                 if len(labels) > shape[d]:
-                    raise _fail(f"coords {axis!r} has {len(labels)} labels for an axis of {shape[d]}")
+                    raise _fail(f"coords {axis!r}: {len(labels)} labels for an axis of {shape[d]}")
                 out[str(axis)] = {"labels": labels}
             meta["coords"] = out
         return meta
@@ -564,9 +565,9 @@ class TetWriter:
             at = head_len
             parts = []
             for i, p in enumerate(self._pending):
-                e = p.emit(out, i, at)  # type: ignore[arg-type]
+                e = p.emit(out, i, at)
                 if len(e) != counts[i]:
-                    raise TetError(f"dataset {p.record.name!r}: {len(e)} tiles, expected {counts[i]}")
+                    raise TetError(f"{p.record.name!r}: {len(e)} tiles, expected {counts[i]}")
                 at += int(e["stored_byte_len"].sum())
                 parts.append(e)
             footer = encode_footer(history, meta, at)

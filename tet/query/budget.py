@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["DEFAULT_BPS", "FALLBACK_BUDGET", "host_available_ram", "resolve_budget"]
@@ -11,8 +12,20 @@ DEFAULT_BPS = 2500                 # 25 % of available RAM
 FALLBACK_BUDGET = 256 * 1024 * 1024  # when RAM cannot be probed
 
 
+_PROBE_TTL = 0.5  # seconds a probe stays fresh: reads in a tight loop must not reread /proc
+_probe: tuple[float, int | None] = (-1.0, None)
+
+
 def host_available_ram() -> int | None:
     """Bytes of RAM available to new work (Linux ``MemAvailable``); None when unknown."""
+    global _probe
+    now = time.monotonic()
+    if now - _probe[0] > _PROBE_TTL:
+        _probe = (now, _read_available())
+    return _probe[1]
+
+
+def _read_available() -> int | None:
     if sys.platform.startswith("linux"):
         try:
             for line in Path("/proc/meminfo").read_text().splitlines():

@@ -1,6 +1,10 @@
-"""Read plans: a resolved selection box x the chunk grid -> which chunks to touch and
-which sub-box of each lands where, as NumPy arrays built without a per-chunk
-Python loop (a file with a million tiny chunks is a few array operations).
+"""Read plans: which tiles a selection touches.
+
+The touch rule itself lives in C (`tet_box_touch`, the same code the reads and
+folds walk), so reports and reads can never disagree.  Here we build the
+per-dataset `TileTable` the C loops index, and the `ReadPlan` that describes a
+selection's tiles to callers (a few vectorised array operations, no per-tile
+Python loop).
 """
 
 from __future__ import annotations
@@ -11,55 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from tet import dtypes
 from tet.errors import CatalogError
-from tet.kernels import Gather
+from tet.kernels import TileTable
 from tet.layout import Catalog, DatasetRecord, tile_counts
 from tet.selection import Box
 
-__all__ = ["ChunkLookup", "ReadPlan", "plan_read"]
+__all__ = ["ReadPlan", "check_geometry", "plan_read", "tile_table"]
 
-I64 = np.int64
 MAX_EXTENT = 2**62
-
-
-@dataclass(frozen=True)
-class ChunkLookup:
-    """Chunk grid coordinates -> chunk index row, for one dataset."""
-
-    dataset_id: int
-    counts: tuple[int, ...]
-    keys: np.ndarray[Any, Any]   # sorted linear grid positions
-    rows: np.ndarray[Any, Any]   # index row of each key (first row wins on duplicates)
-
-    @classmethod
-    def build(cls, catalog: Catalog, dataset_id: int) -> ChunkLookup:
-        record = catalog.datasets[dataset_id]
-        check_geometry(record)
-        counts = tile_counts(record.shape, record.chunk_shape)
-        entries = catalog.entries
-        mine = np.flatnonzero(entries["dataset_id"] == dataset_id)
-        coords = entries["chunk_index"][mine][:, : record.ndim].astype(np.uint64)
-        inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
-        mine, coords = mine[inside], coords[inside].astype(I64)
-        linear = np.ravel_multi_index(coords.T, counts) if len(mine) else np.zeros(0, I64)
-        keys, first = np.unique(linear, return_index=True)
-        return cls(dataset_id, counts, keys.astype(I64), mine[first].astype(I64))
-
-    def find(self, coords: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Index rows of the given grid coordinates ([n, ndim]); a missing one is an error."""
-        linear = np.ravel_multi_index(coords.T, self.counts).astype(I64)
-        pos = np.searchsorted(self.keys, linear)
-        pos_c = np.minimum(pos, max(len(self.keys) - 1, 0))
-        found = (pos < len(self.keys)) & (self.keys[pos_c] == linear) if len(self.keys) else (
-            np.zeros(len(linear), bool))
-        if not found.all():
-            miss = coords[int(np.flatnonzero(~found)[0])]
-            raise CatalogError(
-                f"chunk index has no row for dataset_id={self.dataset_id} "
-                f"chunk_index={[int(c) for c in miss]}"
-            )
-        out: np.ndarray[Any, Any] = self.rows[pos_c]
-        return out
+DENSE_SLACK = 1 << 20  # tiles a table may hold beyond twice the dataset's index rows
 
 
 def check_geometry(record: DatasetRecord) -> None:
@@ -76,68 +41,62 @@ def check_geometry(record: DatasetRecord) -> None:
         raise CatalogError(f"dataset {record.name!r}: chunk grid size overflows")
 
 
+def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
+    """The dataset's tiles in linear grid order; the first index row of a tile wins."""
+    record = catalog.datasets[dataset_id]
+    check_geometry(record)
+    elem = dtypes.by_tag(record.dtype).size
+    counts = tile_counts(record.shape, record.chunk_shape)
+    n_tiles = math.prod(counts)
+    entries = catalog.entries
+    mine = np.flatnonzero(entries["dataset_id"] == dataset_id)
+    if n_tiles > max(2 * len(mine), DENSE_SLACK):
+        raise CatalogError(
+            f"dataset {record.name!r} declares {n_tiles} tiles but the chunk index has "
+            f"only {len(mine)} rows for it"
+        )
+    coords = entries["chunk_index"][mine][:, : record.ndim]
+    inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
+    mine, coords = mine[inside], coords[inside].astype(np.int64)
+    linear = np.ravel_multi_index(coords.T, counts) if len(mine) else np.zeros(0, np.int64)
+    keys, first = np.unique(linear, return_index=True)
+    rows = entries[mine[first]]
+    offset = np.zeros(n_tiles, np.uint64)
+    stored = np.zeros(n_tiles, np.uint64)
+    raw = np.zeros(n_tiles, np.uint64)
+    codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
+    offset[keys], stored[keys] = rows["payload_offset"], rows["stored_byte_len"]
+    raw[keys], codec[keys] = rows["raw_byte_len"], rows["codec"]
+    return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, elem,
+                     offset, stored, raw, codec)
+
+
 @dataclass(frozen=True)
 class ReadPlan:
-    """Touched chunks of one selection, in linear grid order (last axis fastest)."""
+    """The tiles one selection touches, in linear grid order (last axis fastest)."""
 
     record: DatasetRecord
     box: Box
-    rows: np.ndarray[Any, Any]         # chunk index rows [n]
-    coords: np.ndarray[Any, Any]       # grid coordinates [n, ndim]
-    tile_shape: np.ndarray[Any, Any]   # [n, ndim]
-    src_start: np.ndarray[Any, Any]    # [n, ndim]
-    count: np.ndarray[Any, Any]        # [n, ndim]
-    dst_start: np.ndarray[Any, Any]    # [n, ndim]
+    tiles: np.ndarray[Any, Any]      # linear grid ids
+    coords: np.ndarray[Any, Any]     # grid coordinates [n, ndim]
+    offset: np.ndarray[Any, Any]
+    stored: np.ndarray[Any, Any]
+    raw: np.ndarray[Any, Any]
+    codec: np.ndarray[Any, Any]
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self.box.shape
 
-    def gather(self, catalog: Catalog) -> Gather:
-        e = catalog.entries[self.rows]
-        return Gather(
-            payload_offset=e["payload_offset"], stored_len=e["stored_byte_len"],
-            raw_len=e["raw_byte_len"], codec=e["codec"], tile_shape=self.tile_shape,
-            src_start=self.src_start, count=self.count, dst_start=self.dst_start,
-            step=self.box.step,
-        )
-
-    def describe(self, i: int) -> str:
-        return f"chunk_index={[int(c) for c in self.coords[i]]}"
+    @property
+    def chunk_count(self) -> int:
+        return len(self.tiles)
 
 
-def _axis_touch(
-    start: int, stop: int, step: int, chunk: int, extent: int
-) -> tuple[np.ndarray[Any, Any], ...]:
-    """Per touched chunk on one axis: (chunk coord, tile extent, local start, count, dst start)."""
-    n_sel = -(-(stop - start) // step)
-    last = start + (n_sel - 1) * step
-    if step >= chunk:  # every selected element sits in its own chunk
-        c = (start + np.arange(n_sel, dtype=I64) * step) // chunk
-    else:  # consecutive elements are closer than a chunk: every chunk between is touched
-        c = np.arange(start // chunk, last // chunk + 1, dtype=I64)
-    lo = np.maximum(c * chunk, start)
-    j0 = -(-(lo - start) // step)
-    hi = np.minimum(np.minimum((c + 1) * chunk, extent), stop)
-    j1 = -(-(hi - start) // step)
-    tile = np.minimum((c + 1) * chunk, extent) - c * chunk
-    return c, tile, start + j0 * step - c * chunk, j1 - j0, j0
-
-
-def plan_read(catalog: Catalog, lookup: ChunkLookup, box: Box) -> ReadPlan:
-    record = catalog.datasets[lookup.dataset_id]
-    per_axis = [
-        _axis_touch(s, e, k, c, n)
-        for s, e, k, c, n in zip(box.start, box.stop, box.step, record.chunk_shape, record.shape)
-    ]
-    grids = np.meshgrid(*[np.arange(len(a[0])) for a in per_axis], indexing="ij")
-    flat = [g.ravel() for g in grids]
-
-    def column(field: int) -> np.ndarray[Any, Any]:
-        return np.stack([per_axis[d][field][flat[d]] for d in range(record.ndim)], axis=1)
-
-    coords = column(0)
-    return ReadPlan(
-        record=record, box=box, rows=lookup.find(coords), coords=coords,
-        tile_shape=column(1), src_start=column(2), count=column(3), dst_start=column(4),
-    )
+def plan_read(table: TileTable, record: DatasetRecord, box: Box) -> ReadPlan:
+    tiles = table.touch(box.start, box.stop, box.step)
+    index = tiles.astype(np.int64)
+    coords = np.stack(np.unravel_index(index, table.grid), axis=1) if len(index) else (
+        np.zeros((0, record.ndim), np.int64))
+    return ReadPlan(record, box, tiles, coords, table.offset[index], table.stored[index],
+                    table.raw[index], table.codec[index])
