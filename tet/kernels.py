@@ -23,6 +23,7 @@ __all__ = [
     "TileTable",
     "copy_strided",
     "encode",
+    "encode_capacity",
     "simd_level",
     "simd_levels",
     "thread_count",
@@ -214,17 +215,21 @@ def encode(
     *,
     codec: int,
     level: int,
+    scratch: np.ndarray[Any, Any] | None = None,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Cut tiles [origin, origin+extent) out of `src` and encode each (0 raw, 1 zstd).
 
-    Returns (payload bytes back to back, per-tile stored lengths).
+    Returns (payload bytes back to back, per-tile stored lengths).  The payload
+    is a view of `scratch` when it is large enough (see `encode_capacity`), so
+    a loop over windows reuses one buffer instead of faulting in a new one.
     """
     src = np.ascontiguousarray(src)
     n, ndim = extent.shape
     elem = src.dtype.itemsize
     raw = np.prod(extent, axis=1, dtype=U64) * np.uint64(elem)
-    cap = sum(int(lib.tet_encode_capacity(codec, int(r))) for r in raw) if codec else int(raw.sum())
-    out = np.empty(max(cap, 1), dtype=np.uint8)
+    cap = encode_capacity(codec, raw)
+    fits = scratch is not None and scratch.nbytes >= cap
+    out = scratch if fits and scratch is not None else np.empty(max(cap, 1), dtype=np.uint8)
     out_len = np.zeros(n, dtype=U64)
     origin_c = np.ascontiguousarray(origin, dtype=U64)
     extent_c = np.ascontiguousarray(extent, dtype=U64)
@@ -252,6 +257,13 @@ def encode(
     except TetError as exc:
         raise CatalogError(str(exc)) from None
     return out[: int(out_len.sum())], out_len
+
+
+def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
+    """Bytes `encode` may need for tiles of these raw sizes."""
+    if codec == 0:
+        return int(raw.sum())
+    return sum(int(lib.tet_encode_capacity(codec, int(r))) for r in raw)
 
 
 def copy_strided(level: str, src: np.ndarray[Any, Any], step: int) -> np.ndarray[Any, Any]:

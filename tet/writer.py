@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ __all__ = ["DatasetStream", "TetWriter", "default_chunk_shape", "write_dataset"]
 PathLike = str | os.PathLike[str]
 CODECS = {"raw": 0, "zstd": 1}
 TARGET_CHUNK_BYTES = 8 * 1024 * 1024
-WINDOW_BYTES = 64 * 1024 * 1024
+WINDOW_BYTES = 16 * 1024 * 1024
 MAX_NAME_BYTES = 1024
 
 
@@ -87,6 +88,16 @@ def _entries(dataset_id: int, coords: np.ndarray[Any, Any]) -> np.ndarray[Any, A
     return e
 
 
+def _write_all(out: IO[bytes], data: np.ndarray[Any, Any]) -> None:
+    """Write every byte (a raw file's write may be partial)."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        done = out.write(view)
+        if not done:
+            raise OSError(f"short write to {getattr(out, 'name', 'file')}")
+        view = view[done:]
+
+
 def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
                lengths: np.ndarray[Any, Any]) -> None:
     """Append byte spans of another file to `out`, merging adjacent spans."""
@@ -103,7 +114,9 @@ def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
             try:
                 done = os.copy_file_range(src_fd, out.fileno(), n, pos)
             except OSError:
-                done = out.write(os.pread(src_fd, n, pos)) or 0
+                chunk = os.pread(src_fd, n, pos)
+                _write_all(out, np.frombuffer(chunk, np.uint8))
+                done = len(chunk)
             if done <= 0:
                 raise CatalogError(f"{WRITE_PREFIX}source file ended early at offset {pos}")
             pos += done
@@ -138,11 +151,23 @@ class _ArraySource(_Pending):
         entries = _entries(dataset_id, coords)
         raw = np.prod(extent, axis=1) * self.array.dtype.itemsize
         stored = np.zeros(len(coords), dtype=np.uint64)
-        for w in _windows(raw):
-            payload, lens = kernels.encode(self.array, origin[w], extent[w],
-                                           codec=self.codec, level=self.level)
-            out.write(payload.data)
-            stored[w] = lens
+        windows = _windows(raw)
+        cap = max(kernels.encode_capacity(self.codec, raw[w]) for w in windows)
+        # Two buffers: C encodes window k+1 while a writer thread writes window k.
+        buffers = [np.empty(cap, dtype=np.uint8) for _ in range(min(2, len(windows)))]
+        busy: list[Future[None] | None] = [None] * len(buffers)
+        with ThreadPoolExecutor(max_workers=1) as writer:
+            for k, w in enumerate(windows):
+                slot = k % len(buffers)
+                if busy[slot] is not None:
+                    busy[slot].result()  # type: ignore[union-attr]
+                payload, lens = kernels.encode(self.array, origin[w], extent[w], codec=self.codec,
+                                               level=self.level, scratch=buffers[slot])
+                busy[slot] = writer.submit(_write_all, out, payload)
+                stored[w] = lens
+            for f in busy:
+                if f is not None:
+                    f.result()
         ends = np.cumsum(stored, dtype=np.uint64)
         entries["payload_offset"] = np.uint64(at) + ends - stored
         entries["raw_byte_len"] = raw
@@ -240,7 +265,7 @@ class DatasetStream:
         spool = self._spool_file()
         spool.seek(0, os.SEEK_END)
         at = spool.tell()
-        spool.write(payload.data)
+        _write_all(spool, payload)
         for key, off, n in zip(linear, np.cumsum(lens) - lens, lens):
             self._done[int(key)] = (at + int(off), int(n))
 
@@ -561,7 +586,7 @@ class TetWriter:
         head_len = header_length(records, sum(counts))
         history, meta = self._footer_parts()
         with tmp.open("wb", buffering=0) as out:
-            out.write(b"\0" * head_len)
+            out.seek(head_len)
             at = head_len
             parts = []
             for i, p in enumerate(self._pending):
@@ -571,12 +596,13 @@ class TetWriter:
                 at += int(e["stored_byte_len"].sum())
                 parts.append(e)
             footer = encode_footer(history, meta, at)
-            out.write(footer)
+            _write_all(out, np.frombuffer(footer, np.uint8))
             entries = np.concatenate(parts)
             bps, budget = self._budget
             out.seek(0)
-            out.write(encode_header(records, entries, flags=FLAG_FOOTER if footer else 0,
-                                    budget_percent_bps=bps, budget_bytes=budget))
+            header = encode_header(records, entries, flags=FLAG_FOOTER if footer else 0,
+                                   budget_percent_bps=bps, budget_bytes=budget)
+            _write_all(out, np.frombuffer(header, np.uint8))
             if fsync:
                 os.fsync(out.fileno())
 
