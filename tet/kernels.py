@@ -67,7 +67,8 @@ def thread_count() -> int:
     env = os.environ.get("TET_THREADS")
     if env is not None and env.isdigit() and int(env) > 0:
         return min(int(env), 64)
-    return max(1, min(len(os.sched_getaffinity(0)), 64))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cpus or 1, 64))
 
 
 def zstd_error_name(code: int) -> str:

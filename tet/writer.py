@@ -13,8 +13,8 @@ import itertools
 import math
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -90,7 +90,7 @@ def _entries(dataset_id: int, coords: np.ndarray[Any, Any]) -> np.ndarray[Any, A
 
 def _write_all(out: IO[bytes], data: np.ndarray[Any, Any]) -> None:
     """Write every byte (a raw file's write may be partial)."""
-    view = memoryview(data).cast("B")
+    view = memoryview(data.data).cast("B")
     while len(view):
         done = out.write(view)
         if not done:
