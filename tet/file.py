@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mmap
+import operator
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -101,13 +102,12 @@ class Dataset:
         return self._owner(file).read_numpy(self.name, selection)
 
     def __getitem__(self, key: Any) -> Any:
-        box, dropped = box_from_key(key, self.shape)
-        out = self._owner(None)._read_box(self.name, box)
-        if dropped:
-            out = out.reshape(tuple(n for d, n in enumerate(out.shape) if d not in dropped))
-            if out.ndim == 0:
-                return out[()]
-        return out
+        sel = box_from_key(key, self.shape)
+        owner = self._owner(None)
+        if sel.box is None:
+            return np.empty(sel.shape, dtype=self.numpy_dtype)
+        out = owner._read_box(self.name, sel.box).reshape(sel.shape)
+        return out[()] if out.ndim == 0 else out
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         if copy is False:
@@ -265,7 +265,8 @@ class TetFile:
     def dataset(self, key: str | int) -> Dataset:
         """A dataset by name (`UnknownDatasetError`) or by catalog index (`IndexError`)."""
         records = self.catalog.datasets
-        if isinstance(key, int) and not isinstance(key, bool):
+        if not isinstance(key, (str, bool)) and hasattr(key, "__index__"):
+            key = operator.index(key)
             if not -len(records) <= key < len(records):
                 names = ", ".join(repr(r.name) for r in records)
                 raise IndexError(

@@ -9,6 +9,7 @@ way in ``read_numpy``, in ``f[name][...]`` and in a query document.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from tet.errors import SelectionError
 
 __all__ = [
     "Box",
+    "KeySelection",
     "axis_slice",
     "box_from_key",
     "full_selection",
@@ -133,6 +135,8 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
                     raise SelectionError(f"invalid query JSON: `{key}` must be a string")
                 axis[key] = value
             else:
+                if isinstance(value, np.integer):  # NumPy users pass these; JSON never does
+                    value = int(value)
                 fast = type(value) is int and 0 <= value < 2**64
                 axis[key] = value if fast else _parse_u64(value)
         if axis.get("step") == 0:
@@ -226,45 +230,62 @@ def resolve_selection(
     return Box(tuple(start), tuple(stop), tuple(step))
 
 
-def box_from_key(key: Any, shape: Sequence[int]) -> tuple[Box, tuple[int, ...]]:
-    """Resolve an h5py/NumPy basic index (ints, slices, ``...``) into a `Box` and the
-    axes that integer indices drop from the result.
+@dataclass(frozen=True, slots=True)
+class KeySelection:
+    """An h5py-style index resolved against a shape."""
 
-    Negative indices count from the end; steps must be >= 1; fancy indexing is refused.
+    box: Box | None              # None when some axis selects nothing
+    dropped: tuple[int, ...]     # axes an integer index removes
+    shape: tuple[int, ...]       # shape of the result (dropped axes removed)
+
+
+def _index(value: Any, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+        raise TypeError(f"{what} must be an integer, got {value!r}")
+    return operator.index(value)
+
+
+def box_from_key(key: Any, shape: Sequence[int]) -> KeySelection:
+    """Resolve a NumPy basic index (ints, slices, ``...``) as h5py does.
+
+    Negative indices count from the end; steps must be >= 1; an empty slice gives
+    an empty result; fancy and boolean indexing are refused with `TypeError`.
     """
     rank = len(shape)
     items = list(key) if isinstance(key, tuple) else [key]
-    if sum(item is Ellipsis for item in items) > 1:
+    ellipses = [i for i, item in enumerate(items) if item is Ellipsis]
+    if len(ellipses) > 1:
         raise IndexError("an index can only have a single ellipsis ('...')")
-    if Ellipsis in items:
-        at = items.index(Ellipsis)
+    if ellipses:
         fill = rank - (len(items) - 1)
         if fill < 0:
             raise IndexError(f"{len(items) - 1} indexing arguments for {rank} dimensions")
-        items[at : at + 1] = [slice(None)] * fill
+        items[ellipses[0] : ellipses[0] + 1] = [slice(None)] * fill
     if len(items) > rank:
         raise IndexError(f"{len(items)} indexing arguments for {rank} dimensions")
     items += [slice(None)] * (rank - len(items))
-    start, stop, step, dropped = [], [], [], []
+    start, stop, step, dropped, out = [], [], [], [], []
     for d, (item, n) in enumerate(zip(items, shape, strict=True)):
-        if isinstance(item, (bool, np.bool_)):
-            raise TypeError(f"boolean index on axis {d} is not supported; use slices")
         if isinstance(item, slice):
-            if item.step is not None and (not isinstance(item.step, int) or item.step < 1):
+            k = 1 if item.step is None else _index(item.step, f"slice step on axis {d}")
+            if k < 1:
                 raise SelectionError(
-                    f"step must be >= 1 on axis {d}, got {item.step!r} (reverse with NumPy "
-                    "after reading)"
+                    f"step must be >= 1 on axis {d}, got {k} (reverse with NumPy after reading)"
                 )
-            s, e, k = item.indices(n)
-            if s >= e:
-                raise SelectionError(
-                    f"empty selection on axis {d}: {item!r} selects nothing from length {n}"
-                )
+            s, e, k = slice(item.start, item.stop, k).indices(n)
             start.append(s)
-            stop.append(e)
+            stop.append(max(s, e))
             step.append(k)
+            out.append(len(range(s, e, k)))
+        elif isinstance(item, (bool, np.bool_, list, np.ndarray)) and not (
+            isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu"
+        ):
+            raise TypeError(
+                f"unsupported index {item!r} on axis {d}: fancy and boolean indexing are not "
+                "supported; use integers, slices and '...' (then index the result with NumPy)"
+            )
         elif hasattr(item, "__index__"):
-            i = int(item.__index__())
+            i = operator.index(item)
             if not -n <= i < n:
                 raise IndexError(f"index {i} is out of bounds for axis {d} with size {n}")
             i %= n
@@ -272,9 +293,12 @@ def box_from_key(key: Any, shape: Sequence[int]) -> tuple[Box, tuple[int, ...]]:
             stop.append(i + 1)
             step.append(1)
             dropped.append(d)
+            out.append(1)
         else:
             raise TypeError(
                 f"unsupported index {item!r} on axis {d}: use integers, slices and '...' "
                 "(read the slice, then index it with NumPy)"
             )
-    return Box(tuple(start), tuple(stop), tuple(step)), tuple(dropped)
+    box = Box(tuple(start), tuple(stop), tuple(step)) if all(out) else None
+    kept = tuple(n for d, n in enumerate(out) if d not in dropped)
+    return KeySelection(box, tuple(dropped), kept)

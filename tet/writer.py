@@ -225,12 +225,13 @@ class DatasetStream:
         return self._spool
 
     def __setitem__(self, key: Any, block: Any) -> None:
-        box, dropped = box_from_key(key, self.shape)
-        if any(k != 1 for k in box.step):
+        sel = box_from_key(key, self.shape)
+        data = np.broadcast_to(np.asarray(block), sel.shape).astype(self._dtype, copy=False)
+        if sel.box is None:
+            return
+        if any(k != 1 for k in sel.box.step):
             raise ValueError("streamed writes take unit-step regions")
-        kept = tuple(n for d, n in enumerate(box.shape) if d not in dropped)
-        data = np.broadcast_to(np.asarray(block), kept).astype(self._dtype, copy=False)
-        self.write(np.ascontiguousarray(data.reshape(box.shape)), box.start)
+        self.write(np.ascontiguousarray(data.reshape(sel.box.shape)), sel.box.start)
 
     def write(self, block: np.ndarray[Any, Any], offset: Sequence[int]) -> None:
         """Write a dense block whose first element lands at `offset`."""
@@ -253,12 +254,14 @@ class DatasetStream:
         if clash:
             c = np.unravel_index(clash[0], self._counts)
             raise ValueError(f"tile {[int(v) for v in c]} of {r.name!r} was already written")
+        partial = np.flatnonzero(~full)
+        regions = [self._partial_region(int(linear[i]), t0[i], t1[i], lo, hi) for i in partial]
         if full.any():
             payload, lens = kernels.encode(block, t0[full] - lo, t1[full] - t0[full],
                                            codec=self._codec, level=self._level)
             self._spool_tiles(linear[full], payload, lens)
-        for i in np.flatnonzero(~full):
-            self._write_partial(int(linear[i]), t0[i], t1[i], block, lo, hi)
+        for i, (dst, src) in zip(partial, regions):
+            self._write_partial(int(linear[i]), t0[i], t1[i], dst, block[src])
 
     def _spool_tiles(self, linear: np.ndarray[Any, Any], payload: np.ndarray[Any, Any],
                      lens: np.ndarray[Any, Any]) -> None:
@@ -269,20 +272,25 @@ class DatasetStream:
         for key, off, n in zip(linear, np.cumsum(lens) - lens, lens):
             self._done[int(key)] = (at + int(off), int(n))
 
+    def _partial_region(self, key: int, t0: np.ndarray[Any, Any], t1: np.ndarray[Any, Any],
+                        lo: np.ndarray[Any, Any], hi: np.ndarray[Any, Any]) -> tuple[Any, Any]:
+        """(slices in the tile, slices in the block) of a partly covered tile; refuses
+        overlap with what the tile already holds before anything is written."""
+        a, b = np.maximum(lo, t0), np.minimum(hi, t1)
+        dst = tuple(slice(int(x), int(y)) for x, y in zip(a - t0, b - t0))
+        src = tuple(slice(int(x), int(y)) for x, y in zip(a - lo, b - lo))
+        if key in self._partial and self._partial[key][1][dst].any():
+            c = [int(v) for v in np.unravel_index(key, self._counts)]
+            raise ValueError(f"part of tile {c} of {self.record.name!r} was already written")
+        return dst, src
+
     def _write_partial(self, key: int, t0: np.ndarray[Any, Any], t1: np.ndarray[Any, Any],
-                       block: np.ndarray[Any, Any], lo: np.ndarray[Any, Any],
-                       hi: np.ndarray[Any, Any]) -> None:
+                       dst: Any, values: np.ndarray[Any, Any]) -> None:
         if key not in self._partial:
             shape = tuple(int(v) for v in t1 - t0)
             self._partial[key] = (np.zeros(shape, self._dtype), np.zeros(shape, bool))
         tile, mask = self._partial[key]
-        a, b = np.maximum(lo, t0), np.minimum(hi, t1)
-        dst = tuple(slice(int(x), int(y)) for x, y in zip(a - t0, b - t0))
-        src = tuple(slice(int(x), int(y)) for x, y in zip(a - lo, b - lo))
-        if mask[dst].any():
-            c = [int(v) for v in np.unravel_index(key, self._counts)]
-            raise ValueError(f"part of tile {c} of {self.record.name!r} was already written")
-        tile[dst] = block[src]
+        tile[dst] = values
         mask[dst] = True
         if mask.all():
             del self._partial[key]
