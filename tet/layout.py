@@ -354,8 +354,7 @@ def _parse_footer(
         validate_metadata(metadata)
     else:
         metadata = doc.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise CatalogError(f"{WRITE_PREFIX}footer metadata must be an object")
+    _check_metadata_shape(metadata)
     return history, metadata, version, bound
 
 
@@ -399,9 +398,46 @@ def _parse_history(rows: Any) -> list[dict[str, Any]]:
             raise CatalogError(f"{WRITE_PREFIX}history row {i}: unknown field `{unknown[0]}`")
         if not all(isinstance(row.get(k), str) for k in ("op", "source", "at")):
             raise CatalogError(f"{WRITE_PREFIX}history row {i}: op, source and at must be strings")
-        out.append(history_row(row["op"], row["source"], row["at"],
-                               row.get("parents") or (), row.get("params") or {}))
+        parents, params = row.get("parents", []), row.get("params", {})
+        if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
+            raise CatalogError(f"{WRITE_PREFIX}history row {i}: parents must be strings")
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            raise CatalogError(f"{WRITE_PREFIX}history row {i}: params must map strings")
+        out.append(history_row(row["op"], row["source"], row["at"], parents, params))
     return out
+
+
+def _check_metadata_shape(metadata: Any) -> None:
+    """The types readers rely on (limits are `validate_metadata`'s and verify's job).
+    Unknown keys are ignored, as the format asks."""
+
+    def bad(what: str) -> CatalogError:
+        return CatalogError(f"{WRITE_PREFIX}footer metadata: {what}")
+
+    if not isinstance(metadata, dict):
+        raise bad("must be an object")
+    file_meta = metadata.get("file", {})
+    if not isinstance(file_meta, dict):
+        raise bad("`file` must be an object")
+    datasets = metadata.get("datasets", {})
+    if not isinstance(datasets, dict):
+        raise bad("`datasets` must be an object keyed by dataset name")
+    for name, entry in datasets.items():
+        if not isinstance(entry, dict):
+            raise bad(f"dataset {name!r} must be an object")
+        attrs = entry.get("attrs", {})
+        if not isinstance(attrs, dict) or not all(isinstance(v, str) for v in attrs.values()):
+            raise bad(f"dataset {name!r}: attrs must map strings to strings")
+        dims = entry.get("dim_names", [])
+        if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
+            raise bad(f"dataset {name!r}: dim_names must be a list of strings")
+        coords = entry.get("coords", {})
+        if not isinstance(coords, dict):
+            raise bad(f"dataset {name!r}: coords must be an object keyed by axis")
+        for axis, coord in coords.items():
+            labels = coord.get("labels", []) if isinstance(coord, dict) else None
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise bad(f"dataset {name!r}: coords {axis!r} needs a list of string labels")
 
 
 def history_row(
