@@ -30,6 +30,8 @@ from __future__ import annotations
 import itertools
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -179,21 +181,28 @@ def write(path: Path, name: str, a: np.ndarray[Any, Any], chunk: tuple[int, ...]
 # whole arrays, selections and keys
 
 
-@FAST
-@given(case=cases())
-def test_write_read_whole_array(case: tuple[np.ndarray[Any, Any], tuple[int, ...], str]) -> None:
-    a, chunk, codec = case
+@contextmanager
+def opened(a: np.ndarray[Any, Any], chunk: tuple[int, ...], codec: str) -> Iterator[tet.TetFile]:
+    """`a` written as dataset "x" to a fresh temporary file, opened for reading."""
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "a.tet"
         write(path, "x", a, chunk, codec)
         with tet.open(path) as f:
-            ds = f["x"]
-            assert ds.shape == a.shape
-            assert ds.chunk_shape == chunk
-            assert ds.numpy_dtype == stored(a).dtype
-            assert_same(f.read_numpy("x"), a)
-            assert_same(f["x"][...], a)
-            assert_same(np.asarray(ds), a)
+            yield f
+
+
+@FAST
+@given(case=cases())
+def test_write_read_whole_array(case: tuple[np.ndarray[Any, Any], tuple[int, ...], str]) -> None:
+    a, chunk, codec = case
+    with opened(a, chunk, codec) as f:
+        ds = f["x"]
+        assert ds.shape == a.shape
+        assert ds.chunk_shape == chunk
+        assert ds.numpy_dtype == stored(a).dtype
+        assert_same(f.read_numpy("x"), a)
+        assert_same(f["x"][...], a)
+        assert_same(np.asarray(ds), a)
 
 
 @FAST
@@ -202,22 +211,19 @@ def test_wire_and_box_selections_equal_numpy_slicing(
     case: tuple[np.ndarray[Any, Any], tuple[int, ...], str], data: st.DataObject
 ) -> None:
     a, chunk, codec = case
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "a.tet"
-        write(path, "x", a, chunk, codec)
-        with tet.open(path) as f:
-            for _ in range(4):
-                axes = [data.draw(wire_axis(n)) for n in a.shape]
-                selection = [wire for wire, _ in axes]
-                key = tuple(sl for _, sl in axes)
-                assert_same(f.read_numpy("x", selection), a[key])
-                box = {
-                    "start": [sl.start for sl in key],
-                    "stop": [sl.stop for sl in key],
-                    "step": [sl.step for sl in key],
-                }
-                assert_same(f.read_numpy("x", box), a[key])
-                assert_same(f.read_numpy("x", tet.selection_slices(*selection)), a[key])
+    with opened(a, chunk, codec) as f:
+        for _ in range(4):
+            axes = [data.draw(wire_axis(n)) for n in a.shape]
+            selection = [wire for wire, _ in axes]
+            key = tuple(sl for _, sl in axes)
+            assert_same(f.read_numpy("x", selection), a[key])
+            box = {
+                "start": [sl.start for sl in key],
+                "stop": [sl.stop for sl in key],
+                "step": [sl.step for sl in key],
+            }
+            assert_same(f.read_numpy("x", box), a[key])
+            assert_same(f.read_numpy("x", tet.selection_slices(*selection)), a[key])
 
 
 @FAST
@@ -226,20 +232,17 @@ def test_h5py_style_keys_equal_numpy_indexing(
     case: tuple[np.ndarray[Any, Any], tuple[int, ...], str], data: st.DataObject
 ) -> None:
     a, chunk, codec = case
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "a.tet"
-        write(path, "x", a, chunk, codec)
-        with tet.open(path) as f:
-            ds = f["x"]
-            for _ in range(6):
-                key = data.draw(h5_keys(a.shape))
-                got, want = ds[key], a[key]
-                if is_empty(key, a.shape):  # as in h5py and NumPy: an empty array
-                    assert got.shape == want.shape
-                    continue
-                if np.ndim(want) == 0:
-                    assert np.ndim(got) == 0
-                assert_same(got, want)
+    with opened(a, chunk, codec) as f:
+        ds = f["x"]
+        for _ in range(6):
+            key = data.draw(h5_keys(a.shape))
+            got, want = ds[key], a[key]
+            if is_empty(key, a.shape):  # as in h5py and NumPy: an empty array
+                assert got.shape == want.shape
+                continue
+            if np.ndim(want) == 0:
+                assert np.ndim(got) == 0
+            assert_same(got, want)
 
 
 @FAST
@@ -248,15 +251,12 @@ def test_steps_below_one_are_refused(
     case: tuple[np.ndarray[Any, Any], tuple[int, ...], str], data: st.DataObject
 ) -> None:
     a, chunk, codec = case
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "a.tet"
-        write(path, "x", a, chunk, codec)
-        with tet.open(path) as f:
-            axis = data.draw(st.integers(0, a.ndim - 1))
-            key: list[Any] = [slice(None)] * a.ndim
-            key[axis] = slice(None, None, data.draw(st.integers(-5, 0)))
-            with pytest.raises(tet.SelectionError, match="step must be >= 1"):
-                f["x"][tuple(key)]
+    with opened(a, chunk, codec) as f:
+        axis = data.draw(st.integers(0, a.ndim - 1))
+        key: list[Any] = [slice(None)] * a.ndim
+        key[axis] = slice(None, None, data.draw(st.integers(-5, 0)))
+        with pytest.raises(tet.SelectionError, match="step must be >= 1"):
+            f["x"][tuple(key)]
 
 
 @pytest.mark.parametrize(
@@ -291,27 +291,24 @@ def test_zero_copy_fast_path_equals_the_copying_path(
     """``copy=None`` (a view when the box is exactly one raw chunk) gives what
     ``copy=True`` gives, for exact single chunks and for any other selection."""
     a, chunk, codec = case
-    with tempfile.TemporaryDirectory() as d:
-        path = Path(d) / "a.tet"
-        write(path, "x", a, chunk, codec)
-        with tet.open(path) as f:
-            tile = [data.draw(st.integers(0, -(-n // c) - 1)) for n, c in zip(a.shape, chunk)]
-            one_chunk = [{"start": t * c, "stop": min((t + 1) * c, n)}
-                         for t, c, n in zip(tile, chunk, a.shape)]
-            key = tuple(slice(x["start"], x["stop"]) for x in one_chunk)
-            view = f.read_numpy("x", one_chunk, copy=None)
-            assert_same(view, a[key])
-            assert_same(f.read_numpy("x", one_chunk, copy=True), a[key])
-            assert view.flags.writeable is (codec != "raw")
-            if codec == "raw":
-                assert_same(f.read_numpy("x", one_chunk, copy=False), a[key])
-            else:
-                with pytest.raises(tet.TetError):
-                    f.read_numpy("x", one_chunk, copy=False)
-            axes = [data.draw(wire_axis(n)) for n in a.shape]
-            sel = [w for w, _ in axes]
-            want = a[tuple(sl for _, sl in axes)]
-            assert_same(f.read_numpy("x", sel, copy=None), want)
+    with opened(a, chunk, codec) as f:
+        tile = [data.draw(st.integers(0, -(-n // c) - 1)) for n, c in zip(a.shape, chunk)]
+        one_chunk = [{"start": t * c, "stop": min((t + 1) * c, n)}
+                     for t, c, n in zip(tile, chunk, a.shape)]
+        key = tuple(slice(x["start"], x["stop"]) for x in one_chunk)
+        view = f.read_numpy("x", one_chunk, copy=None)
+        assert_same(view, a[key])
+        assert_same(f.read_numpy("x", one_chunk, copy=True), a[key])
+        assert view.flags.writeable is (codec != "raw")
+        if codec == "raw":
+            assert_same(f.read_numpy("x", one_chunk, copy=False), a[key])
+        else:
+            with pytest.raises(tet.TetError):
+                f.read_numpy("x", one_chunk, copy=False)
+        axes = [data.draw(wire_axis(n)) for n in a.shape]
+        sel = [w for w, _ in axes]
+        want = a[tuple(sl for _, sl in axes)]
+        assert_same(f.read_numpy("x", sel, copy=None), want)
 
 
 @pytest.mark.parametrize(
