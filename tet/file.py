@@ -26,7 +26,7 @@ from tet.errors import (
 from tet.kernels import TileTable
 from tet.layout import Catalog, DatasetRecord, parse_catalog
 from tet.query.budget import resolve_budget
-from tet.query.plan import ReadPlan, check_geometry, plan_read, tile_table
+from tet.query.plan import ReadPlan, plan_read, tile_table
 from tet.selection import Box, box_from_key, resolve_selection
 
 __all__ = ["Dataset", "TetFile", "open"]
@@ -315,19 +315,20 @@ class TetFile:
     def resolve(self, dataset: str, selection: Any = None) -> tuple[int, Box]:
         """The dataset id and numeric box of a wire/box-form selection (labels resolved)."""
         dataset_id = self._dataset_id(dataset)
-        record = self.catalog.datasets[dataset_id]
-        check_geometry(record)
+        shape = self._table(dataset_id).shape  # building the table checked the geometry
+        if selection is None:
+            return dataset_id, Box.full(shape)
         meta = self._meta(dataset)
-        dims = meta.get("dim_names") or []
-        coords = meta.get("coords") or {}
 
         def labels(d: int) -> Sequence[str] | None:
-            key = dims[d] if len(dims) == record.ndim and dims[d] in coords else str(d)
+            dims = meta.get("dim_names") or []
+            coords = meta.get("coords") or {}
+            key = dims[d] if len(dims) == len(shape) and dims[d] in coords else str(d)
             coord = coords.get(key)
             return coord.get("labels") if isinstance(coord, dict) else None
 
         has_meta = dataset in self.catalog.metadata.get("datasets", {})
-        return dataset_id, resolve_selection(selection, record.shape, labels, has_metadata=has_meta)
+        return dataset_id, resolve_selection(selection, shape, labels, has_metadata=has_meta)
 
     def plan(self, dataset: str, selection: Any = None) -> ReadPlan:
         """The tiles a selection touches (for reports; reads do this inside C)."""
@@ -363,9 +364,7 @@ class TetFile:
         return self._read(dataset_id, box, copy=copy, budget=memory_budget_bytes)
 
     def _read_box(self, dataset: str, box: Box) -> np.ndarray[Any, Any]:
-        dataset_id = self._dataset_id(dataset)
-        check_geometry(self.catalog.datasets[dataset_id])
-        return self._read(dataset_id, box, copy=True, budget=None)
+        return self._read(self._dataset_id(dataset), box, copy=True, budget=None)
 
     def _read(
         self, dataset_id: int, box: Box, *, copy: bool | None, budget: int | None

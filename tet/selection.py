@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,10 +65,11 @@ class Box:
     start: tuple[int, ...]
     stop: tuple[int, ...]
     step: tuple[int, ...]
+    shape: tuple[int, ...] = field(init=False, compare=False)
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(max(1, -(-(e - s) // k)) for s, e, k in zip(self.start, self.stop, self.step))
+    def __post_init__(self) -> None:
+        shape = tuple(max(1, -(-(e - s) // k)) for s, e, k in zip(self.start, self.stop, self.step))
+        object.__setattr__(self, "shape", shape)
 
     @property
     def size(self) -> int:
@@ -105,7 +106,7 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
     Checks that need no dataset: key names, types, rank <= 8, step >= 1,
     start/label exclusivity and start < stop.
     """
-    if isinstance(raw, Mapping):
+    if type(raw) is not list and isinstance(raw, Mapping):
         raw = _expand_box_form(raw)
     if not isinstance(raw, (list, tuple)):
         raise SelectionError(
@@ -115,7 +116,7 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
         raise _fail(f"selection rank {len(raw)} exceeds maximum {MAX_RANK}")
     axes: list[dict[str, Any]] = []
     for i, entry in enumerate(raw):
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):
             raise SelectionError(
                 f"invalid query JSON: selection[{i}] must be an object with "
                 f"`start`, `stop`, `step`, `start_label` or `stop_label`"
@@ -194,7 +195,8 @@ def resolve_selection(
     start, stop, step = [], [], []
     for d, axis in enumerate(axes):
         s, e = axis.get("start"), axis.get("stop")
-        for end in ("start", "stop"):
+        for end in ("start", "stop") if len(axis) > ("start" in axis) + ("stop" in axis) + (
+                "step" in axis) else ():
             label = axis.get(f"{end}_label")
             if label is None:
                 continue
