@@ -147,6 +147,7 @@ class TetFile:
         self._closed = False
         self._catalog: Catalog | None = None
         self._tables: dict[int, TileTable] = {}
+        self._datasets: dict[str, Dataset] = {}
         try:  # validate now, as h5py does: a corrupt file fails to open
             self._catalog = parse_catalog(self._buffer(), self._len)
         except BaseException:
@@ -248,10 +249,13 @@ class TetFile:
         return entry if isinstance(entry, dict) else {}
 
     def _make_dataset(self, record: DatasetRecord) -> Dataset:
+        cached = self._datasets.get(record.name)
+        if cached is not None:
+            return cached
         meta = self._meta(record.name)
         dims = meta.get("dim_names")
         coords = meta.get("coords") or {}
-        return Dataset(
+        ds = Dataset(
             name=record.name, shape=record.shape, dtype=record.dtype,
             chunk_shape=record.chunk_shape,
             dim_names=tuple(dims) if isinstance(dims, list) and dims else None,
@@ -261,6 +265,8 @@ class TetFile:
             }),
             _file=self,
         )
+        self._datasets[record.name] = ds
+        return ds
 
     def dataset(self, key: str | int) -> Dataset:
         """A dataset by name (`UnknownDatasetError`) or by catalog index (`IndexError`)."""
