@@ -24,7 +24,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rss import peak_rss
 
 import tet
 
@@ -108,18 +108,6 @@ def slab_time(read: Callable[[int, int], Any], offsets: np.ndarray[Any, Any],
     return best_of(one_round, rounds, warmup=True) / len(pairs)
 
 
-def peak_rss() -> int:
-    """This process's high-water RSS in bytes (Linux VmHWM; else ru_maxrss)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def reference_version() -> str | None:
     if not REF_PY.exists():
         return None
@@ -132,7 +120,7 @@ def reference_version() -> str | None:
 def run_reference(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     spec_path = work / "ref-spec.json"
     spec_path.write_text(json.dumps(spec))
-    r = subprocess.run([str(REF_PY), "-I", str(REF_CHILD), str(spec_path)], cwd=work,
+    r = subprocess.run([str(REF_PY), "-E", "-s", str(REF_CHILD), str(spec_path)], cwd=work,
                        capture_output=True, text=True, timeout=1800, check=False)
     lines = r.stdout.strip().splitlines()
     if r.returncode != 0 or not lines:

@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import numpy as np
+from rss import peak_rss
 
 import tet
 
@@ -97,18 +98,6 @@ def time_hyperslab(spec: dict[str, Any], path: str, offsets: list[list[int]],
     except Exception as exc:
         return {"error": _error(exc)}
     return {"seconds": best, "calls": len(sels)}
-
-
-def peak_rss() -> int | None:
-    """This process's high-water RSS (Linux VmHWM), or None where unknown."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def main() -> None:
