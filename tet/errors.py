@@ -14,6 +14,7 @@ __all__ = [
     "CatalogError",
     "ChunkError",
     "MemoryBudgetError",
+    "QueryError",
     "SelectionError",
     "TetError",
     "UnknownAxisError",
@@ -31,6 +32,10 @@ class CatalogError(TetError):
 
 class ChunkError(CatalogError):
     """A chunk payload could not be decoded into its tile (corrupt or truncated data)."""
+
+
+class QueryError(TetError, ValueError):
+    """A query document that cannot be parsed or does not validate (engine text)."""
 
 
 class SelectionError(TetError, ValueError):
