@@ -17,7 +17,9 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
-SOURCES = ["dispatch.c", "gather.c", "gather_avx2.c", "gather_neon.c", "codec.c", "run.c"]
+SOURCES = [
+    "dispatch.c", "gather.c", "gather_avx2.c", "gather_neon.c", "codec.c", "fold.c", "run.c",
+]
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 
 
@@ -65,7 +67,7 @@ def make_builder() -> FFI:
         '#include "tet.h"',
         sources=[os.path.relpath(CSRC / s) for s in SOURCES],
         include_dirs=[os.path.relpath(CSRC)],
-        libraries=[*libraries, "pthread"],
+        libraries=[*libraries, "pthread", "m"],
         extra_compile_args=["-std=c99", "-O3", "-pthread", *WARNINGS, *defines],
         extra_link_args=["-pthread", *link_args],
     )

@@ -49,6 +49,14 @@ tet_status tet_zstd_encode(tet_cctx *ctx, uint8_t *dst, uint64_t cap, const uint
                            uint64_t src_len, int level, uint64_t *written, uint64_t *detail);
 uint64_t tet_zstd_bound(uint64_t raw_len);
 
+/* ---- folds (fold.c) ---------------------------------------------------- */
+#define TET_FOLD_BLOCK 1024   /* elements promoted to f64 and folded at a time */
+void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out);
+void tet_acc_init(tet_acc *a);
+void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
+                    uint64_t fiber0, uint64_t fstep);
+void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what);
+
 /* ---- work sharing (run.c) ---------------------------------------------- */
 /* Run `work(ctx, thread_index)` on `threads` threads (the caller's included). */
 typedef void (*tet_worker_fn)(void *ctx, uint32_t thread_index);

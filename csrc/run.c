@@ -147,6 +147,17 @@ static uint64_t touch_item(const tet_tiles *g, const tet_box *b, const touch_set
     return linear;
 }
 
+static uint64_t largest_zstd_tile(const tet_tiles *g, const tet_box *b, const touch_set *t)
+{
+    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM], most = 0;
+    for (uint64_t i = 0; i < t->total; i++) {
+        const uint64_t id = touch_item(g, b, t, i, tile, ss, cnt, ds);
+        if (g->codec[id] == 1 && g->raw[id] > most)
+            most = g->raw[id];
+    }
+    return most;
+}
+
 typedef struct {
     const tet_tiles *g;
     const tet_box *b;
@@ -174,15 +185,20 @@ static void fail(tet_report *r, tet_status status, int64_t chunk, uint64_t detai
     r->detail = detail;
 }
 
-/* Decode (if needed) and copy one touched tile. */
-static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *dctx,
-                           uint64_t *linear_out, uint64_t *detail)
+/* Where item i of a touch set lives: its tile's linear id, its sub-box, and
+ * the decoded bytes (the mapping itself for raw tiles, else `scratch`). */
+typedef struct {
+    uint64_t id;
+    uint64_t tile[TET_MAX_NDIM], src_start[TET_MAX_NDIM], count[TET_MAX_NDIM];
+    uint64_t dst_start[TET_MAX_NDIM];
+    const uint8_t *bytes;
+} tile_view;
+
+static tet_status tile_open(const tet_tiles *g, const tet_box *b, const touch_set *t, uint64_t i,
+                            uint8_t *scratch, tet_dctx *dctx, tile_view *v, uint64_t *detail)
 {
-    const tet_tiles *g = c->g;
-    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
-    const uint64_t id = touch_item(g, c->b, c->t, i, tile, ss, cnt, ds);
-    *linear_out = id;
-    const uint64_t off = g->offset[id], stored = g->stored[id], raw = g->raw[id];
+    v->id = touch_item(g, b, t, i, v->tile, v->src_start, v->count, v->dst_start);
+    const uint64_t id = v->id, off = g->offset[id], stored = g->stored[id], raw = g->raw[id];
     const uint32_t codec = g->codec[id];
     if (codec == TET_TILE_MISSING)
         return TET_ERR_MISSING;
@@ -190,27 +206,37 @@ static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *
         *detail = off;
         return TET_ERR_BOUNDS;
     }
-    if (raw != product(tile, g->ndim) * g->elem_size) {
+    if (raw != product(v->tile, g->ndim) * g->elem_size) {
         *detail = raw;
         return TET_ERR_TILE;
     }
-    const uint8_t *src = g->file + off;
+    v->bytes = g->file + off;
     if (codec == 0) {
         if (stored != raw) {
             *detail = stored;
             return TET_ERR_LENGTH;
         }
-    } else if (codec == 1) {
-        tet_status st = tet_zstd_decode(dctx, scratch, raw, src, stored, detail);
-        if (st != TET_OK)
-            return st;
-        src = scratch;
-    } else {
-        *detail = codec;
-        return TET_ERR_CODEC;
+        return TET_OK;
     }
-    tet_box_copy(c->dst, c->t->out_shape, ds, src, tile, ss, c->b->step, cnt, g->ndim,
-                 g->elem_size, c->strided);
+    if (codec == 1) {
+        v->bytes = scratch;
+        return tet_zstd_decode(dctx, scratch, raw, g->file + off, stored, detail);
+    }
+    *detail = codec;
+    return TET_ERR_CODEC;
+}
+
+/* Decode (if needed) and copy one touched tile. */
+static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *dctx,
+                           uint64_t *linear_out, uint64_t *detail)
+{
+    tile_view v;
+    tet_status st = tile_open(c->g, c->b, c->t, i, scratch, dctx, &v, detail);
+    *linear_out = v.id;
+    if (st != TET_OK)
+        return st;
+    tet_box_copy(c->dst, c->t->out_shape, v.dst_start, v.bytes, v.tile, v.src_start, c->b->step,
+                 v.count, c->g->ndim, c->g->elem_size, c->strided);
     return TET_OK;
 }
 
@@ -267,12 +293,7 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, u
     c->t = &t;
     c->dst = dst;
     c->strided = tet_active_copy_strided();
-    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
-    for (uint64_t i = 0; i < t.total; i++) {
-        uint64_t id = touch_item(tiles, box, &t, i, tile, ss, cnt, ds);
-        if (tiles->codec[id] == 1 && tiles->raw[id] > c->scratch_len)
-            c->scratch_len = tiles->raw[id];
-    }
+    c->scratch_len = largest_zstd_tile(tiles, box, &t);
     if ((uint64_t)threads > t.total)
         threads = (uint32_t)t.total;
     tet_parallel(read_worker, c, threads);
@@ -295,6 +316,173 @@ int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out,
         out[i] = touch_item(tiles, box, &t, i, tile, ss, cnt, ds);
     touch_free(&t);
     return (int64_t)t.total;
+}
+
+/* ---- folds --------------------------------------------------------------- */
+
+typedef struct {
+    const tet_tiles *g;
+    const tet_box *b;
+    const touch_set *t;
+    const tet_fold_spec *spec;
+    tet_acc *cells;             /* part 0: the caller's array */
+    tet_acc *extra;             /* parts 1.. */
+    uint64_t n_cells, n_parts, next_part, scratch_len;
+    uint64_t cell_stride[TET_MAX_NDIM];   /* kept axes: stride in the cell index */
+    uint64_t fiber_stride[TET_MAX_NDIM];  /* reduced axes: stride in the fiber index */
+    int stop;
+    tet_report reports[TET_MAX_THREADS];
+} fold_ctx;
+
+/* Fold the innermost runs of one decoded tile into `cells`. */
+static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, double *buf)
+{
+    const tet_tiles *g = c->g;
+    const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
+    const double fill = c->spec->fill;
+    uint64_t tstride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
+    uint64_t s = 1;
+    for (int d = (int)nd - 1; d >= 0; d--) {
+        tstride[d] = s;
+        s *= v->tile[d];
+    }
+    const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
+    const uint64_t run = v->count[last], step = c->b->step[last];
+    for (;;) {
+        uint64_t src = 0, cell = 0, fiber = 0;
+        for (uint32_t d = 0; d < nd; d++) {
+            const uint64_t jj = d == last ? 0 : j[d];
+            src += (v->src_start[d] + jj * c->b->step[d]) * tstride[d];
+            cell += (v->dst_start[d] + jj) * c->cell_stride[d];
+            fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
+        }
+        const uint8_t *p = v->bytes + src * g->elem_size;
+        for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
+            const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
+            tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
+            if (last_reduced) {
+                tet_fold_block(&cells[cell], what, fill, buf, n, fiber + k * c->fiber_stride[last],
+                               c->fiber_stride[last]);
+            } else {
+                for (uint64_t e = 0; e < n; e++)
+                    tet_fold_block(&cells[cell + (k + e) * c->cell_stride[last]], what, fill,
+                                   buf + e, 1, fiber, 0);
+            }
+        }
+        int d = (int)nd - 2;
+        for (; d >= 0; d--) {
+            if (++j[d] < v->count[d])
+                break;
+            j[d] = 0;
+        }
+        if (d < 0)
+            break;
+    }
+}
+
+static void fold_worker(void *vctx, uint32_t w)
+{
+    fold_ctx *c = vctx;
+    tet_report *rep = &c->reports[w];
+    uint8_t *scratch = c->scratch_len ? malloc(c->scratch_len) : NULL;
+    tet_dctx *dctx = c->scratch_len ? tet_dctx_new() : NULL;
+    double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
+    if (buf == NULL || (c->scratch_len && (scratch == NULL || dctx == NULL))) {
+        fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
+        __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+        goto done;
+    }
+    for (;;) {
+        const uint64_t part = tet_claim(&c->next_part, c->n_parts);
+        if (part >= c->n_parts || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+            break;
+        tet_acc *cells = part == 0 ? c->cells : c->extra + (part - 1) * c->n_cells;
+        const uint64_t lo = part * c->t->total / c->n_parts;
+        const uint64_t hi = (part + 1) * c->t->total / c->n_parts;
+        for (uint64_t i = lo; i < hi; i++) {
+            tile_view v;
+            uint64_t detail = 0;
+            tet_status st = tile_open(c->g, c->b, c->t, i, scratch, dctx, &v, &detail);
+            if (st != TET_OK) {
+                fail(rep, st, (int64_t)v.id, detail);
+                __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+                goto done;
+            }
+            fold_tile(c, &v, cells, buf);
+        }
+    }
+done:
+    free(buf);
+    free(scratch);
+    tet_dctx_free(dctx);
+}
+
+int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
+                     tet_acc *cells, uint64_t n_cells, tet_report *report)
+{
+    memset(report, 0, sizeof *report);
+    report->chunk = -1;
+    if (!box_valid(tiles, box) || spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10) {
+        report->status = TET_ERR_ARGUMENT;
+        return TET_ERR_ARGUMENT;
+    }
+    fold_ctx *c = calloc(1, sizeof *c);
+    touch_set t;
+    if (c == NULL || touch_build(tiles, box, &t) != TET_OK) {
+        free(c);
+        report->status = TET_ERR_NOMEM;
+        return TET_ERR_NOMEM;
+    }
+    uint64_t cs = 1, fs = 1;
+    for (int d = (int)tiles->ndim - 1; d >= 0; d--) {
+        if ((spec->reduce_mask >> d) & 1u) {
+            c->fiber_stride[d] = fs;
+            fs *= t.out_shape[d];
+        } else {
+            c->cell_stride[d] = cs;
+            cs *= t.out_shape[d];
+        }
+    }
+    if (cs != n_cells) {
+        touch_free(&t);
+        free(c);
+        report->status = TET_ERR_ARGUMENT;
+        return TET_ERR_ARGUMENT;
+    }
+    const uint64_t parts = spec->parts < t.total ? spec->parts : t.total;
+    c->g = tiles;
+    c->b = box;
+    c->t = &t;
+    c->spec = spec;
+    c->cells = cells;
+    c->n_cells = n_cells;
+    c->n_parts = parts;
+    c->scratch_len = largest_zstd_tile(tiles, box, &t);
+    c->extra = parts > 1 ? malloc((parts - 1) * n_cells * sizeof(tet_acc)) : NULL;
+    if (parts > 1 && c->extra == NULL) {
+        touch_free(&t);
+        free(c);
+        report->status = TET_ERR_NOMEM;
+        return TET_ERR_NOMEM;
+    }
+    for (uint64_t i = 0; i < n_cells; i++)
+        tet_acc_init(&cells[i]);
+    for (uint64_t i = 0; i < (parts - 1) * n_cells; i++)
+        tet_acc_init(&c->extra[i]);
+    uint32_t threads = spec->threads ? spec->threads : 1;
+    if ((uint64_t)threads > parts)
+        threads = (uint32_t)parts;
+    tet_parallel(fold_worker, c, threads);
+    for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
+        tet_report_merge(report, &c->reports[w]);
+    if (report->status == TET_OK)
+        for (uint64_t p = 1; p < parts; p++)
+            for (uint64_t i = 0; i < n_cells; i++)
+                tet_acc_merge(&cells[i], &c->extra[(p - 1) * n_cells + i], spec->what);
+    free(c->extra);
+    touch_free(&t);
+    free(c);
+    return report->status;
 }
 
 /* ---- encode ------------------------------------------------------------ */

@@ -48,6 +48,8 @@ typedef struct {
     uint64_t file_len;
     uint32_t ndim;
     uint32_t elem_size;
+    uint32_t dtype;               /* wire tag 1..10 (folds convert by it) */
+    uint32_t reserved;
     const uint64_t *shape;        /* [ndim] */
     const uint64_t *chunk_shape;  /* [ndim] */
     uint64_t n_tiles;
@@ -63,6 +65,37 @@ typedef struct {
     uint64_t stop[8];
     uint64_t step[8];
 } tet_box;
+
+/* What a fold accumulates (bits of tet_fold_spec.what). */
+#define TET_FOLD_MOMENTS 1        /* n, compensated sum, Chan mean/m2 */
+#define TET_FOLD_NAN_MOMENTS 2    /* the same over non-NaN elements */
+#define TET_FOLD_NORMS 4          /* compensated sum |x| and sum x^2 */
+#define TET_FOLD_PRODUCT 8
+#define TET_FOLD_MINMAX 16        /* min, max, their first index, first NaN */
+#define TET_FOLD_COUNTS 32        /* NaN, inf and fill-value counts */
+#define TET_NO_INDEX 0xFFFFFFFFFFFFFFFF
+
+/* One output cell of a fold.  Indices are positions in the cell's fiber
+ * (row-major over the reduced axes of the logical selection). */
+typedef struct {
+    double n;
+    double sum, sum_c;            /* Neumaier: value = sum + sum_c */
+    double mean, m2;              /* Chan-merged moments */
+    double nn, nn_sum, nn_sum_c, nn_mean, nn_m2;
+    double abs_sum, abs_c, sq_sum, sq_c;
+    double prod;
+    double min, max;
+    uint64_t argmin, argmax, first_nan;
+    uint64_t nan_count, inf_count, null_count;
+} tet_acc;
+
+typedef struct {
+    uint32_t what;                /* TET_FOLD_* bits */
+    uint32_t reduce_mask;         /* bit d set: axis d of the selection is reduced */
+    double fill;                  /* null_count: bit-identical match; NaN counts NaNs */
+    uint32_t threads;             /* 1 = sequential in tile order */
+    uint32_t parts;               /* accumulator sets merged in order (>= 1) */
+} tet_fold_spec;
 
 /* Cut tiles out of a dense C-order block and encode them (raw copy or one
  * zstd frame each).  Output is contiguous in plan order; out_len[i] says how
@@ -93,6 +126,14 @@ const char *tet_simd_name(int32_t level);
  * On failure report->chunk is the linear grid id of the failing tile. */
 int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst,
                      uint32_t threads, tet_report *report);
+/* Fold the box into cells[n_cells] (initialised here).  Results do not
+ * depend on the thread count: tiles are split into spec->parts fixed ranges,
+ * each folded in order, and the parts are merged in order. */
+int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
+                     tet_acc *cells, uint64_t n_cells, tet_report *report);
+/* Test hook: fold a dense f64 vector as one cell. */
+int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc);
+
 /* Linear grid ids of the tiles the box touches, in grid order; returns how
  * many there are (only the first `cap` are written), or -1 on bad input. */
 int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap);

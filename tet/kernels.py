@@ -37,6 +37,11 @@ _SIMD_NAMES = ("scalar", "avx2", "neon")
 lib.tet_dispatch_init()
 
 U64 = np.dtype("<u8")
+_ACC_F64 = ("n", "sum", "sum_c", "mean", "m2", "nn", "nn_sum", "nn_sum_c", "nn_mean", "nn_m2",
+            "abs_sum", "abs_c", "sq_sum", "sq_c", "prod", "min", "max")
+_ACC_U64 = ("argmin", "argmax", "first_nan", "nan_count", "inf_count", "null_count")
+ACC_DTYPE = np.dtype([(f, "<f8") for f in _ACC_F64] + [(f, "<u8") for f in _ACC_U64])
+assert ACC_DTYPE.itemsize == ffi.sizeof("tet_acc")
 PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
 
 
@@ -120,10 +125,11 @@ class TileTable:
     MISSING = 0xFFFFFFFF
 
     def __init__(self, file: Any, file_len: int, shape: tuple[int, ...],
-                 chunk_shape: tuple[int, ...], elem_size: int, offset: np.ndarray[Any, Any],
+                 chunk_shape: tuple[int, ...], dtype: int, elem_size: int,
+                 offset: np.ndarray[Any, Any],
                  stored: np.ndarray[Any, Any], raw: np.ndarray[Any, Any],
                  codec: np.ndarray[Any, Any]) -> None:
-        self.shape, self.chunk_shape = shape, chunk_shape
+        self.shape, self.chunk_shape, self.elem_size = shape, chunk_shape, elem_size
         self.offset = np.ascontiguousarray(offset, dtype=U64)
         self.stored = np.ascontiguousarray(stored, dtype=U64)
         self.raw = np.ascontiguousarray(raw, dtype=U64)
@@ -137,6 +143,7 @@ class TileTable:
         ]
         t.file, t.shape, t.chunk_shape, t.offset, t.stored, t.raw, t.codec = self._keep
         t.file_len, t.ndim, t.elem_size, t.n_tiles = file_len, len(shape), elem_size, len(offset)
+        t.dtype = dtype
         self._struct = t
 
     def release(self) -> None:
@@ -174,6 +181,30 @@ class TileTable:
         if report.status == 0:
             return
         self._raise(report, dst.dtype.itemsize, describe)
+
+    def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
+             reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
+             describe: Callable[[int], str]) -> np.ndarray[Any, Any]:
+        """Fold the box into one accumulator per output cell (kept axes, row-major).
+
+        Results do not depend on the thread count: the tiles are cut into a fixed
+        number of parts, each folded in order, merged in order.
+        """
+        shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
+        n_cells = math.prod(n for d, n in enumerate(shape) if d not in reduce)
+        cells = np.empty(n_cells, dtype=ACC_DTYPE)
+        spec = ffi.new("tet_fold_spec *")
+        spec.what, spec.fill = what, fill
+        spec.reduce_mask = sum(1 << d for d in reduce)
+        spec.threads = 1 if sequential else thread_count()
+        spec.parts = 1 if sequential else fold_parts(n_cells)
+        report = ffi.new("tet_report *")
+        lib.tet_fold_box(self._struct, self._box(start, stop, step), spec,
+                         ffi.cast("tet_acc *", ffi.from_buffer(cells, require_writable=True)),
+                         n_cells, report)
+        if report.status != 0:
+            self._raise(report, self.elem_size, describe)
+        return cells
 
     def _raise(self, report: Any, elem: int, describe: Callable[[int], str]) -> None:
         def explain(f: _Failure) -> str:
@@ -258,6 +289,31 @@ def encode(
     except TetError as exc:
         raise CatalogError(str(exc)) from None
     return out[: int(out_len.sum())], out_len
+
+
+FOLD_MOMENTS = int(lib.TET_FOLD_MOMENTS)
+FOLD_NAN_MOMENTS = int(lib.TET_FOLD_NAN_MOMENTS)
+FOLD_NORMS = int(lib.TET_FOLD_NORMS)
+FOLD_PRODUCT = int(lib.TET_FOLD_PRODUCT)
+FOLD_MINMAX = int(lib.TET_FOLD_MINMAX)
+FOLD_COUNTS = int(lib.TET_FOLD_COUNTS)
+NO_INDEX = 2**64 - 1
+FOLD_PART_BYTES = 64 * 1024 * 1024  # accumulator memory allowed for parallel parts
+FOLD_PARTS = 8                      # fixed, so results do not depend on the core count
+
+
+def fold_parts(n_cells: int) -> int:
+    """How many ordered parts a fold is cut into (1 when accumulators would be large)."""
+    return FOLD_PARTS if n_cells * ACC_DTYPE.itemsize * FOLD_PARTS <= FOLD_PART_BYTES else 1
+
+
+def fold_vector(x: np.ndarray[Any, Any], what: int, fill: float = 0.0) -> np.ndarray[Any, Any]:
+    """Test hook: fold a 1-d float64 vector as one cell."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    acc = np.empty(1, dtype=ACC_DTYPE)
+    lib.tet_fold_vector(ffi.from_buffer("double[]", x), len(x), what, fill,
+                        ffi.cast("tet_acc *", ffi.from_buffer(acc, require_writable=True)))
+    return acc
 
 
 def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:

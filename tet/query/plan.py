@@ -67,8 +67,8 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
     codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
     offset[keys], stored[keys] = rows["payload_offset"], rows["stored_byte_len"]
     raw[keys], codec[keys] = rows["raw_byte_len"], rows["codec"]
-    return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, elem,
-                     offset, stored, raw, codec)
+    return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
+                     elem, offset, stored, raw, codec)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,270 @@
+/* fold.c: tier A/B accumulators.
+ *
+ * Values are promoted to f64 a block at a time (load_f64), then folded:
+ * sums are Neumaier-compensated, moments are computed per block (block mean,
+ * then squared deviations while the block is in cache) and Chan-merged, so
+ * var/std never suffer sum/sum-of-squares cancellation.  NaN follows NumPy:
+ * it propagates through sums and min/max, and arg ops report the first NaN.
+ * Ties in arg ops go to the lowest fiber index, whatever the visit order. */
+#include <math.h>
+#include <string.h>
+#include "internal.h"
+
+/* ---- f64 promotion -------------------------------------------------------- */
+
+static double half_to_double(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h >> 15), exp = (uint32_t)(h >> 10) & 0x1Fu;
+    const uint32_t mant = (uint32_t)h & 0x3FFu;
+    double v;
+    if (exp == 0)
+        v = ldexp((double)mant, -24);
+    else if (exp == 31)
+        v = mant ? NAN : INFINITY;
+    else
+        v = ldexp((double)(mant | 0x400u), (int)exp - 25);
+    return sign ? -v : v;
+}
+
+#define LOAD_RUN(T)                                                    \
+    for (uint64_t i = 0; i < n; i++) {                                 \
+        T v;                                                           \
+        memcpy(&v, src + i * step * sizeof(T), sizeof(T));             \
+        out[i] = (double)v;                                            \
+    }
+
+void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out)
+{
+    switch (dtype) {
+    case 1: LOAD_RUN(float) break;
+    case 2: LOAD_RUN(double) break;
+    case 3: LOAD_RUN(int32_t) break;
+    case 4: LOAD_RUN(int64_t) break;
+    case 5: LOAD_RUN(uint8_t) break;
+    case 6: LOAD_RUN(uint16_t) break;
+    case 7: LOAD_RUN(int16_t) break;
+    case 8: LOAD_RUN(uint32_t) break;
+    case 9:
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, src + i * step * 2, 2);
+            out[i] = half_to_double(h);
+        }
+        break;
+    case 10: LOAD_RUN(uint64_t) break;
+    default:
+        for (uint64_t i = 0; i < n; i++)
+            out[i] = NAN;
+    }
+}
+
+/* ---- accumulators ----------------------------------------------------------- */
+
+void tet_acc_init(tet_acc *a)
+{
+    memset(a, 0, sizeof *a);
+    a->prod = 1.0;
+    a->min = INFINITY;
+    a->max = -INFINITY;
+    a->argmin = a->argmax = a->first_nan = TET_NO_INDEX;
+}
+
+static void neumaier(double *sum, double *c, double x)
+{
+    const double t = *sum + x;
+    if (!isfinite(t)) { /* inf/NaN: the compensation is meaningless; the sum says it all */
+        *sum = t;
+        return;
+    }
+    if (fabs(*sum) >= fabs(x))
+        *c += (*sum - t) + x;
+    else
+        *c += (x - t) + *sum;
+    *sum = t;
+}
+
+/* Chan et al.: merge (nb, mb, m2b) into (n, mean, m2). */
+static void chan(double *n, double *mean, double *m2, double nb, double mb, double m2b)
+{
+    if (nb == 0)
+        return;
+    if (*n == 0) {
+        *n = nb;
+        *mean = mb;
+        *m2 = m2b;
+        return;
+    }
+    const double total = *n + nb, delta = mb - *mean;
+    *mean += delta * (nb / total);
+    *m2 += m2b + delta * delta * (*n * nb / total);
+    *n = total;
+}
+
+/* The block's own sum, mean and squared deviations (x must stay in cache). */
+static void block_moments(const double *x, uint64_t n, double *sum, double *m2)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        s0 += x[i];
+        s1 += x[i + 1];
+        s2 += x[i + 2];
+        s3 += x[i + 3];
+    }
+    for (; i < n; i++)
+        s0 += x[i];
+    const double s = (s0 + s1) + (s2 + s3), mean = s / (double)n;
+    double q0 = 0, q1 = 0;
+    for (i = 0; i + 2 <= n; i += 2) {
+        const double d0 = x[i] - mean, d1 = x[i + 1] - mean;
+        q0 += d0 * d0;
+        q1 += d1 * d1;
+    }
+    for (; i < n; i++)
+        q0 += (x[i] - mean) * (x[i] - mean);
+    *sum = s;
+    *m2 = q0 + q1;
+}
+
+static void fold_moments(tet_acc *a, const double *x, uint64_t n)
+{
+    double s, m2;
+    block_moments(x, n, &s, &m2);
+    neumaier(&a->sum, &a->sum_c, s);
+    chan(&a->n, &a->mean, &a->m2, (double)n, s / (double)n, m2);
+}
+
+static void fold_nan_moments(tet_acc *a, const double *x, uint64_t n)
+{
+    double kept[256];
+    uint64_t k = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        if (!isnan(x[i]))
+            kept[k++] = x[i];
+        if (k == 256 || (i + 1 == n && k > 0)) {
+            double s, m2;
+            block_moments(kept, k, &s, &m2);
+            neumaier(&a->nn_sum, &a->nn_sum_c, s);
+            chan(&a->nn, &a->nn_mean, &a->nn_m2, (double)k, s / (double)k, m2);
+            k = 0;
+        }
+    }
+}
+
+/* Fold a block of one cell; element i has fiber index fiber0 + i * fstep. */
+void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
+                    uint64_t fiber0, uint64_t fstep)
+{
+    if (n == 0)
+        return;
+    if (what & TET_FOLD_MOMENTS)
+        fold_moments(a, x, n);
+    else
+        a->n += (double)n;
+    if (what & TET_FOLD_NAN_MOMENTS)
+        fold_nan_moments(a, x, n);
+    if (what & TET_FOLD_NORMS) {
+        double s1 = 0, s2 = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            s1 += fabs(x[i]);
+            s2 += x[i] * x[i];
+        }
+        neumaier(&a->abs_sum, &a->abs_c, s1);
+        neumaier(&a->sq_sum, &a->sq_c, s2);
+    }
+    if (what & TET_FOLD_PRODUCT) {
+        double p = a->prod;
+        for (uint64_t i = 0; i < n; i++)
+            p *= x[i];
+        a->prod = p;
+    }
+    if (what & TET_FOLD_MINMAX) {
+        for (uint64_t i = 0; i < n; i++) {
+            const double v = x[i];
+            const uint64_t at = fiber0 + i * fstep;
+            if (isnan(v)) {
+                if (a->first_nan == TET_NO_INDEX || at < a->first_nan)
+                    a->first_nan = at;
+                continue;
+            }
+            if (a->argmin == TET_NO_INDEX || v < a->min || (v == a->min && at < a->argmin)) {
+                a->min = v;
+                a->argmin = at;
+            }
+            if (a->argmax == TET_NO_INDEX || v > a->max || (v == a->max && at < a->argmax)) {
+                a->max = v;
+                a->argmax = at;
+            }
+        }
+    }
+    if (what & TET_FOLD_COUNTS) {
+        uint64_t nan = 0, inf = 0, null = 0;
+        const int fill_nan = isnan(fill);
+        uint64_t fill_bits;
+        memcpy(&fill_bits, &fill, 8);
+        for (uint64_t i = 0; i < n; i++) {
+            const double v = x[i];
+            uint64_t bits;
+            memcpy(&bits, &v, 8);
+            nan += isnan(v) != 0;
+            inf += isinf(v) != 0;
+            null += fill_nan ? isnan(v) != 0 : bits == fill_bits;
+        }
+        a->nan_count += nan;
+        a->inf_count += inf;
+        a->null_count += null;
+    }
+}
+
+/* b's elements follow a's; the result does not depend on that for indices. */
+void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what)
+{
+    if (what & TET_FOLD_MOMENTS) {
+        neumaier(&a->sum, &a->sum_c, b->sum);
+        neumaier(&a->sum, &a->sum_c, b->sum_c);
+        chan(&a->n, &a->mean, &a->m2, b->n, b->mean, b->m2);
+    } else {
+        a->n += b->n;
+    }
+    if (what & TET_FOLD_NAN_MOMENTS) {
+        neumaier(&a->nn_sum, &a->nn_sum_c, b->nn_sum);
+        neumaier(&a->nn_sum, &a->nn_sum_c, b->nn_sum_c);
+        chan(&a->nn, &a->nn_mean, &a->nn_m2, b->nn, b->nn_mean, b->nn_m2);
+    }
+    if (what & TET_FOLD_NORMS) {
+        neumaier(&a->abs_sum, &a->abs_c, b->abs_sum);
+        neumaier(&a->abs_sum, &a->abs_c, b->abs_c);
+        neumaier(&a->sq_sum, &a->sq_c, b->sq_sum);
+        neumaier(&a->sq_sum, &a->sq_c, b->sq_c);
+    }
+    if (what & TET_FOLD_PRODUCT)
+        a->prod *= b->prod;
+    if (what & TET_FOLD_MINMAX) {
+        if (b->first_nan != TET_NO_INDEX && (a->first_nan == TET_NO_INDEX || b->first_nan < a->first_nan))
+            a->first_nan = b->first_nan;
+        if (b->argmin != TET_NO_INDEX &&
+            (a->argmin == TET_NO_INDEX || b->min < a->min || (b->min == a->min && b->argmin < a->argmin))) {
+            a->min = b->min;
+            a->argmin = b->argmin;
+        }
+        if (b->argmax != TET_NO_INDEX &&
+            (a->argmax == TET_NO_INDEX || b->max > a->max || (b->max == a->max && b->argmax < a->argmax))) {
+            a->max = b->max;
+            a->argmax = b->argmax;
+        }
+    }
+    if (what & TET_FOLD_COUNTS) {
+        a->nan_count += b->nan_count;
+        a->inf_count += b->inf_count;
+        a->null_count += b->null_count;
+    }
+}
+
+int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc)
+{
+    tet_acc_init(acc);
+    for (uint64_t at = 0; at < n; at += TET_FOLD_BLOCK)
+        tet_fold_block(acc, what, fill, x + at, n - at < TET_FOLD_BLOCK ? n - at : TET_FOLD_BLOCK,
+                       at, 1);
+    return TET_OK;
+}

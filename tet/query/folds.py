@@ -1,0 +1,91 @@
+"""Tier A/B operations as C folds: which accumulators each op needs, and how the
+finished cells become its value (NumPy semantics; vectorised over all cells)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tet import kernels
+from tet.kernels import TileTable
+from tet.selection import Box
+
+__all__ = ["FOLDS", "fold"]
+
+Acc = np.ndarray[Any, Any]
+
+
+def _total(a: Acc, hi: str, lo: str) -> Acc:
+    """A Neumaier sum; a non-finite running sum is the answer by itself."""
+    s = a[hi]
+    out: Acc = np.where(np.isfinite(s), s + a[lo], s)
+    return out
+
+
+def _nan_first(a: Acc, value: Acc) -> Acc:
+    out: Acc = np.where(a["first_nan"] != kernels.NO_INDEX, np.nan, value)
+    return out
+
+
+def _arg(a: Acc, field: str) -> Acc:
+    out: Acc = np.where(a["first_nan"] != kernels.NO_INDEX, a["first_nan"], a[field])
+    return out.astype(np.int64)
+
+
+def _ratio(num: Acc, den: Acc) -> Acc:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: Acc = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out
+
+
+M, NM = kernels.FOLD_MOMENTS, kernels.FOLD_NAN_MOMENTS
+NORMS, PROD = kernels.FOLD_NORMS, kernels.FOLD_PRODUCT
+MINMAX, COUNTS = kernels.FOLD_MINMAX, kernels.FOLD_COUNTS
+
+# op -> (accumulators it needs, finished value per cell)
+FOLDS: dict[str, tuple[int, Callable[[Acc], Acc]]] = {
+    "sum": (M, lambda a: _total(a, "sum", "sum_c")),
+    "mean": (M, lambda a: _ratio(_total(a, "sum", "sum_c"), a["n"])),
+    "var": (M, lambda a: _ratio(a["m2"], a["n"])),
+    "std": (M, lambda a: np.sqrt(_ratio(a["m2"], a["n"]))),
+    "count": (0, lambda a: a["n"].astype(np.int64)),
+    "product": (PROD, lambda a: a["prod"]),
+    "norm_l1": (NORMS, lambda a: _total(a, "abs_sum", "abs_c")),
+    "norm_l2": (NORMS, lambda a: np.sqrt(_total(a, "sq_sum", "sq_c"))),
+    "min": (MINMAX, lambda a: _nan_first(a, a["min"])),
+    "max": (MINMAX, lambda a: _nan_first(a, a["max"])),
+    "arg_min": (MINMAX, lambda a: _arg(a, "argmin")),
+    "arg_max": (MINMAX, lambda a: _arg(a, "argmax")),
+    "nan_count": (COUNTS, lambda a: a["nan_count"].astype(np.float64)),
+    "inf_count": (COUNTS, lambda a: a["inf_count"].astype(np.float64)),
+    "null_count": (COUNTS, lambda a: a["null_count"].astype(np.float64)),
+    "any_nan": (COUNTS, lambda a: a["nan_count"] > 0),
+    "any_inf": (COUNTS, lambda a: a["inf_count"] > 0),
+    "all_finite": (COUNTS, lambda a: (a["nan_count"] == 0) & (a["inf_count"] == 0)),
+    "nan_mean": (NM, lambda a: _ratio(_total(a, "nn_sum", "nn_sum_c"), a["nn"])),
+    "nan_std": (NM, lambda a: np.sqrt(_ratio(a["nn_m2"], a["nn"]))),
+}
+
+
+def fold(
+    table: TileTable,
+    box: Box,
+    op: str,
+    axes: Sequence[int],
+    *,
+    fill: float = 0.0,
+    sequential: bool = False,
+    describe: Callable[[int], str] = str,
+) -> Acc:
+    """One C call: the op over `box`, reducing `axes` ([] = everything).
+
+    Returns the values shaped like the kept axes of the selection (0-d for scalar).
+    """
+    what, finish = FOLDS[op]
+    reduce = list(range(len(box.shape))) if not axes else sorted(axes)
+    cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
+                       sequential=sequential, describe=describe)
+    kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
+    return finish(cells).reshape(kept)
