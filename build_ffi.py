@@ -58,15 +58,18 @@ def _zstd_flags() -> tuple[list[str], list[str], list[str]]:
     sys.exit("tet build: libzstd.so.1 (the zstd runtime library) was not found")
 
 
-def make_builder() -> FFI:
+def make_builder(*, absolute: bool = False) -> FFI:
+    """The builder; setuptools wants paths relative to the project, a direct
+    `python build_ffi.py` (which compiles in build/cffi) wants absolute ones."""
+    where = (lambda p: str(p)) if absolute else os.path.relpath
     defines, libraries, link_args = _zstd_flags()
     ffi = FFI()
     ffi.cdef(_cdef_text())
     ffi.set_source(
         "tet._native",
         '#include "tet.h"',
-        sources=[os.path.relpath(CSRC / s) for s in SOURCES],
-        include_dirs=[os.path.relpath(CSRC)],
+        sources=[where(CSRC / s) for s in SOURCES],
+        include_dirs=[where(CSRC)],
         libraries=[*libraries, "pthread", "m"],
         extra_compile_args=["-std=c99", "-O3", "-pthread", *WARNINGS, *defines],
         extra_link_args=["-pthread", *link_args],
@@ -76,5 +79,8 @@ def make_builder() -> FFI:
 
 ffibuilder = make_builder()
 
-if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=str(HERE / "build" / "cffi"), target=None, verbose=False)
+if __name__ == "__main__":  # an in-place build without pip: tet/_native*.so
+    built = make_builder(absolute=True).compile(tmpdir=str(HERE / "build" / "cffi"))
+    target = HERE / "tet" / Path(built).name
+    target.write_bytes(Path(built).read_bytes())
+    print(f"built {target.relative_to(HERE)}")

@@ -26,11 +26,20 @@ static double half_to_double(uint16_t h)
     return sign ? -v : v;
 }
 
+/* A unit-stride loop of its own so the compiler vectorises the common case. */
 #define LOAD_RUN(T)                                                    \
-    for (uint64_t i = 0; i < n; i++) {                                 \
-        T v;                                                           \
-        memcpy(&v, src + i * step * sizeof(T), sizeof(T));             \
-        out[i] = (double)v;                                            \
+    if (step == 1) {                                                   \
+        for (uint64_t i = 0; i < n; i++) {                             \
+            T v;                                                       \
+            memcpy(&v, src + i * sizeof(T), sizeof(T));                \
+            out[i] = (double)v;                                        \
+        }                                                              \
+    } else {                                                           \
+        for (uint64_t i = 0; i < n; i++) {                             \
+            T v;                                                       \
+            memcpy(&v, src + i * step * sizeof(T), sizeof(T));         \
+            out[i] = (double)v;                                        \
+        }                                                              \
     }
 
 void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out)
@@ -151,6 +160,54 @@ static void fold_nan_moments(tet_acc *a, const double *x, uint64_t n)
     }
 }
 
+/* Branch-free block min/max first (NaN skipped by the compares); positions are
+ * searched only when the block can change the cell's answer. */
+static void fold_minmax(tet_acc *a, const double *x, uint64_t n, uint64_t fiber0, uint64_t fstep)
+{
+    double lo = INFINITY, hi = -INFINITY;
+    int nan = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const double v = x[i];
+        nan |= v != v;
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    if (nan) {
+        for (uint64_t i = 0; i < n; i++) {
+            if (isnan(x[i])) {
+                const uint64_t at = fiber0 + i * fstep;
+                if (a->first_nan == TET_NO_INDEX || at < a->first_nan)
+                    a->first_nan = at;
+                break;
+            }
+        }
+    }
+    /* Only a block that reaches the current extreme can move its position. */
+    const int want_lo = a->argmin == TET_NO_INDEX || lo <= a->min;
+    const int want_hi = a->argmax == TET_NO_INDEX || hi >= a->max;
+    uint64_t i_lo = want_lo ? n : n + 1, i_hi = want_hi ? n : n + 1;
+    for (uint64_t i = 0; i < n && (i_lo == n || i_hi == n); i++) {
+        if (i_lo == n && x[i] == lo)
+            i_lo = i;
+        if (i_hi == n && x[i] == hi)
+            i_hi = i;
+    }
+    if (i_lo < n) {
+        const uint64_t at = fiber0 + i_lo * fstep;
+        if (a->argmin == TET_NO_INDEX || lo < a->min || (lo == a->min && at < a->argmin)) {
+            a->min = lo;
+            a->argmin = at;
+        }
+    }
+    if (i_hi < n) {
+        const uint64_t at = fiber0 + i_hi * fstep;
+        if (a->argmax == TET_NO_INDEX || hi > a->max || (hi == a->max && at < a->argmax)) {
+            a->max = hi;
+            a->argmax = at;
+        }
+    }
+}
+
 /* Fold a block of one cell; element i has fiber index fiber0 + i * fstep. */
 void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
                     uint64_t fiber0, uint64_t fstep)
@@ -178,25 +235,8 @@ void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uin
             p *= x[i];
         a->prod = p;
     }
-    if (what & TET_FOLD_MINMAX) {
-        for (uint64_t i = 0; i < n; i++) {
-            const double v = x[i];
-            const uint64_t at = fiber0 + i * fstep;
-            if (isnan(v)) {
-                if (a->first_nan == TET_NO_INDEX || at < a->first_nan)
-                    a->first_nan = at;
-                continue;
-            }
-            if (a->argmin == TET_NO_INDEX || v < a->min || (v == a->min && at < a->argmin)) {
-                a->min = v;
-                a->argmin = at;
-            }
-            if (a->argmax == TET_NO_INDEX || v > a->max || (v == a->max && at < a->argmax)) {
-                a->max = v;
-                a->argmax = at;
-            }
-        }
-    }
+    if (what & TET_FOLD_MINMAX)
+        fold_minmax(a, x, n, fiber0, fstep);
     if (what & TET_FOLD_COUNTS) {
         uint64_t nan = 0, inf = 0, null = 0;
         const int fill_nan = isnan(fill);
@@ -213,6 +253,84 @@ void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uin
         a->nan_count += nan;
         a->inf_count += inf;
         a->null_count += null;
+    }
+}
+
+/* Fold x[e] into cells[e * cstride] for e < n: one element per cell, as when the
+ * innermost axis is kept.  Moments use Welford updates (stable one element at a
+ * time); every element shares the fiber index `fiber`. */
+void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill, const double *x,
+                    uint64_t n, uint64_t fiber)
+{
+    if (what & TET_FOLD_MOMENTS) {
+        for (uint64_t e = 0; e < n; e++) {
+            tet_acc *a = &cells[e * cstride];
+            const double v = x[e];
+            a->n += 1.0;
+            const double d = v - a->mean;
+            a->mean += d / a->n;
+            a->m2 += d * (v - a->mean);
+            neumaier(&a->sum, &a->sum_c, v);
+        }
+    } else {
+        for (uint64_t e = 0; e < n; e++)
+            cells[e * cstride].n += 1.0;
+    }
+    if (what & TET_FOLD_NAN_MOMENTS) {
+        for (uint64_t e = 0; e < n; e++) {
+            tet_acc *a = &cells[e * cstride];
+            const double v = x[e];
+            if (isnan(v))
+                continue;
+            a->nn += 1.0;
+            const double d = v - a->nn_mean;
+            a->nn_mean += d / a->nn;
+            a->nn_m2 += d * (v - a->nn_mean);
+            neumaier(&a->nn_sum, &a->nn_sum_c, v);
+        }
+    }
+    if (what & TET_FOLD_NORMS) {
+        for (uint64_t e = 0; e < n; e++) {
+            tet_acc *a = &cells[e * cstride];
+            neumaier(&a->abs_sum, &a->abs_c, fabs(x[e]));
+            neumaier(&a->sq_sum, &a->sq_c, x[e] * x[e]);
+        }
+    }
+    if (what & TET_FOLD_PRODUCT)
+        for (uint64_t e = 0; e < n; e++)
+            cells[e * cstride].prod *= x[e];
+    if (what & TET_FOLD_MINMAX) {
+        for (uint64_t e = 0; e < n; e++) {
+            tet_acc *a = &cells[e * cstride];
+            const double v = x[e];
+            if (isnan(v)) {
+                if (a->first_nan == TET_NO_INDEX || fiber < a->first_nan)
+                    a->first_nan = fiber;
+                continue;
+            }
+            if (a->argmin == TET_NO_INDEX || v < a->min || (v == a->min && fiber < a->argmin)) {
+                a->min = v;
+                a->argmin = fiber;
+            }
+            if (a->argmax == TET_NO_INDEX || v > a->max || (v == a->max && fiber < a->argmax)) {
+                a->max = v;
+                a->argmax = fiber;
+            }
+        }
+    }
+    if (what & TET_FOLD_COUNTS) {
+        const int fill_nan = isnan(fill);
+        uint64_t fill_bits;
+        memcpy(&fill_bits, &fill, 8);
+        for (uint64_t e = 0; e < n; e++) {
+            tet_acc *a = &cells[e * cstride];
+            const double v = x[e];
+            uint64_t bits;
+            memcpy(&bits, &v, 8);
+            a->nan_count += isnan(v) != 0;
+            a->inf_count += isinf(v) != 0;
+            a->null_count += fill_nan ? isnan(v) != 0 : bits == fill_bits;
+        }
     }
 }
 

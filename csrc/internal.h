@@ -55,6 +55,8 @@ void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
 void tet_acc_init(tet_acc *a);
 void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
                     uint64_t fiber0, uint64_t fstep);
+void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill, const double *x,
+                    uint64_t n, uint64_t fiber);
 void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what);
 
 /* ---- work sharing (run.c) ---------------------------------------------- */

@@ -364,9 +364,8 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
                 tet_fold_block(&cells[cell], what, fill, buf, n, fiber + k * c->fiber_stride[last],
                                c->fiber_stride[last]);
             } else {
-                for (uint64_t e = 0; e < n; e++)
-                    tet_fold_block(&cells[cell + (k + e) * c->cell_stride[last]], what, fill,
-                                   buf + e, 1, fiber, 0);
+                tet_fold_lanes(&cells[cell + k * c->cell_stride[last]], c->cell_stride[last],
+                               what, fill, buf, n, fiber);
             }
         }
         int d = (int)nd - 2;
