@@ -18,6 +18,9 @@ from tet.errors import (
 )
 from tet.file import Dataset, TetFile, open
 from tet.kernels import simd_level
+from tet.query.document import build_query
+from tet.query.ops import QUERY_OP_KEYS, REDUCTION_OPS
+from tet.query.result import QueryResult
 from tet.selection import axis_slice, full_selection, selection_slices
 from tet.writer import DatasetStream, TetWriter, write_dataset
 
@@ -25,12 +28,15 @@ __version__ = "0.1.0"
 FORMAT_VERSION = "layout-v1"
 
 __all__ = [
+    "QUERY_OP_KEYS",
+    "REDUCTION_OPS",
     "CatalogError",
     "ChunkError",
     "Dataset",
     "DatasetStream",
     "MemoryBudgetError",
     "QueryError",
+    "QueryResult",
     "SelectionError",
     "TetError",
     "TetFile",
@@ -39,6 +45,7 @@ __all__ = [
     "UnknownDatasetError",
     "__version__",
     "axis_slice",
+    "build_query",
     "core_version",
     "full_selection",
     "open",

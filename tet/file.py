@@ -25,6 +25,7 @@ from tet.errors import (
 )
 from tet.kernels import TileTable
 from tet.layout import Catalog, DatasetRecord, parse_catalog
+from tet.query.api import QueryMethods
 from tet.query.budget import resolve_budget
 from tet.query.plan import ReadPlan, plan_read, tile_table
 from tet.selection import Box, box_from_key, resolve_selection
@@ -129,7 +130,7 @@ class _Names(tuple[str, ...]):
         return list(self)
 
 
-class TetFile:
+class TetFile(QueryMethods):
     """A read-only handle on one ``.tet`` file.
 
     Opening maps the file and validates its whole catalog, so a corrupt file

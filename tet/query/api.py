@@ -1,0 +1,160 @@
+"""The query methods of `TetFile`: documents in (dict, JSON or TOML text), responses
+or `QueryResult` out, and one helper per tier A/B operation (``f.mean(name, axis=0)``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tet.errors import TetError, UnknownDatasetError
+from tet.query.document import Execution, QueryDocument, parse_text, parse_value
+from tet.query.execute import execute_document
+from tet.query.ops import OPS
+from tet.query.result import QueryResult
+
+if TYPE_CHECKING:
+    from tet.file import Dataset, TetFile
+
+__all__ = ["HELPER_OPS", "QueryMethods"]
+
+AxisArg = int | str | Sequence[int | str] | None
+
+# Python helper name -> wire op; `numel` is an alias of `count`.
+HELPER_OPS = {name: name for name in (
+    "mean", "sum", "min", "max", "count", "std", "var", "product", "norm_l1", "norm_l2",
+    "median", "all_finite", "any_nan", "any_inf", "arg_min", "arg_max", "nan_count",
+    "inf_count", "nan_mean", "nan_std")}
+HELPER_OPS["numel"] = "count"
+_INT_OPS = frozenset({"count", "arg_min", "arg_max"})
+_BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
+
+
+class QueryMethods:
+    """Mixed into `TetFile`; everything goes through `execute_document`."""
+
+    def _document(self, query: Any, device: str | None = None) -> QueryDocument:
+        if isinstance(query, dict):
+            doc = parse_value(query)
+        elif isinstance(query, str):
+            doc = parse_text(query)
+        else:
+            raise TypeError("query must be a dict or JSON string")
+        if device is not None:
+            ex = doc.execution or Execution(None, None, None, None)
+            doc = dataclasses.replace(doc, execution=dataclasses.replace(ex, device=device))
+        return doc
+
+    def _run(self, query: Any, *, device: str | None, preview: int | None,
+             plan: bool) -> tuple[QueryDocument, dict[str, Any]]:
+        f: TetFile = self  # type: ignore[assignment]
+        doc = self._document(query, device)
+        if doc.dataset not in f.datasets():
+            raise UnknownDatasetError(doc.dataset, path=f.path, available=f.datasets())
+        raw = execute_document(f, doc, preview=None if plan else (preview or 0),
+                               tet_file=str(f.path))
+        return doc, raw
+
+    def query(self, query: Any, *, preview: int | None = None, raw: bool = True) -> Any:
+        """Execute a document (preview None = no samples; aggregates still run)."""
+        return self.query_execute(query, preview=preview, raw=raw)
+
+    def query_execute(self, query: Any, *, device: str | None = None,
+                      preview: int | None = None, raw: bool = True) -> Any:
+        doc, response = self._run(query, device=device, preview=preview, plan=False)
+        if raw:
+            return response
+        return self._result(doc, response, require_execution=True)
+
+    def execute(self, query: Any, *, device: str | None = None, preview: int | None = None,
+                raw: bool = False, plan: bool = False) -> Any:
+        """Like `query_execute` but a `QueryResult` by default; ``plan=True`` plans only."""
+        doc, response = self._run(query, device=device, preview=preview, plan=plan)
+        if raw:
+            return response
+        return self._result(doc, response, require_execution=not plan)
+
+    def plan_only(self, query: Any, *, raw: bool = True) -> Any:
+        """The catalog and read plan of a document, without executing it."""
+        return self.execute(query, raw=raw, plan=True)
+
+    def _result(self, doc: QueryDocument, response: dict[str, Any], *,
+                require_execution: bool) -> QueryResult:
+        f: TetFile = self  # type: ignore[assignment]
+        op = doc.operation.key if doc.operation else None
+        return QueryResult.from_response(response, op=op, path=f.path,
+                                         require_execution=require_execution)
+
+    def _axes(self, dataset: str, axes: AxisArg, axis: int | str | None) -> list[int]:
+        if axes is not None and axis is not None:
+            raise TypeError("pass only one of axes= or axis=")
+        if axis is not None:
+            axes = [axis]
+        if axes is None:
+            return []
+        if isinstance(axes, (int, str)):
+            axes = [axes]
+        f: TetFile = self  # type: ignore[assignment]
+        ds: Dataset = f.dataset(dataset)
+        return [ds.axis_index(a, path=f.path) for a in axes]
+
+    def _reduce(self, op: str, dataset: str, axes: AxisArg, axis: int | str | None, *,
+                selection: Any, device: str | None, preview: int | None, raw: bool,
+                body: Any = None) -> Any:
+        wire = HELPER_OPS.get(op, op)
+        resolved = self._axes(dataset, axes, axis)
+        spec = resolved if body is None else body(resolved)
+        doc: dict[str, Any] = {"dataset": dataset, wire: spec}
+        if selection is not None:
+            doc["selection"] = selection
+        response = self.query_execute(doc, device=device, preview=preview, raw=True)
+        if raw:
+            return response
+        result = QueryResult.from_response(response, op=wire, path=getattr(self, "path", None),
+                                           require_execution=True)
+        if resolved or preview is not None:
+            return result
+        if OPS[wire].scalar_field not in (result.execution or {}):
+            raise TetError(f"missing scalar for op {wire!r}")
+        value = result.scalar
+        if value is None:  # non-finite on the wire
+            return float("nan")
+        if wire in _INT_OPS:
+            return int(value)
+        if wire in _BOOL_OPS:
+            return bool(value)
+        return float(value)
+
+    def null_count(self, dataset: str, axes: AxisArg = None, *, axis: int | str | None = None,
+                   fill: float | None = None, selection: Any = None, device: str | None = None,
+                   preview: int | None = None, raw: bool = False) -> Any:
+        """Elements equal to `fill` (default: the dataset's _FillValue-style attr)."""
+
+        def body(resolved: list[int]) -> Any:
+            if fill is None:
+                return resolved
+            out: dict[str, Any] = {"fill": fill}
+            if resolved:
+                out["axes"] = resolved
+            return out
+
+        return self._reduce("null_count", dataset, axes, axis, selection=selection,
+                            device=device, preview=preview, raw=raw, body=body)
+
+
+def _helper(op: str) -> Callable[..., Any]:
+    def method(self: QueryMethods, dataset: str, axes: AxisArg = None, *,
+               axis: int | str | None = None, selection: Any = None, device: str | None = None,
+               preview: int | None = None, raw: bool = False) -> Any:
+        return self._reduce(op, dataset, axes, axis, selection=selection, device=device,
+                            preview=preview, raw=raw)
+
+    method.__name__ = op
+    method.__doc__ = (f"The `{HELPER_OPS[op]}` reduction over `axes` ([] or None: every "
+                      "element); a bare value for scalar calls, else a `QueryResult`.")
+    return method
+
+
+for _name in HELPER_OPS:
+    if _name != "median":
+        setattr(QueryMethods, _name, _helper(_name))

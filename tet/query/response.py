@@ -1,0 +1,169 @@
+"""The response document (query.md §13): keys in the spec's order, NaN/±inf as
+JSON null (Python None), previews in the dataset dtype's own field."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tet import dtypes
+from tet.layout import DatasetRecord
+from tet.query.plan import ReadPlan
+
+__all__ = [
+    "EXECUTION_ORDER",
+    "PREVIEW_ORDER",
+    "catalog_block",
+    "clean",
+    "execution_block",
+    "plan_block",
+    "response",
+    "unmatched_catalog",
+]
+
+MATCHED = "query accepted; dataset matched; read_plan lists mmap payload regions for touched chunks"
+EXECUTED = "; operation executed (see execution.memory_strategy and operation_*)"
+PREVIEWED = "; mmap f32 preview attached (see execution)"
+UNMATCHED = ("query accepted; dataset name not found in this file "
+             "(see catalog.available_datasets)")
+DENSE = "dense_half_open_intervals_per_axis_json_step_ignored_for_chunk_touch_list"
+STRIDED = "strided_half_open_per_axis_json_step_applied_to_chunk_touch_list"
+
+PREVIEW_ORDER = ("f32", "f64", "i32", "i64", "u8", "u16", "i16", "u32", "u64", "f16")
+_SCALARS = (
+    "operation_element_count", "operation_sum", "operation_mean", "operation_median",
+    "operation_quantile", "operation_histogram_counts", "operation_histogram_edges",
+    "operation_min", "operation_max", "operation_var", "operation_std", "operation_nan_mean",
+    "operation_nan_std", "operation_product", "operation_norm_l1", "operation_norm_l2",
+    "operation_all_finite", "operation_any_nan", "operation_any_inf", "operation_nan_count",
+    "operation_inf_count", "operation_null_count", "operation_argmin_index",
+    "operation_argmax_index",
+)
+_REDUCED = tuple(f"operation_reduced_{k}" for k in (
+    "shape", "sum", "mean", "median", "quantile", "histogram_counts", "min", "max", "count",
+    "var", "std", "nan_mean", "nan_std", "product", "norm_l1", "norm_l2", "all_finite",
+    "any_nan", "any_inf", "nan_count", "inf_count", "null_count", "argmin", "argmax"))
+EXECUTION_ORDER: tuple[str, ...] = (
+    "total_bytes_read_from_disk",
+    *[f"{d}_preview{s}" for d in ("f32", "f64", "i32", "i64", "u8", "u16", "i16", "u32",
+                                  "u64", "f16") for s in ("", "_truncated")],
+    *_SCALARS,
+    "memory_strategy", "spill_f32_path", "spill_f32_bytes", "memory_budget_bytes",
+    "host_available_ram_bytes", "logical_selection_f32_bytes", "logical_selection_bytes",
+    "fold_parallel", "fold_workers", "io_regime", "fold_linear_scan", "device_requested",
+    "device_used", "device_fallback_reason", "device_gpu_reduce", "device_gpu_pipeline",
+    "device_gpu_multi", *_REDUCED, "operation_covariance", "operation_covariance_order",
+    "operation_correlation", "operation_correlation_order", "transform_method",
+    "transform_div_by_zero_indices", "transform_div_by_zero_count",
+)
+_RANK = {k: i for i, k in enumerate(EXECUTION_ORDER)}
+
+
+def clean(value: Any) -> Any:
+    """JSON-ready: NumPy scalars and arrays to Python, non-finite floats to None."""
+    if isinstance(value, np.ndarray):
+        return clean(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def catalog_block(index: int, record: DatasetRecord, rows: int,
+                  file_execution: Mapping[str, int]) -> dict[str, Any]:
+    dt = dtypes.by_tag(record.dtype) if dtypes.is_known_tag(record.dtype) else None
+    block: dict[str, Any] = {
+        "matched": True,
+        "dataset_index": index,
+        "dtype": dt.name if dt else str(record.dtype),
+        "shape": list(record.shape),
+        "chunk_shape": list(record.chunk_shape),
+        "chunk_index_rows": rows,
+    }
+    if dt is not None:
+        block[f"dataset_{dt.name}_bytes"] = dt.size * math.prod(record.shape)
+    block["file_execution"] = dict(file_execution)
+    return block
+
+
+def unmatched_catalog(names: Sequence[str], file_execution: Mapping[str, int]) -> dict[str, Any]:
+    return {"matched": False, "file_execution": dict(file_execution),
+            "available_datasets": list(names)}
+
+
+def plan_block(plan: ReadPlan) -> dict[str, Any]:
+    box, record = plan.box, plan.record
+    count = math.prod(box.shape)
+    ndim = record.ndim
+    chunks = [
+        {"chunk_index": c, "payload_offset": o, "stored_byte_len": s, "raw_byte_len": r,
+         "codec": k}
+        for c, o, s, r, k in zip(plan.coords[:, :ndim].tolist(), plan.offset.tolist(),
+                                 plan.stored.tolist(), plan.raw.tolist(), plan.codec.tolist())
+    ]
+    return {
+        "chunk_touch_policy": STRIDED if any(k != 1 for k in box.step) else DENSE,
+        "chunk_count": plan.chunk_count,
+        "total_stored_bytes": int(plan.stored.sum()),
+        "chunks": chunks,
+        "dataset_shape": list(record.shape),
+        "chunk_shape": list(record.chunk_shape),
+        "selection_box_start": list(box.start),
+        "selection_box_stop_exclusive": list(box.stop),
+        "selection_step": list(box.step),
+        "logical_selection_shape": list(box.shape),
+        "logical_f32_element_count": count,
+        "logical_element_count": count,
+    }
+
+
+def preview_fields(dtype_name: str, values: np.ndarray[Any, Any] | None,
+                   total: int, limit: int) -> dict[str, Any]:
+    """All 20 preview keys; only the dataset dtype's array is filled (f16 as bit patterns)."""
+    out: dict[str, Any] = {}
+    for name in PREVIEW_ORDER:
+        mine = name == dtype_name and values is not None
+        if mine and values is not None:
+            out[f"{name}_preview"] = (values.view(np.uint16).tolist() if name == "f16"
+                                      else values.tolist())
+        else:
+            out[f"{name}_preview"] = []
+        out[f"{name}_preview_truncated"] = bool(mine and total > limit)
+    return out
+
+
+def execution_block(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The execution object in upstream serialisation order (unset keys omitted)."""
+    return {k: clean(fields[k]) for k in sorted(fields, key=lambda k: _RANK.get(k, len(_RANK)))}
+
+
+def response(*, layout_version: int | None, dataset: str, selection_axes: int | None,
+             operation: Any, message: str, tet_file: str | None = None,
+             catalog: Mapping[str, Any] | None = None, read_plan: Mapping[str, Any] | None = None,
+             execution: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "status": "planned",
+        "accepted": True,
+        "layout_version": layout_version,
+        "dataset": dataset,
+        "selection_axes": selection_axes,
+        "operation": operation,
+        "message": message,
+    }
+    if tet_file is not None:
+        out["tet_file"] = tet_file
+    if catalog is not None:
+        out["catalog"] = dict(catalog)
+    if read_plan is not None:
+        out["read_plan"] = dict(read_plan)
+    if execution is not None:
+        out["execution"] = dict(execution)
+    return out
