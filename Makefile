@@ -45,6 +45,7 @@ cwarn:
 
 bench: build
 	$(PY) bench/bench_io.py
+	$(PY) bench/bench_fold.py
 
 interop: build
 	$(PY) tools/interop.py
