@@ -109,37 +109,56 @@ static void chan(double *n, double *mean, double *m2, double nb, double mb, doub
     *n = total;
 }
 
-/* The block's own sum, mean and squared deviations (x must stay in cache). */
-static void block_moments(const double *x, uint64_t n, double *sum, double *m2)
+/* Two passes over a block in cache: the sum of x - k, then the squared
+ * deviations from the block mean.  *raw is the plain sum of x. */
+static void block_moments(const double *x, uint64_t n, double k, double *raw, double *sum,
+                          double *m2)
 {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, r0 = 0, r1 = 0;
     uint64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        s0 += x[i];
-        s1 += x[i + 1];
-        s2 += x[i + 2];
-        s3 += x[i + 3];
+        r0 += x[i] + x[i + 1];
+        r1 += x[i + 2] + x[i + 3];
+        s0 += x[i] - k;
+        s1 += x[i + 1] - k;
+        s2 += x[i + 2] - k;
+        s3 += x[i + 3] - k;
     }
-    for (; i < n; i++)
-        s0 += x[i];
+    for (; i < n; i++) {
+        r0 += x[i];
+        s0 += x[i] - k;
+    }
     const double s = (s0 + s1) + (s2 + s3), mean = s / (double)n;
     double q0 = 0, q1 = 0;
     for (i = 0; i + 2 <= n; i += 2) {
-        const double d0 = x[i] - mean, d1 = x[i + 1] - mean;
+        const double d0 = (x[i] - k) - mean, d1 = (x[i + 1] - k) - mean;
         q0 += d0 * d0;
         q1 += d1 * d1;
     }
     for (; i < n; i++)
-        q0 += (x[i] - mean) * (x[i] - mean);
+        q0 += ((x[i] - k) - mean) * ((x[i] - k) - mean);
+    *raw = r0 + r1;
     *sum = s;
     *m2 = q0 + q1;
 }
 
+/* The first finite value a cell sees becomes its shift (NumPy-grade variance for
+ * data far from zero: x - shift is exact when x is near it). */
+static double first_finite(const double *x, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (isfinite(x[i]))
+            return x[i];
+    return 0.0;
+}
+
 static void fold_moments(tet_acc *a, const double *x, uint64_t n)
 {
-    double s, m2;
-    block_moments(x, n, &s, &m2);
-    neumaier(&a->sum, &a->sum_c, s);
+    double raw, s, m2;
+    if (a->n == 0)
+        a->shift = first_finite(x, n);
+    block_moments(x, n, a->shift, &raw, &s, &m2);
+    neumaier(&a->sum, &a->sum_c, raw);
     chan(&a->n, &a->mean, &a->m2, (double)n, s / (double)n, m2);
 }
 
@@ -151,13 +170,31 @@ static void fold_nan_moments(tet_acc *a, const double *x, uint64_t n)
         if (!isnan(x[i]))
             kept[k++] = x[i];
         if (k == 256 || (i + 1 == n && k > 0)) {
-            double s, m2;
-            block_moments(kept, k, &s, &m2);
-            neumaier(&a->nn_sum, &a->nn_sum_c, s);
+            double raw, s, m2;
+            if (a->nn == 0)
+                a->nn_shift = first_finite(kept, k);
+            block_moments(kept, k, a->nn_shift, &raw, &s, &m2);
+            neumaier(&a->nn_sum, &a->nn_sum_c, raw);
             chan(&a->nn, &a->nn_mean, &a->nn_m2, (double)k, s / (double)k, m2);
             k = 0;
         }
     }
+}
+
+/* Merge b's moments (relative to b_shift) into a's frame. */
+static void merge_moments(double *n, double *mean, double *m2, double *shift, double nb,
+                          double mb, double m2b, double b_shift)
+{
+    if (nb == 0)
+        return;
+    if (*n == 0) {
+        *n = nb;
+        *mean = mb;
+        *m2 = m2b;
+        *shift = b_shift;
+        return;
+    }
+    chan(n, mean, m2, nb, (b_shift - *shift) + mb, m2b);
 }
 
 /* Branch-free block min/max first (NaN skipped by the compares); positions are
@@ -265,12 +302,14 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
     if (what & TET_FOLD_MOMENTS) {
         for (uint64_t e = 0; e < n; e++) {
             tet_acc *a = &cells[e * cstride];
-            const double v = x[e];
+            if (a->n == 0 && isfinite(x[e]))
+                a->shift = x[e];
+            const double v = x[e] - a->shift;
             a->n += 1.0;
             const double d = v - a->mean;
             a->mean += d / a->n;
             a->m2 += d * (v - a->mean);
-            neumaier(&a->sum, &a->sum_c, v);
+            neumaier(&a->sum, &a->sum_c, x[e]);
         }
     } else {
         for (uint64_t e = 0; e < n; e++)
@@ -279,14 +318,16 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
     if (what & TET_FOLD_NAN_MOMENTS) {
         for (uint64_t e = 0; e < n; e++) {
             tet_acc *a = &cells[e * cstride];
-            const double v = x[e];
-            if (isnan(v))
+            if (isnan(x[e]))
                 continue;
+            if (a->nn == 0 && isfinite(x[e]))
+                a->nn_shift = x[e];
+            const double v = x[e] - a->nn_shift;
             a->nn += 1.0;
             const double d = v - a->nn_mean;
             a->nn_mean += d / a->nn;
             a->nn_m2 += d * (v - a->nn_mean);
-            neumaier(&a->nn_sum, &a->nn_sum_c, v);
+            neumaier(&a->nn_sum, &a->nn_sum_c, x[e]);
         }
     }
     if (what & TET_FOLD_NORMS) {
@@ -340,14 +381,15 @@ void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what)
     if (what & TET_FOLD_MOMENTS) {
         neumaier(&a->sum, &a->sum_c, b->sum);
         neumaier(&a->sum, &a->sum_c, b->sum_c);
-        chan(&a->n, &a->mean, &a->m2, b->n, b->mean, b->m2);
+        merge_moments(&a->n, &a->mean, &a->m2, &a->shift, b->n, b->mean, b->m2, b->shift);
     } else {
         a->n += b->n;
     }
     if (what & TET_FOLD_NAN_MOMENTS) {
         neumaier(&a->nn_sum, &a->nn_sum_c, b->nn_sum);
         neumaier(&a->nn_sum, &a->nn_sum_c, b->nn_sum_c);
-        chan(&a->nn, &a->nn_mean, &a->nn_m2, b->nn, b->nn_mean, b->nn_m2);
+        merge_moments(&a->nn, &a->nn_mean, &a->nn_m2, &a->nn_shift, b->nn, b->nn_mean, b->nn_m2,
+                      b->nn_shift);
     }
     if (what & TET_FOLD_NORMS) {
         neumaier(&a->abs_sum, &a->abs_c, b->abs_sum);

@@ -80,8 +80,9 @@ typedef struct {
 typedef struct {
     double n;
     double sum, sum_c;            /* Neumaier: value = sum + sum_c */
-    double mean, m2;              /* Chan-merged moments */
-    double nn, nn_sum, nn_sum_c, nn_mean, nn_m2;
+    double mean, m2;              /* Chan-merged moments of x - shift */
+    double shift;                 /* the cell's first finite value: exact differences */
+    double nn, nn_sum, nn_sum_c, nn_mean, nn_m2, nn_shift;
     double abs_sum, abs_c, sq_sum, sq_c;
     double prod;
     double min, max;

@@ -37,8 +37,8 @@ _SIMD_NAMES = ("scalar", "avx2", "neon")
 lib.tet_dispatch_init()
 
 U64 = np.dtype("<u8")
-_ACC_F64 = ("n", "sum", "sum_c", "mean", "m2", "nn", "nn_sum", "nn_sum_c", "nn_mean", "nn_m2",
-            "abs_sum", "abs_c", "sq_sum", "sq_c", "prod", "min", "max")
+_ACC_F64 = ("n", "sum", "sum_c", "mean", "m2", "shift", "nn", "nn_sum", "nn_sum_c", "nn_mean",
+            "nn_m2", "nn_shift", "abs_sum", "abs_c", "sq_sum", "sq_c", "prod", "min", "max")
 _ACC_U64 = ("argmin", "argmax", "first_nan", "nan_count", "inf_count", "null_count")
 ACC_DTYPE = np.dtype([(f, "<f8") for f in _ACC_F64] + [(f, "<u8") for f in _ACC_U64])
 assert ACC_DTYPE.itemsize == ffi.sizeof("tet_acc")
