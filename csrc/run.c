@@ -60,6 +60,19 @@ tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads)
     return TET_OK;
 }
 
+/* Every entry point starts with a clean report and refuses with one status. */
+static void report_clear(tet_report *r)
+{
+    memset(r, 0, sizeof *r);
+    r->chunk = -1;
+}
+
+static int32_t refuse(tet_report *r, tet_status status)
+{
+    r->status = status;
+    return status;
+}
+
 /* ---- box reads ---------------------------------------------------------- */
 
 /* The tiles a box touches, axis by axis: every selected element sits in its
@@ -275,18 +288,14 @@ done:
 int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
                      tet_report *report)
 {
-    memset(report, 0, sizeof *report);
-    report->chunk = -1;
-    if (!box_valid(tiles, box)) {
-        report->status = TET_ERR_ARGUMENT;
-        return TET_ERR_ARGUMENT;
-    }
+    report_clear(report);
+    if (!box_valid(tiles, box))
+        return refuse(report, TET_ERR_ARGUMENT);
     read_ctx *c = calloc(1, sizeof *c);
     touch_set t;
     if (c == NULL || touch_build(tiles, box, &t) != TET_OK) {
         free(c);
-        report->status = TET_ERR_NOMEM;
-        return TET_ERR_NOMEM;
+        return refuse(report, TET_ERR_NOMEM);
     }
     c->g = tiles;
     c->b = box;
@@ -419,18 +428,14 @@ done:
 int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
                      tet_acc *cells, uint64_t n_cells, tet_report *report)
 {
-    memset(report, 0, sizeof *report);
-    report->chunk = -1;
-    if (!box_valid(tiles, box) || spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10) {
-        report->status = TET_ERR_ARGUMENT;
-        return TET_ERR_ARGUMENT;
-    }
+    report_clear(report);
+    if (!box_valid(tiles, box) || spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10)
+        return refuse(report, TET_ERR_ARGUMENT);
     fold_ctx *c = calloc(1, sizeof *c);
     touch_set t;
     if (c == NULL || touch_build(tiles, box, &t) != TET_OK) {
         free(c);
-        report->status = TET_ERR_NOMEM;
-        return TET_ERR_NOMEM;
+        return refuse(report, TET_ERR_NOMEM);
     }
     uint64_t cs = 1, fs = 1;
     for (int d = (int)tiles->ndim - 1; d >= 0; d--) {
@@ -445,8 +450,7 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     if (cs != n_cells) {
         touch_free(&t);
         free(c);
-        report->status = TET_ERR_ARGUMENT;
-        return TET_ERR_ARGUMENT;
+        return refuse(report, TET_ERR_ARGUMENT);
     }
     const uint64_t parts = spec->parts < t.total ? spec->parts : t.total;
     c->g = tiles;
@@ -461,8 +465,7 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     if (parts > 1 && c->extra == NULL) {
         touch_free(&t);
         free(c);
-        report->status = TET_ERR_NOMEM;
-        return TET_ERR_NOMEM;
+        return refuse(report, TET_ERR_NOMEM);
     }
     for (uint64_t i = 0; i < n_cells; i++)
         tet_acc_init(&cells[i]);
@@ -549,20 +552,16 @@ uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len)
 
 int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
 {
-    memset(report, 0, sizeof *report);
-    report->chunk = -1;
+    report_clear(report);
     const tet_encode_plan *p = plan;
-    if (p->ndim < 1 || p->ndim > TET_MAX_NDIM || p->elem_size == 0 || p->codec > 1) {
-        report->status = TET_ERR_ARGUMENT;
-        return TET_ERR_ARGUMENT;
-    }
+    if (p->ndim < 1 || p->ndim > TET_MAX_NDIM || p->elem_size == 0 || p->codec > 1)
+        return refuse(report, TET_ERR_ARGUMENT);
     encode_ctx *c = calloc(1, sizeof *c);
     uint64_t *slot = malloc((p->n_chunks ? p->n_chunks : 1) * sizeof *slot);
     if (c == NULL || slot == NULL) {
         free(c);
         free(slot);
-        report->status = TET_ERR_NOMEM;
-        return TET_ERR_NOMEM;
+        return refuse(report, TET_ERR_NOMEM);
     }
     /* Lay out slots and check every tile against the source before any work. */
     uint64_t at = 0;
