@@ -18,7 +18,8 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 SOURCES = [
-    "dispatch.c", "gather.c", "gather_avx2.c", "gather_neon.c", "codec.c", "fold.c", "run.c",
+    "dispatch.c", "gather.c", "gather_avx2.c", "gather_neon.c", "codec.c", "fold.c",
+    "fold_avx2.c", "run.c",
 ]
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 

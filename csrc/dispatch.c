@@ -42,6 +42,16 @@ static const tet_copy_strided_fn copy_table[3] = {
 #endif
 };
 
+static const tet_minmax_f32_fn minmax_f32_table[3] = {
+    tet_minmax_f32_scalar,
+#ifdef TET_HAVE_AVX2_BODY
+    tet_minmax_f32_avx2,
+#else
+    tet_minmax_f32_scalar,
+#endif
+    tet_minmax_f32_scalar, /* NEON: the scalar body until a NEON one is written */
+};
+
 static int32_t active_level = -1;
 
 int32_t tet_simd_supported(int32_t level)
@@ -113,6 +123,22 @@ int32_t tet_simd_get(void)
 tet_copy_strided_fn tet_active_copy_strided(void)
 {
     return copy_table[tet_simd_get()];
+}
+
+tet_minmax_f32_fn tet_active_minmax_f32(void)
+{
+    return minmax_f32_table[tet_simd_get()];
+}
+
+int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
+                       int32_t *nan)
+{
+    if (level < 0 || level > TET_SIMD_NEON || !tet_simd_supported(level))
+        return TET_ERR_SIMD;
+    int found = 0;
+    minmax_f32_table[level](src, n, lo, hi, &found);
+    *nan = found;
+    return TET_OK;
 }
 
 int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst, const uint8_t *src,

@@ -245,6 +245,65 @@ static void fold_minmax(tet_acc *a, const double *x, uint64_t n, uint64_t fiber0
     }
 }
 
+void tet_minmax_f32_scalar(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan)
+{
+    float l = INFINITY, h = -INFINITY;
+    int found = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, src + 4 * i, 4);
+        found |= v != v;
+        l = v < l ? v : l;
+        h = v > h ? v : h;
+    }
+    *lo = l;
+    *hi = h;
+    *nan = found;
+}
+
+/* min/max/arg of a unit-stride f32 run straight from the tile (min and max are
+ * exact, so no promotion is needed): the dispatched body finds the extremes,
+ * positions are searched only when the run can change the cell's answer. */
+void tet_fold_minmax_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint64_t fiber0)
+{
+    float lo, hi;
+    int nan;
+    tet_active_minmax_f32()(src, n, &lo, &hi, &nan);
+    if (nan) {
+        for (uint64_t i = 0; i < n; i++) {
+            float v;
+            memcpy(&v, src + 4 * i, 4);
+            if (v != v) {
+                if (a->first_nan == TET_NO_INDEX || fiber0 + i < a->first_nan)
+                    a->first_nan = fiber0 + i;
+                break;
+            }
+        }
+    }
+    const int want_lo = a->argmin == TET_NO_INDEX || (double)lo <= a->min;
+    const int want_hi = a->argmax == TET_NO_INDEX || (double)hi >= a->max;
+    uint64_t i_lo = want_lo ? n : n + 1, i_hi = want_hi ? n : n + 1;
+    for (uint64_t i = 0; i < n && (i_lo == n || i_hi == n); i++) {
+        float v;
+        memcpy(&v, src + 4 * i, 4);
+        if (i_lo == n && v == lo)
+            i_lo = i;
+        if (i_hi == n && v == hi)
+            i_hi = i;
+    }
+    if (i_lo < n && (a->argmin == TET_NO_INDEX || (double)lo < a->min ||
+                     ((double)lo == a->min && fiber0 + i_lo < a->argmin))) {
+        a->min = lo;
+        a->argmin = fiber0 + i_lo;
+    }
+    if (i_hi < n && (a->argmax == TET_NO_INDEX || (double)hi > a->max ||
+                     ((double)hi == a->max && fiber0 + i_hi < a->argmax))) {
+        a->max = hi;
+        a->argmax = fiber0 + i_hi;
+    }
+    a->n += (double)n;
+}
+
 /* Fold a block of one cell; element i has fiber index fiber0 + i * fstep. */
 void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
                     uint64_t fiber0, uint64_t fstep)

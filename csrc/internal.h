@@ -23,8 +23,16 @@ void tet_copy_strided_neon(uint8_t *restrict dst, const uint8_t *restrict src,
                            uint64_t count, uint64_t step, uint32_t elem_size);
 #endif
 
-/* The kernel of the active ISA (set by tet_dispatch_init / tet_simd_set). */
+/* Block min/max of unit-stride f32 values (NaN skipped; *nan set when present). */
+typedef void (*tet_minmax_f32_fn)(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
+void tet_minmax_f32_scalar(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
+#ifdef TET_HAVE_AVX2_BODY
+void tet_minmax_f32_avx2(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
+#endif
+
+/* The kernels of the active ISA (set by tet_dispatch_init / tet_simd_set). */
 tet_copy_strided_fn tet_active_copy_strided(void);
+tet_minmax_f32_fn tet_active_minmax_f32(void);
 
 /* ---- box copies (gather.c) -------------------------------------------- */
 /* Copy an n-d box of `count` elements from a C-order source of shape
@@ -58,6 +66,7 @@ void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uin
 void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill, const double *x,
                     uint64_t n, uint64_t fiber);
 void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what);
+void tet_fold_minmax_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint64_t fiber0);
 
 /* ---- work sharing (run.c) ---------------------------------------------- */
 /* Run `work(ctx, thread_index)` on `threads` threads (the caller's included). */

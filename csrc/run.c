@@ -366,6 +366,11 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
             fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
         }
         const uint8_t *p = v->bytes + src * g->elem_size;
+        if (last_reduced && step == 1 && g->dtype == 1 && what == TET_FOLD_MINMAX &&
+            c->fiber_stride[last] == 1) {
+            tet_fold_minmax_f32(&cells[cell], p, run, fiber); /* no f64 promotion needed */
+            goto next;
+        }
         for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
             const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
             tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
@@ -377,6 +382,7 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
                                what, fill, buf, n, fiber);
             }
         }
+    next:;
         int d = (int)nd - 2;
         for (; d >= 0; d--) {
             if (++j[d] < v->count[d])

@@ -147,6 +147,9 @@ uint32_t tet_zstd_version(void);
  * tests can compare every SIMD body with the scalar one. */
 int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst,
                          const uint8_t *src, uint64_t count, uint64_t step);
+/* Test hook: block min/max of n f32 values through one SIMD body. */
+int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
+                       int32_t *nan);
 /* cdef-end */
 
 #endif

@@ -213,3 +213,42 @@ def test_env_tet_simd_scalar_forces_the_scalar_body() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.splitlines()[0] == LEVELS[-1]
+
+
+@pytest.mark.parametrize("level", tet.kernels.simd_levels())
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 31, 33, 1000, 16 * 8 + 3])
+def test_minmax_f32_bodies_agree_with_scalar_and_numpy(level: str, n: int) -> None:
+    rng = np.random.default_rng(n)
+    for nan_at in (None, 0, n // 2, n - 1):
+        x = (rng.standard_normal(n) * 1e3).astype(np.float32)
+        if n:
+            x[rng.integers(0, n)] = np.inf
+        if nan_at is not None and n:
+            x[nan_at] = np.nan
+        got = tet.kernels.minmax_f32(level, x)
+        assert got == tet.kernels.minmax_f32("scalar", x)
+        finite = x[~np.isnan(x)]
+        want_lo = float(finite.min()) if finite.size else np.inf
+        want_hi = float(finite.max()) if finite.size else -np.inf
+        assert got == (want_lo, want_hi, bool(np.isnan(x).any()))
+
+
+@pytest.mark.parametrize("level", tet.kernels.simd_levels())
+def test_f32_min_max_folds_equal_under_every_body(level: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((40, 300)).astype(np.float32)
+    a[3, 20] = a.min() - 1  # a unique minimum, and ties for the maximum
+    a[30, 5] = a[31, 6] = a.max() + 1
+    a[7, 250] = np.nan
+    path = tet.write_dataset(tmp_path / "m.tet", "a", a, chunk_shape=(16, 64))
+    with tet.open(path) as f, tet.kernels.using_simd(level):
+        for op in ("min", "max", "arg_min", "arg_max"):
+            for axes in ([], [1], [0]):
+                doc = {"dataset": "a", op: axes, "selection": [{"stop": 7}, {}]}
+                got = f.query(doc)["execution"]
+                with tet.kernels.using_simd("scalar"):
+                    want = f.query(doc)["execution"]
+                assert got == want, (op, axes, level)
+        assert f.arg_min("a") == 7 * 300 + 250  # NumPy: the first NaN wins
+        assert f.arg_min("a", selection=[{"stop": 7}, {}]) == 3 * 300 + 20
+        assert f.arg_max("a", selection=[{"start": 10}, {}]) == 20 * 300 + 5

@@ -24,6 +24,7 @@ __all__ = [
     "copy_strided",
     "encode",
     "encode_capacity",
+    "minmax_f32",
     "simd_level",
     "simd_levels",
     "thread_count",
@@ -321,6 +322,16 @@ def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
     if codec == 0:
         return int(raw.sum())
     return sum(int(lib.tet_encode_capacity(codec, int(r))) for r in raw)
+
+
+def minmax_f32(level: str, src: np.ndarray[Any, Any]) -> tuple[float, float, bool]:
+    """Test hook: (min, max, has NaN) of a float32 vector through one SIMD body."""
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    lo, hi, nan = ffi.new("float *"), ffi.new("float *"), ffi.new("int32_t *")
+    buf = ffi.from_buffer("uint8_t[]", src) if len(src) else ffi.NULL
+    if lib.tet_minmax_f32(_SIMD_NAMES.index(level), buf, len(src), lo, hi, nan) != 0:
+        raise TetError(f"SIMD body {level!r} is not available on this CPU")
+    return float(lo[0]), float(hi[0]), bool(nan[0])
 
 
 def copy_strided(level: str, src: np.ndarray[Any, Any], step: int) -> np.ndarray[Any, Any]:
