@@ -370,7 +370,7 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
             a->m2 += d * (v - a->mean);
             neumaier(&a->sum, &a->sum_c, x[e]);
         }
-    } else {
+    } else if (!(what & TET_FOLD_N_COUNTED)) {
         for (uint64_t e = 0; e < n; e++)
             cells[e * cstride].n += 1.0;
     }
@@ -430,6 +430,46 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
             a->nan_count += isnan(v) != 0;
             a->inf_count += isinf(v) != 0;
             a->null_count += fill_nan ? isnan(v) != 0 : bits == fill_bits;
+        }
+    }
+}
+
+/* Moments of `rows` rows that all feed cells[0..run): a true two-pass per lane (the
+ * sum, then squared deviations from the lane mean), vectorisable across the row and
+ * Chan-merged into each cell in its shift frame.  Rows sit at bytes + offsets[r]. */
+void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
+                        const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
+                        double *buf, double *work)
+{
+    double *sum = work, *mean = work + TET_FOLD_BLOCK, *dev = work + 2 * TET_FOLD_BLOCK;
+    const double c = (double)rows;
+    for (uint64_t e = 0; e < run; e++)
+        sum[e] = dev[e] = 0.0;
+    for (uint64_t r = 0; r < rows; r++) {
+        tet_load_f64(dtype, bytes + offsets[r], run, step, buf);
+        for (uint64_t e = 0; e < run; e++)
+            sum[e] += buf[e];
+    }
+    for (uint64_t e = 0; e < run; e++)
+        mean[e] = sum[e] / c;
+    for (uint64_t r = 0; r < rows; r++) {
+        tet_load_f64(dtype, bytes + offsets[r], run, step, buf);
+        for (uint64_t e = 0; e < run; e++) {
+            const double d = buf[e] - mean[e];
+            dev[e] += d * d;
+        }
+    }
+    for (uint64_t e = 0; e < run; e++) {
+        tet_acc *a = &cells[e];
+        neumaier(&a->sum, &a->sum_c, sum[e]);
+        if (a->n == 0) {
+            const int finite = isfinite(mean[e]);
+            a->shift = finite ? mean[e] : 0.0;
+            a->mean = finite ? 0.0 : mean[e];
+            a->n = c;
+            a->m2 = dev[e];
+        } else {
+            chan(&a->n, &a->mean, &a->m2, c, mean[e] - a->shift, dev[e]);
         }
     }
 }

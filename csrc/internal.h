@@ -59,6 +59,8 @@ uint64_t tet_zstd_bound(uint64_t raw_len);
 
 /* ---- folds (fold.c) ---------------------------------------------------- */
 #define TET_FOLD_BLOCK 1024   /* elements promoted to f64 and folded at a time */
+#define TET_GROUP_ROWS 1024   /* rows of one cell range folded together (kept innermost axis) */
+#define TET_FOLD_N_COUNTED (1u << 30) /* internal: the element count is kept by another path */
 void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out);
 void tet_acc_init(tet_acc *a);
 void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
@@ -67,6 +69,9 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
                     uint64_t n, uint64_t fiber);
 void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what);
 void tet_fold_minmax_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint64_t fiber0);
+void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
+                        const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
+                        double *buf, double *work);
 
 /* ---- work sharing (run.c) ---------------------------------------------- */
 /* Run `work(ctx, thread_index)` on `threads` threads (the caller's included). */

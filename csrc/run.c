@@ -344,7 +344,24 @@ typedef struct {
 } fold_ctx;
 
 /* Fold the innermost runs of one decoded tile into `cells`. */
-static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, double *buf)
+/* Rows of one tile that feed the same cells (a kept innermost axis). */
+typedef struct {
+    uint64_t cell, rows;
+    uint64_t offset[TET_GROUP_ROWS];
+    double work[3 * TET_FOLD_BLOCK];
+} row_group;
+
+static void group_flush(const tet_tiles *g, const tile_view *v, uint64_t run, uint64_t step,
+                        tet_acc *cells, double *buf, row_group *grp)
+{
+    if (grp->rows > 0)
+        tet_fold_row_group(&cells[grp->cell], g->dtype, v->bytes, grp->offset, grp->rows, run,
+                           step, buf, grp->work);
+    grp->rows = 0;
+}
+
+static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, double *buf,
+                      row_group *grp)
 {
     const tet_tiles *g = c->g;
     const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
@@ -357,6 +374,9 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
     }
     const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
     const uint64_t run = v->count[last], step = c->b->step[last];
+    /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
+    const int grouped = !last_reduced && (what & TET_FOLD_MOMENTS) && run <= TET_FOLD_BLOCK;
+    grp->rows = 0;
     for (;;) {
         uint64_t src = 0, cell = 0, fiber = 0;
         for (uint32_t d = 0; d < nd; d++) {
@@ -366,6 +386,18 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
             fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
         }
         const uint8_t *p = v->bytes + src * g->elem_size;
+        if (grouped) {
+            if (grp->rows > 0 && (cell != grp->cell || grp->rows == TET_GROUP_ROWS))
+                group_flush(g, v, run, step, cells, buf, grp);
+            grp->cell = cell;
+            grp->offset[grp->rows++] = src * g->elem_size;
+            const uint32_t rest = what & ~(uint32_t)TET_FOLD_MOMENTS;
+            if (rest != 0) {
+                tet_load_f64(g->dtype, p, run, step, buf);
+                tet_fold_lanes(&cells[cell], 1, rest | TET_FOLD_N_COUNTED, fill, buf, run, fiber);
+            }
+            goto next;
+        }
         if (last_reduced && step == 1 && g->dtype == 1 && what == TET_FOLD_MINMAX &&
             c->fiber_stride[last] == 1) {
             tet_fold_minmax_f32(&cells[cell], p, run, fiber); /* no f64 promotion needed */
@@ -392,6 +424,7 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
         if (d < 0)
             break;
     }
+    group_flush(g, v, run, step, cells, buf, grp); /* its rows point into this tile */
 }
 
 static void fold_worker(void *vctx, uint32_t w)
@@ -401,7 +434,8 @@ static void fold_worker(void *vctx, uint32_t w)
     uint8_t *scratch = c->scratch_len ? malloc(c->scratch_len) : NULL;
     tet_dctx *dctx = c->scratch_len ? tet_dctx_new() : NULL;
     double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
-    if (buf == NULL || (c->scratch_len && (scratch == NULL || dctx == NULL))) {
+    row_group *grp = malloc(sizeof *grp);
+    if (buf == NULL || grp == NULL || (c->scratch_len && (scratch == NULL || dctx == NULL))) {
         fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
         __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
         goto done;
@@ -422,10 +456,11 @@ static void fold_worker(void *vctx, uint32_t w)
                 __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
                 goto done;
             }
-            fold_tile(c, &v, cells, buf);
+            fold_tile(c, &v, cells, buf, grp);
         }
     }
 done:
+    free(grp);
     free(buf);
     free(scratch);
     tet_dctx_free(dctx);
