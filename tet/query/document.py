@@ -324,6 +324,8 @@ def _operation(key: str, spec: Any) -> Operation:
                    "transform": '{ "method": "zscore" }'}[key]
         raise _v(f"`{key}` must be a JSON object (e.g. {example})")
     params: dict[str, Any] = {}
+    if isinstance(spec, dict) and not op.params and "axis" not in spec and "axes" not in spec:
+        raise _v("axis object must include `axis` or `axes`")
     if isinstance(spec, dict):
         for k in spec:
             if k not in ("axis", "axes") and k not in op.params:
