@@ -1,8 +1,11 @@
 """Query documents: JSON or TOML text (or a dict) -> a validated `QueryDocument`.
 
-Every rule and message is the engine's (query.md §1–§8, §12; ops.md §3–§6).  Unknown
-keys are refused at every level, inside operation objects too (a typo such as
-``bin`` for ``bins`` must not pass silently).
+Every rule and message is the engine's (query.md §1–§8, §12; ops.md §3–§6), so a
+document fails the same way from the CLI, from Python and from a profile file.
+Unknown keys are refused at every level, inside operation objects too (README #30:
+a typo such as ``bin`` for ``bins`` must not pass silently).  ``null`` for an optional
+top-level key means "absent", as it does on the wire, so a TOML file that omits a key
+equals the JSON document that sets it to ``null``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from tet.errors import QueryError
-from tet.query.ops import OPS, QUERY_OP_KEYS
+from tet.query.ops import OPS, QUERY_OP_KEYS, TRANSFORM_METHODS
 from tet.selection import parse_selection
 
 __all__ = [
@@ -39,27 +43,80 @@ MAX_NAME = 1024
 MAX_AXES = 8
 MAX_AXIS_LABEL = 32
 MAX_BINS = 4096
-TRANSFORMS = ("zscore", "minmax", "l1", "l2", "center", "scale", "log1p", "sqrt", "softmax")
+U64 = 2**64
+TRANSFORMS = TRANSFORM_METHODS
 WRITE_TARGETS = ("switch", "spill", "sidecar", "ram")
 RESERVED = ("dataset", "layout_version", "selection", "spill", "write", "execution")
-_NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+EXECUTION_KEYS = ("memory_budget_bytes", "memory_budget_percent", "memory_budget_percent_bps",
+                  "fold_parallel", "device")
 FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
+_NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# Rust's f64::from_str grammar: no underscores, no hex, no inner whitespace.
+_RUST_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)",
+                         re.IGNORECASE)
 
 
 def _v(msg: str) -> QueryError:
     return QueryError(f"validation: {msg}")
 
 
+def _nbytes(text: str) -> int:
+    """UTF-8 length; lone surrogates (JSON allows ``"\\ud800"``) count, never raise."""
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _fmt(x: Any) -> str:
+    """A number as the engine prints it (Rust ``Display``: ``2`` not ``2.0``, no exponent)."""
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "NaN"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        s = format(Decimal(repr(x)), "f")
+        return s.rstrip("0").rstrip(".") if "." in s else s
+    return str(x)
+
+
+def _is_obj(v: Any) -> bool:
+    return isinstance(v, Mapping)
+
+
+def _is_arr(v: Any) -> bool:
+    return isinstance(v, (list, tuple))
+
+
+def _number(v: Any) -> float | None:
+    """A JSON number as f64; None for anything else (bools are not numbers)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _is_index(token: str) -> bool:
+    return token.isascii() and token.isdigit()
+
+
+# ---------------------------------------------------------------------------
+# the document model
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One operation: its key, unresolved axis tokens and validated parameters."""
+    """One operation: its key, unresolved axis tokens and validated parameters.
+
+    Axis tokens are decimal strings or dimension names; they are resolved against a
+    dataset only at plan time (`resolve_axes`), because names need its metadata.
+    `params` holds ``q``, ``bins``/``min``/``max``, ``fill`` or ``method``.
+    """
 
     key: str
     axes: tuple[str, ...] = ()
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def echo(self, axes: Sequence[int] | None = None, fill: float | None = None) -> dict[str, Any]:
-        """The response's `operation` object (query.md §5); resolved axes when given."""
+        """The response's ``operation`` object (query.md §5), with resolved axes/fill if given."""
         tokens = [str(a) for a in axes] if axes is not None else list(self.axes)
         body: dict[str, Any] = {"axes": tokens}
         if self.key == "quantile":
@@ -69,29 +126,33 @@ class Operation:
                         max=self.params.get("max"))
         elif self.key == "null_count":
             resolved = fill if fill is not None else self.params.get("fill")
-            body["fill"] = None if resolved is None or math.isnan(resolved) else resolved
+            body["fill"] = None if resolved is None or not math.isfinite(resolved) else resolved
         elif self.key == "transform":
             body = {"method": self.params["method"], "axes": tokens}
         return {self.key: body}
 
-    def to_wire(self) -> Any:
-        axes = [int(a) if a.isdigit() else a for a in self.axes]
-        if not self.params and self.key not in ("quantile", "histogram", "transform"):
-            return axes
-        out: dict[str, Any] = dict(self.params)
+    def to_dict(self) -> dict[str, Any]:
+        """``{key: wire value}``: a list of axes, or an object when the op has parameters."""
+        axes = [int(a) if _is_index(a) and int(a) < U64 else a for a in self.axes]
+        if not self.params and not OPS[self.key].object_only:
+            return {self.key: axes}
+        body: dict[str, Any] = dict(self.params)
         if axes:
-            out["axes"] = axes
-        return out
+            body["axes"] = axes
+        return {self.key: body}
 
 
 @dataclass(frozen=True, slots=True)
 class Execution:
+    """Host hints of the ``execution`` block (query.md §6); None = not given."""
+
     memory_budget_bytes: int | None = None
     memory_budget_percent_bps: int | None = None
     fold_parallel: bool | None = None
     device: str | None = None
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form; the percentage is written as ``memory_budget_percent`` (bps/100)."""
         out: dict[str, Any] = {}
         if self.memory_budget_bytes is not None:
             out["memory_budget_bytes"] = self.memory_budget_bytes
@@ -106,13 +167,26 @@ class Execution:
 
 @dataclass(frozen=True, slots=True)
 class WriteSpec:
+    """Where a transform's output goes (query.md §8); path/timestamp None = not given."""
+
     target: str = "switch"
     path: str | None = None
     timestamp: bool | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The object wire form (always valid, unlike the bare string with a path)."""
+        out: dict[str, Any] = {"target": self.target}
+        if self.path is not None:
+            out["path"] = self.path
+        if self.timestamp is not None:
+            out["timestamp"] = self.timestamp
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class QueryDocument:
+    """A validated query document; `selection` is `parse_selection`'s per-axis dicts."""
+
     dataset: str
     layout_version: int | None = None
     selection: list[dict[str, Any]] | None = None
@@ -122,25 +196,21 @@ class QueryDocument:
     execution: Execution | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (parses back to an equal document)."""
-        out: dict[str, Any] = {"dataset": self.dataset}
+        """The wire form; it parses back to an equal document."""
+        out: dict[str, Any] = {}
         if self.layout_version is not None:
             out["layout_version"] = self.layout_version
+        out["dataset"] = self.dataset
         if self.selection is not None:
             out["selection"] = [dict(a) for a in self.selection]
         if self.operation is not None:
-            out[self.operation.key] = self.operation.to_wire()
+            out.update(self.operation.to_dict())
         if self.spill is not None:
             out["spill"] = self.spill
         if self.write is not None:
-            w: dict[str, Any] = {"target": self.write.target}
-            if self.write.path is not None:
-                w["path"] = self.write.path
-            if self.write.timestamp is not None:
-                w["timestamp"] = self.write.timestamp
-            out["write"] = w
+            out["write"] = self.write.to_dict()
         if self.execution is not None:
-            out["execution"] = self.execution.to_wire()
+            out["execution"] = self.execution.to_dict()
         return out
 
 
@@ -148,56 +218,46 @@ class QueryDocument:
 # text
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth without recursion (hostile documents may be deep)."""
-    best, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, dict):
-            best = max(best, d)
-            stack.extend((x, d + 1) for x in v.values())
-        elif isinstance(v, list):
-            best = max(best, d)
-            stack.extend((x, d + 1) for x in v)
-    return best
-
-
-def _from_toml(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _from_toml(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_toml(v) for v in value]
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    return value
-
-
 def parse_text(text: str, *, filename: str | None = None) -> QueryDocument:
-    """Parse JSON or TOML text: the extension decides, else a leading ``{`` means JSON."""
-    size = len(text.encode("utf-8", "surrogatepass"))
+    """Parse JSON or TOML text into a validated document.
+
+    The extension (``.json`` / ``.toml``) decides the format; otherwise text starting
+    with ``{`` (after whitespace) is JSON and anything else TOML.
+
+    Raises
+    ------
+    QueryError
+        ``invalid query JSON: …`` / ``invalid query TOML: …`` for malformed text, or a
+        ``validation: …`` rule (size, depth, every document rule).
+    """
+    size = _nbytes(text)
     if size > MAX_TEXT:
         raise _v(f"query document exceeds maximum size ({size} bytes, limit {MAX_TEXT})")
     text = text.strip()
-    suffix = (filename or "").lower().rsplit(".", 1)[-1] if filename and "." in filename else ""
-    is_json = suffix == "json" or (suffix != "toml" and text.startswith("{"))
-    if is_json:
-        if text.count("[") + text.count("{") > MAX_DEPTH and _raw_depth(text) > MAX_DEPTH:
-            raise _v(f"query document nesting depth {_raw_depth(text)} exceeds maximum "
-                     f"{MAX_DEPTH}")
-        try:
-            value = json.loads(text, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
-            raise QueryError(f"invalid query JSON: {exc}") from None
+    suffix = filename.lower().rsplit(".", 1)[-1] if filename and "." in filename else ""
+    if suffix == "json" or (suffix != "toml" and text.startswith("{")):
+        value = _load_json(text)
     else:
         try:
             value = _from_toml(tomllib.loads(text))
-        except (tomllib.TOMLDecodeError, RecursionError, ValueError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise QueryError(f"invalid query TOML: {exc}") from None
     return parse_value(value)
 
 
+def _load_json(text: str) -> Any:
+    if text.count("[") + text.count("{") > MAX_DEPTH:
+        depth = _raw_depth(text)  # refuse hostile nesting before the parser recurses
+        if depth > MAX_DEPTH:
+            raise _v(f"query document nesting depth {depth} exceeds maximum {MAX_DEPTH}")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise QueryError(f"invalid query JSON: {exc}") from None
+
+
 def _raw_depth(text: str) -> int:
-    """Bracket depth of JSON text, so hostile nesting fails before the parser recurses."""
+    """Bracket depth of JSON text (brackets inside strings do not count)."""
     depth = best = 0
     in_str = escaped = False
     for ch in text:
@@ -219,7 +279,58 @@ def _raw_depth(text: str) -> int:
 
 
 def _no_constant(name: str) -> Any:
-    raise ValueError(f"invalid number `{name}`")
+    raise ValueError(f"invalid number `{name}`")  # NaN / Infinity are not JSON
+
+
+def _from_toml(value: Any) -> Any:
+    """TOML value tree -> JSON value model (datetimes as RFC 3339 strings, NaN/inf as null)."""
+    if isinstance(value, dict):
+        return {k: _from_toml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_toml(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, _dt.datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, (_dt.date, _dt.time)):
+        return value.isoformat()
+    return value
+
+
+def _depth(root: Any) -> int:
+    """Nesting depth (scalar 0, ``{}`` 1) without recursion; shared parts counted once."""
+    if not (_is_obj(root) or _is_arr(root)):
+        return 0
+    done: dict[int, int] = {}
+    on_path = {id(root)}
+    frames: list[list[Any]] = [[root, iter(_children(root)), 0]]
+    while frames:
+        frame = frames[-1]
+        for child in frame[1]:
+            if not (_is_obj(child) or _is_arr(child)):
+                continue
+            if id(child) in done:
+                frame[2] = max(frame[2], done[id(child)])
+                continue
+            if id(child) in on_path:
+                raise _v("query document contains a reference cycle")
+            on_path.add(id(child))
+            frames.append([child, iter(_children(child)), 0])
+            break
+        else:
+            frames.pop()
+            depth: int = frame[2] + 1
+            done[id(frame[0])] = depth
+            on_path.discard(id(frame[0]))
+            if not frames:
+                return depth
+            frames[-1][2] = max(frames[-1][2], depth)
+    raise AssertionError("unreachable")
+
+
+def _children(v: Any) -> Any:
+    return v.values() if _is_obj(v) else v
 
 
 # ---------------------------------------------------------------------------
@@ -227,11 +338,19 @@ def _no_constant(name: str) -> Any:
 
 
 def parse_value(value: Any) -> QueryDocument:
-    """Validate a JSON-model value (dict) into a `QueryDocument`."""
+    """Validate a JSON-model value (a dict) into a `QueryDocument`.
+
+    Raises
+    ------
+    QueryError
+        A document rule (``validation: …``), in the engine's order.
+    SelectionError
+        A selection that is malformed on its own (`parse_selection`).
+    """
     depth = _depth(value)
     if depth > MAX_DEPTH:
         raise _v(f"query document nesting depth {depth} exceeds maximum {MAX_DEPTH}")
-    if not isinstance(value, dict):
+    if not _is_obj(value):
         raise _v("query document must be a JSON object")
     if "operation" in value:
         raise _v("nested `operation` is not supported; use a top-level op key "
@@ -241,34 +360,43 @@ def parse_value(value: Any) -> QueryDocument:
     for key in value:
         if key not in RESERVED and key not in OPS:
             raise _v(f"unknown field `{key}`")
-    dataset = value.get("dataset")
-    if not isinstance(dataset, str):
-        raise _v("`dataset` must be a string")
-    if not dataset.strip():
-        raise _v("`dataset` must be a non-empty string")
-    if len(dataset.encode()) > MAX_NAME:
-        raise _v(f"`dataset` name exceeds maximum length ({len(dataset.encode())} > {MAX_NAME})")
-    layout = value.get("layout_version")
-    if layout is not None:
-        if isinstance(layout, bool) or not isinstance(layout, (int, float)):
-            raise _v("`layout_version` must be a number")
-        if isinstance(layout, float) or not 0 <= layout < 2**32:
-            raise _v("`layout_version` must be a non-negative integer")
+    dataset = _dataset(value.get("dataset"))
+    layout = _layout_version(value.get("layout_version"))
     ops = [k for k in value if k in OPS]
     if len(ops) > 1:
         raise _v("query document must include at most one reduction key")
     operation = _operation(ops[0], value[ops[0]]) if ops else None
-    selection = parse_selection(value["selection"]) if value.get("selection") is not None \
-        else None
-    spill = _spill(value)
-    write = _write(value, operation)
+    raw_selection = value.get("selection")
+    selection = parse_selection(raw_selection) if raw_selection is not None else None
+    raw_execution = value.get("execution")
+    execution = _execution(raw_execution) if raw_execution is not None else None
+    spill = _spill(value.get("spill"))
+    write = _write(value.get("write"), operation)
     if operation is not None and operation.key == "transform" and spill is not None:
         raise _v("transform operations use top-level `write`, not `spill`")
     if spill is not None and write is not None:
         raise _v("query document must not set both `spill` and `write`")
-    execution = _execution(value["execution"]) if "execution" in value else None
-    return QueryDocument(dataset, layout if layout is None else int(layout), selection,
-                         operation, spill, write, execution)
+    return QueryDocument(dataset, layout, selection, operation, spill, write, execution)
+
+
+def _dataset(dataset: Any) -> str:
+    if not isinstance(dataset, str):
+        raise _v("`dataset` must be a string")
+    if not dataset.strip():
+        raise _v("`dataset` must be a non-empty string")
+    if _nbytes(dataset) > MAX_NAME:
+        raise _v(f"`dataset` name exceeds maximum length ({_nbytes(dataset)} > {MAX_NAME})")
+    return dataset
+
+
+def _layout_version(layout: Any) -> int | None:
+    if layout is None:
+        return None
+    if _number(layout) is None:
+        raise _v("`layout_version` must be a number")
+    if isinstance(layout, float) or not 0 <= layout < 2**32:
+        raise _v("`layout_version` must be a non-negative integer")
+    return int(layout)
 
 
 def _axis_token(v: Any) -> str:
@@ -281,27 +409,35 @@ def _axis_token(v: Any) -> str:
             raise _v("axis index must be a non-negative integer")
         v = int(v)
     if isinstance(v, int):
-        if v < 0:
+        if not 0 <= v < U64:
             raise _v("axis index must be a non-negative integer")
         return str(v)
     if isinstance(v, str):
         if not v:
             raise _v("axis index must not be empty")
-        if len(v.encode()) > MAX_AXIS_LABEL:
+        if _nbytes(v) > MAX_AXIS_LABEL:
             raise _v(f"axis label exceeds maximum length ({MAX_AXIS_LABEL})")
-        if not (v.isascii() and v.isdigit()) and not _NAME_TOKEN.fullmatch(v):
+        if _is_index(v):
+            return str(int(v))
+        if not _NAME_TOKEN.fullmatch(v):
             raise _v(f'invalid axis label "{v}" (use a non-negative decimal index or a '
                      "dimension name)")
-        return str(int(v)) if v.isdigit() else v
+        return v
     raise _v("axis spec must be a number, string, or array")
 
 
 def _axes(spec: Any) -> tuple[str, ...]:
-    if isinstance(spec, dict):
-        if "axis" not in spec and "axes" not in spec:
+    """An axis spec: ``[]``, a number, a name, a list, or ``{"axis"/"axes": …}``."""
+    if _is_obj(spec):
+        chosen = spec.get("axis")
+        if chosen is None:
+            chosen = spec.get("axes")
+        if chosen is None:
             raise _v("axis object must include `axis` or `axes`")
-        spec = spec["axis"] if "axis" in spec else spec["axes"]
-    if isinstance(spec, list):
+        if _is_obj(chosen):
+            raise _v("axis spec must be a number, string, or array")
+        spec = chosen
+    if _is_arr(spec):
         for item in spec:
             if isinstance(item, bool) or not isinstance(item, (int, float, str)):
                 raise _v("axis list entries must be numbers or strings")
@@ -313,29 +449,23 @@ def _axes(spec: Any) -> tuple[str, ...]:
     return tokens
 
 
-def _number(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def _operation(key: str, spec: Any) -> Operation:
     op = OPS[key]
-    if key in ("quantile", "histogram", "transform") and not isinstance(spec, dict):
-        example = {"quantile": '{ "q": 0.95, "axis": 0 }', "histogram": '{ "bins": 16 }',
-                   "transform": '{ "method": "zscore" }'}[key]
-        raise _v(f"`{key}` must be a JSON object (e.g. {example})")
+    if op.object_only and not _is_obj(spec):
+        raise _v(f"`{key}` must be a JSON object (e.g. {op.object_example})")
     params: dict[str, Any] = {}
-    if isinstance(spec, dict) and not op.params and "axis" not in spec and "axes" not in spec:
-        raise _v("axis object must include `axis` or `axes`")
-    if isinstance(spec, dict):
+    if _is_obj(spec):
+        has_axes = spec.get("axis") is not None or spec.get("axes") is not None
+        if not op.params and not has_axes:
+            raise _v("axis object must include `axis` or `axes`")
         for k in spec:
             if k not in ("axis", "axes") and k not in op.params:
                 raise _v(f"unknown field `{key}.{k}`")
-        has_axes = "axis" in spec or "axes" in spec
         axes = _axes(spec) if has_axes else ()
         params = _params(key, spec)
     else:
         axes = _axes(spec)
-    if key in ("covariance", "correlation") and len(axes) != 1:
+    if op.single_axis and len(axes) != 1:
         raise _v("covariance/correlation require exactly one observation axis "
                  '(e.g. `"axis": 0`)')
     return Operation(key, axes, params)
@@ -347,26 +477,10 @@ def _params(key: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         if q is None:
             raise _v("`quantile.q` is required")
         if not 0.0 <= q <= 1.0:
-            raise _v(f"quantile q must be in [0.0, 1.0], got {spec['q']}")
+            raise _v(f"quantile q must be in [0.0, 1.0], got {_fmt(q)}")
         return {"q": q}
     if key == "histogram":
-        bins = spec.get("bins")
-        if isinstance(bins, bool) or not isinstance(bins, int):
-            raise _v("`histogram.bins` is required")
-        if bins < 1:
-            raise _v("histogram bins must be >= 1")
-        if bins > MAX_BINS:
-            raise _v(f"histogram bins exceeds maximum {MAX_BINS} (got {bins})")
-        lo, hi = _number(spec.get("min")), _number(spec.get("max"))
-        if (lo is None) != (hi is None):
-            raise _v("histogram requires both `min` and `max` when either is set")
-        if lo is not None and hi is not None:
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise _v("histogram min/max must be finite")
-            if lo >= hi:
-                raise _v(f"histogram min must be < max (got {spec['min']} >= {spec['max']})")
-            return {"bins": bins, "min": lo, "max": hi}
-        return {"bins": bins}
+        return _histogram(spec)
     if key == "transform":
         method = spec.get("method")
         if not isinstance(method, str):
@@ -376,48 +490,68 @@ def _params(key: str, spec: Mapping[str, Any]) -> dict[str, Any]:
                      "center, scale, log1p, sqrt, or softmax)")
         return {"method": method}
     if key == "null_count":
-        fill = _number(spec.get("fill"))
+        fill = _number(spec.get("fill"))  # a non-number is ignored (ops.md §4)
         return {} if fill is None else {"fill": fill}
     return {}
 
 
-def _spill(value: Mapping[str, Any]) -> str | None:
-    if "spill" not in value:
+def _histogram(spec: Mapping[str, Any]) -> dict[str, Any]:
+    raw = _number(spec.get("bins"))
+    if raw is None:
+        raise _v("`histogram.bins` is required")
+    if not raw.is_integer():
+        raise _v(f"`histogram.bins` must be an integer, got {_fmt(raw)}")
+    bins = int(raw)
+    if bins < 1:
+        raise _v("histogram bins must be >= 1")
+    if bins > MAX_BINS:
+        raise _v(f"histogram bins exceeds maximum {MAX_BINS} (got {bins})")
+    lo, hi = _number(spec.get("min")), _number(spec.get("max"))  # non-numbers are ignored
+    if lo is None and hi is None:
+        return {"bins": bins}
+    if lo is None or hi is None:
+        raise _v("histogram requires both `min` and `max` when either is set")
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise _v("histogram min/max must be finite")
+    if lo >= hi:
+        raise _v(f"histogram min must be < max (got {_fmt(lo)} >= {_fmt(hi)})")
+    return {"bins": bins, "min": lo, "max": hi}
+
+
+def _spill(spill: Any) -> str | None:
+    if spill is None:
         return None
-    spill = value["spill"]
     if not isinstance(spill, str):
         raise _v("`spill` must be a string path (relative to the `.tet` parent or absolute)")
     if not spill:
         raise _v("`spill` path must not be empty")
-    if len(spill.encode()) > MAX_NAME:
-        raise _v(f"`spill` path exceeds maximum length ({len(spill.encode())} > {MAX_NAME})")
+    if _nbytes(spill) > MAX_NAME:
+        raise _v(f"`spill` path exceeds maximum length ({_nbytes(spill)} > {MAX_NAME})")
     return spill
 
 
-def _write(value: Mapping[str, Any], operation: Operation | None) -> WriteSpec | None:
-    if "write" not in value:
+def _write(w: Any, operation: Operation | None) -> WriteSpec | None:
+    if w is None:
         return None
-    w = value["write"]
     if isinstance(w, str):
         spec = WriteSpec(_target(w))
-    elif isinstance(w, dict):
+    elif _is_obj(w):
         for k in w:
             if k not in ("target", "path", "timestamp"):
                 raise _v(f"unknown field `write.{k}`")
-        target = w.get("target", "switch")
-        if not isinstance(target, str):
+        target = w.get("target")
+        if target is not None and not isinstance(target, str):
             raise _v("`write.target` must be a string")
         path = w.get("path")
         if path is not None:
             if not isinstance(path, str) or not path:
                 raise _v("`write.path` must not be empty")
-            if len(path.encode()) > MAX_NAME:
-                raise _v(f"`write.path` exceeds maximum length ({len(path.encode())} > "
-                         f"{MAX_NAME})")
+            if _nbytes(path) > MAX_NAME:
+                raise _v(f"`write.path` exceeds maximum length ({_nbytes(path)} > {MAX_NAME})")
         stamp = w.get("timestamp")
         if stamp is not None and not isinstance(stamp, bool):
             raise _v("`write.timestamp` must be a boolean")
-        spec = WriteSpec(_target(target), path, stamp)
+        spec = WriteSpec(_target(target if target is not None else "switch"), path, stamp)
     else:
         raise _v("`write` must be a target string (`switch`, `spill`, `sidecar`, `ram`) or an "
                  "object with `target` / `path`")
@@ -439,36 +573,35 @@ def _target(token: str) -> str:
 
 
 def _execution(ex: Any) -> Execution:
-    if not isinstance(ex, dict):
+    if not _is_obj(ex):
         raise _v("`execution` must be a JSON object")
-    known = ("memory_budget_bytes", "memory_budget_percent", "memory_budget_percent_bps",
-             "fold_parallel", "device")
     for k in ex:
-        if k not in known:
+        if k not in EXECUTION_KEYS:
             raise _v(f"unknown field `execution.{k}`")
     budget = ex.get("memory_budget_bytes")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
-                               or not 0 <= budget < 2**64):
+                               or not 0 <= budget < U64):
         raise _v("`execution.memory_budget_bytes` must be a non-negative integer")
-    if "memory_budget_percent" in ex and "memory_budget_percent_bps" in ex:
+    pct, raw_bps = ex.get("memory_budget_percent"), ex.get("memory_budget_percent_bps")
+    if pct is not None and raw_bps is not None:
         raise _v("use either `execution.memory_budget_percent` or "
                  "`execution.memory_budget_percent_bps`, not both")
     bps = None
-    if ex.get("memory_budget_percent") is not None:
-        pct = _number(ex["memory_budget_percent"])
-        if pct is None or not 0 <= pct <= 100:
-            raise _v(f"`execution.memory_budget_percent` must be in [0, 100], got "
-                     f"{ex['memory_budget_percent']}")
-        bps = round(pct * 100)
-    if ex.get("memory_budget_percent_bps") is not None:
-        raw = ex["memory_budget_percent_bps"]
-        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+    if pct is not None:
+        value = _number(pct)
+        if value is None:
+            raise _v("`execution.memory_budget_percent` must be a number")
+        if not 0 <= value <= 100:
+            raise _v(f"`execution.memory_budget_percent` must be in [0, 100], got {_fmt(value)}")
+        bps = math.floor(value * 100 + 0.5)  # round half away from zero, as the engine does
+    if raw_bps is not None:
+        if isinstance(raw_bps, bool) or not isinstance(raw_bps, int) or raw_bps < 0:
             raise _v("`execution.memory_budget_percent_bps` must be a non-negative integer")
-        if raw > 65535:
+        if raw_bps > 0xFFFF:
             raise _v("`execution.memory_budget_percent_bps` exceeds u16")
-        if raw > 10_000:
+        if raw_bps > 10_000:
             raise _v("`execution.memory_budget_percent_bps` must be <= 10000 (100%)")
-        bps = raw
+        bps = raw_bps
     parallel = ex.get("fold_parallel")
     if parallel is not None and not isinstance(parallel, bool):
         raise _v("`execution.fold_parallel` must be a boolean")
@@ -481,7 +614,16 @@ def _execution(ex: Any) -> Execution:
 
 
 def parse_device(token: str) -> str:
-    """A device token normalised (query.md §12): cpu, auto, metal, cuda[:N|:multi], rocm[…]."""
+    """A device token normalised (query.md §12).
+
+    Words are case-insensitive; ``cuda:0`` is ``cuda`` (device 0), as
+    ``device_requested`` echoes it, and likewise ``rocm:0`` is ``rocm``.
+
+    Raises
+    ------
+    QueryError
+        Empty token, a bad device index, or an unknown device.
+    """
     t = token.strip()
     if not t:
         raise _v("device token must not be empty")
@@ -491,9 +633,9 @@ def parse_device(token: str) -> str:
     for family in ("cuda", "rocm"):
         if low.startswith(family + ":"):
             index = low[len(family) + 1:]
-            if not index.isdigit():
+            if not _is_index(index) or int(index) >= U64:
                 raise _v(f"invalid device `{t}` (expected {family}:N with non-negative N)")
-            return family if family == "cuda" and int(index) == 0 else f"{family}:{int(index)}"
+            return family if int(index) == 0 else f"{family}:{int(index)}"
     raise _v(f"unknown device `{t}` (expected cpu, auto, metal, cuda[:N| :multi], or "
              "rocm[:N| :multi])")
 
@@ -502,63 +644,107 @@ def parse_device(token: str) -> str:
 # plan-time resolution
 
 
-def resolve_axes(tokens: Sequence[str], ndim: int,
-                 dim_names: Sequence[str] | None) -> tuple[int, ...]:
-    """Axis tokens -> sorted axis indices of the logical selection (query.md §4)."""
+def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | None, *,
+                 fold_checks: bool = True) -> tuple[int, ...]:
+    """Axis tokens -> sorted axis indices of the logical selection (query.md §4).
+
+    Parameters
+    ----------
+    tokens
+        `Operation.axes`: decimal strings or dimension names.
+    ndim
+        Rank of the dataset (and of its logical selection).
+    dim_names
+        The dataset's ``dim_names`` from footer metadata, or None.
+    fold_checks
+        Also refuse duplicate axes and a list naming every axis (the fold-time rules);
+        covariance/correlation pass False, their rank rule reports instead.
+
+    Raises
+    ------
+    QueryError
+        Index out of range, a name without or unknown to ``dim_names``, ambiguous
+        names, and (with `fold_checks`) duplicates or "reduces every dimension".
+    """
     out: list[int] = []
     for token in tokens:
-        if token.isdigit():
+        if _is_index(token):
             index = int(token)
             if index >= ndim:
                 raise _v(f"operation axis index {index} out of range for rank {ndim}")
         else:
-            if not dim_names:
-                raise _v(f"dimension name `{token}` requires footer metadata `dim_names` for "
-                         "this dataset")
-            if len(dim_names) != ndim:
-                raise _v(f"metadata dim_names length {len(dim_names)} does not match dataset "
-                         f"rank {ndim}")
-            hits = [i for i, n in enumerate(dim_names) if n == token]
-            if not hits:
-                raise _v(f"unknown dimension name `{token}` (dim_names: "
-                         f"{', '.join(dim_names)})")
-            if len(hits) > 1:
-                raise _v(f"ambiguous dimension name `{token}` (duplicate dim_names entries)")
-            index = hits[0]
-        if index in out:
+            index = _axis_by_name(token, ndim, dim_names)
+        if fold_checks and index in out:
             raise _v(f"duplicate operation axis index {index}")
         out.append(index)
-    if out and len(out) == ndim:
+    if fold_checks and out and len(out) == ndim:
         raise _v('operation axes list reduces every dimension; use "axes": [] for a scalar '
                  "reduction")
     return tuple(sorted(out))
 
 
-def resolve_fill(params: Mapping[str, Any], attrs: Mapping[str, str]) -> float:
-    """null_count's fill: the query's, else the first fill attr of the dataset."""
-    if params.get("fill") is not None:
-        return float(params["fill"])
+def _axis_by_name(token: str, ndim: int, dim_names: Sequence[str] | None) -> int:
+    if not dim_names:
+        raise _v(f"dimension name `{token}` requires footer metadata `dim_names` for this "
+                 "dataset")
+    if len(dim_names) != ndim:
+        raise _v(f"metadata dim_names length {len(dim_names)} does not match dataset rank "
+                 f"{ndim}")
+    hits = [i for i, n in enumerate(dim_names) if n == token]
+    if not hits:
+        raise _v(f"unknown dimension name `{token}` (dim_names: {', '.join(dim_names)})")
+    if len(hits) > 1:
+        raise _v(f"ambiguous dimension name `{token}` (duplicate dim_names entries)")
+    return hits[0]
+
+
+def resolve_fill(params: Mapping[str, Any], attrs: Mapping[str, Any] | None) -> float:
+    """null_count's fill (ops.md §4): the query's ``fill``, else the first fill attr.
+
+    Attr text is trimmed; ``nan`` in any case is NaN, anything else must be a float as
+    the engine parses it (no ``1_000``, no hex).
+
+    Raises
+    ------
+    QueryError
+        An attr that is not a number, or no fill anywhere.
+    """
+    fill = _number(params.get("fill"))
+    if fill is not None:
+        return fill
     for name in FILL_ATTRS:
-        if name in attrs:
-            text = str(attrs[name]).strip()
-            if text.lower() == "nan":
-                return math.nan
-            try:
-                return float(text)
-            except ValueError:
-                raise _v(f'invalid fill value "{attrs[name]}"') from None
+        if attrs is None or name not in attrs:
+            continue
+        raw = attrs[name]
+        number = _number(raw)
+        if number is not None:
+            return number
+        text = raw.strip() if isinstance(raw, str) else None
+        if text is not None and text.lower() == "nan":
+            return math.nan
+        if text is None or not _RUST_FLOAT.fullmatch(text):
+            raise _v(f'invalid fill value "{raw}"')
+        return float(text)
     raise _v("null_count requires `fill` in the query or dataset attr "
              "(_FillValue, missing_value, fill_value)")
 
 
 def build_query(dataset: str, *, selection: Any = None, **op: Any) -> dict[str, Any]:
-    """``{"dataset": …, <op>: …, ["selection": …]}`` with exactly one known op key."""
+    """A wire document ``{"dataset": …, <op>: …, ["selection": […]]}`` (python-api.md §1).
+
+    The dataset is not checked; the engine validates everything else.
+
+    Raises
+    ------
+    ValueError
+        Not exactly one op keyword, or an op key the engine does not know.
+    """
     if len(op) != 1:
         raise ValueError("exactly one operation key required")
-    (key, value), = op.items()
+    ((key, value),) = op.items()
     if key not in QUERY_OP_KEYS:
         raise ValueError(f"unknown query op {key!r}")
     doc: dict[str, Any] = {"dataset": dataset, key: value}
     if selection is not None:
-        doc["selection"] = selection
+        doc["selection"] = [dict(a) for a in selection] if _is_arr(selection) else selection
     return doc
