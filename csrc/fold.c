@@ -352,6 +352,19 @@ void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uin
     }
 }
 
+/* One element into moments kept relative to the cell's first finite value. */
+static void welford(double *n, double *mean, double *m2, double *shift, double *sum, double *sum_c,
+                    double x)
+{
+    if (*n == 0 && isfinite(x))
+        *shift = x;
+    const double v = x - *shift, d = v - *mean;
+    *n += 1.0;
+    *mean += d / *n;
+    *m2 += d * (v - *mean);
+    neumaier(sum, sum_c, x);
+}
+
 /* Fold x[e] into cells[e * cstride] for e < n: one element per cell, as when the
  * innermost axis is kept.  Moments use Welford updates (stable one element at a
  * time); every element shares the fiber index `fiber`. */
@@ -361,14 +374,7 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
     if (what & TET_FOLD_MOMENTS) {
         for (uint64_t e = 0; e < n; e++) {
             tet_acc *a = &cells[e * cstride];
-            if (a->n == 0 && isfinite(x[e]))
-                a->shift = x[e];
-            const double v = x[e] - a->shift;
-            a->n += 1.0;
-            const double d = v - a->mean;
-            a->mean += d / a->n;
-            a->m2 += d * (v - a->mean);
-            neumaier(&a->sum, &a->sum_c, x[e]);
+            welford(&a->n, &a->mean, &a->m2, &a->shift, &a->sum, &a->sum_c, x[e]);
         }
     } else if (!(what & TET_FOLD_N_COUNTED)) {
         for (uint64_t e = 0; e < n; e++)
@@ -377,16 +383,9 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
     if (what & TET_FOLD_NAN_MOMENTS) {
         for (uint64_t e = 0; e < n; e++) {
             tet_acc *a = &cells[e * cstride];
-            if (isnan(x[e]))
-                continue;
-            if (a->nn == 0 && isfinite(x[e]))
-                a->nn_shift = x[e];
-            const double v = x[e] - a->nn_shift;
-            a->nn += 1.0;
-            const double d = v - a->nn_mean;
-            a->nn_mean += d / a->nn;
-            a->nn_m2 += d * (v - a->nn_mean);
-            neumaier(&a->nn_sum, &a->nn_sum_c, x[e]);
+            if (!isnan(x[e]))
+                welford(&a->nn, &a->nn_mean, &a->nn_m2, &a->nn_shift, &a->nn_sum, &a->nn_sum_c,
+                        x[e]);
         }
     }
     if (what & TET_FOLD_NORMS) {
