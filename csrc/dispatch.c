@@ -28,28 +28,19 @@ static int x86_has_avx2_fma(void)
 }
 #endif
 
-static const tet_copy_strided_fn copy_table[3] = {
-    tet_copy_strided_scalar,
+/* level -> bodies; a level without a body of its own borrows the scalar one */
+static const tet_kernels kernel_table[3] = {
+    {tet_copy_strided_scalar, tet_minmax_f32_scalar, tet_moments_f32_scalar, tet_rows_f32_scalar},
 #ifdef TET_HAVE_AVX2_BODY
-    tet_copy_strided_avx2,
+    {tet_copy_strided_avx2, tet_minmax_f32_avx2, tet_moments_f32_avx2, tet_rows_f32_avx2},
 #else
-    NULL,
+    {NULL, NULL, NULL, NULL},
 #endif
 #ifdef TET_HAVE_NEON_BODY
-    tet_copy_strided_neon,
+    {tet_copy_strided_neon, tet_minmax_f32_scalar, tet_moments_f32_scalar, tet_rows_f32_scalar},
 #else
-    NULL,
+    {NULL, NULL, NULL, NULL},
 #endif
-};
-
-static const tet_minmax_f32_fn minmax_f32_table[3] = {
-    tet_minmax_f32_scalar,
-#ifdef TET_HAVE_AVX2_BODY
-    tet_minmax_f32_avx2,
-#else
-    tet_minmax_f32_scalar,
-#endif
-    tet_minmax_f32_scalar, /* NEON: the scalar body until a NEON one is written */
 };
 
 static int32_t active_level = -1;
@@ -120,23 +111,26 @@ int32_t tet_simd_get(void)
     return active_level;
 }
 
-tet_copy_strided_fn tet_active_copy_strided(void)
+const tet_kernels *tet_active(void)
 {
-    return copy_table[tet_simd_get()];
+    return &kernel_table[tet_simd_get()];
 }
 
-tet_minmax_f32_fn tet_active_minmax_f32(void)
+const tet_kernels *tet_kernels_for(int32_t level)
 {
-    return minmax_f32_table[tet_simd_get()];
+    if (level < 0 || level > TET_SIMD_NEON || !tet_simd_supported(level))
+        return NULL;
+    return &kernel_table[level];
 }
 
 int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
                        int32_t *nan)
 {
-    if (level < 0 || level > TET_SIMD_NEON || !tet_simd_supported(level))
+    const tet_kernels *k = tet_kernels_for(level);
+    if (k == NULL)
         return TET_ERR_SIMD;
     int found = 0;
-    minmax_f32_table[level](src, n, lo, hi, &found);
+    k->minmax_f32(src, n, lo, hi, &found);
     *nan = found;
     return TET_OK;
 }
@@ -144,10 +138,11 @@ int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo,
 int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst, const uint8_t *src,
                          uint64_t count, uint64_t step)
 {
-    if (level < 0 || level > TET_SIMD_NEON || !tet_simd_supported(level))
+    const tet_kernels *k = tet_kernels_for(level);
+    if (k == NULL)
         return TET_ERR_SIMD;
     if (elem_size == 0 || step == 0)
         return TET_ERR_ARGUMENT;
-    copy_table[level](dst, src, count, step, elem_size);
+    k->copy_strided(dst, src, count, step, elem_size);
     return TET_OK;
 }

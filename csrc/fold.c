@@ -162,6 +162,52 @@ static void fold_moments(tet_acc *a, const double *x, uint64_t n)
     chan(&a->n, &a->mean, &a->m2, (double)n, s / (double)n, m2);
 }
 
+void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
+                            double *m2)
+{
+    double x[TET_FOLD_BLOCK];
+    tet_load_f64(1, src, n, 1, x);
+    block_moments(x, n, k, raw, sum, m2);
+}
+
+/* fold_moments for a unit-stride f32 run of any length, in blocks through the active
+ * body (no promotion buffer on the SIMD path). */
+void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n)
+{
+    const tet_moments_f32_fn body = tet_active()->moments_f32;
+    if (a->n == 0) {
+        for (uint64_t i = 0; i < n; i++) {
+            float v;
+            memcpy(&v, src + 4 * i, 4);
+            if (isfinite(v)) {
+                a->shift = v;
+                break;
+            }
+        }
+    }
+    for (uint64_t at = 0; at < n; at += TET_FOLD_BLOCK) {
+        const uint64_t m = n - at < TET_FOLD_BLOCK ? n - at : TET_FOLD_BLOCK;
+        double raw, s, m2;
+        body(src + 4 * at, m, a->shift, &raw, &s, &m2);
+        neumaier(&a->sum, &a->sum_c, raw);
+        chan(&a->n, &a->mean, &a->m2, (double)m, s / (double)m, m2);
+    }
+}
+
+void tet_rows_f32_scalar(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                         uint64_t run, const double *center, int square, double *acc)
+{
+    for (uint64_t r = 0; r < rows; r++) {
+        const uint8_t *p = bytes + offsets[r];
+        for (uint64_t e = 0; e < run; e++) {
+            float v;
+            memcpy(&v, p + 4 * e, 4);
+            const double d = (double)v - center[e];
+            acc[e] += square ? d * d : d;
+        }
+    }
+}
+
 static void fold_nan_moments(tet_acc *a, const double *x, uint64_t n)
 {
     double kept[256];
@@ -268,7 +314,7 @@ void tet_fold_minmax_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint64_t fi
 {
     float lo, hi;
     int nan;
-    tet_active_minmax_f32()(src, n, &lo, &hi, &nan);
+    tet_active()->minmax_f32(src, n, &lo, &hi, &nan);
     if (nan) {
         for (uint64_t i = 0; i < n; i++) {
             float v;
@@ -434,41 +480,53 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
 }
 
 /* Moments of `rows` rows that all feed cells[0..run): a true two-pass per lane (the
- * sum, then squared deviations from the lane mean), vectorisable across the row and
- * Chan-merged into each cell in its shift frame.  Rows sit at bytes + offsets[r]. */
+ * sum of x - shift, then squared deviations from the lane mean), vectorisable across
+ * the row and Chan-merged into each cell in its shift frame (a cell's first row gives
+ * its shift, so data far from zero keeps its digits).  Rows sit at bytes + offsets[r]. */
 void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
                         const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
                         double *buf, double *work)
 {
-    double *sum = work, *mean = work + TET_FOLD_BLOCK, *dev = work + 2 * TET_FOLD_BLOCK;
+    double *shift = work, *sum = work + TET_FOLD_BLOCK, *center = work + 2 * TET_FOLD_BLOCK;
+    double *dev = work + 3 * TET_FOLD_BLOCK;
     const double c = (double)rows;
-    for (uint64_t e = 0; e < run; e++)
+    const tet_rows_f32_fn f32 = dtype == 1 && step == 1 ? tet_active()->rows_f32 : NULL;
+    tet_load_f64(dtype, bytes + offsets[0], run, step, buf);
+    for (uint64_t e = 0; e < run; e++) {
+        tet_acc *a = &cells[e];
+        if (a->n == 0)
+            a->shift = isfinite(buf[e]) ? buf[e] : 0.0;
+        shift[e] = a->shift;
         sum[e] = dev[e] = 0.0;
-    for (uint64_t r = 0; r < rows; r++) {
-        tet_load_f64(dtype, bytes + offsets[r], run, step, buf);
-        for (uint64_t e = 0; e < run; e++)
-            sum[e] += buf[e];
     }
-    for (uint64_t e = 0; e < run; e++)
-        mean[e] = sum[e] / c;
-    for (uint64_t r = 0; r < rows; r++) {
-        tet_load_f64(dtype, bytes + offsets[r], run, step, buf);
-        for (uint64_t e = 0; e < run; e++) {
-            const double d = buf[e] - mean[e];
-            dev[e] += d * d;
+    for (int pass = 0; pass < 2; pass++) {
+        const double *at = pass == 0 ? shift : center;
+        double *acc = pass == 0 ? sum : dev;
+        if (f32 != NULL) {
+            f32(bytes, offsets, rows, run, at, pass, acc);
+        } else {
+            for (uint64_t r = 0; r < rows; r++) {
+                tet_load_f64(dtype, bytes + offsets[r], run, step, buf);
+                for (uint64_t e = 0; e < run; e++) {
+                    const double d = buf[e] - at[e];
+                    acc[e] += pass == 0 ? d : d * d;
+                }
+            }
         }
+        if (pass == 0)
+            for (uint64_t e = 0; e < run; e++)
+                center[e] = shift[e] + sum[e] / c; /* its rounding is second order in m2 */
     }
     for (uint64_t e = 0; e < run; e++) {
         tet_acc *a = &cells[e];
         neumaier(&a->sum, &a->sum_c, sum[e]);
+        neumaier(&a->sum, &a->sum_c, c * shift[e]);
         if (a->n == 0) {
-            const int finite = isfinite(mean[e]);
-            a->shift = finite ? mean[e] : 0.0;
-            a->mean = finite ? 0.0 : mean[e];
             a->n = c;
+            a->mean = sum[e] / c;
             a->m2 = dev[e];
         } else {
-            chan(&a->n, &a->mean, &a->m2, c, mean[e] - a->shift, dev[e]);
+            chan(&a->n, &a->mean, &a->m2, c, sum[e] / c, dev[e]);
         }
     }
 }

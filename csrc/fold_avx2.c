@@ -1,4 +1,6 @@
-/* fold_avx2.c: AVX2 bodies of the fold kernels that work on raw f32 runs. */
+/* fold_avx2.c: AVX2 bodies of the fold kernels that work on raw f32 runs.  Each
+ * has a scalar twin in fold.c computing the same quantities (lanes may differ, so
+ * sums agree to rounding, min/max exactly). */
 #include "internal.h"
 #ifdef TET_HAVE_AVX2_BODY
 #include <immintrin.h>
@@ -40,5 +42,105 @@ void tet_minmax_f32_avx2(const uint8_t *src, uint64_t n, float *lo, float *hi, i
     *lo = l;
     *hi = h;
     *nan = found;
+}
+__attribute__((target("avx2,fma"))) static inline double hsum(__m256d v)
+{
+    const __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+/* 8 f32 at p as two f64 vectors. */
+#define LOAD8(p, lo, hi)                                                      \
+    do {                                                                      \
+        const __m256 x_ = _mm256_loadu_ps((const float *)(const void *)(p)); \
+        lo = _mm256_cvtps_pd(_mm256_castps256_ps128(x_));                     \
+        hi = _mm256_cvtps_pd(_mm256_extractf128_ps(x_, 1));                   \
+    } while (0)
+
+__attribute__((target("avx2,fma")))
+void tet_moments_f32_avx2(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
+                          double *m2)
+{
+    const __m256d vk = _mm256_set1_pd(k);
+    __m256d r0 = _mm256_setzero_pd(), r1 = r0, s0 = r0, s1 = r0;
+    uint64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256d lo, hi;
+        LOAD8(src + 4 * i, lo, hi);
+        r0 = _mm256_add_pd(r0, lo);
+        r1 = _mm256_add_pd(r1, hi);
+        s0 = _mm256_add_pd(s0, _mm256_sub_pd(lo, vk));
+        s1 = _mm256_add_pd(s1, _mm256_sub_pd(hi, vk));
+    }
+    double r = hsum(_mm256_add_pd(r0, r1)), s = hsum(_mm256_add_pd(s0, s1));
+    for (uint64_t j = i; j < n; j++) {
+        float v;
+        memcpy(&v, src + 4 * j, 4);
+        r += v;
+        s += (double)v - k;
+    }
+    const double mean = s / (double)n;
+    const __m256d vm = _mm256_set1_pd(mean);
+    __m256d q0 = _mm256_setzero_pd(), q1 = q0;
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256d lo, hi;
+        LOAD8(src + 4 * i, lo, hi);
+        const __m256d d0 = _mm256_sub_pd(_mm256_sub_pd(lo, vk), vm);
+        const __m256d d1 = _mm256_sub_pd(_mm256_sub_pd(hi, vk), vm);
+        q0 = _mm256_fmadd_pd(d0, d0, q0);
+        q1 = _mm256_fmadd_pd(d1, d1, q1);
+    }
+    double q = hsum(_mm256_add_pd(q0, q1));
+    for (; i < n; i++) {
+        float v;
+        memcpy(&v, src + 4 * i, 4);
+        const double d = ((double)v - k) - mean;
+        q += d * d;
+    }
+    *raw = r;
+    *sum = s;
+    *m2 = q;
+}
+
+/* Row-major, two rows per sweep: acc (one row of doubles) stays in L1. */
+#define ROW_STEP(p, e, a0, a1, c0, c1, square)                    \
+    do {                                                          \
+        __m256d lo_, hi_;                                         \
+        LOAD8((p) + 4 * (e), lo_, hi_);                           \
+        lo_ = _mm256_sub_pd(lo_, c0);                             \
+        hi_ = _mm256_sub_pd(hi_, c1);                             \
+        if (square) {                                             \
+            a0 = _mm256_fmadd_pd(lo_, lo_, a0);                   \
+            a1 = _mm256_fmadd_pd(hi_, hi_, a1);                   \
+        } else {                                                  \
+            a0 = _mm256_add_pd(a0, lo_);                          \
+            a1 = _mm256_add_pd(a1, hi_);                          \
+        }                                                         \
+    } while (0)
+
+__attribute__((target("avx2,fma")))
+void tet_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                       uint64_t run, const double *center, int square, double *acc)
+{
+    const uint64_t wide = run & ~(uint64_t)7;
+    for (uint64_t r = 0; r < rows; r += 2) {
+        const uint8_t *p = bytes + offsets[r];
+        const uint8_t *q = r + 1 < rows ? bytes + offsets[r + 1] : NULL;
+        for (uint64_t e = 0; e < wide; e += 8) {
+            const __m256d c0 = _mm256_loadu_pd(center + e), c1 = _mm256_loadu_pd(center + e + 4);
+            __m256d a0 = _mm256_loadu_pd(acc + e), a1 = _mm256_loadu_pd(acc + e + 4);
+            ROW_STEP(p, e, a0, a1, c0, c1, square);
+            if (q != NULL)
+                ROW_STEP(q, e, a0, a1, c0, c1, square);
+            _mm256_storeu_pd(acc + e, a0);
+            _mm256_storeu_pd(acc + e + 4, a1);
+        }
+    }
+    if (wide < run) {
+        uint64_t shifted[TET_GROUP_ROWS];
+        for (uint64_t r = 0; r < rows; r++)
+            shifted[r] = offsets[r] + 4 * wide;
+        tet_rows_f32_scalar(bytes, shifted, rows, run - wide, center + wide, square, acc + wide);
+    }
 }
 #endif

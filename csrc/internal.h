@@ -25,14 +25,40 @@ void tet_copy_strided_neon(uint8_t *restrict dst, const uint8_t *restrict src,
 
 /* Block min/max of unit-stride f32 values (NaN skipped; *nan set when present). */
 typedef void (*tet_minmax_f32_fn)(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
+/* Moments of n <= TET_FOLD_BLOCK unit-stride f32 values about k: the plain sum, the
+ * sum of x - k, and the squared deviations from that block's mean (two passes). */
+typedef void (*tet_moments_f32_fn)(const uint8_t *src, uint64_t n, double k, double *raw,
+                                   double *sum, double *m2);
+/* acc[e] += d or d^2 for d = x_r[e] - center[e] over the unit-stride f32 rows at
+ * bytes + offsets[r], r < rows <= TET_GROUP_ROWS, e < run: row by row, in order. */
+typedef void (*tet_rows_f32_fn)(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                                uint64_t run, const double *center, int square, double *acc);
+
 void tet_minmax_f32_scalar(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
+void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
+                            double *m2);
+void tet_rows_f32_scalar(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                         uint64_t run, const double *center, int square, double *acc);
 #ifdef TET_HAVE_AVX2_BODY
 void tet_minmax_f32_avx2(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
+void tet_moments_f32_avx2(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
+                          double *m2);
+void tet_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                       uint64_t run, const double *center, int square, double *acc);
 #endif
 
-/* The kernels of the active ISA (set by tet_dispatch_init / tet_simd_set). */
-tet_copy_strided_fn tet_active_copy_strided(void);
-tet_minmax_f32_fn tet_active_minmax_f32(void);
+/* One ISA's bodies; dispatch.c holds one row per level. */
+typedef struct {
+    tet_copy_strided_fn copy_strided;
+    tet_minmax_f32_fn minmax_f32;
+    tet_moments_f32_fn moments_f32;
+    tet_rows_f32_fn rows_f32;
+} tet_kernels;
+
+/* The bodies of the active level (set by tet_dispatch_init / tet_simd_set). */
+const tet_kernels *tet_active(void);
+/* The bodies of one level, or NULL when this CPU lacks it. */
+const tet_kernels *tet_kernels_for(int32_t level);
 
 /* ---- box copies (gather.c) -------------------------------------------- */
 /* Copy an n-d box of `count` elements from a C-order source of shape
@@ -69,6 +95,7 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
                     uint64_t n, uint64_t fiber);
 void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what);
 void tet_fold_minmax_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint64_t fiber0);
+void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n);
 void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
                         const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
                         double *buf, double *work);

@@ -301,7 +301,7 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, u
     c->b = box;
     c->t = &t;
     c->dst = dst;
-    c->strided = tet_active_copy_strided();
+    c->strided = tet_active()->copy_strided;
     c->scratch_len = largest_zstd_tile(tiles, box, &t);
     if ((uint64_t)threads > t.total)
         threads = (uint32_t)t.total;
@@ -348,7 +348,7 @@ typedef struct {
 typedef struct {
     uint64_t cell, rows;
     uint64_t offset[TET_GROUP_ROWS];
-    double work[3 * TET_FOLD_BLOCK];
+    double work[4 * TET_FOLD_BLOCK];
 } row_group;
 
 static void group_flush(const tet_tiles *g, const tile_view *v, uint64_t run, uint64_t step,
@@ -401,6 +401,10 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
         if (last_reduced && step == 1 && g->dtype == 1 && what == TET_FOLD_MINMAX &&
             c->fiber_stride[last] == 1) {
             tet_fold_minmax_f32(&cells[cell], p, run, fiber); /* no f64 promotion needed */
+            goto next;
+        }
+        if (last_reduced && step == 1 && g->dtype == 1 && what == TET_FOLD_MOMENTS) {
+            tet_fold_moments_f32(&cells[cell], p, run);
             goto next;
         }
         for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
@@ -626,7 +630,7 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
     }
     c->plan = p;
     c->slot = slot;
-    c->strided = tet_active_copy_strided();
+    c->strided = tet_active()->copy_strided;
     uint32_t threads = p->threads;
     if ((uint64_t)threads > p->n_chunks)
         threads = (uint32_t)p->n_chunks;
