@@ -128,6 +128,11 @@ def test_device_tokens_fall_back_to_cpu_with_a_reason(sample: tet.TetFile) -> No
     assert ex["device_requested"] == "cuda" and ex["device_fallback_reason"] == "gpu_unsupported_op"
     with pytest.raises(tet.QueryError, match="unknown device `tpu`"):
         sample.query({"dataset": "temperature", "mean": [], "execution": {"device": "tpu"}})
+    # the keyword goes through the same token rules as the document field
+    ex = sample.query_execute({"dataset": "temperature", "mean": [0]}, device=" CUDA:0 ")
+    assert ex["execution"]["device_requested"] == "cuda"
+    with pytest.raises(tet.QueryError, match="unknown device `gpu9`"):
+        sample.mean("temperature", device="gpu9")
 
 
 def test_budget_and_parallel_fields(sample: tet.TetFile) -> None:

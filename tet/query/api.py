@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tet.errors import TetError, UnknownDatasetError
-from tet.query.document import Execution, QueryDocument, parse_text, parse_value
+from tet.query.document import Execution, QueryDocument, parse_device, parse_text, parse_value
 from tet.query.execute import execute_document
 from tet.query.ops import OPS
 from tet.query.result import QueryResult
@@ -42,7 +42,8 @@ class QueryMethods:
             raise TypeError("query must be a dict or JSON string")
         if device is not None:
             ex = doc.execution or Execution(None, None, None, None)
-            doc = dataclasses.replace(doc, execution=dataclasses.replace(ex, device=device))
+            ex = dataclasses.replace(ex, device=parse_device(device))
+            doc = dataclasses.replace(doc, execution=ex)
         return doc
 
     def _run(self, query: Any, *, device: str | None, preview: int | None,

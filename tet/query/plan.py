@@ -55,18 +55,21 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
             f"dataset {record.name!r} declares {n_tiles} tiles but the chunk index has "
             f"only {len(mine)} rows for it"
         )
-    coords = entries["chunk_index"][mine][:, : record.ndim]
+    coords = entries["chunk_index"][:, : record.ndim][mine]  # slice first: 8x less to copy
     inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
     mine, coords = mine[inside], coords[inside].astype(np.int64)
     linear = np.ravel_multi_index(coords.T, counts) if len(mine) else np.zeros(0, np.int64)
-    keys, first = np.unique(linear, return_index=True)
-    rows = entries[mine[first]]
+    if len(linear) < 2 or bool(np.all(linear[1:] > linear[:-1])):  # the writer's order
+        keys, rows = linear, mine
+    else:
+        keys, first = np.unique(linear, return_index=True)
+        rows = mine[first]
     offset = np.zeros(n_tiles, np.uint64)
     stored = np.zeros(n_tiles, np.uint64)
     raw = np.zeros(n_tiles, np.uint64)
     codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
-    offset[keys], stored[keys] = rows["payload_offset"], rows["stored_byte_len"]
-    raw[keys], codec[keys] = rows["raw_byte_len"], rows["codec"]
+    offset[keys], stored[keys] = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
+    raw[keys], codec[keys] = entries["raw_byte_len"][rows], entries["codec"][rows]
     return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
                      elem, offset, stored, raw, codec)
 

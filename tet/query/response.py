@@ -3,6 +3,7 @@ JSON null (Python None), previews in the dataset dtype's own field."""
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -103,12 +104,19 @@ def plan_block(plan: ReadPlan) -> dict[str, Any]:
     box, record = plan.box, plan.record
     count = math.prod(box.shape)
     ndim = record.ndim
-    chunks = [
-        {"chunk_index": c, "payload_offset": o, "stored_byte_len": s, "raw_byte_len": r,
-         "codec": k}
-        for c, o, s, r, k in zip(plan.coords[:, :ndim].tolist(), plan.offset.tolist(),
-                                 plan.stored.tolist(), plan.raw.tolist(), plan.codec.tolist())
-    ]
+    gc_was_on = gc.isenabled()
+    gc.disable()  # a million small acyclic dicts would trigger collections for nothing
+    try:
+        chunks = [
+            {"chunk_index": c, "payload_offset": o, "stored_byte_len": s, "raw_byte_len": r,
+             "codec": k}
+            for c, o, s, r, k in zip(plan.coords[:, :ndim].tolist(), plan.offset.tolist(),
+                                     plan.stored.tolist(), plan.raw.tolist(),
+                                     plan.codec.tolist())
+        ]
+    finally:
+        if gc_was_on:
+            gc.enable()
     return {
         "chunk_touch_policy": STRIDED if any(k != 1 for k in box.step) else DENSE,
         "chunk_count": plan.chunk_count,
