@@ -2,7 +2,10 @@
  * chunks from a shared counter, decode into a buffer they own (sized before
  * the loop), and copy their sub-box.  Chunks write disjoint parts of the
  * output, so workers never lock. */
+#define _POSIX_C_SOURCE 200112L /* posix_madvise */
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -431,6 +434,20 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
     group_flush(g, v, run, step, cells, buf, grp); /* its rows point into this tile */
 }
 
+/* A linear scan reads the file front to back: ask for the window ahead of the tile
+ * about to be folded, so the kernel reads it while this one is being folded. */
+static void read_ahead(const tet_tiles *g, uint64_t window, uint64_t id, uint64_t *ahead)
+{
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    const uint64_t end = g->offset[id] + g->stored[id];
+    if (end <= *ahead)
+        return;
+    const uint64_t from = (*ahead > g->offset[id] ? *ahead : g->offset[id]) / page * page;
+    const uint64_t to = from + window < g->file_len ? from + window : g->file_len;
+    (void)posix_madvise((void *)(uintptr_t)(g->file + from), to - from, POSIX_MADV_WILLNEED);
+    *ahead = to;
+}
+
 static void fold_worker(void *vctx, uint32_t w)
 {
     fold_ctx *c = vctx;
@@ -451,6 +468,7 @@ static void fold_worker(void *vctx, uint32_t w)
         tet_acc *cells = part == 0 ? c->cells : c->extra + (part - 1) * c->n_cells;
         const uint64_t lo = part * c->t->total / c->n_parts;
         const uint64_t hi = (part + 1) * c->t->total / c->n_parts;
+        uint64_t ahead = 0;
         for (uint64_t i = lo; i < hi; i++) {
             tile_view v;
             uint64_t detail = 0;
@@ -460,6 +478,8 @@ static void fold_worker(void *vctx, uint32_t w)
                 __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
                 goto done;
             }
+            if (c->spec->scan_window > 0 && c->n_parts == 1)
+                read_ahead(c->g, c->spec->scan_window, v.id, &ahead);
             fold_tile(c, &v, cells, buf, grp);
         }
     }

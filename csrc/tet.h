@@ -96,6 +96,8 @@ typedef struct {
     double fill;                  /* null_count: bit-identical match; NaN counts NaNs */
     uint32_t threads;             /* 1 = sequential in tile order */
     uint32_t parts;               /* accumulator sets merged in order (>= 1) */
+    uint64_t scan_window;         /* > 0 (with threads 1): a linear scan of a file mapping;
+                                     the next window of this many bytes is read ahead */
 } tet_fold_spec;
 
 /* Cut tiles out of a dense C-order block and encode them (raw copy or one

@@ -197,3 +197,35 @@ def test_query_result_value_and_errors(sample: tet.TetFile) -> None:
     empty = tet.QueryResult.from_response({"accepted": True, "message": "m"})
     with pytest.raises(tet.TetError, match="query result has no scalar or reduced value"):
         _ = empty.value
+
+
+def test_out_of_core_full_scan_is_a_linear_scan(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the host has 1 KiB free: a full, raw, contiguous selection is scanned front
+    to back (one worker, reading ahead); anything else stays a parallel fold."""
+    import tet.query.execute as execute
+
+    monkeypatch.setattr(execute, "host_available_ram", lambda: 1024)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 96)) * 1e3
+    raw = tet.write_dataset(tmp_path / "raw.tet", "a", a, chunk_shape=(8, 32))
+    packed = tet.write_dataset(tmp_path / "z.tet", "a", a, chunk_shape=(8, 32), codec="zstd")
+    cases = [
+        (raw, {}, True),
+        (raw, {"selection": [{"start": 1}, {}]}, False),
+        (raw, {"execution": {"fold_parallel": True}}, False),
+        (packed, {}, False),
+    ]
+    for path, extra, linear in cases:
+        with tet.open(path) as f:
+            for op, axes, want in (("mean", [], a.mean()), ("var", [1], a.var(axis=1)),
+                                   ("max", [0], a.max(axis=0))):
+                doc = {"dataset": "a", op: axes, **extra}
+                ex = f.query(doc)["execution"]
+                assert ex["io_regime"] == "out_of_core"
+                assert ex["fold_linear_scan"] is linear, (path.name, extra)
+                if linear:
+                    assert ex["fold_parallel"] is False and ex["fold_workers"] == 1
+                if not extra:
+                    got = getattr(f, op)("a", axes)
+                    np.testing.assert_allclose(got.reduced if axes else got, want, rtol=1e-12)

@@ -185,11 +185,12 @@ class TileTable:
 
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
-             describe: Callable[[int], str]) -> np.ndarray[Any, Any]:
+             scan_window: int = 0, describe: Callable[[int], str]) -> np.ndarray[Any, Any]:
         """Fold the box into one accumulator per output cell (kept axes, row-major).
 
         Results do not depend on the thread count: the tiles are cut into a fixed
-        number of parts, each folded in order, merged in order.
+        number of parts, each folded in order, merged in order.  ``scan_window`` > 0
+        (sequential only) reads that many bytes ahead of a front-to-back scan.
         """
         shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
         n_cells = math.prod(n for d, n in enumerate(shape) if d not in reduce)
@@ -199,6 +200,7 @@ class TileTable:
         spec.reduce_mask = sum(1 << d for d in reduce)
         spec.threads = 1 if sequential else thread_count()
         spec.parts = 1 if sequential else fold_parts(n_cells)
+        spec.scan_window = scan_window if sequential else 0
         report = ffi.new("tet_report *")
         lib.tet_fold_box(self._struct, self._box(start, stop, step), spec,
                          ffi.cast("tet_acc *", ffi.from_buffer(cells, require_writable=True)),

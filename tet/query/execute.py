@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["execute_document"]
 
 IN_CORE_HEADROOM = 0.85
+LINEAR_SCAN_WINDOW = 64 << 20  # out-of-core linear scans read this far ahead (query.md §8)
 GPU_SCALAR_OPS = frozenset({"sum", "mean", "min", "max", "count", "var", "std"})
 AUTO_GPU_BYTES = 64 * 1024 * 1024
 
@@ -127,6 +128,7 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     sequential = linear or hint is False
     tiles = len(table.touch(box.start, box.stop, box.step))
     values = fold(table, box, key, axes, fill=fill, sequential=sequential,
+                  scan_window=LINEAR_SCAN_WINDOW if linear else 0,
                   describe=lambda t: f"chunk_index={list(np.unravel_index(t, table.grid))}")
     spec = OPS[key]
     out: dict[str, Any] = {

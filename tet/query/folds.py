@@ -77,6 +77,7 @@ def fold(
     *,
     fill: float = 0.0,
     sequential: bool = False,
+    scan_window: int = 0,
     describe: Callable[[int], str] = str,
 ) -> Acc:
     """One C call: the op over `box`, reducing `axes` ([] = everything).
@@ -86,6 +87,6 @@ def fold(
     what, finish = FOLDS[op]
     reduce = list(range(len(box.shape))) if not axes else sorted(axes)
     cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
-                       sequential=sequential, describe=describe)
+                       sequential=sequential, scan_window=scan_window, describe=describe)
     kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
     return finish(cells).reshape(kept)
