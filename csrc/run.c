@@ -339,12 +339,34 @@ typedef struct {
     const tet_fold_spec *spec;
     tet_acc *cells;             /* part 0: the caller's array */
     tet_acc *extra;             /* parts 1.. */
+    uint64_t *counts_extra;     /* histogram counts of parts 1.. */
     uint64_t n_cells, n_parts, next_part, scratch_len;
     uint64_t cell_stride[TET_MAX_NDIM];   /* kept axes: stride in the cell index */
     uint64_t fiber_stride[TET_MAX_NDIM];  /* reduced axes: stride in the fiber index */
     int stop;
     tet_report reports[TET_MAX_THREADS];
 } fold_ctx;
+
+/* Histogram counts of n values of one cell (NumPy's uniform-bin rule: out-of-range
+ * values and NaN are dropped, the last bin holds the upper edge). */
+static void hist_block(uint64_t *counts, const double *edges, uint32_t bins, const double *x,
+                       uint64_t n, uint64_t xstride, uint64_t cstride)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        const double *e = edges + i * cstride * (bins + 1);
+        const double v = x[i * xstride], lo = e[0], hi = e[bins];
+        if (!(v >= lo && v <= hi))
+            continue;
+        uint64_t k = (uint64_t)(((v - lo) / (hi - lo)) * (double)bins);
+        if (k >= bins)
+            k = bins - 1;
+        if (v < e[k])
+            k--;
+        else if (k != bins - 1 && v >= e[k + 1])
+            k++;
+        counts[i * cstride * bins + k]++;
+    }
+}
 
 /* Fold the innermost runs of one decoded tile into `cells`. */
 /* Rows of one tile that feed the same cells (a kept innermost axis). */
@@ -363,8 +385,8 @@ static void group_flush(const tet_tiles *g, const tile_view *v, uint64_t run, ui
     grp->rows = 0;
 }
 
-static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, double *buf,
-                      row_group *grp)
+static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uint64_t *counts,
+                      double *buf, row_group *grp)
 {
     const tet_tiles *g = c->g;
     const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
@@ -378,7 +400,8 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
     const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
     const uint64_t run = v->count[last], step = c->b->step[last];
     /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
-    const int grouped = !last_reduced && (what & TET_FOLD_MOMENTS) && run <= TET_FOLD_BLOCK;
+    const int grouped = !last_reduced && (what & TET_FOLD_MOMENTS) && run <= TET_FOLD_BLOCK &&
+                        counts == NULL;
     grp->rows = 0;
     for (;;) {
         uint64_t src = 0, cell = 0, fiber = 0;
@@ -389,6 +412,18 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, dou
             fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
         }
         const uint8_t *p = v->bytes + src * g->elem_size;
+        if (counts != NULL) {
+            const uint32_t bins = c->spec->bins;
+            const uint64_t cs = last_reduced ? 0 : c->cell_stride[last];
+            for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
+                const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
+                const uint64_t at = cell + k * cs;
+                tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
+                hist_block(counts + at * bins, c->spec->edges + at * (bins + 1), bins, buf, n, 1,
+                           cs);
+            }
+            goto next;
+        }
         if (grouped) {
             if (grp->rows > 0 && (cell != grp->cell || grp->rows == TET_GROUP_ROWS))
                 group_flush(g, v, run, step, cells, buf, grp);
@@ -466,6 +501,9 @@ static void fold_worker(void *vctx, uint32_t w)
         if (part >= c->n_parts || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
             break;
         tet_acc *cells = part == 0 ? c->cells : c->extra + (part - 1) * c->n_cells;
+        uint64_t *counts = c->spec->bins == 0 ? NULL
+                           : part == 0 ? c->spec->counts
+                                       : c->counts_extra + (part - 1) * c->n_cells * c->spec->bins;
         const uint64_t lo = part * c->t->total / c->n_parts;
         const uint64_t hi = (part + 1) * c->t->total / c->n_parts;
         uint64_t ahead = 0;
@@ -480,7 +518,7 @@ static void fold_worker(void *vctx, uint32_t w)
             }
             if (c->spec->scan_window > 0 && c->n_parts == 1)
                 read_ahead(c->g, c->spec->scan_window, v.id, &ahead);
-            fold_tile(c, &v, cells, buf, grp);
+            fold_tile(c, &v, cells, counts, buf, grp);
         }
     }
 done:
@@ -494,7 +532,8 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
                      tet_acc *cells, uint64_t n_cells, tet_report *report)
 {
     report_clear(report);
-    if (!box_valid(tiles, box) || spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10)
+    if (!box_valid(tiles, box) || spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10 ||
+        (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)))
         return refuse(report, TET_ERR_ARGUMENT);
     fold_ctx *c = calloc(1, sizeof *c);
     touch_set t;
@@ -526,12 +565,19 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     c->n_cells = n_cells;
     c->n_parts = parts;
     c->scratch_len = largest_zstd_tile(tiles, box, &t);
+    const uint64_t n_counts = n_cells * spec->bins;
     c->extra = parts > 1 ? malloc((parts - 1) * n_cells * sizeof(tet_acc)) : NULL;
-    if (parts > 1 && c->extra == NULL) {
+    c->counts_extra = parts > 1 && n_counts ? calloc((parts - 1) * n_counts, sizeof(uint64_t))
+                                            : NULL;
+    if (parts > 1 && (c->extra == NULL || (n_counts && c->counts_extra == NULL))) {
+        free(c->extra);
+        free(c->counts_extra);
         touch_free(&t);
         free(c);
         return refuse(report, TET_ERR_NOMEM);
     }
+    if (n_counts)
+        memset(spec->counts, 0, n_counts * sizeof(uint64_t));
     for (uint64_t i = 0; i < n_cells; i++)
         tet_acc_init(&cells[i]);
     for (uint64_t i = 0; i < (parts - 1) * n_cells; i++)
@@ -543,10 +589,14 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
         tet_report_merge(report, &c->reports[w]);
     if (report->status == TET_OK)
-        for (uint64_t p = 1; p < parts; p++)
+        for (uint64_t p = 1; p < parts; p++) {
             for (uint64_t i = 0; i < n_cells; i++)
                 tet_acc_merge(&cells[i], &c->extra[(p - 1) * n_cells + i], spec->what);
+            for (uint64_t i = 0; i < n_counts; i++)
+                spec->counts[i] += c->counts_extra[(p - 1) * n_counts + i];
+        }
     free(c->extra);
+    free(c->counts_extra);
     touch_free(&t);
     free(c);
     return report->status;

@@ -98,7 +98,34 @@ typedef struct {
     uint32_t parts;               /* accumulator sets merged in order (>= 1) */
     uint64_t scan_window;         /* > 0 (with threads 1): a linear scan of a file mapping;
                                      the next window of this many bytes is read ahead */
+    uint32_t bins;                /* > 0: histogram mode (`what` unused): count into counts */
+    const double *edges;          /* [n_cells][bins + 1] bin edges (NumPy linspace) */
+    uint64_t *counts;             /* [n_cells][bins], zeroed by the call */
 } tet_fold_spec;
+
+/* Element-wise transforms (pass 2), applied in place to a dense C-order f32 or
+ * f64 block of the logical selection, one parameter pair per fold cell. */
+#define TET_TX_ZSCORE 0     /* (x - a) / b */
+#define TET_TX_CENTER 1     /* x - a */
+#define TET_TX_SCALE 2      /* x / b */
+#define TET_TX_MINMAX 3     /* (x - a) / b, b = max - min */
+#define TET_TX_DIVIDE 4     /* x / b (l1, l2) */
+#define TET_TX_LOG1P 5      /* log1p(x - a) */
+#define TET_TX_SQRT 6       /* sqrt(x - a) */
+#define TET_TX_SOFTMAX 7    /* exp(x - a) / sum of exp(y - a) over the cell's finite y */
+#define TET_TX_MAX_BAD 256
+
+typedef struct {
+    uint32_t method;              /* TET_TX_* */
+    uint32_t dtype;               /* 1 f32, 2 f64 */
+    uint32_t ndim;
+    uint32_t reduce_mask;         /* axes the statistics were taken over */
+    uint64_t shape[8];
+    const double *a;              /* [n_cells] */
+    const double *b;              /* [n_cells] */
+    uint64_t n_bad;               /* out: elements set to NaN by an invalid divide/shift */
+    uint64_t bad[256];            /* out: logical indices of the first TET_TX_MAX_BAD */
+} tet_transform_spec;
 
 /* Cut tiles out of a dense C-order block and encode them (raw copy or one
  * zstd frame each).  Output is contiguous in plan order; out_len[i] says how
@@ -134,6 +161,8 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst,
  * each folded in order, and the parts are merged in order. */
 int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
                      tet_acc *cells, uint64_t n_cells, tet_report *report);
+/* Transform data (the dense selection) in place; non-finite inputs are kept. */
+int32_t tet_transform(tet_transform_spec *spec, uint8_t *data, uint64_t n_cells);
 /* Test hook: fold a dense f64 vector as one cell. */
 int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc);
 

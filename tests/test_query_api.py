@@ -158,11 +158,6 @@ def test_null_count_fill_echo_and_attr(tmp_path: Path) -> None:
         f.null_count("x")
 
 
-def test_tier_c_ops_are_refused_clearly_for_now(sample: tet.TetFile) -> None:
-    with pytest.raises(tet.QueryError, match="operation `median`"):
-        sample.query({"dataset": "temperature", "median": []})
-
-
 def test_upstream_query_profiles_run() -> None:
     queries = UPSTREAM / "queries"
     expected = {"mean_temperature": 3.5, "sum_a": 21.0, "mean_a": 3.5}

@@ -397,15 +397,20 @@ class TetFile(QueryMethods):
                 f"(selection=... or f[{record.name!r}][a:b, ...]) and process it in pieces, or "
                 f"raise the budget with read_numpy(..., memory_budget_bytes=N)"
             )
-        table = self._table(dataset_id)
         out = np.empty(box.shape, dtype=dtype)
+        self._fill(dataset_id, box, out)
+        return out
+
+    def _fill(self, dataset_id: int, box: Box, out: np.ndarray[Any, Any]) -> None:
+        """Copy the box into `out` (C-contiguous, the dataset dtype, the box's shape):
+        a RAM array or a memory-mapped file alike."""
+        table = self._table(dataset_id)
 
         def describe(tile: int) -> str:
             coords = [int(c) for c in np.unravel_index(tile, table.grid)]
             return f"dataset_id={dataset_id} chunk_index={coords}"
 
         table.read(box.start, box.stop, box.step, out, describe=describe)
-        return out
 
     def _zero_copy(
         self, dataset_id: int, box: Box, dtype: np.dtype[Any]

@@ -28,6 +28,7 @@ __all__ = [
     "simd_level",
     "simd_levels",
     "thread_count",
+    "transform",
     "using_simd",
 ]
 
@@ -185,12 +186,15 @@ class TileTable:
 
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
-             scan_window: int = 0, describe: Callable[[int], str]) -> np.ndarray[Any, Any]:
+             scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
+             describe: Callable[[int], str]) -> np.ndarray[Any, Any]:
         """Fold the box into one accumulator per output cell (kept axes, row-major).
 
         Results do not depend on the thread count: the tiles are cut into a fixed
         number of parts, each folded in order, merged in order.  ``scan_window`` > 0
         (sequential only) reads that many bytes ahead of a front-to-back scan.
+        With ``edges`` (float64 [cells, bins + 1]) it counts a histogram instead and
+        returns the counts (uint64 [cells, bins]).
         """
         shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
         n_cells = math.prod(n for d, n in enumerate(shape) if d not in reduce)
@@ -201,13 +205,24 @@ class TileTable:
         spec.threads = 1 if sequential else thread_count()
         spec.parts = 1 if sequential else fold_parts(n_cells)
         spec.scan_window = scan_window if sequential else 0
+        counts = None
+        if edges is not None:
+            if edges.shape[0] != n_cells or edges.dtype != np.float64:
+                raise ValueError("histogram edges must be float64 [cells, bins + 1]")
+            edges = np.ascontiguousarray(edges)
+            counts = np.empty((n_cells, edges.shape[1] - 1), np.uint64)
+            spec.bins = counts.shape[1]
+            spec.edges = ffi.cast("const double *", ffi.from_buffer(edges))
+            spec.counts = ffi.cast("uint64_t *", ffi.from_buffer(counts, require_writable=True))
+            if counts.nbytes * spec.parts > FOLD_PART_BYTES:
+                spec.parts = 1
         report = ffi.new("tet_report *")
         lib.tet_fold_box(self._struct, self._box(start, stop, step), spec,
                          ffi.cast("tet_acc *", ffi.from_buffer(cells, require_writable=True)),
                          n_cells, report)
         if report.status != 0:
             self._raise(report, self.elem_size, describe)
-        return cells
+        return cells if counts is None else counts
 
     def _raise(self, report: Any, elem: int, describe: Callable[[int], str]) -> None:
         def explain(f: _Failure) -> str:
@@ -349,3 +364,34 @@ def copy_strided(level: str, src: np.ndarray[Any, Any], step: int) -> np.ndarray
     if status != 0:
         raise TetError(f"SIMD body {level!r} is not available on this CPU")
     return dst
+
+
+TRANSFORMS = {"zscore": lib.TET_TX_ZSCORE, "center": lib.TET_TX_CENTER,
+              "scale": lib.TET_TX_SCALE, "minmax": lib.TET_TX_MINMAX, "l1": lib.TET_TX_DIVIDE,
+              "l2": lib.TET_TX_DIVIDE, "log1p": lib.TET_TX_LOG1P, "sqrt": lib.TET_TX_SQRT,
+              "softmax": lib.TET_TX_SOFTMAX}
+
+
+def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
+              a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> tuple[int, list[int]]:
+    """Pass 2 in place on a C-contiguous f32/f64 array; (elements made NaN, first indices)."""
+    if data.dtype not in (np.float32, np.float64) or not data.flags.c_contiguous:
+        raise ValueError("transform needs a C-contiguous float32/float64 array")
+    spec = ffi.new("tet_transform_spec *")
+    spec.method = TRANSFORMS[method]
+    spec.dtype = 1 if data.dtype == np.float32 else 2
+    spec.ndim = data.ndim
+    spec.reduce_mask = sum(1 << d for d in reduce)
+    for d, n in enumerate(data.shape):
+        spec.shape[d] = n
+    a = np.ascontiguousarray(a, np.float64)
+    b = np.ascontiguousarray(b, np.float64)
+    spec.a = ffi.cast("const double *", ffi.from_buffer(a))
+    spec.b = ffi.cast("const double *", ffi.from_buffer(b))
+    buf = ffi.from_buffer(data, require_writable=True) if data.size else ffi.NULL
+    status = lib.tet_transform(spec, ffi.cast("uint8_t *", buf), len(a))
+    if status != 0:
+        raise MemoryError("transform could not allocate its scratch") if (
+            status == lib.TET_ERR_NOMEM) else ValueError(f"transform refused (status {status})")
+    n = int(spec.n_bad)
+    return n, [int(spec.bad[i]) for i in range(min(n, lib.TET_TX_MAX_BAD))]

@@ -356,7 +356,7 @@ class TetWriter:
     session commits on a clean exit and discards everything on an exception.
     """
 
-    def __init__(self, path: PathLike, *, _append: bool = False) -> None:
+    def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py") -> None:
         from tet.file import TetFile  # the reader sits beside us, not below
 
         self._path = Path(os.path.expanduser(os.fspath(path)))
@@ -365,6 +365,7 @@ class TetWriter:
         self._old_history: list[dict[str, Any]] = []
         self._metadata: dict[str, Any] = {}
         self._budget = (0, 0)
+        self._tool = tool
         self._committed = False
         self._source: TetFile | None = None
         self._queued = 0
@@ -384,9 +385,10 @@ class TetWriter:
             self._pending.append(_CopiedSource(record, {}, old=rows, fd=fd))
 
     @classmethod
-    def create(cls, path: PathLike) -> TetWriter:
-        """A session for a new file (created or replaced at `commit`)."""
-        return cls(path)
+    def create(cls, path: PathLike, *, tool: str = "tet-py") -> TetWriter:
+        """A session for a new file (created or replaced at `commit`); `tool` is recorded
+        as the footer's ``file.tool``."""
+        return cls(path, tool=tool)
 
     @classmethod
     def open_append(cls, path: PathLike) -> TetWriter:
@@ -583,7 +585,7 @@ class TetWriter:
         file_meta = meta.setdefault("file", {})
         from tet import __version__
 
-        file_meta["tool"] = "tet-py"
+        file_meta["tool"] = self._tool
         file_meta["library_version"] = __version__
         file_meta.setdefault("created_at", _now())
         return history, meta

@@ -4,17 +4,21 @@ make one C call, and build the response (query.md §9, §11–§14)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import QueryError
+from tet.query import materialize
 from tet.query import response as resp
+from tet.query.allow import Allowlist, atomic_output
 from tet.query.budget import host_available_ram, resolve_budget
 from tet.query.document import QueryDocument, resolve_axes, resolve_fill
 from tet.query.folds import fold
 from tet.query.ops import OPS
+from tet.query.transform import run_transform
 from tet.selection import Box
 
 if TYPE_CHECKING:
@@ -33,8 +37,13 @@ def _fail(msg: str) -> QueryError:
 
 
 def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
-                     tet_file: str | None = None) -> dict[str, Any]:
-    """The response to `doc` against `f`: a plan when `preview` is None, else executed."""
+                     tet_file: str | None = None, spill_allow: Sequence[str] = (),
+                     sink: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The response to `doc` against `f`: a plan when `preview` is None, else executed.
+
+    `spill_allow` adds allowlist roots (CLI ``--spill-allow``); a `sink` dict receives
+    a ``ram`` transform's array under ``"array"``.
+    """
     op = doc.operation
     names = f.datasets()
     common: dict[str, Any] = {
@@ -52,7 +61,9 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     ds = f.dataset(index)
     axes: tuple[int, ...] = ()
     fill: float | None = None
-    if op is not None:
+    if op is not None and op.key in ("covariance", "correlation"):
+        axes = _observation_axis(op.axes, record.ndim, ds.dim_names)
+    elif op is not None:
         axes = resolve_axes(op.axes, record.ndim, list(ds.dim_names) if ds.dim_names else None)
         if op.key == "null_count":
             fill = resolve_fill(op.params, dict(ds.attrs))
@@ -64,17 +75,20 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     if preview is None:
         return resp.response(**common, operation=echo, message=resp.MATCHED, catalog=catalog,
                              read_plan=resp.plan_block(plan))
-    fields = _execute(f, doc, dataset_id, box, axes, fill, preview, int(plan.stored.sum()))
+    fields = _execute(f, doc, dataset_id, box, axes, fill, preview, int(plan.stored.sum()),
+                      spill_allow, sink)
     message = resp.MATCHED + (resp.EXECUTED if op is not None else resp.PREVIEWED)
     return resp.response(**common, operation=echo, message=message, catalog=catalog,
                          read_plan=resp.plan_block(plan), execution=resp.execution_block(fields))
 
 
 def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],
-             fill: float | None, preview: int, stored: int) -> dict[str, Any]:
+             fill: float | None, preview: int, stored: int, spill_allow: Sequence[str],
+             sink: dict[str, Any] | None) -> dict[str, Any]:
     record = f.catalog.datasets[dataset_id]
     dt = dtypes.by_tag(record.dtype)
     op = doc.operation
+    tier = OPS[op.key].tier if op is not None else None
     count = math.prod(box.shape)
     nbytes = count * dt.size
     ex = doc.execution
@@ -84,25 +98,40 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         query_bytes=ex.memory_budget_bytes if ex else None,
         query_bps=ex.memory_budget_percent_bps if ex else None,
         file_bytes=cat.budget_bytes, file_bps=cat.budget_percent_bps, available=available)
+    allow = _allowlist(f, spill_allow) if (tier in ("C", "T") or (
+        op is None and doc.spill is not None)) else None
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored}
-    if op is None:
-        if doc.spill is not None:
-            raise _fail("top-level `spill` export is not available in this version of tet")
+    preview_dtype, preview_values = dt.name, None
+    if op is None and doc.spill is not None:
+        assert allow is not None
+        fields.update(_spill(f, dataset_id, box, doc.spill, allow, dt.numpy))
+        preview_values = _head(np.memmap(fields["spill_f32_path"], dtype=dt.numpy, mode="r",
+                                         shape=box.shape), preview)
+    elif op is None:
         if preview == 0:
             raise _fail(
                 "preview limit 0 without `operation` or `spill` would attach an empty execution "
                 "block; omit `--execute`, set `spill`, or use a positive `--preview`")
-    elif OPS[op.key].tier != "A":
-        raise _fail(f"operation `{op.key}` (tier {OPS[op.key].tier}) is not available in this "
-                    "version of tet")
-    fields.update(resp.preview_fields(dt.name, _preview(f, dataset_id, box, preview), count,
-                                      preview))
-    fields["operation_element_count"] = count
-    if op is not None:
+        fields["memory_strategy"] = "capped_in_memory"
+    elif tier == "A":
         fields.update(_fold_fields(f, doc, dataset_id, box, axes, fill or 0.0, nbytes, available))
         fields["memory_strategy"] = "streaming_fold"
+    elif tier == "C":
+        fields.update(_tier_c(f, doc, dataset_id, box, axes, budget, allow))
     else:
-        fields["memory_strategy"] = "capped_in_memory"
+        done = run_transform(f, doc, dataset_id, box, axes, budget=budget, allow=allow,
+                             stored=stored)
+        fields.update(done.fields)
+        fields.update(_parallel_fields(f, dataset_id, box, nbytes, available))
+        if sink is not None:
+            sink["array"] = done.array
+        if done.preview_source is not None:
+            preview_dtype = dtypes.for_numpy(done.preview_source.dtype).name
+            preview_values = _head(done.preview_source, preview)
+    if preview_values is None and (op is None or tier != "T"):
+        preview_values = _preview(f, dataset_id, box, preview)
+    fields.update(resp.preview_fields(preview_dtype, preview_values, count, preview))
+    fields["operation_element_count"] = count
     fields["memory_budget_bytes"] = budget
     if available is not None:
         fields["host_available_ram_bytes"] = available
@@ -110,6 +139,102 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     fields["logical_selection_bytes"] = nbytes
     fields.update(_device(doc, op.key if op else None, bool(axes), dt.name, nbytes))
     return fields
+
+
+def _allowlist(f: TetFile, extra: Sequence[str]) -> Allowlist:
+    return Allowlist.for_file(f.path, extra)
+
+
+def _head(values: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any] | None:
+    """The first `limit` values in row-major order (a copy: the source may be a mapping)."""
+    if limit <= 0:
+        return None
+    return np.array(values.reshape(-1)[:limit])
+
+
+def _spill(f: TetFile, dataset_id: int, box: Box, target: str, allow: Allowlist,
+           dtype: np.dtype[Any]) -> dict[str, Any]:
+    """Top-level `spill`: the selection, row-major, dtype-native little-endian (§7)."""
+    path = allow.resolve(target, what="spill")
+    with atomic_output(path, what="spill") as tmp:
+        mapped = np.memmap(tmp, dtype=dtype.newbyteorder("<"), mode="w+", shape=box.shape)
+        try:
+            f._fill(dataset_id, box, mapped)
+            mapped.flush()
+        finally:
+            mapped._mmap.close()  # type: ignore[attr-defined]
+            del mapped
+    return {"memory_strategy": "mmap_spill", "spill_f32_path": str(path),
+            "spill_f32_bytes": box.size * dtype.itemsize}
+
+
+def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],
+            budget: int, allow: Allowlist | None) -> dict[str, Any]:
+    """Median, quantile, histogram, covariance, correlation (ops.md §5)."""
+    op = doc.operation
+    assert op is not None
+    key, params = op.key, op.params
+    kept = [n for d, n in enumerate(box.shape) if d not in axes]
+    out: dict[str, Any] = {}
+    if key == "histogram":
+        lo, hi = params.get("min"), params.get("max")
+        counts, edges = materialize.histogram(
+            f, dataset_id, box, int(params["bins"]), axes,
+            None if lo is None or hi is None else (float(lo), float(hi)))
+        out["memory_strategy"] = "streaming_fold"
+        if axes:
+            out["operation_reduced_shape"] = kept
+            out["operation_reduced_histogram_counts"] = counts.astype(np.float64).ravel().tolist()
+        else:
+            out["operation_histogram_counts"] = counts[0].astype(np.float64).tolist()
+            out["operation_histogram_edges"] = edges[0].tolist()
+        return out
+    if key in ("covariance", "correlation"):
+        (obs,) = axes
+        if box.shape[1 - obs] > materialize.MAX_VARIABLES:
+            raise _fail(f"variable axis length {box.shape[1 - obs]} exceeds maximum "
+                        f"{materialize.MAX_VARIABLES}")
+    with materialize.materialized(f, dataset_id, box, budget=budget, allow=allow) as (x, how):
+        out["memory_strategy"] = how
+        if key in ("median", "quantile"):
+            q = 0.5 if key == "median" else float(params["q"])
+            values = materialize.quantile(x, q, axes, median=key == "median")
+            if axes:
+                out["operation_reduced_shape"] = kept
+                out[f"operation_reduced_{key}"] = values.ravel().tolist()
+            else:
+                out[f"operation_{key}"] = float(values.reshape(-1)[0])
+        else:
+            matrix = materialize.covariance(x, axes[0], correlation=key == "correlation")
+            out[f"operation_{key}"] = matrix.ravel().tolist()
+            out[f"operation_{key}_order"] = matrix.shape[0]
+    return out
+
+
+def _parallel_fields(f: TetFile, dataset_id: int, box: Box, nbytes: int,
+                     available: int | None) -> dict[str, Any]:
+    """The fold-policy fields a transform reports for its statistics pass."""
+    tiles = len(f._table(dataset_id).touch(box.start, box.stop, box.step))
+    return {
+        "fold_parallel": tiles > 1,
+        "fold_workers": min(kernels.thread_count(), tiles),
+        "io_regime": ("unknown" if available is None
+                      else "in_core" if nbytes <= IN_CORE_HEADROOM * available
+                      else "out_of_core"),
+        "fold_linear_scan": False,
+    }
+
+
+def _observation_axis(tokens: Sequence[str], ndim: int,
+                      dim_names: Sequence[str] | None) -> tuple[int, ...]:
+    """Covariance/correlation: the rank rule first, then the one axis (ops.md §5)."""
+    if ndim != 2:
+        raise _fail(f"covariance/correlation require a rank-2 logical selection (got rank {ndim})")
+    (token,) = tokens
+    if token.isdigit() and int(token) >= 2:
+        raise _fail(f"observation axis index {int(token)} out of range for rank 2")
+    return resolve_axes(tokens, ndim, list(dim_names) if dim_names else None,
+                        fold_checks=False)
 
 
 def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,

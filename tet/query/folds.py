@@ -12,7 +12,7 @@ from tet import kernels
 from tet.kernels import TileTable
 from tet.selection import Box
 
-__all__ = ["FOLDS", "fold"]
+__all__ = ["FOLDS", "fold", "fold_many"]
 
 Acc = np.ndarray[Any, Any]
 
@@ -84,9 +84,27 @@ def fold(
 
     Returns the values shaped like the kept axes of the selection (0-d for scalar).
     """
-    what, finish = FOLDS[op]
+    return fold_many(table, box, (op,), axes, fill=fill, sequential=sequential,
+                     scan_window=scan_window, describe=describe)[op]
+
+
+def fold_many(
+    table: TileTable,
+    box: Box,
+    ops: Sequence[str],
+    axes: Sequence[int],
+    *,
+    fill: float = 0.0,
+    sequential: bool = False,
+    scan_window: int = 0,
+    describe: Callable[[int], str] = str,
+) -> dict[str, Acc]:
+    """Several ops from the same single pass (e.g. a transform's statistics)."""
+    what = 0
+    for op in ops:
+        what |= FOLDS[op][0]
     reduce = list(range(len(box.shape))) if not axes else sorted(axes)
     cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
                        sequential=sequential, scan_window=scan_window, describe=describe)
     kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
-    return finish(cells).reshape(kept)
+    return {op: FOLDS[op][1](cells).reshape(kept) for op in ops}

@@ -1,0 +1,142 @@
+"""Tier C: statistics that need every selected value of a cell at once.
+
+Median, quantile, covariance and correlation work on a dense copy of the selection:
+in RAM when it fits the memory budget (``in_memory_materialize``), else in a
+memory-mapped temp file under the cache root that is always deleted
+(``temp_spill_materialize``).  Histograms need no copy: a streaming C fold counts
+them (after a min/max fold when no range is given).  Answers are NumPy's on the
+same values promoted to float64 (ops.md §5, "Decision for this project").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tet import dtypes, kernels
+from tet.errors import QueryError
+from tet.query.allow import Allowlist, temp_file
+from tet.selection import Box
+
+if TYPE_CHECKING:
+    from tet.file import TetFile
+
+__all__ = ["MAX_VARIABLES", "covariance", "histogram", "materialized", "quantile"]
+
+Arr = np.ndarray[Any, Any]
+MAX_VARIABLES = 1024
+
+
+def _v(msg: str) -> QueryError:
+    return QueryError(f"validation: {msg}")
+
+
+@contextmanager
+def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
+                 allow: Allowlist | None) -> Iterator[tuple[Arr, str]]:
+    """The selection, dense and writable in its own dtype, and the strategy used."""
+    dtype = dtypes.by_tag(f.catalog.datasets[dataset_id].dtype).numpy
+    if box.size * dtype.itemsize <= budget:
+        out = np.empty(box.shape, dtype)
+        f._fill(dataset_id, box, out)
+        yield out, "in_memory_materialize"
+        return
+    if allow is None:
+        raise _v("materialize-required operation needs a spill path allowlist (pass `--tet` "
+                 "so defaults apply)")
+    with temp_file(allow, "spill") as path:
+        mapped = np.memmap(path, dtype=dtype, mode="w+", shape=box.shape)
+        try:
+            f._fill(dataset_id, box, mapped)
+            yield mapped, "temp_spill_materialize"
+        finally:
+            mapped._mmap.close()  # type: ignore[attr-defined]  # before the file goes
+            del mapped
+
+
+def _fibers(x: Arr, axes: Sequence[int]) -> Arr:
+    """[cells, fiber]: the kept axes row-major, the reduced ones (ascending) per cell."""
+    if not axes:
+        return x.reshape(1, -1)
+    kept = [d for d in range(x.ndim) if d not in axes]
+    moved = np.transpose(x, kept + sorted(axes))
+    return np.ascontiguousarray(moved).reshape(math.prod(x.shape[d] for d in kept), -1)
+
+
+def _lerp(a: Arr, b: Arr, t: float) -> Arr:
+    """NumPy's interpolation: from below for t < 0.5, from above otherwise."""
+    diff = b - a
+    out: Arr = a + diff * t if t < 0.5 else b - diff * (1 - t)
+    return out
+
+
+def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False) -> Arr:
+    """`np.quantile(x, q)` (linear) or `np.median(x)` over `axes`, in float64, by
+    selection (partition) on `x`, which is overwritten; a cell holding NaN gives NaN."""
+    cells = _fibers(x, axes)
+    n = cells.shape[1]
+    floating = cells.dtype.kind == "f"
+    with np.errstate(invalid="ignore"):
+        if median:
+            lo, hi = (n - 1) // 2, n // 2
+            cells.partition(sorted({lo, hi, n - 1}), axis=1)
+            out: Arr = cells[:, lo].astype(np.float64)
+            if hi != lo:
+                out = (out + cells[:, hi]) / 2
+        else:
+            pos = (n - 1) * q  # NumPy's indices: both clamp to the last at the top
+            lo = math.floor(pos)
+            hi = lo + 1
+            if pos >= n - 1:
+                lo = hi = -1
+            cells.partition(sorted({0, n - 1, lo % n, hi % n}), axis=1)
+            out = _lerp(cells[:, lo].astype(np.float64), cells[:, hi].astype(np.float64),
+                        pos - lo)
+        if floating:
+            out = np.where(np.isnan(cells[:, n - 1]), np.nan, out)
+    reduced = axes or range(x.ndim)
+    return out.reshape([x.shape[d] for d in range(x.ndim) if d not in reduced])
+
+
+def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[int],
+              value_range: tuple[float, float] | None) -> tuple[Arr, Arr]:
+    """Counts [cells, bins] and edges [cells, bins + 1] of `np.histogram` per cell."""
+    table = f._table(dataset_id)
+    reduce = list(axes) if axes else list(range(len(box.shape)))
+    kept = [n for d, n in enumerate(box.shape) if d not in reduce]
+    n_cells = math.prod(kept)
+    if value_range is not None:
+        lo = np.full(n_cells, value_range[0])
+        hi = np.full(n_cells, value_range[1])
+    else:
+        acc = table.fold(box.start, box.stop, box.step, reduce=reduce, what=kernels.FOLD_MINMAX,
+                         describe=str)
+        lo, hi = acc["min"].astype(np.float64), acc["max"].astype(np.float64)
+        empty = lo > hi  # every value NaN: NumPy's empty-array range
+        lo, hi = np.where(empty, 0.0, lo), np.where(empty, 1.0, hi)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
+            bad = int(np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)))[0])
+            raise _v(f"histogram range taken from the data is not finite "
+                     f"([{lo[bad]}, {hi[bad]}]); pass `min` and `max`")
+        same = lo == hi
+        lo, hi = np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
+    edges = np.linspace(lo, hi, bins + 1, axis=1)
+    counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges,
+                        describe=str)
+    return counts, edges
+
+
+def covariance(x: Arr, observation_axis: int, *, correlation: bool) -> Arr:
+    """`np.cov(bias=True)` / `np.corrcoef` of a rank-2 selection, variables on the
+    other axis: an order x order float64 matrix."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rowvar = observation_axis == 1
+        m = x.astype(np.float64, copy=False)
+        c = np.corrcoef(m, rowvar=rowvar) if correlation else np.cov(m, rowvar=rowvar,
+                                                                       bias=True)
+    order = x.shape[1 - observation_axis]
+    return np.asarray(c, dtype=np.float64).reshape(order, order)

@@ -1,0 +1,236 @@
+"""Transforms (ops.md §6): pass 1 takes each fold cell's statistics with the tier A/B
+fold, pass 2 rewrites every element in one C call, into RAM, a spill file or a
+sidecar `.tet` (query.md §8).
+
+Inputs f32/f64 keep their dtype; integers and f16 are promoted to f64 output (the
+upstream engine refuses them; promoting is what NumPy's arithmetic would do).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tet import dtypes, kernels
+from tet.errors import QueryError
+from tet.query.allow import Allowlist, atomic_output, move_into_place
+from tet.query.folds import fold_many
+from tet.selection import Box
+
+if TYPE_CHECKING:
+    from tet.file import TetFile
+    from tet.query.document import QueryDocument
+
+__all__ = ["METHODS", "Transformed", "run_transform"]
+
+Arr = np.ndarray[Any, Any]
+
+# method -> (statistics it reports, fold passes upstream counts in total_bytes_read)
+METHODS: dict[str, tuple[tuple[str, ...], int]] = {
+    "zscore": (("mean", "std"), 2),
+    "center": (("mean",), 1),
+    "scale": (("std",), 2),
+    "minmax": (("min", "max"), 1),
+    "l1": (("norm_l1",), 1),
+    "l2": (("norm_l2",), 1),
+    "log1p": (("min",), 1),
+    "sqrt": (("min",), 1),
+    "softmax": (("max",), 1),
+}
+STAT_FIELDS = ("mean", "std", "min", "max", "norm_l1", "norm_l2")
+
+
+@dataclass
+class Transformed:
+    """What a transform produced: response fields and, for `ram`, the array itself."""
+
+    fields: dict[str, Any]
+    array: Arr | None
+    preview_source: Arr | None
+
+
+def _v(msg: str) -> QueryError:
+    return QueryError(f"validation: {msg}")
+
+
+def _parameters(method: str, stats: dict[str, Arr], finite_min: Arr | None) -> tuple[Arr, Arr]:
+    """Per-cell (a, b) of the C kernel's formula for `method`."""
+    one = np.ones_like(next(iter(stats.values())), dtype=np.float64)
+    zero = np.zeros_like(one)
+    if method == "zscore":
+        return stats["mean"], stats["std"]
+    if method == "center":
+        return stats["mean"], one
+    if method == "scale":
+        return zero, stats["std"]
+    if method == "minmax":
+        return stats["min"], stats["max"] - stats["min"]
+    if method in ("l1", "l2"):
+        return zero, stats[f"norm_{method}"]
+    if method in ("log1p", "sqrt"):
+        assert finite_min is not None
+        return finite_min, one
+    return stats["max"], one  # softmax
+
+
+def _finite_min(f: TetFile, dataset_id: int, box: Box, axes: tuple[int, ...],
+                fold_min: Arr) -> Arr:
+    """Min over finite values, 0 where none: the fold's NaN-skipping min already is,
+    unless a cell holds -inf (or only non-finite values); only then look again."""
+    out = np.where(np.isfinite(fold_min), fold_min, 0.0)
+    if np.isfinite(fold_min).all():
+        return out
+    x = f._read(dataset_id, box, copy=True, budget=None).astype(np.float64)
+    reduce = axes or tuple(range(x.ndim))
+    masked = np.where(np.isfinite(x), x, np.inf).min(axis=reduce)
+    return np.where(np.isfinite(masked), masked, 0.0)
+
+
+def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str) -> Path:
+    write = doc.write
+    assert write is not None
+    if write.path is not None:
+        return allow.resolve(write.path, what="sidecar")
+    stem = source.stem
+    if write.timestamp is False:
+        name = f"{stem}.{method}.tet"
+    else:
+        name = f"{stem}.{method}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tet"
+    return allow.resolve(name, what="sidecar")
+
+
+def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
+                  axes: tuple[int, ...], *, budget: int, allow: Allowlist | None,
+                  stored: int) -> Transformed:
+    """Both passes and the write target; returns the response fields."""
+    assert doc.operation is not None
+    method = str(doc.operation.params["method"])
+    reported, passes = METHODS[method]
+    record = f.catalog.datasets[dataset_id]
+    src = dtypes.by_tag(record.dtype)
+    out_dtype = src.numpy if src.name in ("f32", "f64") else np.dtype("<f8")
+    count = box.size
+    target = doc.write.target if doc.write else "switch"
+    src_bytes = count * src.size
+    if target == "ram" and src_bytes > budget:
+        raise _v(f"logical selection ({count} elements, {src_bytes} bytes) exceeds "
+                 f"memory_budget_bytes ({budget}); use `write`: `switch` or `spill`, or raise "
+                 "execution.memory_budget_bytes")
+    if target == "switch":
+        target = "ram" if src_bytes <= budget else "spill"
+    if target in ("spill", "sidecar") and allow is None:
+        raise _v("transform output needs a spill path allowlist (pass `--tet` so defaults apply)")
+
+    # pass 1: statistics per fold cell
+    table = f._table(dataset_id)
+    needed = {"mean", "std", "min", "max", "norm_l1", "norm_l2"} if axes else set(reported)
+    if method in ("log1p", "sqrt"):
+        needed.add("min")
+    ops = sorted(needed)
+    stats = fold_many(table, box, ops, axes)
+    stats = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
+    finite_min = (_finite_min(f, dataset_id, box, axes, stats["min"])
+                  if method in ("log1p", "sqrt") else None)
+    if finite_min is not None:
+        stats["min"] = finite_min
+    a, b = _parameters(method, stats, finite_min)
+
+    # pass 2: the selection, rewritten in place where it lands
+    def fill_and_transform(out: Arr) -> tuple[int, list[int]]:
+        if out.dtype == src.numpy:
+            f._fill(dataset_id, box, out)
+        else:
+            out[...] = f._read(dataset_id, box, copy=True, budget=None)
+        return kernels.transform(out, method, axes or tuple(range(out.ndim)),
+                                 a.ravel(), b.ravel())
+
+    fields: dict[str, Any] = {"total_bytes_read_from_disk": stored * (passes + 1)}
+    array: Arr | None = None
+    preview_source: Arr | None = None
+    if target == "ram":
+        array = np.empty(box.shape, out_dtype)
+        n_bad, bad = fill_and_transform(array)
+        preview_source = array
+        fields["memory_strategy"] = "transform_ram"
+    elif target == "spill":
+        assert allow is not None
+        path = (allow.resolve(doc.write.path, what="write.path")
+                if doc.write and doc.write.path else allow.temp_path("spill"))
+        with atomic_output(path, what="spill") as tmp:
+            mapped = np.memmap(tmp, dtype=out_dtype, mode="w+", shape=box.shape)
+            try:
+                n_bad, bad = fill_and_transform(mapped)
+                mapped.flush()
+            finally:
+                mapped._mmap.close()  # type: ignore[attr-defined]
+                del mapped
+        preview_source = np.memmap(path, dtype=out_dtype, mode="r", shape=box.shape)
+        fields["memory_strategy"] = "transform_spill"
+        fields["spill_f32_path"] = str(path)
+        fields["spill_f32_bytes"] = count * out_dtype.itemsize
+    else:
+        assert allow is not None
+        array = np.empty(box.shape, out_dtype)
+        n_bad, bad = fill_and_transform(array)
+        dest = _destination(allow, doc, f.path, method)
+        _publish_sidecar(f, record.name, dataset_id, box, method, array, dest, allow)
+        preview_source = array
+        array = None
+        fields["memory_strategy"] = "transform_sidecar"
+        fields["spill_f32_path"] = str(dest)
+        fields["spill_f32_bytes"] = count * out_dtype.itemsize
+
+    fields["transform_method"] = method
+    if n_bad:
+        fields["transform_div_by_zero_indices"] = bad
+        fields["transform_div_by_zero_count"] = n_bad
+    if axes:
+        fields["operation_reduced_shape"] = list(next(iter(stats.values())).shape)
+        for name in STAT_FIELDS:
+            fields[f"operation_reduced_{name}"] = (
+                stats[name].ravel().tolist() if name in reported else [])
+    else:
+        for name in reported:
+            fields[f"operation_{name}"] = float(stats[name])
+    return Transformed(fields, array, preview_source)
+
+
+def _publish_sidecar(f: TetFile, name: str, dataset_id: int, box: Box, method: str,
+                     values: Arr, dest: Path, allow: Allowlist) -> None:
+    """A one-chunk `.tet` drafted in the cache and moved into place (query.md §8.4)."""
+    from tet.writer import TetWriter  # the writer sits beside the reader, above us
+
+    record = f.catalog.datasets[dataset_id]
+    ds = f.dataset(dataset_id)
+    source = str(f.path)
+    out_name = f"{name}-{method}"
+    params = {"method": method, "dataset": name, "output_dataset": out_name,
+              "logical_selection_shape": "x".join(str(n) for n in box.shape)}
+    if not box.is_full(record.shape):
+        params["selection_box_start"] = "x".join(str(n) for n in box.start)
+        params["selection_box_stop_exclusive"] = "x".join(str(n) for n in box.stop)
+        if any(k != 1 for k in box.step):
+            params["selection_step"] = "x".join(str(n) for n in box.step)
+    attrs = {**dict(ds.attrs), "derived_from": name}
+    dims = list(ds.dim_names) if ds.dim_names else None
+    coords: dict[str, list[str]] = {}
+    for key, labels in (ds.coords or {}).items():  # labels follow the selection
+        d = dims.index(key) if dims and key in dims else int(key) if key.isdigit() else -1
+        if 0 <= d < len(box.shape) and len(labels) == record.shape[d]:
+            coords[key] = list(labels[box.start[d]:box.stop[d]:box.step[d]])
+    draft = allow.temp_path("sidecar-draft")
+    try:
+        w = TetWriter.create(draft, tool="tet query transform")
+        w.write_dataset(out_name, values, chunk_shape=values.shape, attrs=attrs,
+                        dim_names=dims, coords=coords or None)
+        w.push_history_event("transform", source, parents=[source], params=params)
+        w.commit()
+        move_into_place(draft, dest)
+    finally:
+        draft.unlink(missing_ok=True)
+        for leftover in draft.parent.glob(f".{draft.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
