@@ -138,8 +138,10 @@ class TetFile(QueryMethods):
     release the mapping; arrays already returned stay valid.
     """
 
-    def __init__(self, path: PathLike) -> None:
+    def __init__(self, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
+                 ) -> None:
         self._path = _expand(path)
+        self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
         with self._path.open("rb") as fh:
             self._len = os.fstat(fh.fileno()).st_size
             self._map: mmap.mmap | None = (
@@ -156,8 +158,9 @@ class TetFile(QueryMethods):
             raise
 
     @classmethod
-    def open(cls, path: PathLike) -> TetFile:
-        return cls(path)
+    def open(cls, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
+             ) -> TetFile:
+        return cls(path, spill_allow=spill_allow)
 
     # -- lifetime -----------------------------------------------------------
     def close(self) -> None:
@@ -432,7 +435,11 @@ class TetFile(QueryMethods):
         return np.frombuffer(self._buffer(), dtype=dtype, count=box.size,
                              offset=int(table.offset[i])).reshape(box.shape)
 
-def open(path: PathLike) -> TetFile:
-    """Open a ``.tet`` file for reading (a missing file is `FileNotFoundError`)."""
-    return TetFile(path)
+def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
+    """Open a ``.tet`` file for reading (a missing file is `FileNotFoundError`).
+
+    `spill_allow` adds directories where spill and sidecar outputs may be written,
+    besides the file's own directory tree, the platform cache and temp dirs.
+    """
+    return TetFile(path, spill_allow=spill_allow)
 

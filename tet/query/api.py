@@ -5,13 +5,23 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from os import PathLike
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tet.errors import TetError, UnknownDatasetError
+from tet.query.allow import Allowlist
 from tet.query.document import Execution, QueryDocument, parse_device, parse_text, parse_value
 from tet.query.execute import execute_document
 from tet.query.ops import OPS
 from tet.query.result import QueryResult
+from tet.query.sinks import (
+    SidecarTransformResult,
+    SpillReadResult,
+    SpillTransformResult,
+    TransformNamespace,
+    TransformWrite,
+)
 
 if TYPE_CHECKING:
     from tet.file import Dataset, TetFile
@@ -46,14 +56,14 @@ class QueryMethods:
             doc = dataclasses.replace(doc, execution=ex)
         return doc
 
-    def _run(self, query: Any, *, device: str | None, preview: int | None,
-             plan: bool) -> tuple[QueryDocument, dict[str, Any]]:
+    def _run(self, query: Any, *, device: str | None, preview: int | None, plan: bool,
+             sink: dict[str, Any] | None = None) -> tuple[QueryDocument, dict[str, Any]]:
         f: TetFile = self  # type: ignore[assignment]
         doc = self._document(query, device)
         if doc.dataset not in f.datasets():
             raise UnknownDatasetError(doc.dataset, path=f.path, available=f.datasets())
         raw = execute_document(f, doc, preview=None if plan else (preview or 0),
-                               tet_file=str(f.path))
+                               tet_file=str(f.path), spill_allow=f.spill_allow, sink=sink)
         return doc, raw
 
     def query(self, query: Any, *, preview: int | None = None, raw: bool = True) -> Any:
@@ -126,6 +136,108 @@ class QueryMethods:
             return bool(value)
         return float(value)
 
+    # -- tier C ---------------------------------------------------------------
+    def quantile(self, dataset: str, q: float, axes: AxisArg = None, *,
+                 axis: int | str | None = None, selection: Any = None, device: str | None = None,
+                 preview: int | None = None, raw: bool = False) -> Any:
+        """`np.quantile` (linear) over `axes`; a float for scalar calls, else a `QueryResult`."""
+
+        def body(resolved: list[int]) -> Any:
+            out: dict[str, Any] = {"q": q}
+            if len(resolved) == 1:
+                out["axis"] = resolved[0]
+            elif resolved:
+                out["axes"] = resolved
+            return out
+
+        return self._reduce("quantile", dataset, axes, axis, selection=selection, device=device,
+                            preview=preview, raw=raw, body=body)
+
+    def histogram(self, dataset: str, bins: int, axes: AxisArg = None, *,
+                  axis: int | str | None = None, min: float | None = None,
+                  max: float | None = None, selection: Any = None, device: str | None = None,
+                  preview: int | None = None, raw: bool = False) -> Any:
+        """`np.histogram` counts (and edges when scalar) as a `QueryResult`."""
+        resolved = self._axes(dataset, axes, axis)
+        body: dict[str, Any] = {"bins": bins}
+        if resolved:
+            body["axes"] = resolved
+        if min is not None:
+            body["min"] = min
+        if max is not None:
+            body["max"] = max
+        return self._matrix_like("histogram", dataset, body, selection, device, preview, raw)
+
+    def covariance(self, dataset: str, axis: int | str, *, selection: Any = None,
+                   device: str | None = None, preview: int | None = None,
+                   raw: bool = False) -> Any:
+        """Population covariance (`np.cov(bias=True)`); observations along `axis`."""
+        (a,) = self._axes(dataset, None, axis)
+        return self._matrix_like("covariance", dataset, a, selection, device, preview, raw)
+
+    def correlation(self, dataset: str, axis: int | str, *, selection: Any = None,
+                    device: str | None = None, preview: int | None = None,
+                    raw: bool = False) -> Any:
+        """`np.corrcoef`; observations along `axis`."""
+        (a,) = self._axes(dataset, None, axis)
+        return self._matrix_like("correlation", dataset, {"axis": a}, selection, device,
+                                 preview, raw)
+
+    def _matrix_like(self, op: str, dataset: str, body: Any, selection: Any,
+                     device: str | None, preview: int | None, raw: bool) -> Any:
+        doc: dict[str, Any] = {"dataset": dataset, op: body}
+        if selection is not None:
+            doc["selection"] = selection
+        return self.query_execute(doc, device=device, preview=preview, raw=raw)
+
+    # -- sinks ----------------------------------------------------------------
+    def read_spill(self, dataset: str, path: str | PathLike[str] | None = None, *,
+                   selection: Any = None, raw: bool = False) -> Any:
+        """Write the selection to a spill file (row-major, little-endian, no header);
+        without `path`, a file in the platform cache that is kept for the caller."""
+        f: TetFile = self  # type: ignore[assignment]
+        target = (str(Allowlist.for_file(f.path, f.spill_allow).temp_path("spill"))
+                  if path is None else str(_beside(f, path)))
+        doc: dict[str, Any] = {"dataset": dataset, "spill": target}
+        if selection is not None:
+            doc["selection"] = selection
+        response = self.query_execute(doc, raw=True)
+        return response if raw else SpillReadResult.from_response(response)
+
+    @property
+    def transform(self) -> TransformNamespace:
+        """``f.transform.to_numpy.zscore(name, axis=...)``, ``.to_spill``, ``.to_sidecar``."""
+        return TransformNamespace(self._transform)
+
+    def _transform(self, sink: TransformWrite, method: str, dataset: str, axes: AxisArg, *,
+                   axis: int | str | None, selection: Any, device: str | None, raw: bool,
+                   path: str | PathLike[str] | None = None,
+                   timestamp: bool | None = None) -> Any:
+        f: TetFile = self  # type: ignore[assignment]
+        resolved = self._axes(dataset, axes, axis)
+        body: dict[str, Any] = {"method": method}
+        if len(resolved) == 1:
+            body["axis"] = resolved[0]
+        elif resolved:
+            body["axes"] = resolved
+        write: dict[str, Any] = {"target": sink.value}
+        if path is not None:
+            write["path"] = str(_beside(f, path))
+        if timestamp is not None:
+            write["timestamp"] = timestamp
+        doc: dict[str, Any] = {"dataset": dataset, "transform": body, "write": write}
+        if selection is not None:
+            doc["selection"] = selection
+        out: dict[str, Any] = {}
+        _, response = self._run(doc, device=device, preview=0, plan=False, sink=out)
+        if raw:
+            return response
+        if sink is TransformWrite.NUMPY:
+            return out["array"]
+        if sink is TransformWrite.SPILL:
+            return SpillTransformResult.from_response(response, method)
+        return SidecarTransformResult.from_response(response, method)
+
     def null_count(self, dataset: str, axes: AxisArg = None, *, axis: int | str | None = None,
                    fill: float | None = None, selection: Any = None, device: str | None = None,
                    preview: int | None = None, raw: bool = False) -> Any:
@@ -157,5 +269,10 @@ def _helper(op: str) -> Callable[..., Any]:
 
 
 for _name in HELPER_OPS:
-    if _name != "median":
-        setattr(QueryMethods, _name, _helper(_name))
+    setattr(QueryMethods, _name, _helper(_name))
+
+
+def _beside(f: TetFile, path: str | PathLike[str]) -> Path:
+    """Relative paths name files beside the source `.tet`, not in the cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else f.path.parent / p
