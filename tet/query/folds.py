@@ -12,7 +12,7 @@ from tet import kernels
 from tet.kernels import TileTable
 from tet.selection import Box
 
-__all__ = ["FOLDS", "fold", "fold_many"]
+__all__ = ["FOLDS", "SKIP_NAN", "fold", "fold_many"]
 
 Acc = np.ndarray[Any, Any]
 
@@ -69,6 +69,18 @@ FOLDS: dict[str, tuple[int, Callable[[Acc], Acc]]] = {
 }
 
 
+def _skip_nan(a: Acc, field: str, at: str) -> Acc:
+    out: Acc = np.where(a[at] != kernels.NO_INDEX, a[field], np.nan)
+    return out
+
+
+# NaN-ignoring extremes (transform statistics, ops.md §6); NaN only for an all-NaN cell.
+SKIP_NAN: dict[str, tuple[int, Callable[[Acc], Acc]]] = {
+    "min": (MINMAX, lambda a: _skip_nan(a, "min", "argmin")),
+    "max": (MINMAX, lambda a: _skip_nan(a, "max", "argmax")),
+}
+
+
 def fold(
     table: TileTable,
     box: Box,
@@ -98,13 +110,17 @@ def fold_many(
     sequential: bool = False,
     scan_window: int = 0,
     describe: Callable[[int], str] = str,
+    table_of: dict[str, tuple[int, Callable[[Acc], Acc]]] | None = None,
 ) -> dict[str, Acc]:
-    """Several ops from the same single pass (e.g. a transform's statistics)."""
+    """Several ops from the same single pass (e.g. a transform's statistics); ops are
+    looked up in `table_of` first (e.g. `SKIP_NAN`), then in `FOLDS`."""
+    table_of = table_of or {}
+    spec = {op: table_of.get(op) or FOLDS[op] for op in ops}
     what = 0
-    for op in ops:
-        what |= FOLDS[op][0]
+    for bits, _ in spec.values():
+        what |= bits
     reduce = list(range(len(box.shape))) if not axes else sorted(axes)
     cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
                        sequential=sequential, scan_window=scan_window, describe=describe)
     kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
-    return {op: FOLDS[op][1](cells).reshape(kept) for op in ops}
+    return {op: finish(cells).reshape(kept) for op, (_, finish) in spec.items()}

@@ -18,7 +18,7 @@ import numpy as np
 from tet import dtypes, kernels
 from tet.errors import QueryError
 from tet.query.allow import Allowlist, atomic_output, move_into_place
-from tet.query.folds import fold_many
+from tet.query.folds import SKIP_NAN, fold_many
 from tet.selection import Box
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     if method in ("log1p", "sqrt"):
         needed.add("min")
     ops = sorted(needed)
-    stats = fold_many(table, box, ops, axes)
+    stats = fold_many(table, box, ops, axes, table_of=SKIP_NAN)
     stats = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
     finite_min = (_finite_min(f, dataset_id, box, axes, stats["min"])
                   if method in ("log1p", "sqrt") else None)
