@@ -46,6 +46,7 @@ cwarn:
 bench: build
 	$(PY) bench/bench_io.py
 	$(PY) bench/bench_fold.py
+	$(PY) bench/bench_tier_c.py
 
 interop: build
 	$(PY) tools/interop.py
