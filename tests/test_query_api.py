@@ -172,6 +172,9 @@ def test_upstream_query_profiles_run() -> None:
     with tet.open(INTEROP / "multichunk_u8.tet") as f:
         doc = json.loads((queries / "sum_axis0_a.json").read_text())
         assert f.query(doc)["execution"]["operation_reduced_sum"] == [5.0, 7.0, 9.0]
+        doc = json.loads((queries / "quantile_axis0_a.json").read_text())
+        assert doc == tomllib.loads((queries / "quantile_axis0_a.toml").read_text())
+        assert f.query(doc)["execution"]["operation_reduced_quantile"] == [2.5, 3.5, 4.5]
 
 
 def test_build_query_and_op_tables() -> None:

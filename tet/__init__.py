@@ -21,6 +21,16 @@ from tet.kernels import simd_level
 from tet.query.document import build_query
 from tet.query.ops import QUERY_OP_KEYS, REDUCTION_OPS
 from tet.query.result import QueryResult
+from tet.query.sinks import (
+    NumpyTransformResult,
+    SidecarTransformResult,
+    SpillReadResult,
+    SpillTransformResult,
+    TransformResult,
+    TransformStats,
+    TransformWrite,
+    write_to_wire,
+)
 from tet.selection import axis_slice, full_selection, selection_slices
 from tet.writer import DatasetStream, TetWriter, write_dataset
 
@@ -35,12 +45,19 @@ __all__ = [
     "Dataset",
     "DatasetStream",
     "MemoryBudgetError",
+    "NumpyTransformResult",
     "QueryError",
     "QueryResult",
     "SelectionError",
+    "SidecarTransformResult",
+    "SpillReadResult",
+    "SpillTransformResult",
     "TetError",
     "TetFile",
     "TetWriter",
+    "TransformResult",
+    "TransformStats",
+    "TransformWrite",
     "UnknownAxisError",
     "UnknownDatasetError",
     "__version__",
@@ -53,6 +70,7 @@ __all__ = [
     "simd_level",
     "typing_stub",
     "write_dataset",
+    "write_to_wire",
 ]
 
 
