@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import best
 
 import tet
 
@@ -42,16 +43,6 @@ CASES: list[tuple[str, dict[str, Any], Callable[[np.ndarray[Any, Any]], Any], fl
     ("mean, step 4 on axis 0", {"mean": [], "selection": [{"step": 4}, {}]},
      lambda a: a[::4].mean(dtype=np.float64), 0.7),
 ]
-
-
-def best(fn: Callable[[], Any], reps: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def reference(path: Path, docs: list[dict[str, Any]]) -> list[float | str]:

@@ -12,26 +12,16 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from timing import best
 
 import tet
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def best(fn: Callable[[], Any], reps: int = 2) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def numpy_zscore(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -62,7 +52,7 @@ def main() -> int:
             ]
             print(f"{'query':<22}{'tet':>10}{'NumPy':>10}{'tet/NumPy':>11}{'target':>10}")
             for name, ours, theirs, target in cases:
-                t_ours, t_np = best(ours), best(theirs)
+                t_ours, t_np = best(ours, 2), best(theirs, 2)
                 ratio = t_ours / t_np
                 print(f"{name:<22}{t_ours:>9.3f}s{t_np:>9.3f}s{ratio:>10.2f}x"
                       f"{'ok' if ratio <= target else 'MISS':>6} ≤{target:.1f}", flush=True)

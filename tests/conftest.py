@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,3 +19,15 @@ settings.register_profile("ci", max_examples=120, deadline=None, derandomize=Tru
                           suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("expensive", max_examples=1000, deadline=None)
 settings.load_profile(os.environ.get("TET_HYPOTHESIS", "ci" if os.environ.get("CI") else "default"))
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the platform cache and temp dirs into tmp_path: engine temp files land
+    where a test can inspect them, and never in the real home."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        monkeypatch.setenv(var, str(tmp_path / "tmp"))
+    return cache

@@ -21,17 +21,7 @@ import tet
 from tet.query import materialize
 
 Arr = np.ndarray[Any, Any]
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Temp files go to a cache we can inspect (and never to the real home)."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("TMPDIR", "TEMP", "TMP"):
-        monkeypatch.setenv(var, str(tmp_path / "tmp"))
-    return cache
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def leftovers(root: Path) -> list[Path]:

@@ -20,17 +20,8 @@ import tet
 from tests.conftest import INTEROP
 
 Arr = np.ndarray[Any, Any]
+pytestmark = pytest.mark.usefixtures("private_cache")
 METHODS = ("zscore", "minmax", "l1", "l2", "center", "scale", "log1p", "sqrt", "softmax")
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for var in ("TMPDIR", "TEMP", "TMP"):
-        monkeypatch.setenv(var, str(tmp_path / "tmp"))
-    return cache
 
 
 def model(x: Arr, method: str, axes: tuple[int, ...]) -> tuple[Arr, Arr]:
