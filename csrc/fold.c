@@ -152,14 +152,20 @@ static double first_finite(const double *x, uint64_t n)
     return 0.0;
 }
 
+/* One block's moments (plain sum, sum of x - shift, m2 about its mean) into a cell. */
+static void absorb_block(tet_acc *a, uint64_t n, double raw, double s, double m2)
+{
+    neumaier(&a->sum, &a->sum_c, raw);
+    chan(&a->n, &a->mean, &a->m2, (double)n, s / (double)n, m2);
+}
+
 static void fold_moments(tet_acc *a, const double *x, uint64_t n)
 {
     double raw, s, m2;
     if (a->n == 0)
         a->shift = first_finite(x, n);
     block_moments(x, n, a->shift, &raw, &s, &m2);
-    neumaier(&a->sum, &a->sum_c, raw);
-    chan(&a->n, &a->mean, &a->m2, (double)n, s / (double)n, m2);
+    absorb_block(a, n, raw, s, m2);
 }
 
 void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
@@ -189,8 +195,7 @@ void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n)
         const uint64_t m = n - at < TET_FOLD_BLOCK ? n - at : TET_FOLD_BLOCK;
         double raw, s, m2;
         body(src + 4 * at, m, a->shift, &raw, &s, &m2);
-        neumaier(&a->sum, &a->sum_c, raw);
-        chan(&a->n, &a->mean, &a->m2, (double)m, s / (double)m, m2);
+        absorb_block(a, m, raw, s, m2);
     }
 }
 

@@ -347,14 +347,15 @@ typedef struct {
     tet_report reports[TET_MAX_THREADS];
 } fold_ctx;
 
-/* Histogram counts of n values of one cell (NumPy's uniform-bin rule: out-of-range
- * values and NaN are dropped, the last bin holds the upper edge). */
+/* Histogram counts of n values; value i belongs to the cell i * cstride cells on (0:
+ * all to one cell).  NumPy's uniform-bin rule: out-of-range values and NaN are
+ * dropped, the last bin holds the upper edge. */
 static void hist_block(uint64_t *counts, const double *edges, uint32_t bins, const double *x,
-                       uint64_t n, uint64_t xstride, uint64_t cstride)
+                       uint64_t n, uint64_t cstride)
 {
     for (uint64_t i = 0; i < n; i++) {
         const double *e = edges + i * cstride * (bins + 1);
-        const double v = x[i * xstride], lo = e[0], hi = e[bins];
+        const double v = x[i], lo = e[0], hi = e[bins];
         if (!(v >= lo && v <= hi))
             continue;
         uint64_t k = (uint64_t)(((v - lo) / (hi - lo)) * (double)bins);
@@ -400,8 +401,7 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
     const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
     const uint64_t run = v->count[last], step = c->b->step[last];
     /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
-    const int grouped = !last_reduced && (what & TET_FOLD_MOMENTS) && run <= TET_FOLD_BLOCK &&
-                        counts == NULL;
+    const int grouped = !last_reduced && (what & TET_FOLD_MOMENTS) && run <= TET_FOLD_BLOCK;
     grp->rows = 0;
     for (;;) {
         uint64_t src = 0, cell = 0, fiber = 0;
@@ -412,18 +412,6 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
             fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
         }
         const uint8_t *p = v->bytes + src * g->elem_size;
-        if (counts != NULL) {
-            const uint32_t bins = c->spec->bins;
-            const uint64_t cs = last_reduced ? 0 : c->cell_stride[last];
-            for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
-                const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
-                const uint64_t at = cell + k * cs;
-                tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
-                hist_block(counts + at * bins, c->spec->edges + at * (bins + 1), bins, buf, n, 1,
-                           cs);
-            }
-            goto next;
-        }
         if (grouped) {
             if (grp->rows > 0 && (cell != grp->cell || grp->rows == TET_GROUP_ROWS))
                 group_flush(g, v, run, step, cells, buf, grp);
@@ -448,7 +436,13 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
         for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
             const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
             tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
-            if (last_reduced) {
+            if (counts != NULL) { /* histogram mode: `what` is 0, no path above was taken */
+                const uint32_t bins = c->spec->bins;
+                const uint64_t cs = last_reduced ? 0 : c->cell_stride[last];
+                const uint64_t at = cell + k * cs;
+                hist_block(counts + at * bins, c->spec->edges + at * (bins + 1), bins, buf, n,
+                           cs);
+            } else if (last_reduced) {
                 tet_fold_block(&cells[cell], what, fill, buf, n, fiber + k * c->fiber_stride[last],
                                c->fiber_stride[last]);
             } else {

@@ -110,8 +110,8 @@ typedef struct {
 #define TET_TX_SCALE 2      /* x / b */
 #define TET_TX_MINMAX 3     /* (x - a) / b, b = max - min */
 #define TET_TX_DIVIDE 4     /* x / b (l1, l2) */
-#define TET_TX_LOG1P 5      /* log1p(x - a) */
-#define TET_TX_SQRT 6       /* sqrt(x - a) */
+#define TET_TX_LOG1P 5      /* log1p(x - a), a = the cell's finite minimum (set here) */
+#define TET_TX_SQRT 6       /* sqrt(x - a), a likewise */
 #define TET_TX_SOFTMAX 7    /* exp(x - a) / sum of exp(y - a) over the cell's finite y */
 #define TET_TX_MAX_BAD 256
 
@@ -121,7 +121,8 @@ typedef struct {
     uint32_t ndim;
     uint32_t reduce_mask;         /* axes the statistics were taken over */
     uint64_t shape[8];
-    const double *a;              /* [n_cells] */
+    double *a;                    /* [n_cells]; log1p/sqrt: out, the min of finite values
+                                     (0 where none), found in a first sweep */
     const double *b;              /* [n_cells] */
     uint64_t n_bad;               /* out: elements set to NaN by an invalid divide/shift */
     uint64_t bad[256];            /* out: logical indices of the first TET_TX_MAX_BAD */

@@ -93,9 +93,10 @@ int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
         if (s->shape[d] == 0)
             return TET_OK;
     const uint32_t dt = s->dtype, m = s->method;
-    const double *a = s->a, *b = s->b;
+    double *a = s->a;
+    const double *b = s->b;
     double *sum = NULL;
-    if (m == TET_TX_SOFTMAX) {
+    if (m == TET_TX_SOFTMAX) { /* first sweep: the cell's sum of exp(y - max) */
         sum = calloc(n_cells ? n_cells : 1, sizeof(double));
         if (sum == NULL)
             return TET_ERR_NOMEM;
@@ -104,6 +105,16 @@ int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
             if (isfinite(x))
                 sum[cell] += exp(x - a[cell]);
         });
+    } else if (m == TET_TX_LOG1P || m == TET_TX_SQRT) { /* first sweep: the finite min */
+        for (uint64_t c = 0; c < n_cells; c++)
+            a[c] = INFINITY;
+        WALK(w, {
+            const double x = load(data, dt, i);
+            if (isfinite(x) && x < a[cell])
+                a[cell] = x;
+        });
+        for (uint64_t c = 0; c < n_cells; c++)
+            a[c] = isfinite(a[c]) ? a[c] : 0.0;
     }
     s->n_bad = 0;
     WALK(w, {

@@ -408,12 +408,8 @@ class TetFile(QueryMethods):
         """Copy the box into `out` (C-contiguous, the dataset dtype, the box's shape):
         a RAM array or a memory-mapped file alike."""
         table = self._table(dataset_id)
-
-        def describe(tile: int) -> str:
-            coords = [int(c) for c in np.unravel_index(tile, table.grid)]
-            return f"dataset_id={dataset_id} chunk_index={coords}"
-
-        table.read(box.start, box.stop, box.step, out, describe=describe)
+        table.read(box.start, box.stop, box.step, out,
+                   describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}")
 
     def _zero_copy(
         self, dataset_id: int, box: Box, dtype: np.dtype[Any]

@@ -173,7 +173,8 @@ class TileTable:
         return out
 
     def read(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int],
-             dst: np.ndarray[Any, Any], *, describe: Callable[[int], str]) -> None:
+             dst: np.ndarray[Any, Any], *, describe: Callable[[int], str] | None = None
+             ) -> None:
         """Copy the box into `dst` (C-contiguous, writable, the box's shape) in one call."""
         box = self._box(start, stop, step)
         threads = 1 if dst.nbytes < PARALLEL_BYTES else thread_count()
@@ -187,7 +188,7 @@ class TileTable:
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
              scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
-             describe: Callable[[int], str]) -> np.ndarray[Any, Any]:
+             describe: Callable[[int], str] | None = None) -> np.ndarray[Any, Any]:
         """Fold the box into one accumulator per output cell (kept axes, row-major).
 
         Results do not depend on the thread count: the tiles are cut into a fixed
@@ -224,7 +225,13 @@ class TileTable:
             self._raise(report, self.elem_size, describe)
         return cells if counts is None else counts
 
-    def _raise(self, report: Any, elem: int, describe: Callable[[int], str]) -> None:
+    def chunk_name(self, tile: int) -> str:
+        """How errors name a tile: its grid coordinates."""
+        return f"chunk_index={[int(c) for c in np.unravel_index(tile, self.grid)]}"
+
+    def _raise(self, report: Any, elem: int, describe: Callable[[int], str] | None) -> None:
+        describe = describe or self.chunk_name
+
         def explain(f: _Failure) -> str:
             where = describe(f.chunk) if f.chunk >= 0 else "read"
             raw = int(self.raw[f.chunk]) if f.chunk >= 0 else 0
@@ -374,9 +381,16 @@ TRANSFORMS = {"zscore": lib.TET_TX_ZSCORE, "center": lib.TET_TX_CENTER,
 
 def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
               a: np.ndarray[Any, Any], b: np.ndarray[Any, Any]) -> tuple[int, list[int]]:
-    """Pass 2 in place on a C-contiguous f32/f64 array; (elements made NaN, first indices)."""
+    """Pass 2 in place on a C-contiguous f32/f64 array; (elements made NaN, first indices).
+
+    `a` and `b` are float64 per cell; for log1p/sqrt `a` is an output, set to each cell's
+    minimum over finite values (0 where none).
+    """
     if data.dtype not in (np.float32, np.float64) or not data.flags.c_contiguous:
         raise ValueError("transform needs a C-contiguous float32/float64 array")
+    for p in (a, b):
+        if p.dtype != np.float64 or not p.flags.c_contiguous or not p.flags.writeable:
+            raise ValueError("transform parameters must be writable C-contiguous float64")
     spec = ffi.new("tet_transform_spec *")
     spec.method = TRANSFORMS[method]
     spec.dtype = 1 if data.dtype == np.float32 else 2
@@ -384,9 +398,7 @@ def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
     spec.reduce_mask = sum(1 << d for d in reduce)
     for d, n in enumerate(data.shape):
         spec.shape[d] = n
-    a = np.ascontiguousarray(a, np.float64)
-    b = np.ascontiguousarray(b, np.float64)
-    spec.a = ffi.cast("const double *", ffi.from_buffer(a))
+    spec.a = ffi.cast("double *", ffi.from_buffer(a, require_writable=True))
     spec.b = ffi.cast("const double *", ffi.from_buffer(b))
     buf = ffi.from_buffer(data, require_writable=True) if data.size else ffi.NULL
     status = lib.tet_transform(spec, ffi.cast("uint8_t *", buf), len(a))

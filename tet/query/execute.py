@@ -98,7 +98,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         query_bytes=ex.memory_budget_bytes if ex else None,
         query_bps=ex.memory_budget_percent_bps if ex else None,
         file_bytes=cat.budget_bytes, file_bps=cat.budget_percent_bps, available=available)
-    allow = _allowlist(f, spill_allow) if (tier in ("C", "T") or (
+    allow = Allowlist.for_file(f.path, spill_allow) if (tier in ("C", "T") or (
         op is None and doc.spill is not None)) else None
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored}
     preview_dtype, preview_values = dt.name, None
@@ -117,17 +117,18 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         fields.update(_fold_fields(f, doc, dataset_id, box, axes, fill or 0.0, nbytes, available))
         fields["memory_strategy"] = "streaming_fold"
     elif tier == "C":
+        assert allow is not None
         fields.update(_tier_c(f, doc, dataset_id, box, axes, budget, allow))
     else:
+        assert allow is not None
         done = run_transform(f, doc, dataset_id, box, axes, budget=budget, allow=allow,
                              stored=stored)
         fields.update(done.fields)
         fields.update(_parallel_fields(f, dataset_id, box, nbytes, available))
         if sink is not None:
             sink["array"] = done.array
-        if done.preview_source is not None:
-            preview_dtype = dtypes.for_numpy(done.preview_source.dtype).name
-            preview_values = _head(done.preview_source, preview)
+        preview_dtype = dtypes.for_numpy(done.preview_source.dtype).name
+        preview_values = _head(done.preview_source, preview)
     if preview_values is None and (op is None or tier != "T"):
         preview_values = _preview(f, dataset_id, box, preview)
     fields.update(resp.preview_fields(preview_dtype, preview_values, count, preview))
@@ -141,10 +142,6 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     return fields
 
 
-def _allowlist(f: TetFile, extra: Sequence[str]) -> Allowlist:
-    return Allowlist.for_file(f.path, extra)
-
-
 def _head(values: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any] | None:
     """The first `limit` values in row-major order (a copy: the source may be a mapping)."""
     if limit <= 0:
@@ -156,20 +153,15 @@ def _spill(f: TetFile, dataset_id: int, box: Box, target: str, allow: Allowlist,
            dtype: np.dtype[Any]) -> dict[str, Any]:
     """Top-level `spill`: the selection, row-major, dtype-native little-endian (§7)."""
     path = allow.resolve(target, what="spill")
-    with atomic_output(path, what="spill") as tmp:
-        mapped = np.memmap(tmp, dtype=dtype.newbyteorder("<"), mode="w+", shape=box.shape)
-        try:
-            f._fill(dataset_id, box, mapped)
-            mapped.flush()
-        finally:
-            mapped._mmap.close()  # type: ignore[attr-defined]
-            del mapped
+    with (atomic_output(path, what="spill") as tmp,
+          materialize.mapped(tmp, dtype.newbyteorder("<"), box.shape) as out):
+        f._fill(dataset_id, box, out)
     return {"memory_strategy": "mmap_spill", "spill_f32_path": str(path),
             "spill_f32_bytes": box.size * dtype.itemsize}
 
 
 def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],
-            budget: int, allow: Allowlist | None) -> dict[str, Any]:
+            budget: int, allow: Allowlist) -> dict[str, Any]:
     """Median, quantile, histogram, covariance, correlation (ops.md §5)."""
     op = doc.operation
     assert op is not None
@@ -211,6 +203,13 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
     return out
 
 
+def _io_regime(nbytes: int, available: int | None) -> str:
+    """query.md §11: in core when the selection fits 85 % of available RAM."""
+    if available is None:
+        return "unknown"
+    return "in_core" if nbytes <= IN_CORE_HEADROOM * available else "out_of_core"
+
+
 def _parallel_fields(f: TetFile, dataset_id: int, box: Box, nbytes: int,
                      available: int | None) -> dict[str, Any]:
     """The fold-policy fields a transform reports for its statistics pass."""
@@ -218,9 +217,7 @@ def _parallel_fields(f: TetFile, dataset_id: int, box: Box, nbytes: int,
     return {
         "fold_parallel": tiles > 1,
         "fold_workers": min(kernels.thread_count(), tiles),
-        "io_regime": ("unknown" if available is None
-                      else "in_core" if nbytes <= IN_CORE_HEADROOM * available
-                      else "out_of_core"),
+        "io_regime": _io_regime(nbytes, available),
         "fold_linear_scan": False,
     }
 
@@ -246,15 +243,13 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     hint = ex.fold_parallel if ex else None
     record = f.catalog.datasets[dataset_id]
     table = f._table(dataset_id)
-    regime = ("unknown" if available is None
-              else "in_core" if nbytes <= IN_CORE_HEADROOM * available else "out_of_core")
+    regime = _io_regime(nbytes, available)
     linear = (regime == "out_of_core" and box.is_full(record.shape) and hint is not True
               and _contiguous_raw(table))
     sequential = linear or hint is False
     tiles = len(table.touch(box.start, box.stop, box.step))
     values = fold(table, box, key, axes, fill=fill, sequential=sequential,
-                  scan_window=LINEAR_SCAN_WINDOW if linear else 0,
-                  describe=lambda t: f"chunk_index={list(np.unravel_index(t, table.grid))}")
+                  scan_window=LINEAR_SCAN_WINDOW if linear else 0)
     spec = OPS[key]
     out: dict[str, Any] = {
         "fold_parallel": (not sequential) and tiles > 1,

@@ -90,14 +90,13 @@ def fold(
     fill: float = 0.0,
     sequential: bool = False,
     scan_window: int = 0,
-    describe: Callable[[int], str] = str,
 ) -> Acc:
     """One C call: the op over `box`, reducing `axes` ([] = everything).
 
     Returns the values shaped like the kept axes of the selection (0-d for scalar).
     """
     return fold_many(table, box, (op,), axes, fill=fill, sequential=sequential,
-                     scan_window=scan_window, describe=describe)[op]
+                     scan_window=scan_window)[op]
 
 
 def fold_many(
@@ -109,7 +108,6 @@ def fold_many(
     fill: float = 0.0,
     sequential: bool = False,
     scan_window: int = 0,
-    describe: Callable[[int], str] = str,
     table_of: dict[str, tuple[int, Callable[[Acc], Acc]]] | None = None,
 ) -> dict[str, Acc]:
     """Several ops from the same single pass (e.g. a transform's statistics); ops are
@@ -121,6 +119,6 @@ def fold_many(
         what |= bits
     reduce = list(range(len(box.shape))) if not axes else sorted(axes)
     cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
-                       sequential=sequential, scan_window=scan_window, describe=describe)
+                       sequential=sequential, scan_window=scan_window)
     kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
     return {op: finish(cells).reshape(kept) for op, (_, finish) in spec.items()}

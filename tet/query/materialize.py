@@ -13,19 +13,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tet import dtypes, kernels
+from tet import dtypes
 from tet.errors import QueryError
 from tet.query.allow import Allowlist, temp_file
+from tet.query.folds import SKIP_NAN, fold_many
 from tet.selection import Box
 
 if TYPE_CHECKING:
     from tet.file import TetFile
 
-__all__ = ["MAX_VARIABLES", "covariance", "histogram", "materialized", "quantile"]
+__all__ = ["MAX_VARIABLES", "covariance", "histogram", "mapped", "materialized", "quantile"]
 
 Arr = np.ndarray[Any, Any]
 MAX_VARIABLES = 1024
@@ -36,8 +38,21 @@ def _v(msg: str) -> QueryError:
 
 
 @contextmanager
+def mapped(path: Path, dtype: np.dtype[Any], shape: Sequence[int]) -> Iterator[Arr]:
+    """A new file at `path` mapped as a writable array; flushed and unmapped on exit,
+    so the file can be renamed or deleted right after."""
+    array = np.memmap(path, dtype=dtype, mode="w+", shape=tuple(shape))
+    try:
+        yield array
+        array.flush()
+    finally:
+        array._mmap.close()  # type: ignore[attr-defined]
+        del array
+
+
+@contextmanager
 def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
-                 allow: Allowlist | None) -> Iterator[tuple[Arr, str]]:
+                 allow: Allowlist) -> Iterator[tuple[Arr, str]]:
     """The selection, dense and writable in its own dtype, and the strategy used."""
     dtype = dtypes.by_tag(f.catalog.datasets[dataset_id].dtype).numpy
     if box.size * dtype.itemsize <= budget:
@@ -45,17 +60,9 @@ def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
         f._fill(dataset_id, box, out)
         yield out, "in_memory_materialize"
         return
-    if allow is None:
-        raise _v("materialize-required operation needs a spill path allowlist (pass `--tet` "
-                 "so defaults apply)")
-    with temp_file(allow, "spill") as path:
-        mapped = np.memmap(path, dtype=dtype, mode="w+", shape=box.shape)
-        try:
-            f._fill(dataset_id, box, mapped)
-            yield mapped, "temp_spill_materialize"
-        finally:
-            mapped._mmap.close()  # type: ignore[attr-defined]  # before the file goes
-            del mapped
+    with temp_file(allow, "spill") as path, mapped(path, dtype, box.shape) as x:
+        f._fill(dataset_id, box, x)
+        yield x, "temp_spill_materialize"
 
 
 def _fibers(x: Arr, axes: Sequence[int]) -> Arr:
@@ -113,10 +120,9 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
         lo = np.full(n_cells, value_range[0])
         hi = np.full(n_cells, value_range[1])
     else:
-        acc = table.fold(box.start, box.stop, box.step, reduce=reduce, what=kernels.FOLD_MINMAX,
-                         describe=str)
-        lo, hi = acc["min"].astype(np.float64), acc["max"].astype(np.float64)
-        empty = lo > hi  # every value NaN: NumPy's empty-array range
+        extremes = fold_many(table, box, ("min", "max"), axes, table_of=SKIP_NAN)
+        lo, hi = extremes["min"].reshape(-1), extremes["max"].reshape(-1)
+        empty = np.isnan(lo)  # every value NaN: NumPy's empty-array range
         lo, hi = np.where(empty, 0.0, lo), np.where(empty, 1.0, hi)
         if not (np.isfinite(lo).all() and np.isfinite(hi).all()):
             bad = int(np.flatnonzero(~(np.isfinite(lo) & np.isfinite(hi)))[0])
@@ -125,8 +131,7 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
         same = lo == hi
         lo, hi = np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
     edges = np.linspace(lo, hi, bins + 1, axis=1)
-    counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges,
-                        describe=str)
+    counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges)
     return counts, edges
 
 

@@ -8,7 +8,9 @@ upstream engine refuses them; promoting is what NumPy's arithmetic would do).
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +19,9 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import QueryError
-from tet.query.allow import Allowlist, atomic_output, move_into_place
+from tet.query.allow import Allowlist, atomic_output, move_into_place, temp_file
 from tet.query.folds import SKIP_NAN, fold_many
+from tet.query.materialize import mapped
 from tet.selection import Box
 
 if TYPE_CHECKING:
@@ -49,45 +52,35 @@ class Transformed:
     """What a transform produced: response fields and, for `ram`, the array itself."""
 
     fields: dict[str, Any]
-    array: Arr | None
-    preview_source: Arr | None
+    array: Arr | None      # the `ram` target's result
+    preview_source: Arr     # where the preview is read from (the output, or its file)
 
 
 def _v(msg: str) -> QueryError:
     return QueryError(f"validation: {msg}")
 
 
-def _parameters(method: str, stats: dict[str, Arr], finite_min: Arr | None) -> tuple[Arr, Arr]:
-    """Per-cell (a, b) of the C kernel's formula for `method`."""
-    one = np.ones_like(next(iter(stats.values())), dtype=np.float64)
-    zero = np.zeros_like(one)
+def _parameters(method: str, stats: dict[str, Arr], cells: int) -> tuple[Arr, Arr]:
+    """Per-cell (a, b) of the C kernel's formula for `method` (fresh float64 arrays; for
+    log1p/sqrt the kernel itself fills `a` with each cell's finite minimum)."""
+    one, zero = np.ones(cells), np.zeros(cells)
+
+    def flat(name: str) -> Arr:
+        return np.array(stats[name], dtype=np.float64).reshape(-1)
+
     if method == "zscore":
-        return stats["mean"], stats["std"]
+        return flat("mean"), flat("std")
     if method == "center":
-        return stats["mean"], one
+        return flat("mean"), one
     if method == "scale":
-        return zero, stats["std"]
+        return zero, flat("std")
     if method == "minmax":
-        return stats["min"], stats["max"] - stats["min"]
+        return flat("min"), flat("max") - flat("min")
     if method in ("l1", "l2"):
-        return zero, stats[f"norm_{method}"]
+        return zero, flat(f"norm_{method}")
     if method in ("log1p", "sqrt"):
-        assert finite_min is not None
-        return finite_min, one
-    return stats["max"], one  # softmax
-
-
-def _finite_min(f: TetFile, dataset_id: int, box: Box, axes: tuple[int, ...],
-                fold_min: Arr) -> Arr:
-    """Min over finite values, 0 where none: the fold's NaN-skipping min already is,
-    unless a cell holds -inf (or only non-finite values); only then look again."""
-    out = np.where(np.isfinite(fold_min), fold_min, 0.0)
-    if np.isfinite(fold_min).all():
-        return out
-    x = f._read(dataset_id, box, copy=True, budget=None).astype(np.float64)
-    reduce = axes or tuple(range(x.ndim))
-    masked = np.where(np.isfinite(x), x, np.inf).min(axis=reduce)
-    return np.where(np.isfinite(masked), masked, 0.0)
+        return zero, one
+    return flat("max"), one  # softmax
 
 
 def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str) -> Path:
@@ -104,7 +97,7 @@ def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str
 
 
 def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
-                  axes: tuple[int, ...], *, budget: int, allow: Allowlist | None,
+                  axes: tuple[int, ...], *, budget: int, allow: Allowlist,
                   stored: int) -> Transformed:
     """Both passes and the write target; returns the response fields."""
     assert doc.operation is not None
@@ -122,22 +115,13 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
                  "execution.memory_budget_bytes")
     if target == "switch":
         target = "ram" if src_bytes <= budget else "spill"
-    if target in ("spill", "sidecar") and allow is None:
-        raise _v("transform output needs a spill path allowlist (pass `--tet` so defaults apply)")
 
-    # pass 1: statistics per fold cell
-    table = f._table(dataset_id)
-    needed = {"mean", "std", "min", "max", "norm_l1", "norm_l2"} if axes else set(reported)
-    if method in ("log1p", "sqrt"):
-        needed.add("min")
-    ops = sorted(needed)
-    stats = fold_many(table, box, ops, axes, table_of=SKIP_NAN)
-    stats = {k: np.asarray(v, dtype=np.float64) for k, v in stats.items()}
-    finite_min = (_finite_min(f, dataset_id, box, axes, stats["min"])
-                  if method in ("log1p", "sqrt") else None)
-    if finite_min is not None:
-        stats["min"] = finite_min
-    a, b = _parameters(method, stats, finite_min)
+    # pass 1: statistics per fold cell (log1p/sqrt: the kernel finds its own minimum)
+    kept = [n for d, n in enumerate(box.shape) if axes and d not in axes]
+    from_fold = [s for s in reported if method not in ("log1p", "sqrt")]
+    stats = (fold_many(f._table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN)
+             if from_fold else {})
+    a, b = _parameters(method, stats, math.prod(kept))
 
     # pass 2: the selection, rewritten in place where it lands
     def fill_and_transform(out: Arr) -> tuple[int, list[int]]:
@@ -145,51 +129,39 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
             f._fill(dataset_id, box, out)
         else:
             out[...] = f._read(dataset_id, box, copy=True, budget=None)
-        return kernels.transform(out, method, axes or tuple(range(out.ndim)),
-                                 a.ravel(), b.ravel())
+        return kernels.transform(out, method, axes or tuple(range(out.ndim)), a, b)
 
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored * (passes + 1)}
     array: Arr | None = None
-    preview_source: Arr | None = None
-    if target == "ram":
-        array = np.empty(box.shape, out_dtype)
-        n_bad, bad = fill_and_transform(array)
-        preview_source = array
-        fields["memory_strategy"] = "transform_ram"
-    elif target == "spill":
-        assert allow is not None
+    if target == "spill":
         path = (allow.resolve(doc.write.path, what="write.path")
                 if doc.write and doc.write.path else allow.temp_path("spill"))
-        with atomic_output(path, what="spill") as tmp:
-            mapped = np.memmap(tmp, dtype=out_dtype, mode="w+", shape=box.shape)
-            try:
-                n_bad, bad = fill_and_transform(mapped)
-                mapped.flush()
-            finally:
-                mapped._mmap.close()  # type: ignore[attr-defined]
-                del mapped
-        preview_source = np.memmap(path, dtype=out_dtype, mode="r", shape=box.shape)
+        with atomic_output(path, what="spill") as tmp, mapped(tmp, out_dtype, box.shape) as m:
+            n_bad, bad = fill_and_transform(m)
+        preview_source: Arr = np.memmap(path, dtype=out_dtype, mode="r", shape=box.shape)
         fields["memory_strategy"] = "transform_spill"
+    else:
+        preview_source = np.empty(box.shape, out_dtype)
+        n_bad, bad = fill_and_transform(preview_source)
+        if target == "ram":
+            array = preview_source
+            fields["memory_strategy"] = "transform_ram"
+        else:
+            path = _destination(allow, doc, f.path, method)
+            _publish_sidecar(f, dataset_id, box, method, preview_source, path, allow)
+            fields["memory_strategy"] = "transform_sidecar"
+    if target != "ram":
         fields["spill_f32_path"] = str(path)
         fields["spill_f32_bytes"] = count * out_dtype.itemsize
-    else:
-        assert allow is not None
-        array = np.empty(box.shape, out_dtype)
-        n_bad, bad = fill_and_transform(array)
-        dest = _destination(allow, doc, f.path, method)
-        _publish_sidecar(f, record.name, dataset_id, box, method, array, dest, allow)
-        preview_source = array
-        array = None
-        fields["memory_strategy"] = "transform_sidecar"
-        fields["spill_f32_path"] = str(dest)
-        fields["spill_f32_bytes"] = count * out_dtype.itemsize
+    if method in ("log1p", "sqrt"):
+        stats = {"min": a.reshape(kept)}
 
     fields["transform_method"] = method
     if n_bad:
         fields["transform_div_by_zero_indices"] = bad
         fields["transform_div_by_zero_count"] = n_bad
     if axes:
-        fields["operation_reduced_shape"] = list(next(iter(stats.values())).shape)
+        fields["operation_reduced_shape"] = kept
         for name in STAT_FIELDS:
             fields[f"operation_reduced_{name}"] = (
                 stats[name].ravel().tolist() if name in reported else [])
@@ -199,38 +171,36 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     return Transformed(fields, array, preview_source)
 
 
-def _publish_sidecar(f: TetFile, name: str, dataset_id: int, box: Box, method: str,
-                     values: Arr, dest: Path, allow: Allowlist) -> None:
+def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values: Arr,
+                     dest: Path, allow: Allowlist) -> None:
     """A one-chunk `.tet` drafted in the cache and moved into place (query.md §8.4)."""
     from tet.writer import TetWriter  # the writer sits beside the reader, above us
+
+    def joined(v: Sequence[int]) -> str:
+        return "x".join(str(n) for n in v)
 
     record = f.catalog.datasets[dataset_id]
     ds = f.dataset(dataset_id)
     source = str(f.path)
-    out_name = f"{name}-{method}"
-    params = {"method": method, "dataset": name, "output_dataset": out_name,
-              "logical_selection_shape": "x".join(str(n) for n in box.shape)}
+    out_name = f"{record.name}-{method}"
+    params = {"method": method, "dataset": record.name, "output_dataset": out_name,
+              "logical_selection_shape": joined(box.shape)}
     if not box.is_full(record.shape):
-        params["selection_box_start"] = "x".join(str(n) for n in box.start)
-        params["selection_box_stop_exclusive"] = "x".join(str(n) for n in box.stop)
+        params["selection_box_start"] = joined(box.start)
+        params["selection_box_stop_exclusive"] = joined(box.stop)
         if any(k != 1 for k in box.step):
-            params["selection_step"] = "x".join(str(n) for n in box.step)
-    attrs = {**dict(ds.attrs), "derived_from": name}
+            params["selection_step"] = joined(box.step)
+    attrs = {**dict(ds.attrs), "derived_from": record.name}
     dims = list(ds.dim_names) if ds.dim_names else None
     coords: dict[str, list[str]] = {}
     for key, labels in (ds.coords or {}).items():  # labels follow the selection
         d = dims.index(key) if dims and key in dims else int(key) if key.isdigit() else -1
         if 0 <= d < len(box.shape) and len(labels) == record.shape[d]:
             coords[key] = list(labels[box.start[d]:box.stop[d]:box.step[d]])
-    draft = allow.temp_path("sidecar-draft")
-    try:
+    with temp_file(allow, "sidecar-draft") as draft:
         w = TetWriter.create(draft, tool="tet query transform")
         w.write_dataset(out_name, values, chunk_shape=values.shape, attrs=attrs,
                         dim_names=dims, coords=coords or None)
         w.push_history_event("transform", source, parents=[source], params=params)
         w.commit()
         move_into_place(draft, dest)
-    finally:
-        draft.unlink(missing_ok=True)
-        for leftover in draft.parent.glob(f".{draft.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
