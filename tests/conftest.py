@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -31,3 +33,13 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("TMPDIR", "TEMP", "TMP"):
         monkeypatch.setenv(var, str(tmp_path / "tmp"))
     return cache
+
+
+_SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def decode_special(v: Any) -> Any:
+    """A cases.jsonl value with its "NaN"/"Infinity"/"-Infinity" strings as floats."""
+    if isinstance(v, list):
+        return [decode_special(e) for e in v]
+    return _SPECIAL.get(v, v) if isinstance(v, str) else v

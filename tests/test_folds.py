@@ -49,7 +49,7 @@ import tet
 from tet.kernels import fold_vector
 from tet.query.folds import FOLDS, fold
 
-from .conftest import INTEROP, REPO
+from .conftest import INTEROP, REPO, decode_special
 
 Arr = np.ndarray[Any, Any]
 
@@ -716,7 +716,6 @@ def test_fold_vector_bits() -> None:
 # ---------------------------------------------------------------------------
 # 6. the interop corpus
 
-SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 RESPONSE_KEY = {"count": "element_count", "arg_min": "argmin_index", "arg_max": "argmax_index"}
 REDUCED_KEY = {"arg_min": "argmin", "arg_max": "argmax"}
 FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
@@ -736,12 +735,6 @@ def _interop_cases() -> list[dict[str, Any]]:
 
 
 INTEROP_CASES = _interop_cases()
-
-
-def _dec(v: Any) -> Any:
-    if isinstance(v, list):
-        return [_dec(e) for e in v]
-    return SPECIAL.get(v, v) if isinstance(v, str) else v
 
 
 def _same_value(got: Any, want: Any, rtol: float, atol: float) -> bool:
@@ -804,7 +797,7 @@ def test_interop_case(case: dict[str, Any], interop_files: dict[str, tet.TetFile
     for key, want in case["expect"].items():
         assert key in response, f"{case['id']}: no {key} in {sorted(response)}"
         rtol, atol = (0.0, 0.0) if key in exact else (case["rtol"], case["atol"])
-        assert _same_value(response[key], _dec(want), rtol, atol), (
+        assert _same_value(response[key], decode_special(want), rtol, atol), (
             f"{case['id']} {q}: {key} got {response[key]} want {want}")
 
 

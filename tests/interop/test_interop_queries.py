@@ -16,11 +16,10 @@ from typing import Any
 import pytest
 
 import tet
-from tests.conftest import INTEROP
+from tests.conftest import INTEROP, decode_special
 from tet.query.ops import OPS
 
 CASES = [json.loads(line) for line in (INTEROP / "cases.jsonl").read_text().splitlines()]
-SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def _op(case: dict[str, Any]) -> str | None:
@@ -35,12 +34,6 @@ def _tier(case: dict[str, Any]) -> str:
 
 OP_CASES = [c for c in CASES if c["kind"] == "op"]
 ERROR_CASES = [c for c in CASES if c["kind"] == "error"]
-
-
-def dec(v: Any) -> Any:
-    if isinstance(v, list):
-        return [dec(x) for x in v]
-    return SPECIAL.get(v, v) if isinstance(v, str) else v
 
 
 def same(got: Any, want: Any, rtol: float, atol: float) -> bool:
@@ -78,7 +71,7 @@ def test_op_case(case: dict[str, Any], files: dict[str, tet.TetFile]) -> None:
     for key, want in case["expect"].items():
         exact = key in case.get("exact_keys", [])
         rtol, atol = (0.0, 0.0) if exact else (case["rtol"], case["atol"])
-        assert same(execution[key], dec(want), rtol, atol), (key, execution[key], want)
+        assert same(execution[key], decode_special(want), rtol, atol), (key, execution[key], want)
 
 
 @pytest.mark.parametrize("case", ERROR_CASES, ids=lambda c: c["id"])
