@@ -233,6 +233,12 @@ def test_minmax_f32_bodies_agree_with_scalar_and_numpy(level: str, n: int) -> No
         assert got == (want_lo, want_hi, bool(np.isnan(x).any()))
 
 
+def _results(execution: dict[str, object]) -> dict[str, object]:
+    """The answer part of an execution block: host RAM figures move between two queries."""
+    return {k: v for k, v in execution.items()
+            if k.endswith("_preview") or k.startswith("operation_")}
+
+
 @pytest.mark.parametrize("level", tet.kernels.simd_levels())
 def test_f32_min_max_folds_equal_under_every_body(level: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
@@ -245,9 +251,9 @@ def test_f32_min_max_folds_equal_under_every_body(level: str, tmp_path: Path) ->
         for op in ("min", "max", "arg_min", "arg_max"):
             for axes in ([], [1], [0]):
                 doc = {"dataset": "a", op: axes, "selection": [{"stop": 7}, {}]}
-                got = f.query(doc)["execution"]
+                got = _results(f.query(doc)["execution"])
                 with tet.kernels.using_simd("scalar"):
-                    want = f.query(doc)["execution"]
+                    want = _results(f.query(doc)["execution"])
                 assert got == want, (op, axes, level)
         assert f.arg_min("a") == 7 * 300 + 250  # NumPy: the first NaN wins
         assert f.arg_min("a", selection=[{"stop": 7}, {}]) == 3 * 300 + 20
