@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -43,3 +46,40 @@ def decode_special(v: Any) -> Any:
     if isinstance(v, list):
         return [decode_special(e) for e in v]
     return _SPECIAL.get(v, v) if isinstance(v, str) else v
+
+
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tet query` records history; tests must never write the user's real cache."""
+    if "TET_QUERY_HISTORY_FILE" not in os.environ:
+        where = tmp_path_factory.mktemp("qhist") / "query_history.jsonl"
+        monkeypatch.setenv("TET_QUERY_HISTORY_FILE", str(where))
+
+
+class CliRun(NamedTuple):
+    rc: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
+    """Run `tet ARGV…` in-process: exit status (2 for usage errors), stdout, stderr."""
+    from tet.cli.main import main
+
+    def run(*argv: str | os.PathLike[str], stdin: str | None = None) -> CliRun:
+        capsys.readouterr()
+        old = sys.stdin
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        try:
+            rc = main([os.fspath(a) for a in argv])
+        except SystemExit as exc:  # argparse: --help, --version, usage errors
+            rc = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdin = old
+        out, err = capsys.readouterr()
+        return CliRun(rc, out, err)
+
+    return run

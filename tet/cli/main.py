@@ -1,58 +1,68 @@
-"""The `tet` command (a first cut: `info`; the full command set grows in tet.cli)."""
+"""The `tet` command: one parser, one module per subcommand, one place that turns
+failures into `error: <text>` on stderr and an exit status (cli.md: 0 ok, 1 failed,
+2 usage)."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from collections.abc import Sequence
 
 from tet import __version__, kernels
+from tet.cli import convert, export, info, qhist, query, repair, verify
 from tet.errors import TetError
-from tet.file import TetFile
+
+COMMANDS = (info, verify, repair, query, qhist, convert, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tet", description="Read and query .tet files.")
+    """The whole command line; the man pages are generated from this same parser."""
+    parser = argparse.ArgumentParser(
+        prog="tet",
+        description="Inspect, verify, repair, query, convert and export .tet files "
+                    "(many N-dimensional arrays in one mmap-friendly file).")
     parser.add_argument("--version", action="version",
                         version=f"tet {__version__} (simd: {kernels.simd_level()})")
-    sub = parser.add_subparsers(dest="command", required=True)
-    info = sub.add_parser("info", help="print the catalog of a .tet file")
-    info.add_argument("file")
-    info.add_argument("--json", action="store_true", help="print the layout summary as JSON")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of a failure (also TET_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.register(sub)
     return parser
 
 
-def _info(path: str, as_json: bool) -> None:
-    with TetFile(path) as f:
-        if as_json:
-            print(json.dumps({"tet_file": path, "summary": f.summary()}, indent=2))
-            return
-        cat = f.catalog
-        print(f"{path}: layout v1, {cat.dataset_count} dataset(s), {cat.file_len} bytes")
-        for ds in f.iter_datasets():
-            dims = f" dims={list(ds.dim_names)}" if ds.dim_names else ""
-            rows = int((cat.entries["dataset_id"] == cat.datasets.index(
-                next(r for r in cat.datasets if r.name == ds.name))).sum())
-            print(f"  {ds.name}: {ds.dtype_name} shape={list(ds.shape)} "
-                  f"chunks={list(ds.chunk_shape)} ({rows} tiles){dims}")
-            for k, v in ds.attrs.items():
-                print(f"    @{k} = {v}")
-            for k, labels in ds.coords.items():
-                print(f"    coords[{k}] = {list(labels)}")
-        for row in cat.history:
-            print(f"  history: {row['op']} {row['source']} at {row['at']}")
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("TET_DEBUG") == "1"
     try:
-        if args.command == "info":
-            _info(args.file, args.json)
+        status: int = args.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `tet … | head`: the reader left; not our failure
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
     except (TetError, OSError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    return 0
+    except Exception as exc:  # a bug in tet: still one line, with the way to see more
+        if debug:
+            raise
+        print(f"error: internal error ({type(exc).__name__}): {_one_line(exc)}; "
+              "run with --debug for the traceback", file=sys.stderr)
+        return 1
+    return status
 
 
 if __name__ == "__main__":

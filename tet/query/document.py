@@ -219,7 +219,12 @@ class QueryDocument:
 
 
 def parse_text(text: str, *, filename: str | None = None) -> QueryDocument:
-    """Parse JSON or TOML text into a validated document.
+    """Parse JSON or TOML text into a validated document (`load_text`, then `parse_value`)."""
+    return parse_value(load_text(text, filename=filename))
+
+
+def load_text(text: str, *, filename: str | None = None) -> Any:
+    """The JSON-model value of JSON or TOML text, not yet validated as a document.
 
     The extension (``.json`` / ``.toml``) decides the format; otherwise text starting
     with ``{`` (after whitespace) is JSON and anything else TOML.
@@ -242,7 +247,7 @@ def parse_text(text: str, *, filename: str | None = None) -> QueryDocument:
             value = _from_toml(tomllib.loads(text))
         except (ValueError, RecursionError) as exc:
             raise QueryError(f"invalid query TOML: {exc}") from None
-    return parse_value(value)
+    return value
 
 
 def _load_json(text: str) -> Any:

@@ -1,0 +1,16 @@
+"""`tet verify` (being built)."""
+
+from __future__ import annotations
+
+import argparse
+
+from tet.cli.common import CommandFailed, Subparsers, add_command
+
+
+def register(sub: Subparsers) -> None:
+    parser = add_command(sub, "verify", help="verify (being built)", description="verify (being built)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise CommandFailed("tet verify is not built yet")
