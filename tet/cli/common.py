@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tet.errors import TetError
 
-Subparsers = argparse._SubParsersAction  # the type `add_subparsers` returns
+if TYPE_CHECKING:  # the type `add_subparsers` returns; not subscriptable at run time
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    Subparsers = argparse._SubParsersAction
 
 
 class CommandFailed(TetError):
