@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-NATIVE := $(wildcard csrc/*.c csrc/*.h) build_ffi.py setup.py pyproject.toml
+INPUTS := $(wildcard csrc/*.c csrc/*.h man/*.1 man/*.7) build_ffi.py setup.py pyproject.toml
 DEMO   := build/demo.tet
 
 .PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean
@@ -14,7 +14,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel cffi
 
-$(STAMP): $(PY) $(NATIVE)
+$(STAMP): $(PY) $(INPUTS)
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
 	touch $(STAMP)
 
@@ -50,6 +50,10 @@ bench: build
 
 interop: build
 	$(PY) tools/interop.py
+
+# Regenerate man/ from the parser and the operation registry (a test fails when stale).
+man: build
+	$(PY) -m tet.cli.manpages man
 
 clean:
 	rm -rf build $(VENV) .venv-ref tet/_native*.so *.egg-info .pytest_cache .mypy_cache

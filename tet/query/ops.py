@@ -41,6 +41,8 @@ class OpSpec:
         The op takes exactly one (observation) axis.
     extra_fields
         Further response fields of a scalar result (histogram edges, matrix order).
+    summary
+        What it computes, in one sentence (`tet-ops(7)` prints it).
     """
 
     key: str
@@ -52,6 +54,7 @@ class OpSpec:
     object_example: str | None = None
     single_axis: bool = False
     extra_fields: tuple[str, ...] = ()
+    summary: str = ""
 
 
 _FOLD_KEYS = ("sum", "mean", "min", "max", "count", "var", "std", "product", "norm_l1",
@@ -62,29 +65,73 @@ _SCALAR_NAME = {"count": "operation_element_count", "arg_min": "operation_argmin
 _REDUCED_NAME = {"arg_min": "operation_reduced_argmin", "arg_max": "operation_reduced_argmax"}
 
 
+_FOLD_SUMMARY = {
+    "sum": "Sum of the values (NaN propagates).",
+    "mean": "Arithmetic mean (NaN propagates).",
+    "min": "Smallest value; a NaN in the cell makes the result NaN, as NumPy's min does.",
+    "max": "Largest value; a NaN in the cell makes the result NaN, as NumPy's max does.",
+    "count": "Number of elements, NaN and infinities included.",
+    "var": "Population variance (ddof 0), computed stably with blocked sums.",
+    "std": "Population standard deviation (ddof 0).",
+    "product": "Product of the values, starting at 1.",
+    "norm_l1": "Sum of absolute values.",
+    "norm_l2": "Euclidean norm: the square root of the sum of squares.",
+    "all_finite": "True when no value is NaN or infinite.",
+    "any_nan": "True when at least one value is NaN.",
+    "any_inf": "True when at least one value is +inf or -inf.",
+    "arg_min": "Index of the first smallest value (the first NaN if any): the flat index into "
+               "the selection, or the position within each cell's fiber when partial.",
+    "arg_max": "Index of the first largest value (the first NaN if any), indexed like arg_min.",
+    "nan_count": "Number of NaN values.",
+    "inf_count": "Number of infinite values.",
+    "null_count": "Number of values bit-identical to the fill value (`fill` in the query, else "
+                  "the dataset's _FillValue, missing_value or fill_value attribute; a NaN fill "
+                  "counts NaN).",
+    "nan_mean": "Mean of the values that are not NaN (infinities are kept).",
+    "nan_std": "Population standard deviation of the values that are not NaN.",
+}
+
+
 def _fold(key: str) -> OpSpec:
     params = frozenset({"fill"}) if key == "null_count" else frozenset()
     return OpSpec(key, "A", _SCALAR_NAME.get(key, f"operation_{key}"),
-                  _REDUCED_NAME.get(key, f"operation_reduced_{key}"), params)
+                  _REDUCED_NAME.get(key, f"operation_reduced_{key}"), params,
+                  summary=_FOLD_SUMMARY[key])
 
 
 OPS: Mapping[str, OpSpec] = MappingProxyType({
     **{k: _fold(k) for k in _FOLD_KEYS},
-    "median": OpSpec("median", "C", "operation_median", "operation_reduced_median"),
+    "median": OpSpec("median", "C", "operation_median", "operation_reduced_median",
+                     summary="Median (NumPy's rule: the mean of the two middle values for an "
+                             "even count; NaN when the cell holds a NaN)."),
     "quantile": OpSpec("quantile", "C", "operation_quantile", "operation_reduced_quantile",
                        frozenset({"q"}), object_only=True,
-                       object_example='{ "q": 0.95, "axis": 0 }'),
+                       object_example='{ "q": 0.95, "axis": 0 }',
+                       summary="The q-th quantile, q in [0, 1], by linear interpolation "
+                               "between the closest ranks (NumPy's default method)."),
     "histogram": OpSpec("histogram", "C", "operation_histogram_counts",
                         "operation_reduced_histogram_counts", frozenset({"bins", "min", "max"}),
                         object_only=True, object_example='{ "bins": 16, "axis": 0 }',
-                        extra_fields=("operation_histogram_edges",)),
+                        extra_fields=("operation_histogram_edges",),
+                        summary="Counts in `bins` equal-width bins (at most 4096) over min..max "
+                                "(both or neither; default the data range); values outside the "
+                                "range and NaN are not counted, as in NumPy's histogram."),
     "covariance": OpSpec("covariance", "C", "operation_covariance", None, single_axis=True,
-                         extra_fields=("operation_covariance_order",)),
+                         extra_fields=("operation_covariance_order",),
+                         summary="Population covariance matrix of a rank-2 selection; the "
+                                 "given axis holds the observations, the other the variables "
+                                 "(at most 1024)."),
     "correlation": OpSpec("correlation", "C", "operation_correlation", None, single_axis=True,
-                          extra_fields=("operation_correlation_order",)),
+                          extra_fields=("operation_correlation_order",),
+                          summary="Pearson correlation matrix of a rank-2 selection, axes as "
+                                  "for covariance."),
     "transform": OpSpec("transform", "T", None, None, frozenset({"method"}), object_only=True,
                         object_example='{ "method": "zscore", "axis": 0 }',
-                        extra_fields=("transform_method",)),
+                        extra_fields=("transform_method",),
+                        summary="Element-wise rewrite of an f32/f64 selection by `method` "
+                                "(zscore, minmax, l1, l2, center, scale, log1p, sqrt, softmax) "
+                                "with statistics taken over the given axes; the output goes "
+                                "where `write` says (ram, switch, spill, sidecar)."),
 })
 """Every wire operation key (26), in the order of ops.md §3."""
 
