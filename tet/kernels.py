@@ -316,12 +316,12 @@ def encode(
     return out[: int(out_len.sum())], out_len
 
 
-FOLD_MOMENTS = int(lib.TET_FOLD_MOMENTS)
-FOLD_NAN_MOMENTS = int(lib.TET_FOLD_NAN_MOMENTS)
-FOLD_NORMS = int(lib.TET_FOLD_NORMS)
-FOLD_PRODUCT = int(lib.TET_FOLD_PRODUCT)
-FOLD_MINMAX = int(lib.TET_FOLD_MINMAX)
-FOLD_COUNTS = int(lib.TET_FOLD_COUNTS)
+FOLD_MOMENTS: int = int(lib.TET_FOLD_MOMENTS)
+FOLD_NAN_MOMENTS: int = int(lib.TET_FOLD_NAN_MOMENTS)
+FOLD_NORMS: int = int(lib.TET_FOLD_NORMS)
+FOLD_PRODUCT: int = int(lib.TET_FOLD_PRODUCT)
+FOLD_MINMAX: int = int(lib.TET_FOLD_MINMAX)
+FOLD_COUNTS: int = int(lib.TET_FOLD_COUNTS)
 NO_INDEX = 2**64 - 1
 FOLD_PART_BYTES = 64 * 1024 * 1024  # accumulator memory allowed for parallel parts
 FOLD_PARTS = 8                      # fixed, so results do not depend on the core count
