@@ -42,7 +42,8 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     """The response to `doc` against `f`: a plan when `preview` is None, else executed.
 
     `spill_allow` adds allowlist roots (CLI ``--spill-allow``); a `sink` dict receives
-    a ``ram`` transform's array under ``"array"``.
+    a ``ram`` transform's array under ``"array"`` and, when executed, the execution block
+    with non-finite floats kept under ``"execution"`` (text formats print ``inf``).
     """
     op = doc.operation
     names = f.datasets()
@@ -77,6 +78,8 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
                              read_plan=resp.plan_block(plan))
     fields = _execute(f, doc, dataset_id, box, axes, fill, preview, int(plan.stored.sum()),
                       spill_allow, sink)
+    if sink is not None:
+        sink["execution"] = resp.execution_block(fields, finite=False)
     message = resp.MATCHED + (resp.EXECUTED if op is not None else resp.PREVIEWED)
     return resp.response(**common, operation=echo, message=message, catalog=catalog,
                          read_plan=resp.plan_block(plan), execution=resp.execution_block(fields))

@@ -63,17 +63,18 @@ EXECUTION_ORDER: tuple[str, ...] = (
 _RANK = {k: i for i, k in enumerate(EXECUTION_ORDER)}
 
 
-def clean(value: Any) -> Any:
-    """JSON-ready: NumPy scalars and arrays to Python, non-finite floats to None."""
+def clean(value: Any, *, finite: bool = True) -> Any:
+    """JSON-ready: NumPy scalars and arrays to Python, non-finite floats to None (the
+    wire's rule; ``finite=False`` keeps them, for text output that prints ``inf``)."""
     if isinstance(value, np.ndarray):
-        return clean(value.tolist())
+        return clean(value.tolist(), finite=finite)
     if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
+        return [clean(v, finite=finite) for v in value]
     if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
+        return {k: clean(v, finite=finite) for k, v in value.items()}
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+    if finite and isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
@@ -148,9 +149,10 @@ def preview_fields(dtype_name: str, values: np.ndarray[Any, Any] | None,
     return out
 
 
-def execution_block(fields: Mapping[str, Any]) -> dict[str, Any]:
+def execution_block(fields: Mapping[str, Any], *, finite: bool = True) -> dict[str, Any]:
     """The execution object in upstream serialisation order (unset keys omitted)."""
-    return {k: clean(fields[k]) for k in sorted(fields, key=lambda k: _RANK.get(k, len(_RANK)))}
+    return {k: clean(fields[k], finite=finite)
+            for k in sorted(fields, key=lambda k: _RANK.get(k, len(_RANK)))}
 
 
 def response(*, layout_version: int | None, dataset: str, selection_axes: int | None,
