@@ -23,6 +23,10 @@ build: $(STAMP)
 run: build
 	$(PY) -m tet.demo $(DEMO)
 	$(VENV)/bin/tet info $(DEMO)
+	$(VENV)/bin/tet verify $(DEMO) -q
+	$(VENV)/bin/tet query '{"dataset": "temperature", "mean": "hour"}' -t $(DEMO) -x -q
+	$(VENV)/bin/tet query '{"dataset": "temperature", "quantile": {"q": 0.9, "axis": []}}' \
+	    -t $(DEMO) -x --format table
 
 test: build cwarn
 	$(PY) -m pytest

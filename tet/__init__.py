@@ -1,11 +1,13 @@
 """tet: many large N-dimensional arrays in one mmap-friendly ``.tet`` file.
 
-Read with `open` / `TetFile`, write with `write_dataset` / `TetWriter`; every
+Read with `open` / `TetFile`, write with `write_dataset` / `TetWriter`, bring
+HDF5 / NetCDF / Zarr v3 in with `convert` and Zarr v3 out with `export`; every
 error is a `TetError`.
 """
 
 from __future__ import annotations
 
+from tet.convert import ConvertError, ConvertReport, ConvertWarning, convert
 from tet.errors import (
     CatalogError,
     ChunkError,
@@ -16,6 +18,7 @@ from tet.errors import (
     UnknownAxisError,
     UnknownDatasetError,
 )
+from tet.export_zarr import ExportError, ExportReport, export
 from tet.file import Dataset, TetFile, open
 from tet.kernels import simd_level
 from tet.query.document import build_query
@@ -42,8 +45,13 @@ __all__ = [
     "REDUCTION_OPS",
     "CatalogError",
     "ChunkError",
+    "ConvertError",
+    "ConvertReport",
+    "ConvertWarning",
     "Dataset",
     "DatasetStream",
+    "ExportError",
+    "ExportReport",
     "MemoryBudgetError",
     "NumpyTransformResult",
     "QueryError",
@@ -63,7 +71,9 @@ __all__ = [
     "__version__",
     "axis_slice",
     "build_query",
+    "convert",
     "core_version",
+    "export",
     "full_selection",
     "open",
     "selection_slices",
