@@ -51,6 +51,7 @@ bench: build
 	$(PY) bench/bench_io.py
 	$(PY) bench/bench_fold.py
 	$(PY) bench/bench_tier_c.py
+	$(PY) bench/bench_convert.py
 
 interop: build
 	$(PY) tools/interop.py
