@@ -16,6 +16,10 @@ $(PY):
 
 $(STAMP): $(PY) $(INPUTS)
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	@# an editable install skips data files; a wheel carries them (pyproject data-files)
+	install -d $(VENV)/share/man/man1 $(VENV)/share/man/man7
+	install -m 644 man/*.1 $(VENV)/share/man/man1
+	install -m 644 man/*.7 $(VENV)/share/man/man7
 	touch $(STAMP)
 
 build: $(STAMP)

@@ -119,3 +119,20 @@ def test_examples_are_valid_documents_and_agree(key: str) -> None:
 def test_roff_escaping() -> None:
     assert manpages._esc("a-b\\c") == "a\\-b\\ec"
     assert manpages._esc(".starts\n'quote") == "\\&.starts\n\\&'quote"
+
+
+def test_pages_are_installed_with_the_package() -> None:
+    """Wheels carry them through pyproject's data-files; `make build` copies them into the
+    development environment (editable installs skip data files)."""
+    import sys
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    data_files = config["tool"]["setuptools"]["data-files"]
+    declared = {p.name for patterns in data_files.values() for pattern in patterns
+                for p in REPO.glob(pattern)}
+    assert declared == {p.name for p in MAN.glob("tet*.[17]")}
+    assert set(data_files) == {"share/man/man1", "share/man/man7"}
+    for page in MAN.glob("tet*.[17]"):
+        installed = Path(sys.prefix) / "share" / "man" / f"man{page.suffix[1:]}" / page.name
+        assert installed.read_text() == page.read_text(), installed
