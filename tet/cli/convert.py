@@ -1,25 +1,88 @@
-"""`tet convert`: HDF5 / NetCDF / Zarr v3 → .tet (cli.md §6). The parser is final; the
-importers land with the convert work."""
+"""`tet convert`: HDF5 / NetCDF / Zarr v3 → .tet (cli.md §6): a progress bar on stderr
+when it is a terminal, `warning: …` lines for what was left out, then a blank line and
+the pretty JSON report on stdout."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from contextlib import ExitStack
+from typing import Any, TextIO
 
-from tet.cli.common import CommandFailed, Subparsers, add_command
+from tet.cli.common import Subparsers, add_command, print_json
+from tet.cli.progress import Progress, progress
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid job count {text!r} (an integer >= 0)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid job count {value} (0 = host parallelism)")
+    return value
 
 
 def register(sub: Subparsers) -> None:
     parser = add_command(
         sub, "convert", help="convert an HDF5, NetCDF or Zarr v3 store into a .tet file",
         description="Convert every numeric array of an HDF5 file, a NetCDF file or a Zarr v3 "
-                    "directory store into one .tet file (raw payloads, source chunking kept).")
-    parser.add_argument("input", metavar="INPUT", help="source file or Zarr v3 directory")
+                    "directory store into one .tet file (source chunking, attributes, "
+                    "dimension names and coordinates kept; CF packing decoded). The output "
+                    "is built beside OUTPUT and renamed into place when complete.")
+    parser.add_argument("input", metavar="INPUT",
+                        help="source file (.h5/.nc/…, optionally .gz/.bz2/.xz/.zst/.zip) or "
+                             "Zarr v3 directory")
     parser.add_argument("output", metavar="OUTPUT", help="the .tet file to write")
-    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+    parser.add_argument("--jobs", type=_jobs, default=0, metavar="N",
                         help="parallel tile-read workers; 0 (default) = host parallelism, "
                              "clamped to 1..64")
+    parser.add_argument("--codec", choices=("raw", "zstd"), default="raw",
+                        help="payload codec of the written tiles (default: raw)")
+    parser.add_argument("--keep-packed", action="store_true",
+                        help="store CF-packed variables as stored, keeping scale_factor, "
+                             "add_offset and _FillValue, instead of decoding them to "
+                             "stored × scale + offset with fill values as NaN")
     parser.set_defaults(run=run)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _Bar:
+    """Opens the progress bar at the first report, when the tile total is known."""
+
+    def __init__(self, stack: ExitStack, label: str) -> None:
+        self._stack = stack
+        self._label = label
+        self._bar: Progress | None = None
+        self._done = 0
+        self._dataset = ""
+
+    def __call__(self, dataset: str, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = self._stack.enter_context(progress(total, f"{self._label} → .tet"))
+        describe: Any = getattr(self._bar, "set_description_str", None)
+        if describe is not None and dataset != self._dataset:
+            describe(f"{self._label} → .tet ({dataset})", refresh=True)
+        self._dataset = dataset
+        self._bar.update(done - self._done)
+        self._done = done
+
+
 def run(args: argparse.Namespace) -> int:
-    raise CommandFailed("tet convert is not built yet")
+    from tet.convert import LABELS, convert, sniff
+
+    label = LABELS[sniff(args.input)]
+    with warnings.catch_warnings(), ExitStack() as stack:
+        warnings.simplefilter("always")
+        warnings.showwarning = _show_warning
+        report = convert(args.input, args.output, jobs=args.jobs, codec=args.codec,
+                         keep_packed=args.keep_packed, progress=_Bar(stack, label))
+    sys.stdout.write("\n")
+    print_json(report.to_dict())
+    return 0

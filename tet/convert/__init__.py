@@ -1,0 +1,196 @@
+"""HDF5 / NetCDF / Zarr v3 → .tet (cli.md §6).
+
+`convert(src, dst)` turns every numeric array of the source into one dataset of a new
+.tet file, keeping the source chunk grid, attributes, dimension names and coordinate
+labels, and decoding CF packing unless asked not to.  The reader libraries (h5py,
+netCDF4, zarr) are imported only when a conversion needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tet.convert.sniff import Kind, sniff, uncompressed
+from tet.convert.source import ConvertError, ConvertWarning, SourceVar
+from tet.convert.write import ProgressFn, fit_footer, tile_shape, write_variables
+from tet.dtypes import for_numpy
+
+__all__ = [
+    "ConvertError",
+    "ConvertReport",
+    "ConvertWarning",
+    "ConvertedDataset",
+    "convert",
+    "resolve_jobs",
+    "sniff",
+]
+
+MAX_JOBS = 64
+LABELS = {"h5": "HDF5", "nc": "NetCDF", "zarr": "Zarr"}
+
+
+class _Source(Protocol):
+    kind: str
+    label: str
+
+    def variables(self) -> list[SourceVar]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConvertedDataset:
+    """One dataset written: its name, shape, stored dtype and tile shape."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunk_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What `convert` wrote; `to_dict()` is the JSON `tet convert` prints."""
+
+    input: str
+    output: str
+    source: str
+    datasets: tuple[ConvertedDataset, ...]
+    history: tuple[dict[str, Any], ...]
+    elapsed_secs: float
+
+    @property
+    def dataset_names(self) -> list[str]:
+        return [d.name for d in self.datasets]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input,
+            "output": self.output,
+            "dataset_count": len(self.datasets),
+            "dataset_names": self.dataset_names,
+            "datasets": [{"name": d.name, "ndim": len(d.shape), "dims": list(d.shape)}
+                         for d in self.datasets],
+            "history": [{k: row[k] for k in ("op", "source", "at")} for row in self.history],
+            "elapsed_secs": self.elapsed_secs,
+        }
+
+
+def resolve_jobs(jobs: int) -> int:
+    """Worker threads for `jobs`: 0 means the host's parallelism; clamped to 1..64."""
+    if jobs < 0:
+        raise ValueError(f"jobs must be >= 0 (0 = host parallelism), got {jobs}")
+    if jobs == 0:
+        try:
+            jobs = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            jobs = os.cpu_count() or 1
+    return max(1, min(MAX_JOBS, jobs))
+
+
+def _open(kind: Kind, path: Path, keep_packed: bool) -> _Source:
+    if kind == "h5":
+        from tet.convert.hdf5 import H5Source
+
+        return H5Source(path, keep_packed=keep_packed)
+    if kind == "nc":
+        from tet.convert.netcdf import NCSource
+
+        return NCSource(path, keep_packed=keep_packed)
+    from tet.convert.zarr import ZarrSource
+
+    return ZarrSource(path, keep_packed=keep_packed)
+
+
+def _check_output(src: Path, dst: Path) -> None:
+    if dst.is_dir():
+        raise ConvertError(f"output `{dst}` is a directory")
+    if not dst.parent.is_dir():
+        raise ConvertError(f"output directory `{dst.parent}` does not exist")
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise ConvertError(f"output `{dst}` is the input file")
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    jobs: int = 0,
+    codec: str = "raw",
+    keep_packed: bool = False,
+    progress: ProgressFn | None = None,
+    timestamp: int | None = None,
+) -> ConvertReport:
+    """Convert an HDF5 file, a NetCDF file or a Zarr v3 store into a new .tet file.
+
+    Parameters
+    ----------
+    src : the source file or Zarr directory (`.gz .bz2 .xz .zst .zip` layers around a
+        file are undone first, into temp files beside `dst`).
+    dst : the .tet file to write; built beside and renamed into place, so a failed
+        conversion leaves nothing behind (an existing file stays as it was).
+    jobs : parallel block readers; 0 = host parallelism, clamped to 1..64.
+    codec : "raw" or "zstd" payloads.
+    keep_packed : store CF-packed variables as stored, with their `scale_factor`,
+        `add_offset` and `_FillValue` attributes, instead of decoding them.
+    progress : called as ``progress(dataset, tiles_done, tiles_total)`` after each block.
+    timestamp : Unix seconds to record as the history row's `at` and the file's
+        `created_at` instead of now (reproducible output).
+
+    Returns
+    -------
+    ConvertReport
+
+    Raises
+    ------
+    ConvertError
+        Unsupported input, missing reader library, no numeric arrays, or a variable
+        that failed (the message names it).
+
+    Warns
+    -----
+    ConvertWarning
+        For each array left out (strings, compounds, scalars, empty arrays, …) and for
+        footer metadata the format's limits cannot hold.
+    """
+    from tet.file import TetFile
+    from tet.writer import TetWriter
+
+    started = time.perf_counter()
+    if codec not in ("raw", "zstd"):
+        raise ValueError(f"unknown codec {codec!r} (use 'raw' or 'zstd')")
+    workers = resolve_jobs(jobs)
+    src_p = Path(os.path.expanduser(os.fspath(src)))
+    dst_p = Path(os.path.expanduser(os.fspath(dst)))
+    kind = sniff(src_p)
+    _check_output(src_p, dst_p)
+    with ExitStack() as stack:
+        path = src_p if kind == "zarr" else stack.enter_context(uncompressed(src_p, dst_p.parent))
+        source = _open(kind, path, keep_packed)
+        stack.callback(source.close)
+        variables = source.variables()
+        if not variables:
+            raise ConvertError(f"no supported numeric datasets found in {src_p}")
+        fit_footer(variables)
+        stamp = None if timestamp is None else str(int(timestamp))
+        writer = TetWriter.create(dst_p, tool="tet convert",
+                                  clock=None if stamp is None else lambda: stamp)
+        try:
+            writer.push_history_event("convert", kind)
+            write_variables(writer, variables, codec=codec, jobs=workers, progress=progress)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+    with TetFile(dst_p) as written:
+        history = tuple(dict(row) for row in written.history)
+    datasets = tuple(ConvertedDataset(v.name, v.shape, for_numpy(v.dtype).name, tile_shape(v))
+                     for v in variables)
+    return ConvertReport(input=str(src_p), output=str(dst_p), source=kind, datasets=datasets,
+                         history=history,
+                         elapsed_secs=round(time.perf_counter() - started, 6))
