@@ -56,6 +56,7 @@ bench: build
 	$(PY) bench/bench_fold.py
 	$(PY) bench/bench_tier_c.py
 	$(PY) bench/bench_convert.py
+	$(PY) bench/bench_xarray.py
 
 interop: build
 	$(PY) tools/interop.py

@@ -7,6 +7,11 @@ error is a `TetError`.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
 from tet.convert import ConvertError, ConvertReport, ConvertWarning, convert
 from tet.errors import (
     CatalogError,
@@ -74,10 +79,13 @@ __all__ = [
     "convert",
     "core_version",
     "export",
+    "from_xarray",
     "full_selection",
     "open",
+    "query_many",
     "selection_slices",
     "simd_level",
+    "to_dask",
     "typing_stub",
     "write_dataset",
     "write_to_wire",
@@ -93,3 +101,27 @@ def typing_stub(path: str) -> str:
     """`TetFile.typing_stub` of the file at `path`."""
     with open(path) as f:
         return f.typing_stub()
+
+
+# The integrations import their libraries only when called: `import tet` stays light.
+def to_dask(file: TetFile | str | os.PathLike[str], name: str, selection: Any = None, *,
+            block_bytes: int | None = None) -> Any:
+    """`tet.dask.to_dask`: a lazy dask array of one dataset (needs the ``dask`` extra)."""
+    from tet.dask import to_dask as run
+
+    return run(file, name, selection, block_bytes=block_bytes)
+
+
+def from_xarray(ds: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+    """`tet.xarray_write.from_xarray`: write an xarray Dataset (needs the ``xarray`` extra)."""
+    from tet.xarray_write import from_xarray as run
+
+    return run(ds, path, **kwargs)
+
+
+def query_many(paths: Iterable[str | os.PathLike[str]], doc: Any, client: Any = None,
+               **kwargs: Any) -> Any:
+    """`tet.many.query_many`: one query on many files (local pool or a distributed Client)."""
+    from tet.many import query_many as run
+
+    return run(paths, doc, client, **kwargs)

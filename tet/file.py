@@ -102,6 +102,13 @@ class Dataset:
         """``file.read_numpy(self.name, selection)`` (the dataset's own file by default)."""
         return self._owner(file).read_numpy(self.name, selection)
 
+    def to_dask(self, selection: Any = None, *, block_bytes: int | None = None) -> Any:
+        """A lazy dask array of this dataset (or a selection): whole chunks grouped into
+        blocks of about `block_bytes` (default 64 MiB); needs the ``dask`` extra."""
+        from tet.dask import to_dask
+
+        return to_dask(self._owner(None), self.name, selection, block_bytes=block_bytes)
+
     def __getitem__(self, key: Any) -> Any:
         sel = box_from_key(key, self.shape)
         owner = self._owner(None)

@@ -1,0 +1,263 @@
+"""Dask arrays over ``.tet`` datasets, and the per-process cache of open files that
+dask workers and the xarray backend read through.
+
+A block of a `to_dask` array is one `TetFile.read_numpy` call.  Blocks follow the
+file's chunk grid: neighbouring chunks are grouped (innermost axis first) until a
+block reaches `block_bytes`, so a 1 GiB dataset becomes a graph of tens of tasks,
+not thousands.  The graph holds only small picklable descriptions of the file
+(path plus device, inode, size and mtime), never an open handle, so it ships to
+distributed workers as is.  Each worker process opens a file once and keeps it in
+`open_cached`'s cache; a file replaced on disk after the graph was built is
+refused rather than read.
+
+This module imports dask only inside `to_dask`, so the xarray backend can use the
+cache without dask installed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tet.errors import TetError
+from tet.file import TetFile
+from tet.selection import Box
+
+if TYPE_CHECKING:
+    import dask.array
+
+__all__ = [
+    "DEFAULT_BLOCK_BYTES",
+    "FileKey",
+    "block_chunks",
+    "block_count",
+    "cache_info",
+    "clear_cache",
+    "file_key",
+    "open_cached",
+    "read_box",
+    "to_dask",
+]
+
+DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
+CACHE_SIZE = 64
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FileKey:
+    """Which file, exactly: a path and the identity of what it held when the graph (or
+    the xarray dataset) was built.  A rewrite replaces the inode (writers rename into
+    place), so a stale key never matches a new file."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def file_key(path: PathLike) -> FileKey:
+    """The key of the file at `path` now (`FileNotFoundError` when missing)."""
+    p = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    st = os.stat(p)
+    return FileKey(p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+_lock = threading.Lock()
+_cache: OrderedDict[FileKey, TetFile] = OrderedDict()
+_opens: dict[str, int] = {}
+
+
+def open_cached(key: FileKey) -> TetFile:
+    """This process's open `TetFile` for `key`, opening it on first use.
+
+    The cache is an LRU of `CACHE_SIZE` files.  Evicted files are not closed here: a
+    block being read in another thread may still use one; the mapping goes when the
+    last reference does.
+
+    Raises
+    ------
+    TetError
+        The file at ``key.path`` is no longer the one the key describes.
+    """
+    with _lock:
+        f = _cache.get(key)
+        if f is not None:
+            _cache.move_to_end(key)
+            return f
+    now = file_key(key.path)
+    if now != key:
+        raise TetError(
+            f"{key.path} changed after it was opened for dask/xarray (it was {key.size} bytes, "
+            f"mtime {key.mtime_ns} ns; now {now.size} bytes, mtime {now.mtime_ns} ns); "
+            "open it again"
+        )
+    opened = TetFile(key.path)
+    with _lock:
+        f = _cache.setdefault(key, opened)
+        if f is opened:
+            _opens[key.path] = _opens.get(key.path, 0) + 1
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return f
+
+
+def cache_info() -> dict[str, int]:
+    """Per path: how many times this process has opened it through the cache (a test
+    and diagnostics hook: a dask worker should show 1 per file it read)."""
+    with _lock:
+        return dict(_opens)
+
+
+def clear_cache() -> None:
+    """Forget every cached file (each closes once no array or task still uses it)."""
+    with _lock:
+        _cache.clear()
+        _opens.clear()
+
+
+def read_box(key: FileKey, name: str, start: Sequence[int], stop: Sequence[int],
+             step: Sequence[int]) -> np.ndarray[Any, Any]:
+    """One block: a single `read_numpy` of the box, through the process cache.
+
+    The memory budget is the block itself: the caller sized it, so it is never refused.
+    """
+    f = open_cached(key)
+    box = Box(tuple(start), tuple(stop), tuple(step))
+    nbytes = max(1, box.size * f.dataset(name).numpy_dtype.itemsize)
+    sel = {"start": list(start), "stop": list(stop), "step": list(step)}
+    return f.read_numpy(name, sel, memory_budget_bytes=nbytes)
+
+
+# ---------------------------------------------------------------------------
+# The block grid
+
+
+def _segments(start: int, stop: int, step: int, chunk: int) -> list[int]:
+    """Lengths (in selected elements) of the runs that fall in one file chunk each,
+    in order, along one axis of a selection."""
+    count = len(range(start, stop, step))
+    last = start + (count - 1) * step
+    first_chunk, last_chunk = start // chunk, last // chunk
+    bounds = np.arange(first_chunk + 1, last_chunk + 1, dtype=np.int64) * chunk
+    # first selected index at or past each chunk boundary
+    cuts = -((start - bounds) // step)
+    edges = np.unique(np.concatenate(([0], cuts, [count])))
+    sizes = np.diff(edges)
+    return [int(n) for n in sizes[sizes > 0]]
+
+
+def block_chunks(box: Box, chunk_shape: Sequence[int], itemsize: int,
+                 block_bytes: int) -> tuple[tuple[int, ...], ...]:
+    """Dask chunks for a selection: whole file chunks grouped into blocks of at most
+    `block_bytes` (a single chunk larger than that is one block on its own).
+
+    The innermost axis is grouped first, then, once it is whole, the next one out,
+    so blocks are long row-major runs; every block boundary is a chunk boundary.
+    """
+    segs = [_segments(s, e, k, c) for s, e, k, c in
+            zip(box.start, box.stop, box.step, chunk_shape)]
+    groups = [1] * len(segs)
+    extent = [max(seg) for seg in segs]  # one chunk on every axis: the smallest block
+    for d in reversed(range(len(segs))):
+        seg = np.asarray(segs[d], dtype=np.int64)
+        others = itemsize * math.prod(extent) // extent[d]
+
+        def widest(g: int, seg: np.ndarray[Any, Any] = seg) -> int:
+            return int(np.add.reduceat(seg, np.arange(0, len(seg), g)).max())
+
+        lo, hi = 1, len(seg)
+        while lo < hi:  # the most chunks per block that still fit the target
+            mid = (lo + hi + 1) // 2
+            if others * widest(mid) <= block_bytes:
+                lo = mid
+            else:
+                hi = mid - 1
+        groups[d], extent[d] = lo, widest(lo)
+        if lo < len(seg):
+            break
+    return tuple(
+        tuple(sum(seg[i : i + g]) for i in range(0, len(seg), g))
+        for seg, g in zip(segs, groups)
+    )
+
+
+def _resolve(file: TetFile | PathLike) -> tuple[TetFile, FileKey]:
+    if isinstance(file, TetFile):
+        key = file_key(file.path)
+        return open_cached(key), key
+    key = file_key(file)
+    return open_cached(key), key
+
+
+def to_dask(
+    file: TetFile | PathLike,
+    name: str,
+    selection: Any = None,
+    *,
+    block_bytes: int | None = None,
+) -> dask.array.Array:
+    """A lazy `dask.array.Array` of one dataset (or of a selection of it).
+
+    Parameters
+    ----------
+    file : an open `TetFile` or a path.
+    name : catalog name of the dataset.
+    selection : any `read_numpy` selection (wire form, box form, labels); None = all.
+    block_bytes : target block size (default 64 MiB).  Blocks are whole chunks
+        grouped together; a chunk larger than the target is a block by itself.
+
+    Raises
+    ------
+    UnknownDatasetError, SelectionError
+        At once, not at compute time.
+    ImportError
+        dask is not installed (``pip install tet-arrays[dask]``).
+    """
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    target = DEFAULT_BLOCK_BYTES if block_bytes is None else int(block_bytes)
+    if target < 1:
+        raise ValueError(f"block_bytes must be >= 1, got {block_bytes!r}")
+    f, key = _resolve(file)
+    ds = f.dataset(name)
+    _, box = f.resolve(name, selection)
+    dtype = ds.numpy_dtype
+    chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
+    token = tokenize(key.path, key.device, key.inode, key.size, key.mtime_ns, name,
+                     box.start, box.stop, box.step, chunks)
+    graph_name = f"tet-{Path(key.path).stem}-{name}-{token}"
+    starts = [np.concatenate(([0], np.cumsum(c)[:-1])).astype(int).tolist() for c in chunks]
+    dsk: dict[Any, Any] = {}
+    for index in np.ndindex(*(len(c) for c in chunks)):
+        lo, hi = [], []
+        for d, i in enumerate(index):
+            first = starts[d][i]
+            lo.append(box.start[d] + first * box.step[d])
+            hi.append(box.start[d] + (first + chunks[d][i] - 1) * box.step[d] + 1)
+        dsk[(graph_name, *index)] = (read_box, key, name, tuple(lo), tuple(hi), box.step)
+    graph = HighLevelGraph.from_collections(graph_name, dsk, dependencies=())
+    meta = np.empty((0,) * len(chunks), dtype=dtype)
+    array: dask.array.Array = da.Array(  # type: ignore[no-untyped-call]
+        graph, graph_name, chunks, meta=meta)
+    return array
+
+
+def block_count(shape: Sequence[int], chunk_shape: Sequence[int], itemsize: int,
+                block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """How many tasks `to_dask` makes for a whole dataset of this geometry."""
+    chunks = block_chunks(Box.full(shape), chunk_shape, itemsize, block_bytes)
+    return math.prod(len(c) for c in chunks)

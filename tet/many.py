@@ -1,0 +1,326 @@
+"""One query document over many ``.tet`` files: `query_many`.
+
+Each file is one task: on a `dask.distributed.Client` when one is given, else on a
+local thread pool (the C kernels release the GIL).  Responses come back in the
+order of the paths.
+
+With ``combine=True`` the files are reduced together.  Every task folds its file
+into the same accumulators a single query uses (count, compensated sums, shifted
+moments, extremes, NaN/inf/fill counts), and the caller merges them in path order
+with the rules the engine uses between chunks (Neumaier sums, the Chan et al.
+merge of means and squared deviations), then finishes them with the engine's own
+formulas.  The answer is the one a single file holding all the data would give,
+up to the rounding of a different summation order.
+
+What combines: the tier A/B folds except ``arg_min``/``arg_max`` (their indices
+are positions inside one file).  Scalar reductions always combine.  A partial
+reduction combines cell by cell, so every file must give the same reduced shape:
+this is the answer for files that are pieces of one array split along a
+*reduced* axis (e.g. a time series in daily files, reduced over time).  Pieces
+split along a kept axis do not combine (concatenate the per-file responses
+instead).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tet import kernels
+from tet.errors import CatalogError, QueryError, TetError
+from tet.file import TetFile
+from tet.query import response as resp
+from tet.query.document import QueryDocument, parse_text, parse_value, resolve_axes, resolve_fill
+from tet.query.folds import FOLDS
+from tet.query.ops import OPS
+
+__all__ = ["COMBINABLE_OPS", "query_many"]
+
+PathLike = str | os.PathLike[str]
+Acc = np.ndarray[Any, Any]
+
+COMBINABLE_OPS = frozenset(k for k in FOLDS if k not in ("arg_min", "arg_max"))
+"""Ops `query_many(..., combine=True)` merges across files."""
+
+NO_INDEX = np.uint64(kernels.NO_INDEX)
+
+
+# ---------------------------------------------------------------------------
+# Failures cross process boundaries as plain data: some exception classes need
+# keyword arguments to be rebuilt and would not unpickle on the client.
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    kind: str            # "catalog", "os" or "tet"
+    message: str
+    errno: int | None = None
+
+
+def _capture(exc: BaseException) -> _Failure:
+    if isinstance(exc, CatalogError):
+        return _Failure("catalog", str(exc))
+    if isinstance(exc, OSError):
+        return _Failure("os", exc.strerror or str(exc), exc.errno)
+    return _Failure("tet", str(exc))
+
+
+def _raise(path: str, failure: _Failure) -> None:
+    text = failure.message if path in failure.message else f"{path}: {failure.message}"
+    if failure.kind == "catalog":
+        raise CatalogError(text)
+    if failure.kind == "os":
+        raise OSError(failure.errno or 0, text)
+    raise TetError(text)
+
+
+def _query_one(path: str, doc: dict[str, Any], preview: int | None) -> Any:
+    """One file's response (task body; runs in a worker)."""
+    try:
+        with TetFile(path) as f:
+            return f.query(doc, preview=preview)
+    except (TetError, CatalogError, OSError) as exc:
+        return _capture(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class FilePartial:
+    """One file's fold accumulators, shaped like its reduced result."""
+
+    cells: Acc               # kernels.ACC_DTYPE, one per output cell, row-major
+    shape: tuple[int, ...]   # the reduced (kept) shape; () for a scalar
+    axes: tuple[int, ...]    # the resolved reduced axes
+    count: int               # elements in the file's logical selection
+    fill: float              # null_count's resolved fill (0.0 otherwise)
+    stored: int              # payload bytes of the chunks the selection touches
+
+
+def _partial_one(path: str, doc: dict[str, Any]) -> FilePartial | _Failure:
+    """Fold one file into raw accumulators (task body; runs in a worker)."""
+    try:
+        return file_partial(path, parse_value(doc))
+    except (TetError, CatalogError, OSError) as exc:
+        return _capture(exc)
+
+
+def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
+    """The accumulators of `doc`'s fold over one file (same validation as a query)."""
+    op = doc.operation
+    assert op is not None and op.key in COMBINABLE_OPS
+    with TetFile(path) as f:
+        ds = f.dataset(doc.dataset)
+        axes = resolve_axes(op.axes, ds.ndim, list(ds.dim_names) if ds.dim_names else None)
+        fill = resolve_fill(op.params, dict(ds.attrs)) if op.key == "null_count" else 0.0
+        dataset_id, box = f.resolve(doc.dataset, doc.selection)
+        table = f._table(dataset_id)
+        reduce = list(axes) if axes else list(range(ds.ndim))
+        what = FOLDS[op.key][0]
+        cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill)
+        touched = table.touch(box.start, box.stop, box.step).astype(np.int64)
+        kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
+        return FilePartial(cells, kept, axes, box.size, fill, int(table.stored[touched].sum()))
+
+
+# ---------------------------------------------------------------------------
+# The merge: the engine's chunk merge (csrc/fold.c, tet_acc_merge), vectorised.
+
+
+def _neumaier(a: Acc, hi: str, lo: str, x: Acc) -> None:
+    s = a[hi]
+    t = s + x
+    finite = np.isfinite(t)
+    comp = np.where(np.abs(s) >= np.abs(x), (s - t) + x, (x - t) + s)
+    a[lo] = np.where(finite, a[lo] + comp, a[lo])
+    a[hi] = t
+
+
+def _moments(a: Acc, b: Acc, n: str, mean: str, m2: str, shift: str) -> None:
+    na, nb = a[n].copy(), b[n]
+    total = na + nb
+    safe = np.where(total > 0, total, 1.0)
+    delta = ((b[shift] - a[shift]) + b[mean]) - a[mean]
+    both = (na > 0) & (nb > 0)
+    only_b = (na == 0) & (nb > 0)
+    a[mean] = np.where(both, a[mean] + delta * (nb / safe), np.where(only_b, b[mean], a[mean]))
+    a[m2] = np.where(both, a[m2] + b[m2] + delta * delta * (na * nb / safe),
+                     np.where(only_b, b[m2], a[m2]))
+    a[shift] = np.where(only_b, b[shift], a[shift])
+    a[n] = total
+
+
+def _extreme(a: Acc, b: Acc, value: str, at: str, better: Callable[[Acc, Acc], Acc]) -> None:
+    take = (b[at] != NO_INDEX) & ((a[at] == NO_INDEX) | better(b[value], a[value]))
+    a[value] = np.where(take, b[value], a[value])
+    a[at] = np.where(take, b[at], a[at])
+
+
+def merge_accumulators(a: Acc, b: Acc, what: int) -> None:
+    """Merge `b` into `a` in place (b's elements follow a's), cell by cell."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        if what & kernels.FOLD_MOMENTS:
+            _neumaier(a, "sum", "sum_c", b["sum"])
+            _neumaier(a, "sum", "sum_c", b["sum_c"])
+            _moments(a, b, "n", "mean", "m2", "shift")
+        else:
+            a["n"] += b["n"]
+        if what & kernels.FOLD_NAN_MOMENTS:
+            _neumaier(a, "nn_sum", "nn_sum_c", b["nn_sum"])
+            _neumaier(a, "nn_sum", "nn_sum_c", b["nn_sum_c"])
+            _moments(a, b, "nn", "nn_mean", "nn_m2", "nn_shift")
+        if what & kernels.FOLD_NORMS:
+            for hi, lo in (("abs_sum", "abs_c"), ("sq_sum", "sq_c")):
+                _neumaier(a, hi, lo, b[hi])
+                _neumaier(a, hi, lo, b[lo])
+        if what & kernels.FOLD_PRODUCT:
+            a["prod"] *= b["prod"]
+        if what & kernels.FOLD_MINMAX:
+            nan_b = b["first_nan"] != NO_INDEX
+            a["first_nan"] = np.where(nan_b & (a["first_nan"] == NO_INDEX), b["first_nan"],
+                                      a["first_nan"])
+            _extreme(a, b, "min", "argmin", np.less)
+            _extreme(a, b, "max", "argmax", np.greater)
+        if what & kernels.FOLD_COUNTS:
+            for field in ("nan_count", "inf_count", "null_count"):
+                a[field] += b[field]
+
+
+def _same_fill(x: float, y: float) -> bool:
+    return (math.isnan(x) and math.isnan(y)) or np.float64(x).tobytes() == np.float64(y).tobytes()
+
+
+def combine_partials(doc: QueryDocument, paths: Sequence[str],
+                     partials: Sequence[FilePartial]) -> dict[str, Any]:
+    """The combined response (query.md §13 shape, ``tet_files`` listing the inputs)."""
+    op = doc.operation
+    assert op is not None
+    first = partials[0]
+    for path, p in zip(paths, partials):
+        if p.shape != first.shape:
+            raise QueryError(
+                f"validation: combine=True needs the same reduced shape from every file; "
+                f"{paths[0]} gives {list(first.shape)}, {path} gives {list(p.shape)} "
+                "(run without combine and concatenate the responses)")
+        if not _same_fill(p.fill, first.fill):
+            raise QueryError(
+                f"validation: null_count fill differs between files ({first.fill} in "
+                f"{paths[0]}, {p.fill} in {path}); pass `fill` in the query")
+    what, finish = FOLDS[op.key]
+    merged = first.cells.copy()
+    for p in partials[1:]:
+        merge_accumulators(merged, p.cells, what)
+    values = finish(merged).reshape(first.shape)
+    spec = OPS[op.key]
+    assert spec.scalar_field is not None and spec.reduced_field is not None
+    fields: dict[str, Any] = {
+        "total_bytes_read_from_disk": sum(p.stored for p in partials),
+        "memory_strategy": "streaming_fold",
+        "operation_element_count": sum(p.count for p in partials),
+    }
+    if first.axes:
+        fields["operation_reduced_shape"] = list(first.shape)
+        flat = values.ravel()
+        fields[spec.reduced_field] = (flat.astype(np.float64) if op.key == "count"
+                                      else flat).tolist()
+    else:
+        fields[spec.scalar_field] = values.item()
+    fill = first.fill if op.key == "null_count" else None
+    out = resp.response(
+        layout_version=doc.layout_version, dataset=doc.dataset,
+        selection_axes=len(doc.selection) if doc.selection is not None else None,
+        operation=op.echo(first.axes, fill),
+        message=f"query accepted; dataset matched in {len(paths)} files; operation executed "
+                "per file and the fold accumulators combined (see execution.operation_*)",
+        execution=resp.execution_block(fields))
+    out["tet_files"] = list(paths)
+    return out
+
+
+# ---------------------------------------------------------------------------
+
+
+def _document(doc: Any) -> QueryDocument:
+    if isinstance(doc, dict):
+        return parse_value(doc)
+    if isinstance(doc, str):
+        return parse_text(doc)
+    raise TypeError("query must be a dict or JSON string")
+
+
+def _run(client: Any, fn: Callable[..., Any], paths: list[str], args: tuple[Any, ...],
+         max_workers: int | None) -> list[Any]:
+    if client is not None:
+        futures = client.map(fn, paths, *[[a] * len(paths) for a in args], pure=False)
+        return list(client.gather(futures))
+    if not paths:
+        return []
+    workers = max_workers or min(len(paths), kernels.thread_count())
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(lambda p: fn(p, *args), paths))
+
+
+def query_many(
+    paths: Iterable[PathLike],
+    doc: Any,
+    client: Any = None,
+    *,
+    combine: bool = False,
+    preview: int | None = None,
+    max_workers: int | None = None,
+) -> Any:
+    """Run one query document on many ``.tet`` files.
+
+    Parameters
+    ----------
+    paths : the files, in the order the answers come back.
+    doc : a query document (dict, or JSON/TOML text), as for `TetFile.query`.
+    client : a ``dask.distributed.Client``: one task per file runs on its workers.
+        None runs the files on a local thread pool of `max_workers` threads.
+    combine : merge the per-file results into one response (tier A/B folds except
+        arg_min/arg_max; a partial reduction needs the same reduced shape from every
+        file); see the module docstring.
+    preview : sample count per response, as in `TetFile.query` (not with combine).
+
+    Returns
+    -------
+    A list of response dicts, one per path, or with ``combine=True`` one response
+    whose ``execution`` holds the combined ``operation_*`` fields and whose
+    ``tet_files`` lists the inputs.
+
+    Raises
+    ------
+    QueryError
+        The document is invalid (checked before anything runs), or does not combine.
+    TetError, CatalogError, OSError
+        A file failed; the message starts with its path.
+    """
+    parsed = _document(doc)
+    wire = parsed.to_dict()
+    names = [os.fspath(os.path.expanduser(os.fspath(p))) for p in paths]
+    if combine:
+        op = parsed.operation
+        if op is None or op.key not in COMBINABLE_OPS:
+            shown = "no operation" if op is None else f"{op.key!r}"
+            raise QueryError(
+                f"validation: combine=True works for the folds "
+                f"{', '.join(sorted(COMBINABLE_OPS))}; the document has {shown}")
+        if preview:
+            raise ValueError("preview does not apply with combine=True")
+        if not names:
+            raise ValueError("combine=True needs at least one file")
+        outcomes = _run(client, _partial_one, names, (wire,), max_workers)
+        for path, outcome in zip(names, outcomes):
+            if isinstance(outcome, _Failure):
+                _raise(path, outcome)
+        return combine_partials(parsed, names, outcomes)
+    outcomes = _run(client, _query_one, names, (wire, preview), max_workers)
+    for path, outcome in zip(names, outcomes):
+        if isinstance(outcome, _Failure):
+            _raise(path, outcome)
+    return outcomes
+
