@@ -1,21 +1,37 @@
 """Writing: `TetWriter` sessions and the one-shot `write_dataset`.
 
 A session queues datasets (whole arrays, or streamed block by block with
-bounded memory) and `commit` writes the complete file beside the target, fsyncs
-it and renames it into place: a crash never leaves a torn file where a good one
-was.  Payloads are written in index order, back to back; tiling and zstd run in
-C across all cores, a window of chunks per call.
+bounded memory) and `commit` finishes the file beside the target, fsyncs it and
+renames it into place: a crash never leaves a torn file where a good one was.
+Tiling and zstd run in C across all cores, a window of chunks per call.
+
+Payload bytes are written once.  The header's length depends only on the
+datasets (one index row per tile), so when the first streamed tile is complete
+the session opens its output file (anonymous until commit), reserves the header
+and from then on appends every complete tile at its final offset; whole arrays
+and copied datasets are placed between the streams in catalog order.  Tiles land
+in completion order, so a caller that writes in index order gets payloads back
+to back in index order.  `commit` adds what is left, the footer, and the header
+at offset 0 last.  A dataset declared after the first streamed tile grows the
+header: `commit` then rebuilds the file in index order by copying, which costs
+what a spool file would (every payload written twice).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import math
 import os
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from io import FileIO
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -41,13 +57,16 @@ from tet.selection import box_from_key
 __all__ = ["DatasetStream", "TetWriter", "default_chunk_shape", "write_dataset"]
 
 PathLike = str | os.PathLike[str]
+Clock = Callable[[], str]
 CODECS = {"raw": 0, "zstd": 1}
 TARGET_CHUNK_BYTES = 8 * 1024 * 1024
 WINDOW_BYTES = 16 * 1024 * 1024
+WRITE_AHEAD_BYTES = 64 * 1024 * 1024  # queued appends a session's writer thread may hold
 MAX_NAME_BYTES = 1024
 
 
 def _now() -> str:
+    """The default clock: Unix seconds as a decimal string."""
     return str(int(time.time()))
 
 
@@ -124,19 +143,219 @@ def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
 
 
 # ---------------------------------------------------------------------------
-# Pending datasets: each writes its payloads in index order and returns its rows.
+# The output file
+
+
+def _temp_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp"
+
+
+def _pwrite_all(fd: int, data: Any, pos: int) -> int:
+    """Write every byte of `data` at `pos`; returns the end offset."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        done = os.pwrite(fd, view, pos)
+        if done <= 0:
+            raise OSError(f"short write at offset {pos}")
+        view = view[done:]
+        pos += done
+    return pos
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """libc's sync_file_range(2), where there is one (Linux)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    out: Callable[[int, int, int, int], int] = fn
+    return out
+
+
+def _write_out(fd: int, data: Any, pos: int) -> int:
+    """Write `data` at `pos` and start writing it back to disk without waiting
+    (SYNC_FILE_RANGE_WRITE), so the disk works while the next blocks are encoded
+    and the commit's fsync finds little left to do."""
+    end = _pwrite_all(fd, data, pos)
+    start_writeback = _sync_file_range()
+    if start_writeback is not None:
+        start_writeback(fd, pos, end - pos, 2)
+    return end
+
+
+_worker = threading.local()
+
+
+def _mark_worker(token: object) -> None:
+    _worker.token = token
+
+
+def _drop(file: FileIO, names: list[Path], writer: ThreadPoolExecutor, token: object) -> None:
+    """Close a store once no write to its descriptor can still run (a write after the
+    close could land in a file that reused the number), and remove its temp name."""
+
+    def close() -> None:
+        for name in names:
+            name.unlink(missing_ok=True)
+        names.clear()
+        file.close()
+
+    if getattr(_worker, "token", None) is token:  # collected on its own writer thread
+        writer.submit(close)
+        writer.shutdown(wait=False)
+        return
+    writer.shutdown(wait=True, cancel_futures=True)
+    close()
+
+
+class _Store:
+    """A file beside the target that payloads are appended to, `base` bytes reserved
+    for the header.  Anonymous (O_TMPFILE) where the file system allows, so a crash
+    while blocks stream in leaves nothing behind; `name` links it in as a hidden
+    ``.tmp`` file at commit, to be renamed over the target."""
+
+    def __init__(self, target: Path, base: int, *, anonymous: bool) -> None:
+        self.target = target
+        self.base = self.end = base
+        self._names: list[Path] = []
+        fd = -1
+        if anonymous and hasattr(os, "O_TMPFILE"):
+            try:
+                fd = os.open(target.parent, os.O_TMPFILE | os.O_RDWR, 0o666)
+            except OSError:  # no O_TMPFILE on this file system: a named file instead
+                fd = -1
+        if fd < 0:
+            path = _temp_path(target)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            self._names.append(path)
+        self.file = FileIO(fd, "r+")
+        token = object()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tet-write",
+                                          initializer=_mark_worker, initargs=(token,))
+        self._ahead: deque[tuple[Future[int], int]] = deque()
+        self._ahead_bytes = 0
+        self._failed: BaseException | None = None
+        self._finalizer = weakref.finalize(self, _drop, self.file, self._names, self._writer,
+                                           token)
+
+    def fileno(self) -> int:
+        return self.file.fileno()
+
+    def append(self, data: Any) -> int:
+        """Queue `data` (contiguous bytes, left unchanged until written) for the end and
+        return where it starts.  A writer thread writes it while the caller encodes
+        the next block; a failed write raises from a later `append` or `flush`, and
+        from every call after that."""
+        self._check()
+        n = memoryview(data).nbytes
+        at = self.end
+        self.end += n
+        self._ahead.append((self._writer.submit(_write_out, self.fileno(), data, at), n))
+        self._ahead_bytes += n
+        while len(self._ahead) > 1 and self._ahead_bytes > WRITE_AHEAD_BYTES:
+            self._wait_one()
+        return at
+
+    def _check(self) -> None:
+        if self._failed is not None:  # the file has a hole: it must never be committed
+            raise OSError(f"an earlier write to the output failed: {self._failed}")
+
+    def _wait_one(self) -> None:
+        done, n = self._ahead.popleft()
+        self._ahead_bytes -= n
+        try:
+            done.result()
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
+    def flush(self) -> None:
+        """Wait for every queued append."""
+        self._check()
+        while self._ahead:
+            self._wait_one()
+
+    def at_end(self) -> FileIO:
+        """The file positioned at the end, for writers that append (`emit`); they
+        move `end` themselves."""
+        self.flush()
+        self.file.seek(self.end)
+        return self.file
+
+    def copy_rows(self, src: _Store, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Append the payloads of `rows` (offsets in `src`) in row order; returns the
+        rows with their offsets here."""
+        src.flush()
+        at = self.end
+        stored = rows["stored_byte_len"]
+        _copy_runs(src.fileno(), self.at_end(), rows["payload_offset"], stored)
+        out = rows.copy()
+        out["payload_offset"] = np.uint64(at) + np.cumsum(stored, dtype=np.uint64) - stored
+        self.end = at + int(stored.sum())
+        return out
+
+    def name(self) -> Path:
+        """The hidden temp name beside the target (linked in now if anonymous; an
+        OSError where /proc is not mounted)."""
+        if not self._names:
+            path = _temp_path(self.target)
+            dir_fd = os.open(self.target.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:  # linkat(AT_SYMLINK_FOLLOW): plain link() cannot take /proc links
+                os.link(f"/proc/self/fd/{self.fileno()}", path.name, dst_dir_fd=dir_fd,
+                        follow_symlinks=True)
+            finally:
+                os.close(dir_fd)
+            self._names.append(path)
+        return self._names[0]
+
+    def published(self) -> None:
+        """The temp name was renamed over the target: nothing is left to remove."""
+        self._names.clear()
+
+    def discard(self) -> None:
+        """Close the file and remove its temp name, if any (idempotent)."""
+        self._finalizer()
+
+
+# ---------------------------------------------------------------------------
+# Pending datasets.  Each places its payloads in a store (at commit, or earlier
+# while streams fill the output) and knows its index rows there.
 
 
 @dataclass
 class _Pending:
     record: DatasetRecord
     meta: dict[str, Any]
+    store: _Store | None = field(default=None, repr=False)
+    rows: np.ndarray[Any, Any] | None = field(default=None, repr=False)
 
     def emit(self, out: IO[bytes], dataset_id: int, at: int) -> np.ndarray[Any, Any]:
+        """Write every payload at `out`'s position (offset `at`), in index order."""
         raise NotImplementedError
 
-    def close(self) -> None:
-        """Release anything held (spool files)."""
+    def place(self, store: _Store, dataset_id: int) -> None:
+        """Write the payloads at the end of `store`."""
+        at = store.end
+        rows = self.emit(store.at_end(), dataset_id, at)
+        store.end = at + int(rows["stored_byte_len"].sum())
+        self.store, self.rows = store, rows
+
+    def rows_in(self, out: _Store, dataset_id: int) -> np.ndarray[Any, Any]:
+        """This dataset's index rows with its payloads in `out`: written there now,
+        copied from where they were placed earlier, or already there."""
+        if self.store is None:
+            self.place(out, dataset_id)
+        elif self.store is not out:
+            assert self.rows is not None
+            self.rows = out.copy_rows(self.store, self.rows)
+            self.store = out
+        assert self.rows is not None
+        rows = self.rows.copy()
+        rows["dataset_id"] = dataset_id
+        return rows
 
 
 @dataclass
@@ -175,6 +394,10 @@ class _ArraySource(_Pending):
         entries["codec"] = self.codec
         return entries
 
+    def place(self, store: _Store, dataset_id: int) -> None:
+        super().place(store, dataset_id)
+        self.array = self.array[:0]  # written: no need to hold the caller's array
+
 
 @dataclass
 class _CopiedSource(_Pending):
@@ -196,33 +419,40 @@ class DatasetStream:
     """A dataset written block by block: ``stream[a:b, :] = block``.
 
     Blocks may have any position and size; tiles they cover completely are
-    encoded at once and spooled beside the target, tiles they cover partly wait
-    in memory until the rest arrives.  Memory stays bounded by the blocks in
-    flight.  Elements never written read as 0 (as in h5py and zarr).
+    encoded at once and written to the session's output file (in the order they
+    complete: write in index order to get payloads in index order), tiles they
+    cover partly wait in memory until the rest arrives.  Memory stays bounded by
+    the blocks in flight.  Elements never written read as 0 (as in h5py and zarr).
     """
 
     def __init__(self, record: DatasetRecord, dtype: np.dtype[Any], codec: int, level: int,
-                 spool_dir: Path) -> None:
+                 session: TetWriter) -> None:
         self.record = record
         self._dtype = dtype
         self._codec = codec
         self._level = level
-        self._spool_dir = spool_dir
-        self._spool: IO[bytes] | None = None
-        self._done: dict[int, tuple[int, int]] = {}  # linear tile -> (spool offset, length)
+        self._owner = weakref.ref(session)  # no cycle: a dropped session is freed at once
+        self._store: _Store | None = None  # where this dataset's tiles go
+        self._done: dict[int, tuple[int, int]] = {}  # linear tile -> (offset, length) there
         self._partial: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
         self._counts = tile_counts(record.shape, record.chunk_shape)
+        self._tiles = math.prod(self._counts)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self.record.shape
 
-    def _spool_file(self) -> IO[bytes]:
-        if self._spool is None:
-            path = self._spool_dir / f".{self.record.name.replace('/', '_')}.{os.getpid()}.spool"
-            self._spool = path.open("w+b")
-            path.unlink()  # anonymous: nothing is left behind if the process dies
-        return self._spool
+    @property
+    def _session(self) -> TetWriter:
+        session = self._owner()
+        if session is None:
+            raise RuntimeError(f"the TetWriter session of {self.record.name!r} is gone")
+        return session
+
+    @property
+    def complete(self) -> bool:
+        """Every tile is encoded and placed."""
+        return len(self._done) == self._tiles
 
     def __setitem__(self, key: Any, block: Any) -> None:
         sel = box_from_key(key, self.shape)
@@ -235,6 +465,7 @@ class DatasetStream:
 
     def write(self, block: np.ndarray[Any, Any], offset: Sequence[int]) -> None:
         """Write a dense block whose first element lands at `offset`."""
+        self._session._check_open()
         r = self.record
         block = np.ascontiguousarray(block, dtype=self._dtype)
         if block.ndim != r.ndim or len(offset) != r.ndim:
@@ -259,18 +490,9 @@ class DatasetStream:
         if full.any():
             payload, lens = kernels.encode(block, t0[full] - lo, t1[full] - t0[full],
                                            codec=self._codec, level=self._level)
-            self._spool_tiles(linear[full], payload, lens)
+            self._session._put_tiles(self, linear[full], payload, lens)
         for i, (dst, src) in zip(partial, regions):
             self._write_partial(int(linear[i]), t0[i], t1[i], dst, block[src])
-
-    def _spool_tiles(self, linear: np.ndarray[Any, Any], payload: np.ndarray[Any, Any],
-                     lens: np.ndarray[Any, Any]) -> None:
-        spool = self._spool_file()
-        spool.seek(0, os.SEEK_END)
-        at = spool.tell()
-        _write_all(spool, payload)
-        for key, off, n in zip(linear, np.cumsum(lens) - lens, lens):
-            self._done[int(key)] = (at + int(off), int(n))
 
     def _partial_region(self, key: int, t0: np.ndarray[Any, Any], t1: np.ndarray[Any, Any],
                         lo: np.ndarray[Any, Any], hi: np.ndarray[Any, Any]) -> tuple[Any, Any]:
@@ -293,56 +515,75 @@ class DatasetStream:
         tile[dst] = values
         mask[dst] = True
         if mask.all():
+            self._encode_tile(key, tile)
             del self._partial[key]
-            self._encode_tiles([key], [tile])
 
-    def _encode_tiles(self, keys: Sequence[int], tiles: Sequence[np.ndarray[Any, Any]]) -> None:
-        for key, tile in zip(keys, tiles):
-            origin = np.zeros((1, tile.ndim), dtype=np.int64)
-            extent = np.asarray([tile.shape], dtype=np.int64)
-            payload, lens = kernels.encode(tile, origin, extent, codec=self._codec,
-                                           level=self._level)
-            self._spool_tiles(np.asarray([key]), payload, lens)
+    def _encode_tile(self, key: int, tile: np.ndarray[Any, Any]) -> None:
+        origin = np.zeros((1, tile.ndim), dtype=np.int64)
+        extent = np.asarray([tile.shape], dtype=np.int64)
+        payload, lens = kernels.encode(tile, origin, extent, codec=self._codec, level=self._level)
+        self._session._put_tiles(self, np.asarray([key]), payload, lens)
 
     def _finish(self) -> None:
-        """Encode what is left: partly written tiles, then never written ones (zeros)."""
-        keys = list(self._partial)
-        self._encode_tiles(keys, [self._partial[k][0] for k in keys])
-        self._partial.clear()
+        """Encode what is left, in index order: partly written tiles as they are, never
+        written ones as zeros (a window of them per encode call)."""
+        if self.complete:
+            return
+        r = self.record
+        _, _, extent = _grid(r.shape, r.chunk_shape)
+        raw = np.prod(extent, axis=1) * self._dtype.itemsize
+        zeros = np.zeros(r.chunk_shape, self._dtype)
+        run: list[int] = []
+        run_bytes = 0
+
+        def flush() -> None:
+            if run:
+                keys = np.asarray(run, np.int64)
+                payload, lens = kernels.encode(zeros, np.zeros((len(keys), r.ndim), np.int64),
+                                               extent[keys], codec=self._codec,
+                                               level=self._level)
+                self._session._put_tiles(self, keys, payload, lens)
+                run.clear()
+
+        for key in range(self._tiles):
+            if key in self._done:
+                continue
+            if key in self._partial:
+                flush()
+                run_bytes = 0
+                self._encode_tile(key, self._partial.pop(key)[0])
+                continue
+            if run and run_bytes + int(raw[key]) > WINDOW_BYTES:
+                flush()
+                run_bytes = 0
+            run.append(key)
+            run_bytes += int(raw[key])
+        flush()
+
+    def _rows(self, dataset_id: int) -> np.ndarray[Any, Any]:
+        """Index rows of the finished stream, offsets in its store."""
         r = self.record
         coords, _, extent = _grid(r.shape, r.chunk_shape)
-        missing = np.asarray([k for k in range(len(coords)) if k not in self._done], np.int64)
-        if len(missing):
-            zeros = np.zeros(r.chunk_shape, self._dtype)
-            payload, lens = kernels.encode(zeros, np.zeros((len(missing), r.ndim), np.int64),
-                                           extent[missing], codec=self._codec, level=self._level)
-            self._spool_tiles(missing, payload, lens)
+        entries = _entries(dataset_id, coords)
+        spans = np.asarray([self._done[k] for k in range(len(coords))], dtype=np.uint64)
+        entries["payload_offset"] = spans[:, 0]
+        entries["raw_byte_len"] = np.prod(extent, axis=1) * self._dtype.itemsize
+        entries["stored_byte_len"] = spans[:, 1]
+        entries["codec"] = self._codec
+        return entries
 
 
 @dataclass
 class _StreamSource(_Pending):
     stream: DatasetStream | None = None
 
-    def emit(self, out: IO[bytes], dataset_id: int, at: int) -> np.ndarray[Any, Any]:
+    def rows_in(self, out: _Store, dataset_id: int) -> np.ndarray[Any, Any]:
         assert self.stream is not None
         s = self.stream
-        s._finish()
-        coords, _, extent = _grid(s.record.shape, s.record.chunk_shape)
-        entries = _entries(dataset_id, coords)
-        spans = np.asarray([s._done[k] for k in range(len(coords))], dtype=np.uint64)
-        spool = s._spool_file()
-        spool.flush()
-        _copy_runs(spool.fileno(), out, spans[:, 0], spans[:, 1])
-        stored = spans[:, 1]
-        entries["payload_offset"] = np.uint64(at) + np.cumsum(stored, dtype=np.uint64) - stored
-        entries["raw_byte_len"] = np.prod(extent, axis=1) * s._dtype.itemsize
-        entries["stored_byte_len"] = stored
-        entries["codec"] = s._codec
-        return entries
-
-    def close(self) -> None:
-        if self.stream is not None and self.stream._spool is not None:
-            self.stream._spool.close()
+        if self.rows is None:
+            s._finish()  # into its store, or into `out` if it has none yet
+            self.store, self.rows = s._store, s._rows(dataset_id)
+        return super().rows_in(out, dataset_id)
 
 
 # ---------------------------------------------------------------------------
@@ -354,13 +595,25 @@ class TetWriter:
     Use `create` for a new file or `open_append` to add datasets to an existing
     one (its payload bytes are copied verbatim).  As a context manager the
     session commits on a clean exit and discards everything on an exception.
+    Streams of one session may be written from several threads.
     """
 
-    def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py") -> None:
+    def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py",
+                 clock: Clock | None = None) -> None:
         from tet.file import TetFile  # the reader sits beside us, not below
 
         self._path = Path(os.path.expanduser(os.fspath(path)))
+        self._clock = clock
         self._pending: list[_Pending] = []
+        # Output: opened at the first streamed tile, for the datasets declared so far
+        # (`_frozen` of them); `_next` is the first of those not yet placed in order.
+        self._lock = threading.RLock()
+        self._store: _Store | None = None
+        self._stores: list[_Store] = []
+        self._frozen = 0
+        self._next = 0
+        self._in_order = True
+        self._closed = False
         self._history: list[dict[str, Any]] = []
         self._old_history: list[dict[str, Any]] = []
         self._metadata: dict[str, Any] = {}
@@ -385,15 +638,18 @@ class TetWriter:
             self._pending.append(_CopiedSource(record, {}, old=rows, fd=fd))
 
     @classmethod
-    def create(cls, path: PathLike, *, tool: str = "tet-py") -> TetWriter:
+    def create(cls, path: PathLike, *, tool: str = "tet-py",
+               clock: Clock | None = None) -> TetWriter:
         """A session for a new file (created or replaced at `commit`); `tool` is recorded
-        as the footer's ``file.tool``."""
-        return cls(path, tool=tool)
+        as the footer's ``file.tool``.  `clock` gives the time stamped on history rows
+        and ``file.created_at`` (Unix seconds as a decimal string; default: now), so a
+        caller can make output reproducible."""
+        return cls(path, tool=tool, clock=clock)
 
     @classmethod
-    def open_append(cls, path: PathLike) -> TetWriter:
+    def open_append(cls, path: PathLike, *, clock: Clock | None = None) -> TetWriter:
         """A session that keeps the datasets, history, metadata and settings of `path`."""
-        return cls(path, _append=True)
+        return cls(path, _append=True, clock=clock)
 
     @property
     def path(self) -> Path:
@@ -403,6 +659,9 @@ class TetWriter:
     def dataset_count(self) -> int:
         """Datasets queued in this session (not counting those already in the file)."""
         return self._queued
+
+    def _stamp(self) -> str:
+        return self._clock() if self._clock is not None else _now()
 
     def __enter__(self) -> TetWriter:
         return self
@@ -495,9 +754,9 @@ class TetWriter:
         data = arr.view(np.uint8) if arr.dtype.kind == "b" else arr.astype(wire.numpy, copy=False)
         meta = self._dataset_meta(name, shape, attrs, dim_names, coords)
         record = DatasetRecord(name, wire.tag, shape, chunk)
-        self._pending.append(_ArraySource(record, meta, array=np.ascontiguousarray(data),
-                                          codec=codec_id, level=int(level)))
-        self._queued += 1
+        source = _ArraySource(record, meta, array=np.ascontiguousarray(data), codec=codec_id,
+                              level=int(level))
+        self._queue(source)
 
     def create_dataset(
         self,
@@ -519,15 +778,20 @@ class TetWriter:
         shape_t, chunk = self._geometry(name, shape, wire.size, chunk_shape)
         meta = self._dataset_meta(name, shape_t, attrs, dim_names, coords)
         record = DatasetRecord(name, wire.tag, shape_t, chunk)
-        stream = DatasetStream(record, wire.numpy, _codec(codec), int(level), self._path.parent)
-        self._pending.append(_StreamSource(record, meta, stream=stream))
-        self._queued += 1
+        stream = DatasetStream(record, wire.numpy, _codec(codec), int(level), self)
+        self._queue(_StreamSource(record, meta, stream=stream))
         return stream
+
+    def _queue(self, source: _Pending) -> None:
+        with self._lock:  # streams of this session may be writing on other threads
+            self._check_name(source.record.name)
+            self._pending.append(source)
+            self._queued += 1
 
     def push_history_event(self, op: str, source: str, *, parents: Iterable[str] = (),
                            params: Mapping[str, str] | None = None) -> None:
         """Queue a history row (``at`` = now, Unix seconds)."""
-        self._history.append(history_row(op, source, _now(), parents, params))
+        self._history.append(history_row(op, source, self._stamp(), parents, params))
 
     def set_execution(self, *, memory_budget_bytes: int = 0,
                       memory_budget_percent_bps: int = 0) -> None:
@@ -538,45 +802,95 @@ class TetWriter:
             raise ValueError("memory_budget_percent_bps must be in 0..10000")
         self._budget = (memory_budget_percent_bps, memory_budget_bytes)
 
+    # -- placement ----------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("TetWriterSession already committed or aborted")
+
+    def _freeze(self) -> _Store:
+        """Open the output for the datasets declared so far: their header length is
+        known (one index row per tile), so payloads can go to their final offsets."""
+        records = [p.record for p in self._pending]
+        tiles = sum(math.prod(tile_counts(r.shape, r.chunk_shape)) for r in records)
+        store = self._store = _Store(self._path, header_length(records, tiles), anonymous=True)
+        self._stores.append(store)
+        self._frozen = len(self._pending)
+        self._advance()
+        return store
+
+    def _advance(self) -> None:
+        """Place whole arrays and copied datasets as soon as every dataset before them
+        in catalog order is complete, so payloads written in index order stay in
+        index order."""
+        while self._in_order and self._store is not None and self._next < self._frozen:
+            p = self._pending[self._next]
+            if isinstance(p, _StreamSource):
+                assert p.stream is not None
+                if not p.stream.complete:
+                    return
+            elif p.store is None:
+                p.place(self._store, self._next)
+            self._next += 1
+
+    def _put_tiles(self, stream: DatasetStream, keys: np.ndarray[Any, Any],
+                   payload: np.ndarray[Any, Any], lens: np.ndarray[Any, Any]) -> None:
+        """Append encoded tiles of `stream` to its store and record where they are."""
+        with self._lock:
+            self._check_open()
+            store = stream._store
+            if store is None:
+                store = stream._store = self._store or self._freeze()
+            at = store.append(payload)
+            starts = np.cumsum(lens) - lens
+            for key, off, n in zip(keys, starts, lens):
+                stream._done[int(key)] = (at + int(off), int(n))
+            self._advance()
+
     # -- commit -------------------------------------------------------------
     def commit(self, *, fsync: bool = True) -> Path:
-        """Write the file beside the target and rename it into place; returns its path."""
+        """Finish the file beside the target and rename it into place; returns its path.
+        `fsync=False` skips the file and directory syncs (faster; not crash safe)."""
         if self._committed:
             raise RuntimeError("TetWriterSession already committed")
         if not self._pending:
             raise _fail("at least one dataset is required")
         self._committed = True
-        tmp = self._path.parent / f".{self._path.name}.{os.getpid()}.{time.time_ns()}.tmp"
         try:
-            self._write(tmp, fsync)
-            os.replace(tmp, self._path)
+            with self._lock:
+                self._in_order = False
+                out = self._write(fsync)
+                os.replace(out.name(), self._path)
+                out.published()
             if fsync:
                 _fsync_dir(self._path.parent)
         except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        finally:
             self._release()
+            raise
+        self._release()
         return self._path
 
     def abort(self) -> None:
-        """Discard the session; nothing is written."""
+        """Discard the session; nothing is written (and nothing is left behind)."""
         self._committed = True
         self._release()
 
     def _release(self) -> None:
-        for p in self._pending:
-            p.close()
-        if self._source_fd >= 0:
-            os.close(self._source_fd)
-            self._source_fd = -1
-        if self._source is not None:
-            self._source.close()
-            self._source = None
+        with self._lock:
+            self._closed = True
+            for store in self._stores:
+                store.discard()
+            self._stores.clear()
+            self._store = None
+            if self._source_fd >= 0:
+                os.close(self._source_fd)
+                self._source_fd = -1
+            if self._source is not None:
+                self._source.close()
+                self._source = None
 
     def _footer_parts(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         history = self._old_history + (
-            self._history or [history_row("write", str(self._path), _now())]
+            self._history or [history_row("write", str(self._path), self._stamp())]
         )
         meta = _deep_copy(self._metadata)
         for p in self._pending:
@@ -587,34 +901,48 @@ class TetWriter:
 
         file_meta["tool"] = self._tool
         file_meta["library_version"] = __version__
-        file_meta.setdefault("created_at", _now())
+        file_meta.setdefault("created_at", self._stamp())
         return history, meta
 
-    def _write(self, tmp: Path, fsync: bool) -> None:
+    def _output(self, head_len: int) -> _Store:
+        """The file to finish: the one streams filled, when its reserved header is
+        still right and it can be given a name; else a new named file, into which
+        what was placed is copied in index order."""
+        old = self._store
+        if old is not None and old.base == head_len:
+            try:
+                old.name()
+                return old
+            except OSError:  # no /proc to link the anonymous file in: copy it
+                pass
+        out = self._store = _Store(self._path, head_len, anonymous=False)
+        self._stores.append(out)
+        return out
+
+    def _write(self, fsync: bool) -> _Store:
         records = [p.record for p in self._pending]
         counts = [math.prod(tile_counts(r.shape, r.chunk_shape)) for r in records]
         head_len = header_length(records, sum(counts))
         history, meta = self._footer_parts()
-        with tmp.open("wb", buffering=0) as out:
-            out.seek(head_len)
-            at = head_len
-            parts = []
-            for i, p in enumerate(self._pending):
-                e = p.emit(out, i, at)
-                if len(e) != counts[i]:
-                    raise TetError(f"{p.record.name!r}: {len(e)} tiles, expected {counts[i]}")
-                at += int(e["stored_byte_len"].sum())
-                parts.append(e)
-            footer = encode_footer(history, meta, at)
-            _write_all(out, np.frombuffer(footer, np.uint8))
-            entries = np.concatenate(parts)
-            bps, budget = self._budget
-            out.seek(0)
-            header = encode_header(records, entries, flags=FLAG_FOOTER if footer else 0,
-                                   budget_percent_bps=bps, budget_bytes=budget)
-            _write_all(out, np.frombuffer(header, np.uint8))
-            if fsync:
-                os.fsync(out.fileno())
+        out = self._output(head_len)
+        parts = []
+        for i, p in enumerate(self._pending):
+            e = p.rows_in(out, i)
+            if len(e) != counts[i]:
+                raise TetError(f"{p.record.name!r}: {len(e)} tiles, expected {counts[i]}")
+            parts.append(e)
+        footer = encode_footer(history, meta, out.end)
+        out.append(footer)
+        out.flush()
+        entries = np.concatenate(parts)
+        bps, budget = self._budget
+        header = encode_header(records, entries, flags=FLAG_FOOTER if footer else 0,
+                               budget_percent_bps=bps, budget_bytes=budget)
+        assert len(header) == head_len
+        _pwrite_all(out.fileno(), header, 0)
+        if fsync:
+            os.fsync(out.fileno())
+        return out
 
 
 def _codec(name: str) -> int:
