@@ -26,15 +26,15 @@ from tet.convert.source import (
     Box,
     ConvertError,
     SourceVar,
+    admit,
     cf_decoder,
     chunk_grid,
+    describe_each,
     footer_attrs,
     labels_for,
     require,
     skip,
-    unsupported_reason,
     valid_dim_names,
-    wire_dtype,
 )
 
 __all__ = ["H5Reader", "H5Source"]
@@ -156,14 +156,6 @@ def _attr_items(obj: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _usable_name(path: str) -> bool:
-    try:
-        n = len(path.encode("utf-8"))
-    except UnicodeEncodeError:
-        return False
-    return 0 < n <= 1024
-
-
 class H5Source:
     """An open HDF5 file; `variables()` describes what will be converted."""
 
@@ -207,38 +199,15 @@ class H5Source:
                 yield path, obj
 
     def variables(self) -> list[SourceVar]:
-        out = []
-        for path, ds in self._walk(self._file, ""):
-            try:
-                var = self._describe(path, ds)
-            except ConvertError:
-                raise
-            except Exception as exc:
-                raise ConvertError(f"failed to read `{path}`: {exc}") from exc
-            if var is not None:
-                out.append(var)
-        return out
+        return describe_each(self._walk(self._file, ""), self._describe)
 
     def _describe(self, path: str, ds: Any) -> SourceVar | None:
         shape = ds.shape
         if shape is None:
             skip(path, "empty dataspace")
             return None
-        if len(shape) == 0:
-            skip(path, "scalar")
-            return None
-        if not 1 <= len(shape) <= 8:
-            skip(path, f"rank {len(shape)} (the format allows 1..8)")
-            return None
-        if any(n == 0 for n in shape):
-            skip(path, f"empty array (shape {list(shape)})")
-            return None
-        wire = wire_dtype(ds.dtype)
+        wire = admit(path, shape, ds.dtype)
         if wire is None:
-            skip(path, unsupported_reason(ds.dtype))
-            return None
-        if not _usable_name(path):
-            skip(path, "name is not 1..1024 bytes of UTF-8")
             return None
         items = _attr_items(ds)
         if _text(dict(items).get("NAME")).startswith(PHONY_DIM):

@@ -22,15 +22,15 @@ from tet.convert.source import (
     Box,
     ConvertError,
     SourceVar,
+    admit,
     cf_decoder,
     chunk_grid,
+    describe_each,
     footer_attrs,
     labels_for,
     require,
     skip,
-    unsupported_reason,
     valid_dim_names,
-    wire_dtype,
 )
 
 __all__ = ["NCSource"]
@@ -106,17 +106,7 @@ class NCSource:
             yield from self._walk(group.groups[name], prefix + name + "/")
 
     def variables(self) -> list[SourceVar]:
-        out = []
-        for path, var in self._walk(self._root, ""):
-            try:
-                found = self._describe(path, var)
-            except ConvertError:
-                raise
-            except Exception as exc:
-                raise ConvertError(f"failed to read `{path}`: {exc}") from exc
-            if found is not None:
-                out.append(found)
-        return out
+        return describe_each(self._walk(self._root, ""), self._describe)
 
     def _describe(self, path: str, var: Any) -> SourceVar | None:
         nc = self._nc
@@ -125,21 +115,8 @@ class NCSource:
             skip(path, f"{'string' if var.dtype is str else kind} element type")
             return None
         shape = tuple(int(n) for n in var.shape)
-        if len(shape) == 0:
-            skip(path, "scalar")
-            return None
-        if len(shape) > 8:
-            skip(path, f"rank {len(shape)} (the format allows 1..8)")
-            return None
-        if any(n == 0 for n in shape):
-            skip(path, f"empty array (shape {list(shape)})")
-            return None
-        wire = wire_dtype(var.dtype)
+        wire = admit(path, shape, var.dtype)
         if wire is None:
-            skip(path, unsupported_reason(var.dtype))
-            return None
-        if not 0 < len(path.encode("utf-8", errors="replace")) <= 1024:
-            skip(path, "name is longer than 1024 bytes")
             return None
         items = _attr_items(var)
         cf = None

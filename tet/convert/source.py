@@ -10,12 +10,13 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tet.errors import TetError
 from tet.layout import LIMITS
+from tet.writer import MAX_NAME_BYTES
 
 __all__ = [
     "PREFERRED_ATTRS",
@@ -43,6 +44,7 @@ MAX_LABELS = LIMITS["coord_labels_per_axis"]
 MAX_TILE_BYTES = 64 * 1024 * 1024
 
 Box = tuple[slice, ...]
+T = TypeVar("T")
 
 
 class ConvertError(TetError):
@@ -58,6 +60,52 @@ class ConvertWarning(UserWarning):
 def skip(name: str, reason: str) -> None:
     """Warn that a source member was left out."""
     warnings.warn(f"skipped `{name}`: {reason}", ConvertWarning, stacklevel=3)
+
+
+def admit(name: str, shape: Sequence[int], dtype: Any) -> np.dtype[Any] | None:
+    """The wire dtype of an array the format can hold, or None after warning why it is
+    left out (a scalar, rank over 8, an empty extent, an element type without a tag, a
+    name that is not 1..1024 bytes of UTF-8)."""
+    reason = None
+    wire = None
+    if len(shape) == 0:
+        reason = "scalar"
+    elif len(shape) > 8:
+        reason = f"rank {len(shape)} (the format allows 1..8)"
+    elif any(n == 0 for n in shape):
+        reason = f"empty array (shape {list(shape)})"
+    elif (wire := wire_dtype(dtype)) is None:
+        reason = unsupported_reason(dtype)
+    elif not _usable_name(name):
+        reason = "name is not 1..1024 bytes of UTF-8"
+    if reason is not None:
+        skip(name, reason)
+        return None
+    return wire
+
+
+def _usable_name(name: str) -> bool:
+    try:
+        return 0 < len(name.encode("utf-8")) <= MAX_NAME_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+def describe_each(found: Iterable[tuple[str, T]],
+                  describe: Callable[[str, T], SourceVar | None]) -> list[SourceVar]:
+    """`describe` every (name, member) of a walk; a reader library's own failure becomes
+    a ConvertError naming the member."""
+    out = []
+    for name, member in found:
+        try:
+            var = describe(name, member)
+        except ConvertError:
+            raise
+        except Exception as exc:
+            raise ConvertError(f"failed to read `{name}`: {exc}") from exc
+        if var is not None:
+            out.append(var)
+    return out
 
 
 def require(module: str, what: str) -> ModuleType:

@@ -16,14 +16,13 @@ import numpy as np
 from tet.convert.source import (
     ConvertError,
     SourceVar,
+    admit,
     chunk_grid,
+    describe_each,
     footer_attrs,
     labels_for,
     require,
-    skip,
-    unsupported_reason,
     valid_dim_names,
-    wire_dtype,
 )
 
 __all__ = ["ZarrSource"]
@@ -108,35 +107,13 @@ class ZarrSource:
                 found = list(self._walk(self._root, ""))
             except Exception as exc:
                 raise ConvertError(f"invalid Zarr store `{self._path}`: {exc}") from None
-        out = []
-        for name, arr, chain in found:
-            try:
-                var = self._describe(name, arr, chain)
-            except ConvertError:
-                raise
-            except Exception as exc:
-                raise ConvertError(f"failed to read `{name}`: {exc}") from exc
-            if var is not None:
-                out.append(var)
-        return out
+        return describe_each(((name, (arr, chain)) for name, arr, chain in found),
+                             lambda name, member: self._describe(name, *member))
 
     def _describe(self, name: str, arr: Any, chain: list[Any]) -> SourceVar | None:
         shape = tuple(int(n) for n in arr.shape)
-        if len(shape) == 0:
-            skip(name, "scalar")
-            return None
-        if len(shape) > 8:
-            skip(name, f"rank {len(shape)} (the format allows 1..8)")
-            return None
-        if any(n == 0 for n in shape):
-            skip(name, f"empty array (shape {list(shape)})")
-            return None
-        wire = wire_dtype(arr.dtype)
+        wire = admit(name, shape, arr.dtype)
         if wire is None:
-            skip(name, unsupported_reason(arr.dtype))
-            return None
-        if len(name.encode("utf-8")) > 1024:
-            skip(name, "name is longer than 1024 bytes")
             return None
         try:
             chunks: tuple[int, ...] | None = tuple(arr.chunks)
