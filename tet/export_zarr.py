@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes, kernels
+from tet.durable import fsync_dir
 from tet.errors import TetError
 from tet.file import TetFile
 from tet.layout import DatasetRecord, tile_counts
@@ -320,16 +321,6 @@ def _tiles(a: _Array, root: Path, made: set[Path]) -> Iterator[_Tile]:
         yield _Tile(a, linear, tuple(coords), parent / str(coords[-1]))
 
 
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
 
 @dataclass
 class _Counts:
@@ -486,10 +477,10 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
                     path = tmp.joinpath(*a.parts)
                     dirs.update((path, path / "c"))
                 for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-                    _fsync_dir(d)
+                    fsync_dir(d)
             _swap(tmp, target, dst_text)
             if fsync:
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             for p in created:  # deepest first; only the directories this call made

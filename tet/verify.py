@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
+from tet.durable import fsync_dir
 from tet.errors import CatalogError, ChunkError
 from tet.kernels import TileTable
 from tet.layout import (
@@ -738,7 +739,7 @@ def _rewrite_prefix(target: Path, length: int, flags: int) -> None:
         made.append(backup)
         os.replace(tmp, target)
         made.remove(tmp)
-        _fsync_dir(folder)
+        fsync_dir(folder)
     except OSError as exc:
         raise CatalogError(f"cannot repair {target}: {exc.strerror or exc}") from None
     finally:
@@ -746,11 +747,3 @@ def _rewrite_prefix(target: Path, length: int, flags: int) -> None:
             with contextlib.suppress(OSError):
                 p.unlink()
 
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -39,6 +39,7 @@ from typing import IO, Any
 import numpy as np
 
 from tet import dtypes, kernels
+from tet.durable import fsync_dir
 from tet.errors import CatalogError, TetError
 from tet.layout import (
     ENTRY_DTYPE,
@@ -862,7 +863,7 @@ class TetWriter:
                 os.replace(out.name(), self._path)
                 out.published()
             if fsync:
-                _fsync_dir(self._path.parent)
+                fsync_dir(self._path.parent)
         except BaseException:
             self._release()
             raise
@@ -969,13 +970,6 @@ def _deep_copy(value: Any) -> Any:
         return [_deep_copy(v) for v in value]
     return value
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_dataset(

@@ -29,6 +29,7 @@ from typing import Any
 import platformdirs
 
 from tet.cli.common import CommandFailed
+from tet.durable import fsync_dir
 from tet.query.allow import APP, cache_roots
 
 try:
@@ -188,19 +189,8 @@ def _rewrite(path: Path, lines: list[bytes]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename; best effort (not possible on Windows or some filesystems)."""
-    if os.name == "nt":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _parse_row(raw: bytes) -> Row:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import platformdirs
 
+from tet.durable import fsync_dir, fsync_file
 from tet.errors import QueryError
 
 __all__ = ["Allowlist", "atomic_output", "cache_roots", "move_into_place", "temp_file"]
@@ -212,24 +213,6 @@ class Allowlist:
                     f"{', '.join(map(str, self.roots))}")
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename; best effort (not possible on Windows or some filesystems)."""
-    if os.name == "nt":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -249,9 +232,9 @@ def atomic_output(target: Path, *, what: str = "spill") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             shutil.copymode(target, tmp)  # keep an existing target's permissions
         yield tmp
-        _fsync_file(tmp)
+        fsync_file(tmp)
         os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException as exc:
         if created:
             with contextlib.suppress(OSError):
@@ -271,7 +254,7 @@ def move_into_place(src: Path, dst: Path) -> None:
         if exc.errno != errno.EXDEV:
             raise _fail(f"cannot move {src} to {dst}: {_oserr(exc)}") from exc
     else:
-        _fsync_dir(dst.parent)
+        fsync_dir(dst.parent)
         return
     with atomic_output(dst, what="output") as tmp:
         with src.open("rb") as fin, tmp.open("wb") as fout:
