@@ -34,8 +34,8 @@ import pytest
 import xarray as xr
 
 import tet
+from tests.test_dask import ReadCounter
 from tet.dask import clear_cache
-from tet.file import TetFile
 from tet.xarray_backend import TetBackendEntrypoint
 from tet.xarray_write import from_xarray
 
@@ -50,18 +50,6 @@ def _fresh_cache() -> Iterator[None]:
     clear_cache()
     yield
     clear_cache()
-
-
-class ReadCounter:
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        original = TetFile.read_numpy
-
-        def counting(f: TetFile, name: str, selection: Any = None, **kw: Any) -> Any:
-            self.calls.append((name, selection))
-            return original(f, name, selection, **kw)
-
-        monkeypatch.setattr(TetFile, "read_numpy", counting)
 
 
 # ---------------------------------------------------------------------------
