@@ -589,3 +589,9 @@ int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill,
                        at, 1);
     return TET_OK;
 }
+
+void tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what)
+{
+    for (uint64_t i = 0; i < n; i++)
+        tet_acc_merge(&a[i], &b[i], what);
+}

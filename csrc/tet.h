@@ -164,6 +164,9 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
                      tet_acc *cells, uint64_t n_cells, tet_report *report);
 /* Transform data (the dense selection) in place; non-finite inputs are kept. */
 int32_t tet_transform(tet_transform_spec *spec, uint8_t *data, uint64_t n_cells);
+/* Merge b[i] into a[i] for every i < n, as the fold merges its parts (b's
+ * elements follow a's): per-file accumulators of one query over many files. */
+void tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what);
 /* Test hook: fold a dense f64 vector as one cell. */
 int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc);
 

@@ -341,6 +341,16 @@ def fold_vector(x: np.ndarray[Any, Any], what: int, fill: float = 0.0) -> np.nda
     return acc
 
 
+def merge_cells(into: np.ndarray[Any, Any], other: np.ndarray[Any, Any], what: int) -> None:
+    """Merge `other`'s accumulators into `into`'s, cell by cell, with the fold's own merge
+    (`other`'s elements follow `into`'s)."""
+    if into.dtype != ACC_DTYPE or other.dtype != ACC_DTYPE or into.shape != other.shape:
+        raise ValueError("merge_cells takes two accumulator arrays of one shape")
+    other = np.ascontiguousarray(other)
+    lib.tet_acc_merge_cells(ffi.cast("tet_acc *", ffi.from_buffer(into, require_writable=True)),
+                            ffi.cast("const tet_acc *", ffi.from_buffer(other)), into.size, what)
+
+
 def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
     """Bytes `encode` may need for tiles of these raw sizes."""
     if codec == 0:

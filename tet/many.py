@@ -7,10 +7,10 @@ order of the paths.
 With ``combine=True`` the files are reduced together.  Every task folds its file
 into the same accumulators a single query uses (count, compensated sums, shifted
 moments, extremes, NaN/inf/fill counts), and the caller merges them in path order
-with the rules the engine uses between chunks (Neumaier sums, the Chan et al.
-merge of means and squared deviations), then finishes them with the engine's own
-formulas.  The answer is the one a single file holding all the data would give,
-up to the rounding of a different summation order.
+with the engine's own merge between fold parts (`kernels.merge_cells`: Neumaier
+sums, the Chan et al. merge of means and squared deviations), then finishes them
+with the engine's own formulas.  The answer is the one a single file holding all
+the data would give, up to the rounding of a different summation order.
 
 What combines: the tier A/B folds except ``arg_min``/``arg_max`` (their indices
 are positions inside one file).  Scalar reductions always combine.  A partial
@@ -48,7 +48,6 @@ Acc = np.ndarray[Any, Any]
 COMBINABLE_OPS = frozenset(k for k in FOLDS if k not in ("arg_min", "arg_max"))
 """Ops `query_many(..., combine=True)` merges across files."""
 
-NO_INDEX = np.uint64(kernels.NO_INDEX)
 
 
 # ---------------------------------------------------------------------------
@@ -127,69 +126,6 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
         return FilePartial(cells, kept, axes, box.size, fill, int(table.stored[touched].sum()))
 
 
-# ---------------------------------------------------------------------------
-# The merge: the engine's chunk merge (csrc/fold.c, tet_acc_merge), vectorised.
-
-
-def _neumaier(a: Acc, hi: str, lo: str, x: Acc) -> None:
-    s = a[hi]
-    t = s + x
-    finite = np.isfinite(t)
-    comp = np.where(np.abs(s) >= np.abs(x), (s - t) + x, (x - t) + s)
-    a[lo] = np.where(finite, a[lo] + comp, a[lo])
-    a[hi] = t
-
-
-def _moments(a: Acc, b: Acc, n: str, mean: str, m2: str, shift: str) -> None:
-    na, nb = a[n].copy(), b[n]
-    total = na + nb
-    safe = np.where(total > 0, total, 1.0)
-    delta = ((b[shift] - a[shift]) + b[mean]) - a[mean]
-    both = (na > 0) & (nb > 0)
-    only_b = (na == 0) & (nb > 0)
-    a[mean] = np.where(both, a[mean] + delta * (nb / safe), np.where(only_b, b[mean], a[mean]))
-    a[m2] = np.where(both, a[m2] + b[m2] + delta * delta * (na * nb / safe),
-                     np.where(only_b, b[m2], a[m2]))
-    a[shift] = np.where(only_b, b[shift], a[shift])
-    a[n] = total
-
-
-def _extreme(a: Acc, b: Acc, value: str, at: str, better: Callable[[Acc, Acc], Acc]) -> None:
-    take = (b[at] != NO_INDEX) & ((a[at] == NO_INDEX) | better(b[value], a[value]))
-    a[value] = np.where(take, b[value], a[value])
-    a[at] = np.where(take, b[at], a[at])
-
-
-def merge_accumulators(a: Acc, b: Acc, what: int) -> None:
-    """Merge `b` into `a` in place (b's elements follow a's), cell by cell."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        if what & kernels.FOLD_MOMENTS:
-            _neumaier(a, "sum", "sum_c", b["sum"])
-            _neumaier(a, "sum", "sum_c", b["sum_c"])
-            _moments(a, b, "n", "mean", "m2", "shift")
-        else:
-            a["n"] += b["n"]
-        if what & kernels.FOLD_NAN_MOMENTS:
-            _neumaier(a, "nn_sum", "nn_sum_c", b["nn_sum"])
-            _neumaier(a, "nn_sum", "nn_sum_c", b["nn_sum_c"])
-            _moments(a, b, "nn", "nn_mean", "nn_m2", "nn_shift")
-        if what & kernels.FOLD_NORMS:
-            for hi, lo in (("abs_sum", "abs_c"), ("sq_sum", "sq_c")):
-                _neumaier(a, hi, lo, b[hi])
-                _neumaier(a, hi, lo, b[lo])
-        if what & kernels.FOLD_PRODUCT:
-            a["prod"] *= b["prod"]
-        if what & kernels.FOLD_MINMAX:
-            nan_b = b["first_nan"] != NO_INDEX
-            a["first_nan"] = np.where(nan_b & (a["first_nan"] == NO_INDEX), b["first_nan"],
-                                      a["first_nan"])
-            _extreme(a, b, "min", "argmin", np.less)
-            _extreme(a, b, "max", "argmax", np.greater)
-        if what & kernels.FOLD_COUNTS:
-            for field in ("nan_count", "inf_count", "null_count"):
-                a[field] += b[field]
-
-
 def _same_fill(x: float, y: float) -> bool:
     return (math.isnan(x) and math.isnan(y)) or np.float64(x).tobytes() == np.float64(y).tobytes()
 
@@ -213,7 +149,7 @@ def combine_partials(doc: QueryDocument, paths: Sequence[str],
     what, finish = FOLDS[op.key]
     merged = first.cells.copy()
     for p in partials[1:]:
-        merge_accumulators(merged, p.cells, what)
+        kernels.merge_cells(merged, p.cells, what)
     values = finish(merged).reshape(first.shape)
     spec = OPS[op.key]
     assert spec.scalar_field is not None and spec.reduced_field is not None
