@@ -104,9 +104,9 @@ def test_traversal_refused_with_exact_message(proj: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "etc").exists()  # nothing created outside the roots
 
 
-def test_refusal_names_what(proj: Path) -> None:
+def test_refusal_wording_is_the_same_for_every_output(proj: Path) -> None:
     al = Allowlist.for_file(proj / "data.tet")
-    with pytest.raises(QueryError, match=r"^validation: write\.path path /nowhere/deep/f is not"):
+    with pytest.raises(QueryError, match=r"^validation: spill path /nowhere/deep/f is not"):
         al.resolve("/nowhere/deep/f", what="write.path")
     assert not Path("/nowhere").exists()
 

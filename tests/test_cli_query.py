@@ -302,7 +302,7 @@ def test_stats_key_sets_after_execute(cli: Any) -> None:
     s = json.loads(r.out)
     assert list(s) == ["status", "accepted", "dataset", "operation", "message", "tet_file",
                        "catalog", "read_plan", "execution"]
-    assert s["catalog"] == {"matched": True, "dataset_index": 0, "dtype": "f32", "shape": [2, 3]}
+    assert s["catalog"] == {"matched": True, "dataset_index": 0, "dtype": 1, "shape": [2, 3]}
     assert s["read_plan"] == {"chunk_touch_policy": DENSE, "chunk_count": 2,
                               "total_stored_bytes": 24, "logical_selection_shape": [2, 3],
                               "logical_f32_element_count": 6}

@@ -158,8 +158,9 @@ class Allowlist:
     def _allowed(self, path: Path) -> bool:
         return any(path.is_relative_to(root) for root in self.roots)
 
-    def _outside(self, what: str, given: str, resolved: Path) -> QueryError:
-        return _fail(f"{what} path {given} is not under an allowed root {_ROOTS_HINT}; "
+    def _outside(self, given: str, resolved: Path) -> QueryError:
+        """One text for every output kind: query.md §10 words it for spills."""
+        return _fail(f"spill path {given} is not under an allowed root {_ROOTS_HINT}; "
                      f"resolved to {resolved}")
 
     def resolve(self, path: str | os.PathLike[str], *, what: str = "spill") -> Path:
@@ -167,6 +168,8 @@ class Allowlist:
         "sidecar").  Relative paths join the `.tet` directory, not the cwd, so a document means
         the same thing wherever the host runs."""
         given = os.fspath(path)
+        if "\0" in given:
+            raise _fail("spill open failed: file name contained an unexpected NUL byte")
         seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
         p = Path(given)
         if not given or given.endswith(seps) or p.name in ("", ".", ".."):
@@ -179,16 +182,16 @@ class Allowlist:
             parent = p.parent.resolve()
             target = parent / p.name
             if not self._allowed(parent):
-                raise self._outside(what, given, target)
+                raise self._outside(given, target)
             parent.mkdir(parents=True, exist_ok=True)
             parent = parent.resolve(strict=True)
             target = parent / p.name
             if not self._allowed(parent):  # a symlink swapped in while we were creating
-                raise self._outside(what, given, target)
+                raise self._outside(given, target)
             if target.is_symlink():
                 target = target.resolve()
                 if not self._allowed(target):
-                    raise self._outside(what, given, target)
+                    raise self._outside(given, target)
                 target.parent.mkdir(parents=True, exist_ok=True)
         except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
             err = _oserr(exc) if isinstance(exc, OSError) else exc

@@ -60,15 +60,18 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     index = names.index(doc.dataset)
     record = f.catalog.datasets[index]
     ds = f.dataset(index)
+    dim_names = list(ds.dim_names) if ds.dim_names else None
     axes: tuple[int, ...] = ()
     fill: float | None = None
     if op is not None and op.key in ("covariance", "correlation"):
         axes = _observation_axis(op.axes, record.ndim, ds.dim_names)
     elif op is not None:
-        axes = resolve_axes(op.axes, record.ndim, list(ds.dim_names) if ds.dim_names else None)
+        axes = resolve_axes(op.axes, record.ndim, dim_names, fold_checks=False)
         if op.key == "null_count":
             fill = resolve_fill(op.params, dict(ds.attrs))
     dataset_id, box = f.resolve(doc.dataset, doc.selection)
+    if op is not None and preview is not None and op.key not in ("covariance", "correlation"):
+        resolve_axes(op.axes, record.ndim, dim_names)  # fold-time checks (query.md §4)
     plan = f.plan(doc.dataset, doc.selection)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)
@@ -117,7 +120,8 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
                 "block; omit `--execute`, set `spill`, or use a positive `--preview`")
         fields["memory_strategy"] = "capped_in_memory"
     elif tier == "A":
-        fields.update(_fold_fields(f, doc, dataset_id, box, axes, fill or 0.0, nbytes, available))
+        fields.update(_fold_fields(f, doc, dataset_id, box, axes,
+                                   0.0 if fill is None else fill, nbytes, available))
         fields["memory_strategy"] = "streaming_fold"
     elif tier == "C":
         assert allow is not None
@@ -135,11 +139,13 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     if preview_values is None and (op is None or tier != "T"):
         preview_values = _preview(f, dataset_id, box, preview)
     fields.update(resp.preview_fields(preview_dtype, preview_values, count, preview))
-    fields["operation_element_count"] = count
+    if op is not None:
+        fields["operation_element_count"] = count
     fields["memory_budget_bytes"] = budget
     if available is not None:
         fields["host_available_ram_bytes"] = available
-    fields["logical_selection_f32_bytes"] = 4 * count
+    if dt.name == "f32":
+        fields["logical_selection_f32_bytes"] = 4 * count
     fields["logical_selection_bytes"] = nbytes
     fields.update(_device(doc, op.key if op else None, bool(axes), dt.name, nbytes))
     return fields

@@ -11,6 +11,7 @@ same values promoted to float64 (ops.md §5, "Decision for this project").
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,7 +139,8 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
 def covariance(x: Arr, observation_axis: int, *, correlation: bool) -> Arr:
     """`np.cov(bias=True)` / `np.corrcoef` of a rank-2 selection, variables on the
     other axis: an order x order float64 matrix."""
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # one observation: NaN, as NumPy says
         rowvar = observation_axis == 1
         m = x.astype(np.float64, copy=False)
         c = np.corrcoef(m, rowvar=rowvar) if correlation else np.cov(m, rowvar=rowvar,

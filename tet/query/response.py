@@ -33,6 +33,8 @@ UNMATCHED = ("query accepted; dataset name not found in this file "
 DENSE = "dense_half_open_intervals_per_axis_json_step_ignored_for_chunk_touch_list"
 STRIDED = "strided_half_open_per_axis_json_step_applied_to_chunk_touch_list"
 
+# The dtypes whose `catalog.dataset_<dtype>_bytes` key the wire has (query.md §13).
+_SIZED = frozenset({"f32", "f64", "i32", "i64", "u8", "u16", "i16"})
 PREVIEW_ORDER = ("f32", "f64", "i32", "i64", "u8", "u16", "i16", "u32", "u64", "f16")
 _SCALARS = (
     "operation_element_count", "operation_sum", "operation_mean", "operation_median",
@@ -81,16 +83,16 @@ def clean(value: Any, *, finite: bool = True) -> Any:
 
 def catalog_block(index: int, record: DatasetRecord, rows: int,
                   file_execution: Mapping[str, int]) -> dict[str, Any]:
-    dt = dtypes.by_tag(record.dtype) if dtypes.is_known_tag(record.dtype) else None
     block: dict[str, Any] = {
         "matched": True,
         "dataset_index": index,
-        "dtype": dt.name if dt else str(record.dtype),
+        "dtype": record.dtype,
         "shape": list(record.shape),
         "chunk_shape": list(record.chunk_shape),
         "chunk_index_rows": rows,
     }
-    if dt is not None:
+    dt = dtypes.by_tag(record.dtype) if dtypes.is_known_tag(record.dtype) else None
+    if dt is not None and dt.name in _SIZED:
         block[f"dataset_{dt.name}_bytes"] = dt.size * math.prod(record.shape)
     block["file_execution"] = dict(file_execution)
     return block
@@ -139,14 +141,20 @@ def preview_fields(dtype_name: str, values: np.ndarray[Any, Any] | None,
     """All 20 preview keys; only the dataset dtype's array is filled (f16 as bit patterns)."""
     out: dict[str, Any] = {}
     for name in PREVIEW_ORDER:
-        mine = name == dtype_name and values is not None
-        if mine and values is not None:
-            out[f"{name}_preview"] = (values.view(np.uint16).tolist() if name == "f16"
-                                      else values.tolist())
-        else:
-            out[f"{name}_preview"] = []
-        out[f"{name}_preview_truncated"] = bool(mine and total > limit)
+        mine = name == dtype_name
+        out[f"{name}_preview"] = _wire_values(values) if mine and values is not None else []
+        out[f"{name}_preview_truncated"] = mine and total > limit
     return out
+
+
+def _wire_values(values: np.ndarray[Any, Any]) -> list[Any]:
+    """f16 as bit patterns; f32 as the shortest decimal that reads back as the same f32
+    (``0.1``, not the f64 widening ``0.10000000149011612``)."""
+    if values.dtype == np.float16:
+        return list(values.view(np.uint16).tolist())
+    if values.dtype == np.float32:
+        return list(values.astype(str).astype(np.float64).tolist())
+    return list(values.tolist())
 
 
 def execution_block(fields: Mapping[str, Any], *, finite: bool = True) -> dict[str, Any]:

@@ -32,17 +32,18 @@ __all__ = ["METHODS", "Transformed", "run_transform"]
 
 Arr = np.ndarray[Any, Any]
 
-# method -> (statistics it reports, fold passes upstream counts in total_bytes_read)
+# method -> (statistics it reports, statistics passes `total_bytes_read_from_disk` counts:
+# the reference engine's figures, so responses agree whatever our fold fuses)
 METHODS: dict[str, tuple[tuple[str, ...], int]] = {
     "zscore": (("mean", "std"), 2),
     "center": (("mean",), 1),
-    "scale": (("std",), 2),
-    "minmax": (("min", "max"), 1),
+    "scale": (("std",), 1),
+    "minmax": (("min", "max"), 2),
     "l1": (("norm_l1",), 1),
     "l2": (("norm_l2",), 1),
     "log1p": (("min",), 1),
     "sqrt": (("min",), 1),
-    "softmax": (("max",), 1),
+    "softmax": (("max",), 2),
 }
 STAT_FIELDS = ("mean", "std", "min", "max", "norm_l1", "norm_l2")
 
@@ -121,7 +122,8 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     from_fold = [s for s in reported if method not in ("log1p", "sqrt")]
     stats = (fold_many(f._table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN)
              if from_fold else {})
-    a, b = _parameters(method, stats, math.prod(kept))
+    with np.errstate(all="ignore"):  # inf - inf ranges become NaN: pass 2 reports them
+        a, b = _parameters(method, stats, math.prod(kept))
 
     # pass 2: the selection, rewritten in place where it lands
     def fill_and_transform(out: Arr) -> tuple[int, list[int]]:
