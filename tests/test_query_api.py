@@ -58,7 +58,7 @@ def test_query_accepts_dicts_json_and_toml(sample: tet.TetFile) -> None:
     assert as_dict == as_json == as_toml["execution"]["operation_reduced_mean"] == [2.0, 5.0]
     with pytest.raises(TypeError, match="query must be a dict or JSON string"):
         sample.query(42)
-    with pytest.raises(tet.QueryError, match="invalid query JSON"):
+    with pytest.raises(tet.QueryError, match="query string is not valid JSON: "):
         sample.query("{not json")
 
 

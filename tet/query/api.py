@@ -4,14 +4,17 @@ or `QueryResult` out, and one helper per tier A/B operation (``f.mean(name, axis
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tet.errors import TetError, UnknownDatasetError
+import numpy as np
+
+from tet.errors import QueryError, TetError, UnknownDatasetError
 from tet.query.allow import Allowlist
-from tet.query.document import Execution, QueryDocument, parse_device, parse_text, parse_value
+from tet.query.document import Execution, QueryDocument, load_text, parse_device, parse_value
 from tet.query.execute import execute_document
 from tet.query.ops import OPS
 from tet.query.result import QueryResult
@@ -36,6 +39,7 @@ HELPER_OPS = {name: name for name in (
     "median", "all_finite", "any_nan", "any_inf", "arg_min", "arg_max", "nan_count",
     "inf_count", "nan_mean", "nan_std")}
 HELPER_OPS["numel"] = "count"
+_JSON_PREFIX = "invalid query JSON: "
 _INT_OPS = frozenset({"count", "arg_min", "arg_max"})
 _BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
 
@@ -44,12 +48,24 @@ class QueryMethods:
     """Mixed into `TetFile`; everything goes through `execute_document`."""
 
     def _document(self, query: Any, device: str | None = None) -> QueryDocument:
-        if isinstance(query, dict):
-            doc = parse_value(query)
-        elif isinstance(query, str):
-            doc = parse_text(query)
-        else:
+        """Parse `query` (dict, JSON or TOML text); a string `dataset` the file does not
+        have is an `UnknownDatasetError` before any other rule (python-api.md §2)."""
+        f: TetFile = self  # type: ignore[assignment]
+        if isinstance(query, str):
+            try:
+                query = load_text(query)
+            except QueryError as exc:
+                text = str(exc)
+                if text.startswith(_JSON_PREFIX):
+                    raise QueryError("query string is not valid JSON: "
+                                     + text[len(_JSON_PREFIX):]) from None
+                raise
+        elif not isinstance(query, dict):
             raise TypeError("query must be a dict or JSON string")
+        name = query.get("dataset") if isinstance(query, dict) else None
+        if isinstance(name, str) and name not in f.datasets():
+            raise UnknownDatasetError(name, path=f.path, available=f.datasets())
+        doc = parse_value(query)
         if device is not None:
             ex = doc.execution or Execution(None, None, None, None)
             ex = dataclasses.replace(ex, device=parse_device(device))
@@ -59,10 +75,9 @@ class QueryMethods:
     def _run(self, query: Any, *, device: str | None, preview: int | None, plan: bool,
              sink: dict[str, Any] | None = None) -> tuple[QueryDocument, dict[str, Any]]:
         f: TetFile = self  # type: ignore[assignment]
+        limit = _preview_limit(preview)
         doc = self._document(query, device)
-        if doc.dataset not in f.datasets():
-            raise UnknownDatasetError(doc.dataset, path=f.path, available=f.datasets())
-        raw = execute_document(f, doc, preview=None if plan else (preview or 0),
+        raw = execute_document(f, doc, preview=None if plan else limit,
                                tet_file=str(f.path), spill_allow=f.spill_allow, sink=sink)
         return doc, raw
 
@@ -72,29 +87,32 @@ class QueryMethods:
 
     def query_execute(self, query: Any, *, device: str | None = None,
                       preview: int | None = None, raw: bool = True) -> Any:
-        doc, response = self._run(query, device=device, preview=preview, plan=False)
+        sink: dict[str, Any] = {}
+        doc, response = self._run(query, device=device, preview=preview, plan=False, sink=sink)
         if raw:
             return response
-        return self._result(doc, response, require_execution=True)
+        return self._result(doc, response, require_execution=True, sink=sink)
 
     def execute(self, query: Any, *, device: str | None = None, preview: int | None = None,
                 raw: bool = False, plan: bool = False) -> Any:
         """Like `query_execute` but a `QueryResult` by default; ``plan=True`` plans only."""
-        doc, response = self._run(query, device=device, preview=preview, plan=plan)
+        sink: dict[str, Any] = {}
+        doc, response = self._run(query, device=device, preview=preview, plan=plan, sink=sink)
         if raw:
             return response
-        return self._result(doc, response, require_execution=not plan)
+        return self._result(doc, response, require_execution=not plan, sink=sink)
 
     def plan_only(self, query: Any, *, raw: bool = True) -> Any:
         """The catalog and read plan of a document, without executing it."""
         return self.execute(query, raw=raw, plan=True)
 
     def _result(self, doc: QueryDocument, response: dict[str, Any], *,
-                require_execution: bool) -> QueryResult:
+                require_execution: bool, sink: dict[str, Any]) -> QueryResult:
         f: TetFile = self  # type: ignore[assignment]
         op = doc.operation.key if doc.operation else None
         return QueryResult.from_response(response, op=op, path=f.path,
-                                         require_execution=require_execution)
+                                         require_execution=require_execution,
+                                         exact=sink.get("execution"))
 
     def _axes(self, dataset: str, axes: AxisArg, axis: int | str | None) -> list[int]:
         if axes is not None and axis is not None:
@@ -118,18 +136,14 @@ class QueryMethods:
         doc: dict[str, Any] = {"dataset": dataset, wire: spec}
         if selection is not None:
             doc["selection"] = selection
-        response = self.query_execute(doc, device=device, preview=preview, raw=True)
+        result = self.query_execute(doc, device=device, preview=preview, raw=False)
         if raw:
-            return response
-        result = QueryResult.from_response(response, op=wire, path=getattr(self, "path", None),
-                                           require_execution=True)
+            return result.raw
         if resolved or preview is not None:
             return result
         if OPS[wire].scalar_field not in (result.execution or {}):
             raise TetError(f"missing scalar for op {wire!r}")
         value = result.scalar
-        if value is None:  # non-finite on the wire
-            return float("nan")
         if wire in _INT_OPS:
             return int(value)
         if wire in _BOOL_OPS:
@@ -172,16 +186,23 @@ class QueryMethods:
                    device: str | None = None, preview: int | None = None,
                    raw: bool = False) -> Any:
         """Population covariance (`np.cov(bias=True)`); observations along `axis`."""
-        (a,) = self._axes(dataset, None, axis)
+        a = self._observation_axis("covariance", dataset, axis)
         return self._matrix_like("covariance", dataset, a, selection, device, preview, raw)
 
     def correlation(self, dataset: str, axis: int | str, *, selection: Any = None,
                     device: str | None = None, preview: int | None = None,
                     raw: bool = False) -> Any:
         """`np.corrcoef`; observations along `axis`."""
-        (a,) = self._axes(dataset, None, axis)
+        a = self._observation_axis("correlation", dataset, axis)
         return self._matrix_like("correlation", dataset, {"axis": a}, selection, device,
                                  preview, raw)
+
+    def _observation_axis(self, op: str, dataset: str, axis: int | str | None) -> int:
+        if axis is None or isinstance(axis, (list, tuple)):
+            raise QueryError(f"{op} requires axis= (one observation axis, an index or a "
+                             "dimension name)")
+        (a,) = self._axes(dataset, None, axis)
+        return a
 
     def _matrix_like(self, op: str, dataset: str, body: Any, selection: Any,
                      device: str | None, preview: int | None, raw: bool) -> Any:
@@ -244,12 +265,12 @@ class QueryMethods:
         """Elements equal to `fill` (default: the dataset's _FillValue-style attr)."""
 
         def body(resolved: list[int]) -> Any:
-            if fill is None:
-                return resolved
-            out: dict[str, Any] = {"fill": fill}
-            if resolved:
+            out: dict[str, Any] = {} if fill is None else {"fill": fill}
+            if len(resolved) == 1:
+                out["axis"] = resolved[0]
+            elif resolved:
                 out["axes"] = resolved
-            return out
+            return out or []
 
         return self._reduce("null_count", dataset, axes, axis, selection=selection,
                             device=device, preview=preview, raw=raw, body=body)
@@ -275,4 +296,13 @@ for _name in HELPER_OPS:
 def _beside(f: TetFile, path: str | PathLike[str]) -> Path:
     """Relative paths name files beside the source `.tet`, not in the cwd."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else f.path.parent / p
+    return p if p.is_absolute() else Path(os.path.abspath(f.path.parent / p))
+
+
+def _preview_limit(preview: Any) -> int:
+    """None means no samples (limit 0); otherwise a non-negative integer."""
+    if preview is None:
+        return 0
+    if isinstance(preview, bool) or not isinstance(preview, (int, np.integer)) or preview < 0:
+        raise QueryError(f"preview must be a non-negative integer or None, got {preview!r}")
+    return int(preview)

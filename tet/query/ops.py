@@ -128,18 +128,23 @@ OPS: Mapping[str, OpSpec] = MappingProxyType({
     "transform": OpSpec("transform", "T", None, None, frozenset({"method"}), object_only=True,
                         object_example='{ "method": "zscore", "axis": 0 }',
                         extra_fields=("transform_method",),
-                        summary="Element-wise rewrite of an f32/f64 selection by `method` "
+                        summary="Element-wise rewrite of a selection by `method` "
                                 "(zscore, minmax, l1, l2, center, scale, log1p, sqrt, softmax) "
                                 "with statistics taken over the given axes; the output goes "
-                                "where `write` says (ram, switch, spill, sidecar)."),
+                                "where `write` says (ram, switch, spill, sidecar). f32 and f64 "
+                                "keep their dtype; integers and f16 give f64."),
 })
 """Every wire operation key (26), in the order of ops.md §3."""
 
+_REDUCTION_ORDER = ("sum", "mean", "min", "max", "var", "std", "product", "norm_l1", "norm_l2",
+                    "all_finite", "any_nan", "median", "nan_count", "inf_count", "null_count",
+                    "nan_mean", "nan_std", "any_inf", "count", "arg_min", "arg_max")
 REDUCTION_OPS: dict[str, tuple[str, str]] = {
-    k: (s.scalar_field, s.reduced_field) for k, s in OPS.items()
-    if not s.object_only and s.scalar_field is not None and s.reduced_field is not None
+    k: (s.scalar_field, s.reduced_field) for k, s in ((k, OPS[k]) for k in _REDUCTION_ORDER)
+    if s.scalar_field is not None and s.reduced_field is not None
 }
-"""python-api.md §1: list-style ops (tier A/B plus median) -> (scalar, reduced) field."""
+"""python-api.md §1: list-style ops (tier A/B plus median) -> (scalar, reduced) field, in
+the order the Python binding has always listed them."""
 
 QUERY_OP_KEYS = frozenset(REDUCTION_OPS) | {"quantile", "histogram", "covariance",
                                             "correlation", "transform"}

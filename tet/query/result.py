@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,17 +10,22 @@ import numpy as np
 
 from tet import dtypes
 from tet.errors import TetError, UnknownDatasetError
-from tet.query.ops import OPS
+from tet.query.ops import OPS, REDUCTION_OPS
 from tet.query.response import PREVIEW_ORDER
 
 __all__ = ["QueryResult"]
 
 
+# The ops whose scalar field `QueryResult.scalar` reads (python-api.md §4).
+_SCALAR_OPS = frozenset(REDUCTION_OPS) | {"quantile"}
+
+
 @dataclass(frozen=True)
 class QueryResult:
-    """The interesting parts of a response; ``raw`` keeps the whole document.
+    """The interesting parts of a response; ``raw`` keeps the whole wire document.
 
-    ``reduced`` is a NumPy array shaped ``reduced_shape`` for partial reductions.
+    ``reduced`` is a NumPy array shaped ``reduced_shape`` (bins last for a histogram).
+    Results read from the engine directly keep NaN and ±inf where the wire has ``null``.
     """
 
     accepted: bool
@@ -29,28 +35,41 @@ class QueryResult:
     reduced_shape: list[int] | None = None
     plan: dict[str, Any] | None = None
     execution: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
     matrix: list[float] | None = None
     matrix_order: int | None = None
     histogram_counts: list[float] | None = None
     histogram_edges: list[float] | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    exact: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_response(cls, raw: dict[str, Any], *, op: str | None = None, path: object = None,
-                      require_execution: bool = False) -> QueryResult:
-        """Check a response (unknown dataset, refusal, missing execution) and read it."""
+                      require_execution: bool = False,
+                      exact: dict[str, Any] | None = None) -> QueryResult:
+        """Check a response (unknown dataset, refusal, missing execution) and read it.
+
+        `op` defaults to the operation the response echoes; `exact` is the execution block
+        with its non-finite floats kept (the engine hands it over beside the wire form).
+        """
         catalog = raw.get("catalog") or {}
         if catalog.get("matched") is False:
             raise UnknownDatasetError(str(raw.get("dataset")), path=path,
                                       available=catalog.get("available_datasets", ()))
         if raw.get("accepted") is False:
             raise TetError(raw.get("message") or "query not accepted")
-        ex = raw.get("execution")
-        if op is not None and ex is None and require_execution:
+        if raw.get("accepted") is not True:
+            raise TetError("query not accepted (the response has no `accepted: true`)")
+        if op is None and isinstance(raw.get("operation"), dict) and len(raw["operation"]) == 1:
+            (op,) = raw["operation"]
+        wire = raw.get("execution")
+        if op is not None and wire is None and require_execution:
             raise TetError(raw.get("message") or "query has no execution block")
-        ex = ex or {}
+        ex = exact if exact is not None else (wire or {})
         spec = OPS.get(op) if op else None
-        scalar = ex.get(spec.scalar_field) if spec and spec.scalar_field else None
+        key = spec.scalar_field if spec and op in _SCALAR_OPS else None
+        scalar = ex.get(key) if key else None
+        if scalar is None and key in ex:
+            scalar = math.nan  # null on the wire: a non-finite value
         reduced = None
         shape = ex.get("operation_reduced_shape")
         if spec and spec.reduced_field and spec.reduced_field in ex:
@@ -59,18 +78,19 @@ class QueryResult:
             reduced = values.reshape([*dims, -1] if op == "histogram" else dims)
         order_key = f"operation_{op}_order" if op in ("covariance", "correlation") else None
         return cls(
-            accepted=bool(raw.get("accepted", True)),
+            accepted=True,
             message=raw.get("message"),
             scalar=scalar,
             reduced=reduced,
             reduced_shape=shape,
             plan=raw.get("read_plan"),
-            execution=raw.get("execution"),
-            matrix=ex.get(f"operation_{op}") if order_key else None,
-            matrix_order=ex.get(order_key) if order_key else None,
-            histogram_counts=ex.get("operation_histogram_counts"),
-            histogram_edges=ex.get("operation_histogram_edges"),
+            execution=wire,
             raw=raw,
+            matrix=_floats(ex.get(f"operation_{op}")) if order_key else None,
+            matrix_order=ex.get(order_key) if order_key else None,
+            histogram_counts=_floats(ex.get("operation_histogram_counts")),
+            histogram_edges=_floats(ex.get("operation_histogram_edges")),
+            exact=exact,
         )
 
     @property
@@ -82,7 +102,7 @@ class QueryResult:
         raise TetError("query result has no scalar or reduced value")
 
     def _preview_key(self) -> str | None:
-        ex = self.execution or {}
+        ex = self.exact or self.execution or {}
         for name in PREVIEW_ORDER:
             if ex.get(f"{name}_preview"):
                 return name
@@ -98,7 +118,8 @@ class QueryResult:
     @property
     def preview_truncated(self) -> bool:
         name = self._preview_key()
-        return bool(name and (self.execution or {}).get(f"{name}_preview_truncated"))
+        return bool(name and (self.exact or self.execution or {}).get(
+            f"{name}_preview_truncated"))
 
     @property
     def preview(self) -> np.ndarray[Any, Any] | None:
@@ -107,8 +128,13 @@ class QueryResult:
         return None if name is None else self.preview_array(name)
 
     def preview_array(self, name: str) -> np.ndarray[Any, Any]:
-        values = (self.execution or {})[f"{name}_preview"]
+        values = (self.exact or self.execution or {})[f"{name}_preview"]
         if name == "f16":
             return np.asarray(values, dtype=np.uint16).view(np.float16)
         dtype = dtypes.by_name(name).numpy
         return np.asarray([np.nan if v is None else v for v in values], dtype=dtype)
+
+
+def _floats(values: list[Any] | None) -> list[float] | None:
+    """A wire list with its nulls (non-finite values) read back as NaN."""
+    return None if values is None else [math.nan if v is None else v for v in values]

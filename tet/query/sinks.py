@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,7 @@ class TransformResult:
     def _base(raw: dict[str, Any], method: str) -> dict[str, Any]:
         ex = raw.get("execution") or {}
         return {"method": method, "stats": TransformStats.from_execution(ex),
-                "shape": _shape(raw), "dtype_tag": dtypes.by_name(raw["catalog"]["dtype"]).tag,
+                "shape": _shape(raw), "dtype_tag": int(raw["catalog"]["dtype"]),
                 "accepted": bool(raw.get("accepted", True)), "message": raw.get("message"),
                 "memory_strategy": ex.get("memory_strategy"), "raw": raw}
 
@@ -182,7 +183,7 @@ class SpillReadResult:
     def from_response(cls, raw: dict[str, Any]) -> SpillReadResult:
         ex = raw.get("execution") or {}
         return cls(path=Path(ex["spill_f32_path"]).resolve(), shape=_shape(raw),
-                   dtype_tag=dtypes.by_name(raw["catalog"]["dtype"]).tag,
+                   dtype_tag=int(raw["catalog"]["dtype"]),
                    byte_len=ex.get("spill_f32_bytes"), memory_strategy=ex.get("memory_strategy"),
                    raw=raw)
 
@@ -204,14 +205,29 @@ class _Methods:
         if method not in METHODS:
             raise AttributeError(f"unknown transform method {method!r} (expected one of "
                                  f"{', '.join(METHODS)})")
-        sink = self._sink
+        sink, run = self._sink, self._run
 
-        def call(dataset: str, axes: Any = None, *, axis: Any = None, selection: Any = None,
-                 device: str | None = None, raw: bool = False, **kw: Any) -> Any:
-            return self._run(sink, method, dataset, axes, axis=axis, selection=selection,
-                             device=device, raw=raw, **kw)
+        def to_ram(dataset: str, axes: Any = None, *, axis: Any = None, selection: Any = None,
+                   device: str | None = None, raw: bool = False) -> Any:
+            return run(sink, method, dataset, axes, axis=axis, selection=selection,
+                       device=device, raw=raw)
 
-        call.__name__ = method
+        def to_spill(dataset: str, axes: Any = None, *, axis: Any = None,
+                     selection: Any = None, device: str | None = None, raw: bool = False,
+                     path: str | PathLike[str] | None = None) -> Any:
+            return run(sink, method, dataset, axes, axis=axis, selection=selection,
+                       device=device, raw=raw, path=path)
+
+        def to_sidecar(dataset: str, axes: Any = None, *, axis: Any = None,
+                       selection: Any = None, device: str | None = None, raw: bool = False,
+                       path: str | PathLike[str] | None = None,
+                       timestamp: bool | None = None) -> Any:
+            return run(sink, method, dataset, axes, axis=axis, selection=selection,
+                       device=device, raw=raw, path=path, timestamp=timestamp)
+
+        call = {TransformWrite.NUMPY: to_ram, TransformWrite.SPILL: to_spill,
+                TransformWrite.SIDECAR: to_sidecar}[sink]
+        call.__name__ = call.__qualname__ = method
         return call
 
     def __dir__(self) -> list[str]:
