@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,59 +88,180 @@ def _fail(msg: str) -> SelectionError:
     return SelectionError(f"validation: {msg}")
 
 
-def _parse_u64(value: Any) -> int | None:
-    if value is None:
+def _bad_json(msg: str) -> SelectionError:
+    return SelectionError(f"invalid query JSON: {msg}")
+
+
+# ---------------------------------------------------------------------------
+# how the engine's JSON layer names a value it did not expect
+#
+# The wire grammar is parsed by a typed JSON reader, so type errors read
+# ``invalid type: <what it got>, expected <what it wanted>``.  Integers outside
+# [-2**63, 2**64) are floats to that reader (JSON has one number type), NumPy
+# scalars are the numbers they hold, and floats are printed in its shortest form.
+
+I64_MIN = -(2**63)
+U64_END = 2**64
+
+
+def is_json_int(value: Any) -> bool:
+    """An integer the JSON layer keeps as one: int or NumPy integer in [-2**63, 2**64)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return False
+    return I64_MIN <= int(value) < U64_END
+
+
+def json_float(value: Any) -> float | None:
+    """A non-integer JSON number as f64 (floats, NumPy floats, out-of-range integers)."""
+    if isinstance(value, (bool, np.bool_)):
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer() and value >= 0:
-            return int(value)
-        shown = f"floating point `{value}`" if isinstance(value, float) else f"`{value!r}`"
-        raise SelectionError(f"invalid query JSON: invalid type: {shown}, expected u64")
-    if value < 0 or value >= 2**64:
-        raise SelectionError(f"invalid query JSON: invalid value: integer `{value}`, expected u64")
-    return value
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, (int, np.integer)) and not is_json_int(value):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return None
+
+
+def format_float(x: float) -> str:
+    """An f64 as the engine's messages print it: shortest round-trip digits, positional
+    for 1e-5 <= |x| < 1e16 (always with a ``.``), else ``1.5e+16`` / ``1e-7``."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    sign = "-" if math.copysign(1.0, x) < 0 else ""
+    if x == 0:
+        return sign + "0.0"
+    mantissa, _, exp = repr(abs(x)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    raw = whole + frac
+    digits = raw.lstrip("0")
+    point = len(whole) + int(exp or 0) - (len(raw) - len(digits))  # digits before the point
+    digits = digits.rstrip("0")
+    n = len(digits)
+    if n <= point <= 16:
+        text = digits + "0" * (point - n) + ".0"
+    elif 0 < point <= 16:
+        text = digits[:point] + "." + digits[point:]
+    elif -5 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        e = point - 1
+        text = digits[0] + ("." + digits[1:] if n > 1 else "") + ("e+" if e >= 0 else "e-")
+        text += str(abs(e))
+    return sign + text
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+
+
+def quote(text: str) -> str:
+    """A string quoted the way the engine's messages quote it (Rust ``{:?}``)."""
+    out = ['"']
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif not ch.isprintable() or unicodedata.category(ch) in ("Mn", "Me"):
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def unexpected(value: Any) -> str:
+    """What a type error says it got: ``string "1"``, ``integer `1` ``, ``map``, …"""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return f"boolean `{'true' if value else 'false'}`"
+    if is_json_int(value):
+        return f"integer `{int(value)}`"
+    number = json_float(value)
+    if number is not None:
+        return f"floating point `{format_float(number)}`"
+    if isinstance(value, str):
+        return f"string {quote(value)}"
+    if isinstance(value, Mapping):
+        return "map"
+    if isinstance(value, (list, tuple)):
+        return "sequence"
+    return f"Python object of type `{type(value).__name__}`"
+
+
+def _invalid_type(value: Any, expected: str) -> SelectionError:
+    return _bad_json(f"invalid type: {unexpected(value)}, expected {expected}")
+
+
+def _parse_u64(value: Any) -> int:
+    """A ``start``/``stop``/``step`` value: a non-negative integer below 2**64 and nothing
+    else (``1.0`` is a float, ``true`` a boolean); NumPy integers count as integers."""
+    if is_json_int(value):
+        number = int(value)
+        if number >= 0:
+            return number
+        raise _bad_json(f"invalid value: integer `{number}`, expected u64")
+    raise _invalid_type(value, "u64")
+
+
+def _parse_field(key: str, value: Any) -> Any:
+    if key.endswith("_label"):
+        if not isinstance(value, str):
+            raise _invalid_type(value, "a string")
+        return value
+    if type(value) is int and 0 <= value < U64_END:  # the common case, checked cheaply
+        return value
+    return _parse_u64(value)
+
+
+def _parse_entry(entry: Any) -> dict[str, Any]:
+    """One axis object, its keys read in sorted order as the engine's JSON reader reads
+    them (the first bad key or value is the error); ``null`` values mean absent.
+
+    A 5-element array is the positional form of the same object (``[start, stop, step,
+    start_label, stop_label]``), which the engine's reader also accepts.
+    """
+    axis: dict[str, Any] = {}
+    if isinstance(entry, Mapping):
+        for key, value in sorted(entry.items(), key=lambda item: str(item[0])):
+            if key not in _AXIS_KEY_SET:
+                raise _bad_json(f"unknown field `{key}`, expected one of "
+                                + ", ".join(f"`{k}`" for k in AXIS_KEYS))
+            if value is not None:
+                axis[key] = _parse_field(key, value)
+        return axis
+    if isinstance(entry, (list, tuple)):
+        for key, value in zip(AXIS_KEYS, entry, strict=False):
+            if value is not None:
+                axis[key] = _parse_field(key, value)
+        if len(entry) < len(AXIS_KEYS):
+            raise _bad_json(f"invalid length {len(entry)}, expected struct AxisSlice with "
+                            f"{len(AXIS_KEYS)} elements")
+        if len(entry) > len(AXIS_KEYS):
+            raise _bad_json(f"invalid length {len(entry)}, expected fewer elements in array")
+        return axis
+    raise _invalid_type(entry, "struct AxisSlice")
 
 
 def parse_selection(raw: Any) -> list[dict[str, Any]]:
     """Validate the wire form (or expand the box form) into per-axis dicts.
 
-    Checks that need no dataset: key names, types, rank <= 8, step >= 1,
-    start/label exclusivity and start < stop.
+    Two phases, as in the engine: every entry is read first (key names and types,
+    ``invalid query JSON: …``), then checked without a dataset (rank <= 8, step >= 1,
+    start/label exclusivity, start < stop: ``validation: …``).  ``null`` for the
+    whole selection is a type error; callers treat an absent key as "full extent".
     """
     if type(raw) is not list and isinstance(raw, Mapping):
         raw = _expand_box_form(raw)
     if not isinstance(raw, (list, tuple)):
-        raise SelectionError(
-            f"invalid query JSON: invalid type: {type(raw).__name__}, expected a sequence"
-        )
-    if len(raw) > MAX_RANK:
-        raise _fail(f"selection rank {len(raw)} exceeds maximum {MAX_RANK}")
-    axes: list[dict[str, Any]] = []
-    for i, entry in enumerate(raw):
-        if type(entry) is not dict and not isinstance(entry, Mapping):
-            raise SelectionError(
-                f"invalid query JSON: selection[{i}] must be an object with "
-                f"`start`, `stop`, `step`, `start_label` or `stop_label`"
-            )
-        if not _AXIS_KEY_SET.issuperset(entry):
-            key = next(k for k in entry if k not in _AXIS_KEY_SET)
-            raise SelectionError(
-                f"invalid query JSON: unknown field `{key}`, expected one of "
-                + ", ".join(f"`{k}`" for k in AXIS_KEYS)
-            )
-        axis: dict[str, Any] = {}
-        for key, value in entry.items():
-            if value is None:
-                continue
-            if key.endswith("_label"):
-                if not isinstance(value, str):
-                    raise SelectionError(f"invalid query JSON: `{key}` must be a string")
-                axis[key] = value
-            else:
-                if isinstance(value, np.integer):  # NumPy users pass these; JSON never does
-                    value = int(value)
-                fast = type(value) is int and 0 <= value < 2**64
-                axis[key] = value if fast else _parse_u64(value)
+        raise _invalid_type(raw, "a sequence")
+    axes = [_parse_entry(entry) for entry in raw]
+    if len(axes) > MAX_RANK:
+        raise _fail(f"selection rank {len(axes)} exceeds maximum {MAX_RANK}")
+    for i, axis in enumerate(axes):
         if axis.get("step") == 0:
             raise _fail(f"selection[{i}].step must be >= 1, got 0")
         for end in ("start", "stop"):
@@ -150,24 +272,23 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
                 f"selection[{i}]: start must be < stop when both set "
                 f"(got {axis['start']} >= {axis['stop']})"
             )
-        axes.append(axis)
     return axes
 
 
 def _expand_box_form(box: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``{"start": [..], "stop": [..], "step": [..]}`` -> per-axis dicts."""
+    """``{"start": [..], "stop": [..], "step": [..]}`` -> per-axis dicts (``null`` arrays
+    are absent; each value is then read like the per-axis form)."""
     unknown = [k for k in box if k not in ("start", "stop", "step")]
     if unknown:
-        raise SelectionError(
-            f"invalid query JSON: unknown field `{unknown[0]}` in box selection, "
-            "expected `start`, `stop` or `step` arrays"
-        )
-    lists = {k: v for k, v in box.items() if v is not None}
-    lengths = {len(v) for v in lists.values() if isinstance(v, (list, tuple))}
-    if len(lengths) != 1 or len(lists) != sum(isinstance(v, (list, tuple)) for v in lists.values()):
-        raise SelectionError(
-            "invalid query JSON: box selection needs `start`/`stop`/`step` arrays of equal length"
-        )
+        raise _bad_json(f"unknown field `{min(unknown, key=str)}` in box selection, "
+                        "expected `start`, `stop` or `step` arrays")
+    lists = {k: v for k, v in sorted(box.items()) if v is not None}
+    for value in lists.values():
+        if not isinstance(value, (list, tuple)):
+            raise _invalid_type(value, "a sequence")
+    lengths = {len(v) for v in lists.values()}
+    if len(lengths) != 1:
+        raise _bad_json("box selection needs `start`/`stop`/`step` arrays of equal length")
     rank = lengths.pop()
     return [{k: v[i] for k, v in lists.items()} for i in range(rank)]
 
@@ -181,7 +302,9 @@ def resolve_selection(
     """Resolve a selection (wire or box form, or None) against a dataset shape.
 
     `labels(d)` returns the coordinate labels of axis d, or None when that axis
-    has no coords.
+    has no coords.  Labels are resolved before numeric bounds checks (query.md §3):
+    every axis that names a label is resolved and checked first, in axis order, then
+    the purely numeric axes, so a bad label wins over an out-of-range index elsewhere.
     """
     rank = len(shape)
     if raw is None:
@@ -192,44 +315,55 @@ def resolve_selection(
             f"selection must specify exactly {rank} axes (one per dataset dimension), "
             f"got {len(axes)}"
         )
+    bounds: list[tuple[int, int] | None] = [None] * rank
+    for d, axis in enumerate(axes):
+        if "start_label" in axis or "stop_label" in axis:
+            s, e = _label_bounds(d, axis, labels, has_metadata)
+            bounds[d] = _checked(d, s, e, shape[d])
     start, stop, step = [], [], []
     for d, axis in enumerate(axes):
-        s, e = axis.get("start"), axis.get("stop")
-        for end in ("start", "stop") if len(axis) > ("start" in axis) + ("stop" in axis) + (
-                "step" in axis) else ():
-            label = axis.get(f"{end}_label")
-            if label is None:
-                continue
-            if not has_metadata:
-                raise _fail("selection coordinate labels require footer metadata for this dataset")
-            found = labels(d) if labels is not None else None
-            if found is None:
-                raise _fail(
-                    f"selection[{d}] coordinate labels require `coords` for this axis "
-                    "in footer metadata"
-                )
-            try:
-                index = list(found).index(label)
-            except ValueError:
-                raise _fail(
-                    f'unknown coordinate label "{label}" (axis has {len(found)} labels)'
-                ) from None
-            if end == "start":
-                s = index
-            else:
-                e = index
-        s = 0 if s is None else s
-        e = shape[d] if e is None else e
-        if s >= shape[d]:
-            raise _fail(f"selection[{d}].start must be < shape[{d}] ({shape[d]}), got {s}")
-        if e > shape[d]:
-            raise _fail(f"selection[{d}].stop must be <= shape[{d}] ({shape[d]}), got {e}")
-        if s >= e:
-            raise _fail(f"selection[{d}]: require start < stop (got {s} >= {e})")
+        s, e = bounds[d] or _checked(d, axis.get("start"), axis.get("stop"), shape[d])
         start.append(s)
         stop.append(e)
         step.append(axis.get("step", 1))
     return Box(tuple(start), tuple(stop), tuple(step))
+
+
+def _label_bounds(d: int, axis: Mapping[str, Any], labels: LabelLookup | None,
+                  has_metadata: bool) -> tuple[int | None, int | None]:
+    """Axis d's start/stop with its labels replaced by their positions."""
+    if not has_metadata:
+        raise _fail("selection coordinate labels require footer metadata for this dataset")
+    found = labels(d) if labels is not None else None
+    if found is None:
+        raise _fail(
+            f"selection[{d}] coordinate labels require `coords` for this axis in footer metadata"
+        )
+    out: dict[str, int | None] = {"start": axis.get("start"), "stop": axis.get("stop")}
+    for end in ("start", "stop"):
+        label = axis.get(f"{end}_label")
+        if label is None:
+            continue
+        try:
+            out[end] = list(found).index(label)
+        except ValueError:
+            raise _fail(
+                f'unknown coordinate label "{label}" (axis has {len(found)} labels)'
+            ) from None
+    return out["start"], out["stop"]
+
+
+def _checked(d: int, s: int | None, e: int | None, n: int) -> tuple[int, int]:
+    """Defaults filled in and the plan-time bounds rules of query.md §3 applied."""
+    s = 0 if s is None else s
+    e = n if e is None else e
+    if s >= n:
+        raise _fail(f"selection[{d}].start must be < shape[{d}] ({n}), got {s}")
+    if e > n:
+        raise _fail(f"selection[{d}].stop must be <= shape[{d}] ({n}), got {e}")
+    if s >= e:
+        raise _fail(f"selection[{d}]: require start < stop (got {s} >= {e})")
+    return s, e
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,13 @@
 Every rule and message is the engine's (query.md §1–§8, §12; ops.md §3–§6), so a
 document fails the same way from the CLI, from Python and from a profile file.
 Unknown keys are refused at every level, inside operation objects too (README #30:
-a typo such as ``bin`` for ``bins`` must not pass silently).  ``null`` for an optional
-top-level key means "absent", as it does on the wire, so a TOML file that omits a key
-equals the JSON document that sets it to ``null``.
+a typo such as ``bin`` for ``bins`` must not pass silently).  An explicit ``null`` is
+not "absent": a key that is present must hold a value of its type (``null`` is refused
+with the same text as any other wrong type), except where the wire grammar itself
+allows ``null`` (selection bounds and labels, histogram ``min``/``max``, ignored op
+parameters).  Python dicts may carry NumPy scalars: NumPy integers count wherever an
+integer does and NumPy floats wherever a float does; floats are never integers
+(``1.0`` is not an axis index) and booleans are never numbers.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
+
 from tet.errors import QueryError
 from tet.query.ops import OPS, QUERY_OP_KEYS, TRANSFORM_METHODS
-from tet.selection import parse_selection
+from tet.selection import format_float, is_json_int, json_float, parse_selection
 
 __all__ = [
     "Execution",
@@ -90,8 +96,29 @@ def _is_arr(v: Any) -> bool:
 
 
 def _number(v: Any) -> float | None:
-    """A JSON number as f64; None for anything else (bools are not numbers)."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A JSON number as f64 (NumPy scalars included); None for anything else (bools
+    are not numbers).  Integers too large for f64 become ±inf rather than raising."""
+    if is_json_int(v):
+        return float(v)
+    return json_float(v)
+
+
+def _integer(v: Any, end: int = 2**64) -> int | None:
+    """A non-negative JSON integer below `end` (NumPy integers included); None for
+    anything else, floats with integral values too."""
+    return int(v) if is_json_int(v) and 0 <= int(v) < end else None
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def _no_unknown(obj: Mapping[Any, Any], known: Sequence[str], prefix: str) -> None:
+    """Refuse a key outside `known`; with several, the first in sorted order is named,
+    as the engine (whose JSON objects keep their keys sorted) names it."""
+    unknown = [k for k in obj if k not in known]
+    if unknown:
+        raise _v(f"unknown field `{prefix}{min(unknown, key=str)}`")
 
 
 def _is_index(token: str) -> bool:
@@ -288,13 +315,18 @@ def _no_constant(name: str) -> Any:
 
 
 def _from_toml(value: Any) -> Any:
-    """TOML value tree -> JSON value model (datetimes as RFC 3339 strings, NaN/inf as null)."""
+    """TOML value tree -> JSON value model (datetimes as RFC 3339 strings).
+
+    JSON has no NaN or infinity, so the engine turns TOML ``nan``/``inf``/``-inf`` into
+    the strings ``"NaN"``/``"inf"``/``"-inf"``; a number key then refuses them with its
+    own "must be a number" rule, never reading them as absent.
+    """
     if isinstance(value, dict):
         return {k: _from_toml(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_toml(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return format_float(value)
     if isinstance(value, _dt.datetime):
         text = value.isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
@@ -362,21 +394,17 @@ def parse_value(value: Any) -> QueryDocument:
                  '(e.g. `"mean": 0`)')
     if "output" in value:
         raise _v('nested `output` is not supported; use top-level `"spill": "path"`')
-    for key in value:
-        if key not in RESERVED and key not in OPS:
-            raise _v(f"unknown field `{key}`")
+    _no_unknown(value, (*RESERVED, *OPS), "")
     dataset = _dataset(value.get("dataset"))
-    layout = _layout_version(value.get("layout_version"))
+    layout = _layout_version(value["layout_version"]) if "layout_version" in value else None
     ops = [k for k in value if k in OPS]
     if len(ops) > 1:
         raise _v("query document must include at most one reduction key")
     operation = _operation(ops[0], value[ops[0]]) if ops else None
-    raw_selection = value.get("selection")
-    selection = parse_selection(raw_selection) if raw_selection is not None else None
-    raw_execution = value.get("execution")
-    execution = _execution(raw_execution) if raw_execution is not None else None
-    spill = _spill(value.get("spill"))
-    write = _write(value.get("write"), operation)
+    selection = parse_selection(value["selection"]) if "selection" in value else None
+    execution = _execution(value["execution"]) if "execution" in value else None
+    spill = _spill(value["spill"]) if "spill" in value else None
+    write = _write(value["write"], operation) if "write" in value else None
     if operation is not None and operation.key == "transform" and spill is not None:
         raise _v("transform operations use top-level `write`, not `spill`")
     if spill is not None and write is not None:
@@ -394,35 +422,33 @@ def _dataset(dataset: Any) -> str:
     return dataset
 
 
-def _layout_version(layout: Any) -> int | None:
-    if layout is None:
-        return None
+def _layout_version(layout: Any) -> int:
     if _number(layout) is None:
         raise _v("`layout_version` must be a number")
-    if isinstance(layout, float) or not 0 <= layout < 2**32:
+    version = _integer(layout, 2**32)
+    if version is None:
         raise _v("`layout_version` must be a non-negative integer")
-    return int(layout)
+    return version
 
 
 def _axis_token(v: Any) -> str:
     if v is None:
         raise _v("axis spec must not be null")
-    if isinstance(v, bool):
+    if _is_bool(v):
         raise _v("axis spec must be a number, string, or array")
-    if isinstance(v, float):
-        if not v.is_integer() or v < 0:
+    if _number(v) is not None:  # a float (even 1.0 or -0.0), a negative or a huge integer
+        index = _integer(v)
+        if index is None:
             raise _v("axis index must be a non-negative integer")
-        v = int(v)
-    if isinstance(v, int):
-        if not 0 <= v < U64:
-            raise _v("axis index must be a non-negative integer")
-        return str(v)
+        return str(index)
     if isinstance(v, str):
         if not v:
             raise _v("axis index must not be empty")
         if _nbytes(v) > MAX_AXIS_LABEL:
             raise _v(f"axis label exceeds maximum length ({MAX_AXIS_LABEL})")
         if _is_index(v):
+            if int(v) >= U64:
+                raise _v(f'invalid axis index "{v}"')
             return str(int(v))
         if not _NAME_TOKEN.fullmatch(v):
             raise _v(f'invalid axis label "{v}" (use a non-negative decimal index or a '
@@ -431,20 +457,22 @@ def _axis_token(v: Any) -> str:
     raise _v("axis spec must be a number, string, or array")
 
 
-def _axes(spec: Any) -> tuple[str, ...]:
-    """An axis spec: ``[]``, a number, a name, a list, or ``{"axis"/"axes": …}``."""
-    if _is_obj(spec):
-        chosen = spec.get("axis")
-        if chosen is None:
-            chosen = spec.get("axes")
-        if chosen is None:
+def _axes(spec: Any, where: str) -> tuple[str, ...]:
+    """An axis spec: ``[]``, a number, a name, a list, or ``{"axis"/"axes": spec}``.
+
+    The object form nests (``{"axis": {"axes": [0]}}`` is ``[0]``), as in the engine's
+    grammar; a present ``axis`` wins over ``axes`` even when it is ``null`` (which is
+    then refused).  `where` names the object for unknown-key messages (``mean.axis``).
+    """
+    while _is_obj(spec):
+        key = "axis" if "axis" in spec else "axes" if "axes" in spec else None
+        if key is None:
             raise _v("axis object must include `axis` or `axes`")
-        if _is_obj(chosen):
-            raise _v("axis spec must be a number, string, or array")
-        spec = chosen
+        _no_unknown(spec, ("axis", "axes"), f"{where}.")
+        spec, where = spec[key], f"{where}.{key}"
     if _is_arr(spec):
         for item in spec:
-            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+            if _is_bool(item) or (_number(item) is None and not isinstance(item, str)):
                 raise _v("axis list entries must be numbers or strings")
         tokens = tuple(_axis_token(a) for a in spec)
     else:
@@ -460,16 +488,15 @@ def _operation(key: str, spec: Any) -> Operation:
         raise _v(f"`{key}` must be a JSON object (e.g. {op.object_example})")
     params: dict[str, Any] = {}
     if _is_obj(spec):
-        has_axes = spec.get("axis") is not None or spec.get("axes") is not None
+        has_axes = "axis" in spec or "axes" in spec
         if not op.params and not has_axes:
             raise _v("axis object must include `axis` or `axes`")
-        for k in spec:
-            if k not in ("axis", "axes") and k not in op.params:
-                raise _v(f"unknown field `{key}.{k}`")
-        axes = _axes(spec) if has_axes else ()
+        _no_unknown(spec, ("axis", "axes", *op.params), f"{key}.")
+        chosen = "axis" if "axis" in spec else "axes"
+        axes = _axes(spec[chosen], f"{key}.{chosen}") if has_axes else ()
         params = _params(key, spec)
     else:
-        axes = _axes(spec)
+        axes = _axes(spec, key)
     if op.single_axis and len(axes) != 1:
         raise _v("covariance/correlation require exactly one observation axis "
                  '(e.g. `"axis": 0`)')
@@ -501,12 +528,9 @@ def _params(key: str, spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _histogram(spec: Mapping[str, Any]) -> dict[str, Any]:
-    raw = _number(spec.get("bins"))
-    if raw is None:
+    bins = _integer(spec.get("bins"), 2**32)  # the engine reads bins as a u32
+    if bins is None:
         raise _v("`histogram.bins` is required")
-    if not raw.is_integer():
-        raise _v(f"`histogram.bins` must be an integer, got {_fmt(raw)}")
-    bins = int(raw)
     if bins < 1:
         raise _v("histogram bins must be >= 1")
     if bins > MAX_BINS:
@@ -523,9 +547,7 @@ def _histogram(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {"bins": bins, "min": lo, "max": hi}
 
 
-def _spill(spill: Any) -> str | None:
-    if spill is None:
-        return None
+def _spill(spill: Any) -> str:
     if not isinstance(spill, str):
         raise _v("`spill` must be a string path (relative to the `.tet` parent or absolute)")
     if not spill:
@@ -535,28 +557,29 @@ def _spill(spill: Any) -> str | None:
     return spill
 
 
-def _write(w: Any, operation: Operation | None) -> WriteSpec | None:
-    if w is None:
-        return None
+def _write(w: Any, operation: Operation | None) -> WriteSpec:
     if isinstance(w, str):
         spec = WriteSpec(_target(w))
     elif _is_obj(w):
-        for k in w:
-            if k not in ("target", "path", "timestamp"):
-                raise _v(f"unknown field `write.{k}`")
-        target = w.get("target")
-        if target is not None and not isinstance(target, str):
+        _no_unknown(w, ("target", "path", "timestamp"), "write.")
+        target = w.get("target", "switch")
+        if not isinstance(target, str):
             raise _v("`write.target` must be a string")
+        target = _target(target)
         path = w.get("path")
-        if path is not None:
-            if not isinstance(path, str) or not path:
+        if "path" in w:
+            if not isinstance(path, str):
+                raise _v("`write.path` must be a string")
+            if not path:
                 raise _v("`write.path` must not be empty")
             if _nbytes(path) > MAX_NAME:
                 raise _v(f"`write.path` exceeds maximum length ({_nbytes(path)} > {MAX_NAME})")
         stamp = w.get("timestamp")
-        if stamp is not None and not isinstance(stamp, bool):
-            raise _v("`write.timestamp` must be a boolean")
-        spec = WriteSpec(_target(target if target is not None else "switch"), path, stamp)
+        if "timestamp" in w:
+            if not _is_bool(stamp):
+                raise _v("`write.timestamp` must be a boolean")
+            stamp = bool(stamp)
+        spec = WriteSpec(target, path, stamp)
     else:
         raise _v("`write` must be a target string (`switch`, `spill`, `sidecar`, `ram`) or an "
                  "object with `target` / `path`")
@@ -580,42 +603,49 @@ def _target(token: str) -> str:
 def _execution(ex: Any) -> Execution:
     if not _is_obj(ex):
         raise _v("`execution` must be a JSON object")
-    for k in ex:
-        if k not in EXECUTION_KEYS:
-            raise _v(f"unknown field `execution.{k}`")
-    budget = ex.get("memory_budget_bytes")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
-                               or not 0 <= budget < U64):
-        raise _v("`execution.memory_budget_bytes` must be a non-negative integer")
-    pct, raw_bps = ex.get("memory_budget_percent"), ex.get("memory_budget_percent_bps")
-    if pct is not None and raw_bps is not None:
-        raise _v("use either `execution.memory_budget_percent` or "
-                 "`execution.memory_budget_percent_bps`, not both")
+    _no_unknown(ex, EXECUTION_KEYS, "execution.")
+    budget = None
+    if "memory_budget_bytes" in ex:
+        budget = _u64_key(ex, "memory_budget_bytes")
     bps = None
-    if pct is not None:
-        value = _number(pct)
+    if "memory_budget_percent_bps" in ex:  # the embedder form is read (and checked) first
+        bps = _u64_key(ex, "memory_budget_percent_bps")
+        if bps > 0xFFFF:
+            raise _v("`execution.memory_budget_percent_bps` exceeds u16")
+        if bps > 10_000:
+            raise _v("`execution.memory_budget_percent_bps` must be <= 10000 (100%)")
+        if "memory_budget_percent" in ex:
+            raise _v("use either `execution.memory_budget_percent` or "
+                     "`execution.memory_budget_percent_bps`, not both")
+    elif "memory_budget_percent" in ex:
+        value = _number(ex["memory_budget_percent"])
         if value is None:
             raise _v("`execution.memory_budget_percent` must be a number")
         if not 0 <= value <= 100:
             raise _v(f"`execution.memory_budget_percent` must be in [0, 100], got {_fmt(value)}")
         bps = math.floor(value * 100 + 0.5)  # round half away from zero, as the engine does
-    if raw_bps is not None:
-        if isinstance(raw_bps, bool) or not isinstance(raw_bps, int) or raw_bps < 0:
-            raise _v("`execution.memory_budget_percent_bps` must be a non-negative integer")
-        if raw_bps > 0xFFFF:
-            raise _v("`execution.memory_budget_percent_bps` exceeds u16")
-        if raw_bps > 10_000:
-            raise _v("`execution.memory_budget_percent_bps` must be <= 10000 (100%)")
-        bps = raw_bps
-    parallel = ex.get("fold_parallel")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise _v("`execution.fold_parallel` must be a boolean")
-    device = ex.get("device")
-    if device is not None:
-        if not isinstance(device, str):
+    parallel = None
+    if "fold_parallel" in ex:
+        if not _is_bool(ex["fold_parallel"]):
+            raise _v("`execution.fold_parallel` must be a boolean")
+        parallel = bool(ex["fold_parallel"])
+    device = None
+    if "device" in ex:
+        if not isinstance(ex["device"], str):
             raise _v("`execution.device` must be a string")
-        device = parse_device(device)
+        device = parse_device(ex["device"])
     return Execution(budget, bps, parallel, device)
+
+
+def _u64_key(ex: Mapping[str, Any], key: str) -> int:
+    """An ``execution`` integer: a non-number (``null`` too) is "must be a number", a
+    number that is not a u64 (negative, fractional, ``1.0``, >= 2**64) the integer rule."""
+    if _number(ex[key]) is None:
+        raise _v(f"`execution.{key}` must be a number")
+    value = _integer(ex[key])
+    if value is None:
+        raise _v(f"`execution.{key}` must be a non-negative integer")
+    return value
 
 
 def parse_device(token: str) -> str:
@@ -650,7 +680,7 @@ def parse_device(token: str) -> str:
 
 
 def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | None, *,
-                 fold_checks: bool = True) -> tuple[int, ...]:
+                 fold_checks: bool = True, ordered: bool = True) -> tuple[int, ...]:
     """Axis tokens -> sorted axis indices of the logical selection (query.md §4).
 
     Parameters
@@ -662,14 +692,20 @@ def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | No
     dim_names
         The dataset's ``dim_names`` from footer metadata, or None.
     fold_checks
-        Also refuse duplicate axes and a list naming every axis (the fold-time rules);
-        covariance/correlation pass False, their rank rule reports instead.
+        Also refuse duplicate axes and a list naming every axis.  These are fold-time
+        rules (query.md §4): a plan, and every selection/fill check, come first, so the
+        engine resolves with False at plan time and calls again with True just before
+        folding; covariance/correlation never pass True (their rank rule reports).
+    ordered
+        Sort the indices (what a fold needs); False keeps the document's order, which is
+        what the response echoes.
 
     Raises
     ------
     QueryError
         Index out of range, a name without or unknown to ``dim_names``, ambiguous
-        names, and (with `fold_checks`) duplicates or "reduces every dimension".
+        names, and (with `fold_checks`, only once every token resolved) the first
+        repeated axis in token order or "reduces every dimension".
     """
     out: list[int] = []
     for token in tokens:
@@ -679,13 +715,17 @@ def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | No
                 raise _v(f"operation axis index {index} out of range for rank {ndim}")
         else:
             index = _axis_by_name(token, ndim, dim_names)
-        if fold_checks and index in out:
-            raise _v(f"duplicate operation axis index {index}")
         out.append(index)
-    if fold_checks and out and len(out) == ndim:
-        raise _v('operation axes list reduces every dimension; use "axes": [] for a scalar '
-                 "reduction")
-    return tuple(sorted(out))
+    if fold_checks:
+        seen: set[int] = set()
+        for index in out:
+            if index in seen:
+                raise _v(f"duplicate operation axis index {index}")
+            seen.add(index)
+        if out and len(out) == ndim:
+            raise _v('operation axes list reduces every dimension; use "axes": [] for a scalar '
+                     "reduction")
+    return tuple(sorted(out)) if ordered else tuple(out)
 
 
 def _axis_by_name(token: str, ndim: int, dim_names: Sequence[str] | None) -> int:
