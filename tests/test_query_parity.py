@@ -34,7 +34,7 @@ def test_preview_truncated_follows_the_count_even_at_limit_zero(tmp_path: Path,
         ex = f.query({"dataset": "a", "sum": []}, preview=limit)["execution"]
     n = limit or 0
     assert ex["i16_preview"] == list(range(min(n, 6)))
-    assert ex["i16_preview_truncated"] is (6 > n)
+    assert ex["i16_preview_truncated"] is (n < 6)
     others = [k for k in ex if k.endswith("_preview_truncated") and not k.startswith("i16")]
     assert len(others) == 9 and not any(ex[k] for k in others)
 
@@ -117,7 +117,7 @@ def test_scalar_is_only_read_for_list_ops_and_quantile(tmp_path: Path) -> None:
         assert h.scalar is None and h.reduced is None
         assert h.histogram_counts == [4.0, 4.0, 4.0]
         with pytest.raises(tet.TetError, match="query result has no scalar or reduced value"):
-            h.value
+            _ = h.value
         c = f.covariance("a", 0)
         assert c.scalar is None and c.matrix_order == 3
         assert f.quantile("a", 0.5) == 5.5
@@ -208,7 +208,7 @@ def test_a_nul_byte_in_an_output_path_is_a_clean_error(tmp_path: Path) -> None:
                     {"dataset": "a", "transform": {"method": "l2"},
                      "write": {"target": "spill", "path": "x\x00y"}}):
             with pytest.raises(tet.QueryError, match=(
-                    "^validation: spill open failed: file name contained an unexpected NUL")):
+                    r"^validation: spill open failed: file name contained an unexpected NUL")):
                 f.query(doc, preview=1)
     assert sorted(os.listdir(tmp_path)) == ["t.tet"]
 
@@ -235,3 +235,27 @@ def test_degenerate_statistics_raise_no_python_warnings(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         out = f.transform.to_numpy.minmax("a")
     assert out.shape == (2, 2) and np.isinf(out[0, 1]) and np.isinf(out[1, 0])
+
+
+# -- the operation echo ----------------------------------------------------------------
+
+def test_echo_keeps_the_documents_axis_order(tmp_path: Path) -> None:
+    path = _file(tmp_path, np.zeros((2, 3, 4), np.float32), dim_names=["t", "y", "x"])
+    with tet.open(path) as f:
+        plan = f.plan_only({"dataset": "a", "mean": ["x", 0]})
+        run = f.query({"dataset": "a", "sum": [2, 0]})
+        dup = f.plan_only({"dataset": "a", "mean": [1, "y"]})
+    assert plan["operation"] == {"mean": {"axes": ["2", "0"]}}
+    assert run["operation"] == {"sum": {"axes": ["2", "0"]}}
+    assert run["execution"]["operation_reduced_shape"] == [3]
+    assert dup["operation"] == {"mean": {"axes": ["1", "1"]}}
+
+
+def test_cli_device_does_not_hide_a_null_execution(cli: Any, tmp_path: Path) -> None:
+    path = _file(tmp_path, np.arange(6.0))
+    r = cli("query", '{"dataset": "a", "mean": [], "execution": null}', "-t", str(path), "-x",
+            "--device", "cpu")
+    assert r.rc == 1 and r.err == "error: validation: `execution` must be a JSON object\n"
+    ok = cli("query", '{"dataset": "a", "mean": []}', "-t", str(path), "-x", "--device", "cpu",
+             "-q")
+    assert ok.rc == 0 and "mean=2.5" in ok.out

@@ -114,9 +114,11 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
     assert op is not None and op.key in COMBINABLE_OPS
     with TetFile(path) as f:
         ds = f.dataset(doc.dataset)
-        axes = resolve_axes(op.axes, ds.ndim, list(ds.dim_names) if ds.dim_names else None)
+        names = list(ds.dim_names) if ds.dim_names else None
+        resolve_axes(op.axes, ds.ndim, names, fold_checks=False)
         fill = resolve_fill(op.params, dict(ds.attrs)) if op.key == "null_count" else 0.0
         dataset_id, box = f.resolve(doc.dataset, doc.selection)
+        axes = resolve_axes(op.axes, ds.ndim, names)  # fold-time checks come last (§4)
         table = f._table(dataset_id)
         reduce = list(axes) if axes else list(range(ds.ndim))
         what = FOLDS[op.key][0]

@@ -131,9 +131,9 @@ def _with_device(query: Any, device: str | None) -> Any:
     token = parse_device(device)
     if not isinstance(query, Mapping):
         return query
-    execution = query.get("execution")
-    if execution is None:
-        execution = {}
+    if "execution" not in query:
+        return {**query, "execution": {"device": token}}
+    execution = query["execution"]
     if not isinstance(execution, Mapping):
         return query
     return {**query, "execution": {**execution, "device": token}}

@@ -62,11 +62,14 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     ds = f.dataset(index)
     dim_names = list(ds.dim_names) if ds.dim_names else None
     axes: tuple[int, ...] = ()
+    echoed: tuple[int, ...] = ()  # as the document wrote them (the response echoes these)
     fill: float | None = None
     if op is not None and op.key in ("covariance", "correlation"):
-        axes = _observation_axis(op.axes, record.ndim, ds.dim_names)
+        axes = echoed = _observation_axis(op.axes, record.ndim, ds.dim_names)
     elif op is not None:
-        axes = resolve_axes(op.axes, record.ndim, dim_names, fold_checks=False)
+        echoed = resolve_axes(op.axes, record.ndim, dim_names, fold_checks=False,
+                              ordered=False)
+        axes = tuple(sorted(echoed))
         if op.key == "null_count":
             fill = resolve_fill(op.params, dict(ds.attrs))
     dataset_id, box = f.resolve(doc.dataset, doc.selection)
@@ -75,7 +78,7 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     plan = f.plan(doc.dataset, doc.selection)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)
-    echo = op.echo(axes, fill) if op is not None else None
+    echo = op.echo(echoed, fill) if op is not None else None
     if preview is None:
         return resp.response(**common, operation=echo, message=resp.MATCHED, catalog=catalog,
                              read_plan=resp.plan_block(plan))
