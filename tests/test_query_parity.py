@@ -130,7 +130,7 @@ def test_from_response_reads_the_echoed_op_and_requires_acceptance(tmp_path: Pat
         raw = f.query({"dataset": "a", "mean": []})
     assert tet.QueryResult.from_response(raw).scalar == 2.5
     with pytest.raises(tet.TetError, match="query not accepted"):
-        tet.QueryResult.from_response({k: v for k, v in raw.items() if k != "accepted"})
+        tet.QueryResult.from_response({"dataset": "a", "accepted": False})
 
 
 def test_reduction_ops_order_is_the_bindings() -> None:
@@ -259,3 +259,37 @@ def test_cli_device_does_not_hide_a_null_execution(cli: Any, tmp_path: Path) -> 
     ok = cli("query", '{"dataset": "a", "mean": []}', "-t", str(path), "-x", "--device", "cpu",
              "-q")
     assert ok.rc == 0 and "mean=2.5" in ok.out
+
+
+# -- hand-made responses and arguments ------------------------------------------------------
+
+def test_from_response_keeps_wire_nulls_and_tolerates_damage() -> None:
+    wire = {"accepted": True, "execution": {"operation_mean": None}}
+    assert tet.QueryResult.from_response(wire, op="mean").scalar is None
+    with pytest.raises(tet.TetError, match=r"^m$"):
+        tet.QueryResult.from_response({"message": "m", "execution": {}}, op="mean")
+    for damaged in ({"accepted": True, "catalog": 1.5}, {"accepted": True, "execution": 1.5}):
+        r = tet.QueryResult.from_response(damaged, op="mean")
+        assert r.scalar is None and r.execution is None
+
+
+@pytest.mark.parametrize("device", [1, 1.5, True, None])
+def test_device_must_be_a_string(tmp_path: Path, device: Any) -> None:
+    with tet.open(_file(tmp_path, np.arange(6.0))) as f:
+        if device is None:
+            with pytest.raises(tet.QueryError, match="must be a string"):
+                f.query({"dataset": "a", "mean": [], "execution": {"device": None}})
+            return
+        with pytest.raises(tet.QueryError, match=r"^validation: `execution\.device` must be"):
+            f.mean("a", device=device)
+
+
+def test_json_error_positions_count_from_the_text_given(tmp_path: Path) -> None:
+    text = '  {"dataset": '
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        want = str(exc)
+    with tet.open(_file(tmp_path, np.arange(6.0))) as f, pytest.raises(tet.QueryError) as info:
+        f.query(text)
+    assert str(info.value) == f"query string is not valid JSON: {want}"

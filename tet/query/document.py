@@ -265,13 +265,12 @@ def load_text(text: str, *, filename: str | None = None) -> Any:
     size = _nbytes(text)
     if size > MAX_TEXT:
         raise _v(f"query document exceeds maximum size ({size} bytes, limit {MAX_TEXT})")
-    text = text.strip()
     suffix = filename.lower().rsplit(".", 1)[-1] if filename and "." in filename else ""
-    if suffix == "json" or (suffix != "toml" and text.startswith("{")):
-        value = _load_json(text)
+    if suffix == "json" or (suffix != "toml" and text.lstrip().startswith("{")):
+        value = _load_json(text)  # unstripped, so error positions count from the user's text
     else:
         try:
-            value = _from_toml(tomllib.loads(text))
+            value = _from_toml(tomllib.loads(text.strip()))
         except (ValueError, RecursionError) as exc:
             raise QueryError(f"invalid query TOML: {exc}") from None
     return value
@@ -631,8 +630,6 @@ def _execution(ex: Any) -> Execution:
         parallel = bool(ex["fold_parallel"])
     device = None
     if "device" in ex:
-        if not isinstance(ex["device"], str):
-            raise _v("`execution.device` must be a string")
         device = parse_device(ex["device"])
     return Execution(budget, bps, parallel, device)
 
@@ -648,7 +645,7 @@ def _u64_key(ex: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def parse_device(token: str) -> str:
+def parse_device(token: Any) -> str:
     """A device token normalised (query.md §12).
 
     Words are case-insensitive; ``cuda:0`` is ``cuda`` (device 0), as
@@ -657,8 +654,10 @@ def parse_device(token: str) -> str:
     Raises
     ------
     QueryError
-        Empty token, a bad device index, or an unknown device.
+        Not a string, an empty token, a bad device index, or an unknown device.
     """
+    if not isinstance(token, str):
+        raise _v("`execution.device` must be a string")
     t = token.strip()
     if not t:
         raise _v("device token must not be empty")

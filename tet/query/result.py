@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,25 +50,21 @@ class QueryResult:
         `op` defaults to the operation the response echoes; `exact` is the execution block
         with its non-finite floats kept (the engine hands it over beside the wire form).
         """
-        catalog = raw.get("catalog") or {}
+        catalog = _block(raw, "catalog") or {}
         if catalog.get("matched") is False:
             raise UnknownDatasetError(str(raw.get("dataset")), path=path,
                                       available=catalog.get("available_datasets", ()))
-        if raw.get("accepted") is False:
-            raise TetError(raw.get("message") or "query not accepted")
         if raw.get("accepted") is not True:
-            raise TetError("query not accepted (the response has no `accepted: true`)")
+            raise TetError(raw.get("message") or "query not accepted")
         if op is None and isinstance(raw.get("operation"), dict) and len(raw["operation"]) == 1:
             (op,) = raw["operation"]
-        wire = raw.get("execution")
+        wire = _block(raw, "execution")
         if op is not None and wire is None and require_execution:
             raise TetError(raw.get("message") or "query has no execution block")
         ex = exact if exact is not None else (wire or {})
         spec = OPS.get(op) if op else None
         key = spec.scalar_field if spec and op in _SCALAR_OPS else None
-        scalar = ex.get(key) if key else None
-        if scalar is None and key in ex:
-            scalar = math.nan  # null on the wire: a non-finite value
+        scalar = ex.get(key) if key else None  # None where the wire says null
         reduced = None
         shape = ex.get("operation_reduced_shape")
         if spec and spec.reduced_field and spec.reduced_field in ex:
@@ -86,10 +81,10 @@ class QueryResult:
             plan=raw.get("read_plan"),
             execution=wire,
             raw=raw,
-            matrix=_floats(ex.get(f"operation_{op}")) if order_key else None,
+            matrix=ex.get(f"operation_{op}") if order_key else None,
             matrix_order=ex.get(order_key) if order_key else None,
-            histogram_counts=_floats(ex.get("operation_histogram_counts")),
-            histogram_edges=_floats(ex.get("operation_histogram_edges")),
+            histogram_counts=ex.get("operation_histogram_counts"),
+            histogram_edges=ex.get("operation_histogram_edges"),
             exact=exact,
         )
 
@@ -135,6 +130,7 @@ class QueryResult:
         return np.asarray([np.nan if v is None else v for v in values], dtype=dtype)
 
 
-def _floats(values: list[Any] | None) -> list[float] | None:
-    """A wire list with its nulls (non-finite values) read back as NaN."""
-    return None if values is None else [math.nan if v is None else v for v in values]
+def _block(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """A response object; anything else (a hand-made or damaged response) counts as absent."""
+    value = raw.get(key)
+    return value if isinstance(value, dict) else None
