@@ -36,7 +36,14 @@ from tet import kernels
 from tet.errors import CatalogError, QueryError, TetError
 from tet.file import TetFile
 from tet.query import response as resp
-from tet.query.document import QueryDocument, parse_text, parse_value, resolve_axes, resolve_fill
+from tet.query.document import (
+    QueryDocument,
+    fold_axes,
+    parse_text,
+    parse_value,
+    resolve_axes,
+    resolve_fill,
+)
 from tet.query.folds import FOLDS
 from tet.query.ops import OPS
 
@@ -115,10 +122,10 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
     with TetFile(path) as f:
         ds = f.dataset(doc.dataset)
         names = list(ds.dim_names) if ds.dim_names else None
-        resolve_axes(op.axes, ds.ndim, names, fold_checks=False)
+        written = resolve_axes(op.axes, ds.ndim, names, fold_checks=False, ordered=False)
         fill = resolve_fill(op.params, dict(ds.attrs)) if op.key == "null_count" else 0.0
         dataset_id, box = f.resolve(doc.dataset, doc.selection)
-        axes = resolve_axes(op.axes, ds.ndim, names)  # fold-time checks come last (§4)
+        axes = fold_axes(written, ds.ndim)  # fold-time rules come last (query.md §4)
         table = f._table(dataset_id)
         reduce = list(axes) if axes else list(range(ds.ndim))
         what = FOLDS[op.key][0]

@@ -14,7 +14,14 @@ import numpy as np
 
 from tet.errors import QueryError, TetError, UnknownDatasetError
 from tet.query.allow import Allowlist
-from tet.query.document import Execution, QueryDocument, load_text, parse_device, parse_value
+from tet.query.document import (
+    JSON_SYNTAX,
+    Execution,
+    QueryDocument,
+    load_text,
+    parse_device,
+    parse_value,
+)
 from tet.query.execute import execute_document
 from tet.query.ops import OPS
 from tet.query.result import QueryResult
@@ -39,7 +46,6 @@ HELPER_OPS = {name: name for name in (
     "median", "all_finite", "any_nan", "any_inf", "arg_min", "arg_max", "nan_count",
     "inf_count", "nan_mean", "nan_std")}
 HELPER_OPS["numel"] = "count"
-_JSON_PREFIX = "invalid query JSON: "
 _INT_OPS = frozenset({"count", "arg_min", "arg_max"})
 _BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
 
@@ -56,9 +62,9 @@ class QueryMethods:
                 query = load_text(query)
             except QueryError as exc:
                 text = str(exc)
-                if text.startswith(_JSON_PREFIX):
+                if text.startswith(JSON_SYNTAX):
                     raise QueryError("query string is not valid JSON: "
-                                     + text[len(_JSON_PREFIX):]) from None
+                                     + text[len(JSON_SYNTAX):]) from None
                 raise
         elif not isinstance(query, dict):
             raise TypeError("query must be a dict or JSON string")

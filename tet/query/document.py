@@ -36,6 +36,7 @@ __all__ = [
     "QueryDocument",
     "WriteSpec",
     "build_query",
+    "fold_axes",
     "parse_device",
     "parse_text",
     "parse_value",
@@ -43,6 +44,7 @@ __all__ = [
     "resolve_fill",
 ]
 
+JSON_SYNTAX = "invalid query JSON: "  # the Python API rewords it (python-api.md §2)
 MAX_TEXT = 1_048_576
 MAX_DEPTH = 64
 MAX_NAME = 1024
@@ -284,7 +286,7 @@ def _load_json(text: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise QueryError(f"invalid query JSON: {exc}") from None
+        raise QueryError(f"{JSON_SYNTAX}{exc}") from None
 
 
 def _raw_depth(text: str) -> int:
@@ -716,15 +718,28 @@ def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | No
             index = _axis_by_name(token, ndim, dim_names)
         out.append(index)
     if fold_checks:
-        seen: set[int] = set()
-        for index in out:
-            if index in seen:
-                raise _v(f"duplicate operation axis index {index}")
-            seen.add(index)
-        if out and len(out) == ndim:
-            raise _v('operation axes list reduces every dimension; use "axes": [] for a scalar '
-                     "reduction")
+        return fold_axes(out, ndim)
     return tuple(sorted(out)) if ordered else tuple(out)
+
+
+def fold_axes(indices: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """Resolved axis indices -> the sorted axes a fold reduces, after the fold-time rules
+    (query.md §4): the first repeat in the order written, or a list naming every axis.
+
+    Raises
+    ------
+    QueryError
+        ``duplicate operation axis index V`` or "reduces every dimension".
+    """
+    seen: set[int] = set()
+    for index in indices:
+        if index in seen:
+            raise _v(f"duplicate operation axis index {index}")
+        seen.add(index)
+    if indices and len(indices) == ndim:
+        raise _v('operation axes list reduces every dimension; use "axes": [] for a scalar '
+                 "reduction")
+    return tuple(sorted(indices))
 
 
 def _axis_by_name(token: str, ndim: int, dim_names: Sequence[str] | None) -> int:

@@ -15,7 +15,7 @@ from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist, atomic_output
 from tet.query.budget import host_available_ram, resolve_budget
-from tet.query.document import QueryDocument, resolve_axes, resolve_fill
+from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
 from tet.query.folds import fold
 from tet.query.ops import OPS
 from tet.query.transform import run_transform
@@ -74,7 +74,7 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
             fill = resolve_fill(op.params, dict(ds.attrs))
     dataset_id, box = f.resolve(doc.dataset, doc.selection)
     if op is not None and preview is not None and op.key not in ("covariance", "correlation"):
-        resolve_axes(op.axes, record.ndim, dim_names)  # fold-time checks (query.md §4)
+        axes = fold_axes(echoed, record.ndim)  # fold-time rules come last (query.md §4)
     plan = f.plan(doc.dataset, doc.selection)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)
