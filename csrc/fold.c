@@ -526,13 +526,7 @@ void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
         tet_acc *a = &cells[e];
         neumaier(&a->sum, &a->sum_c, sum[e]);
         neumaier(&a->sum, &a->sum_c, c * shift[e]);
-        if (a->n == 0) {
-            a->n = c;
-            a->mean = sum[e] / c;
-            a->m2 = dev[e];
-        } else {
-            chan(&a->n, &a->mean, &a->m2, c, sum[e] / c, dev[e]);
-        }
+        chan(&a->n, &a->mean, &a->m2, c, sum[e] / c, dev[e]);
     }
 }
 

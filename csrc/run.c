@@ -584,8 +584,7 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
         tet_report_merge(report, &c->reports[w]);
     if (report->status == TET_OK)
         for (uint64_t p = 1; p < parts; p++) {
-            for (uint64_t i = 0; i < n_cells; i++)
-                tet_acc_merge(&cells[i], &c->extra[(p - 1) * n_cells + i], spec->what);
+            tet_acc_merge_cells(cells, &c->extra[(p - 1) * n_cells], n_cells, spec->what);
             for (uint64_t i = 0; i < n_counts; i++)
                 spec->counts[i] += c->counts_extra[(p - 1) * n_counts + i];
         }

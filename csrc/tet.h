@@ -105,14 +105,10 @@ typedef struct {
 
 /* Element-wise transforms (pass 2), applied in place to a dense C-order f32 or
  * f64 block of the logical selection, one parameter pair per fold cell. */
-#define TET_TX_ZSCORE 0     /* (x - a) / b */
-#define TET_TX_CENTER 1     /* x - a */
-#define TET_TX_SCALE 2      /* x / b */
-#define TET_TX_MINMAX 3     /* (x - a) / b, b = max - min */
-#define TET_TX_DIVIDE 4     /* x / b (l1, l2) */
-#define TET_TX_LOG1P 5      /* log1p(x - a), a = the cell's finite minimum (set here) */
-#define TET_TX_SQRT 6       /* sqrt(x - a), a likewise */
-#define TET_TX_SOFTMAX 7    /* exp(x - a) / sum of exp(y - a) over the cell's finite y */
+#define TET_TX_AFFINE 0     /* (x - a) / b: zscore, minmax, center (b = 1), scale, l1, l2 (a = 0) */
+#define TET_TX_LOG1P 1      /* log1p(x - a), a = the cell's finite minimum (set here) */
+#define TET_TX_SQRT 2       /* sqrt(x - a), a likewise */
+#define TET_TX_SOFTMAX 3    /* exp(x - a) / sum of exp(y - a) over the cell's finite y */
 #define TET_TX_MAX_BAD 256
 
 typedef struct {

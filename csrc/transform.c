@@ -21,7 +21,8 @@ typedef struct {
     uint64_t cstride[TET_MAX_NDIM]; /* 0 on reduced axes */
 } cell_walk;
 
-static void walk_init(cell_walk *w, const tet_transform_spec *s)
+/* Returns the number of cells (the product of the kept extents). */
+static uint64_t walk_init(cell_walk *w, const tet_transform_spec *s)
 {
     w->ndim = s->ndim;
     uint64_t c = 1;
@@ -34,6 +35,7 @@ static void walk_init(cell_walk *w, const tet_transform_spec *s)
             c *= s->shape[d];
         }
     }
+    return c;
 }
 
 static double load(const uint8_t *data, uint32_t dtype, uint64_t i)
@@ -88,10 +90,12 @@ int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
         s->method > TET_TX_SOFTMAX || s->a == NULL || s->b == NULL)
         return TET_ERR_ARGUMENT;
     cell_walk w;
-    walk_init(&w, s);
+    const uint64_t cells = walk_init(&w, s);
     for (uint32_t d = 0; d < s->ndim; d++)
         if (s->shape[d] == 0)
             return TET_OK;
+    if (cells != n_cells)
+        return TET_ERR_ARGUMENT;
     const uint32_t dt = s->dtype, m = s->method;
     double *a = s->a;
     const double *b = s->b;
@@ -123,18 +127,9 @@ int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
             double y;
             int bad = 0;
             switch (m) {
-            case TET_TX_ZSCORE:
-            case TET_TX_MINMAX:
+            case TET_TX_AFFINE: /* x - 0 and x / 1 are exact, so one form serves all six */
                 bad = bad_divisor(b[cell]);
                 y = (x - a[cell]) / b[cell];
-                break;
-            case TET_TX_CENTER:
-                y = x - a[cell];
-                break;
-            case TET_TX_SCALE:
-            case TET_TX_DIVIDE:
-                bad = bad_divisor(b[cell]);
-                y = x / b[cell];
                 break;
             case TET_TX_LOG1P:
                 y = log1p(x - a[cell]);

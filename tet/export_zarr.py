@@ -275,7 +275,7 @@ def _padded(a: _Array, t: _Tile) -> np.ndarray[Any, Any]:
     out = np.zeros(chunk, dtype=a.dtype)
     full = all(e - s == k for s, e, k in zip(start, stop, chunk))
     dst = out if full else np.empty([e - s for s, e in zip(start, stop)], dtype=a.dtype)
-    a.table.read(start, stop, [1] * len(chunk), dst, describe=a.table.chunk_name)
+    a.table.read(start, stop, [1] * len(chunk), dst)
     if not full:
         out[tuple(slice(0, n) for n in dst.shape)] = dst
     return out

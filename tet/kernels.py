@@ -187,8 +187,8 @@ class TileTable:
 
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
-             scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
-             describe: Callable[[int], str] | None = None) -> np.ndarray[Any, Any]:
+             scan_window: int = 0,
+             edges: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
         """Fold the box into one accumulator per output cell (kept axes, row-major).
 
         Results do not depend on the thread count: the tiles are cut into a fixed
@@ -222,7 +222,7 @@ class TileTable:
                          ffi.cast("tet_acc *", ffi.from_buffer(cells, require_writable=True)),
                          n_cells, report)
         if report.status != 0:
-            self._raise(report, self.elem_size, describe)
+            self._raise(report, self.elem_size, None)
         return cells if counts is None else counts
 
     def chunk_name(self, tile: int) -> str:
@@ -383,10 +383,10 @@ def copy_strided(level: str, src: np.ndarray[Any, Any], step: int) -> np.ndarray
     return dst
 
 
-TRANSFORMS = {"zscore": lib.TET_TX_ZSCORE, "center": lib.TET_TX_CENTER,
-              "scale": lib.TET_TX_SCALE, "minmax": lib.TET_TX_MINMAX, "l1": lib.TET_TX_DIVIDE,
-              "l2": lib.TET_TX_DIVIDE, "log1p": lib.TET_TX_LOG1P, "sqrt": lib.TET_TX_SQRT,
-              "softmax": lib.TET_TX_SOFTMAX}
+# zscore, minmax, center, scale, l1 and l2 are all (x - a) / b with per-method (a, b).
+TRANSFORMS = {**dict.fromkeys(("zscore", "minmax", "center", "scale", "l1", "l2"),
+                              lib.TET_TX_AFFINE),
+              "log1p": lib.TET_TX_LOG1P, "sqrt": lib.TET_TX_SQRT, "softmax": lib.TET_TX_SOFTMAX}
 
 
 def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
@@ -401,6 +401,8 @@ def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
     for p in (a, b):
         if p.dtype != np.float64 or not p.flags.c_contiguous or not p.flags.writeable:
             raise ValueError("transform parameters must be writable C-contiguous float64")
+    if len(a) != len(b):
+        raise ValueError("transform parameters a and b must have one value per cell each")
     spec = ffi.new("tet_transform_spec *")
     spec.method = TRANSFORMS[method]
     spec.dtype = 1 if data.dtype == np.float32 else 2
