@@ -293,3 +293,15 @@ def test_json_error_positions_count_from_the_text_given(tmp_path: Path) -> None:
     with tet.open(_file(tmp_path, np.arange(6.0))) as f, pytest.raises(tet.QueryError) as info:
         f.query(text)
     assert str(info.value) == f"query string is not valid JSON: {want}"
+
+
+def test_combined_query_echoes_like_a_single_file(tmp_path: Path) -> None:
+    a = np.arange(24.0).reshape(2, 3, 4)
+    paths = [str(_file(tmp_path, a + k, f"f{k}.tet")) for k in range(2)]
+    doc = {"dataset": "a", "sum": [2, 0]}
+    combined = tet.query_many(paths, doc, combine=True)
+    with tet.open(paths[0]) as f:
+        single = f.query(doc)
+    assert combined["operation"] == single["operation"] == {"sum": {"axes": ["2", "0"]}}
+    np.testing.assert_allclose(combined["execution"]["operation_reduced_sum"],
+                               (a.sum(axis=(0, 2)) + (a + 1).sum(axis=(0, 2))).tolist())

@@ -101,7 +101,7 @@ class FilePartial:
 
     cells: Acc               # kernels.ACC_DTYPE, one per output cell, row-major
     shape: tuple[int, ...]   # the reduced (kept) shape; () for a scalar
-    axes: tuple[int, ...]    # the resolved reduced axes
+    axes: tuple[int, ...]    # the resolved axes in the document's order (the echo's)
     count: int               # elements in the file's logical selection
     fill: float              # null_count's resolved fill (0.0 otherwise)
     stored: int              # payload bytes of the chunks the selection touches
@@ -132,7 +132,8 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
         cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill)
         touched = table.touch(box.start, box.stop, box.step).astype(np.int64)
         kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
-        return FilePartial(cells, kept, axes, box.size, fill, int(table.stored[touched].sum()))
+        return FilePartial(cells, kept, written, box.size, fill,
+                           int(table.stored[touched].sum()))
 
 
 def _same_fill(x: float, y: float) -> bool:
@@ -170,8 +171,7 @@ def combine_partials(doc: QueryDocument, paths: Sequence[str],
     if first.axes:
         fields["operation_reduced_shape"] = list(first.shape)
         flat = values.ravel()
-        fields[spec.reduced_field] = (flat.astype(np.float64) if op.key == "count"
-                                      else flat).tolist()
+        fields[spec.reduced_field] = flat.astype(np.float64) if op.key == "count" else flat
     else:
         fields[spec.scalar_field] = values.item()
     fill = first.fill if op.key == "null_count" else None

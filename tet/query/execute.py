@@ -188,10 +188,10 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
         out["memory_strategy"] = "streaming_fold"
         if axes:
             out["operation_reduced_shape"] = kept
-            out["operation_reduced_histogram_counts"] = counts.astype(np.float64).ravel().tolist()
+            out["operation_reduced_histogram_counts"] = counts.astype(np.float64).ravel()
         else:
-            out["operation_histogram_counts"] = counts[0].astype(np.float64).tolist()
-            out["operation_histogram_edges"] = edges[0].tolist()
+            out["operation_histogram_counts"] = counts[0].astype(np.float64)
+            out["operation_histogram_edges"] = edges[0]
         return out
     if key in ("covariance", "correlation"):
         (obs,) = axes
@@ -205,12 +205,12 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
             values = materialize.quantile(x, q, axes, median=key == "median")
             if axes:
                 out["operation_reduced_shape"] = kept
-                out[f"operation_reduced_{key}"] = values.ravel().tolist()
+                out[f"operation_reduced_{key}"] = values.ravel()
             else:
                 out[f"operation_{key}"] = float(values.reshape(-1)[0])
         else:
             matrix = materialize.covariance(x, axes[0], correlation=key == "correlation")
-            out[f"operation_{key}"] = matrix.ravel().tolist()
+            out[f"operation_{key}"] = matrix.ravel()
             out[f"operation_{key}_order"] = matrix.shape[0]
     return out
 
@@ -273,7 +273,7 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     if axes:
         out["operation_reduced_shape"] = list(values.shape)
         flat = values.ravel()
-        out[spec.reduced_field] = (flat.astype(np.float64) if key == "count" else flat).tolist()
+        out[spec.reduced_field] = flat.astype(np.float64) if key == "count" else flat
     else:
         out[spec.scalar_field] = values.item()
     return out

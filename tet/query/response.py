@@ -68,7 +68,13 @@ _RANK = {k: i for i, k in enumerate(EXECUTION_ORDER)}
 def clean(value: Any, *, finite: bool = True) -> Any:
     """JSON-ready: NumPy scalars and arrays to Python, non-finite floats to None (the
     wire's rule; ``finite=False`` keeps them, for text output that prints ``inf``)."""
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray):  # whole arrays at once: results can hold millions
+        if value.dtype.kind == "f" and finite and not np.isfinite(value).all():
+            out = value.astype(object)
+            out[~np.isfinite(value)] = None
+            return out.tolist()
+        if value.dtype.kind in "biuf":
+            return value.tolist()
         return clean(value.tolist(), finite=finite)
     if isinstance(value, (list, tuple)):
         return [clean(v, finite=finite) for v in value]

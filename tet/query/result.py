@@ -68,7 +68,9 @@ class QueryResult:
         reduced = None
         shape = ex.get("operation_reduced_shape")
         if spec and spec.reduced_field and spec.reduced_field in ex:
-            values = np.asarray([np.nan if v is None else v for v in ex[spec.reduced_field]])
+            values = np.asarray(ex[spec.reduced_field])
+            if values.dtype == object:  # the wire's nulls
+                values = np.asarray([np.nan if v is None else v for v in values])
             dims = list(shape or [])
             reduced = values.reshape([*dims, -1] if op == "histogram" else dims)
         order_key = f"operation_{op}_order" if op in ("covariance", "correlation") else None
