@@ -305,3 +305,11 @@ def test_combined_query_echoes_like_a_single_file(tmp_path: Path) -> None:
     assert combined["operation"] == single["operation"] == {"sum": {"axes": ["2", "0"]}}
     np.testing.assert_allclose(combined["execution"]["operation_reduced_sum"],
                                (a.sum(axis=(0, 2)) + (a + 1).sum(axis=(0, 2))).tolist())
+
+
+def test_build_query_keeps_array_form_selection_entries() -> None:
+    sel = [[0, 2, None, None, None], {"step": 2}]
+    doc = tet.build_query("v", sum=[], selection=sel)
+    assert doc == {"dataset": "v", "sum": [], "selection": [[0, 2, None, None, None],
+                                                           {"step": 2}]}
+    assert doc["selection"][1] is not sel[1]

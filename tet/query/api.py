@@ -23,7 +23,7 @@ from tet.query.document import (
     parse_value,
 )
 from tet.query.execute import execute_document
-from tet.query.ops import OPS
+from tet.query.ops import OPS, REDUCTION_OPS
 from tet.query.result import QueryResult
 from tet.query.sinks import (
     SidecarTransformResult,
@@ -41,10 +41,7 @@ __all__ = ["HELPER_OPS", "QueryMethods"]
 AxisArg = int | str | Sequence[int | str] | None
 
 # Python helper name -> wire op; `numel` is an alias of `count`.
-HELPER_OPS = {name: name for name in (
-    "mean", "sum", "min", "max", "count", "std", "var", "product", "norm_l1", "norm_l2",
-    "median", "all_finite", "any_nan", "any_inf", "arg_min", "arg_max", "nan_count",
-    "inf_count", "nan_mean", "nan_std")}
+HELPER_OPS = {name: name for name in REDUCTION_OPS if name != "null_count"}  # own signature
 HELPER_OPS["numel"] = "count"
 _INT_OPS = frozenset({"count", "arg_min", "arg_max"})
 _BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
@@ -93,11 +90,7 @@ class QueryMethods:
 
     def query_execute(self, query: Any, *, device: str | None = None,
                       preview: int | None = None, raw: bool = True) -> Any:
-        sink: dict[str, Any] = {}
-        doc, response = self._run(query, device=device, preview=preview, plan=False, sink=sink)
-        if raw:
-            return response
-        return self._result(doc, response, require_execution=True, sink=sink)
+        return self.execute(query, device=device, preview=preview, raw=raw)
 
     def execute(self, query: Any, *, device: str | None = None, preview: int | None = None,
                 raw: bool = False, plan: bool = False) -> Any:

@@ -805,5 +805,6 @@ def build_query(dataset: str, *, selection: Any = None, **op: Any) -> dict[str, 
         raise ValueError(f"unknown query op {key!r}")
     doc: dict[str, Any] = {"dataset": dataset, key: value}
     if selection is not None:
-        doc["selection"] = [dict(a) for a in selection] if _is_arr(selection) else selection
+        doc["selection"] = ([dict(a) if _is_obj(a) else a for a in selection]
+                            if _is_arr(selection) else selection)
     return doc

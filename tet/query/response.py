@@ -33,9 +33,9 @@ UNMATCHED = ("query accepted; dataset name not found in this file "
 DENSE = "dense_half_open_intervals_per_axis_json_step_ignored_for_chunk_touch_list"
 STRIDED = "strided_half_open_per_axis_json_step_applied_to_chunk_touch_list"
 
-# The dtypes whose `catalog.dataset_<dtype>_bytes` key the wire has (query.md §13).
-_SIZED = frozenset({"f32", "f64", "i32", "i64", "u8", "u16", "i16"})
 PREVIEW_ORDER = ("f32", "f64", "i32", "i64", "u8", "u16", "i16", "u32", "u64", "f16")
+# The dtypes whose `catalog.dataset_<dtype>_bytes` key the wire has (query.md §13).
+_SIZED = frozenset(PREVIEW_ORDER[:7])
 _SCALARS = (
     "operation_element_count", "operation_sum", "operation_mean", "operation_median",
     "operation_quantile", "operation_histogram_counts", "operation_histogram_edges",
@@ -51,8 +51,7 @@ _REDUCED = tuple(f"operation_reduced_{k}" for k in (
     "any_nan", "any_inf", "nan_count", "inf_count", "null_count", "argmin", "argmax"))
 EXECUTION_ORDER: tuple[str, ...] = (
     "total_bytes_read_from_disk",
-    *[f"{d}_preview{s}" for d in ("f32", "f64", "i32", "i64", "u8", "u16", "i16", "u32",
-                                  "u64", "f16") for s in ("", "_truncated")],
+    *[f"{d}_preview{s}" for d in PREVIEW_ORDER for s in ("", "_truncated")],
     *_SCALARS,
     "memory_strategy", "spill_f32_path", "spill_f32_bytes", "memory_budget_bytes",
     "host_available_ram_bytes", "logical_selection_f32_bytes", "logical_selection_bytes",

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes
+from tet.query.ops import TRANSFORM_METHODS
+from tet.query.transform import output_dtype
 
 if TYPE_CHECKING:
     from tet.file import TetFile
@@ -36,7 +38,7 @@ __all__ = [
     "write_to_wire",
 ]
 
-METHODS = ("zscore", "minmax", "l1", "l2", "center", "scale", "log1p", "sqrt", "softmax")
+METHODS = TRANSFORM_METHODS
 Arr = np.ndarray[Any, Any]
 
 
@@ -100,8 +102,7 @@ class TransformResult:
     @property
     def dtype(self) -> np.dtype[Any]:
         """The output dtype: the source's for f32/f64, float64 for promoted inputs."""
-        source = dtypes.by_tag(self.dtype_tag)
-        return source.numpy if source.name in ("f32", "f64") else np.dtype("<f8")
+        return output_dtype(dtypes.by_tag(self.dtype_tag))
 
     @staticmethod
     def _base(raw: dict[str, Any], method: str) -> dict[str, Any]:

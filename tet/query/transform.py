@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tet.file import TetFile
     from tet.query.document import QueryDocument
 
-__all__ = ["METHODS", "Transformed", "run_transform"]
+__all__ = ["METHODS", "Transformed", "output_dtype", "run_transform"]
 
 Arr = np.ndarray[Any, Any]
 
@@ -55,6 +55,11 @@ class Transformed:
     fields: dict[str, Any]
     array: Arr | None      # the `ram` target's result
     preview_source: Arr     # where the preview is read from (the output, or its file)
+
+
+def output_dtype(source: dtypes.DType) -> np.dtype[Any]:
+    """f32 and f64 keep their dtype; integers and f16 are promoted to float64."""
+    return source.numpy if source.name in ("f32", "f64") else np.dtype("<f8")
 
 
 def _v(msg: str) -> QueryError:
@@ -106,7 +111,7 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     reported, passes = METHODS[method]
     record = f.catalog.datasets[dataset_id]
     src = dtypes.by_tag(record.dtype)
-    out_dtype = src.numpy if src.name in ("f32", "f64") else np.dtype("<f8")
+    out_dtype = output_dtype(src)
     count = box.size
     target = doc.write.target if doc.write else "switch"
     src_bytes = count * src.size
