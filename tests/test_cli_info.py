@@ -262,3 +262,14 @@ def test_interop_files_all_list(cli: Any) -> None:
         with tet.open(path) as f:
             assert f"datasets={len(f.datasets())} " in r.out
             assert f"chunks={len(f.summary()['chunks'])} " in r.out
+
+
+def test_a_chunk_row_with_a_bad_dataset_id_is_not_counted(cli: Any, tmp_path: Path) -> None:
+    buf = bytearray(SAMPLE.read_bytes())
+    struct.pack_into("<Q", buf, 0xF0, 5)  # second row: dataset_id 5 (verify reports it)
+    p = tmp_path / "bad.tet"
+    p.write_bytes(bytes(buf))
+    r = cli("info", p)
+    assert (r.rc, r.err) == (0, "")
+    assert r.out.splitlines()[-1] == (
+        "    0  temperature           f32    2×3               2×2           1")

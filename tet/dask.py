@@ -38,7 +38,6 @@ __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "FileKey",
     "block_chunks",
-    "block_count",
     "cache_info",
     "clear_cache",
     "file_key",
@@ -194,10 +193,7 @@ def block_chunks(box: Box, chunk_shape: Sequence[int], itemsize: int,
 
 
 def _resolve(file: TetFile | PathLike) -> tuple[TetFile, FileKey]:
-    if isinstance(file, TetFile):
-        key = file_key(file.path)
-        return open_cached(key), key
-    key = file_key(file)
+    key = file_key(file.path if isinstance(file, TetFile) else file)
     return open_cached(key), key
 
 
@@ -254,10 +250,3 @@ def to_dask(
     array: dask.array.Array = da.Array(  # type: ignore[no-untyped-call]
         graph, graph_name, chunks, meta=meta)
     return array
-
-
-def block_count(shape: Sequence[int], chunk_shape: Sequence[int], itemsize: int,
-                block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
-    """How many tasks `to_dask` makes for a whole dataset of this geometry."""
-    chunks = block_chunks(Box.full(shape), chunk_shape, itemsize, block_bytes)
-    return math.prod(len(c) for c in chunks)

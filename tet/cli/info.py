@@ -201,7 +201,8 @@ def _datasets(v: View, limit: int, metadata: bool) -> list[str]:
         return blocks
     counts = [0] * len(s["datasets"])
     for c in s["chunks"]:
-        counts[c["dataset_id"]] += 1
+        if 0 <= c["dataset_id"] < len(counts):  # a bad id is verify's finding, not a crash
+            counts[c["dataset_id"]] += 1
     meta_all = s["metadata"].get("datasets") or {}
     lines = ["datasets:", _row("id", "name", "dtype", "shape", "chunk_shape", "chunks")]
     for i, ds in enumerate(s["datasets"]):

@@ -35,9 +35,6 @@ LABELS = {"h5": "HDF5", "nc": "NetCDF", "zarr": "Zarr"}
 
 
 class _Source(Protocol):
-    kind: str
-    label: str
-
     def variables(self) -> list[SourceVar]: ...
 
     def close(self) -> None: ...

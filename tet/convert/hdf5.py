@@ -159,12 +159,8 @@ def _attr_items(obj: Any) -> list[tuple[str, Any]]:
 class H5Source:
     """An open HDF5 file; `variables()` describes what will be converted."""
 
-    kind = "h5"
-    label = "HDF5"
-
     def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
         self._h5py = require("h5py", "HDF5")
-        self._path = path
         self._keep_packed = keep_packed
         try:
             self._file = self._h5py.File(path, "r")

@@ -61,9 +61,6 @@ def _attr_items(var: Any) -> list[tuple[str, Any]]:
 class NCSource:
     """An open NetCDF file; `variables()` describes what will be converted."""
 
-    kind = "nc"
-    label = "NetCDF"
-
     def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
         self._nc = require("netCDF4", "NetCDF")
         self._keep_packed = keep_packed

@@ -53,9 +53,6 @@ class ZarrSource:
     """An open Zarr v3 store (directory, or `.zip`); `variables()` describes what will
     be converted."""
 
-    kind = "zarr"
-    label = "Zarr"
-
     def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
         zarr = require("zarr", "Zarr")
         self._zarr = zarr
