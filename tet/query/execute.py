@@ -18,6 +18,7 @@ from tet.query.budget import host_available_ram, resolve_budget
 from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
 from tet.query.folds import fold
 from tet.query.ops import OPS
+from tet.query.plan import ReadPlan, plan_read
 from tet.query.transform import run_transform
 from tet.selection import Box
 
@@ -75,14 +76,14 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     dataset_id, box = f.resolve(doc.dataset, doc.selection)
     if op is not None and preview is not None and op.key not in ("covariance", "correlation"):
         axes = fold_axes(echoed, record.ndim)  # fold-time rules come last (query.md §4)
-    plan = f.plan(doc.dataset, doc.selection)
+    plan = plan_read(f._table(dataset_id), record, box)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)
     echo = op.echo(echoed, fill) if op is not None else None
     if preview is None:
         return resp.response(**common, operation=echo, message=resp.MATCHED, catalog=catalog,
                              read_plan=resp.plan_block(plan))
-    fields = _execute(f, doc, dataset_id, box, axes, fill, preview, int(plan.stored.sum()),
+    fields = _execute(f, doc, dataset_id, box, axes, fill, preview, plan,
                       spill_allow, sink)
     if sink is not None:
         sink["execution"] = resp.execution_block(fields, finite=False)
@@ -92,7 +93,7 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
 
 
 def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],
-             fill: float | None, preview: int, stored: int, spill_allow: Sequence[str],
+             fill: float | None, preview: int, plan: ReadPlan, spill_allow: Sequence[str],
              sink: dict[str, Any] | None) -> dict[str, Any]:
     record = f.catalog.datasets[dataset_id]
     dt = dtypes.by_tag(record.dtype)
@@ -109,6 +110,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         file_bytes=cat.budget_bytes, file_bps=cat.budget_percent_bps, available=available)
     allow = Allowlist.for_file(f.path, spill_allow) if (tier in ("C", "T") or (
         op is None and doc.spill is not None)) else None
+    stored, tiles = int(plan.stored.sum()), plan.chunk_count
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored}
     preview_dtype, preview_values = dt.name, None
     if op is None and doc.spill is not None:
@@ -124,7 +126,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         fields["memory_strategy"] = "capped_in_memory"
     elif tier == "A":
         fields.update(_fold_fields(f, doc, dataset_id, box, axes,
-                                   0.0 if fill is None else fill, nbytes, available))
+                                   0.0 if fill is None else fill, nbytes, available, tiles))
         fields["memory_strategy"] = "streaming_fold"
     elif tier == "C":
         assert allow is not None
@@ -134,7 +136,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         done = run_transform(f, doc, dataset_id, box, axes, budget=budget, allow=allow,
                              stored=stored)
         fields.update(done.fields)
-        fields.update(_parallel_fields(f, dataset_id, box, nbytes, available))
+        fields.update(_parallel_fields(tiles, nbytes, available))
         if sink is not None:
             sink["array"] = done.array
         preview_dtype = dtypes.for_numpy(done.preview_source.dtype).name
@@ -222,10 +224,8 @@ def _io_regime(nbytes: int, available: int | None) -> str:
     return "in_core" if nbytes <= IN_CORE_HEADROOM * available else "out_of_core"
 
 
-def _parallel_fields(f: TetFile, dataset_id: int, box: Box, nbytes: int,
-                     available: int | None) -> dict[str, Any]:
+def _parallel_fields(tiles: int, nbytes: int, available: int | None) -> dict[str, Any]:
     """The fold-policy fields a transform reports for its statistics pass."""
-    tiles = len(f._table(dataset_id).touch(box.start, box.stop, box.step))
     return {
         "fold_parallel": tiles > 1,
         "fold_workers": min(kernels.thread_count(), tiles),
@@ -247,8 +247,8 @@ def _observation_axis(tokens: Sequence[str], ndim: int,
 
 
 def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
-                 axes: tuple[int, ...], fill: float, nbytes: int,
-                 available: int | None) -> dict[str, Any]:
+                 axes: tuple[int, ...], fill: float, nbytes: int, available: int | None,
+                 tiles: int) -> dict[str, Any]:
     assert doc.operation is not None
     key = doc.operation.key
     ex = doc.execution
@@ -259,7 +259,6 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     linear = (regime == "out_of_core" and box.is_full(record.shape) and hint is not True
               and _contiguous_raw(table))
     sequential = linear or hint is False
-    tiles = len(table.touch(box.start, box.stop, box.step))
     values = fold(table, box, key, axes, fill=fill, sequential=sequential,
                   scan_window=LINEAR_SCAN_WINDOW if linear else 0)
     spec = OPS[key]
