@@ -419,11 +419,9 @@ def _result_section(key: str, body: Mapping[str, Any], ex: Mapping[str, Any]) ->
     values = _need(ex, field)
     shape = ex.get("operation_reduced_shape")
     title = f"result (reduced_shape={fmt_shape(shape)})" if shape is not None else "result"
-    lines = [f"{title}:", f"  {'#':>6}  value"]
-    lines += [f"  {i:>6}  {_fmt_value(v)}" for i, v in enumerate(values)]
-    if "operation_element_count" in ex:
-        lines.append(f"  {'elements':>6}  {ex['operation_element_count']}")
-    return "\n".join(lines) + "\n\n"
+    elements = (f"  {'elements':>6}  {ex['operation_element_count']}\n"
+                if "operation_element_count" in ex else "")
+    return f"{title}:\n{_indexed(values)}{elements}\n"
 
 
 def table_text(resp: Response) -> str:
