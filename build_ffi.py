@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 SOURCES = [
     "dispatch.c", "gather.c", "gather_avx2.c", "gather_neon.c", "codec.c", "fold.c",
-    "fold_avx2.c", "run.c", "transform.c",
+    "fold_avx2.c", "run.c", "transform.c", "checksum.c", "checksum_sse42.c",
 ]
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 

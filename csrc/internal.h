@@ -47,12 +47,29 @@ void tet_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uint64_t r
                        uint64_t run, const double *center, int square, double *acc);
 #endif
 
+/* CRC-32C of n bytes, continuing `crc` (0 to start); checksum.c. */
+typedef uint32_t (*tet_crc32c_fn)(uint32_t crc, const uint8_t *p, uint64_t n);
+uint32_t tet_crc32c_scalar(uint32_t crc, const uint8_t *p, uint64_t n);
+#ifdef TET_HAVE_AVX2_BODY
+uint32_t tet_crc32c_sse42(uint32_t crc, const uint8_t *p, uint64_t n);
+#endif
+#define TET_CRC_LONG 8192   /* bytes per stream of the three-stream body's long blocks */
+#define TET_CRC_SHORT 256   /* ... and of its short blocks */
+typedef struct {
+    uint32_t byte[8][256];          /* slicing-by-8 tables */
+    uint32_t long_shift[4][256];    /* the register moved over TET_CRC_LONG zero bytes */
+    uint32_t short_shift[4][256];   /* ... over TET_CRC_SHORT zero bytes */
+} tet_crc_tables;
+const tet_crc_tables *tet_crc32c_tables(void);
+uint32_t tet_crc32c_shift(const uint32_t shift[4][256], uint32_t r);
+
 /* One ISA's bodies; dispatch.c holds one row per level. */
 typedef struct {
     tet_copy_strided_fn copy_strided;
     tet_minmax_f32_fn minmax_f32;
     tet_moments_f32_fn moments_f32;
     tet_rows_f32_fn rows_f32;
+    tet_crc32c_fn crc32c;
 } tet_kernels;
 
 /* The bodies of the active level (set by tet_dispatch_init / tet_simd_set). */
@@ -82,6 +99,17 @@ tet_status tet_zstd_decode(tet_dctx *ctx, uint8_t *dst, uint64_t raw_len,
 tet_status tet_zstd_encode(tet_cctx *ctx, uint8_t *dst, uint64_t cap, const uint8_t *src,
                            uint64_t src_len, int level, uint64_t *written, uint64_t *detail);
 uint64_t tet_zstd_bound(uint64_t raw_len);
+/* A streaming decoder for checks that must not hold a whole tile. */
+typedef struct tet_dstream tet_dstream;
+tet_dstream *tet_dstream_new(void);
+void tet_dstream_free(tet_dstream *ds);
+/* Decode the zstd payload src[0, src_len) through window[0, window_len), a step at a
+ * time, and check it yields exactly raw_len bytes (frame checksums are verified by
+ * libzstd).  A frame whose decoder would need more than max_need bytes is not
+ * decoded: TET_ERR_NOMEM, detail = what it needs. */
+tet_status tet_zstd_check(tet_dstream *ds, const uint8_t *src, uint64_t src_len,
+                          uint64_t raw_len, uint8_t *window, uint64_t window_len,
+                          uint64_t max_need, uint64_t *detail);
 
 /* ---- folds (fold.c) ---------------------------------------------------- */
 #define TET_FOLD_BLOCK 1024   /* elements promoted to f64 and folded at a time */

@@ -604,6 +604,7 @@ typedef struct {
     uint64_t scratch_len;
     int stop;
     tet_copy_strided_fn strided;
+    tet_crc32c_fn crc;
     tet_report reports[TET_MAX_THREADS];
 } encode_ctx;
 
@@ -636,6 +637,8 @@ static void encode_worker(void *vctx, uint32_t t)
                      extent, p->ndim, p->elem_size, c->strided);
         if (p->codec == 0) {
             p->out_len[i] = raw;
+            if (p->out_crc != NULL) /* while the tile is still in cache */
+                p->out_crc[i] = c->crc(0, tile, raw);
             continue;
         }
         uint64_t written = 0, detail = 0;
@@ -647,6 +650,8 @@ static void encode_worker(void *vctx, uint32_t t)
             break;
         }
         p->out_len[i] = written;
+        if (p->out_crc != NULL)
+            p->out_crc[i] = c->crc(0, p->out + c->slot[i], written);
     }
 done:
     free(scratch);
@@ -694,6 +699,7 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
     c->plan = p;
     c->slot = slot;
     c->strided = tet_active()->copy_strided;
+    c->crc = tet_active()->crc32c;
     uint32_t threads = p->threads;
     if ((uint64_t)threads > p->n_chunks)
         threads = (uint32_t)p->n_chunks;

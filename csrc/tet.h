@@ -141,6 +141,7 @@ typedef struct {
     uint64_t out_capacity;
     uint64_t *out_len;            /* [n_chunks] */
     uint32_t threads;
+    uint32_t *out_crc;            /* [n_chunks] crc32c of each tile's stored bytes, or NULL */
 } tet_encode_plan;
 
 int32_t tet_dispatch_init(void);
@@ -181,6 +182,42 @@ int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst,
 /* Test hook: block min/max of n f32 values through one SIMD body. */
 int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
                        int32_t *nan);
+/* ---- integrity (checksum.c) ---------------------------------------------
+ * CRC-32C (Castagnoli: reflected polynomial 0x82F63B78, preset and final xor
+ * 0xFFFFFFFF, as in iSCSI and ext4), crc32c("123456789") = 0xE3069283. */
+
+/* Test hook and small inputs: *crc = crc32c of data[0, n) continuing *crc (0 to
+ * start), through the body of one SIMD level. */
+int32_t tet_crc32c(int32_t level, const uint8_t *data, uint64_t n, uint32_t *crc);
+
+/* Spans of a mapped file, worked on by `threads` threads. */
+typedef struct {
+    const uint8_t *file;
+    uint64_t file_len;
+    uint64_t n;
+    const uint64_t *offset;       /* [n] */
+    const uint64_t *length;       /* [n] stored bytes */
+    const uint64_t *raw;          /* [n] decoded length (tet_check_frames) */
+    uint32_t threads;
+    uint32_t reserved;
+    uint64_t window;              /* tet_check_frames: decoded bytes per step, per thread */
+    uint64_t max_need;            /* tet_check_frames: decoder memory one frame may take */
+    uint32_t *crc;                /* [n] out: tet_crc32c_spans */
+    int32_t *status;              /* [n] out: tet_check_frames, a tet_status per span */
+    uint64_t *detail;             /* [n] out: tet_check_frames, as in tet_report */
+} tet_spans;
+
+/* crc[i] = crc32c of span i.  A span outside the file fails the call with
+ * TET_ERR_BOUNDS (report->chunk = the span). */
+int32_t tet_crc32c_spans(const tet_spans *spans, tet_report *report);
+/* Decode every span as zstd through a window-byte buffer per thread (never the
+ * whole tile) and check it yields exactly raw[i] bytes, frame checksums included;
+ * status[i]/detail[i] say how span i fared: TET_ERR_ZSTD (detail: the libzstd
+ * code), TET_ERR_LENGTH (detail: bytes decoded, or the frame's declared size),
+ * TET_ERR_BOUNDS, or TET_ERR_NOMEM when a frame's decoder would need more than
+ * max_need bytes (detail: what it needs; the span was not decoded).  The call
+ * itself fails only for bad arguments or memory. */
+int32_t tet_check_frames(const tet_spans *spans, tet_report *report);
 /* cdef-end */
 
 #endif

@@ -21,7 +21,10 @@ from tet.errors import CatalogError, ChunkError, TetError
 
 __all__ = [
     "TileTable",
+    "check_frames",
     "copy_strided",
+    "crc32c",
+    "crc32c_spans",
     "encode",
     "encode_capacity",
     "minmax_f32",
@@ -273,12 +276,15 @@ def encode(
     codec: int,
     level: int,
     scratch: np.ndarray[Any, Any] | None = None,
+    checksums: np.ndarray[Any, Any] | None = None,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Cut tiles [origin, origin+extent) out of `src` and encode each (0 raw, 1 zstd).
 
     Returns (payload bytes back to back, per-tile stored lengths).  The payload
     is a view of `scratch` when it is large enough (see `encode_capacity`), so
     a loop over windows reuses one buffer instead of faulting in a new one.
+    `checksums` (uint32, one per tile, C-contiguous), if given, receives the
+    crc32c of each tile's stored bytes, computed while they are in cache.
     """
     src = np.ascontiguousarray(src)
     n, ndim = extent.shape
@@ -301,6 +307,12 @@ def encode(
     c.codec, c.level = codec, level
     c.out, c.out_capacity, c.out_len = out_ptr, cap, len_ptr
     c.threads = thread_count()
+    if checksums is not None:
+        if checksums.dtype != np.uint32 or checksums.shape != (n,) or \
+                not checksums.flags.c_contiguous:
+            raise ValueError("checksums must be a C-contiguous uint32 array, one per tile")
+        crc_ptr = ffi.from_buffer("uint32_t[]", checksums, require_writable=True)
+        c.out_crc = crc_ptr
     report = ffi.new("tet_report *")
     lib.tet_encode(c, report)
 
@@ -314,6 +326,113 @@ def encode(
     except TetError as exc:
         raise CatalogError(str(exc)) from None
     return out[: int(out_len.sum())], out_len
+
+
+def crc32c(data: Any, *, crc: int = 0, level: str | None = None) -> int:
+    """CRC-32C (Castagnoli, as in iSCSI and ext4) of a contiguous bytes-like object,
+    continuing `crc`; through the active SIMD body, or `level`'s (a test hook)."""
+    out = ffi.new("uint32_t *", crc)
+    which = lib.tet_simd_get() if level is None else _SIMD_NAMES.index(level)
+    with memoryview(data) as whole, whole.cast("B") as view:
+        buf = ffi.from_buffer("uint8_t[]", view) if len(view) else ffi.NULL
+        try:
+            status = lib.tet_crc32c(which, buf, len(view), out)
+        finally:
+            if buf != ffi.NULL:
+                ffi.release(buf)  # the caller may close a mapping at once
+    if status != 0:
+        raise TetError(f"SIMD body {level!r} is not available on this CPU ({simd_levels()})")
+    return int(out[0])
+
+
+def _spans(file: Any, file_len: int, offset: np.ndarray[Any, Any],
+           length: np.ndarray[Any, Any], threads: int | None) -> tuple[Any, list[Any]]:
+    s = ffi.new("tet_spans *")
+    off = np.ascontiguousarray(offset, dtype=U64)
+    n_bytes = np.ascontiguousarray(length, dtype=U64)
+    keep = [ffi.from_buffer("uint8_t[]", file) if file_len else ffi.NULL,
+            ffi.from_buffer("uint64_t[]", off), ffi.from_buffer("uint64_t[]", n_bytes)]
+    s.file, s.offset, s.length = keep
+    s.file_len, s.n = file_len, len(off)
+    s.threads = thread_count() if threads is None else threads
+    return s, keep
+
+
+def _release(keep: list[Any]) -> None:
+    if keep and keep[0] != ffi.NULL:
+        ffi.release(keep[0])
+
+
+def crc32c_spans(file: Any, file_len: int, offset: np.ndarray[Any, Any],
+                 length: np.ndarray[Any, Any], *, threads: int | None = None
+                 ) -> np.ndarray[Any, Any]:
+    """crc32c of each span [offset, offset + length) of a mapped file, in one threaded
+    call (nothing is copied or allocated beyond the uint32 result)."""
+    s, keep = _spans(file, file_len, offset, length, threads)
+    out = np.empty(len(offset), dtype=np.uint32)
+    s.crc = ffi.from_buffer("uint32_t[]", out, require_writable=True)
+    report = ffi.new("tet_report *")
+    try:
+        lib.tet_crc32c_spans(s, report)
+    finally:
+        _release(keep)
+
+    def explain(f: _Failure) -> str:
+        if f.status == lib.TET_ERR_BOUNDS:
+            a = int(offset[f.chunk])
+            return f"span {f.chunk}: [{a}, {a + int(length[f.chunk])}) is outside the file " \
+                f"of {file_len} bytes"
+        return f"status {f.status}"
+
+    _check(report, "checksum failed", explain)
+    return out
+
+
+FRAME_OK: int = int(lib.TET_OK)
+FRAME_TOO_BIG: int = int(lib.TET_ERR_NOMEM)
+
+
+def check_frames(file: Any, file_len: int, offset: np.ndarray[Any, Any],
+                 stored: np.ndarray[Any, Any], raw: np.ndarray[Any, Any], *, window: int,
+                 max_need: int, threads: int | None = None
+                 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Decode each span as zstd through a `window`-byte buffer per thread and check its
+    length and frame checksum; returns (status, detail) per span (`FRAME_OK`, or a
+    failure `frame_problem` explains; `FRAME_TOO_BIG` when a frame's decoder would need
+    more than `max_need` bytes, detail = what it needs)."""
+    s, keep = _spans(file, file_len, offset, stored, threads)
+    raw_c = np.ascontiguousarray(raw, dtype=U64)
+    status = np.empty(len(offset), dtype=np.int32)
+    detail = np.empty(len(offset), dtype=U64)
+    keep += [ffi.from_buffer("uint64_t[]", raw_c)]
+    s.raw = keep[-1]
+    s.status = ffi.from_buffer("int32_t[]", status, require_writable=True)
+    s.detail = ffi.from_buffer("uint64_t[]", detail, require_writable=True)
+    s.window, s.max_need = window, max_need
+    report = ffi.new("tet_report *")
+    try:
+        lib.tet_check_frames(s, report)
+    finally:
+        _release(keep)
+
+    def explain(f: _Failure) -> str:
+        if f.status == lib.TET_ERR_NOMEM:
+            return f"could not allocate a {f.detail}-byte decode window"
+        return f"invalid frame check (status {f.status})"
+
+    _check(report, "decode check failed", explain)
+    return status, detail
+
+
+def frame_problem(status: int, detail: int, offset: int, stored: int, raw: int) -> str:
+    """What a failed `check_frames` status says about its span, in the words reads use."""
+    if status == lib.TET_ERR_ZSTD:
+        return f"zstd decode failed: {zstd_error_name(detail)}"
+    if status == lib.TET_ERR_LENGTH:
+        return f"decoded payload length {detail} != raw_byte_len {raw}"
+    if status == lib.TET_ERR_BOUNDS:
+        return f"chunk payload [{offset}, {offset + stored}) out of bounds"
+    return f"decode check failed (status {status}, detail {detail})"
 
 
 FOLD_MOMENTS: int = int(lib.TET_FOLD_MOMENTS)
