@@ -5,8 +5,8 @@ Everything here parses the bytes with `struct` on its own, independently of
 
 - §9 hex walk: f32 1..6, shape (2, 3), chunks (2, 2), name ``temperature``
   reproduces the upstream ``sample.tet`` bytes 0..12 and 16..368 exactly; only
-  the superblock flags differ (1: our writer always adds a ``THST`` footer,
-  which follows byte 368).
+  the superblock flags differ (1: our writer always adds its checksum table and
+  a ``THST`` footer, which follow byte 368).
 - §3.1 records: name lengths 1..17 (and a multi-byte UTF-8 name), alone and
   many records in one directory with rank 1..8: padding is zero and follows
   ``pad = (8 - (16 + name_len) % 8) % 8``, every shape array is 8-aligned,
@@ -23,6 +23,10 @@ Everything here parses the bytes with `struct` on its own, independently of
   through `tet.layout.encode_footer`; the 65 536-byte inline boundary and the
   ``metadata_ref`` spill path (written after the payloads, read back equal);
   MetadataLimitsV1 violations raise `tet.CatalogError` with the spec's texts.
+- the checksum table (tet/integrity.py): right after the payloads, before any
+  spill, named by ``tet_checksums_ref``; magic, version, algorithm, the crc32c of
+  the index rows, the row count, one crc32c per row over its stored bytes and the
+  blob's own crc32c, all at their offsets.
 - §2 empty file: the 32-byte spec example (and one with a footer) parses to an
   empty catalog; session writers refuse to commit zero datasets.
 """
@@ -40,6 +44,7 @@ import pytest
 
 import tet
 from tests.conftest import UPSTREAM
+from tet import kernels
 from tet.layout import LIMITS, align8, encode_footer
 
 SAMPLE = UPSTREAM / "tet" / "sample.tet"
@@ -98,7 +103,29 @@ def parse_bytes(buf: bytes) -> dict[str, Any]:
         start = len(buf) - 16 - json_len
         out["footer"] = {"json_len": json_len, "version": fver, "start": start,
                          "text": buf[start : len(buf) - 16]}
+        ref = json.loads(out["footer"]["text"]).get("tet_checksums_ref")
+        if ref is not None:
+            out["checksums"] = parse_checksums(buf, ref["offset"], ref["len"], out)
     return out
+
+
+def crc32c(data: bytes) -> int:
+    return kernels.crc32c(data, level="scalar")  # checked against test vectors elsewhere
+
+
+def parse_checksums(buf: bytes, at: int, length: int, parsed: dict[str, Any]) -> dict[str, Any]:
+    """The checksum table blob, every field checked against the bytes it describes."""
+    magic, version, algorithm, index_crc, rows = struct.unpack_from("<4sIIIQ", buf, at)
+    assert (magic, version, algorithm) == (b"TCRC", 1, 1)
+    assert length == 24 + 4 * rows + 4 and rows == len(parsed["entries"])
+    crcs = struct.unpack_from(f"<{rows}I", buf, at + 24)
+    assert struct.unpack_from("<I", buf, at + length - 4)[0] == crc32c(buf[at : at + length - 4])
+    first_row = parsed["chunk_index_offset"] + 32
+    assert index_crc == crc32c(buf[first_row : first_row + 104 * rows])
+    for e, crc in zip(parsed["entries"], crcs):
+        assert crc == crc32c(buf[e["payload_offset"] : e["payload_offset"]
+                                 + e["stored_byte_len"]])
+    return {"offset": at, "len": length, "crcs": crcs}
 
 
 Tile = tuple[tuple[int, ...], tuple[slice, ...]]
@@ -151,11 +178,13 @@ def test_hex_walk_matches_upstream_sample(tmp_path: Path) -> None:
     assert struct.unpack_from("<I", ref, 12)[0] == 0
     assert struct.unpack_from("<I", ours, 12)[0] == 1
     assert ours[16:368] == ref[16:368]
-    # the footer follows the payloads directly and runs to EOF
+    # the checksum table follows the payloads directly, the footer runs from it to EOF
     p = parse_bytes(ours)
-    assert p["footer"]["start"] == 368
+    table = p["checksums"]
+    assert table["offset"] == 368 and table["len"] == 24 + 4 * 2 + 4
+    assert p["footer"]["start"] == 368 + table["len"]
     assert p["footer"]["version"] == 1
-    assert len(ours) == 368 + p["footer"]["json_len"] + 16
+    assert len(ours) == 368 + table["len"] + p["footer"]["json_len"] + 16
 
 
 def test_hex_walk_fields(tmp_path: Path) -> None:
@@ -328,8 +357,10 @@ def test_index_rows_and_payloads(tmp_path: Path, codec: str) -> None:
     path = tmp_path / "g.tet"
     b = write(path, GEOMETRY, codec=codec)
     p = _check_index(b, GEOMETRY, {"raw": 0, "zstd": 1}[codec])
-    assert p["footer"]["start"] == p["payload_end"]  # no gap before the footer
-    assert len(b) == p["payload_end"] + p["footer"]["json_len"] + 16
+    table = p["checksums"]
+    assert table["offset"] == p["payload_end"]  # no gap before the table and the footer
+    assert p["footer"]["start"] == p["payload_end"] + table["len"]
+    assert len(b) == p["payload_end"] + table["len"] + p["footer"]["json_len"] + 16
     with tet.open(path) as f:
         s = f.summary()
         assert [row["payload_offset"] for row in s["chunks"]] == [
@@ -350,7 +381,8 @@ def test_payloads_across_encode_windows(
     path = tmp_path / "w.tet"
     b = write(path, GEOMETRY, codec=codec)
     p = _check_index(b, GEOMETRY, {"raw": 0, "zstd": 1}[codec])
-    assert p["footer"]["start"] == p["payload_end"]
+    assert p["checksums"]["offset"] == p["payload_end"]
+    assert p["footer"]["start"] == p["payload_end"] + p["checksums"]["len"]
     with tet.open(path) as f:
         for name, a, _ in GEOMETRY:
             assert np.array_equal(f.read_numpy(name), a)
@@ -457,7 +489,7 @@ def test_footer_tail_and_compact_sorted_json(tmp_path: Path) -> None:
     doc = json.loads(text)
     assert json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode() == text
     assert b" " not in text.replace(b"tet-py", b"")
-    assert set(doc) == {"history", "metadata"}
+    assert list(doc) == ["history", "metadata", "tet_checksums_ref"]
     assert _is_sorted_maps(doc["metadata"])
     (row,) = doc["history"]
     assert list(row) == ["op", "source", "at", "parents", "params"]
@@ -503,12 +535,14 @@ def test_metadata_spill_roundtrip(tmp_path: Path) -> None:
     foot = p["footer"]
     assert foot["json_len"] <= LIMITS["footer_json_bytes"]
     doc = json.loads(foot["text"])
-    assert set(doc) == {"history", "metadata_ref"}
+    assert list(doc) == ["history", "metadata_ref", "tet_checksums_ref"]
     ref = doc["metadata_ref"]
     assert set(ref) == {"offset", "len"}
-    assert ref["offset"] == p["payload_end"]               # spill follows the payloads
+    table = doc["tet_checksums_ref"]
+    assert table == {"offset": p["payload_end"], "len": p["checksums"]["len"]}
+    assert ref["offset"] == p["payload_end"] + table["len"]  # spill follows the table
     assert ref["offset"] + ref["len"] == foot["start"]     # and precedes the history JSON
-    assert len(b) == p["payload_end"] + ref["len"] + foot["json_len"] + 16
+    assert len(b) == p["payload_end"] + table["len"] + ref["len"] + foot["json_len"] + 16
     spilled = json.loads(b[ref["offset"] : ref["offset"] + ref["len"]])
     assert spilled["datasets"]["grid"]["attrs"] == attrs
     assert _is_sorted_maps(spilled)

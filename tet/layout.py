@@ -18,6 +18,7 @@ import numpy as np
 from tet.errors import CatalogError
 
 __all__ = [
+    "CHECKSUMS_KEY",
     "ENTRY_DTYPE",
     "LIMITS",
     "Catalog",
@@ -42,6 +43,7 @@ FOOTER_TAIL_LEN = 16
 MAX_NDIM = 8
 FLAG_FOOTER = 1
 WRITE_PREFIX = "invalid one-chunk write spec: "
+CHECKSUMS_KEY = "tet_checksums_ref"  # footer key of the tile checksum table (tet/integrity.py)
 
 ENTRY_DTYPE = np.dtype(
     [
@@ -119,6 +121,7 @@ class Catalog:
     metadata: dict[str, Any] = field(default_factory=dict)
     footer_version: int | None = None
     payload_bound: int = 0
+    footer_refs: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (offset, len)
 
     @property
     def file_execution(self) -> dict[str, int]:
@@ -193,11 +196,11 @@ def parse_catalog(buf: Any, file_len: int) -> Catalog:
             f"chunk index region is out of bounds for file length {file_len}: "
             f"offset {index_off}, length {index_len}"
         )
-    history, metadata, footer_version, payload_bound = _parse_footer(buf, file_len, flags)
+    history, metadata, footer_version, payload_bound, refs = _parse_footer(buf, file_len, flags)
     empty = np.zeros(0, dtype=ENTRY_DTYPE)
     if count == 0:
         return Catalog(file_len, 0, flags, index_off, index_len, (), empty, 0, 0,
-                       history, metadata, footer_version, payload_bound)
+                       history, metadata, footer_version, payload_bound, refs)
     if file_len < 40:
         raise CatalogError(
             f"dataset_count is {count} but dataset directory is missing (file length {file_len})"
@@ -217,7 +220,7 @@ def parse_catalog(buf: Any, file_len: int) -> Catalog:
     entries, bps, budget = _parse_index(buf, index_off, index_len)
     _check_entries(entries, payload_bound, file_len)
     return Catalog(file_len, count, flags, index_off, index_len, datasets, entries, bps, budget,
-                   history, metadata, footer_version, payload_bound)
+                   history, metadata, footer_version, payload_bound, refs)
 
 
 def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, ...]:
@@ -309,8 +312,9 @@ def _check_entries(entries: np.ndarray[Any, Any], bound: int, file_len: int) -> 
 
 def _parse_footer(
     buf: Any, file_len: int, flags: int
-) -> tuple[list[dict[str, Any]], dict[str, Any], int | None, int]:
-    """(history, metadata, footer version, payload bound) per layout.md §5.4."""
+) -> tuple[list[dict[str, Any]], dict[str, Any], int | None, int, dict[str, tuple[int, int]]]:
+    """(history, metadata, footer version, payload bound, out-of-line regions by key)
+    per layout.md §5.4."""
     has_tail = file_len >= FOOTER_TAIL_LEN and bytes(buf[file_len - 4 : file_len]) == FOOTER_MAGIC
     json_len = version = 0
     if has_tail:
@@ -324,7 +328,7 @@ def _parse_footer(
                 f"{file_len}"
             )
     if not flags & FLAG_FOOTER:
-        return [], {}, None, file_len
+        return [], {}, None, file_len, {}
     if not has_tail:
         raise CatalogError("superblock history flag set but footer missing")
     json_at = file_len - FOOTER_TAIL_LEN - json_len
@@ -338,8 +342,9 @@ def _parse_footer(
         raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: expected an object at {json_at}")
     bound = json_at
     refs = {k: v for k, v in doc.items() if k.endswith("_ref")}
-    for key, ref in refs.items():  # payloads end before every out-of-line region
-        bound = min(bound, _parse_ref(key, ref, file_len)[0])
+    regions = {key: _parse_ref(key, ref, file_len) for key, ref in refs.items()}
+    for start, _ in regions.values():  # payloads end before every out-of-line region
+        bound = min(bound, start)
     history = _parse_history(doc.get("history", []))
     if "metadata_ref" in refs:
         start, length = _parse_ref("metadata_ref", refs["metadata_ref"], file_len)
@@ -355,7 +360,7 @@ def _parse_footer(
     else:
         metadata = doc.get("metadata", {})
     _check_metadata_shape(metadata)
-    return history, metadata, version, bound
+    return history, metadata, version, bound, regions
 
 
 def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:
@@ -583,32 +588,37 @@ def _sorted_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def encode_footer(
-    history: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any], payload_end: int
+    history: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any], payload_end: int,
+    checksums: bytes = b"",
 ) -> bytes:
-    """Bytes to append at `payload_end`: optional metadata spill, history JSON, tail.
+    """Bytes to append at `payload_end`: the checksum table blob (`checksums`, from
+    `tet.integrity.encode_table`, referenced as ``tet_checksums_ref``), the metadata
+    spill when inlining would pass the footer limit, history JSON, tail.
 
-    Empty bytes when there is neither history nor metadata (§5.3 step 5).
+    Empty bytes when there is neither history nor metadata nor a table (§5.3 step 5).
     """
     validate_history(history)
     meta = _sorted_metadata(metadata)
     validate_metadata(meta)
     rows = [dict(r) for r in history]
-    if not rows and not meta:
+    if not rows and not meta and not checksums:
         return b""
+    table = {CHECKSUMS_KEY: {"offset": payload_end, "len": len(checksums)}} if checksums else {}
     doc: dict[str, Any] = {"history": rows}
     if meta:
         doc["metadata"] = meta
-    text = _compact(doc)
+    text = _compact({**doc, **table})
     spill = b""
     if len(text) > LIMITS["footer_json_bytes"]:
         spill = _compact(meta)
         if len(spill) > LIMITS["metadata_blob_bytes"]:
             raise CatalogError(f"{WRITE_PREFIX}metadata exceeds metadata_blob_bytes limit")
-        doc = {"history": rows, "metadata_ref": {"offset": payload_end, "len": len(spill)}}
-        text = _compact(doc)
+        doc = {"history": rows,
+               "metadata_ref": {"offset": payload_end + len(checksums), "len": len(spill)}}
+        text = _compact({**doc, **table})
         if len(text) > LIMITS["footer_json_bytes"]:
             raise CatalogError(
                 f"{WRITE_PREFIX}footer JSON exceeds footer_json_bytes limit even without "
                 f"inline metadata"
             )
-    return spill + text + struct.pack("<QI4s", len(text), 1, FOOTER_MAGIC)
+    return checksums + spill + text + struct.pack("<QI4s", len(text), 1, FOOTER_MAGIC)

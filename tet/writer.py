@@ -41,6 +41,7 @@ import numpy as np
 from tet import dtypes, kernels
 from tet.durable import fsync_dir
 from tet.errors import CatalogError, TetError
+from tet.integrity import encode_table, read_table
 from tet.layout import (
     ENTRY_DTYPE,
     FLAG_FOOTER,
@@ -288,7 +289,7 @@ class _Store:
 
     def copy_rows(self, src: _Store, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Append the payloads of `rows` (offsets in `src`) in row order; returns the
-        rows with their offsets here."""
+        rows with their offsets here (the bytes, and so their checksums, are the same)."""
         src.flush()
         at = self.end
         stored = rows["stored_byte_len"]
@@ -323,7 +324,8 @@ class _Store:
 
 # ---------------------------------------------------------------------------
 # Pending datasets.  Each places its payloads in a store (at commit, or earlier
-# while streams fill the output) and knows its index rows there.
+# while streams fill the output) and knows its index rows there, and the crc32c
+# of each row's stored bytes for the file's checksum table (tet/integrity.py).
 
 
 @dataclass
@@ -332,17 +334,20 @@ class _Pending:
     meta: dict[str, Any]
     store: _Store | None = field(default=None, repr=False)
     rows: np.ndarray[Any, Any] | None = field(default=None, repr=False)
+    crc: np.ndarray[Any, Any] | None = field(default=None, repr=False)  # uint32, per row
 
-    def emit(self, out: IO[bytes], dataset_id: int, at: int) -> np.ndarray[Any, Any]:
-        """Write every payload at `out`'s position (offset `at`), in index order."""
+    def emit(self, out: IO[bytes], dataset_id: int,
+             at: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """Write every payload at `out`'s position (offset `at`), in index order;
+        returns the index rows and their checksums."""
         raise NotImplementedError
 
     def place(self, store: _Store, dataset_id: int) -> None:
         """Write the payloads at the end of `store`."""
         at = store.end
-        rows = self.emit(store.at_end(), dataset_id, at)
+        rows, crc = self.emit(store.at_end(), dataset_id, at)
         store.end = at + int(rows["stored_byte_len"].sum())
-        self.store, self.rows = store, rows
+        self.store, self.rows, self.crc = store, rows, crc
 
     def rows_in(self, out: _Store, dataset_id: int) -> np.ndarray[Any, Any]:
         """This dataset's index rows with its payloads in `out`: written there now,
@@ -365,12 +370,14 @@ class _ArraySource(_Pending):
     codec: int = 0
     level: int = 0
 
-    def emit(self, out: IO[bytes], dataset_id: int, at: int) -> np.ndarray[Any, Any]:
+    def emit(self, out: IO[bytes], dataset_id: int,
+             at: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         r = self.record
         coords, origin, extent = _grid(r.shape, r.chunk_shape)
         entries = _entries(dataset_id, coords)
         raw = np.prod(extent, axis=1) * self.array.dtype.itemsize
         stored = np.zeros(len(coords), dtype=np.uint64)
+        crc = np.zeros(len(coords), dtype=np.uint32)
         windows = _windows(raw)
         cap = max(kernels.encode_capacity(self.codec, raw[w]) for w in windows)
         # Two buffers: C encodes window k+1 while a writer thread writes window k.
@@ -382,7 +389,8 @@ class _ArraySource(_Pending):
                 if busy[slot] is not None:
                     busy[slot].result()  # type: ignore[union-attr]
                 payload, lens = kernels.encode(self.array, origin[w], extent[w], codec=self.codec,
-                                               level=self.level, scratch=buffers[slot])
+                                               level=self.level, scratch=buffers[slot],
+                                               checksums=crc[w])
                 busy[slot] = writer.submit(_write_all, out, payload)
                 stored[w] = lens
             for f in busy:
@@ -393,7 +401,7 @@ class _ArraySource(_Pending):
         entries["raw_byte_len"] = raw
         entries["stored_byte_len"] = stored
         entries["codec"] = self.codec
-        return entries
+        return entries, crc
 
     def place(self, store: _Store, dataset_id: int) -> None:
         super().place(store, dataset_id)
@@ -402,18 +410,27 @@ class _ArraySource(_Pending):
 
 @dataclass
 class _CopiedSource(_Pending):
-    """A dataset of the file being appended to: payload bytes copied verbatim."""
+    """A dataset of the file being appended to: payload bytes copied verbatim, with
+    the checksums the old file's table recorded for them (`old_crc`), so damage done
+    to them since is still seen; computed from the old file (mapped as `buf`) when
+    it has no usable table."""
 
     old: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, ENTRY_DTYPE))
     fd: int = -1
+    old_crc: np.ndarray[Any, Any] | None = field(default=None, repr=False)
+    buf: Any = field(default=b"", repr=False)
 
-    def emit(self, out: IO[bytes], dataset_id: int, at: int) -> np.ndarray[Any, Any]:
+    def emit(self, out: IO[bytes], dataset_id: int,
+             at: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         entries = self.old.copy()
         entries["dataset_id"] = dataset_id
         stored = entries["stored_byte_len"]
+        crc = self.old_crc
+        if crc is None:
+            crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"], stored)
         _copy_runs(self.fd, out, entries["payload_offset"], stored)
         entries["payload_offset"] = np.uint64(at) + np.cumsum(stored, dtype=np.uint64) - stored
-        return entries
+        return entries, crc
 
 
 class DatasetStream:
@@ -434,7 +451,7 @@ class DatasetStream:
         self._level = level
         self._owner = weakref.ref(session)  # no cycle: a dropped session is freed at once
         self._store: _Store | None = None  # where this dataset's tiles go
-        self._done: dict[int, tuple[int, int]] = {}  # linear tile -> (offset, length) there
+        self._done: dict[int, tuple[int, int, int]] = {}  # tile -> (offset, length, crc32c)
         self._partial: dict[int, tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = {}
         self._counts = tile_counts(record.shape, record.chunk_shape)
         self._tiles = math.prod(self._counts)
@@ -489,9 +506,10 @@ class DatasetStream:
         partial = np.flatnonzero(~full)
         regions = [self._partial_region(int(linear[i]), t0[i], t1[i], lo, hi) for i in partial]
         if full.any():
+            crc = np.empty(int(full.sum()), np.uint32)
             payload, lens = kernels.encode(block, t0[full] - lo, t1[full] - t0[full],
-                                           codec=self._codec, level=self._level)
-            self._session._put_tiles(self, linear[full], payload, lens)
+                                           codec=self._codec, level=self._level, checksums=crc)
+            self._session._put_tiles(self, linear[full], payload, lens, crc)
         for i, (dst, src) in zip(partial, regions):
             self._write_partial(int(linear[i]), t0[i], t1[i], dst, block[src])
 
@@ -522,8 +540,10 @@ class DatasetStream:
     def _encode_tile(self, key: int, tile: np.ndarray[Any, Any]) -> None:
         origin = np.zeros((1, tile.ndim), dtype=np.int64)
         extent = np.asarray([tile.shape], dtype=np.int64)
-        payload, lens = kernels.encode(tile, origin, extent, codec=self._codec, level=self._level)
-        self._session._put_tiles(self, np.asarray([key]), payload, lens)
+        crc = np.empty(1, np.uint32)
+        payload, lens = kernels.encode(tile, origin, extent, codec=self._codec, level=self._level,
+                                       checksums=crc)
+        self._session._put_tiles(self, np.asarray([key]), payload, lens, crc)
 
     def _finish(self) -> None:
         """Encode what is left, in index order: partly written tiles as they are, never
@@ -540,10 +560,11 @@ class DatasetStream:
         def flush() -> None:
             if run:
                 keys = np.asarray(run, np.int64)
+                crc = np.empty(len(keys), np.uint32)
                 payload, lens = kernels.encode(zeros, np.zeros((len(keys), r.ndim), np.int64),
                                                extent[keys], codec=self._codec,
-                                               level=self._level)
-                self._session._put_tiles(self, keys, payload, lens)
+                                               level=self._level, checksums=crc)
+                self._session._put_tiles(self, keys, payload, lens, crc)
                 run.clear()
 
         for key in range(self._tiles):
@@ -573,6 +594,10 @@ class DatasetStream:
         entries["codec"] = self._codec
         return entries
 
+    def _checksums(self) -> np.ndarray[Any, Any]:
+        """crc32c of the finished stream's tiles, in index order."""
+        return np.asarray([self._done[k][2] for k in range(self._tiles)], dtype=np.uint32)
+
 
 @dataclass
 class _StreamSource(_Pending):
@@ -583,7 +608,7 @@ class _StreamSource(_Pending):
         s = self.stream
         if self.rows is None:
             s._finish()  # into its store, or into `out` if it has none yet
-            self.store, self.rows = s._store, s._rows(dataset_id)
+            self.store, self.rows, self.crc = s._store, s._rows(dataset_id), s._checksums()
         return super().rows_in(out, dataset_id)
 
 
@@ -634,9 +659,15 @@ class TetWriter:
 
     def _take_existing(self, cat: Catalog) -> None:
         fd = self._source_fd = os.open(self._path, os.O_RDONLY)
+        assert self._source is not None
+        buf = self._source._buffer()
+        table = read_table(buf, cat)
+        old_crc = table.crc if table is not None else None
         for i, record in enumerate(cat.datasets):
-            rows = cat.entries[cat.entries["dataset_id"] == i]
-            self._pending.append(_CopiedSource(record, {}, old=rows, fd=fd))
+            mine = cat.entries["dataset_id"] == i
+            rows = cat.entries[mine]
+            crc = old_crc[mine] if old_crc is not None else None
+            self._pending.append(_CopiedSource(record, {}, old=rows, fd=fd, old_crc=crc, buf=buf))
 
     @classmethod
     def create(cls, path: PathLike, *, tool: str = "tet-py",
@@ -834,8 +865,10 @@ class TetWriter:
             self._next += 1
 
     def _put_tiles(self, stream: DatasetStream, keys: np.ndarray[Any, Any],
-                   payload: np.ndarray[Any, Any], lens: np.ndarray[Any, Any]) -> None:
-        """Append encoded tiles of `stream` to its store and record where they are."""
+                   payload: np.ndarray[Any, Any], lens: np.ndarray[Any, Any],
+                   crc: np.ndarray[Any, Any]) -> None:
+        """Append encoded tiles of `stream` to its store and record where they are
+        (and their checksums)."""
         with self._lock:
             self._check_open()
             store = stream._store
@@ -843,8 +876,8 @@ class TetWriter:
                 store = stream._store = self._store or self._freeze()
             at = store.append(payload)
             starts = np.cumsum(lens) - lens
-            for key, off, n in zip(keys, starts, lens):
-                stream._done[int(key)] = (at + int(off), int(n))
+            for key, off, n, c in zip(keys, starts, lens, crc):
+                stream._done[int(key)] = (at + int(off), int(n), int(c))
             self._advance()
 
     # -- commit -------------------------------------------------------------
@@ -926,16 +959,19 @@ class TetWriter:
         head_len = header_length(records, sum(counts))
         history, meta = self._footer_parts()
         out = self._output(head_len)
-        parts = []
+        parts, crcs = [], []
         for i, p in enumerate(self._pending):
             e = p.rows_in(out, i)
             if len(e) != counts[i]:
                 raise TetError(f"{p.record.name!r}: {len(e)} tiles, expected {counts[i]}")
+            assert p.crc is not None and len(p.crc) == len(e)
             parts.append(e)
-        footer = encode_footer(history, meta, out.end)
+            crcs.append(p.crc)
+        entries = np.concatenate(parts)
+        table = encode_table(np.concatenate(crcs), entries)
+        footer = encode_footer(history, meta, out.end, table)
         out.append(footer)
         out.flush()
-        entries = np.concatenate(parts)
         bps, budget = self._budget
         header = encode_header(records, entries, flags=FLAG_FOOTER if footer else 0,
                                budget_percent_bps=bps, budget_bytes=budget)

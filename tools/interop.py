@@ -4,7 +4,9 @@
 ``make interop`` (also run by CI after ``make test``):
 
 * forward: our writer writes files covering all ten dtypes (and bool), rank 1..4
-  (and 8) with ragged edge chunks, raw and zstd, attrs / dim_names / coords,
+  (and 8) with ragged edge chunks, raw and zstd (frames with the content
+  checksum), each with its tile checksum table (``tet_checksums_ref``, one with a
+  metadata spill after it), attrs / dim_names / coords,
   several datasets per file, create + open_append sessions, streamed datasets,
   names with slashes and a file past the 64 MiB encode window; the reference,
   in its own interpreter (``.venv-ref``, driven by ``tools/interop_ref.py``),
@@ -265,6 +267,14 @@ def forward_files(tmp: Path, rng: np.random.Generator) -> list[FileCase]:
                       coords=coords, history_op="ingest", history_source="interop:meta",
                       codec="zstd")
     cases.append(FileCase("meta", path, [c], [("ingest", "interop:meta")]))
+
+    # Metadata past the 64 KiB inline footer: spilled after the checksum table.
+    path = tmp / "spill.tet"
+    arr = sample(rng, "int16", (30, 20))
+    attrs = {f"k{i:02d}": chr(ord("a") + i % 26) * 1024 for i in range(64)}
+    c = ds_case("spilled", arr, (7, 6), attrs)
+    tet.write_dataset(path, c.name, arr, chunk_shape=c.chunk_shape, attrs=attrs, codec="zstd")
+    cases.append(FileCase("spill", path, [c], [("write", str(path))]))
 
     # Many datasets in one file: nested names, odd geometry, odd sources, history rows.
     path = tmp / "multi.tet"
@@ -532,6 +542,9 @@ def compare_forward(t: Tally, case: FileCase, rec: dict[str, Any], out: Path) ->
         return
     ours = tet.open(case.path)
     try:
+        refs = ours.catalog.footer_refs
+        t.check(f"{tag} has our checksum table", None if "tet_checksums_ref" in refs
+                else f"no tet_checksums_ref in the footer (regions: {sorted(refs)})")
         t.check(f"{tag} names", json_problem(rec["names"], [d.name for d in case.datasets]))
         summary = rec["summary"]
         t.check(f"{tag} summary == ours",
