@@ -14,6 +14,7 @@ is never left half-written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import mmap
@@ -29,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from tet import dtypes
+from tet import dtypes, kernels
 from tet.durable import fsync_dir
-from tet.errors import CatalogError, ChunkError
-from tet.kernels import TileTable
+from tet.errors import CatalogError
+from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
     FOOTER_MAGIC,
@@ -67,11 +68,13 @@ __all__ = [
     "verify",
 ]
 
-DECODE_LIMIT = 128            # chunks decode-checked without deep=True
+DECODE_LIMIT = 128            # chunks checksum- and decode-checked without deep=True
 REPAIRABLE_CODES = frozenset({"footer_invalid"})
 SKIPPED_MESSAGE = "no in-place repair for this code; re-convert or rewrite required"
-_BATCH_BYTES = 64 * 1024 * 1024  # decoded bytes per kernel call during the decode check
-_U8_TAG = 5                      # decode checks view every tile as bytes
+NO_TABLE = "no checksum table in this file; stored bytes not checksum-verified"
+_BATCH_ROWS = 1 << 16            # chunk rows per checksum / decode-check kernel call
+_DECODE_WINDOW = 128 * 1024      # decoded bytes per step of a zstd check (one zstd block)
+_LISTED = 64                     # failing chunks listed one by one; the rest are counted
 
 Progress = Callable[[int], object]
 
@@ -246,6 +249,18 @@ def _recommendation(finding: Finding, path: str) -> Recommendation | None:
         return Recommendation(
             "bad_dataset_id", "Chunk index references a non-existent dataset id.",
             "Re-write the file: its chunk index and dataset directory disagree.")
+    if check == "chunk_checksums":
+        return Recommendation(
+            "checksum_mismatch",
+            "Chunk payload bytes differ from the checksums recorded when the file was written.",
+            "Restore the file from a backup or re-create it from its source; the tiles named "
+            "are damaged.", _CONVERT)
+    if check == "checksum_table" and finding.severity == "error":
+        return Recommendation(
+            "checksum_table_invalid",
+            "The tile checksum table is damaged, so tile checksums cannot be checked.",
+            "Re-create the file from its source, or rewrite it with a writer session "
+            "(TetWriter.open_append) to record a fresh table.")
     if check == "chunk_decode":
         return Recommendation(
             "chunk_decode_failed", f"Chunk payload could not be decoded: {detail}",
@@ -347,7 +362,7 @@ def _verify(buf: Any, size: int, path: str, deep: bool, progress: Progress | Non
     if any(f.failed for f in per_dataset):
         return _finish(report)
     findings += _check_offsets(cat)
-    decode, every_chunk = _check_decode(cat, buf, deep, progress)
+    decode, every_chunk = _check_payloads(cat, buf, deep, progress)
     findings += decode
     if cat.dataset_count != len(cat.datasets):
         findings.append(_error("dataset_count", f"superblock dataset_count={cat.dataset_count} "
@@ -481,11 +496,13 @@ def _check_offsets(cat: Catalog) -> list[Finding]:
     return out
 
 
-def _check_decode(cat: Catalog, buf: Any, deep: bool,
-                  progress: Progress | None) -> tuple[list[Finding], bool]:
-    """Decode-check the chunks (all, or the first 128); returns findings and whether
-    every chunk was decoded."""
-    n = len(cat.entries)
+def _check_payloads(cat: Catalog, buf: Any, deep: bool,
+                    progress: Progress | None) -> tuple[list[Finding], bool]:
+    """Check the chunks' stored bytes (all, or the first 128): against the file's
+    checksum table where it has one, and for zstd chunks by decoding them in bounded
+    steps.  Returns the findings and whether every chunk was decode-checked."""
+    e = cat.entries
+    n = len(e)
     findings: list[Finding] = []
     every = deep or n <= DECODE_LIMIT
     count = n if every else DECODE_LIMIT
@@ -494,94 +511,114 @@ def _check_decode(cat: Catalog, buf: Any, deep: bool,
             "chunk_decode_skipped",
             f"decode-check skipped for chunks {DECODE_LIMIT}..{n} (limit {DECODE_LIMIT}); "
             f"re-run with --deep or VerifyOptions::deep_decode"))
-    rows = np.arange(count, dtype=np.int64)
-    budget = resolve_budget() // 2  # a decode holds the tile and the kernel's scratch
-    big = rows[(cat.entries["codec"][rows] == 1) & (cat.entries["raw_byte_len"][rows] > budget)]
-    if big.size:
-        every = False
-        rows = rows[~np.isin(rows, big)]
-        largest = int(cat.entries["raw_byte_len"][big].max())
-        findings.append(_warning(
-            "chunk_decode_skipped",
-            f"decode-check skipped for {big.size} chunk(s) whose tiles exceed the decode "
-            f"memory budget of {budget} bytes (largest {largest} bytes; first chunk "
-            f"{int(big[0])})"))
-    failures = _decode_failures(cat, buf, rows, budget, progress)
-    if failures:
-        findings += [_error("chunk_decode", f"chunk {i}: {failures[i]}") for i in sorted(failures)]
-    elif len(rows) == n:
-        findings.append(_ok("chunk_decode", f"decoded {n} chunk(s)"))
+    table = read_table(buf, cat)
+    expected = None
+    if table is None:
+        findings.append(_ok("chunk_checksums", NO_TABLE))
+    elif table.crc is None:
+        problem = f"{table.problem}; tile checksums not checked"
+        findings.append(_error("checksum_table", problem) if table.damaged
+                        else _warning("checksum_table", problem))
     else:
-        findings.append(_ok("chunk_decode", f"decoded {len(rows)} of {n} chunk(s)"))
+        expected = table.crc
+    budget = resolve_budget(file_bytes=cat.budget_bytes, file_bps=cat.budget_percent_bps)
+    sums = _Failures("fail their checksum")
+    frames = _Failures("fail to decode")
+    too_big: list[tuple[int, int]] = []  # (row, decoder bytes it needs)
+    for lo in range(0, count, _BATCH_ROWS):
+        rows = np.arange(lo, min(count, lo + _BATCH_ROWS), dtype=np.int64)
+        if expected is not None:
+            found = kernels.crc32c_spans(buf, cat.file_len, e["payload_offset"][rows],
+                                         e["stored_byte_len"][rows])
+            for k in np.flatnonzero(found != expected[rows]):
+                row = int(rows[k])
+                sums.add(row, functools.partial(_checksum_text, cat, row, int(found[k]),
+                                                int(expected[row])))
+        _check_frames(cat, buf, rows[e["codec"][rows] == 1], budget, frames, too_big)
+        if progress is not None:
+            progress(len(rows))
+    if expected is not None:
+        checked = f"{count} chunk(s)" if count == n else f"{count} of {n} chunk(s)"
+        findings += sums.findings("chunk_checksums") or [
+            _ok("chunk_checksums", f"checked {checked} against the checksum table (crc32c)")]
+    if too_big:
+        every = False
+        row, _ = too_big[0]
+        findings.append(_warning(
+            "chunk_decode_memory",
+            f"decode-check skipped for {len(too_big)} chunk(s) whose zstd frames need more "
+            f"decoder memory than the budget of {budget} bytes (largest "
+            f"{max(need for _, need in too_big)} bytes; first chunk {row})"))
+    decoded = count - len(too_big)
+    findings += frames.findings("chunk_decode") or [_ok(
+        "chunk_decode", f"decoded {n} chunk(s)" if decoded == n
+        else f"decoded {decoded} of {n} chunk(s)")]
     return findings, every
 
 
-def _decode_failures(cat: Catalog, buf: Any, rows: np.ndarray[Any, Any], budget: int,
-                     progress: Progress | None) -> dict[int, str]:
-    """Row -> error text for every zstd row of `rows` whose frame does not decode to
-    exactly ``raw_byte_len`` bytes.  Raw rows need no decode: parse checked their span
-    and that stored == raw.
+class _Failures:
+    """Failing chunks of one check in row order: the first `_LISTED` as findings of
+    their own (texts built only for those), then one finding counting the rest."""
 
-    Rows of equal raw size are decoded as the tiles of one byte matrix, many per kernel
-    call (threads above a few MiB); a failure names its tile, and the rows around it
-    are decoded again so that every failing row is found.
-    """
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.listed: list[tuple[int, Callable[[], str]]] = []
+        self.more = 0
+
+    def add(self, row: int, text: Callable[[], str]) -> None:
+        if len(self.listed) < _LISTED:
+            self.listed.append((row, text))
+        else:
+            self.more += 1
+
+    def findings(self, check: str) -> list[Finding]:
+        out = [_error(check, f"chunk {row}: {text()}") for row, text in sorted(self.listed)]
+        if self.more:
+            out.append(_error(check, f"{self.more} more chunk(s) {self.verb} (the first "
+                                     f"{_LISTED} are listed)"))
+        return out
+
+
+def _checksum_text(cat: Catalog, row: int, found: int, expected: int) -> str:
     e = cat.entries
-    zstd = rows[e["codec"][rows] == 1]
-    if progress is not None and len(rows) > len(zstd):
-        progress(len(rows) - len(zstd))
-    failures: dict[int, str] = {}
-    if not len(zstd):
-        return failures
-    sizes = e["raw_byte_len"][zstd]
-    for size in np.unique(sizes):
-        group = zstd[sizes == size]
-        width = int(size)
-        table = TileTable(buf, cat.file_len, (len(group), width), (1, width), _U8_TAG, 1,
-                          e["payload_offset"][group], e["stored_byte_len"][group],
-                          e["raw_byte_len"][group], e["codec"][group])
-        try:
-            per_call = max(1, min(_BATCH_BYTES, budget) // width)
-            scratch = np.empty((min(per_call, len(group)), width), np.uint8)
-            for lo in range(0, len(group), per_call):
-                hi = min(lo + per_call, len(group))
-                for tile, text in _decode_span(table, lo, hi, width, scratch):
-                    failures[int(group[tile])] = text
-                if progress is not None:
-                    progress(hi - lo)
-        finally:
-            table.release()
-    return failures
+    dataset_id = int(e["dataset_id"][row])
+    record = cat.datasets[dataset_id]
+    coords = [int(c) for c in e["chunk_index"][row][: record.ndim]]
+    a = int(e["payload_offset"][row])
+    b = a + int(e["stored_byte_len"][row])
+    return (f"{_label(dataset_id, record)} chunk_index {coords}: stored bytes [{a}, {b}) have "
+            f"crc32c 0x{found:08x}, the checksum table recorded 0x{expected:08x}")
 
 
-_MARK = "\x00tile"
+def _check_frames(cat: Catalog, buf: Any, rows: np.ndarray[Any, Any], budget: int,
+                  failures: _Failures, too_big: list[tuple[int, int]]) -> None:
+    """Decode the zstd `rows` in bounded steps (threads share the memory budget; a frame
+    too big for its share is tried again alone with the whole budget) and note every
+    frame that does not yield exactly ``raw_byte_len`` bytes with a good checksum."""
+    if not len(rows):
+        return
+    e = cat.entries
+    off, stored, raw = (e[k][rows] for k in ("payload_offset", "stored_byte_len",
+                                             "raw_byte_len"))
+    threads = kernels.thread_count()
 
+    def run(sel: np.ndarray[Any, Any], threads: int) -> tuple[Any, Any]:
+        return kernels.check_frames(buf, cat.file_len, off[sel], stored[sel], raw[sel],
+                                    window=_DECODE_WINDOW, threads=threads,
+                                    max_need=max(0, budget // threads - _DECODE_WINDOW))
 
-def _decode_span(table: TileTable, lo: int, hi: int, width: int,
-                 scratch: np.ndarray[Any, Any]) -> list[tuple[int, str]]:
-    """(tile, error) for each tile in [lo, hi) of the byte-matrix table that fails."""
-    out: list[tuple[int, str]] = []
-    todo = [(lo, hi)]
-    while todo:
-        a, b = todo.pop()
-        if a >= b:
+    status, detail = run(np.arange(len(rows)), threads)
+    again = np.flatnonzero(status == kernels.FRAME_TOO_BIG)
+    if again.size and threads > 1:
+        status[again], detail[again] = run(again, 1)
+    for k in np.flatnonzero(status != kernels.FRAME_OK):
+        row = int(rows[k])
+        if status[k] == kernels.FRAME_TOO_BIG:
+            too_big.append((row, int(detail[k])))
             continue
-        hit: list[int] = []
-
-        def describe(tile: int, hit: list[int] = hit) -> str:
-            hit.append(tile)
-            return _MARK
-
-        try:
-            table.read((a, 0), (b, width), (1, 1), scratch[: b - a], describe=describe)
-        except ChunkError as exc:
-            if not hit:
-                raise
-            text = str(exc)
-            out.append((hit[0], text.split(_MARK + ": ", 1)[-1]))
-            # with threads, tiles before the failing one may not have been reached
-            todo += [(a, hit[0]), (hit[0] + 1, b)]
-    return out
+        failures.add(row, functools.partial(kernels.frame_problem, int(status[k]),
+                                            int(detail[k]), int(off[k]), int(stored[k]),
+                                            int(raw[k])))
 
 
 def _check_footer(cat: Catalog) -> Finding:
@@ -656,12 +693,15 @@ def repair(path: str | os.PathLike[str], codes: Sequence[str], *,
 
 
 def footer_payload_end(buf: Any, file_len: int) -> int:
-    """Where the chunk payloads end for a footer that is present but malformed:
-    file length - 16 - json_len - spill length (layout.md §5.3).
+    """Where the chunk payloads end for a footer that is present but malformed: the
+    lowest offset of the out-of-line regions (every top-level ``*_ref``: the checksum
+    table, the metadata spill, a reference writer's indexes) when the footer JSON
+    parses, else the footer JSON itself (layout.md §5.3).
 
     The fixed tail must be well-formed (``THST`` magic, ``json_len`` inside the file);
-    a flagged file with no ``THST`` tail at all ends its payloads at EOF.  The spill
-    length comes from ``metadata_ref`` when the footer JSON parses, else 0.
+    a flagged file with no ``THST`` tail at all ends its payloads at EOF.  A region
+    that does not lie between the superblock and the footer JSON is an error: cutting
+    there could lose payloads.
     """
     if file_len < SUPERBLOCK_LEN:
         raise CatalogError(f"file too short for superblock: need 32 bytes, got {file_len}")
@@ -672,20 +712,25 @@ def footer_payload_end(buf: Any, file_len: int) -> int:
         raise CatalogError(f"history footer tail is malformed: json_len {json_len} + 16 does "
                            f"not fit after the superblock in a file of {file_len} bytes")
     json_at = file_len - FOOTER_TAIL_LEN - json_len
-    spill = 0
     try:
         doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         doc = None
-    ref = doc.get("metadata_ref") if isinstance(doc, dict) else None
-    if isinstance(ref, dict):
-        length = ref.get("len")
-        if isinstance(length, int) and not isinstance(length, bool) and length >= 0:
-            if length > json_at - SUPERBLOCK_LEN:
-                raise CatalogError(f"history footer tail is malformed: metadata_ref len "
-                                   f"{length} reaches before the payloads")
-            spill = length
-    return json_at - spill
+    end = json_at
+    for key, ref in (doc.items() if isinstance(doc, dict) else ()):
+        if not key.endswith("_ref") or not isinstance(ref, dict):
+            continue
+        start, length = ref.get("offset"), ref.get("len")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                   for v in (start, length)):
+            continue
+        assert isinstance(start, int) and isinstance(length, int)
+        if start < SUPERBLOCK_LEN or length > json_at - start:
+            raise CatalogError(f"history footer tail is malformed: {key} [{start}, "
+                               f"{start + length}) is not between the payloads and the "
+                               f"footer JSON at {json_at}")
+        end = min(end, start)
+    return end
 
 
 def _strip_footer(path: str, dry_run: bool) -> RepairAction:

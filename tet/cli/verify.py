@@ -18,12 +18,13 @@ def register(sub: Subparsers) -> None:
     parser = add_command(
         sub, "verify", help="check a .tet file's layout, chunk payloads and footer",
         description="Check the layout, the chunk index against each dataset's geometry, the "
-                    "chunk payloads (decoded: all of them when there are at most 128, else "
-                    "the first 128 unless --deep) and the history footer. Exits 1 when a "
-                    "check fails; warnings alone do not fail.")
+                    "chunk payloads (against the file's tile checksum table when it has "
+                    "one, and zstd tiles decoded: all of them when there are at most 128, "
+                    "else the first 128 unless --deep) and the history footer. Exits 1 when "
+                    "a check fails; warnings alone do not fail.")
     parser.add_argument("path", metavar="PATH", help="the .tet file")
     parser.add_argument("--deep", action="store_true",
-                        help="decode-check every chunk, however many there are")
+                        help="checksum- and decode-check every chunk, however many there are")
     parser.add_argument("--repair", action="store_true",
                         help="if verification fails, apply the in-place fixes `tet repair` "
                              "supports (report on stderr), then verify again")
