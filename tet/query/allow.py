@@ -32,7 +32,16 @@ import numpy as np
 import platformdirs
 
 from tet.errors import QueryError, TetError
-from tet.safeio import Dir, NewFile, kind_of, move, path_text, scratch_array, temp_name
+from tet.safeio import (
+    Dir,
+    NewFile,
+    kind_of,
+    move,
+    path_text,
+    remove_stale,
+    scratch_array,
+    temp_name,
+)
 
 __all__ = ["Allowlist", "Target", "atomic_output", "cache_roots", "move_into_place",
            "temp_file"]
@@ -362,8 +371,11 @@ def move_into_place(src: Path, dst: Path) -> None:
 @contextmanager
 def temp_file(allow: Allowlist, kind: str = "spill") -> Iterator[Path]:
     """A temp path from allow.temp_path(kind) that is always deleted on exit (success, error,
-    KeyboardInterrupt), so interrupted queries do not litter the cache."""
+    KeyboardInterrupt), so interrupted queries do not litter the cache; drafts that killed
+    queries left there (their process gone) are removed first."""
     path = allow.temp_path(kind)
+    with contextlib.suppress(OSError):
+        remove_stale(path.parent, None)
     try:
         yield path
     finally:
