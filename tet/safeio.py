@@ -415,8 +415,10 @@ class Dir:
     def _refuse(self, name: str, where: Path, exc: OSError,
                 on_symlink: Callable[[Path], TetError]) -> None:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            # a symlink, or something that is a directory again (or gone) by now: either
+            # way not what was resolved; only a plain file there is the caller's ENOTDIR
             st = self.lstat(name)
-            if st is not None and stat.S_ISLNK(st.st_mode):
+            if st is None or stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
                 raise on_symlink(where) from None
 
     def close(self) -> None:

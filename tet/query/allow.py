@@ -17,6 +17,7 @@ leaves a truncated file in place of the previous one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import sys
@@ -223,6 +224,9 @@ class Allowlist:
                 if not self._allowed(target):
                     raise self._outside(given, target)
         except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
+            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+                # readlink of what lstat had just called a symlink: it changed meanwhile
+                raise self._moved(given, what, Path(exc.filename or p.parent)) from exc
             err = _oserr(exc) if isinstance(exc, OSError) else exc
             raise _fail(f"cannot create directory for {what} path {given}: {err}") from exc
         if target.name in ("", ".", ".."):
