@@ -99,6 +99,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _line(value: Any) -> bytes:
+    """One row as UTF-8 JSON; a `.tet` path that is not UTF-8 (lone surrogates from
+    ``os.fsdecode``) is kept as JSON ``\\udcXX`` escapes, which load back as the same path."""
+    try:
+        return _dumps(value).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
@@ -121,7 +130,7 @@ def record(tet: str | None, execute: bool, query: Mapping[str, Any]) -> None:
 def _record(tet: str | None, execute: bool, query: Mapping[str, Any]) -> None:
     row = Row(int(time.time()), os.path.abspath(tet) if tet is not None else None,
               bool(execute), dict(query))
-    line = _dumps(row.to_json()).encode()  # before the lock: a bad query fails fast
+    line = _line(row.to_json())  # before the lock: a bad query fails fast
     query_text = _dumps(row.query)
     keep = history_max()
     path = _target(history_file())
