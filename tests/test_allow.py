@@ -168,6 +168,15 @@ def test_existing_directory_target_refused(proj: Path) -> None:
             al.resolve(given, what="sidecar")
 
 
+@pytest.mark.skipif(not POSIX, reason="symlinks")
+def test_symlink_to_a_root_itself_names_a_directory(proj: Path) -> None:
+    (proj / "up").symlink_to(proj, target_is_directory=True)
+    al = Allowlist.for_file(proj / "data.tet")
+    with pytest.raises(QueryError) as info:
+        al.resolve("up")
+    assert str(info.value) == "validation: spill path up names a directory, not a file"
+
+
 def test_parent_that_is_a_file_refused(proj: Path) -> None:
     (proj / "blocker").write_text("x")
     al = Allowlist.for_file(proj / "data.tet")

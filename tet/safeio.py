@@ -53,7 +53,10 @@ __all__ = [
     "Dir",
     "NewFile",
     "StaleTemp",
+    "TempKind",
+    "kind_of",
     "map_readonly",
+    "move",
     "nanos",
     "open_regular",
     "path_text",
@@ -237,11 +240,10 @@ def _tree_bytes(dir_fd: int, name: str) -> int:
     with contextlib.suppress(OSError):
         fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=dir_fd)
         try:
-            for root, _, files, rfd in os.fwalk(".", dir_fd=fd):
+            for _, _, files, rfd in os.fwalk(".", dir_fd=fd):
                 for f in files:
                     with contextlib.suppress(OSError):
                         total += os.stat(f, dir_fd=rfd, follow_symlinks=False).st_size
-                del root
         finally:
             os.close(fd)
     return total
@@ -408,6 +410,8 @@ class Dir:
                     on_symlink: Callable[[Path], TetError]) -> int:
         try:
             return os.open(name, flags, dir_fd=self.fd)
+        except FileNotFoundError:  # made (or found) a moment ago, gone now: moved away
+            raise on_symlink(where) from None
         except OSError as exc:
             self._refuse(name, where, exc, on_symlink)
             raise
@@ -460,6 +464,13 @@ class Dir:
             os.replace(name, dst_name, src_dir_fd=self.fd, dst_dir_fd=dst.fd)
         else:
             os.replace(self.path / name, dst.path / dst_name)
+
+    def removed(self) -> bool:
+        """Whether the directory was deleted (or replaced by a rename) since it was opened."""
+        try:
+            return self.fd >= 0 and os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            return False
 
     def fsync(self) -> None:
         """Persist renames and new entries (best effort, as `tet.durable.fsync_dir`)."""
@@ -634,9 +645,10 @@ class NewFile:
             if self.fd < 0:
                 self.fd = self._create_named()
         except OSError as exc:
+            err = self.error(exc)  # before closing: it may look at the directory
             self._done = True
             self._close()
-            raise self.error(exc) from exc
+            raise err from exc
 
     @staticmethod
     def describe(exc: OSError, action: str, shown: object, size: int | None = None
@@ -651,7 +663,7 @@ class NewFile:
         return fd
 
     def error(self, exc: OSError) -> TetError:
-        return os_error(exc, self.action, self.shown, size=self.size)
+        return _write_error(exc, self.dir, self.action, self.shown, self.size)
 
     # -- writing ---------------------------------------------------------------
     def reserve(self, size: int) -> None:
@@ -707,8 +719,9 @@ class NewFile:
             if fsync:
                 self.dir.fsync()
         except OSError as exc:
+            err = self.error(exc)
             self.discard()
-            raise self.error(exc) from exc
+            raise err from exc
         except BaseException:
             self.discard()
             raise
@@ -767,14 +780,25 @@ class NewFile:
         if exc_type is None:
             self.commit()
             return
+        err = self.error(exc) if isinstance(exc, OSError) else None
         self.discard()
-        if isinstance(exc, OSError) and not isinstance(exc, TetError):
-            raise self.error(exc) from exc
+        if err is not None and err is not exc:
+            raise err from exc
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             if not self._done:
                 self.discard()
+
+
+def _write_error(exc: OSError, directory: Dir, action: str, shown: object,
+                 size: int | None = None) -> TetError:
+    """`os_error`, except that a name missing from a directory that was deleted meanwhile
+    (another process renamed a directory over it) says so."""
+    if exc.errno == errno.ENOENT and directory.removed():
+        return FileChangedError(f"{action} {shown}: its directory was removed by another "
+                                "process while the file was written")
+    return os_error(exc, action, shown, size=size)
 
 
 def move(src: Dir, src_name: str, dst: Dir, dst_name: str, *, shown: object,
@@ -785,7 +809,7 @@ def move(src: Dir, src_name: str, dst: Dir, dst_name: str, *, shown: object,
         src.rename(src_name, dst, dst_name)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
-            raise os_error(exc, action, shown) from exc
+            raise _write_error(exc, dst, action, shown) from exc
     else:
         dst.fsync()
         return

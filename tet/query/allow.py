@@ -224,12 +224,13 @@ class Allowlist:
                 if not self._allowed(target):
                     raise self._outside(given, target)
         except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
-            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
-                # readlink of what lstat had just called a symlink: it changed meanwhile
+            if isinstance(exc, OSError) and exc.errno in (errno.EINVAL, errno.ENOENT):
+                # readlink of what lstat had just called a symlink (a non-strict realpath
+                # raises nothing else for a missing path): it changed meanwhile
                 raise self._moved(given, what, Path(exc.filename or p.parent)) from exc
             err = _oserr(exc) if isinstance(exc, OSError) else exc
             raise _fail(f"cannot create directory for {what} path {given}: {err}") from exc
-        if target.name in ("", ".", ".."):
+        if target.name in ("", ".", "..") or not self._allowed(target.parent):  # a root
             raise _fail(f"{what} path {given} names a directory, not a file")
         return target
 
