@@ -5,17 +5,24 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import tet
-from tet.errors import QueryError
+import tet.safeio
+from tet.errors import (
+    DiskFullError,
+    QueryError,
+    TetFileNotFoundError,
+    TetNotADirectoryError,
+    TetPermissionError,
+)
 from tet.query.allow import Allowlist, atomic_output, cache_roots, move_into_place, temp_file
 
 HINT = "(.tet directory, platform cache, or --spill-allow)"
@@ -161,6 +168,15 @@ def test_existing_directory_target_refused(proj: Path) -> None:
             al.resolve(given, what="sidecar")
 
 
+@pytest.mark.skipif(not POSIX, reason="symlinks")
+def test_symlink_to_a_root_itself_names_a_directory(proj: Path) -> None:
+    (proj / "up").symlink_to(proj, target_is_directory=True)
+    al = Allowlist.for_file(proj / "data.tet")
+    with pytest.raises(QueryError) as info:
+        al.resolve("up")
+    assert str(info.value) == "validation: spill path up names a directory, not a file"
+
+
 def test_parent_that_is_a_file_refused(proj: Path) -> None:
     (proj / "blocker").write_text("x")
     al = Allowlist.for_file(proj / "data.tet")
@@ -264,7 +280,8 @@ def test_atomic_output_replaces_target(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
     with atomic_output(target) as tmp:
-        assert re.fullmatch(rf"\.out\.bin\.{os.getpid()}\.\d+\.part", tmp.name)
+        assert re.fullmatch(rf"\.out\.bin\.{os.getpid()}-\d+-[0-9a-f]{{8}}\.\d+\.part",
+                            tmp.name)
         assert tmp.parent == tmp_path
         tmp.write_bytes(b"new")
         assert target.read_bytes() == b"old"  # nothing visible until exit
@@ -283,13 +300,15 @@ def test_atomic_output_failure_keeps_old_target(tmp_path: Path, exc: BaseExcepti
     assert parts(tmp_path) == []
 
 
-def test_atomic_output_oserror_becomes_query_error(tmp_path: Path) -> None:
+def test_atomic_output_oserror_becomes_disk_full_error(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
-    with pytest.raises(QueryError) as info, atomic_output(target, what="sidecar") as tmp:
+    with pytest.raises(DiskFullError) as info, atomic_output(target, what="sidecar") as tmp:
         tmp.write_bytes(b"x")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert str(info.value) == (f"validation: cannot write sidecar file {target}: "
                                f"{os.strerror(errno.ENOSPC)}")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert isinstance(info.value, OSError) and isinstance(info.value, tet.TetError)
     assert isinstance(info.value.__cause__, OSError)
     assert not target.exists()
     assert parts(tmp_path) == []
@@ -303,7 +322,7 @@ def test_atomic_output_unwritable_directory(tmp_path: Path) -> None:
         locked.chmod(0o500)
         try:
             want = re.escape(f"cannot write spill file {target}")
-            with pytest.raises(QueryError, match=want), atomic_output(target) as tmp:
+            with pytest.raises(TetPermissionError, match=want), atomic_output(target) as tmp:
                 tmp.write_bytes(b"never")
             assert list(locked.iterdir()) == []
         finally:
@@ -313,9 +332,10 @@ def test_atomic_output_unwritable_directory(tmp_path: Path) -> None:
         blocker = tmp_path / "blocker"
         blocker.write_text("x")
         target = blocker / "out.bin"
-        with pytest.raises(QueryError) as info, atomic_output(target) as tmp:
+        with pytest.raises(TetNotADirectoryError) as info, atomic_output(target) as tmp:
             tmp.write_bytes(b"never")
-        assert str(info.value).startswith(f"validation: cannot write spill file {target}: ")
+        assert str(info.value) == (f"validation: cannot write spill file {target}: "
+                                   f"{os.strerror(errno.ENOTDIR)}")
         assert blocker.read_text() == "x"
 
 
@@ -326,7 +346,7 @@ def test_atomic_output_disk_full_subprocess(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from pathlib import Path
-        from tet.errors import QueryError
+        from tet.errors import DiskFullError
         from tet.query.allow import atomic_output
         target = Path({str(target)!r})
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
@@ -335,7 +355,7 @@ def test_atomic_output_disk_full_subprocess(tmp_path: Path) -> None:
             with atomic_output(target) as tmp:
                 with open(tmp, "wb") as f:
                     f.write(b"\\0" * (1 << 20))
-        except QueryError as exc:
+        except DiskFullError as exc:
             print("QUERYERROR:" + str(exc))
             sys.exit(0)
         print("NO-ERROR")
@@ -369,18 +389,19 @@ def test_move_into_place_cross_filesystem(tmp_path: Path, monkeypatch: pytest.Mo
     dst.parent.mkdir()
     src.write_bytes(b"payload" * 1000)
     real = os.replace
-    calls: list[tuple[object, object]] = []
+    calls: list[tuple[object, object, dict[str, Any]]] = []
 
-    def fake(a: object, b: object) -> None:
-        calls.append((a, b))
+    def fake(a: object, b: object, **kw: Any) -> None:
+        calls.append((a, b, kw))
         if len(calls) == 1:
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
-        real(a, b)  # type: ignore[arg-type]
+        real(a, b, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "replace", fake)
     move_into_place(src, dst)
     assert len(calls) == 2  # the failed rename, then the temp copy renamed beside dst
-    assert Path(str(calls[1][0])).parent == dst.parent
+    _, name, kw = calls[1]
+    assert name == "dst.bin" and kw["src_dir_fd"] == kw["dst_dir_fd"]  # both in dst's dir
     assert dst.read_bytes() == b"payload" * 1000
     assert not src.exists()
     assert parts(dst.parent) == []
@@ -393,16 +414,18 @@ def test_move_into_place_copy_failure_leaves_dst(
     src.write_bytes(b"payload")
     dst.write_bytes(b"old")
 
-    def exdev(a: object, b: object) -> None:
+    def exdev(a: object, b: object, **kw: Any) -> None:
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    def full(fin: object, fout: object, length: int = 0) -> None:
+    def full(src_fd: int, dst_fd: int) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(os, "replace", exdev)
-    monkeypatch.setattr(shutil, "copyfileobj", full)
-    with pytest.raises(QueryError, match=re.escape(os.strerror(errno.ENOSPC))):
+    monkeypatch.setattr(tet.safeio, "_copy_fd", full)
+    with pytest.raises(DiskFullError) as info:
         move_into_place(src, dst)
+    assert str(info.value) == (f"validation: cannot move {src} to {dst}: "
+                               f"{os.strerror(errno.ENOSPC)} (7 bytes)")
     assert dst.read_bytes() == b"old"
     assert src.read_bytes() == b"payload"
     assert parts(tmp_path) == []
@@ -411,7 +434,7 @@ def test_move_into_place_copy_failure_leaves_dst(
 def test_move_into_place_missing_source(tmp_path: Path) -> None:
     dst = tmp_path / "dst.bin"
     dst.write_bytes(b"old")
-    with pytest.raises(QueryError, match=r"^validation: cannot move .*src\.bin"):
+    with pytest.raises(TetFileNotFoundError, match=r"^validation: cannot move .*src\.bin"):
         move_into_place(tmp_path / "src.bin", dst)
     assert dst.read_bytes() == b"old"
 

@@ -21,7 +21,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -34,6 +36,8 @@ import numpy as np
 import pytest
 
 import tet
+import tet.safeio
+import tet.verify
 import tet.writer
 from tests.conftest import INTEROP, REPO, UPSTREAM
 
@@ -121,9 +125,15 @@ def run_and_kill(target: Path, hook: str, mode: str) -> None:
                 pytest.fail("child never reached the commit hook")
             time.sleep(0.01)
         assert int(ready.read_text()) == proc.pid
-        # the temp file of the running commit is there, beside the target
-        tmps = [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
-        assert len(tmps) == 1 and tmps[0].name.startswith(f".{target.name}.")
+        # the output has no name until it is complete and synced (O_TMPFILE); just
+        # before the rename it is a hidden temp beside the target, named for its owner
+        tmps = [p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+        if hook == "replace":
+            assert len(tmps) == 1
+            assert re.fullmatch(rf"\.{re.escape(target.name)}\.{proc.pid}-\d+-[0-9a-f]{{8}}"
+                                r"\.\d+\.tmp", tmps[0])
+        else:
+            assert tmps == []
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -143,11 +153,16 @@ def test_kill_during_commit_keeps_previous_file(tmp_path: Path, hook: str, mode:
     old = write_old(target)
     run_and_kill(target, hook, mode)
     assert_old_file(target, old)
-    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    assert len(leftovers) == 1  # SIGKILL gives no chance to clean up; readers never see it
-    if hook == "encode":
-        with pytest.raises(tet.CatalogError, match="bad magic"):
-            tet.open(leftovers[0])  # a torn temp file is never a valid .tet
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    if hook != "replace":
+        assert leftovers == []  # the killed output had no name: nothing to clean up
+        return
+    # killed between naming and renaming: a stale temp a later writer recognises
+    assert [t.name for t in tet.safeio.stale_temps(tmp_path, target.name)] == leftovers
+    report = tet.verify.verify(target)
+    assert report.ok and [f.check for f in report.findings if not f.ok] == ["stale_temp_files"]
+    write_old(target)  # the next writer of the same target removes it
+    assert temp_files(tmp_path) == []
 
 
 @pytest.mark.parametrize("hook", ["encode", "fsync", "replace"])
@@ -156,6 +171,7 @@ def test_kill_during_commit_leaves_no_target(tmp_path: Path, hook: str) -> None:
     run_and_kill(target, hook, "create")
     assert not target.exists()
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".tmp")] == []
+    assert len(temp_files(tmp_path)) == (1 if hook == "replace" else 0)
 
 
 def test_child_without_kill_commits(tmp_path: Path) -> None:
@@ -229,9 +245,11 @@ def test_failing_commit_with_no_previous_file(
 ) -> None:
     target = tmp_path / "new.tet"
     w = _new_session(target, False)
-    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("nope")))
-    with pytest.raises(OSError):
+    monkeypatch.setattr(os, "replace",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "nope")))
+    with pytest.raises(tet.TetOSError) as info:
         w.commit()
+    assert str(info.value) == f"cannot write {target}: nope" and info.value.errno == errno.EIO
     assert list(tmp_path.iterdir()) == []
 
 

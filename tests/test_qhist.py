@@ -230,7 +230,7 @@ def test_failed_rewrite_keeps_old_file_and_no_temp(known: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     before = known.read_bytes()
 
-    def full_disk(src: str, dst: str) -> None:
+    def full_disk(src: str, dst: str, **kw: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", dst)
 
     monkeypatch.setattr("tet.cli.history.os.replace", full_disk)

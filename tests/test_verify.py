@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -553,27 +554,32 @@ def test_repair_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     seen: list[list[str]] = []
     real = os.replace
 
-    def failing(src: Any, dst: Any) -> None:
+    def failing(src: Any, dst: Any, **kw: Any) -> None:
         seen.append(sorted(os.listdir(tmp_path)))
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", failing)
-    with pytest.raises(tet.CatalogError, match=r"cannot repair .*: No space left on device"):
+    with pytest.raises(tet.DiskFullError) as info:
         tet.verify.repair(p, ["footer_invalid"])
+    data = PLAN.read_bytes()
+    end = tet.verify.footer_payload_end(data, len(data))
+    assert str(info.value) == f"cannot repair {p}: No space left on device ({end} bytes)"
     assert p.read_bytes() == PLAN.read_bytes()
     assert sorted(os.listdir(tmp_path)) == ["plan.tet"]
     (names,) = seen
-    assert f"plan.tet.bak-{os.getpid()}" in names
-    assert any(n.startswith(".plan.tet.repair-") for n in names)
+    owner = rf"{os.getpid()}-\d+-[0-9a-f]{{8}}\.\d+"
+    assert sum(bool(re.fullmatch(rf"\.plan\.tet\.{owner}\.bak", n)) for n in names) == 1
+    assert sum(bool(re.fullmatch(rf"\.plan\.tet\.{owner}\.repair", n)) for n in names) == 1
 
-    def recording(src: Any, dst: Any) -> None:
+    def recording(src: Any, dst: Any, **kw: Any) -> None:
         seen.append(sorted(os.listdir(tmp_path)))
-        real(src, dst)
+        real(src, dst, **kw)
 
     monkeypatch.setattr(os, "replace", recording)
     out = tet.verify.repair(p, ["footer_invalid"])
     assert out.verify_after_ok is True and out.actions[0].status == "applied"
-    assert f"plan.tet.bak-{os.getpid()}" in seen[-1]
+    assert any(n.endswith(".bak") for n in seen[-1])
+    assert sorted(os.listdir(tmp_path)) == ["plan.tet"]
     _assert_repaired(p)
 
 
@@ -615,8 +621,12 @@ def test_missing_file_and_directory(cli: Cli, tmp_path: Path) -> None:
     assert r.err == f"error: cannot verify {tmp_path}: is a directory, not a .tet file\n"
     r = cli("repair", missing)
     assert r.rc == 1 and r.err.startswith("error: cannot read")
-    with pytest.raises(tet.CatalogError):
+    with pytest.raises(tet.TetFileNotFoundError) as info:
         tet.verify.verify(missing)
+    assert isinstance(info.value, FileNotFoundError) and info.value.filename == str(missing)
+    with pytest.raises(tet.TetIsADirectoryError) as dinfo:
+        tet.verify.verify(tmp_path)
+    assert str(dinfo.value) == f"cannot verify {tmp_path}: is a directory, not a .tet file"
 
 
 def test_short_file_is_a_report_not_an_exception(tmp_path: Path) -> None:

@@ -315,13 +315,18 @@ def test_failed_background_write_fails_the_session(
     s = w.create_dataset("a", A.shape, A.dtype, chunk_shape=(8, 30))
     s[0:8] = A[0:8]
     s[8:16] = A[8:16]  # queued; its write fails on the writer thread
-    with pytest.raises(OSError, match=r"^\[Errno 28\] No space left on device$"):
+    with pytest.raises(tet.DiskFullError) as info:
         s[16:24] = A[16:24]
-    text = r"^an earlier write to the output failed: \[Errno 28\] No space left on device$"
-    with pytest.raises(OSError, match=text):
+    assert str(info.value) == f"cannot write {path}: No space left on device"
+    assert info.value.errno == 28 and info.value.filename == str(path)
+    text = (f"cannot write {path}: an earlier write to the output failed: "
+            "No space left on device")
+    with pytest.raises(tet.DiskFullError) as info:
         s[24:32] = A[24:32]
-    with pytest.raises(OSError, match=text):
+    assert str(info.value) == text
+    with pytest.raises(tet.DiskFullError) as info:
         w.commit()
+    assert str(info.value) == text
     assert path.read_bytes() == old
     assert leftovers(tmp_path) == []
 

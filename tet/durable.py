@@ -1,20 +1,11 @@
-"""Flushing to disk, the same way for every writer (`.tet` commits, spills, repairs,
-exports, query history): a file's bytes before its rename, the directory after it."""
+"""Flushing a directory after a rename, for writers that build a tree by path (`tet
+export`); files written through `tet.safeio` flush their directory descriptor instead."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's bytes (Windows needs a writable handle to flush)."""
-    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(directory: Path) -> None:

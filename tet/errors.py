@@ -1,24 +1,42 @@
 """One exception hierarchy: every error the package raises derives from `TetError`.
 
 Subclasses also inherit the builtin a caller would reach for (`KeyError` for an
-unknown dataset name, `ValueError` for a bad axis or selection), so generic
-``except`` clauses keep working.
+unknown dataset name, `ValueError` for a bad axis or selection, `FileNotFoundError`
+for a missing file), so generic ``except`` clauses keep working.
+
+Operating-system failures on a named path become `TetOSError` subclasses through one
+table (`OS_ERRORS`, errno -> class) and one builder (`os_error`), so every such error
+names the action and the path, and keeps ``errno``, ``strerror`` and ``filename``.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno as _errno
+import os
 from collections.abc import Sequence
 
 __all__ = [
+    "OS_ERRORS",
     "CatalogError",
     "ChunkError",
+    "DiskFullError",
+    "FileChangedError",
+    "InvalidPathError",
+    "InvalidTextError",
     "MemoryBudgetError",
+    "NotRegularFileError",
     "QueryError",
     "SelectionError",
     "TetError",
+    "TetFileNotFoundError",
+    "TetIsADirectoryError",
+    "TetNotADirectoryError",
+    "TetOSError",
+    "TetPermissionError",
     "UnknownAxisError",
     "UnknownDatasetError",
+    "os_error",
 ]
 
 
@@ -44,6 +62,107 @@ class SelectionError(TetError, ValueError):
 
 class MemoryBudgetError(TetError, MemoryError):
     """A dense result would exceed the memory budget."""
+
+
+class FileChangedError(CatalogError):
+    """The file changed while it was being opened (truncated or replaced between the
+    size check and the mapping); opening it again sees the new file."""
+
+
+class InvalidTextError(CatalogError, ValueError):
+    """Text for the file (a dataset name, attr, label or history field) that UTF-8 cannot
+    store: a lone surrogate, as ``os.fsdecode`` makes of undecodable bytes."""
+
+
+class InvalidPathError(TetError, ValueError):
+    """A path that no file can have (a NUL byte in it)."""
+
+
+class TetOSError(TetError, OSError):
+    """An operating-system call on a named path failed.  ``errno``, ``strerror`` and
+    ``filename`` are those of the failure; the message says what was being done."""
+
+    def __init__(self, message: str, *, errno: int | None = None, strerror: str | None = None,
+                 filename: object = None) -> None:
+        super().__init__(errno, strerror or message)
+        self.filename = filename
+        self.message = message
+
+    def __str__(self) -> str:  # OSError would print "[Errno N] strerror"
+        return self.message
+
+    def __reduce__(self) -> tuple[object, ...]:  # picklable (dask, process pools)
+        return (_rebuild, (type(self), self.message, self.errno, self.strerror,
+                           self.filename, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[TetOSError], message: str, errno: int | None, strerror: str | None,
+             filename: object, state: dict[str, object]) -> TetOSError:
+    exc = cls(message, errno=errno, strerror=strerror, filename=filename)
+    exc.__dict__.update(state)
+    return exc
+
+
+class TetFileNotFoundError(TetOSError, FileNotFoundError):
+    """The file or a directory on its path does not exist."""
+
+
+class TetIsADirectoryError(TetOSError, IsADirectoryError):
+    """A directory where a file was expected."""
+
+
+class TetNotADirectoryError(TetOSError, NotADirectoryError):
+    """A file where a directory was expected on the path."""
+
+
+class TetPermissionError(TetOSError, PermissionError):
+    """Not permitted to read or write the path."""
+
+
+class DiskFullError(TetOSError):
+    """No space for an output: ``ENOSPC`` (disk full), ``EDQUOT`` (quota) or ``EFBIG``
+    (file size limit).  ``size`` is the byte count being written, when known.  Nothing
+    partial is left behind and the previous file, if any, is untouched."""
+
+    size: int | None = None
+
+
+class NotRegularFileError(TetOSError):
+    """A FIFO, socket or device node where a regular file was expected; it is refused
+    without being opened for reading or written to (so nothing blocks on it)."""
+
+
+# One table: the errno of an OS failure -> the class it is raised as (else TetOSError).
+OS_ERRORS: dict[int, type[TetOSError]] = {
+    _errno.ENOENT: TetFileNotFoundError,
+    _errno.EISDIR: TetIsADirectoryError,
+    _errno.ENOTDIR: TetNotADirectoryError,
+    _errno.EACCES: TetPermissionError,
+    _errno.EPERM: TetPermissionError,
+    _errno.EROFS: TetPermissionError,
+    _errno.ENOSPC: DiskFullError,
+    _errno.EFBIG: DiskFullError,
+    **({_errno.EDQUOT: DiskFullError} if hasattr(_errno, "EDQUOT") else {}),
+}
+
+
+def os_error(exc: OSError, action: str, path: object, *, size: int | None = None) -> TetError:
+    """The `TetOSError` for `exc` (class from `OS_ERRORS`) with the message
+    ``"{action} {path}: {strerror}"`` (plus ``" ({size} bytes)"`` for a full disk when the
+    size is known).  A `TetError` is returned as it is: it already says what and where."""
+    if isinstance(exc, TetError):
+        return exc
+    code = exc.errno
+    cls = OS_ERRORS.get(code, TetOSError) if code is not None else TetOSError
+    text = exc.strerror or (os.strerror(code) if code else str(exc) or type(exc).__name__)
+    message = f"{action} {path}: {text}"
+    if cls is DiskFullError and size is not None:
+        message += f" ({size} bytes)"
+    out = cls(message, errno=code, strerror=text, filename=os.fspath(path)
+              if isinstance(path, (str, os.PathLike)) else path)
+    if isinstance(out, DiskFullError):
+        out.size = size
+    return out
 
 
 class UnknownDatasetError(KeyError, TetError):

@@ -35,6 +35,7 @@ from tet.durable import fsync_dir
 from tet.errors import TetError
 from tet.file import TetFile
 from tet.layout import DatasetRecord, tile_counts
+from tet.safeio import remove_stale, temp_name
 
 __all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportError", "ExportReport", "export"]
 
@@ -282,7 +283,17 @@ def _padded(a: _Array, t: _Tile) -> np.ndarray[Any, Any]:
 
 
 def _write_tile(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
-    """Write one chunk file; (bytes written, copied verbatim?)."""
+    """Write one chunk file; (bytes written, copied verbatim?).  An OS failure names
+    the chunk file (a write's own error has no file name)."""
+    try:
+        return _write_tile_at(t, src_fd, fsync)
+    except OSError as exc:
+        if not exc.filename:
+            exc.filename = str(t.path)
+        raise
+
+
+def _write_tile_at(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
     a, i = t.array, t.linear
     tbl = a.table
     expected = math.prod(a.record.chunk_shape) * a.dtype.itemsize
@@ -450,13 +461,14 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
             raise ExportError(f"no datasets in {src_text}")
         arrays, groups = _plan(f, codec)
         created = _missing_ancestors(target.parent)
-        tmp = target.parent / f".{target.name}.{os.getpid()}.{time.time_ns()}.part"
+        tmp = target.parent / temp_name("export", target.name)  # names its owner
 
         def shown(path: str) -> str:  # messages name the store's path, not the temp one
             return dst_text + path[len(str(tmp)):] if path.startswith(str(tmp)) else path
 
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale(target.parent, target.name)  # stores killed exports left
             tmp.mkdir()
             made: set[Path] = set()
             _write_json(tmp / "zarr.json", {"zarr_format": 3, "node_type": "group",

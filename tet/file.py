@@ -28,6 +28,7 @@ from tet.layout import Catalog, DatasetRecord, parse_catalog
 from tet.query.api import QueryMethods
 from tet.query.budget import resolve_budget
 from tet.query.plan import ReadPlan, plan_read, tile_table
+from tet.safeio import map_readonly, open_regular
 from tet.selection import Box, box_from_key, resolve_selection
 
 __all__ = ["Dataset", "TetFile", "open"]
@@ -149,11 +150,15 @@ class TetFile(QueryMethods):
                  ) -> None:
         self._path = _expand(path)
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
-        with self._path.open("rb") as fh:
-            self._len = os.fstat(fh.fileno()).st_size
-            self._map: mmap.mmap | None = (
-                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if self._len else None
-            )
+        # O_NONBLOCK + fstat: a FIFO or device is refused at once, never waited on; the map
+        # is exactly the size measured, so a file truncated meanwhile is FileChangedError.
+        fd, st = open_regular(self._path)
+        try:
+            self._len = st.st_size
+            self._identity = (st.st_dev, st.st_ino)
+            self._map: mmap.mmap | None = map_readonly(fd, self._len, self._path)
+        finally:
+            os.close(fd)
         self._closed = False
         self._catalog: Catalog | None = None
         self._tables: dict[int, TileTable] = {}
@@ -439,7 +444,12 @@ class TetFile(QueryMethods):
                              offset=int(table.offset[i])).reshape(box.shape)
 
 def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
-    """Open a ``.tet`` file for reading (a missing file is `FileNotFoundError`).
+    """Open a ``.tet`` file for reading.
+
+    A missing file is `TetFileNotFoundError` (a `FileNotFoundError`), a directory
+    `TetIsADirectoryError`, a FIFO, socket or device `NotRegularFileError` (refused at
+    once, never blocked on), no permission `TetPermissionError`; a corrupt file is
+    `CatalogError`.
 
     `spill_allow` adds directories where spill and sidecar outputs may be written,
     besides the file's own directory tree, the platform cache and temp dirs.

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tet import kernels
-from tet.errors import CatalogError, QueryError, TetError
+from tet.errors import OS_ERRORS, CatalogError, QueryError, TetError, TetOSError
 from tet.file import TetFile
 from tet.query import response as resp
 from tet.query.document import (
@@ -72,8 +72,9 @@ class _Failure:
 def _capture(exc: BaseException) -> _Failure:
     if isinstance(exc, CatalogError):
         return _Failure("catalog", str(exc))
-    if isinstance(exc, OSError):
-        return _Failure("os", exc.strerror or str(exc), exc.errno)
+    if isinstance(exc, OSError):  # a TetOSError's text already names action and path
+        text = str(exc) if isinstance(exc, TetError) else exc.strerror or str(exc)
+        return _Failure("os", text, exc.errno)
     return _Failure("tet", str(exc))
 
 
@@ -82,7 +83,9 @@ def _raise(path: str, failure: _Failure) -> None:
     if failure.kind == "catalog":
         raise CatalogError(text)
     if failure.kind == "os":
-        raise OSError(failure.errno or 0, text)
+        code = failure.errno
+        cls = OS_ERRORS.get(code, TetOSError) if code else TetOSError
+        raise cls(text, errno=code, strerror=os.strerror(code) if code else text, filename=path)
     raise TetError(text)
 
 

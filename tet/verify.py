@@ -2,13 +2,16 @@
 
 `verify` runs the check sequence of cli.md §2 and returns a `Report`; it never
 prints and never raises for a bad file (a file that does not parse is a report
-with ``ok=False``).  Only problems outside the file's bytes (missing file, a
-directory, no permission) raise, as `CatalogError`.
+with ``ok=False``).  Only problems outside the file's bytes raise: a missing file,
+a directory, a FIFO or device (refused at once, never read), no permission, as
+`TetOSError` subclasses (`TetFileNotFoundError` is a `FileNotFoundError`, …).
+Temp files beside the file that writers which are gone left behind are a warning
+(``stale_temp_files``).
 
-`repair` applies the one in-place fix the format allows, ``footer_invalid``:
-cut the file after its chunk payloads and clear the history-footer flag.  The
-repaired image is built beside the file and renamed over it, so the original
-is never left half-written.
+`repair` applies the in-place fixes: ``footer_invalid`` cuts the file after its
+chunk payloads and clears the history-footer flag (the repaired image is built
+beside the file and renamed over it, so the original is never left half-written);
+``stale_temp_files`` removes those temp files.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ import math
 import mmap
 import os
 import shlex
-import shutil
 import struct
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.durable import fsync_dir
-from tet.errors import CatalogError
+from tet.errors import CatalogError, os_error
 from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
@@ -49,6 +49,15 @@ from tet.layout import (
     validate_metadata,
 )
 from tet.query.budget import resolve_budget
+from tet.safeio import (
+    Dir,
+    NewFile,
+    map_readonly,
+    open_regular,
+    remove_stale,
+    stale_temps,
+    temp_name,
+)
 
 __all__ = [
     "DECODE_LIMIT",
@@ -69,7 +78,8 @@ __all__ = [
 ]
 
 DECODE_LIMIT = 128            # chunks checksum- and decode-checked without deep=True
-REPAIRABLE_CODES = frozenset({"footer_invalid"})
+REPAIRABLE_CODES = frozenset({"footer_invalid", "stale_temp_files"})
+STALE_LISTED = 5              # stale temp names a finding spells out
 SKIPPED_MESSAGE = "no in-place repair for this code; re-convert or rewrite required"
 NO_TABLE = "no checksum table in this file; stored bytes not checksum-verified"
 _BATCH_ROWS = 1 << 16            # chunk rows per checksum / decode-check kernel call
@@ -274,6 +284,12 @@ def _recommendation(finding: Finding, path: str) -> Recommendation | None:
             "non_contiguous_payloads",
             "Chunk payloads are not stored in contiguous read-plan order.",
             "Optional: re-convert for a sequential layout; full-file linear scans may be slower.")
+    if check == "stale_temp_files":
+        return Recommendation(
+            "stale_temp_files", "Temp files left beside the file by writers that are gone "
+            "(killed or crashed) take disk space.",
+            "Remove them; the file itself is not changed.",
+            repair_command(path, "stale_temp_files", dry_run=False), repairable=True)
     if check == "chunk_decode_skipped" and finding.severity == "warning":
         return Recommendation(
             "run_deep_verify", "Not all chunks were decode-checked (large file).",
@@ -305,25 +321,38 @@ def _finish(report: Report) -> Report:
 
 @contextlib.contextmanager
 def _mapped(path: str) -> Iterator[tuple[Any, int]]:
-    """(read-only buffer, length) of the file; OS problems become one-line CatalogErrors."""
+    """(read-only buffer, length) of the file; OS problems become one-line `TetError`s
+    ("cannot read P: …"; a directory, FIFO or device: "cannot verify P: is …")."""
+    fd, st = open_regular(path, action="cannot read", refusal="cannot verify")
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below, after the mapping
-    except IsADirectoryError:
-        raise CatalogError(f"cannot verify {path}: is a directory, not a .tet file") from None
-    except OSError as exc:
-        raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with fh:
-        try:
-            size = os.fstat(fh.fileno()).st_size
-            buf: Any = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        except OSError as exc:
-            raise CatalogError(f"cannot read {path}: {exc.strerror or exc}") from None
+        size = st.st_size
+        mapped = map_readonly(fd, size, path)
+    finally:
+        os.close(fd)
+    buf: Any = mapped if mapped is not None else b""
     try:
         yield buf, size
     finally:
         if isinstance(buf, mmap.mmap):
             with contextlib.suppress(BufferError):
                 buf.close()
+
+
+def _beside(path: str) -> tuple[Path, str]:
+    p = Path(path)
+    return p.parent, p.name
+
+
+def _check_stale_temps(path: str) -> Finding | None:
+    """A warning when writers that are gone left temp files of this file beside it."""
+    found = stale_temps(*_beside(path))
+    if not found:
+        return None
+    names = ", ".join(t.describe() for t in found[:STALE_LISTED])
+    more = f" and {len(found) - STALE_LISTED} more" if len(found) > STALE_LISTED else ""
+    total = sum(t.size for t in found)
+    return _warning("stale_temp_files", f"{len(found)} stale temp file(s) of {total} bytes "
+                                        f"beside the file, their writers gone: {names}{more}")
 
 
 def verify(path: str | os.PathLike[str], *, deep: bool = False,
@@ -336,7 +365,12 @@ def verify(path: str | os.PathLike[str], *, deep: bool = False,
     """
     where = os.fspath(path)
     with _mapped(where) as (buf, size):
-        return _verify(buf, size, where, deep, progress)
+        report = _verify(buf, size, where, deep, progress)
+    stale = _check_stale_temps(where)
+    if stale is not None:
+        report.findings.append(stale)
+        _finish(report)
+    return report
 
 
 def _verify(buf: Any, size: int, path: str, deep: bool, progress: Progress | None) -> Report:
@@ -685,6 +719,8 @@ def repair(path: str | os.PathLike[str], codes: Sequence[str], *,
                 code, False, dry_run,
                 "verify does not report this problem for the file; nothing to repair",
                 skipped=True))
+        elif code == "stale_temp_files":
+            out.actions.append(_remove_stale_temps(where, dry_run))
         else:
             out.actions.append(_strip_footer(where, dry_run))
     if not dry_run:
@@ -750,45 +786,59 @@ def _strip_footer(path: str, dry_run: bool) -> RepairAction:
                         f"truncated to {end} bytes and cleared history footer flag")
 
 
+def _remove_stale_temps(path: str, dry_run: bool) -> RepairAction:
+    if dry_run:
+        found = stale_temps(*_beside(path))
+        return RepairAction("stale_temp_files", False, True,
+                            f"would remove {len(found)} stale temp file(s) "
+                            f"({sum(t.size for t in found)} bytes)")
+    gone = remove_stale(*_beside(path))
+    return RepairAction("stale_temp_files", True, False,
+                        f"removed {len(gone)} stale temp file(s) "
+                        f"({sum(t.size for t in gone)} bytes)")
+
+
 def _rewrite_prefix(target: Path, length: int, flags: int) -> None:
     """Replace `target` with its first `length` bytes and new superblock flags.
 
-    The new image is written to a temp file in the same directory and fsynced; the
-    original stays reachable under ``<name>.bak-<pid>`` until the rename is done, then
-    the backup is removed.  On any failure the original is left as it was.
+    The new image is written beside the file (space reserved first, so a full disk
+    fails before anything changes), fsynced and renamed over it relative to the
+    directory; the original stays reachable under a hidden backup name
+    (``TEMP_NAMES["backup"]``) until the rename is done, then the backup is removed.
+    On any failure the original is left as it was and no temp file remains.
     """
-    folder = target.parent
-    tmp = folder / f".{target.name}.repair-{os.getpid()}-{time.time_ns()}.part"
-    backup = folder / f"{target.name}.bak-{os.getpid()}"
-    made: list[Path] = []
+    action = "cannot repair"
     try:
-        with open(target, "rb") as src, open(tmp, "xb") as dst:
-            made.append(tmp)
-            left = length
-            while left:
-                block = src.read(min(left, 1 << 20))
-                if not block:
-                    raise CatalogError(f"{target} shrank while it was being repaired")
-                dst.write(block)
-                left -= len(block)
-            dst.seek(12)
-            dst.write(struct.pack("<I", flags))
-            dst.flush()
-            os.fsync(dst.fileno())
-        with contextlib.suppress(OSError):
-            shutil.copymode(target, tmp)
-        try:
-            os.link(target, backup)
-        except OSError:
-            shutil.copy2(target, backup)
-        made.append(backup)
-        os.replace(tmp, target)
-        made.remove(tmp)
-        fsync_dir(folder)
+        folder = Dir.of(target.parent)
     except OSError as exc:
-        raise CatalogError(f"cannot repair {target}: {exc.strerror or exc}") from None
-    finally:
-        for p in made:
-            with contextlib.suppress(OSError):
-                p.unlink()
-
+        raise os_error(exc, action, target) from None
+    backup: str | None = None
+    with folder:
+        try:
+            src = folder.open(target.name, os.O_RDONLY)
+        except OSError as exc:
+            raise os_error(exc, action, target) from None
+        try:
+            with NewFile(folder, target.name, shown=target, action=action, kind="repair") as out:
+                out.reserve(length)
+                pos = 0
+                while pos < length:
+                    block = os.pread(src, min(length - pos, 1 << 20), pos)
+                    if not block:
+                        raise CatalogError(f"{target} shrank while it was being repaired")
+                    out.write(block, pos)
+                    pos += len(block)
+                out.write(struct.pack("<I", flags), 12)
+                name = temp_name("backup", target.name)
+                try:
+                    os.link(target.name, name, src_dir_fd=folder.fd, dst_dir_fd=folder.fd)
+                    backup = name
+                except OSError:  # no hard links here: the rename alone is atomic
+                    backup = None
+        except OSError as exc:
+            raise os_error(exc, action, target) from None
+        finally:
+            os.close(src)
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    folder.unlink(backup)

@@ -19,6 +19,7 @@ what a spool file would (every payload written twice).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import itertools
@@ -39,8 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.durable import fsync_dir
-from tet.errors import CatalogError, TetError
+from tet.errors import CatalogError, FileChangedError, InvalidTextError, TetError, os_error
 from tet.integrity import encode_table, read_table
 from tet.layout import (
     ENTRY_DTYPE,
@@ -54,6 +54,7 @@ from tet.layout import (
     history_row,
     tile_counts,
 )
+from tet.safeio import Dir, open_regular, path_text, remove_stale, temp_name
 from tet.selection import box_from_key
 
 __all__ = ["DatasetStream", "TetWriter", "default_chunk_shape", "write_dataset"]
@@ -65,6 +66,7 @@ TARGET_CHUNK_BYTES = 8 * 1024 * 1024
 WINDOW_BYTES = 16 * 1024 * 1024
 WRITE_AHEAD_BYTES = 64 * 1024 * 1024  # queued appends a session's writer thread may hold
 MAX_NAME_BYTES = 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def _now() -> str:
@@ -74,6 +76,17 @@ def _now() -> str:
 
 def _fail(msg: str) -> CatalogError:
     return CatalogError(WRITE_PREFIX + msg)
+
+
+def _text(value: str, what: str) -> str:
+    """`value`, if UTF-8 can store it; a lone surrogate (what ``os.fsdecode`` makes of
+    bytes that are not UTF-8) is `InvalidTextError` naming the field and the index."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidTextError(f"{WRITE_PREFIX}{what} {value!r} is not valid text: "
+                               f"{exc.reason} (index {exc.start})") from None
+    return value
 
 
 def default_chunk_shape(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
@@ -148,10 +161,6 @@ def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
 # The output file
 
 
-def _temp_path(target: Path) -> Path:
-    return target.parent / f".{target.name}.{os.getpid()}.{time.time_ns()}.tmp"
-
-
 def _pwrite_all(fd: int, data: Any, pos: int) -> int:
     """Write every byte of `data` at `pos`; returns the end offset."""
     view = memoryview(data).cast("B")
@@ -195,15 +204,18 @@ def _mark_worker(token: object) -> None:
     _worker.token = token
 
 
-def _drop(file: FileIO, names: list[Path], writer: ThreadPoolExecutor, token: object) -> None:
+def _drop(file: FileIO, directory: Dir, names: list[str], writer: ThreadPoolExecutor,
+          token: object) -> None:
     """Close a store once no write to its descriptor can still run (a write after the
     close could land in a file that reused the number), and remove its temp name."""
 
     def close() -> None:
         for name in names:
-            name.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                directory.unlink(name)
         names.clear()
         file.close()
+        directory.close()
 
     if getattr(_worker, "token", None) is token:  # collected on its own writer thread
         writer.submit(close)
@@ -217,22 +229,26 @@ class _Store:
     """A file beside the target that payloads are appended to, `base` bytes reserved
     for the header.  Anonymous (O_TMPFILE) where the file system allows, so a crash
     while blocks stream in leaves nothing behind; `name` links it in as a hidden
-    ``.tmp`` file at commit, to be renamed over the target."""
+    ``.tmp`` file (`tet.safeio.TEMP_NAMES`) at commit, to be renamed over the target.
+    Every name is relative to the target's directory, opened once."""
 
     def __init__(self, target: Path, base: int, *, anonymous: bool) -> None:
         self.target = target
         self.base = self.end = base
-        self._names: list[Path] = []
+        self._names: list[str] = []
+        self.dir = Dir.of(target.parent)
         fd = -1
-        if anonymous and hasattr(os, "O_TMPFILE"):
-            try:
-                fd = os.open(target.parent, os.O_TMPFILE | os.O_RDWR, 0o666)
-            except OSError:  # no O_TMPFILE on this file system: a named file instead
-                fd = -1
-        if fd < 0:
-            path = _temp_path(target)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-            self._names.append(path)
+        try:
+            if anonymous and hasattr(os, "O_TMPFILE"):
+                with contextlib.suppress(OSError):  # no O_TMPFILE here: a named file
+                    fd = self.dir.open(".", os.O_TMPFILE | os.O_RDWR, 0o666)
+            if fd < 0:
+                name = temp_name("write", target.name)
+                fd = self.dir.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666)
+                self._names.append(name)
+        except BaseException:
+            self.dir.close()
+            raise
         self.file = FileIO(fd, "r+")
         token = object()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tet-write",
@@ -240,8 +256,8 @@ class _Store:
         self._ahead: deque[tuple[Future[int], int]] = deque()
         self._ahead_bytes = 0
         self._failed: BaseException | None = None
-        self._finalizer = weakref.finalize(self, _drop, self.file, self._names, self._writer,
-                                           token)
+        self._finalizer = weakref.finalize(self, _drop, self.file, self.dir, self._names,
+                                           self._writer, token)
 
     def fileno(self) -> int:
         return self.file.fileno()
@@ -263,7 +279,12 @@ class _Store:
 
     def _check(self) -> None:
         if self._failed is not None:  # the file has a hole: it must never be committed
-            raise OSError(f"an earlier write to the output failed: {self._failed}")
+            failed = self._failed
+            code = failed.errno if isinstance(failed, OSError) else None
+            text = (failed.strerror if isinstance(failed, OSError) and failed.strerror
+                    else str(failed))
+            raise os_error(OSError(code, f"an earlier write to the output failed: {text}"),
+                           "cannot write", self.target)
 
     def _wait_one(self) -> None:
         done, n = self._ahead.popleft()
@@ -272,6 +293,8 @@ class _Store:
             done.result()
         except BaseException as exc:
             self._failed = exc
+            if isinstance(exc, OSError):
+                raise os_error(exc, "cannot write", self.target) from exc
             raise
 
     def flush(self) -> None:
@@ -299,22 +322,20 @@ class _Store:
         self.end = at + int(stored.sum())
         return out
 
-    def name(self) -> Path:
+    def name(self) -> str:
         """The hidden temp name beside the target (linked in now if anonymous; an
         OSError where /proc is not mounted)."""
         if not self._names:
-            path = _temp_path(self.target)
-            dir_fd = os.open(self.target.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:  # linkat(AT_SYMLINK_FOLLOW): plain link() cannot take /proc links
-                os.link(f"/proc/self/fd/{self.fileno()}", path.name, dst_dir_fd=dir_fd,
-                        follow_symlinks=True)
-            finally:
-                os.close(dir_fd)
-            self._names.append(path)
+            name = temp_name("write", self.target.name)
+            # linkat(AT_SYMLINK_FOLLOW): plain link() cannot take /proc links
+            os.link(f"/proc/self/fd/{self.fileno()}", name, dst_dir_fd=self.dir.fd,
+                    follow_symlinks=True)
+            self._names.append(name)
         return self._names[0]
 
-    def published(self) -> None:
-        """The temp name was renamed over the target: nothing is left to remove."""
+    def publish(self) -> None:
+        """Rename the temp name over the target, relative to the directory."""
+        self.dir.rename(self.name(), self.dir, self.target.name)
         self._names.clear()
 
     def discard(self) -> None:
@@ -658,8 +679,14 @@ class TetWriter:
             self._take_existing(cat)
 
     def _take_existing(self, cat: Catalog) -> None:
-        fd = self._source_fd = os.open(self._path, os.O_RDONLY)
         assert self._source is not None
+        fd, st = open_regular(self._path)
+        if (st.st_dev, st.st_ino) != self._source._identity:  # replaced since it was parsed
+            os.close(fd)
+            self._source.close()
+            raise FileChangedError(f"{self._path} was replaced while it was being opened for "
+                                   "appending; open it again")
+        self._source_fd = fd
         buf = self._source._buffer()
         table = read_table(buf, cat)
         old_crc = table.crc if table is not None else None
@@ -709,7 +736,7 @@ class TetWriter:
     def _check_name(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise _fail("dataset name must be a non-empty string")
-        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        if len(_text(name, "dataset name").encode("utf-8")) > MAX_NAME_BYTES:
             raise _fail(f"dataset name exceeds {MAX_NAME_BYTES} bytes")
         for p in self._pending:
             if p.record.name == name:
@@ -736,9 +763,10 @@ class TetWriter:
                       coords: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
         meta: dict[str, Any] = {}
         if attrs:
-            meta["attrs"] = {str(k): _attr_value(k, v) for k, v in attrs.items()}
+            meta["attrs"] = {_text(str(k), "attr name"):
+                             _text(_attr_value(k, v), f"attr {k!r}") for k, v in attrs.items()}
         if dim_names is not None:
-            dims = [str(d) for d in dim_names]
+            dims = [_text(str(d), "dim name") for d in dim_names]
             if len(dims) != len(shape):
                 raise _fail(f"dim_names has {len(dims)} names for a rank-{len(shape)} dataset")
             if dims:
@@ -750,7 +778,7 @@ class TetWriter:
                 d = keys.index(axis) if axis in keys else (int(axis) if str(axis).isdigit() else -1)
                 if not 0 <= d < len(shape):
                     raise _fail(f"coords key {axis!r} is neither a dim name nor an axis index")
-                labels = [str(x) for x in labels]
+                labels = [_text(str(x), f"coords {axis!r} label") for x in labels]
                 if len(labels) > shape[d]:
                     raise _fail(f"coords {axis!r}: {len(labels)} labels for an axis of {shape[d]}")
                 out[str(axis)] = {"labels": labels}
@@ -823,6 +851,11 @@ class TetWriter:
     def push_history_event(self, op: str, source: str, *, parents: Iterable[str] = (),
                            params: Mapping[str, str] | None = None) -> None:
         """Queue a history row (``at`` = now, Unix seconds)."""
+        for what, text in (("history op", op), ("history source", source),
+                           *(("history parent", str(p)) for p in parents),
+                           *(("history param", f"{k}={v}") for k, v in (params or {}).items())):
+            if isinstance(text, str):
+                _text(text, what)
         self._history.append(history_row(op, source, self._stamp(), parents, params))
 
     def set_execution(self, *, memory_budget_bytes: int = 0,
@@ -844,6 +877,8 @@ class TetWriter:
         known (one index row per tile), so payloads can go to their final offsets."""
         records = [p.record for p in self._pending]
         tiles = sum(math.prod(tile_counts(r.shape, r.chunk_shape)) for r in records)
+        with contextlib.suppress(OSError):
+            remove_stale(self._path.parent, self._path.name)
         store = self._store = _Store(self._path, header_length(records, tiles), anonymous=True)
         self._stores.append(store)
         self._frozen = len(self._pending)
@@ -869,6 +904,14 @@ class TetWriter:
                    crc: np.ndarray[Any, Any]) -> None:
         """Append encoded tiles of `stream` to its store and record where they are
         (and their checksums)."""
+        try:
+            self._put_tiles_locked(stream, keys, payload, lens, crc)
+        except OSError as exc:
+            raise os_error(exc, "cannot write", self._path) from exc
+
+    def _put_tiles_locked(self, stream: DatasetStream, keys: np.ndarray[Any, Any],
+                          payload: np.ndarray[Any, Any], lens: np.ndarray[Any, Any],
+                          crc: np.ndarray[Any, Any]) -> None:
         with self._lock:
             self._check_open()
             store = stream._store
@@ -893,10 +936,13 @@ class TetWriter:
             with self._lock:
                 self._in_order = False
                 out = self._write(fsync)
-                os.replace(out.name(), self._path)
-                out.published()
+                out = self._named(out, fsync)
+                out.publish()
             if fsync:
-                fsync_dir(self._path.parent)
+                out.dir.fsync()
+        except OSError as exc:
+            self._release()
+            raise os_error(exc, "cannot write", self._path) from exc
         except BaseException:
             self._release()
             raise
@@ -924,7 +970,7 @@ class TetWriter:
 
     def _footer_parts(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         history = self._old_history + (
-            self._history or [history_row("write", str(self._path), self._stamp())]
+            self._history or [history_row("write", path_text(self._path), self._stamp())]
         )
         meta = _deep_copy(self._metadata)
         for p in self._pending:
@@ -940,18 +986,36 @@ class TetWriter:
 
     def _output(self, head_len: int) -> _Store:
         """The file to finish: the one streams filled, when its reserved header is
-        still right and it can be given a name; else a new named file, into which
-        what was placed is copied in index order."""
+        still right; else a new one, into which what was placed is copied in index
+        order.  Stale temps of the target (their writers gone) are removed first."""
         old = self._store
         if old is not None and old.base == head_len:
-            try:
-                old.name()
-                return old
-            except OSError:  # no /proc to link the anonymous file in: copy it
-                pass
-        out = self._store = _Store(self._path, head_len, anonymous=False)
+            return old
+        if old is None:
+            with contextlib.suppress(OSError):
+                remove_stale(self._path.parent, self._path.name)
+        out = self._store = _Store(self._path, head_len, anonymous=True)
         self._stores.append(out)
         return out
+
+    def _named(self, out: _Store, fsync: bool) -> _Store:
+        """`out` with its temp name; where an anonymous file cannot be linked in (no
+        /proc), a named copy of it."""
+        try:
+            out.name()
+            return out
+        except OSError:
+            pass
+        named = _Store(self._path, 0, anonymous=False)
+        self._stores.append(named)
+        out.flush()
+        _copy_runs(out.fileno(), named.at_end(), np.zeros(1, np.uint64),
+                   np.asarray([out.end], np.uint64))
+        named.end = out.end
+        named.flush()
+        if fsync:
+            os.fsync(named.fileno())
+        return named
 
     def _write(self, fsync: bool) -> _Store:
         records = [p.record for p in self._pending]
@@ -969,7 +1033,11 @@ class TetWriter:
             crcs.append(p.crc)
         entries = np.concatenate(parts)
         table = encode_table(np.concatenate(crcs), entries)
-        footer = encode_footer(history, meta, out.end, table)
+        try:
+            footer = encode_footer(history, meta, out.end, table)
+        except UnicodeEncodeError as exc:  # text the appended file's footer carried
+            raise InvalidTextError(f"{WRITE_PREFIX}footer text is not valid UTF-8: "
+                                   f"{exc.reason} in {exc.object[:80]!r}") from None
         out.append(footer)
         out.flush()
         bps, budget = self._budget
@@ -1025,7 +1093,7 @@ def write_dataset(
     """Write a one-dataset file (replacing `path`) and return its path."""
     w = TetWriter.create(path)
     if history_op is not None:
-        w.push_history_event(history_op, history_source or str(w.path))
+        w.push_history_event(history_op, history_source or path_text(w.path))
     w.write_dataset(name, array, chunk_shape=chunk_shape, attrs=attrs, dim_names=dim_names,
                     coords=coords, codec=codec, level=level)
     return w.commit()

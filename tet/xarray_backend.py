@@ -43,8 +43,10 @@ from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
 from tet.dask import FileKey, file_key, open_cached
+from tet.errors import TetError
 from tet.file import Dataset
 from tet.layout import MAGIC
+from tet.safeio import open_regular
 
 __all__ = [
     "COORD_PREFIX",
@@ -431,10 +433,15 @@ def _check_sizes(variables: Mapping[str, xr.Variable], path: str) -> None:
 
 def _is_tet(path: str) -> bool:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(4) == MAGIC
+        fd, _ = open_regular(path)  # a FIFO is not waited on
+    except TetError:
+        return False
+    try:
+        return os.pread(fd, 4, 0) == MAGIC
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 class TetBackendEntrypoint(BackendEntrypoint):

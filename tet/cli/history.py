@@ -13,12 +13,10 @@ History is a convenience, never a reason for a query to fail: `record` only warn
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,8 +27,9 @@ from typing import Any
 import platformdirs
 
 from tet.cli.common import CommandFailed
-from tet.durable import fsync_dir
+from tet.errors import os_error
 from tet.query.allow import APP, cache_roots
+from tet.safeio import Dir, NewFile
 
 try:
     import fcntl
@@ -100,6 +99,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _line(value: Any) -> bytes:
+    """One row as UTF-8 JSON; a `.tet` path that is not UTF-8 (lone surrogates from
+    ``os.fsdecode``) is kept as JSON ``\\udcXX`` escapes, which load back as the same path."""
+    try:
+        return _dumps(value).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
@@ -122,7 +130,7 @@ def record(tet: str | None, execute: bool, query: Mapping[str, Any]) -> None:
 def _record(tet: str | None, execute: bool, query: Mapping[str, Any]) -> None:
     row = Row(int(time.time()), os.path.abspath(tet) if tet is not None else None,
               bool(execute), dict(query))
-    line = _dumps(row.to_json()).encode()  # before the lock: a bad query fails fast
+    line = _line(row.to_json())  # before the lock: a bad query fails fast
     query_text = _dumps(row.query)
     keep = history_max()
     path = _target(history_file())
@@ -177,19 +185,17 @@ def _read_lines(path: Path) -> list[bytes]:
 
 
 def _rewrite(path: Path, lines: list[bytes]) -> None:
-    """Replace the file atomically: temp file beside it, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Replace the file atomically: a new file beside it (stale temps of killed writers
+    removed), fsync, rename relative to the directory; a failure (a full disk) is a
+    `TetOSError` naming the file, and leaves the old file and no temp."""
+    action = "cannot write query history"
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(b"".join(ln + b"\n" for ln in lines))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+        directory = Dir.of(path.parent)
+    except OSError as exc:
+        raise os_error(exc, action, path) from exc
+    with NewFile(directory, path.name, shown=path, action=action, kind="write",
+                 own_dir=True) as out:
+        out.write(b"".join(ln + b"\n" for ln in lines), 0)
 
 
 

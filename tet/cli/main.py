@@ -5,6 +5,7 @@ failures into `error: <text>` on stderr and an exit status (cli.md: 0 ok, 1 fail
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -37,7 +38,18 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def _tolerant_output() -> None:
+    """Names that are not valid text (a lone surrogate: file names that are not UTF-8,
+    or escapes in a footer) print as backslash escapes instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _tolerant_output()
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False) or os.environ.get("TET_DEBUG") == "1"
     try:

@@ -13,6 +13,7 @@ from typing import Any
 from tet.cli import formats
 from tet.cli.common import CommandFailed, Subparsers, add_command
 from tet.cli.progress import busy
+from tet.errors import TetError
 from tet.query import response as resp
 from tet.query.document import load_text, parse_device, parse_value
 
@@ -158,6 +159,8 @@ def _against_file(doc: Any, tet: str, *, preview: int | None,
     try:
         f = open_tet(tet, spill_allow=spill_allow)
     except OSError as exc:
+        if isinstance(exc, TetError):  # already "cannot open P: …"
+            raise
         raise CommandFailed(f"cannot open {tet}: {exc.strerror or exc}") from exc
     sink: dict[str, Any] = {}
     with f, busy(f"tet query {doc.dataset}"):

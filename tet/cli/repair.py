@@ -14,9 +14,11 @@ def register(sub: Subparsers) -> None:
     parser = add_command(
         sub, "repair", help="plan or apply in-place fixes for a damaged .tet file",
         description="Without --apply, verify the file and print a repair plan (nothing is "
-                    "written). With --apply CODE, apply that fix and verify again; only "
-                    "footer_invalid (strip a malformed history footer) has an in-place fix. "
-                    "The file is rewritten through a temp file and a rename, never in place.")
+                    "written). With --apply CODE, apply that fix and verify again; the "
+                    "in-place fixes are footer_invalid (strip a malformed history footer) "
+                    "and stale_temp_files (remove temp files that killed writers left "
+                    "beside the file). The file is rewritten through a temp file and a "
+                    "rename, never in place.")
     parser.add_argument("path", metavar="PATH", help="the .tet file")
     parser.add_argument("--apply", action="append", metavar="CODE", default=[],
                         help="apply the fix for this recommendation code (repeatable); "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import struct
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from tet.cli.common import CommandFailed, Subparsers, add_command, print_json
 from tet.cli.progress import progress
 from tet.cli.repair import report_text as repair_text
+from tet.errors import TetError
+from tet.safeio import open_regular
 from tet.verify import Progress, Report, repair, verify
 
 
@@ -82,14 +85,18 @@ def _bar(path: str) -> Iterator[Progress | None]:
 def _entry_count(path: str) -> int:
     """TIDX entry_count read straight from the header, without parsing the catalog."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(32)
-            if len(head) < 32 or head[:4] != b"TETR":
-                return 0
-            fh.seek(struct.unpack_from("<Q", head, 16)[0])
-            index = fh.read(16)
+        fd, _ = open_regular(path)  # a FIFO is refused, not waited on; verify then says so
+    except TetError:
+        return 0
+    try:
+        head = os.pread(fd, 32, 0)
+        if len(head) < 32 or head[:4] != b"TETR":
+            return 0
+        index = os.pread(fd, 16, struct.unpack_from("<Q", head, 16)[0])
     except (OSError, OverflowError, ValueError):
         return 0
+    finally:
+        os.close(fd)
     if len(index) < 16 or index[:4] != b"TIDX":
         return 0
     count: int = struct.unpack_from("<Q", index, 8)[0]

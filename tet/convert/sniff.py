@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from tet.convert.source import ConvertError
+from tet.safeio import remove_stale, temp_name
 
 __all__ = [
     "COMPRESSION_SUFFIXES",
@@ -156,13 +157,14 @@ def uncompressed(path: Path, workdir: Path) -> Iterator[Path]:
         yield path
         return
     temps: list[Path] = []
+    remove_stale(workdir, path.name)  # what converts that were killed left
     try:
         current = path
-        for i, suffix in enumerate(suffixes):
-            tmp = workdir / f".{path.name}.{os.getpid()}.{i}.unpacked"
-            temps.append(tmp)
+        for suffix in suffixes:
+            tmp = workdir / temp_name("unpacked", path.name)  # names its owner
             try:
-                with _open_layer(current, suffix) as src, tmp.open("wb") as dst:
+                with _open_layer(current, suffix) as src, tmp.open("xb") as dst:
+                    temps.append(tmp)
                     shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
             except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as exc:
                 raise ConvertError(f"cannot decompress `{path}` ({suffix}): {exc}") from None

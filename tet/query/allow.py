@@ -3,12 +3,15 @@
 A query document names output paths (`spill`, `write.path`, sidecars), so it must not be
 able to write anywhere the user did not intend.  The allowlist is built from the `.tet`
 path the *host* gave, never from the document: the file's directory, the per-user cache
-roots and explicit ``--spill-allow`` directories.  Every target is checked after symlinks
-and ``..`` are resolved, so neither can smuggle a write outside those roots.
+roots and explicit ``--spill-allow`` directories.  A target is resolved once (symlinks and
+``..`` resolved, then checked against those roots); its directory is then reached from the
+root's own descriptor one component at a time without following symlinks, and the output
+is created, written and renamed relative to that descriptor (`tet.safeio`).  A symlink
+swapped in meanwhile, for a directory or for the temp file, cannot redirect a write.
 
-Outputs go to a hidden ``.part`` file beside the target and are renamed onto it only
-once complete and fsynced, so an error, a full disk or Ctrl-C never leaves a truncated
-file in place of the previous one.
+Outputs are written beside the target (anonymous, or under a hidden ``.part`` name) and
+renamed onto it only once complete and fsynced, so an error, a full disk or Ctrl-C never
+leaves a truncated file in place of the previous one.
 """
 
 from __future__ import annotations
@@ -16,37 +19,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
+import stat
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import numpy as np
 import platformdirs
 
-from tet.durable import fsync_dir, fsync_file
-from tet.errors import QueryError
+from tet.errors import QueryError, TetError
+from tet.safeio import (
+    Dir,
+    NewFile,
+    kind_of,
+    move,
+    path_text,
+    remove_stale,
+    scratch_array,
+    temp_name,
+)
 
-__all__ = ["Allowlist", "atomic_output", "cache_roots", "move_into_place", "temp_file"]
+__all__ = ["Allowlist", "Target", "atomic_output", "cache_roots", "move_into_place",
+           "temp_file"]
 
 APP = "tetration"
 _ROOTS_HINT = "(.tet directory, platform cache, or --spill-allow)"
-_TEMP_NAMES = {"spill": ("spill", ".bin"), "sidecar-draft": ("sidecar-draft", ".tet")}
-
-_ns_lock = threading.Lock()
-_last_ns = 0
-
-
-def _nanos() -> int:
-    """Wall-clock nanoseconds, strictly increasing per process so temp names never collide."""
-    global _last_ns
-    with _ns_lock:
-        _last_ns = max(time.time_ns(), _last_ns + 1)
-        return _last_ns
+_CACHE_KINDS = ("spill", "sidecar-draft")  # engine temp names in a cache root (safeio table)
 
 
 def _env_dir(name: str) -> Path | None:
@@ -124,13 +127,47 @@ def _oserr(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+@dataclass
+class Target:
+    """A validated output: its directory, open and reached without following symlinks,
+    and its name there.  `path` is the canonical path responses report."""
+
+    dir: Dir
+    name: str
+    path: Path
+
+    def close(self) -> None:
+        self.dir.close()
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class Allowlist:
-    """The directories outputs may be written under, fixed when the `.tet` file is opened."""
+    """The directories outputs may be written under, fixed when the `.tet` file is opened.
+    `ids` are the roots' (st_dev, st_ino) then: a root replaced later is refused."""
 
     base: Path
     roots: tuple[Path, ...]
     caches: tuple[Path, ...] = field(default=(), repr=False)
+    ids: tuple[tuple[int, int] | None, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.roots):
+            object.__setattr__(self, "ids", tuple(_identity(r) for r in self.roots))
 
     @classmethod
     def for_file(
@@ -142,6 +179,8 @@ class Allowlist:
         base = parent.resolve()
         extras: list[Path] = []
         for d in extra:
+            if "\0" in os.fspath(d):
+                raise _fail(f"--spill-allow directory {path_text(d)!r} contains a NUL byte")
             p = Path(os.fspath(d))
             try:
                 p.mkdir(parents=True, exist_ok=True)
@@ -163,11 +202,10 @@ class Allowlist:
         return _fail(f"spill path {given} is not under an allowed root {_ROOTS_HINT}; "
                      f"resolved to {resolved}")
 
-    def resolve(self, path: str | os.PathLike[str], *, what: str = "spill") -> Path:
-        """Validated canonical target; `what` names the path in messages ("spill", "write.path",
-        "sidecar").  Relative paths join the `.tet` directory, not the cwd, so a document means
-        the same thing wherever the host runs."""
-        given = os.fspath(path)
+    def _canonical(self, given: str, what: str) -> Path:
+        """The target with symlinks and ``..`` resolved (the nearest existing ancestor's
+        canonical form plus the lexical rest), checked against the roots before anything
+        is created, so a refused path leaves no directories behind."""
         if "\0" in given:
             raise _fail("spill open failed: file name contained an unexpected NUL byte")
         seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
@@ -177,104 +215,172 @@ class Allowlist:
         if not p.is_absolute():
             p = self.base / p
         try:
-            # Canonical form of the nearest existing ancestor plus the lexical rest, checked
-            # before creating anything so a refused path leaves no directories behind.
             parent = p.parent.resolve()
             target = parent / p.name
             if not self._allowed(parent):
                 raise self._outside(given, target)
-            parent.mkdir(parents=True, exist_ok=True)
-            parent = parent.resolve(strict=True)
-            target = parent / p.name
-            if not self._allowed(parent):  # a symlink swapped in while we were creating
-                raise self._outside(given, target)
-            if target.is_symlink():
+            if target.is_symlink():  # followed once, here, and only to inside a root
                 target = target.resolve()
                 if not self._allowed(target):
                     raise self._outside(given, target)
-                target.parent.mkdir(parents=True, exist_ok=True)
         except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
+            if isinstance(exc, OSError) and exc.errno in (errno.EINVAL, errno.ENOENT):
+                # readlink of what lstat had just called a symlink (a non-strict realpath
+                # raises nothing else for a missing path): it changed meanwhile
+                raise self._moved(given, what, Path(exc.filename or p.parent)) from exc
             err = _oserr(exc) if isinstance(exc, OSError) else exc
             raise _fail(f"cannot create directory for {what} path {given}: {err}") from exc
-        if target.is_dir():
+        if target.name in ("", ".", "..") or not self._allowed(target.parent):  # a root
             raise _fail(f"{what} path {given} names a directory, not a file")
         return target
+
+    def _root_of(self, directory: Path) -> tuple[Path, tuple[int, int] | None, tuple[str, ...]]:
+        """The deepest root holding `directory`, its recorded identity, and the rest."""
+        best = max((i for i, r in enumerate(self.roots) if directory.is_relative_to(r)),
+                   key=lambda i: len(self.roots[i].parts))
+        root = self.roots[best]
+        return root, self.ids[best], directory.relative_to(root).parts
+
+    def _moved(self, given: str, what: str, where: Path) -> QueryError:
+        return _fail(f"{what} path {given} changed while it was being opened: {where} is no "
+                     "longer the directory it resolved to (a symlink or another directory was "
+                     "put in its place); nothing was written")
+
+    def target(self, path: str | os.PathLike[str], *, what: str = "spill") -> Target:
+        """The validated target, its directory open (missing directories created).
+        `what` names the path in messages ("spill", "write.path", "sidecar").  Relative
+        paths join the `.tet` directory, not the cwd, so a document means the same thing
+        wherever the host runs.  An existing directory, FIFO, socket or device there is
+        refused (never opened, replaced or waited on)."""
+        given = os.fspath(path)
+        target = self._canonical(given, what)
+        root, root_id, parts = self._root_of(target.parent)
+        try:
+            d = Dir.walk(root, parts, root_id=root_id, create=True,
+                         on_symlink=lambda where: self._moved(given, what, where))
+        except OSError as exc:
+            raise _fail(f"cannot create directory for {what} path {given}: "
+                        f"{_oserr(exc)}") from exc
+        try:
+            st = d.lstat(target.name)
+        except OSError as exc:
+            d.close()
+            raise _fail(f"cannot create directory for {what} path {given}: "
+                        f"{_oserr(exc)}") from exc
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            d.close()
+            if stat.S_ISDIR(st.st_mode):
+                raise _fail(f"{what} path {given} names a directory, not a file")
+            if stat.S_ISLNK(st.st_mode):
+                raise self._moved(given, what, target)
+            raise _fail(f"{what} path {given} names {kind_of(st.st_mode)}, not a regular "
+                        "file; refusing to write to it")
+        return Target(d, target.name, target)
+
+    def resolve(self, path: str | os.PathLike[str], *, what: str = "spill") -> Path:
+        """The validated canonical target path (its directory created), for reports; write
+        through `create`, which does not look the path up again."""
+        with self.target(path, what=what) as t:
+            return t.path
+
+    def create(self, path: str | os.PathLike[str], *, what: str = "spill",
+               output: str = "spill") -> NewFile:
+        """A new file for the validated target, written beside it and renamed onto it at
+        commit (use it as a context manager).  Write errors read ``validation: cannot write
+        {output} file P: ...``."""
+        t = self.target(path, what=what)
+        return NewFile(t.dir, t.name, shown=t.path, action=f"validation: cannot write "
+                       f"{output} file", own_dir=True)
+
+    def _temp_root(self) -> tuple[Path, tuple[int, int] | None]:
+        roots = [(r, self.ids[self.roots.index(r)]) for r in self.caches if r in self.roots]
+        for root, ident in (*roots, *zip(self.roots, self.ids)):
+            if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
+                return root, ident
+        raise _fail("no writable directory for temp files among the allowed roots "
+                    f"{', '.join(map(str, self.roots))}")
 
     def temp_path(self, kind: str) -> Path:
         """kind "spill" -> <cache>/spill-{pid}-{nanos}.bin ; kind "sidecar-draft" ->
         <cache>/sidecar-draft-{pid}-{nanos}.tet (first writable cache root, else any writable
         root). Does not create the file."""
-        try:
-            prefix, suffix = _TEMP_NAMES[kind]
-        except KeyError:
+        if kind not in _CACHE_KINDS:
             raise ValueError(f"unknown temp file kind {kind!r}; "
-                             f"expected one of {sorted(_TEMP_NAMES)}") from None
-        for root in (*self.caches, *self.roots):
-            if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
-                return root / f"{prefix}-{os.getpid()}-{_nanos()}{suffix}"
-        raise _fail("no writable directory for temp files among the allowed roots "
-                    f"{', '.join(map(str, self.roots))}")
+                             f"expected one of {sorted(_CACHE_KINDS)}")
+        root, _ = self._temp_root()
+        return root / temp_name(kind)
 
+    def _root_dir(self, root: Path, ident: tuple[int, int] | None) -> Dir:
+        def moved(where: Path) -> TetError:
+            return _fail(f"allowed root {where} is no longer the directory the allowlist "
+                         "recorded; nothing was written")
 
+        try:
+            return Dir.walk(root, (), root_id=ident, create=False, on_symlink=moved)
+        except OSError as exc:
+            raise _fail(f"cannot open temp directory {root}: {_oserr(exc)}") from exc
+
+    def scratch(self, dtype: np.dtype[Any], shape: Sequence[int]) -> np.ndarray[Any, Any]:
+        """A writable array on a file in the temp root that has no name (tier-C temp
+        spills): nothing is left behind, whatever happens, and a full disk is an error
+        here, before any byte is written."""
+        root, ident = self._temp_root()
+        with self._root_dir(root, ident) as d:
+            return scratch_array(d, dtype, shape,
+                                 action="validation: cannot write temp spill file in")
+
+    def publish(self, draft: Path, target: Target, *, output: str = "sidecar") -> None:
+        """Move a finished draft from a root (the temp root) onto `target`, relative to
+        both directory descriptors (a copy renamed in when they are on two file systems)."""
+        parent = draft.parent
+        if parent not in self.roots:
+            raise _fail(f"draft {draft} is not in an allowed root")
+        with self._root_dir(parent, self.ids[self.roots.index(parent)]) as src:
+            move(src, draft.name, target.dir, target.name, shown=target.path,
+                 action=f"validation: cannot write {output} file")
 
 
 @contextmanager
 def atomic_output(target: Path, *, what: str = "spill") -> Iterator[Path]:
-    """Yield a temp path in target's directory (hidden name `.{target.name}.{pid}.{nanos}.part`);
-    on normal exit fsync it and os.replace it onto target, so readers never see a partial
-    file.  On any exception (KeyboardInterrupt included) the temp file is removed and the
-    exception re-raised; OSError (ENOSPC, EFBIG, EACCES…) becomes
-    QueryError("validation: cannot write {what} file {target}: …").  The previous content of
-    target, if any, is untouched on failure."""
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{_nanos()}.part"
-    created = False
+    """For callers that write by path: yield a hidden temp path beside `target`
+    (``TEMP_NAMES["output"]``), created exclusively; on normal exit fsync it and rename it
+    onto target relative to the directory, so readers never see a partial file.  On any
+    exception (KeyboardInterrupt included) the temp file is removed and the exception
+    re-raised; an OSError becomes a `TetOSError` ("validation: cannot write {what} file
+    {target}: …").  The previous content of target, if any, is untouched on failure.
+    `tet`'s own outputs use `Allowlist.create`, which never reopens a path."""
     try:
-        # Claim the name exclusively: never follow or clobber something already there.
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        created = True
-        with contextlib.suppress(OSError):
-            shutil.copymode(target, tmp)  # keep an existing target's permissions
-        yield tmp
-        fsync_file(tmp)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except BaseException as exc:
-        if created:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _fail(f"cannot write {what} file {target}: {_oserr(exc)}") from exc
-        raise
+        d = Dir.of(target.parent)
+    except OSError as exc:
+        raise NewFile.describe(exc, f"validation: cannot write {what} file", target) from exc
+    out = NewFile(d, target.name, shown=target, action=f"validation: cannot write {what} file",
+                  anonymous=False, own_dir=True)
+    with out:
+        assert out.temp is not None
+        yield d.path / out.temp
 
 
 def move_into_place(src: Path, dst: Path) -> None:
-    """os.replace when on the same filesystem, else copy to a temp beside dst, fsync,
-    os.replace, then unlink src.  On failure, dst is untouched and partial copies are
-    removed.  I/O errors surface as QueryError."""
+    """Rename src onto dst, or where they are on two file systems copy it beside dst,
+    fsync, rename, then unlink src.  On failure, dst is untouched and partial copies are
+    removed.  I/O errors surface as `TetOSError` subclasses naming both paths."""
+    action = f"validation: cannot move {src} to"
     try:
-        os.replace(src, dst)
+        s, d = Dir.of(src.parent), Dir.of(dst.parent)
     except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise _fail(f"cannot move {src} to {dst}: {_oserr(exc)}") from exc
-    else:
-        fsync_dir(dst.parent)
-        return
-    with atomic_output(dst, what="output") as tmp:
-        with src.open("rb") as fin, tmp.open("wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-        shutil.copymode(src, tmp)
-    try:
-        src.unlink(missing_ok=True)
-    except OSError as exc:
-        raise _fail(f"moved {src} to {dst} but cannot remove the source: "
-                    f"{_oserr(exc)}") from exc
+        raise NewFile.describe(exc, action, dst) from exc
+    with s, d:
+        move(s, src.name, d, dst.name, shown=dst, action=action)
 
 
 @contextmanager
 def temp_file(allow: Allowlist, kind: str = "spill") -> Iterator[Path]:
     """A temp path from allow.temp_path(kind) that is always deleted on exit (success, error,
-    KeyboardInterrupt), so interrupted queries do not litter the cache."""
+    KeyboardInterrupt), so interrupted queries do not litter the cache; drafts that killed
+    queries left there (their process gone) are removed first."""
     path = allow.temp_path(kind)
+    with contextlib.suppress(OSError):
+        remove_stale(path.parent, None)
     try:
         yield path
     finally:

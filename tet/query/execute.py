@@ -13,7 +13,7 @@ from tet import dtypes, kernels
 from tet.errors import QueryError
 from tet.query import materialize
 from tet.query import response as resp
-from tet.query.allow import Allowlist, atomic_output
+from tet.query.allow import Allowlist
 from tet.query.budget import host_available_ram, resolve_budget
 from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
 from tet.query.folds import fold
@@ -115,9 +115,9 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     preview_dtype, preview_values = dt.name, None
     if op is None and doc.spill is not None:
         assert allow is not None
-        fields.update(_spill(f, dataset_id, box, doc.spill, allow, dt.numpy))
-        preview_values = _head(np.memmap(fields["spill_f32_path"], dtype=dt.numpy, mode="r",
-                                         shape=box.shape), preview)
+        spilled, preview_values = _spill(f, dataset_id, box, doc.spill, allow, dt.numpy,
+                                         preview)
+        fields.update(spilled)
     elif op is None:
         if preview == 0:
             raise _fail(
@@ -164,14 +164,16 @@ def _head(values: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any] | No
 
 
 def _spill(f: TetFile, dataset_id: int, box: Box, target: str, allow: Allowlist,
-           dtype: np.dtype[Any]) -> dict[str, Any]:
-    """Top-level `spill`: the selection, row-major, dtype-native little-endian (§7)."""
-    path = allow.resolve(target, what="spill")
-    with (atomic_output(path, what="spill") as tmp,
-          materialize.mapped(tmp, dtype.newbyteorder("<"), box.shape) as out):
-        f._fill(dataset_id, box, out)
-    return {"memory_strategy": "mmap_spill", "spill_f32_path": str(path),
-            "spill_f32_bytes": box.size * dtype.itemsize}
+           dtype: np.dtype[Any], preview: int
+           ) -> tuple[dict[str, Any], np.ndarray[Any, Any] | None]:
+    """Top-level `spill`: the selection, row-major, dtype-native little-endian (§7), and
+    its first `preview` values (read from what was written, not from the path again)."""
+    with allow.create(target, what="spill") as out:
+        values = out.map(dtype.newbyteorder("<"), box.shape)
+        f._fill(dataset_id, box, values)
+        head = _head(values, preview)
+    return ({"memory_strategy": "mmap_spill", "spill_f32_path": str(out.shown),
+             "spill_f32_bytes": box.size * dtype.itemsize}, head)
 
 
 def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],

@@ -14,21 +14,20 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tet import dtypes
 from tet.errors import QueryError
-from tet.query.allow import Allowlist, temp_file
+from tet.query.allow import Allowlist
 from tet.query.folds import SKIP_NAN, fold_many
 from tet.selection import Box
 
 if TYPE_CHECKING:
     from tet.file import TetFile
 
-__all__ = ["MAX_VARIABLES", "covariance", "histogram", "mapped", "materialized", "quantile"]
+__all__ = ["MAX_VARIABLES", "covariance", "histogram", "materialized", "quantile"]
 
 Arr = np.ndarray[Any, Any]
 MAX_VARIABLES = 1024
@@ -36,19 +35,6 @@ MAX_VARIABLES = 1024
 
 def _v(msg: str) -> QueryError:
     return QueryError(f"validation: {msg}")
-
-
-@contextmanager
-def mapped(path: Path, dtype: np.dtype[Any], shape: Sequence[int]) -> Iterator[Arr]:
-    """A new file at `path` mapped as a writable array; flushed and unmapped on exit,
-    so the file can be renamed or deleted right after."""
-    array = np.memmap(path, dtype=dtype, mode="w+", shape=tuple(shape))
-    try:
-        yield array
-        array.flush()
-    finally:
-        array._mmap.close()  # type: ignore[attr-defined]
-        del array
 
 
 @contextmanager
@@ -61,9 +47,9 @@ def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
         f._fill(dataset_id, box, out)
         yield out, "in_memory_materialize"
         return
-    with temp_file(allow, "spill") as path, mapped(path, dtype, box.shape) as x:
-        f._fill(dataset_id, box, x)
-        yield x, "temp_spill_materialize"
+    x = allow.scratch(dtype, box.shape)  # a file with no name: nothing to clean up
+    f._fill(dataset_id, box, x)
+    yield x, "temp_spill_materialize"
 
 
 def _fibers(x: Arr, axes: Sequence[int]) -> Arr:

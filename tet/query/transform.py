@@ -19,9 +19,9 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import QueryError
-from tet.query.allow import Allowlist, atomic_output, move_into_place, temp_file
+from tet.query.allow import Allowlist, Target, temp_file
 from tet.query.folds import SKIP_NAN, fold_many
-from tet.query.materialize import mapped
+from tet.safeio import path_text
 from tet.selection import Box
 
 if TYPE_CHECKING:
@@ -89,17 +89,17 @@ def _parameters(method: str, stats: dict[str, Arr], cells: int) -> tuple[Arr, Ar
     return flat("max"), one  # softmax
 
 
-def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str) -> Path:
+def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str) -> Target:
     write = doc.write
     assert write is not None
     if write.path is not None:
-        return allow.resolve(write.path, what="sidecar")
+        return allow.target(write.path, what="sidecar")
     stem = source.stem
     if write.timestamp is False:
         name = f"{stem}.{method}.tet"
     else:
         name = f"{stem}.{method}.{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tet"
-    return allow.resolve(name, what="sidecar")
+    return allow.target(name, what="sidecar")
 
 
 def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
@@ -141,11 +141,12 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored * (passes + 1)}
     array: Arr | None = None
     if target == "spill":
-        path = (allow.resolve(doc.write.path, what="write.path")
-                if doc.write and doc.write.path else allow.temp_path("spill"))
-        with atomic_output(path, what="spill") as tmp, mapped(tmp, out_dtype, box.shape) as m:
-            n_bad, bad = fill_and_transform(m)
-        preview_source: Arr = np.memmap(path, dtype=out_dtype, mode="r", shape=box.shape)
+        given = (doc.write.path if doc.write and doc.write.path
+                 else allow.temp_path("spill"))
+        with allow.create(given, what="write.path") as out:
+            preview_source: Arr = out.map(out_dtype, box.shape)  # stays mapped after commit
+            n_bad, bad = fill_and_transform(preview_source)
+        path = Path(str(out.shown))
         fields["memory_strategy"] = "transform_spill"
     else:
         preview_source = np.empty(box.shape, out_dtype)
@@ -154,8 +155,9 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
             array = preview_source
             fields["memory_strategy"] = "transform_ram"
         else:
-            path = _destination(allow, doc, f.path, method)
-            _publish_sidecar(f, dataset_id, box, method, preview_source, path, allow)
+            with _destination(allow, doc, f.path, method) as dest:
+                _publish_sidecar(f, dataset_id, box, method, preview_source, dest, allow)
+            path = dest.path
             fields["memory_strategy"] = "transform_sidecar"
     if target != "ram":
         fields["spill_f32_path"] = str(path)
@@ -179,8 +181,9 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
 
 
 def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values: Arr,
-                     dest: Path, allow: Allowlist) -> None:
-    """A one-chunk `.tet` drafted in the cache and moved into place (query.md §8.4)."""
+                     dest: Target, allow: Allowlist) -> None:
+    """A one-chunk `.tet` drafted in the cache and moved into place relative to the
+    destination's directory descriptor (query.md §8.4)."""
     from tet.writer import TetWriter  # the writer sits beside the reader, above us
 
     def joined(v: Sequence[int]) -> str:
@@ -188,7 +191,7 @@ def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values:
 
     record = f.catalog.datasets[dataset_id]
     ds = f.dataset(dataset_id)
-    source = str(f.path)
+    source = path_text(f.path)
     out_name = f"{record.name}-{method}"
     params = {"method": method, "dataset": record.name, "output_dataset": out_name,
               "logical_selection_shape": joined(box.shape)}
@@ -210,4 +213,4 @@ def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values:
                         dim_names=dims, coords=coords or None)
         w.push_history_event("transform", source, parents=[source], params=params)
         w.commit()
-        move_into_place(draft, dest)
+        allow.publish(draft, dest)
