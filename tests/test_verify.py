@@ -743,8 +743,8 @@ def test_bad_dataset_id(cli: Cli, tmp_path: Path) -> None:
     ([(0x58 + 8, "Q", 0)],
      'dataset 0 ("temperature"): invalid geometry: shape [2, 3], chunk_shape [2, 0] '
      "(every extent must be >= 1)"),
-    ([(0x48, "Q", 2**62), (0x58, "Q", 2**62)],
-     'dataset 0 ("temperature") chunk 0: raw_byte_len 16 != tile 36893488147419103232'),
+    ([(0x2C, "I", 5), (0x48, "Q", 2**61), (0x58, "Q", 2**61)],
+     'dataset 0 ("temperature") chunk 0: raw_byte_len 16 != tile 4611686018427387904'),
     ([(0x2C, "I", 99)],
      'dataset 0 ("temperature"): unsupported dataset dtype 99 (supported: f32=1, f64=2, '
      "i32=3, i64=4, u8=5, u16=6, i16=7, u32=8, f16=9, u64=10)"),

@@ -8,6 +8,7 @@ it is used; a bad file is a `CatalogError` whose message says what and where.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tet import dtypes
 from tet.errors import CatalogError
 
 __all__ = [
@@ -249,11 +251,34 @@ def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, 
                 f"ends at {rec_end}, directory ends at {end}"
             )
         dims = struct.unpack_from(f"<{2 * ndim}Q", buf, dims_at)
+        _check_size(i, name, dtype, dims[:ndim])
         records.append(DatasetRecord(name, dtype, tuple(dims[:ndim]), tuple(dims[ndim:])))
         at = rec_end
     if at != end:
         raise CatalogError(f"dataset blob length mismatch: declared {blob_len}, parsed {at - 40}")
     return tuple(records)
+
+
+SIZE_LIMIT = 2**63  # element counts and byte sizes must fit 63 bits (signed 64-bit sizes)
+
+
+def _check_size(i: int, name: str, dtype: int, shape: Sequence[int]) -> None:
+    """A dataset whose element count or byte size does not fit 63 bits cannot be held,
+    read or planned; refuse it here, before any size is derived from it.  An unknown
+    dtype tag is not refused (layout.md §3.2), so only its element count is checked."""
+    count = math.prod(shape)
+    if count >= SIZE_LIMIT:
+        raise CatalogError(
+            f"dataset record {i} ({name!r}): shape {list(shape)} has {count} elements, "
+            f"which does not fit 63 bits"
+        )
+    if dtypes.is_known_tag(dtype):
+        dt = dtypes.by_tag(dtype)
+        if count * dt.size >= SIZE_LIMIT:
+            raise CatalogError(
+                f"dataset record {i} ({name!r}): shape {list(shape)} of {dt.name} is "
+                f"{count} x {dt.size} = {count * dt.size} bytes, which does not fit 63 bits"
+            )
 
 
 def _parse_index(buf: Any, off: int, length: int) -> tuple[np.ndarray[Any, Any], int, int]:
