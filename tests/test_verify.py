@@ -789,9 +789,11 @@ def test_footer_metadata_limits(cli: Cli, tmp_path: Path) -> None:
     text = json.dumps({"history": rows}).encode()
     p.write_bytes(_with_footer(SAMPLE.read_bytes(), text))
     rc, d = _json(cli, p)
-    assert rc == 1
-    assert _finding(d, "footer_metadata")["detail"] == (
-        f"footer JSON of {len(text)} bytes exceeds footer_json_bytes limit (65536)")
+    assert rc == 1  # an over-long footer is refused before it is read: a repairable footer
+    assert _finding(d, "parse")["detail"] == (
+        f"invalid one-chunk write spec: footer JSON of {len(text)} bytes exceeds "
+        f"footer_json_bytes limit (65536) (footer at 368)")
+    assert [r["code"] for r in d["recommendations"]] == ["footer_invalid"]
 
 
 def test_decode_budget_skips_huge_tiles(cli: Cli, tmp_path: Path,

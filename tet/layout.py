@@ -18,6 +18,7 @@ import numpy as np
 
 from tet import dtypes
 from tet.errors import CatalogError
+from tet.jsonlimits import MAX_DEPTH, json_depth
 
 __all__ = [
     "ENTRY_DTYPE",
@@ -28,6 +29,7 @@ __all__ = [
     "encode_footer",
     "encode_header",
     "header_length",
+    "load_json_region",
     "parse_catalog",
     "tile_counts",
 ]
@@ -353,12 +355,7 @@ def _parse_footer(
     if not has_tail:
         raise CatalogError("superblock history flag set but footer missing")
     json_at = file_len - FOOTER_TAIL_LEN - json_len
-    try:
-        doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(
-            f"{WRITE_PREFIX}footer JSON parse: {exc} (footer at {json_at})"
-        ) from None
+    doc = load_json_region(buf, json_at, json_len, "footer", LIMITS["footer_json_bytes"])
     if not isinstance(doc, dict):
         raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: expected an object at {json_at}")
     bound = json_at
@@ -372,15 +369,38 @@ def _parse_footer(
             raise CatalogError(
                 f"{WRITE_PREFIX}metadata blob of {length} bytes exceeds metadata_blob_bytes limit"
             )
-        try:
-            metadata = json.loads(bytes(buf[start : start + length]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CatalogError(f"{WRITE_PREFIX}metadata_ref JSON parse: {exc}") from None
+        metadata = load_json_region(buf, start, length, "metadata_ref",
+                                    LIMITS["metadata_blob_bytes"])
         validate_metadata(metadata)
     else:
         metadata = doc.get("metadata", {})
     _check_metadata_shape(metadata)
     return history, metadata, version, bound
+
+
+def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> Any:
+    """The JSON value of `length` bytes at `at` (a footer or a spilled metadata blob),
+    refused before it is read when over `limit` bytes and before it is parsed when
+    nested deeper than query documents may be (`MAX_DEPTH`): always a `CatalogError`,
+    never a `RecursionError` or an unbounded read."""
+    where = f" (footer at {at})" if what == "footer" else ""
+    if length > limit:
+        name = "footer_json_bytes" if what == "footer" else "metadata_blob_bytes"
+        raise CatalogError(
+            f"{WRITE_PREFIX}{what} JSON of {length} bytes exceeds {name} limit "
+            f"({limit}){where}"
+        )
+    try:
+        text = bytes(buf[at : at + length]).decode("utf-8")
+        depth = json_depth(text)
+        if depth > MAX_DEPTH:
+            raise CatalogError(
+                f"{WRITE_PREFIX}{what} JSON parse: nesting depth {depth} exceeds maximum "
+                f"{MAX_DEPTH}{where}"
+            )
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CatalogError(f"{WRITE_PREFIX}{what} JSON parse: {exc}{where}") from None
 
 
 def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:

@@ -42,6 +42,7 @@ from tet.layout import (
     SUPERBLOCK_LEN,
     Catalog,
     DatasetRecord,
+    load_json_region,
     parse_catalog,
     tile_counts,
     validate_history,
@@ -673,9 +674,9 @@ def footer_payload_end(buf: Any, file_len: int) -> int:
                            f"not fit after the superblock in a file of {file_len} bytes")
     json_at = file_len - FOOTER_TAIL_LEN - json_len
     spill = 0
-    try:
-        doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    try:  # bounded and depth-checked: a malformed footer may be huge or deeply nested
+        doc = load_json_region(buf, json_at, json_len, "footer", LIMITS["footer_json_bytes"])
+    except CatalogError:
         doc = None
     ref = doc.get("metadata_ref") if isinstance(doc, dict) else None
     if isinstance(ref, dict):
