@@ -366,6 +366,21 @@ int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out,
     return (int64_t)t.total;
 }
 
+int32_t tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report)
+{
+    report_clear(report);
+    const tet_status valid = box_check(tiles, box);
+    if (valid != TET_OK)
+        return refuse(report, valid);
+    touch_set t;
+    if (touch_build(tiles, box, &t) != TET_OK)
+        return refuse(report, TET_ERR_NOMEM);
+    uint64_t scratch = 0;
+    touch_scan(tiles, box, &t, &scratch, report);
+    touch_free(&t);
+    return report->status;
+}
+
 /* ---- folds --------------------------------------------------------------- */
 
 typedef struct {

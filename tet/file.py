@@ -428,6 +428,13 @@ class TetFile(QueryMethods):
                    describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}",
                    budget=budget)
 
+    def _check(self, dataset_id: int, box: Box) -> None:
+        """Raise what `_fill` would for a bad index row the box touches, reading nothing:
+        run before an output (a spill file) is sized from the box."""
+        table = self._table(dataset_id)
+        table.check(box.start, box.stop, box.step,
+                    describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}")
+
     def _zero_copy(
         self, dataset_id: int, box: Box, dtype: np.dtype[Any]
     ) -> np.ndarray[Any, Any] | None:

@@ -211,6 +211,15 @@ class TileTable:
         lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n)
         return out
 
+    def check(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
+              describe: Callable[[int], str] | None = None) -> None:
+        """Raise what `read` would for a bad index row the box touches, reading no
+        payload: check before sizing an output (a spill file) from the box."""
+        report = ffi.new("tet_report *")
+        lib.tet_box_check(self._struct, self._box(start, stop, step), report)
+        if report.status != 0:
+            self._raise(report, self.elem_size, describe)
+
     def read(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int],
              dst: np.ndarray[Any, Any], *, describe: Callable[[int], str] | None = None,
              budget: int | None = None) -> None:

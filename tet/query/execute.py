@@ -115,6 +115,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     preview_dtype, preview_values = dt.name, None
     if op is None and doc.spill is not None:
         assert allow is not None
+        f._check(dataset_id, box)  # bad rows fail before the spill file is sized
         fields.update(_spill(f, dataset_id, box, doc.spill, allow, dt.numpy))
         preview_values = _head(np.memmap(fields["spill_f32_path"], dtype=dt.numpy, mode="r",
                                          shape=box.shape), preview, budget)

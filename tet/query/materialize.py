@@ -62,6 +62,7 @@ def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
         f._fill(dataset_id, box, out, budget=budget)
         yield out, "in_memory_materialize"
         return
+    f._check(dataset_id, box)  # a file declaring a huge selection fails before its spill
     with temp_file(allow, "spill") as path, mapped(path, dtype, box.shape) as x:
         f._fill(dataset_id, box, x, budget=budget)
         yield x, "temp_spill_materialize"

@@ -142,6 +142,7 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored * (passes + 1)}
     array: Arr | None = None
     if target == "spill":
+        f._check(dataset_id, box)  # bad rows fail before the spill file is sized
         path = (allow.resolve(doc.write.path, what="write.path")
                 if doc.write and doc.write.path else allow.temp_path("spill"))
         with atomic_output(path, what="spill") as tmp, mapped(tmp, out_dtype, box.shape) as m:
