@@ -26,6 +26,7 @@ __all__ = [
     "Catalog",
     "DatasetRecord",
     "align8",
+    "check_size",
     "encode_footer",
     "encode_header",
     "header_length",
@@ -253,7 +254,7 @@ def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, 
                 f"ends at {rec_end}, directory ends at {end}"
             )
         dims = struct.unpack_from(f"<{2 * ndim}Q", buf, dims_at)
-        _check_size(i, name, dtype, dims[:ndim])
+        check_size(i, name, dtype, dims[:ndim])
         records.append(DatasetRecord(name, dtype, tuple(dims[:ndim]), tuple(dims[ndim:])))
         at = rec_end
     if at != end:
@@ -264,22 +265,23 @@ def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, 
 SIZE_LIMIT = 2**63  # element counts and byte sizes must fit 63 bits (signed 64-bit sizes)
 
 
-def _check_size(i: int, name: str, dtype: int, shape: Sequence[int]) -> None:
+def check_size(i: int | None, name: str, dtype: int, shape: Sequence[int]) -> None:
     """A dataset whose element count or byte size does not fit 63 bits cannot be held,
-    read or planned; refuse it here, before any size is derived from it.  An unknown
-    dtype tag is not refused (layout.md §3.2), so only its element count is checked."""
+    read or planned; refuse it (record `i` of the directory) before any size is derived
+    from it.  An unknown dtype tag is not refused (layout.md §3.2), so only its element
+    count is checked."""
+    what = f"dataset record {i} ({name!r})" if i is not None else f"dataset {name!r}"
     count = math.prod(shape)
     if count >= SIZE_LIMIT:
         raise CatalogError(
-            f"dataset record {i} ({name!r}): shape {list(shape)} has {count} elements, "
-            f"which does not fit 63 bits"
+            f"{what}: shape {list(shape)} has {count} elements, which does not fit 63 bits"
         )
     if dtypes.is_known_tag(dtype):
         dt = dtypes.by_tag(dtype)
         if count * dt.size >= SIZE_LIMIT:
             raise CatalogError(
-                f"dataset record {i} ({name!r}): shape {list(shape)} of {dt.name} is "
-                f"{count} x {dt.size} = {count * dt.size} bytes, which does not fit 63 bits"
+                f"{what}: shape {list(shape)} of {dt.name} is {count} x {dt.size} = "
+                f"{count * dt.size} bytes, which does not fit 63 bits"
             )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from tet import dtypes
 from tet.errors import CatalogError
 from tet.kernels import TileTable
-from tet.layout import Catalog, DatasetRecord, tile_counts
+from tet.layout import Catalog, DatasetRecord, check_size, tile_counts
 from tet.query.budget import allocate, require_memory, resolve_budget
 from tet.selection import Box
 
@@ -41,10 +41,7 @@ def check_geometry(record: DatasetRecord) -> None:
             )
     if math.prod(tile_counts(record.shape, record.chunk_shape)) >= 2**63:
         raise CatalogError(f"dataset {record.name!r}: chunk grid size overflows")
-    elem = dtypes.by_tag(record.dtype).size if dtypes.is_known_tag(record.dtype) else 1
-    if math.prod(record.shape) * elem >= 2**63:  # the catalog refuses these at open
-        raise CatalogError(f"dataset {record.name!r}: shape {list(record.shape)} of "
-                           f"{elem}-byte elements does not fit 63 bits")
+    check_size(None, record.name, record.dtype, record.shape)  # as the catalog did at open
 
 
 def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
