@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from tet import _native  # type: ignore[attr-defined]
 from tet.errors import CatalogError, ChunkError, MemoryBudgetError, TetError
 from tet.query.budget import FALLBACK_BUDGET, WORK_FLOOR, allocate, require_memory
 
@@ -33,6 +32,29 @@ __all__ = [
     "using_simd",
 ]
 
+
+
+def _load_native() -> Any:
+    """``tet._native``; with ``TET_NATIVE`` set, the extension file it names instead (a
+    sanitizer build in build/asan, say), so the build in the tree is never replaced."""
+    path = os.environ.get("TET_NATIVE")
+    if not path:
+        from tet import _native  # type: ignore[attr-defined]
+
+        return _native
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("tet._native", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"TET_NATIVE={path!r} is not a loadable extension module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tet._native"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_native = _load_native()
 ffi: Any = _native.ffi
 lib: Any = _native.lib
 
