@@ -427,9 +427,12 @@ OPEN_ERRORS = [
      r"chunk payload \[.*\) out of bounds"),
     ("stored-huge-raw", patched((E0 + 80, "Q", 2**64 - 1), (E0 + 88, "Q", 2**64 - 1)),
      r"chunk payload \[.*\) out of bounds"),
-    ("shape-huge", patched((0x48, "Q", 2**63)),
-     r"dataset record 0 \('temperature'\): shape \[9223372036854775808, 3\] has "
-     r"27670116110564327424 elements, which does not fit 63 bits"),
+    ("shape-huge", patched((0x48, "Q", 2**62)),
+     r"dataset record 0 \('temperature'\): shape \[4611686018427387904, 3\] has "
+     r"13835058055282163712 elements, which does not fit 63 bits"),
+    ("extent-huge", patched((0x48, "Q", 2**63)),
+     r"dataset record 0 \('temperature'\): shape \[9223372036854775808, 3\] has an extent "
+     r"of 9223372036854775808 on axis 0, which does not fit 63 bits"),
     ("shape-bytes-huge", patched((0x48, "Q", 2**61)),
      r"dataset record 0 \('temperature'\): shape \[2305843009213693952, 3\] of f32 is "
      r"6917529027641081856 x 4 = 27670116110564327424 bytes, which does not fit 63 bits"),

@@ -146,6 +146,16 @@ def test_element_bytes_over_63_bits_refused_at_open(tmp_path: Path) -> None:
         "4611686018427387904 x 8 = 36893488147419103232 bytes, which does not fit 63 bits")
 
 
+def test_extent_over_63_bits_refused_even_with_a_zero_extent(tmp_path: Path) -> None:
+    path = tmp_path / "zero.tet"
+    path.write_bytes(crafted([0, U64_MAX], [1, 1], []))
+    with pytest.raises(tet.CatalogError) as info:
+        tet.open(path)
+    assert str(info.value) == (
+        "dataset record 0 ('x'): shape [0, 18446744073709551615] has an extent of "
+        "18446744073709551615 on axis 1, which does not fit 63 bits")
+
+
 def test_unknown_dtype_checks_only_the_element_count(tmp_path: Path) -> None:
     path = tmp_path / "tag.tet"
     path.write_bytes(crafted([2**31, 2**31], [1, 1], [], dtype=77))

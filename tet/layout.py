@@ -271,6 +271,12 @@ def check_size(i: int | None, name: str, dtype: int, shape: Sequence[int]) -> No
     from it.  An unknown dtype tag is not refused (layout.md §3.2), so only its element
     count is checked."""
     what = f"dataset record {i} ({name!r})" if i is not None else f"dataset {name!r}"
+    for d, n in enumerate(shape):  # a zero extent elsewhere would hide it from the count
+        if n >= SIZE_LIMIT:
+            raise CatalogError(
+                f"{what}: shape {list(shape)} has an extent of {n} on axis {d}, which does "
+                f"not fit 63 bits"
+            )
     count = math.prod(shape)
     if count >= SIZE_LIMIT:
         raise CatalogError(
