@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tet.errors import CatalogError, ChunkError, MemoryBudgetError, TetError
-from tet.query.budget import FALLBACK_BUDGET, WORK_FLOOR, allocate, require_memory
+from tet.query.budget import WORK_FLOOR, allocate, require_memory
 
 __all__ = [
     "TileTable",
@@ -120,6 +120,7 @@ _STATUS: dict[int, type[TetError]] = {
     lib.TET_ERR_OVERFLOW: CatalogError,
 }
 U64_MAX = 2**64 - 1
+UNBOUNDED = 2**63  # the budget of a table built without one
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,11 @@ class TileTable:
         return b
 
     def budget(self, budget: int | None = None) -> int:
-        """`budget`, else the default this table was built with (the file's settings)."""
+        """`budget`, else the default this table was built with (the file's settings);
+        a table built without one leaves memory to its caller (no limit)."""
         if budget is not None:
             return budget
-        return self._budget() if self._budget is not None else FALLBACK_BUDGET
+        return self._budget() if self._budget is not None else UNBOUNDED
 
     @property
     def zstd_tile_bytes(self) -> int:
