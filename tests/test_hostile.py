@@ -60,8 +60,12 @@ def child(code: str, *, limit_as: int = 2 << 30, timeout: float = 120) -> dict[s
         sys.path.insert(0, {str(REPO)!r})
         import tet
 
-        def peak():
-            return 0 if {UNDER_ASAN} else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        def peak():  # VmHWM: this image's own peak (ru_maxrss counts the forking parent's)
+            if {UNDER_ASAN}:
+                return 0
+            with open("/proc/self/status") as fh:
+                line = next(x for x in fh if x.startswith("VmHWM:"))
+            return int(line.split()[1]) * 1024
 
         def outcome(fn):
             try:

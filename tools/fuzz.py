@@ -516,6 +516,21 @@ def _inject(i: int, spec: dict[str, Any]) -> None:
         hog[::4096] = b"x" * len(hog[::4096])
 
 
+def peak_rss() -> int:
+    """This process image's peak RSS (VmHWM); ru_maxrss would start from the RSS of
+    the process that forked it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(manifest: Path, as_limit: int, rss_limit: int) -> int:
     import resource
 
@@ -541,7 +556,7 @@ def worker(manifest: Path, as_limit: int, rss_limit: int) -> int:
                               detail=str(exc))
         finally:
             path.unlink()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = peak_rss()
         result.update(done=i, what=what, rss=peak)
         if peak > rss_limit:
             result["breach"] = True
