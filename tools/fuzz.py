@@ -357,8 +357,9 @@ def _ops(f: Any, rng: random.Random) -> Iterator[tuple[str, Callable[[], Any]]]:
         yield "read_numpy", lambda n=name: f.read_numpy(n)
         yield "read_sel", lambda n=name, s=sel: f.read_numpy(n, s)
         yield "zero_copy", lambda n=name, s=first: f.read_numpy(n, s, copy=None)
-        keys = tuple(slice(None, None, rng.choice([1, 2, 5])) if rng.random() < 0.6
-                     else rng.randrange(-min(n, 3), min(n, 3)) if n else 0 for n in shape)
+        # in range for the declared shape (an index past it is an IndexError, as in NumPy)
+        keys = tuple(slice(None, None, rng.choice([1, 2, 5, 2**70])) if rng.random() < 0.6 or not n
+                     else rng.randrange(-min(n, 3), min(n, 3)) for n in shape)
         yield "slice", lambda d=ds, k=keys: d[k]
         yield "mean", lambda n=name: f.mean(n)
         yield "max_axis", lambda n=name, a=part: f.max(n, axes=a)
