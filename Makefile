@@ -6,7 +6,19 @@ STAMP  := $(VENV)/.installed
 INPUTS := $(wildcard csrc/*.c csrc/*.h man/*.1 man/*.7) build_ffi.py setup.py pyproject.toml
 DEMO   := build/demo.tet
 
-.PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean
+FUZZ_CASES   ?= 30000
+FUZZ_SEED    ?= 1
+FUZZ_TIME    ?= 0
+FUZZ_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+ASAN_DIR     := build/asan
+ASAN_FUZZ_CASES ?= 3000
+# The kernels built with ASan+UBSan (tools/build_asan.py) are loaded through TET_NATIVE;
+# the interpreter is not instrumented, so the ASan runtime is preloaded.
+ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:abort_on_error=1 TET_NATIVE=$(ASAN_DIR)/_native.so
+
+.PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean fuzz asan
 
 all: build
 
@@ -50,6 +62,21 @@ cwarn:
 	  cc -std=c99 -Wall -Wextra -Werror -pedantic -DTET_NO_ZSTD_H -Icsrc -c $$f \
 	     -o build/cwarn/$$(basename $$f .c).o || exit 1; done
 	@echo "cwarn: csrc/*.c compile cleanly with -std=c99 -Wall -Wextra -Werror -pedantic"
+
+# Mutation fuzzing (tests run a short deterministic slice of it): every case must end in a
+# TetError; crashes, hangs, other exceptions and memory breaches fail the run.
+fuzz: build
+	$(PY) tools/fuzz.py --cases $(FUZZ_CASES) --seed $(FUZZ_SEED) --time $(FUZZ_TIME) \
+	    --workers $(FUZZ_WORKERS)
+
+# The suite and a fuzz run against kernels built with -fsanitize=address,undefined
+# (build/asan; the normal tet/_native*.so is left alone).  RLIMIT_AS cannot coexist with
+# ASan's shadow memory, so the fuzz run bounds memory by RSS only.
+asan: build
+	$(PY) tools/build_asan.py $(ASAN_DIR)
+	$(ASAN_ENV) $(PY) -m pytest
+	$(ASAN_ENV) $(PY) tools/fuzz.py --cases $(ASAN_FUZZ_CASES) --seed $(FUZZ_SEED) \
+	    --as-limit 0 --rss-limit 4294967296 --workers $(FUZZ_WORKERS)
 
 bench: build
 	$(PY) bench/bench_io.py

@@ -59,9 +59,11 @@ def _zstd_flags() -> tuple[list[str], list[str], list[str]]:
     sys.exit("tet build: libzstd.so.1 (the zstd runtime library) was not found")
 
 
-def make_builder(*, absolute: bool = False) -> FFI:
+def make_builder(*, absolute: bool = False, extra_compile: list[str] | None = None,
+                 extra_link: list[str] | None = None) -> FFI:
     """The builder; setuptools wants paths relative to the project, a direct
-    `python build_ffi.py` (which compiles in build/cffi) wants absolute ones."""
+    `python build_ffi.py` (which compiles in build/cffi) wants absolute ones.
+    `extra_compile` / `extra_link` add flags (tools/build_asan.py: sanitizers)."""
     where = (lambda p: str(p)) if absolute else os.path.relpath
     defines, libraries, link_args = _zstd_flags()
     ffi = FFI()
@@ -72,8 +74,9 @@ def make_builder(*, absolute: bool = False) -> FFI:
         sources=[where(CSRC / s) for s in SOURCES],
         include_dirs=[where(CSRC)],
         libraries=[*libraries, "pthread", "m"],
-        extra_compile_args=["-std=c99", "-O3", "-pthread", *WARNINGS, *defines],
-        extra_link_args=["-pthread", *link_args],
+        extra_compile_args=["-std=c99", "-O3", "-pthread", *WARNINGS, *defines,
+                            *(extra_compile or [])],
+        extra_link_args=["-pthread", *link_args, *(extra_link or [])],
     )
     return ffi
 

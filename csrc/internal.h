@@ -6,6 +6,42 @@
 #define TET_MAX_NDIM 8
 #define TET_MAX_THREADS 64
 
+/* ---- checked arithmetic ------------------------------------------------ */
+/* Sizes derived from file fields or query values go through these: each
+ * returns 0 (leaving *out unset) when the exact result does not fit. */
+static inline int tet_mul_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (b != 0 && a > UINT64_MAX / b)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+static inline int tet_add_ok(uint64_t a, uint64_t b, uint64_t *out)
+{
+    if (a > UINT64_MAX - b)
+        return 0;
+    *out = a + b;
+    return 1;
+}
+
+/* ceil(a / k) for k >= 1, without forming a + k - 1. */
+static inline uint64_t tet_ceil_div(uint64_t a, uint64_t k)
+{
+    return a / k + (a % k != 0);
+}
+
+/* The product of n extents times elem_size, or 0 when it overflows (a real
+ * product is never 0: every extent is >= 1 where this is used). */
+static inline uint64_t tet_extent_bytes(const uint64_t *v, uint32_t n, uint64_t elem_size)
+{
+    uint64_t p = elem_size;
+    for (uint32_t i = 0; i < n; i++)
+        if (!tet_mul_ok(p, v[i], &p))
+            return 0;
+    return p;
+}
+
 /* ---- strided copy kernels (one per ISA, chosen in dispatch.c) ---------- */
 typedef void (*tet_copy_strided_fn)(uint8_t *restrict dst, const uint8_t *restrict src,
                                     uint64_t count, uint64_t step, uint32_t elem_size);

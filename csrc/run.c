@@ -96,18 +96,28 @@ static void touch_free(touch_set *t)
         free(t->coord[d]);
 }
 
-static int box_valid(const tet_tiles *g, const tet_box *b)
+/* The box against the geometry.  Past this check every size the loops derive
+ * from them fits: the grid's tile count, the largest tile's bytes and the
+ * selection's elements and bytes (each below 2^63), so products of a tile's or
+ * the selection's extents never wrap. */
+static tet_status box_check(const tet_tiles *g, const tet_box *b)
 {
     if (g->ndim < 1 || g->ndim > TET_MAX_NDIM || g->elem_size == 0)
-        return 0;
-    uint64_t tiles = 1;
+        return TET_ERR_ARGUMENT;
+    uint64_t tiles = 1, tile_bytes = g->elem_size, sel_bytes = g->elem_size;
     for (uint32_t d = 0; d < g->ndim; d++) {
-        if (g->shape[d] == 0 || g->chunk_shape[d] == 0 || b->step[d] == 0 ||
-            b->start[d] >= b->stop[d] || b->stop[d] > g->shape[d])
-            return 0;
-        tiles *= (g->shape[d] - 1) / g->chunk_shape[d] + 1;
+        const uint64_t n = g->shape[d], cs = g->chunk_shape[d];
+        if (n == 0 || cs == 0 || b->step[d] == 0 || b->start[d] >= b->stop[d] || b->stop[d] > n)
+            return TET_ERR_ARGUMENT;
+        const uint64_t sel = (b->stop[d] - b->start[d] - 1) / b->step[d] + 1;
+        if (!tet_mul_ok(tiles, (n - 1) / cs + 1, &tiles) ||
+            !tet_mul_ok(tile_bytes, cs < n ? cs : n, &tile_bytes) ||
+            !tet_mul_ok(sel_bytes, sel, &sel_bytes))
+            return TET_ERR_OVERFLOW;
     }
-    return tiles == g->n_tiles;
+    if (tile_bytes > (uint64_t)INT64_MAX || sel_bytes > (uint64_t)INT64_MAX)
+        return TET_ERR_OVERFLOW;
+    return tiles == g->n_tiles ? TET_OK : TET_ERR_ARGUMENT;
 }
 
 static tet_status touch_build(const tet_tiles *g, const tet_box *b, touch_set *t)
@@ -153,7 +163,7 @@ static uint64_t touch_item(const tet_tiles *g, const tet_box *b, const touch_set
         const uint64_t t1 = t0 + cs < g->shape[d] ? t0 + cs : g->shape[d];
         const uint64_t lo = t0 > s ? t0 : s;
         const uint64_t hi = t1 < b->stop[d] ? t1 : b->stop[d];
-        const uint64_t j0 = (lo - s + k - 1) / k, j1 = (hi - s + k - 1) / k;
+        const uint64_t j0 = tet_ceil_div(lo - s, k), j1 = tet_ceil_div(hi - s, k);
         tile[d] = t1 - t0;
         src_start[d] = s + j0 * k - t0;
         count[d] = j1 - j0;
@@ -163,15 +173,60 @@ static uint64_t touch_item(const tet_tiles *g, const tet_box *b, const touch_set
     return linear;
 }
 
-static uint64_t largest_zstd_tile(const tet_tiles *g, const tet_box *b, const touch_set *t)
+/* The checks a tile's index row must pass before its bytes are touched:
+ * a row, a payload inside the file, raw_byte_len equal to the tile's own size
+ * (computed from its extents, checked), and a known codec. */
+static tet_status tile_check(const tet_tiles *g, uint64_t id, const uint64_t *tile,
+                             uint64_t *detail)
 {
-    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM], most = 0;
+    const uint64_t off = g->offset[id], stored = g->stored[id], raw = g->raw[id];
+    const uint32_t codec = g->codec[id];
+    if (codec == TET_TILE_MISSING)
+        return TET_ERR_MISSING;
+    if (off > g->file_len || stored > g->file_len - off) {
+        *detail = off;
+        return TET_ERR_BOUNDS;
+    }
+    const uint64_t want = tet_extent_bytes(tile, g->ndim, g->elem_size);
+    if (want == 0 || raw != want) {
+        *detail = raw;
+        return TET_ERR_TILE;
+    }
+    if (codec == 0 && stored != raw) {
+        *detail = stored;
+        return TET_ERR_LENGTH;
+    }
+    if (codec > 1) {
+        *detail = codec;
+        return TET_ERR_CODEC;
+    }
+    return TET_OK;
+}
+
+/* Check every touched row before anything is allocated or decoded (the first
+ * failing tile in grid order is reported), and find the largest zstd tile a
+ * worker must decode: its size is the tile's own (tile_check made raw_byte_len
+ * equal to it), never a length the file merely declares. */
+static tet_status touch_scan(const tet_tiles *g, const tet_box *b, const touch_set *t,
+                             uint64_t *largest_zstd, tet_report *r)
+{
+    uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
+    uint64_t most = 0;
     for (uint64_t i = 0; i < t->total; i++) {
         const uint64_t id = touch_item(g, b, t, i, tile, ss, cnt, ds);
+        uint64_t detail = 0;
+        const tet_status st = tile_check(g, id, tile, &detail);
+        if (st != TET_OK) {
+            r->status = st;
+            r->chunk = (int64_t)id;
+            r->detail = detail;
+            return st;
+        }
         if (g->codec[id] == 1 && g->raw[id] > most)
             most = g->raw[id];
     }
-    return most;
+    *largest_zstd = most;
+    return TET_OK;
 }
 
 typedef struct {
@@ -185,14 +240,6 @@ typedef struct {
     tet_copy_strided_fn strided;
     tet_report reports[TET_MAX_THREADS];
 } read_ctx;
-
-static uint64_t product(const uint64_t *v, uint32_t n)
-{
-    uint64_t p = 1;
-    for (uint32_t i = 0; i < n; i++)
-        p *= v[i];
-    return p;
-}
 
 static void fail(tet_report *r, tet_status status, int64_t chunk, uint64_t detail)
 {
@@ -214,32 +261,15 @@ static tet_status tile_open(const tet_tiles *g, const tet_box *b, const touch_se
                             uint8_t *scratch, tet_dctx *dctx, tile_view *v, uint64_t *detail)
 {
     v->id = touch_item(g, b, t, i, v->tile, v->src_start, v->count, v->dst_start);
-    const uint64_t id = v->id, off = g->offset[id], stored = g->stored[id], raw = g->raw[id];
-    const uint32_t codec = g->codec[id];
-    if (codec == TET_TILE_MISSING)
-        return TET_ERR_MISSING;
-    if (off > g->file_len || stored > g->file_len - off) {
-        *detail = off;
-        return TET_ERR_BOUNDS;
-    }
-    if (raw != product(v->tile, g->ndim) * g->elem_size) {
-        *detail = raw;
-        return TET_ERR_TILE;
-    }
+    const uint64_t id = v->id, off = g->offset[id];
+    const tet_status st = tile_check(g, id, v->tile, detail);
+    if (st != TET_OK)
+        return st;
     v->bytes = g->file + off;
-    if (codec == 0) {
-        if (stored != raw) {
-            *detail = stored;
-            return TET_ERR_LENGTH;
-        }
+    if (g->codec[id] == 0)
         return TET_OK;
-    }
-    if (codec == 1) {
-        v->bytes = scratch;
-        return tet_zstd_decode(dctx, scratch, raw, g->file + off, stored, detail);
-    }
-    *detail = codec;
-    return TET_ERR_CODEC;
+    v->bytes = scratch;
+    return tet_zstd_decode(dctx, scratch, g->raw[id], g->file + off, g->stored[id], detail);
 }
 
 /* Decode (if needed) and copy one touched tile. */
@@ -292,20 +322,25 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, u
                      tet_report *report)
 {
     report_clear(report);
-    if (!box_valid(tiles, box))
-        return refuse(report, TET_ERR_ARGUMENT);
+    const tet_status valid = box_check(tiles, box);
+    if (valid != TET_OK)
+        return refuse(report, valid);
     read_ctx *c = calloc(1, sizeof *c);
     touch_set t;
     if (c == NULL || touch_build(tiles, box, &t) != TET_OK) {
         free(c);
         return refuse(report, TET_ERR_NOMEM);
     }
+    if (touch_scan(tiles, box, &t, &c->scratch_len, report) != TET_OK) {
+        touch_free(&t);
+        free(c);
+        return report->status;
+    }
     c->g = tiles;
     c->b = box;
     c->t = &t;
     c->dst = dst;
     c->strided = tet_active()->copy_strided;
-    c->scratch_len = largest_zstd_tile(tiles, box, &t);
     if ((uint64_t)threads > t.total)
         threads = (uint32_t)t.total;
     tet_parallel(read_worker, c, threads);
@@ -318,16 +353,32 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, u
 
 int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap)
 {
-    if (!box_valid(tiles, box))
-        return -1;
+    const tet_status valid = box_check(tiles, box);
+    if (valid != TET_OK)
+        return -(int64_t)valid;
     touch_set t;
     if (touch_build(tiles, box, &t) != TET_OK)
-        return -1;
+        return -(int64_t)TET_ERR_NOMEM;
     uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
     for (uint64_t i = 0; i < t.total && i < cap; i++)
         out[i] = touch_item(tiles, box, &t, i, tile, ss, cnt, ds);
     touch_free(&t);
     return (int64_t)t.total;
+}
+
+int32_t tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report)
+{
+    report_clear(report);
+    const tet_status valid = box_check(tiles, box);
+    if (valid != TET_OK)
+        return refuse(report, valid);
+    touch_set t;
+    if (touch_build(tiles, box, &t) != TET_OK)
+        return refuse(report, TET_ERR_NOMEM);
+    uint64_t scratch = 0;
+    touch_scan(tiles, box, &t, &scratch, report);
+    touch_free(&t);
+    return report->status;
 }
 
 /* ---- folds --------------------------------------------------------------- */
@@ -526,7 +577,10 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
                      tet_acc *cells, uint64_t n_cells, tet_report *report)
 {
     report_clear(report);
-    if (!box_valid(tiles, box) || spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10 ||
+    const tet_status valid = box_check(tiles, box);
+    if (valid != TET_OK)
+        return refuse(report, valid);
+    if (spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10 ||
         (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)))
         return refuse(report, TET_ERR_ARGUMENT);
     fold_ctx *c = calloc(1, sizeof *c);
@@ -545,12 +599,20 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
             cs *= t.out_shape[d];
         }
     }
-    if (cs != n_cells) {
+    const uint64_t parts = spec->parts < t.total ? spec->parts : t.total;
+    uint64_t n_counts = 0, extra_bytes = 0, extra_counts = 0;
+    if (cs != n_cells || !tet_mul_ok(n_cells, spec->bins, &n_counts) ||
+        !tet_mul_ok((parts - 1) * sizeof(tet_acc), n_cells, &extra_bytes) ||
+        !tet_mul_ok(parts - 1, n_counts, &extra_counts) || extra_counts > UINT64_MAX / 8) {
         touch_free(&t);
         free(c);
-        return refuse(report, TET_ERR_ARGUMENT);
+        return refuse(report, cs != n_cells ? TET_ERR_ARGUMENT : TET_ERR_OVERFLOW);
     }
-    const uint64_t parts = spec->parts < t.total ? spec->parts : t.total;
+    if (touch_scan(tiles, box, &t, &c->scratch_len, report) != TET_OK) {
+        touch_free(&t);
+        free(c);
+        return report->status;
+    }
     c->g = tiles;
     c->b = box;
     c->t = &t;
@@ -558,11 +620,8 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     c->cells = cells;
     c->n_cells = n_cells;
     c->n_parts = parts;
-    c->scratch_len = largest_zstd_tile(tiles, box, &t);
-    const uint64_t n_counts = n_cells * spec->bins;
-    c->extra = parts > 1 ? malloc((parts - 1) * n_cells * sizeof(tet_acc)) : NULL;
-    c->counts_extra = parts > 1 && n_counts ? calloc((parts - 1) * n_counts, sizeof(uint64_t))
-                                            : NULL;
+    c->extra = parts > 1 ? malloc(extra_bytes) : NULL;
+    c->counts_extra = parts > 1 && n_counts ? calloc(extra_counts, sizeof(uint64_t)) : NULL;
     if (parts > 1 && (c->extra == NULL || (n_counts && c->counts_extra == NULL))) {
         free(c->extra);
         free(c->counts_extra);
@@ -631,7 +690,7 @@ static void encode_worker(void *vctx, uint32_t t)
         if (i >= p->n_chunks || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
             break;
         const uint64_t *extent = p->extent + i * p->ndim;
-        const uint64_t raw = product(extent, p->ndim) * p->elem_size;
+        const uint64_t raw = tet_extent_bytes(extent, p->ndim, p->elem_size); /* checked */
         uint8_t *tile = p->codec == 1 ? scratch : p->out + c->slot[i];
         tet_box_copy(tile, extent, zeros, p->src, p->src_shape, p->origin + i * p->ndim, ones,
                      extent, p->ndim, p->elem_size, c->strided);
@@ -686,11 +745,15 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
                 goto out;
             }
         }
-        const uint64_t raw = product(e, p->ndim) * p->elem_size;
+        const uint64_t raw = tet_extent_bytes(e, p->ndim, p->elem_size);
+        const uint64_t cap = raw == 0 ? 0 : tet_encode_capacity(p->codec, raw);
+        if (raw == 0 || raw > (uint64_t)INT64_MAX || cap < raw || !tet_add_ok(at, cap, &at)) {
+            fail(report, TET_ERR_OVERFLOW, (int64_t)i, raw);
+            goto out;
+        }
         if (raw > c->scratch_len)
             c->scratch_len = raw;
-        slot[i] = at;
-        at += tet_encode_capacity(p->codec, raw);
+        slot[i] = at - cap;
     }
     if (at > p->out_capacity) {
         fail(report, TET_ERR_ARGUMENT, -1, at);

@@ -22,7 +22,8 @@ typedef enum {
     TET_ERR_TILE = 7,       /* raw_byte_len != tile bytes; detail = raw_byte_len */
     TET_ERR_THREAD = 8,     /* a worker thread could not be started */
     TET_ERR_SIMD = 9,       /* the requested SIMD level is not available here */
-    TET_ERR_MISSING = 10    /* a touched tile has no chunk index row */
+    TET_ERR_MISSING = 10,   /* a touched tile has no chunk index row */
+    TET_ERR_OVERFLOW = 11   /* a size derived from the geometry does not fit 64 bits */
 } tet_status;
 
 #define TET_TILE_MISSING 0xFFFFFFFF
@@ -168,8 +169,13 @@ void tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what
 int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc);
 
 /* Linear grid ids of the tiles the box touches, in grid order; returns how
- * many there are (only the first `cap` are written), or -1 on bad input. */
+ * many there are (only the first `cap` are written), or minus a status on bad
+ * input (-TET_ERR_ARGUMENT, -TET_ERR_OVERFLOW, -TET_ERR_NOMEM). */
 int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap);
+/* Check every index row the box touches as a read would (row present, payload in the
+ * file, raw_byte_len equal to the tile's size, codec), decoding nothing: callers
+ * about to size an output (a spill file) from the box check it first. */
+int32_t tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report);
 int32_t tet_encode(const tet_encode_plan *plan, tet_report *report);
 uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len);
 const char *tet_zstd_error_name(uint64_t code);

@@ -21,8 +21,9 @@ typedef struct {
     uint64_t cstride[TET_MAX_NDIM]; /* 0 on reduced axes */
 } cell_walk;
 
-/* Returns the number of cells (the product of the kept extents). */
-static uint64_t walk_init(cell_walk *w, const tet_transform_spec *s)
+/* Sets *cells to the number of cells (the product of the kept extents);
+ * returns 0 when that product overflows. */
+static int walk_init(cell_walk *w, const tet_transform_spec *s, uint64_t *cells)
 {
     w->ndim = s->ndim;
     uint64_t c = 1;
@@ -32,10 +33,12 @@ static uint64_t walk_init(cell_walk *w, const tet_transform_spec *s)
             w->cstride[d] = 0;
         } else {
             w->cstride[d] = c;
-            c *= s->shape[d];
+            if (!tet_mul_ok(c, s->shape[d], &c))
+                return 0;
         }
     }
-    return c;
+    *cells = c;
+    return 1;
 }
 
 static double load(const uint8_t *data, uint32_t dtype, uint64_t i)
@@ -90,11 +93,12 @@ int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
         s->method > TET_TX_SOFTMAX || s->a == NULL || s->b == NULL)
         return TET_ERR_ARGUMENT;
     cell_walk w;
-    const uint64_t cells = walk_init(&w, s);
+    uint64_t cells = 0;
+    const int fits = walk_init(&w, s, &cells);
     for (uint32_t d = 0; d < s->ndim; d++)
         if (s->shape[d] == 0)
             return TET_OK;
-    if (cells != n_cells)
+    if (!fits || cells != n_cells)
         return TET_ERR_ARGUMENT;
     const uint32_t dt = s->dtype, m = s->method;
     double *a = s->a;

@@ -427,6 +427,15 @@ OPEN_ERRORS = [
      r"chunk payload \[.*\) out of bounds"),
     ("stored-huge-raw", patched((E0 + 80, "Q", 2**64 - 1), (E0 + 88, "Q", 2**64 - 1)),
      r"chunk payload \[.*\) out of bounds"),
+    ("shape-huge", patched((0x48, "Q", 2**62)),
+     r"dataset record 0 \('temperature'\): shape \[4611686018427387904, 3\] has "
+     r"13835058055282163712 elements, which does not fit 63 bits"),
+    ("extent-huge", patched((0x48, "Q", 2**63)),
+     r"dataset record 0 \('temperature'\): shape \[9223372036854775808, 3\] has an extent "
+     r"of 9223372036854775808 on axis 0, which does not fit 63 bits"),
+    ("shape-bytes-huge", patched((0x48, "Q", 2**61)),
+     r"dataset record 0 \('temperature'\): shape \[2305843009213693952, 3\] of f32 is "
+     r"6917529027641081856 x 4 = 27670116110564327424 bytes, which does not fit 63 bits"),
 ]
 
 
@@ -439,7 +448,8 @@ def test_hostile_header_refused_at_open(tmp_path: Path, data: bytes, text: str) 
 READ_ERRORS = [
     ("chunk-shape-0", patched((0x58 + 8, "Q", 0)), "invalid geometry"),
     ("shape-0", patched((0x48, "Q", 0)), "invalid geometry"),
-    ("shape-huge", patched((0x48, "Q", 2**63)), "invalid geometry on axis 0"),
+    ("shape-huge-extent", patched((0x2C, "I", 5), (0x48, "Q", 2**62), (0x50, "Q", 1)),
+     "invalid geometry on axis 0"),
     ("chunk-huge-grid", patched((0x58, "Q", 1), (0x58 + 8, "Q", 1), (0x48, "Q", 2**40)),
      "declares 3298534883328 tiles but the chunk index has only 2 rows"),
     ("raw-len-wrong", patched((E0 + 80, "Q", 12), (E0 + 88, "Q", 12)),

@@ -5,6 +5,7 @@ committed pages are the generated ones."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -26,7 +27,8 @@ def render(path: Path) -> str:
     """Plain text of a page as `man` would show it (wide, no hyphenation)."""
     if shutil.which("groff"):
         cmd = ["groff", "-man", "-Tutf8", "-rLL=250n", "-rHY=0", "-P", "-cbou", str(path)]
-        env = None
+        # not Python: it must not inherit a sanitizer runtime preloaded for the suite
+        env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
     else:
         cmd = ["man", "-l", "-P", "cat", str(path)]
         env = {"MANWIDTH": "250", "PATH": "/usr/bin:/bin"}

@@ -757,8 +757,8 @@ def test_bad_dataset_id(cli: Cli, tmp_path: Path) -> None:
     ([(0x58 + 8, "Q", 0)],
      'dataset 0 ("temperature"): invalid geometry: shape [2, 3], chunk_shape [2, 0] '
      "(every extent must be >= 1)"),
-    ([(0x48, "Q", 2**62), (0x58, "Q", 2**62)],
-     'dataset 0 ("temperature") chunk 0: raw_byte_len 16 != tile 36893488147419103232'),
+    ([(0x2C, "I", 5), (0x48, "Q", 2**61), (0x58, "Q", 2**61)],
+     'dataset 0 ("temperature") chunk 0: raw_byte_len 16 != tile 4611686018427387904'),
     ([(0x2C, "I", 99)],
      'dataset 0 ("temperature"): unsupported dataset dtype 99 (supported: f32=1, f64=2, '
      "i32=3, i64=4, u8=5, u16=6, i16=7, u32=8, f16=9, u64=10)"),
@@ -803,9 +803,11 @@ def test_footer_metadata_limits(cli: Cli, tmp_path: Path) -> None:
     text = json.dumps({"history": rows}).encode()
     p.write_bytes(_with_footer(SAMPLE.read_bytes(), text))
     rc, d = _json(cli, p)
-    assert rc == 1
-    assert _finding(d, "footer_metadata")["detail"] == (
-        f"footer JSON of {len(text)} bytes exceeds footer_json_bytes limit (65536)")
+    assert rc == 1  # an over-long footer is refused before it is read: a repairable footer
+    assert _finding(d, "parse")["detail"] == (
+        f"invalid one-chunk write spec: footer JSON of {len(text)} bytes exceeds "
+        f"footer_json_bytes limit (65536) (footer at 368)")
+    assert [r["code"] for r in d["recommendations"]] == ["footer_invalid"]
 
 
 def test_decode_budget_below_the_decoder_state(cli: Cli, tmp_path: Path,

@@ -412,16 +412,33 @@ class TetFile(QueryMethods):
                 f"(selection=... or f[{record.name!r}][a:b, ...]) and process it in pieces, or "
                 f"raise the budget with read_numpy(..., memory_budget_bytes=N)"
             )
-        out = np.empty(box.shape, dtype=dtype)
-        self._fill(dataset_id, box, out)
+        try:
+            out = np.empty(box.shape, dtype=dtype)
+        except (MemoryError, ValueError) as exc:
+            raise MemoryBudgetError(
+                f"reading {record.name!r} {list(box.shape)} ({dtype.name}) needs {nbytes} "
+                f"bytes, within the memory budget of {limit} bytes, but the system could not "
+                f"allocate them ({exc}); read a smaller selection or lower the budget"
+            ) from None
+        self._fill(dataset_id, box, out, budget=limit)
         return out
 
-    def _fill(self, dataset_id: int, box: Box, out: np.ndarray[Any, Any]) -> None:
+    def _fill(self, dataset_id: int, box: Box, out: np.ndarray[Any, Any], *,
+              budget: int | None = None) -> None:
         """Copy the box into `out` (C-contiguous, the dataset dtype, the box's shape):
-        a RAM array or a memory-mapped file alike."""
+        a RAM array or a memory-mapped file alike.  `budget` bounds the decode scratch
+        (default: the file's)."""
         table = self._table(dataset_id)
         table.read(box.start, box.stop, box.step, out,
-                   describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}")
+                   describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}",
+                   budget=budget)
+
+    def _check(self, dataset_id: int, box: Box) -> None:
+        """Raise what `_fill` would for a bad index row the box touches, reading nothing:
+        run before an output (a spill file) is sized from the box."""
+        table = self._table(dataset_id)
+        table.check(box.start, box.stop, box.step,
+                    describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}")
 
     def _zero_copy(
         self, dataset_id: int, box: Box, dtype: np.dtype[Any]

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tet import _native  # type: ignore[attr-defined]
-from tet.errors import CatalogError, ChunkError, TetError
+from tet.errors import CatalogError, ChunkError, MemoryBudgetError, TetError
+from tet.query.budget import WORK_FLOOR, allocate, require_memory
 
 __all__ = [
     "TileTable",
@@ -35,6 +35,29 @@ __all__ = [
     "using_simd",
 ]
 
+
+
+def _load_native() -> Any:
+    """``tet._native``; with ``TET_NATIVE`` set, the extension file it names instead (a
+    sanitizer build in build/asan, say), so the build in the tree is never replaced."""
+    path = os.environ.get("TET_NATIVE")
+    if not path:
+        from tet import _native  # type: ignore[attr-defined]
+
+        return _native
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("tet._native", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"TET_NATIVE={path!r} is not a loadable extension module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tet._native"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_native = _load_native()
 ffi: Any = _native.ffi
 lib: Any = _native.lib
 
@@ -88,7 +111,7 @@ def zstd_error_name(code: int) -> str:
 # status -> exception class; messages are built by `_check`, which knows the row.
 _STATUS: dict[int, type[TetError]] = {
     lib.TET_ERR_ARGUMENT: TetError,
-    lib.TET_ERR_NOMEM: TetError,
+    lib.TET_ERR_NOMEM: MemoryBudgetError,
     lib.TET_ERR_BOUNDS: ChunkError,
     lib.TET_ERR_CODEC: ChunkError,
     lib.TET_ERR_ZSTD: ChunkError,
@@ -97,7 +120,10 @@ _STATUS: dict[int, type[TetError]] = {
     lib.TET_ERR_THREAD: TetError,
     lib.TET_ERR_SIMD: TetError,
     lib.TET_ERR_MISSING: CatalogError,
+    lib.TET_ERR_OVERFLOW: CatalogError,
 }
+U64_MAX = 2**64 - 1
+UNBOUNDED = 2**63  # the budget of a table built without one
 
 
 @dataclass(frozen=True)
@@ -133,8 +159,11 @@ class TileTable:
                  chunk_shape: tuple[int, ...], dtype: int, elem_size: int,
                  offset: np.ndarray[Any, Any],
                  stored: np.ndarray[Any, Any], raw: np.ndarray[Any, Any],
-                 codec: np.ndarray[Any, Any]) -> None:
+                 codec: np.ndarray[Any, Any], *,
+                 budget: Callable[[], int] | None = None) -> None:
         self.shape, self.chunk_shape, self.elem_size = shape, chunk_shape, elem_size
+        self._budget = budget  # the default memory budget (the file's settings)
+        self._zstd_tile: int | None = None
         self.offset = np.ascontiguousarray(offset, dtype=U64)
         self.stored = np.ascontiguousarray(stored, dtype=U64)
         self.raw = np.ascontiguousarray(raw, dtype=U64)
@@ -161,26 +190,70 @@ class TileTable:
     def _box(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int]) -> Any:
         b = ffi.new("tet_box *")
         n = len(start)
-        b.start[0:n], b.stop[0:n], b.step[0:n] = start, stop, step
+        # a step at least the extent selects the start alone, whatever its size: clamp
+        # steps beyond u64 (a Python slice may carry one) to the largest the C box holds
+        b.start[0:n], b.stop[0:n] = start, stop
+        b.step[0:n] = [min(int(k), U64_MAX) for k in step]
         return b
+
+    def budget(self, budget: int | None = None) -> int:
+        """`budget`, else the default this table was built with (the file's settings);
+        a table built without one leaves memory to its caller (no limit)."""
+        if budget is not None:
+            return budget
+        return self._budget() if self._budget is not None else UNBOUNDED
+
+    @property
+    def zstd_tile_bytes(self) -> int:
+        """Decode scratch one worker needs: the largest tile's bytes when any tile is
+        zstd (a zstd row must decode to exactly its tile), else 0."""
+        if self._zstd_tile is None:
+            full = math.prod(min(c, n) for c, n in zip(self.chunk_shape, self.shape))
+            self._zstd_tile = full * self.elem_size if bool((self.codec == 1).any()) else 0
+        return self._zstd_tile
+
+    def _workers(self, threads: int, budget: int, fixed: int, what: str) -> int:
+        """Threads whose zstd scratch (one tile each) fits the budget beside `fixed`
+        bytes; fewer threads when needed, an error when not even one fits."""
+        tile = self.zstd_tile_bytes
+        if tile == 0:
+            return threads
+        limit = max(budget, WORK_FLOOR)
+        fit = (limit - fixed) // tile if limit > fixed else 0
+        if fit < 1:
+            require_memory(fixed + tile, budget,
+                           f"{what} with a zstd decode scratch of one {tile}-byte tile")
+        return max(1, min(threads, fit))
 
     def touch(self, start: Sequence[int], stop: Sequence[int],
               step: Sequence[int]) -> np.ndarray[Any, Any]:
         """Linear grid ids of the tiles a box touches, in grid order."""
         box = self._box(start, stop, step)
         n = int(lib.tet_box_touch(self._struct, box, ffi.NULL, 0))
+        if n == -lib.TET_ERR_OVERFLOW:
+            raise CatalogError(self._overflow_message())
         if n < 0:
             raise TetError("invalid box for this dataset")
-        out = np.empty(n, dtype=U64)
+        out = allocate(n, U64, budget=self.budget(), what=f"listing the {n} touched tiles")
         lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n)
         return out
 
+    def check(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
+              describe: Callable[[int], str] | None = None) -> None:
+        """Raise what `read` would for a bad index row the box touches, reading no
+        payload: check before sizing an output (a spill file) from the box."""
+        report = ffi.new("tet_report *")
+        lib.tet_box_check(self._struct, self._box(start, stop, step), report)
+        if report.status != 0:
+            self._raise(report, self.elem_size, describe)
+
     def read(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int],
-             dst: np.ndarray[Any, Any], *, describe: Callable[[int], str] | None = None
-             ) -> None:
+             dst: np.ndarray[Any, Any], *, describe: Callable[[int], str] | None = None,
+             budget: int | None = None) -> None:
         """Copy the box into `dst` (C-contiguous, writable, the box's shape) in one call."""
         box = self._box(start, stop, step)
         threads = 1 if dst.nbytes < PARALLEL_BYTES else thread_count()
+        threads = self._workers(threads, self.budget(budget), 0, "decoding this selection")
         report = ffi.new("tet_report *")
         out = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
         lib.tet_read_box(self._struct, box, out, threads, report)
@@ -190,8 +263,8 @@ class TileTable:
 
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
-             scan_window: int = 0,
-             edges: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+             scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
+             budget: int | None = None) -> np.ndarray[Any, Any]:
         """Fold the box into one accumulator per output cell (kept axes, row-major).
 
         Results do not depend on the thread count: the tiles are cut into a fixed
@@ -199,27 +272,48 @@ class TileTable:
         (sequential only) reads that many bytes ahead of a front-to-back scan.
         With ``edges`` (float64 [cells, bins + 1]) it counts a histogram instead and
         returns the counts (uint64 [cells, bins]).
+
+        Accumulators (and counts, and each worker's zstd scratch) are sized against
+        `budget` (default: the file's) before anything is allocated: over it is a
+        `MemoryBudgetError` naming the sizes.
         """
         shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
         n_cells = math.prod(n for d, n in enumerate(shape) if d not in reduce)
-        cells = np.empty(n_cells, dtype=ACC_DTYPE)
+        budget = self.budget(budget)
+        bins = 0
+        if edges is not None:
+            if edges.ndim != 2 or edges.shape[0] != n_cells or edges.dtype != np.float64:
+                raise ValueError("histogram edges must be float64 [cells, bins + 1]")
+            bins = edges.shape[1] - 1
+        parts = 1 if sequential else fold_parts(n_cells)
+        if bins and n_cells * bins * 8 * parts > FOLD_PART_BYTES:
+            parts = 1
+        per_part = n_cells * (ACC_DTYPE.itemsize + 8 * bins)
+        if per_part * parts > max(budget, WORK_FLOOR):
+            parts = 1  # parallel parts are an optimisation: drop them before refusing
+        what_text = (f"a fold into {n_cells} output cells ({n_cells} accumulators of "
+                     f"{ACC_DTYPE.itemsize} bytes" + (f" and {bins} histogram counts each"
+                                                      if bins else "")
+                     + (f", {parts} ordered parts" if parts > 1 else "") + ")")
+        require_memory(per_part * parts, budget, what_text,
+                       "reduce fewer cells (a smaller selection or more reduced axes) or "
+                       "raise the budget (execution.memory_budget_bytes)")
+        threads = self._workers(1 if sequential else thread_count(), budget, per_part * parts,
+                                what_text)
+        cells = allocate(n_cells, ACC_DTYPE, budget=budget, what=what_text)
         spec = ffi.new("tet_fold_spec *")
         spec.what, spec.fill = what, fill
         spec.reduce_mask = sum(1 << d for d in reduce)
-        spec.threads = 1 if sequential else thread_count()
-        spec.parts = 1 if sequential else fold_parts(n_cells)
+        spec.threads = threads
+        spec.parts = parts
         spec.scan_window = scan_window if sequential else 0
         counts = None
         if edges is not None:
-            if edges.shape[0] != n_cells or edges.dtype != np.float64:
-                raise ValueError("histogram edges must be float64 [cells, bins + 1]")
             edges = np.ascontiguousarray(edges)
-            counts = np.empty((n_cells, edges.shape[1] - 1), np.uint64)
-            spec.bins = counts.shape[1]
+            counts = allocate((n_cells, bins), np.uint64, budget=budget, what=what_text)
+            spec.bins = bins
             spec.edges = ffi.cast("const double *", ffi.from_buffer(edges))
             spec.counts = ffi.cast("uint64_t *", ffi.from_buffer(counts, require_writable=True))
-            if counts.nbytes * spec.parts > FOLD_PART_BYTES:
-                spec.parts = 1
         report = ffi.new("tet_report *")
         lib.tet_fold_box(self._struct, self._box(start, stop, step), spec,
                          ffi.cast("tet_acc *", ffi.from_buffer(cells, require_writable=True)),
@@ -254,10 +348,17 @@ class TileTable:
             if f.status == lib.TET_ERR_CODEC:
                 return f"{where}: unsupported codec {f.detail} (supported: 0 = raw, 1 = zstd)"
             if f.status == lib.TET_ERR_NOMEM:
-                return f"could not allocate a {f.detail}-byte decode buffer"
+                return f"could not allocate a {f.detail}-byte working buffer"
+            if f.status == lib.TET_ERR_OVERFLOW:
+                return self._overflow_message()
             return f"invalid read request (status {f.status})"
 
         _check(report, "read failed", explain)
+
+    def _overflow_message(self) -> str:
+        return (f"dataset geometry shape {list(self.shape)}, chunk_shape "
+                f"{list(self.chunk_shape)} ({self.elem_size}-byte elements): its sizes do "
+                f"not fit 63 bits")
 
     def tile_size(self, linear: int) -> int:
         coords = [int(i) for i in np.unravel_index(linear, self.grid)]
@@ -534,7 +635,7 @@ def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
     buf = ffi.from_buffer(data, require_writable=True) if data.size else ffi.NULL
     status = lib.tet_transform(spec, ffi.cast("uint8_t *", buf), len(a))
     if status != 0:
-        raise MemoryError("transform could not allocate its scratch") if (
+        raise MemoryBudgetError(f"transform could not allocate its {8 * len(a)}-byte scratch") if (
             status == lib.TET_ERR_NOMEM) else ValueError(f"transform refused (status {status})")
     n = int(spec.n_bad)
     return n, [int(spec.bad[i]) for i in range(min(n, lib.TET_TX_MAX_BAD))]

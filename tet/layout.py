@@ -8,6 +8,7 @@ it is used; a bad file is a `CatalogError` whose message says what and where.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from tet import dtypes
 from tet.errors import CatalogError
+from tet.jsonlimits import MAX_DEPTH, json_depth
 
 __all__ = [
     "CHECKSUMS_KEY",
@@ -24,9 +27,11 @@ __all__ = [
     "Catalog",
     "DatasetRecord",
     "align8",
+    "check_size",
     "encode_footer",
     "encode_header",
     "header_length",
+    "load_json_region",
     "parse_catalog",
     "tile_counts",
 ]
@@ -252,11 +257,41 @@ def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, 
                 f"ends at {rec_end}, directory ends at {end}"
             )
         dims = struct.unpack_from(f"<{2 * ndim}Q", buf, dims_at)
+        check_size(i, name, dtype, dims[:ndim])
         records.append(DatasetRecord(name, dtype, tuple(dims[:ndim]), tuple(dims[ndim:])))
         at = rec_end
     if at != end:
         raise CatalogError(f"dataset blob length mismatch: declared {blob_len}, parsed {at - 40}")
     return tuple(records)
+
+
+SIZE_LIMIT = 2**63  # element counts and byte sizes must fit 63 bits (signed 64-bit sizes)
+
+
+def check_size(i: int | None, name: str, dtype: int, shape: Sequence[int]) -> None:
+    """A dataset whose element count or byte size does not fit 63 bits cannot be held,
+    read or planned; refuse it (record `i` of the directory) before any size is derived
+    from it.  An unknown dtype tag is not refused (layout.md §3.2), so only its element
+    count is checked."""
+    what = f"dataset record {i} ({name!r})" if i is not None else f"dataset {name!r}"
+    for d, n in enumerate(shape):  # a zero extent elsewhere would hide it from the count
+        if n >= SIZE_LIMIT:
+            raise CatalogError(
+                f"{what}: shape {list(shape)} has an extent of {n} on axis {d}, which does "
+                f"not fit 63 bits"
+            )
+    count = math.prod(shape)
+    if count >= SIZE_LIMIT:
+        raise CatalogError(
+            f"{what}: shape {list(shape)} has {count} elements, which does not fit 63 bits"
+        )
+    if dtypes.is_known_tag(dtype):
+        dt = dtypes.by_tag(dtype)
+        if count * dt.size >= SIZE_LIMIT:
+            raise CatalogError(
+                f"{what}: shape {list(shape)} of {dt.name} is {count} x {dt.size} = "
+                f"{count * dt.size} bytes, which does not fit 63 bits"
+            )
 
 
 def _parse_index(buf: Any, off: int, length: int) -> tuple[np.ndarray[Any, Any], int, int]:
@@ -332,12 +367,7 @@ def _parse_footer(
     if not has_tail:
         raise CatalogError("superblock history flag set but footer missing")
     json_at = file_len - FOOTER_TAIL_LEN - json_len
-    try:
-        doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(
-            f"{WRITE_PREFIX}footer JSON parse: {exc} (footer at {json_at})"
-        ) from None
+    doc = load_json_region(buf, json_at, json_len, "footer", LIMITS["footer_json_bytes"])
     if not isinstance(doc, dict):
         raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: expected an object at {json_at}")
     bound = json_at
@@ -352,15 +382,38 @@ def _parse_footer(
             raise CatalogError(
                 f"{WRITE_PREFIX}metadata blob of {length} bytes exceeds metadata_blob_bytes limit"
             )
-        try:
-            metadata = json.loads(bytes(buf[start : start + length]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CatalogError(f"{WRITE_PREFIX}metadata_ref JSON parse: {exc}") from None
+        metadata = load_json_region(buf, start, length, "metadata_ref",
+                                    LIMITS["metadata_blob_bytes"])
         validate_metadata(metadata)
     else:
         metadata = doc.get("metadata", {})
     _check_metadata_shape(metadata)
     return history, metadata, version, bound, regions
+
+
+def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> Any:
+    """The JSON value of `length` bytes at `at` (a footer or a spilled metadata blob),
+    refused before it is read when over `limit` bytes and before it is parsed when
+    nested deeper than query documents may be (`MAX_DEPTH`): always a `CatalogError`,
+    never a `RecursionError` or an unbounded read."""
+    where = f" (footer at {at})" if what == "footer" else ""
+    if length > limit:
+        name = "footer_json_bytes" if what == "footer" else "metadata_blob_bytes"
+        raise CatalogError(
+            f"{WRITE_PREFIX}{what} JSON of {length} bytes exceeds {name} limit "
+            f"({limit}){where}"
+        )
+    try:
+        text = bytes(buf[at : at + length]).decode("utf-8")
+        depth = json_depth(text)
+        if depth > MAX_DEPTH:
+            raise CatalogError(
+                f"{WRITE_PREFIX}{what} JSON parse: nesting depth {depth} exceeds maximum "
+                f"{MAX_DEPTH}{where}"
+            )
+        return json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CatalogError(f"{WRITE_PREFIX}{what} JSON parse: {exc}{where}") from None
 
 
 def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:

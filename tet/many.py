@@ -36,6 +36,7 @@ from tet import kernels
 from tet.errors import OS_ERRORS, CatalogError, QueryError, TetError, TetOSError
 from tet.file import TetFile
 from tet.query import response as resp
+from tet.query.budget import resolve_budget
 from tet.query.document import (
     QueryDocument,
     fold_axes,
@@ -132,7 +133,13 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
         table = f._table(dataset_id)
         reduce = list(axes) if axes else list(range(ds.ndim))
         what = FOLDS[op.key][0]
-        cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill)
+        ex = doc.execution
+        budget = resolve_budget(
+            query_bytes=ex.memory_budget_bytes if ex else None,
+            query_bps=ex.memory_budget_percent_bps if ex else None,
+            file_bytes=f.catalog.budget_bytes, file_bps=f.catalog.budget_percent_bps)
+        cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
+                           budget=budget)
         touched = table.touch(box.start, box.stop, box.step).astype(np.int64)
         kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
         return FilePartial(cells, kept, written, box.size, fill,

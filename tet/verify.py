@@ -43,6 +43,7 @@ from tet.layout import (
     SUPERBLOCK_LEN,
     Catalog,
     DatasetRecord,
+    load_json_region,
     parse_catalog,
     tile_counts,
     validate_history,
@@ -748,9 +749,9 @@ def footer_payload_end(buf: Any, file_len: int) -> int:
         raise CatalogError(f"history footer tail is malformed: json_len {json_len} + 16 does "
                            f"not fit after the superblock in a file of {file_len} bytes")
     json_at = file_len - FOOTER_TAIL_LEN - json_len
-    try:
-        doc = json.loads(bytes(buf[json_at : json_at + json_len]).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+    try:  # bounded and depth-checked: a malformed footer may be huge or deeply nested
+        doc = load_json_region(buf, json_at, json_len, "footer", LIMITS["footer_json_bytes"])
+    except CatalogError:
         doc = None
     end = json_at
     for key, ref in (doc.items() if isinstance(doc, dict) else ()):

@@ -5,11 +5,25 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_BPS", "FALLBACK_BUDGET", "host_available_ram", "resolve_budget"]
+import numpy as np
+
+from tet.errors import MemoryBudgetError
+
+__all__ = [
+    "DEFAULT_BPS",
+    "FALLBACK_BUDGET",
+    "WORK_FLOOR",
+    "allocate",
+    "host_available_ram",
+    "require_memory",
+    "resolve_budget",
+]
 
 DEFAULT_BPS = 2500                 # 25 % of available RAM
 FALLBACK_BUDGET = 256 * 1024 * 1024  # when RAM cannot be probed
+WORK_FLOOR = 64 * 1024 * 1024      # working memory always allowed (a tiny budget still streams)
 
 
 _PROBE_TTL = 0.5  # seconds a probe stays fresh: reads in a tight loop must not reread /proc
@@ -56,3 +70,39 @@ def resolve_budget(
     if available is None:
         return FALLBACK_BUDGET
     return max(1, available * bps // 10_000)
+
+
+BUDGET_HINT = ("raise the budget (execution.memory_budget_bytes in a query, "
+               "memory_budget_bytes= for read_numpy)")
+
+
+def require_memory(needed: int, budget: int, what: str, hint: str = BUDGET_HINT) -> None:
+    """Refuse work whose memory, sized from the file or the query, exceeds the budget.
+
+    Working memory (accumulators, decode scratch, tile tables, previews) may always use
+    `WORK_FLOOR` bytes, so a tiny budget set to force a spill still lets small work run.
+    """
+    if needed > max(budget, WORK_FLOOR):
+        raise MemoryBudgetError(
+            f"{what} needs {needed} bytes, over the memory budget of {budget} bytes; {hint}")
+
+
+def allocate(shape: Any, dtype: Any, *, budget: int, what: str, fill: Any = None,
+             hint: str = BUDGET_HINT) -> np.ndarray[Any, Any]:
+    """`np.empty` (or `np.full` with `fill`) after `require_memory`; an allocation the
+    system still refuses is a `MemoryBudgetError` naming the size, never a bare
+    ``MemoryError`` or ``ValueError: array is too big``."""
+    dt = np.dtype(dtype)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = 1
+    for n in dims:
+        count *= int(n)
+    needed = count * dt.itemsize
+    require_memory(needed, budget, what, hint)
+    try:
+        return np.empty(dims, dt) if fill is None else np.full(dims, fill, dt)
+    except (MemoryError, ValueError) as exc:
+        raise MemoryBudgetError(
+            f"{what} needs {needed} bytes, within the memory budget of {budget} bytes, but "
+            f"the system could not allocate them ({exc}); lower the budget or free memory"
+        ) from None

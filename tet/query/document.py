@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tet.errors import QueryError
+from tet.jsonlimits import MAX_DEPTH, json_depth
 from tet.query.ops import OPS, QUERY_OP_KEYS, TRANSFORM_METHODS
 from tet.selection import format_float, is_json_int, json_float, parse_selection
 
@@ -46,7 +47,6 @@ __all__ = [
 
 JSON_SYNTAX = "invalid query JSON: "  # the Python API rewords it (python-api.md §2)
 MAX_TEXT = 1_048_576
-MAX_DEPTH = 64
 MAX_NAME = 1024
 MAX_AXES = 8
 MAX_AXIS_LABEL = 32
@@ -280,35 +280,13 @@ def load_text(text: str, *, filename: str | None = None) -> Any:
 
 def _load_json(text: str) -> Any:
     if text.count("[") + text.count("{") > MAX_DEPTH:
-        depth = _raw_depth(text)  # refuse hostile nesting before the parser recurses
+        depth = json_depth(text)  # refuse hostile nesting before the parser recurses
         if depth > MAX_DEPTH:
             raise _v(f"query document nesting depth {depth} exceeds maximum {MAX_DEPTH}")
     try:
         return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise QueryError(f"{JSON_SYNTAX}{exc}") from None
-
-
-def _raw_depth(text: str) -> int:
-    """Bracket depth of JSON text (brackets inside strings do not count)."""
-    depth = best = 0
-    in_str = escaped = False
-    for ch in text:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch in "[{":
-            depth += 1
-            best = max(best, depth)
-        elif ch in "]}":
-            depth -= 1
-    return best
 
 
 def _no_constant(name: str) -> Any:

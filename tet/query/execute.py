@@ -14,7 +14,7 @@ from tet.errors import QueryError
 from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist
-from tet.query.budget import host_available_ram, resolve_budget
+from tet.query.budget import WORK_FLOOR, host_available_ram, require_memory, resolve_budget
 from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
 from tet.query.folds import fold
 from tet.query.ops import OPS
@@ -115,8 +115,9 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     preview_dtype, preview_values = dt.name, None
     if op is None and doc.spill is not None:
         assert allow is not None
+        f._check(dataset_id, box)  # bad rows fail before the spill file is sized
         spilled, preview_values = _spill(f, dataset_id, box, doc.spill, allow, dt.numpy,
-                                         preview)
+                                         preview, budget)
         fields.update(spilled)
     elif op is None:
         if preview == 0:
@@ -126,7 +127,8 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         fields["memory_strategy"] = "capped_in_memory"
     elif tier == "A":
         fields.update(_fold_fields(f, doc, dataset_id, box, axes,
-                                   0.0 if fill is None else fill, nbytes, available, tiles))
+                                   0.0 if fill is None else fill, nbytes, available, tiles,
+                                   budget))
         fields["memory_strategy"] = "streaming_fold"
     elif tier == "C":
         assert allow is not None
@@ -140,9 +142,9 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         if sink is not None:
             sink["array"] = done.array
         preview_dtype = dtypes.for_numpy(done.preview_source.dtype).name
-        preview_values = _head(done.preview_source, preview)
+        preview_values = _head(done.preview_source, preview, budget)
     if preview_values is None and (op is None or tier != "T"):
-        preview_values = _preview(f, dataset_id, box, preview)
+        preview_values = _preview(f, dataset_id, box, preview, budget)
     fields.update(resp.preview_fields(preview_dtype, preview_values, count, preview))
     if op is not None:
         fields["operation_element_count"] = count
@@ -156,22 +158,33 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     return fields
 
 
-def _head(values: np.ndarray[Any, Any], limit: int) -> np.ndarray[Any, Any] | None:
+PREVIEW_VALUE_BYTES = 64  # one previewed value in the response: the value, its list slot, text
+
+
+def _preview_memory(n: int, budget: int) -> None:
+    require_memory(n * PREVIEW_VALUE_BYTES, budget,
+                   f"a preview of {n} values (about {PREVIEW_VALUE_BYTES} bytes each in the "
+                   f"response)", "ask for a shorter preview (--preview N) or raise the budget "
+                   "(execution.memory_budget_bytes)")
+
+
+def _head(values: np.ndarray[Any, Any], limit: int, budget: int) -> np.ndarray[Any, Any] | None:
     """The first `limit` values in row-major order (a copy: the source may be a mapping)."""
     if limit <= 0:
         return None
+    _preview_memory(min(limit, values.size), budget)
     return np.array(values.reshape(-1)[:limit])
 
 
 def _spill(f: TetFile, dataset_id: int, box: Box, target: str, allow: Allowlist,
-           dtype: np.dtype[Any], preview: int
+           dtype: np.dtype[Any], preview: int, budget: int
            ) -> tuple[dict[str, Any], np.ndarray[Any, Any] | None]:
     """Top-level `spill`: the selection, row-major, dtype-native little-endian (§7), and
     its first `preview` values (read from what was written, not from the path again)."""
     with allow.create(target, what="spill") as out:
         values = out.map(dtype.newbyteorder("<"), box.shape)
         f._fill(dataset_id, box, values)
-        head = _head(values, preview)
+        head = _head(values, preview, budget)
     return ({"memory_strategy": "mmap_spill", "spill_f32_path": str(out.shown),
              "spill_f32_bytes": box.size * dtype.itemsize}, head)
 
@@ -188,7 +201,7 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
         lo, hi = params.get("min"), params.get("max")
         counts, edges = materialize.histogram(
             f, dataset_id, box, int(params["bins"]), axes,
-            None if lo is None or hi is None else (float(lo), float(hi)))
+            None if lo is None or hi is None else (float(lo), float(hi)), budget=budget)
         out["memory_strategy"] = "streaming_fold"
         if axes:
             out["operation_reduced_shape"] = kept
@@ -206,14 +219,16 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
         out["memory_strategy"] = how
         if key in ("median", "quantile"):
             q = 0.5 if key == "median" else float(params["q"])
-            values = materialize.quantile(x, q, axes, median=key == "median")
+            values = materialize.quantile(x, q, axes, median=key == "median", budget=budget,
+                                          allow=allow)
             if axes:
                 out["operation_reduced_shape"] = kept
                 out[f"operation_reduced_{key}"] = values.ravel()
             else:
                 out[f"operation_{key}"] = float(values.reshape(-1)[0])
         else:
-            matrix = materialize.covariance(x, axes[0], correlation=key == "correlation")
+            matrix = materialize.covariance(x, axes[0], correlation=key == "correlation",
+                                            budget=budget)
             out[f"operation_{key}"] = matrix.ravel()
             out[f"operation_{key}_order"] = matrix.shape[0]
     return out
@@ -250,7 +265,7 @@ def _observation_axis(tokens: Sequence[str], ndim: int,
 
 def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
                  axes: tuple[int, ...], fill: float, nbytes: int, available: int | None,
-                 tiles: int) -> dict[str, Any]:
+                 tiles: int, budget: int) -> dict[str, Any]:
     assert doc.operation is not None
     key = doc.operation.key
     ex = doc.execution
@@ -262,7 +277,7 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
               and _contiguous_raw(table))
     sequential = linear or hint is False
     values = fold(table, box, key, axes, fill=fill, sequential=sequential,
-                  scan_window=LINEAR_SCAN_WINDOW if linear else 0)
+                  scan_window=LINEAR_SCAN_WINDOW if linear else 0, budget=budget)
     spec = OPS[key]
     out: dict[str, Any] = {
         "fold_parallel": (not sequential) and tiles > 1,
@@ -288,7 +303,8 @@ def _contiguous_raw(table: kernels.TileTable) -> bool:
     return bool((ends == table.offset[1:]).all())
 
 
-def _preview(f: TetFile, dataset_id: int, box: Box, limit: int) -> np.ndarray[Any, Any] | None:
+def _preview(f: TetFile, dataset_id: int, box: Box, limit: int,
+             budget: int) -> np.ndarray[Any, Any] | None:
     """The first `limit` values of the selection in row-major order, reading at most
     about 2 × limit elements (the smallest leading sub-box that holds them)."""
     if limit <= 0:
@@ -296,6 +312,7 @@ def _preview(f: TetFile, dataset_id: int, box: Box, limit: int) -> np.ndarray[An
     shape = box.shape
     count = math.prod(shape)
     n = min(limit, count)
+    _preview_memory(n, budget)
     last = np.unravel_index(n - 1, shape)
     start, stop = list(box.start), list(box.stop)
     for d, i in enumerate(last):
@@ -305,7 +322,8 @@ def _preview(f: TetFile, dataset_id: int, box: Box, limit: int) -> np.ndarray[An
         stop[d] = box.start[d] + 1
     stop = [min(e, s) for e, s in zip(stop, box.stop)]
     sub = Box(tuple(start), tuple(stop), box.step)
-    values = f._read(dataset_id, sub, copy=True, budget=None)
+    # at most 2 n values: within what _preview_memory allowed for the response
+    values = f._read(dataset_id, sub, copy=True, budget=max(budget, WORK_FLOOR))
     return values.ravel()[:n]
 
 

@@ -90,13 +90,14 @@ def fold(
     fill: float = 0.0,
     sequential: bool = False,
     scan_window: int = 0,
+    budget: int | None = None,
 ) -> Acc:
     """One C call: the op over `box`, reducing `axes` ([] = everything).
 
     Returns the values shaped like the kept axes of the selection (0-d for scalar).
     """
     return fold_many(table, box, (op,), axes, fill=fill, sequential=sequential,
-                     scan_window=scan_window)[op]
+                     scan_window=scan_window, budget=budget)[op]
 
 
 def fold_many(
@@ -109,9 +110,11 @@ def fold_many(
     sequential: bool = False,
     scan_window: int = 0,
     table_of: dict[str, tuple[int, Callable[[Acc], Acc]]] | None = None,
+    budget: int | None = None,
 ) -> dict[str, Acc]:
     """Several ops from the same single pass (e.g. a transform's statistics); ops are
-    looked up in `table_of` first (e.g. `SKIP_NAN`), then in `FOLDS`."""
+    looked up in `table_of` first (e.g. `SKIP_NAN`), then in `FOLDS`.  The accumulators
+    must fit `budget` (default: the file's), else `MemoryBudgetError`."""
     table_of = table_of or {}
     spec = {op: table_of.get(op) or FOLDS[op] for op in ops}
     what = 0
@@ -119,6 +122,6 @@ def fold_many(
         what |= bits
     reduce = list(range(len(box.shape))) if not axes else sorted(axes)
     cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
-                       sequential=sequential, scan_window=scan_window)
+                       sequential=sequential, scan_window=scan_window, budget=budget)
     kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
     return {op: finish(cells).reshape(kept) for op, (_, finish) in spec.items()}

@@ -21,6 +21,7 @@ import numpy as np
 from tet import dtypes
 from tet.errors import QueryError
 from tet.query.allow import Allowlist
+from tet.query.budget import WORK_FLOOR, allocate, require_memory
 from tet.query.folds import SKIP_NAN, fold_many
 from tet.selection import Box
 
@@ -43,13 +44,20 @@ def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
     """The selection, dense and writable in its own dtype, and the strategy used."""
     dtype = dtypes.by_tag(f.catalog.datasets[dataset_id].dtype).numpy
     if box.size * dtype.itemsize <= budget:
-        out = np.empty(box.shape, dtype)
-        f._fill(dataset_id, box, out)
+        out = allocate(box.shape, dtype, budget=budget, what=f"materialising {list(box.shape)}")
+        f._fill(dataset_id, box, out, budget=budget)
         yield out, "in_memory_materialize"
         return
+    f._check(dataset_id, box)  # a file declaring a huge selection fails before its spill
     x = allow.scratch(dtype, box.shape)  # a file with no name: nothing to clean up
-    f._fill(dataset_id, box, x)
+    f._fill(dataset_id, box, x, budget=budget)
     yield x, "temp_spill_materialize"
+
+
+def _moved_order(ndim: int, axes: Sequence[int]) -> list[int]:
+    """The kept axes, then the reduced ones (ascending): each cell's fiber last."""
+    kept = [d for d in range(ndim) if d not in axes]
+    return kept + sorted(axes)
 
 
 def _fibers(x: Arr, axes: Sequence[int]) -> Arr:
@@ -68,9 +76,24 @@ def _lerp(a: Arr, b: Arr, t: float) -> Arr:
     return out
 
 
-def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False) -> Arr:
+def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False,
+             budget: int | None = None, allow: Allowlist | None = None) -> Arr:
     """`np.quantile(x, q)` (linear) or `np.median(x)` over `axes`, in float64, by
-    selection (partition) on `x`, which is overwritten; a cell holding NaN gives NaN."""
+    selection (partition) on `x`, which is overwritten; a cell holding NaN gives NaN.
+
+    Partial axes need each cell's values side by side: a copy of `x` in that order,
+    in RAM when it fits `budget`, else (with `allow`) in a temp spill file."""
+    order = _moved_order(x.ndim, axes) if axes else list(range(x.ndim))
+    if order != list(range(x.ndim)) and budget is not None and (
+            x.nbytes > max(budget, WORK_FLOOR)) and allow is not None:
+        shape = [x.shape[d] for d in order]
+        y = allow.scratch(x.dtype, shape)  # a file with no name, like the selection's
+        np.copyto(y, np.transpose(x, order))  # streams page by page, no RAM copy
+        n_kept = x.ndim - len(axes)
+        return quantile(y, q, list(range(n_kept, x.ndim)), median=median)
+    if budget is not None and order != list(range(x.ndim)):
+        require_memory(x.nbytes, budget, f"reordering {list(x.shape)} for a per-cell "
+                       f"{'median' if median else 'quantile'}")
     cells = _fibers(x, axes)
     n = cells.shape[1]
     floating = cells.dtype.kind == "f"
@@ -97,17 +120,28 @@ def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False) -> 
 
 
 def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[int],
-              value_range: tuple[float, float] | None) -> tuple[Arr, Arr]:
-    """Counts [cells, bins] and edges [cells, bins + 1] of `np.histogram` per cell."""
+              value_range: tuple[float, float] | None, *,
+              budget: int | None = None) -> tuple[Arr, Arr]:
+    """Counts [cells, bins] and edges [cells, bins + 1] of `np.histogram` per cell.
+
+    The edges (and the range arrays they come from) must fit `budget` (default: the
+    file's) before anything is allocated; the fold checks its own accumulators."""
     table = f._table(dataset_id)
+    budget = table.budget(budget)
     reduce = list(axes) if axes else list(range(len(box.shape)))
     kept = [n for d, n in enumerate(box.shape) if d not in reduce]
     n_cells = math.prod(kept)
+    # linspace builds the edges from a few [cells, bins + 1] float64 temporaries
+    require_memory(3 * n_cells * (bins + 1) * 8, budget,
+                   f"the bin edges of a histogram into {n_cells} cells of {bins} bins",
+                   "reduce fewer cells or use fewer bins, or raise the budget "
+                   "(execution.memory_budget_bytes)")
     if value_range is not None:
         lo = np.full(n_cells, value_range[0])
         hi = np.full(n_cells, value_range[1])
     else:
-        extremes = fold_many(table, box, ("min", "max"), axes, table_of=SKIP_NAN)
+        extremes = fold_many(table, box, ("min", "max"), axes, table_of=SKIP_NAN,
+                             budget=budget)
         lo, hi = extremes["min"].reshape(-1), extremes["max"].reshape(-1)
         empty = np.isnan(lo)  # every value NaN: NumPy's empty-array range
         lo, hi = np.where(empty, 0.0, lo), np.where(empty, 1.0, hi)
@@ -118,13 +152,24 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
         same = lo == hi
         lo, hi = np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
     edges = np.linspace(lo, hi, bins + 1, axis=1)
-    counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges)
+    counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges,
+                        budget=budget)
     return counts, edges
 
 
-def covariance(x: Arr, observation_axis: int, *, correlation: bool) -> Arr:
+COV_COPIES = 3  # float64 copies of the selection np.cov / np.corrcoef make
+
+
+def covariance(x: Arr, observation_axis: int, *, correlation: bool,
+               budget: int | None = None) -> Arr:
     """`np.cov(bias=True)` / `np.corrcoef` of a rank-2 selection, variables on the
-    other axis: an order x order float64 matrix."""
+    other axis: an order x order float64 matrix.
+
+    When NumPy's float64 copies of the selection would not fit `budget`, the same
+    two-pass formula runs over blocks of observations instead."""
+    if budget is not None and COV_COPIES * 8 * x.size > max(budget, WORK_FLOOR):
+        return _blocked_covariance(x, observation_axis, correlation=correlation,
+                                   budget=max(budget, WORK_FLOOR))
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # one observation: NaN, as NumPy says
         rowvar = observation_axis == 1
@@ -133,3 +178,33 @@ def covariance(x: Arr, observation_axis: int, *, correlation: bool) -> Arr:
                                                                        bias=True)
     order = x.shape[1 - observation_axis]
     return np.asarray(c, dtype=np.float64).reshape(order, order)
+
+
+def _blocked_covariance(x: Arr, observation_axis: int, *, correlation: bool,
+                        budget: int) -> Arr:
+    """np.cov's formula (mean first, then the centred cross products, divided by the
+    count) and np.corrcoef's normalisation, over blocks of observations that fit."""
+    obs = x.shape[observation_axis]
+    order = x.shape[1 - observation_axis]
+    step = max(1, budget // (COV_COPIES * 8 * max(order, 1)))
+
+    def block(i: int) -> Arr:
+        part = x[i : i + step] if observation_axis == 0 else x[:, i : i + step].T
+        out: Arr = np.asarray(part, dtype=np.float64)
+        return out
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        total = np.zeros(order)
+        for i in range(0, obs, step):
+            total += block(i).sum(axis=0)
+        mean = total / obs
+        c = np.zeros((order, order))
+        for i in range(0, obs, step):
+            centred = block(i) - mean
+            c += centred.T @ centred
+        c /= obs
+        if correlation:
+            d = np.sqrt(np.diag(c))
+            c = c / d[:, None] / d[None, :]
+            np.clip(c, -1, 1, out=c)
+    return c

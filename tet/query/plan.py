@@ -18,13 +18,15 @@ import numpy as np
 from tet import dtypes
 from tet.errors import CatalogError
 from tet.kernels import TileTable
-from tet.layout import Catalog, DatasetRecord, tile_counts
+from tet.layout import Catalog, DatasetRecord, check_size, tile_counts
+from tet.query.budget import allocate, require_memory, resolve_budget
 from tet.selection import Box
 
 __all__ = ["ReadPlan", "check_geometry", "plan_read", "tile_table"]
 
 MAX_EXTENT = 2**62
 DENSE_SLACK = 1 << 20  # tiles a table may hold beyond twice the dataset's index rows
+TABLE_BYTES_PER_TILE = 28  # offset, stored and raw (u64) and codec (u32)
 
 
 def check_geometry(record: DatasetRecord) -> None:
@@ -39,6 +41,7 @@ def check_geometry(record: DatasetRecord) -> None:
             )
     if math.prod(tile_counts(record.shape, record.chunk_shape)) >= 2**63:
         raise CatalogError(f"dataset {record.name!r}: chunk grid size overflows")
+    check_size(None, record.name, record.dtype, record.shape)  # as the catalog did at open
 
 
 def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
@@ -55,6 +58,17 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
             f"dataset {record.name!r} declares {n_tiles} tiles but the chunk index has "
             f"only {len(mine)} rows for it"
         )
+
+    def budget() -> int:
+        return resolve_budget(file_bytes=catalog.budget_bytes, file_bps=catalog.budget_percent_bps)
+
+    what = f"the tile table of dataset {record.name!r} ({n_tiles} tiles)"
+    limit = budget()
+    require_memory(n_tiles * TABLE_BYTES_PER_TILE, limit, what)
+    offset = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
+    stored = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
+    raw = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
+    codec = allocate(n_tiles, np.uint32, budget=limit, what=what, fill=TileTable.MISSING)
     coords = entries["chunk_index"][:, : record.ndim][mine]  # slice first: 8x less to copy
     inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
     mine, coords = mine[inside], coords[inside].astype(np.int64)
@@ -64,14 +78,10 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
     else:
         keys, first = np.unique(linear, return_index=True)
         rows = mine[first]
-    offset = np.zeros(n_tiles, np.uint64)
-    stored = np.zeros(n_tiles, np.uint64)
-    raw = np.zeros(n_tiles, np.uint64)
-    codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
     offset[keys], stored[keys] = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
     raw[keys], codec[keys] = entries["raw_byte_len"][rows], entries["codec"][rows]
     return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
-                     elem, offset, stored, raw, codec)
+                     elem, offset, stored, raw, codec, budget=budget)
 
 
 @dataclass(frozen=True)

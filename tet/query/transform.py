@@ -20,6 +20,7 @@ import numpy as np
 from tet import dtypes, kernels
 from tet.errors import QueryError
 from tet.query.allow import Allowlist, Target, temp_file
+from tet.query.budget import allocate
 from tet.query.folds import SKIP_NAN, fold_many
 from tet.safeio import path_text
 from tet.selection import Box
@@ -119,28 +120,29 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
         raise _v(f"logical selection ({count} elements, {src_bytes} bytes) exceeds "
                  f"memory_budget_bytes ({budget}); use `write`: `switch` or `spill`, or raise "
                  "execution.memory_budget_bytes")
-    if target == "switch":
-        target = "ram" if src_bytes <= budget else "spill"
+    if target == "switch":  # a promoted (float64) result must fit as well
+        target = "ram" if max(src_bytes, count * out_dtype.itemsize) <= budget else "spill"
 
     # pass 1: statistics per fold cell (log1p/sqrt: the kernel finds its own minimum)
     kept = [n for d, n in enumerate(box.shape) if axes and d not in axes]
     from_fold = [s for s in reported if method not in ("log1p", "sqrt")]
-    stats = (fold_many(f._table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN)
-             if from_fold else {})
+    stats = (fold_many(f._table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN,
+                       budget=budget) if from_fold else {})
     with np.errstate(all="ignore"):  # inf - inf ranges become NaN: pass 2 reports them
         a, b = _parameters(method, stats, math.prod(kept))
 
     # pass 2: the selection, rewritten in place where it lands
     def fill_and_transform(out: Arr) -> tuple[int, list[int]]:
         if out.dtype == src.numpy:
-            f._fill(dataset_id, box, out)
+            f._fill(dataset_id, box, out, budget=budget)
         else:
-            out[...] = f._read(dataset_id, box, copy=True, budget=None)
+            out[...] = f._read(dataset_id, box, copy=True, budget=budget)
         return kernels.transform(out, method, axes or tuple(range(out.ndim)), a, b)
 
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored * (passes + 1)}
     array: Arr | None = None
     if target == "spill":
+        f._check(dataset_id, box)  # bad rows fail before the spill file is sized
         given = (doc.write.path if doc.write and doc.write.path
                  else allow.temp_path("spill"))
         with allow.create(given, what="write.path") as out:
@@ -149,7 +151,10 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
         path = Path(str(out.shown))
         fields["memory_strategy"] = "transform_spill"
     else:
-        preview_source = np.empty(box.shape, out_dtype)
+        preview_source = allocate(
+            box.shape, out_dtype, budget=budget,
+            what=f"the {out_dtype.name} result of {method} over {list(box.shape)}",
+            hint="write it to a spill (`write`: `spill`) or raise execution.memory_budget_bytes")
         n_bad, bad = fill_and_transform(preview_source)
         if target == "ram":
             array = preview_source
