@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import tet
 import tet.layout
 from tests.conftest import UPSTREAM
-from tests.tiles import values_block, write_u8_tiles
+from tests.tiles import INDEX_OFFSET, values_block, write_u8_tiles
 from tet.query.response import MAX_CHUNKS
 
 SAMPLE = UPSTREAM / "tet" / "sample.tet"
@@ -147,3 +148,90 @@ def test_plan_coords_are_built_for_the_listed_tiles_only(grid: Path) -> None:
     assert plan.coords(3).tolist() == [[0, 0], [0, 1], [0, 2]]
     assert plan.coords().shape == (35, 2)
     assert plan.coords(0).shape == (0, 2)
+
+
+# -- the index: blockwise copy and checks, the tile table --------------------------------
+
+
+def _patch_row(path: Path, row: int, field: str, value: int) -> None:
+    """Set one field of chunk index row `row` of a file from `write_u8_tiles`."""
+    at = {"payload_offset": 72, "raw_byte_len": 80, "stored_byte_len": 88, "codec": 96}[field]
+    with path.open("r+b") as fh:
+        fh.seek(INDEX_OFFSET + 32 + 104 * row + at)
+        fh.write(struct.pack("<I" if field == "codec" else "<Q", value))
+
+
+@pytest.mark.parametrize("block", [1, 3, 1 << 16])
+def test_index_checks_keep_their_order_across_blocks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Codec first, then raw/stored, then bounds, each naming its first bad row, however
+    the rows are split into blocks."""
+    monkeypatch.setattr(tet.layout, "ROW_BLOCK", block)
+    path = write_u8_tiles(tmp_path / "t.tet", 50)
+    with tet.open(path) as f:
+        assert np.array_equal(f.read_numpy("u8"), values_block(0, 50))
+    _patch_row(path, 40, "payload_offset", 1 << 40)
+    _patch_row(path, 30, "raw_byte_len", 2)
+    _patch_row(path, 7, "stored_byte_len", 3)
+    _patch_row(path, 20, "raw_byte_len", 3)
+    with pytest.raises(tet.CatalogError) as err:
+        tet.open(path)
+    assert str(err.value) == ("raw/stored length mismatch for codec=0: raw=1, stored=3 "
+                              "at chunk index row 7")
+    _patch_row(path, 45, "codec", 7)
+    _patch_row(path, 46, "codec", 9)
+    with pytest.raises(tet.CatalogError) as err:
+        tet.open(path)
+    assert str(err.value) == ("unsupported codec 7 (supported: 0 = raw, 1 = zstd) "
+                              "at chunk index row 45")
+    path = write_u8_tiles(tmp_path / "t.tet", 50)
+    _patch_row(path, 41, "payload_offset", 1 << 40)
+    _patch_row(path, 40, "payload_offset", 1 << 41)
+    with pytest.raises(tet.CatalogError) as err:
+        tet.open(path)
+    assert str(err.value) == (f"chunk payload [{1 << 41}, {(1 << 41) + 1}) out of bounds for "
+                              f"file length {path.stat().st_size} (chunk index row 40; "
+                              f"payload region ends at {path.stat().st_size})")
+
+
+def test_rows_of_a_dataset_in_any_layout(tmp_path: Path) -> None:
+    """The tile table reads one run of rows with slices and anything else with gathers:
+    interleaved datasets, rows out of grid order, duplicates (the first wins) and rows
+    outside the grid (ignored) all read the same values."""
+    a = np.arange(6 * 4, dtype=np.int32).reshape(6, 4)
+    b = np.arange(10, dtype=np.uint16) * 3
+    path = tmp_path / "two.tet"
+    with tet.TetWriter.create(path) as w:
+        w.write_dataset("a", a, chunk_shape=(2, 2))
+        w.write_dataset("b", b, chunk_shape=(3,))
+    with tet.open(path) as f:
+        entries = f.catalog.entries.copy()
+        at = f.catalog.chunk_index_offset + 32
+    raw = path.read_bytes()
+
+    def rewrite(rows: np.ndarray[Any, Any]) -> Path:
+        """The file with these index rows: lengths in the headers and offsets follow."""
+        grow = 104 * (len(rows) - len(entries))
+        rows = rows.copy()
+        rows["payload_offset"] += np.uint64(grow)
+        head = bytearray(raw[:at])
+        struct.pack_into("<Q", head, 24, 32 + 104 * len(rows))
+        struct.pack_into("<Q", head, at - 24, len(rows))
+        out = tmp_path / "re.tet"
+        out.write_bytes(bytes(head) + rows.tobytes() + raw[at + entries.nbytes:])
+        return out
+
+    order = np.random.default_rng(5).permutation(len(entries))
+    ghost = entries[[0]].copy()
+    ghost["chunk_index"][0, 0] = 99  # outside a's grid
+    dup = entries[[1]].copy()  # a second row for a's tile (0, 1) that points at tile (0, 0)
+    dup["payload_offset"] = entries["payload_offset"][0]
+    layouts = [entries[order],                                        # shuffled
+               np.concatenate([entries[:6], ghost, entries[6:]]),     # one run, a row outside
+               np.concatenate([entries[:2], ghost, entries[3:], entries[2:3]]),  # a row last
+               np.concatenate([entries, dup])]                        # a duplicate after
+    for rows in layouts:
+        with tet.open(rewrite(rows)) as f:
+            assert np.array_equal(f.read_numpy("a"), a)
+            assert np.array_equal(f.read_numpy("b"), b)
+            assert f.plan_only({"dataset": "a"})["read_plan"]["chunk_count"] == 6

@@ -55,21 +55,34 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
             f"dataset {record.name!r} declares {n_tiles} tiles but the chunk index has "
             f"only {len(mine)} rows for it"
         )
-    coords = entries["chunk_index"][:, : record.ndim][mine]  # slice first: 8x less to copy
+    # The dataset's rows as one run of the index (what the writer makes) are read with
+    # slices instead of gathers.
+    run = len(mine) > 0 and int(mine[-1]) - int(mine[0]) + 1 == len(mine)
+    rows: slice | np.ndarray[Any, Any] = slice(int(mine[0]), int(mine[-1]) + 1) if run else mine
+    coords = entries["chunk_index"][rows, : record.ndim]
     inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
-    mine, coords = mine[inside], coords[inside].astype(np.int64)
+    if not inside.all():
+        mine, coords = mine[inside], coords[inside]
+        rows = mine
+    coords = coords.astype(np.int64)
     linear = np.ravel_multi_index(coords.T, counts) if len(mine) else np.zeros(0, np.int64)
-    if len(linear) < 2 or bool(np.all(linear[1:] > linear[:-1])):  # the writer's order
-        keys, rows = linear, mine
+    ordered = len(linear) < 2 or bool(np.all(linear[1:] > linear[:-1]))  # the writer's order
+    if ordered and len(linear) == n_tiles:  # every tile once, in grid order
+        offset, stored = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
+        raw, codec = entries["raw_byte_len"][rows], entries["codec"][rows]
     else:
-        keys, first = np.unique(linear, return_index=True)
-        rows = mine[first]
-    offset = np.zeros(n_tiles, np.uint64)
-    stored = np.zeros(n_tiles, np.uint64)
-    raw = np.zeros(n_tiles, np.uint64)
-    codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
-    offset[keys], stored[keys] = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
-    raw[keys], codec[keys] = entries["raw_byte_len"][rows], entries["codec"][rows]
+        if ordered:
+            keys = linear
+        else:
+            keys, first = np.unique(linear, return_index=True)
+            mine = mine[first]
+        offset = np.zeros(n_tiles, np.uint64)
+        stored = np.zeros(n_tiles, np.uint64)
+        raw = np.zeros(n_tiles, np.uint64)
+        codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
+        offset[keys] = entries["payload_offset"][mine]
+        stored[keys] = entries["stored_byte_len"][mine]
+        raw[keys], codec[keys] = entries["raw_byte_len"][mine], entries["codec"][mine]
     return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
                      elem, offset, stored, raw, codec)
 
