@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tet
+import tet.cli.info as info_mod
 import tet.layout
 from tests.conftest import UPSTREAM
 from tests.tiles import INDEX_OFFSET, values_block, write_u8_tiles
@@ -170,6 +171,7 @@ def test_index_checks_keep_their_order_across_blocks(
     path = write_u8_tiles(tmp_path / "t.tet", 50)
     with tet.open(path) as f:
         assert np.array_equal(f.read_numpy("u8"), values_block(0, 50))
+        assert f.summary()["chunks"] == list(f.iter_chunks())
     _patch_row(path, 40, "payload_offset", 1 << 40)
     _patch_row(path, 30, "raw_byte_len", 2)
     _patch_row(path, 7, "stored_byte_len", 3)
@@ -235,3 +237,161 @@ def test_rows_of_a_dataset_in_any_layout(tmp_path: Path) -> None:
             assert np.array_equal(f.read_numpy("a"), a)
             assert np.array_equal(f.read_numpy("b"), b)
             assert f.plan_only({"dataset": "a"})["read_plan"]["chunk_count"] == 6
+
+
+# -- iter_chunks and summary -----------------------------------------------------------
+
+
+def _reference_rows(entries: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    """layout.md §7 chunk rows, one element at a time."""
+    return [{"dataset_id": int(e["dataset_id"]), "chunk_index": [int(v) for v in e["chunk_index"]],
+             "payload_offset": int(e["payload_offset"]), "raw_byte_len": int(e["raw_byte_len"]),
+             "stored_byte_len": int(e["stored_byte_len"]), "codec": int(e["codec"])}
+            for e in entries]
+
+
+def test_iter_chunks_pages_the_summary_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tet.layout, "ROW_BLOCK", 5)
+    with tet.open(LARGE) as f:
+        rows = f.summary()["chunks"]
+        assert json.dumps(rows) == json.dumps(_reference_rows(f.catalog.entries))
+        assert len(rows) == 144
+        for start, stop in [(0, None), (0, 0), (3, 17), (140, 1000), (144, None), (200, 3)]:
+            assert list(f.iter_chunks(start, stop)) == rows[start:stop]
+        with pytest.raises(ValueError, match="non-negative"):
+            next(f.iter_chunks(-1))
+        with pytest.raises(TypeError):
+            next(f.iter_chunks(0, 2.5))  # type: ignore[arg-type]
+        lazy = f.iter_chunks()
+    assert next(lazy) == rows[0]  # the rows were copied out of the mapping at open
+    assert f.catalog.summary(rows=False) == {**f.summary(), "chunks": []}
+
+
+# -- tet info -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rich(tmp_path: Path) -> Path:
+    """Three datasets with metadata, non-ASCII names and values, a footer; 9 + 1 + 3 tiles."""
+    w = tet.TetWriter.create(tmp_path / "rich.tet")
+    w.write_dataset("températures", np.arange(9 * 4, dtype=np.float32).reshape(9, 4),
+                    chunk_shape=(1, 4), attrs={"units": "°C"}, dim_names=["t", "x"],
+                    coords={"x": ["a", "b", "c", "d"]})
+    w.write_dataset("pressure", np.ones(4, np.int16), attrs={"units": "hPa"})
+    w.write_dataset('odd "chunks": [] name', np.zeros(3, np.uint64), chunk_shape=(1,))
+    w.push_history_event("derive", "src.tet", params={"method": "zscore"})
+    w.commit()
+    return tmp_path / "rich.tet"
+
+
+def _expected_json(path: Path, dataset: str | None, grep: str | None,
+                   kept: list[int] | None) -> str:
+    """`tet info --json` the simple way: the whole summary in memory, then json.dumps."""
+    with tet.open(path) as f:
+        s = f.summary()
+        file_len = f.catalog.file_len
+    terms = [f"{k}~{v}" for k, v in (("dataset", dataset), ("grep", grep)) if v is not None]
+    if kept is not None:
+        names = {s["datasets"][i]["name"] for i in kept}
+        s["chunks"] = [dict(c, dataset_id=kept.index(c["dataset_id"])) for c in s["chunks"]
+                       if c["dataset_id"] in kept]
+        s["datasets"] = [s["datasets"][i] for i in kept]
+        if "datasets" in s["metadata"]:
+            s["metadata"]["datasets"] = {k: v for k, v in s["metadata"]["datasets"].items()
+                                         if k in names}
+    doc = {"path": str(path), "file_len": file_len, "filter": " ".join(terms) or None,
+           "summary": s}
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("block", [1, 2, 1 << 16])
+def test_streamed_json_is_the_json_of_the_whole_summary(
+        cli: Any, rich: Path, monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    monkeypatch.setattr(info_mod, "ROW_BLOCK", block)
+    cases: list[tuple[Path, list[str], str | None, str | None, list[int] | None]] = [
+        (SAMPLE, [], None, None, None), (LARGE, [], None, None, None),
+        (rich, [], None, None, None),
+        (rich, ["--dataset", "PRESS"], "PRESS", None, [1]),
+        (rich, ["--grep", "°c"], None, "°c", [0]),
+        (rich, ["--grep", "e", "--dataset", "odd"], "odd", "e", [2]),
+        (rich, ["--dataset", "nothing"], "nothing", None, []),
+    ]
+    for path, flags, dataset, grep, kept in cases:
+        r = cli("info", path, "--json", *flags)
+        assert (r.rc, r.err) == (0, ""), flags
+        assert r.out == _expected_json(path, dataset, grep, kept), (path, flags)
+
+
+def test_streamed_json_of_odd_catalogs(cli: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "e.tet"
+    empty.write_bytes(b"TETR" + struct.pack("<IIIQQ", 1, 0, 0, 32, 0))
+    assert cli("info", empty, "--json").out == _expected_json(empty, None, None, None)
+    buf = bytearray(SAMPLE.read_bytes())
+    struct.pack_into("<Q", buf, 0xF0, 5)  # second row: dataset_id 5 (verify reports it)
+    bad = tmp_path / "bad.tet"
+    bad.write_bytes(bytes(buf))
+    assert cli("info", bad, "--json").out == _expected_json(bad, None, None, None)
+    assert cli("info", bad, "--json", "--dataset", "temp").out == _expected_json(
+        bad, "temp", None, [0])
+    out = cli("info", bad, "--chunks").out
+    assert out.endswith(  # an unknown dataset: all 8 coordinates, as before
+        "     1  #5            0,1,0,0,0,0,0,0           8           8    raw  360\n")
+    assert "chunks: 2\n" in out
+
+
+def test_info_builds_no_summary_rows(cli: Any, rich: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counts come from the index array; chunk rows are built only where printed."""
+    real = tet.layout.Catalog.summary
+
+    def summary(self: tet.layout.Catalog, *, rows: bool = True) -> dict[str, Any]:
+        assert not rows, "tet info built every chunk row"
+        return real(self, rows=rows)
+
+    monkeypatch.setattr(tet.layout.Catalog, "summary", summary)
+    monkeypatch.setattr(info_mod, "chunk_rows", None)  # only the JSON template used it
+    out = cli("info", rich, "--all").out
+    assert "datasets: 3  chunks: 13\n" in out
+    assert "    0  températures          f32    9×4               1×4           9\n" in out
+    assert cli("info", rich, "-q").out.endswith(" datasets=3 chunks=13 history=1\n")
+    assert cli("info", rich, "-q", "--grep", "pa").out.endswith(" datasets=1 chunks=1 history=1\n")
+    row = json.loads(cli("info", rich, "--json").out)["summary"]["chunks"][12]
+    assert (row["dataset_id"], row["chunk_index"], row["raw_byte_len"]) == (2, [2] + [0] * 7, 8)
+
+
+@pytest.mark.parametrize("block", [1, 4, 1 << 16])
+def test_chunk_table_rows_and_limits(cli: Any, rich: Path, monkeypatch: pytest.MonkeyPatch,
+                                     block: int) -> None:
+    monkeypatch.setattr(info_mod, "ROW_BLOCK", block)
+    with tet.open(rich) as f:
+        rows = f.summary()["chunks"]
+    names = ["températures", "pressure", 'odd "chunks": [] name']
+    coords = [",".join(str(x) for x in r["chunk_index"][:2 if r["dataset_id"] == 0 else 1])
+              for r in rows]
+
+    def line(i: int, r: int) -> str:
+        row = rows[r]
+        return (f"  {i:>4}  {names[row['dataset_id']]:<12}  {coords[r]:<8}  "
+                f"{row['raw_byte_len']:>10}  {row['stored_byte_len']:>10}    raw  "
+                f"{row['payload_offset']}")
+
+    def table(*flags: str) -> list[str]:
+        out = cli("info", rich, "--chunks", *flags).out
+        return out.split("\n\nchunks:\n", 1)[1].rstrip("\n").split("\n")
+
+    head = "     #  dataset       coords           raw      stored  codec  offset"
+    assert table() == [head, *[line(i, i) for i in range(13)]]
+    assert table("-n", "0") == table()
+    assert table("-n", "13") == table()
+    assert table("-n", "5") == ["  (showing 5 of 13; use -n 0 for all)", head,
+                                *[line(i, i) for i in range(5)]]
+    # filters renumber: only the kept datasets' rows, numbered from 0
+    assert table("--grep", "ODD", "-n", "2") == ["  (showing 2 of 3; use -n 0 for all)", head,
+                                                 line(0, 10), line(1, 11)]
+    assert table("--dataset", "r", "-n", "0")[1:] == [line(i, r) for i, r in
+                                                      enumerate(range(10))]
+    # the rows a view yields: exactly the ones asked for
+    with tet.open(rich) as f:
+        v = info_mod.view(f.catalog, "temp", None)
+        got = [(len(b), ids.tolist()) for b, ids in v.rows.blocks(2)]
+    assert sum(n for n, _ in got) == 2 and all(ids == [0] * n for n, ids in got)

@@ -7,10 +7,12 @@ it is used; a bad file is a `CatalogError` whose message says what and where.
 
 from __future__ import annotations
 
+import gc
 import json
 import mmap
+import operator
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ __all__ = [
     "Catalog",
     "DatasetRecord",
     "align8",
+    "chunk_rows",
     "encode_footer",
     "encode_header",
     "header_length",
@@ -129,20 +132,12 @@ class Catalog:
             "memory_budget_bytes": self.budget_bytes,
         }
 
-    def summary(self) -> dict[str, Any]:
-        """The summary dict of layout.md §7 (every chunk row included)."""
-        e = self.entries
-        chunks = [
-            {
-                "dataset_id": int(e["dataset_id"][i]),
-                "chunk_index": [int(v) for v in e["chunk_index"][i]],
-                "payload_offset": int(e["payload_offset"][i]),
-                "raw_byte_len": int(e["raw_byte_len"][i]),
-                "stored_byte_len": int(e["stored_byte_len"][i]),
-                "codec": int(e["codec"][i]),
-            }
-            for i in range(len(e))
-        ]
+    def summary(self, *, rows: bool = True) -> dict[str, Any]:
+        """The summary dict of layout.md §7 (every chunk row included).  With
+        ``rows=False`` its ``chunks`` list is left empty, for callers that take the rows
+        from `iter_chunks` instead (a file can have millions of them)."""
+        chunks = [row for lo in range(0, len(self.entries), ROW_BLOCK)
+                  for row in chunk_rows(self.entries[lo:lo + ROW_BLOCK])] if rows else []
         return {
             "superblock": {
                 "layout_version": LAYOUT_VERSION,
@@ -165,6 +160,38 @@ class Catalog:
             "history": [dict(h) for h in self.history],
             "metadata": json.loads(json.dumps(self.metadata)),
         }
+
+    def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The summary's chunk rows ``start`` to ``stop`` (exclusive; None = the end), built
+        lazily a block at a time, so memory stays bounded however many rows there are."""
+        start = operator.index(start)
+        end = len(self.entries) if stop is None else operator.index(stop)
+        if start < 0 or end < 0:
+            raise ValueError(f"iter_chunks takes non-negative bounds, got {start}, {stop}")
+        end = min(end, len(self.entries))
+        for lo in range(start, end, ROW_BLOCK):
+            yield from chunk_rows(self.entries[lo:min(lo + ROW_BLOCK, end)])
+
+
+def chunk_rows(entries: np.ndarray[Any, Any],
+               dataset_ids: np.ndarray[Any, Any] | None = None) -> list[dict[str, Any]]:
+    """Chunk index rows as summary dicts (layout.md §7), one column at a time;
+    `dataset_ids` replaces the rows' own ids (a filtered view renumbers them)."""
+    ids = entries["dataset_id"] if dataset_ids is None else dataset_ids
+    gc_was_on = gc.isenabled()
+    gc.disable()  # many small acyclic dicts would trigger collections for nothing
+    try:
+        return [
+            {"dataset_id": d, "chunk_index": c, "payload_offset": o, "raw_byte_len": r,
+             "stored_byte_len": s, "codec": k}
+            for d, c, o, r, s, k in zip(
+                ids.tolist(), entries["chunk_index"].tolist(),
+                entries["payload_offset"].tolist(), entries["raw_byte_len"].tolist(),
+                entries["stored_byte_len"].tolist(), entries["codec"].tolist())
+        ]
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------
