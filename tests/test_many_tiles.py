@@ -6,8 +6,13 @@ bounded memory (peak RSS of a child process; speed is never asserted)."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import struct
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,8 @@ import pytest
 import tet
 import tet.cli.info as info_mod
 import tet.layout
-from tests.conftest import UPSTREAM
-from tests.tiles import INDEX_OFFSET, values_block, write_u8_tiles
+from tests.conftest import REPO, UPSTREAM
+from tests.tiles import INDEX_OFFSET, payload_offset, values_block, write_u8_tiles
 from tet.query.response import MAX_CHUNKS
 
 SAMPLE = UPSTREAM / "tet" / "sample.tet"
@@ -395,3 +400,119 @@ def test_chunk_table_rows_and_limits(cli: Any, rich: Path, monkeypatch: pytest.M
         v = info_mod.view(f.catalog, "temp", None)
         got = [(len(b), ids.tolist()) for b, ids in v.rows.blocks(2)]
     assert sum(n for n, _ in got) == 2 and all(ids == [0] * n for n, ids in got)
+
+
+# -- a 10^7-tile file -----------------------------------------------------------------
+
+BIG = 10**7
+BIG_INDEX = 32 + 104 * BIG  # 1.04 GB
+RSS_BOUND = 2 * BIG_INDEX  # the index copy plus the tile table and plan, with headroom
+HANG_GUARD = 900  # seconds: a hang is a failure; nothing here is timed
+
+_CHILD = """\
+import resource, sys
+kind, args = sys.argv[1], sys.argv[2:]
+if kind == "cli":
+    from tet.cli.main import main
+    rc = main(args)
+else:
+    exec(args[0])
+    rc = 0
+sys.stdout.flush()
+sys.stderr.write(f"\\npeak_rss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n")
+sys.exit(rc)
+"""
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Built once per session (a few seconds) and deleted afterwards."""
+    where = tmp_path_factory.mktemp("tiles")
+    need = BIG_INDEX + BIG + (1 << 30)  # the file, and 1 GiB left for everything else
+    free = shutil.disk_usage(where).free
+    if free < need:
+        pytest.skip(f"the 10^7-tile file needs {need} bytes free in {where}; {free} are")
+    path = write_u8_tiles(where / "big.tet", BIG)
+    yield path
+    path.unlink()
+
+
+@pytest.fixture(scope="module")
+def big_values() -> np.ndarray[Any, Any]:
+    return values_block(0, BIG).astype(np.float64)
+
+
+def _child(kind: str, *args: str, stdout: Any = subprocess.PIPE) -> tuple[str, int]:
+    """Run tet in a fresh interpreter; (stdout, its peak RSS in bytes)."""
+    env = {**os.environ, "TET_NO_PROGRESS": "1", "TET_NO_QUERY_HISTORY": "1"}
+    p = subprocess.run([sys.executable, "-c", _CHILD, kind, *args], stdout=stdout,
+                       stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                       timeout=HANG_GUARD, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    peak = int(p.stderr.rsplit("peak_rss_kb=", 1)[1]) * 1024
+    return p.stdout or "", peak
+
+
+def test_big_mean_through_python(big: Path, big_values: np.ndarray[Any, Any]) -> None:
+    out, peak = _child("py", f"""
+import json, tet
+with tet.open({str(big)!r}) as f:
+    r = f.query({{"dataset": "u8", "mean": []}})
+    print(json.dumps([f.mean("u8"), r["execution"]["operation_mean"], r["read_plan"]]))
+""")
+    helper, wire, plan = json.loads(out)
+    assert helper == wire == pytest.approx(big_values.mean(), rel=1e-12)
+    assert (plan["chunk_count"], len(plan["chunks"]), plan["chunks_omitted"]) == (
+        BIG, MAX_CHUNKS, BIG - MAX_CHUNKS)
+    assert peak < RSS_BOUND, f"peak RSS {peak} bytes"
+
+
+def test_big_mean_through_the_cli(big: Path, big_values: np.ndarray[Any, Any]) -> None:
+    out, peak = _child("cli", "query", '{"dataset": "u8", "mean": []}', "-t", str(big), "-x")
+    r = json.loads(out)
+    assert r["execution"]["operation_mean"] == pytest.approx(big_values.mean(), rel=1e-12)
+    assert r["read_plan"]["chunks_omitted"] == BIG - MAX_CHUNKS
+    assert r["read_plan"]["chunks"][-1]["chunk_index"] == [MAX_CHUNKS - 1]
+    assert peak < RSS_BOUND, f"peak RSS {peak} bytes"
+
+
+def test_big_info_and_its_chunk_table(big: Path) -> None:
+    out, peak = _child("cli", "info", str(big))
+    assert f"datasets: 1  chunks: {BIG}\n" in out
+    assert out.endswith(f"    0  u8                    u8     {BIG:<16}  1             {BIG}\n")
+    assert peak < RSS_BOUND, f"peak RSS {peak} bytes"
+    out, peak = _child("cli", "info", str(big), "--chunks")
+    assert f"  (showing 32 of {BIG}; use -n 0 for all)\n" in out
+    assert out.endswith(f"    31  u8            31                 1           1    raw  "
+                        f"{payload_offset(BIG) + 31}\n")
+    assert peak < RSS_BOUND, f"peak RSS {peak} bytes"
+
+
+def test_big_info_json_streams(big: Path, cli: Any, tmp_path: Path) -> None:
+    """The whole summary JSON (about 3 GB) through a pipe, read here in pieces."""
+    small = cli("info", write_u8_tiles(tmp_path / "three.tet", 3), "--json").out
+    env = {**os.environ, "TET_NO_PROGRESS": "1"}
+    p = subprocess.Popen([sys.executable, "-c", _CHILD, "cli", "info", str(big), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
+    head, tail, lines, size = b"", b"", 0, 0
+    assert p.stdout is not None and p.stderr is not None
+    try:
+        while piece := p.stdout.read(1 << 20):
+            head = head or piece[:4096]
+            tail = (tail + piece)[-4096:]
+            lines += piece.count(b"\n")
+            size += len(piece)
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=HANG_GUARD) == 0, err[-2000:]
+    finally:
+        p.kill()
+        p.wait()
+    assert head.startswith(b'{\n  "path": ') and b'\n    "chunks": [\n      {\n' in head
+    assert tail.endswith(b'\n        "codec": 0\n      }\n    ],\n    "file_execution": {\n'
+                         b'      "memory_budget_percent_bps": 0,\n      "memory_budget_bytes": 0\n'
+                         b'    },\n    "history": [],\n    "metadata": {}\n  }\n}\n')
+    assert f'"payload_offset": {payload_offset(BIG) + BIG - 1},'.encode() in tail
+    assert lines == small.count("\n") + 17 * (BIG - 3)  # 17 lines a row
+    assert size > 200 * BIG
+    peak = int(err.rsplit("peak_rss_kb=", 1)[1]) * 1024
+    assert peak < RSS_BOUND, f"peak RSS {peak} bytes"
