@@ -136,8 +136,7 @@ class Catalog:
         """The summary dict of layout.md §7 (every chunk row included).  With
         ``rows=False`` its ``chunks`` list is left empty, for callers that take the rows
         from `iter_chunks` instead (a file can have millions of them)."""
-        chunks = [row for lo in range(0, len(self.entries), ROW_BLOCK)
-                  for row in chunk_rows(self.entries[lo:lo + ROW_BLOCK])] if rows else []
+        chunks = list(self.iter_chunks()) if rows else []
         return {
             "superblock": {
                 "layout_version": LAYOUT_VERSION,
@@ -173,11 +172,8 @@ class Catalog:
             yield from chunk_rows(self.entries[lo:min(lo + ROW_BLOCK, end)])
 
 
-def chunk_rows(entries: np.ndarray[Any, Any],
-               dataset_ids: np.ndarray[Any, Any] | None = None) -> list[dict[str, Any]]:
-    """Chunk index rows as summary dicts (layout.md §7), one column at a time;
-    `dataset_ids` replaces the rows' own ids (a filtered view renumbers them)."""
-    ids = entries["dataset_id"] if dataset_ids is None else dataset_ids
+def chunk_rows(entries: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    """Chunk index rows as summary dicts (layout.md §7), built a column at a time."""
     gc_was_on = gc.isenabled()
     gc.disable()  # many small acyclic dicts would trigger collections for nothing
     try:
@@ -185,7 +181,7 @@ def chunk_rows(entries: np.ndarray[Any, Any],
             {"dataset_id": d, "chunk_index": c, "payload_offset": o, "raw_byte_len": r,
              "stored_byte_len": s, "codec": k}
             for d, c, o, r, s, k in zip(
-                ids.tolist(), entries["chunk_index"].tolist(),
+                entries["dataset_id"].tolist(), entries["chunk_index"].tolist(),
                 entries["payload_offset"].tolist(), entries["raw_byte_len"].tolist(),
                 entries["stored_byte_len"].tolist(), entries["codec"].tolist())
         ]
