@@ -22,6 +22,7 @@ import pytest
 import tet
 import tet.cli.info as info_mod
 import tet.layout
+import tet.query.plan
 from tests.conftest import REPO, UPSTREAM
 from tests.tiles import INDEX_OFFSET, payload_offset, values_block, write_u8_tiles
 from tet.query.response import MAX_CHUNKS
@@ -201,15 +202,19 @@ def test_index_checks_keep_their_order_across_blocks(
                               f"payload region ends at {path.stat().st_size})")
 
 
-def test_rows_of_a_dataset_in_any_layout(tmp_path: Path) -> None:
-    """The tile table reads one run of rows with slices and anything else with gathers:
-    interleaved datasets, rows out of grid order, duplicates (the first wins) and rows
-    outside the grid (ignored) all read the same values."""
-    a = np.arange(6 * 4, dtype=np.int32).reshape(6, 4)
+@pytest.mark.parametrize("block", [1, 1 << 16])
+def test_rows_of_a_dataset_in_any_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         block: int) -> None:
+    """The tile table takes the columns as they are when a dataset has one row per tile,
+    in grid order, in one run of the index (checked 16 x ROW_BLOCK rows at a time), and
+    gathers otherwise: interleaved datasets, rows out of grid order, duplicates (the
+    first wins) and rows outside the grid (ignored) all read the same values."""
+    monkeypatch.setattr(tet.query.plan, "ROW_BLOCK", block)
+    a = np.arange(10 * 8, dtype=np.int32).reshape(10, 8)
     b = np.arange(10, dtype=np.uint16) * 3
     path = tmp_path / "two.tet"
     with tet.TetWriter.create(path) as w:
-        w.write_dataset("a", a, chunk_shape=(2, 2))
+        w.write_dataset("a", a, chunk_shape=(2, 2))  # 5 x 4 = 20 tiles
         w.write_dataset("b", b, chunk_shape=(3,))
     with tet.open(path) as f:
         entries = f.catalog.entries.copy()
@@ -229,19 +234,29 @@ def test_rows_of_a_dataset_in_any_layout(tmp_path: Path) -> None:
         return out
 
     order = np.random.default_rng(5).permutation(len(entries))
+    swapped = entries.copy()
+    swapped[[15, 16]] = entries[[16, 15]]  # one run, one row per tile, not in grid order
     ghost = entries[[0]].copy()
     ghost["chunk_index"][0, 0] = 99  # outside a's grid
     dup = entries[[1]].copy()  # a second row for a's tile (0, 1) that points at tile (0, 0)
     dup["payload_offset"] = entries["payload_offset"][0]
-    layouts = [entries[order],                                        # shuffled
-               np.concatenate([entries[:6], ghost, entries[6:]]),     # one run, a row outside
+    layouts = [entries,
+               entries[order],                                        # shuffled
+               swapped,
+               np.concatenate([entries[:20], ghost, entries[20:]]),   # one run, a row outside
                np.concatenate([entries[:2], ghost, entries[3:], entries[2:3]]),  # a row last
                np.concatenate([entries, dup])]                        # a duplicate after
     for rows in layouts:
         with tet.open(rewrite(rows)) as f:
             assert np.array_equal(f.read_numpy("a"), a)
             assert np.array_equal(f.read_numpy("b"), b)
-            assert f.plan_only({"dataset": "a"})["read_plan"]["chunk_count"] == 6
+            assert f.plan_only({"dataset": "a"})["read_plan"]["chunk_count"] == 20
+    lost = entries.copy()
+    lost["chunk_index"][19, 0] = 99  # one run, 20 rows, but tile (4, 3) has none
+    with tet.open(rewrite(lost)) as f:
+        assert np.array_equal(f.read_numpy("a", {"start": [0, 0], "stop": [8, 8]}), a[:8])
+        with pytest.raises(tet.TetError, match=r"no row for dataset_id=0 chunk_index=\[4, 3\]"):
+            f.read_numpy("a")
 
 
 # -- iter_chunks and summary -----------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from tet import dtypes
 from tet.errors import CatalogError
 from tet.kernels import TileTable
-from tet.layout import Catalog, DatasetRecord, tile_counts
+from tet.layout import ROW_BLOCK, Catalog, DatasetRecord, tile_counts
 from tet.selection import Box
 
 __all__ = ["ReadPlan", "check_geometry", "plan_read", "tile_table"]
@@ -49,42 +49,57 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
     counts = tile_counts(record.shape, record.chunk_shape)
     n_tiles = math.prod(counts)
     entries = catalog.entries
-    mine = np.flatnonzero(entries["dataset_id"] == dataset_id)
-    if n_tiles > max(2 * len(mine), DENSE_SLACK):
+    mask = entries["dataset_id"] == dataset_id
+    count = int(np.count_nonzero(mask))
+    if n_tiles > max(2 * count, DENSE_SLACK):
         raise CatalogError(
             f"dataset {record.name!r} declares {n_tiles} tiles but the chunk index has "
-            f"only {len(mine)} rows for it"
+            f"only {count} rows for it"
         )
-    # The dataset's rows as one run of the index (what the writer makes) are read with
-    # slices instead of gathers.
-    run = len(mine) > 0 and int(mine[-1]) - int(mine[0]) + 1 == len(mine)
-    rows: slice | np.ndarray[Any, Any] = slice(int(mine[0]), int(mine[-1]) + 1) if run else mine
-    coords = entries["chunk_index"][rows, : record.ndim]
+    start = int(mask.argmax())
+    run = slice(start, start + count)
+    if count == n_tiles and mask[run].all() and _in_grid_order(
+            entries["chunk_index"][run, : record.ndim], counts):
+        # The writer's layout: one row per tile, in grid order, in one run of the index;
+        # the table takes the columns as they are (no temporary the size of the index).
+        offset, stored = entries["payload_offset"][run], entries["stored_byte_len"][run]
+        raw, codec = entries["raw_byte_len"][run], entries["codec"][run]
+        return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape,
+                         record.dtype, elem, offset, stored, raw, codec)
+    mine = np.flatnonzero(mask)
+    coords = entries["chunk_index"][:, : record.ndim][mine]  # slice first: 8x less to copy
     inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
-    if not inside.all():
-        mine, coords = mine[inside], coords[inside]
-        rows = mine
-    coords = coords.astype(np.int64)
+    mine, coords = mine[inside], coords[inside].astype(np.int64)
     linear = np.ravel_multi_index(coords.T, counts) if len(mine) else np.zeros(0, np.int64)
-    ordered = len(linear) < 2 or bool(np.all(linear[1:] > linear[:-1]))  # the writer's order
-    if ordered and len(linear) == n_tiles:  # every tile once, in grid order
-        offset, stored = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
-        raw, codec = entries["raw_byte_len"][rows], entries["codec"][rows]
+    if len(linear) < 2 or bool(np.all(linear[1:] > linear[:-1])):  # the writer's order
+        keys, rows = linear, mine
     else:
-        if ordered:
-            keys = linear
-        else:
-            keys, first = np.unique(linear, return_index=True)
-            mine = mine[first]
-        offset = np.zeros(n_tiles, np.uint64)
-        stored = np.zeros(n_tiles, np.uint64)
-        raw = np.zeros(n_tiles, np.uint64)
-        codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
-        offset[keys] = entries["payload_offset"][mine]
-        stored[keys] = entries["stored_byte_len"][mine]
-        raw[keys], codec[keys] = entries["raw_byte_len"][mine], entries["codec"][mine]
+        keys, first = np.unique(linear, return_index=True)
+        rows = mine[first]
+    offset = np.zeros(n_tiles, np.uint64)
+    stored = np.zeros(n_tiles, np.uint64)
+    raw = np.zeros(n_tiles, np.uint64)
+    codec = np.full(n_tiles, TileTable.MISSING, np.uint32)
+    offset[keys], stored[keys] = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
+    raw[keys], codec[keys] = entries["raw_byte_len"][rows], entries["codec"][rows]
     return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
                      elem, offset, stored, raw, codec)
+
+
+def _in_grid_order(coords: np.ndarray[Any, Any], counts: tuple[int, ...]) -> bool:
+    """Whether every row's coordinates lie in the grid and their linear ids increase
+    strictly, checked a block of rows at a time."""
+    grid = np.asarray(counts, dtype=np.uint64)
+    last = -1
+    for lo in range(0, len(coords), 16 * ROW_BLOCK):
+        block = coords[lo:lo + 16 * ROW_BLOCK]
+        if not np.all(block < grid):
+            return False
+        linear = np.asarray(np.ravel_multi_index(block.astype(np.int64).T, counts))
+        if linear[0] <= last or not np.all(linear[1:] > linear[:-1]):
+            return False
+        last = int(linear[-1])
+    return True
 
 
 @dataclass(frozen=True)
