@@ -456,8 +456,8 @@ def table_text(resp: Response) -> str:
             ("chunk_touch_policy", plan.get("chunk_touch_policy")),
             ("chunk_count", plan.get("chunk_count"))]
         if plan.get("chunks_truncated"):  # a capped list: how many the response holds
-            plan_rows.append(("chunks_listed", f"{len(plan.get('chunks') or [])} "
-                                          f"(--max-chunks N lists more)"))
+            listed = len(plan.get("chunks") or [])
+            plan_rows.append(("chunks_listed", f"{listed} (--max-chunks N lists more)"))
         text += _section("read_plan", [
             *plan_rows,
             ("total_stored_bytes", plan.get("total_stored_bytes")),

@@ -121,7 +121,7 @@ def plan_block(plan: ReadPlan, max_chunks: int | None = MAX_CHUNKS) -> dict[str,
     ndim = record.ndim
     listed = plan.chunk_count if max_chunks is None else min(max_chunks, plan.chunk_count)
     gc_was_on = gc.isenabled()
-    gc.disable()  # thousands of small acyclic dicts would trigger collections for nothing
+    gc.disable()  # a million small acyclic dicts would trigger collections for nothing
     try:
         chunks = [
             {"chunk_index": c, "payload_offset": o, "stored_byte_len": s, "raw_byte_len": r,
