@@ -246,8 +246,19 @@ class TetFile(QueryMethods):
         return self.catalog.file_execution
 
     def summary(self) -> dict[str, Any]:
-        """The layout summary (superblock, datasets, every chunk row, history, metadata)."""
+        """The layout summary (superblock, datasets, every chunk row, history, metadata).
+
+        It holds one dict per chunk index row; for a file with millions of tiles take
+        the rows from `iter_chunks` instead.
+        """
         return self.catalog.summary()
+
+    def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The summary's chunk rows ``start`` to ``stop`` (exclusive, None = the end) in index
+        order, built lazily a block at a time: bounded memory however many tiles there are.
+        ``list(f.iter_chunks(a, b)) == f.summary()["chunks"][a:b]`` for non-negative bounds.
+        """
+        return self.catalog.iter_chunks(start, stop)
 
     info = summary
 

@@ -7,10 +7,13 @@ it is used; a bad file is a `CatalogError` whose message says what and where.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import mmap
+import operator
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +31,7 @@ __all__ = [
     "DatasetRecord",
     "align8",
     "check_size",
+    "chunk_rows",
     "encode_footer",
     "encode_header",
     "header_length",
@@ -47,6 +51,7 @@ ENTRY_LEN = 104
 FOOTER_TAIL_LEN = 16
 MAX_NDIM = 8
 FLAG_FOOTER = 1
+ROW_BLOCK = 1 << 16  # chunk index rows handled at a time by the blockwise loops
 WRITE_PREFIX = "invalid one-chunk write spec: "
 CHECKSUMS_KEY = "tet_checksums_ref"  # footer key of the tile checksum table (tet/integrity.py)
 
@@ -135,20 +140,11 @@ class Catalog:
             "memory_budget_bytes": self.budget_bytes,
         }
 
-    def summary(self) -> dict[str, Any]:
-        """The summary dict of layout.md §7 (every chunk row included)."""
-        e = self.entries
-        chunks = [
-            {
-                "dataset_id": int(e["dataset_id"][i]),
-                "chunk_index": [int(v) for v in e["chunk_index"][i]],
-                "payload_offset": int(e["payload_offset"][i]),
-                "raw_byte_len": int(e["raw_byte_len"][i]),
-                "stored_byte_len": int(e["stored_byte_len"][i]),
-                "codec": int(e["codec"][i]),
-            }
-            for i in range(len(e))
-        ]
+    def summary(self, *, rows: bool = True) -> dict[str, Any]:
+        """The summary dict of layout.md §7 (every chunk row included).  With
+        ``rows=False`` its ``chunks`` list is left empty, for callers that take the rows
+        from `iter_chunks` instead (a file can have millions of them)."""
+        chunks = list(self.iter_chunks()) if rows else []
         return {
             "superblock": {
                 "layout_version": LAYOUT_VERSION,
@@ -171,6 +167,35 @@ class Catalog:
             "history": [dict(h) for h in self.history],
             "metadata": json.loads(json.dumps(self.metadata)),
         }
+
+    def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
+        """The summary's chunk rows ``start`` to ``stop`` (exclusive; None = the end), built
+        lazily a block at a time, so memory stays bounded however many rows there are."""
+        start = operator.index(start)
+        end = len(self.entries) if stop is None else operator.index(stop)
+        if start < 0 or end < 0:
+            raise ValueError(f"iter_chunks takes non-negative bounds, got {start}, {stop}")
+        end = min(end, len(self.entries))
+        for lo in range(start, end, ROW_BLOCK):
+            yield from chunk_rows(self.entries[lo:min(lo + ROW_BLOCK, end)])
+
+
+def chunk_rows(entries: np.ndarray[Any, Any]) -> list[dict[str, Any]]:
+    """Chunk index rows as summary dicts (layout.md §7), built a column at a time."""
+    gc_was_on = gc.isenabled()
+    gc.disable()  # many small acyclic dicts would trigger collections for nothing
+    try:
+        return [
+            {"dataset_id": d, "chunk_index": c, "payload_offset": o, "raw_byte_len": r,
+             "stored_byte_len": s, "codec": k}
+            for d, c, o, r, s, k in zip(
+                entries["dataset_id"].tolist(), entries["chunk_index"].tolist(),
+                entries["payload_offset"].tolist(), entries["raw_byte_len"].tolist(),
+                entries["stored_byte_len"].tolist(), entries["codec"].tolist())
+        ]
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------
@@ -311,38 +336,64 @@ def _parse_index(buf: Any, off: int, length: int) -> tuple[np.ndarray[Any, Any],
         raise CatalogError(f"chunk index entry count {n} does not fit in region length {length}")
     bps = int(struct.unpack_from("<H", buf, off + 16)[0])
     budget = _u32(buf, off + 20)
-    entries = np.frombuffer(buf, dtype=ENTRY_DTYPE, count=n, offset=off + INDEX_HEADER_LEN).copy()
+    # Copy the rows out of the mapping a block at a time, and let the mapped pages go
+    # once copied: the index is resident once, not twice (a file can have 10^7 rows).
+    at = off + INDEX_HEADER_LEN
+    source = np.frombuffer(buf, dtype=ENTRY_DTYPE, count=n, offset=at)
+    entries = np.empty(n, dtype=ENTRY_DTYPE)
+    drop = getattr(buf, "madvise", None) if hasattr(mmap, "MADV_DONTNEED") else None
+    step = 16 * ROW_BLOCK
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        entries[lo:hi] = source[lo:hi]
+        if drop is not None:  # whole pages only; the mapping refaults them if read again
+            first = (at + lo * ENTRY_LEN) // mmap.PAGESIZE * mmap.PAGESIZE
+            last = (at + hi * ENTRY_LEN) // mmap.PAGESIZE * mmap.PAGESIZE
+            if last > first:
+                drop(mmap.MADV_DONTNEED, first, last - first)
     return entries, bps, budget
 
 
 def _check_entries(entries: np.ndarray[Any, Any], bound: int, file_len: int) -> None:
-    codec = entries["codec"]
-    bad = np.flatnonzero(codec > 1)
-    if bad.size:
-        i = int(bad[0])
-        raise CatalogError(
-            f"unsupported codec {int(codec[i])} (supported: 0 = raw, 1 = zstd) "
-            f"at chunk index row {i}"
-        )
-    raw, stored = entries["raw_byte_len"], entries["stored_byte_len"]
-    bad = np.flatnonzero((codec == 0) & (raw != stored))
-    if bad.size:
-        i = int(bad[0])
-        raise CatalogError(
-            f"raw/stored length mismatch for codec=0: raw={int(raw[i])}, stored={int(stored[i])} "
-            f"at chunk index row {i}"
-        )
-    off = entries["payload_offset"]
+    """The row checks in order of precedence (codec, raw/stored, bounds), each reporting
+    its first bad row; run a block at a time so no temporary is the size of the index."""
     b = np.uint64(bound)
-    outside = (off > b) | (stored > b - np.minimum(off, b))
-    bad = np.flatnonzero(outside)
-    if bad.size:
-        i = int(bad[0])
-        a = int(off[i])
+    codec_row = length_row = bounds_row = None  # the first bad row of each check
+    for lo in range(0, len(entries), ROW_BLOCK):
+        block = entries[lo:lo + ROW_BLOCK]
+        codec, stored = block["codec"], block["stored_byte_len"]
+        codec_row = _first_row(codec > 1, lo)
+        if codec_row is not None:
+            break
+        if length_row is None:
+            length_row = _first_row((codec == 0) & (block["raw_byte_len"] != stored), lo)
+        if bounds_row is None:
+            off = block["payload_offset"]
+            bounds_row = _first_row((off > b) | (stored > b - np.minimum(off, b)), lo)
+    if codec_row is not None:
+        i = codec_row
         raise CatalogError(
-            f"chunk payload [{a}, {a + int(stored[i])}) out of bounds for file length {file_len} "
-            f"(chunk index row {i}; payload region ends at {bound})"
+            f"unsupported codec {int(entries['codec'][i])} (supported: 0 = raw, 1 = zstd) "
+            f"at chunk index row {i}"
         )
+    if length_row is not None:
+        i = length_row
+        raise CatalogError(
+            f"raw/stored length mismatch for codec=0: raw={int(entries['raw_byte_len'][i])}, "
+            f"stored={int(entries['stored_byte_len'][i])} at chunk index row {i}"
+        )
+    if bounds_row is not None:
+        i = bounds_row
+        a = int(entries["payload_offset"][i])
+        raise CatalogError(
+            f"chunk payload [{a}, {a + int(entries['stored_byte_len'][i])}) out of bounds for "
+            f"file length {file_len} (chunk index row {i}; payload region ends at {bound})"
+        )
+
+
+def _first_row(bad: np.ndarray[Any, Any], base: int) -> int | None:
+    rows = np.flatnonzero(bad)
+    return base + int(rows[0]) if rows.size else None
 
 
 def _parse_footer(

@@ -51,8 +51,8 @@ _BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
 _MATRIX_OPS = frozenset({"covariance", "correlation"})
 _SCALAR_NAME = {"arg_min": "argmin_index", "arg_max": "argmax_index"}
 _STATS_CATALOG = ("matched", "dataset_index", "dtype", "shape")
-_STATS_PLAN = ("chunk_touch_policy", "chunk_count", "total_stored_bytes",
-               "logical_selection_shape", "logical_f32_element_count")
+_STATS_PLAN = ("chunk_touch_policy", "chunk_count", "total_stored_bytes", "chunks_truncated",
+               "chunks_omitted", "logical_selection_shape", "logical_f32_element_count")
 
 Response = Mapping[str, Any]
 
@@ -452,9 +452,14 @@ def table_text(resp: Response) -> str:
         return text + f"datasets:\n  {'#':>3}  name\n{listing}\n"
     plan = resp.get("read_plan")
     if isinstance(plan, Mapping):
-        text += _section("read_plan", [
+        plan_rows: list[tuple[str, Any]] = [
             ("chunk_touch_policy", plan.get("chunk_touch_policy")),
-            ("chunk_count", plan.get("chunk_count")),
+            ("chunk_count", plan.get("chunk_count"))]
+        if plan.get("chunks_truncated"):  # a capped list: how many the response holds
+            listed = len(plan.get("chunks") or [])
+            plan_rows.append(("chunks_listed", f"{listed} (--max-chunks N lists more)"))
+        text += _section("read_plan", [
+            *plan_rows,
             ("total_stored_bytes", plan.get("total_stored_bytes")),
             ("logical_shape", fmt_shape(plan.get("logical_selection_shape") or [])),
             ("logical_elements", plan.get("logical_f32_element_count")),

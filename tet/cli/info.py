@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping, Sequence
+import json
+import sys
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from tet import dtypes
-from tet.cli.common import Subparsers, add_command, print_json
+from tet.cli.common import Subparsers, add_command
 from tet.file import TetFile
-from tet.layout import FLAG_FOOTER, LAYOUT_VERSION
+from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, LAYOUT_VERSION, ROW_BLOCK, Catalog, chunk_rows
 
 SECTIONS = ("layout", "execution", "datasets", "chunks", "history")
 DEFAULT_CHUNK_ROWS = 32
@@ -58,12 +63,45 @@ def _limit(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class Rows:
+    """The chunk index rows a view keeps, read a block at a time (a file can have
+    millions): with the filters, the rows of the kept datasets with their ids renumbered;
+    without, every row as it is."""
+
+    entries: np.ndarray[Any, Any]
+    renumber: np.ndarray[Any, Any] | None  # new id per old dataset id, -1 when dropped
+    counts: list[int]  # rows per dataset of the view
+    total: int
+
+    def blocks(self, limit: int = 0) -> Iterator[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]]:
+        """``(rows, dataset ids)`` in index order, at most `limit` rows in all (0 = all)."""
+        left = limit or self.total
+        for lo in range(0, len(self.entries), ROW_BLOCK):
+            if left <= 0:
+                return
+            block = self.entries[lo:lo + ROW_BLOCK]
+            ids = block["dataset_id"]
+            if self.renumber is not None:
+                new = np.full(len(ids), -1, np.int64)
+                known = ids < len(self.renumber)
+                new[known] = self.renumber[ids[known]]
+                keep = new >= 0
+                block, ids = block[keep], new[keep]
+            block, ids = block[:left], ids[:left]
+            left -= len(block)
+            if len(block):
+                yield block, ids
+
+
+@dataclass(frozen=True)
 class View:
-    """The part of a catalog the filters keep; dataset ids are renumbered."""
+    """The part of a catalog the filters keep; dataset ids are renumbered.  The
+    summary's ``chunks`` list is left empty: the rows are `rows`."""
 
     summary: dict[str, Any]
     filter: str | None
     empty_file: bool
+    rows: Rows
 
 
 def dtype_label(tag: int) -> str:
@@ -83,8 +121,9 @@ def _haystack(ds: Mapping[str, Any], meta: Mapping[str, Any]) -> Iterable[str]:
             yield from (str(label) for label in coord.get("labels") or ())
 
 
-def view(summary: dict[str, Any], dataset: str | None, grep: str | None) -> View:
-    """Filter a layout summary: matching datasets, their chunks and their metadata."""
+def view(catalog: Catalog, dataset: str | None, grep: str | None) -> View:
+    """Filter a catalog's summary: matching datasets, their chunks and their metadata."""
+    summary = catalog.summary(rows=False)
     datasets = summary["datasets"]
     meta_all = summary["metadata"].get("datasets") or {}
     kept: list[int] = []
@@ -96,53 +135,94 @@ def view(summary: dict[str, Any], dataset: str | None, grep: str | None) -> View
             continue
         kept.append(i)
     terms = [f"{k}~{v}" for k, v in (("dataset", dataset), ("grep", grep)) if v is not None]
+    counts = _row_counts(catalog.entries, len(datasets))
+    rows = Rows(catalog.entries, None, counts, len(catalog.entries))
     out = dict(summary)
     if terms:
-        renumber = {old: new for new, old in enumerate(kept)}
+        renumber = np.full(len(datasets), -1, np.int64)
+        renumber[kept] = np.arange(len(kept))
+        kept_counts = [counts[i] for i in kept]
+        rows = Rows(catalog.entries, renumber, kept_counts, sum(kept_counts))
         out["datasets"] = [datasets[i] for i in kept]
-        out["chunks"] = [dict(c, dataset_id=renumber[c["dataset_id"]])
-                         for c in summary["chunks"] if c["dataset_id"] in renumber]
         metadata = dict(summary["metadata"])
         if "datasets" in metadata:
             names = {datasets[i]["name"] for i in kept}
             metadata["datasets"] = {k: v for k, v in meta_all.items() if k in names}
         out["metadata"] = metadata
-    return View(out, " ".join(terms) or None, not datasets)
+    return View(out, " ".join(terms) or None, not datasets, rows)
+
+
+def _row_counts(entries: np.ndarray[Any, Any], n: int) -> list[int]:
+    """Index rows per dataset id below `n` (a bad id is verify's finding, not a crash)."""
+    counts = np.zeros(n, np.int64)
+    for lo in range(0, len(entries), 16 * ROW_BLOCK):
+        ids = entries["dataset_id"][lo:lo + 16 * ROW_BLOCK]
+        counts += np.bincount(ids[ids < n].astype(np.intp), minlength=n)[:n]
+    return [int(c) for c in counts]
 
 
 def run(args: argparse.Namespace) -> int:
     with TetFile(args.path) as f:
         cat = f.catalog
-        v = view(f.summary(), args.dataset, args.grep)
-    s = v.summary
-    if args.json:
-        print_json({"path": args.path, "file_len": cat.file_len, "filter": v.filter,
-                    "summary": s})
-    elif args.quiet:
-        print(f"path={args.path} file_len={cat.file_len} layout={LAYOUT_VERSION} "
-              f"datasets={len(s['datasets'])} chunks={len(s['chunks'])} "
-              f"history={len(s['history'])}")
-    else:
-        chosen = [n for n in SECTIONS if args.all or getattr(args, n)] or ["datasets"]
-        print("\n\n".join(render(args.path, cat.file_len, v, chosen, limit=args.limit,
-                                 metadata=args.metadata)))
+        v = view(cat, args.dataset, args.grep)
+        out = sys.stdout
+        if args.json:
+            out.writelines(json_text(args.path, cat.file_len, v))
+        elif args.quiet:
+            out.write(f"path={args.path} file_len={cat.file_len} layout={LAYOUT_VERSION} "
+                      f"datasets={len(v.summary['datasets'])} chunks={v.rows.total} "
+                      f"history={len(v.summary['history'])}\n")
+        else:
+            chosen = [n for n in SECTIONS if args.all or getattr(args, n)] or ["datasets"]
+            out.writelines(render(args.path, cat.file_len, v, chosen, limit=args.limit,
+                                  metadata=args.metadata))
     return 0
 
 
+# The JSON text of one summary chunk row, indented as `json.dumps(..., indent=2)` puts it
+# inside {"summary": {"chunks": [...]}}; its `%d` slots take the row's values in key order.
+_ROW = chunk_rows(np.zeros(1, ENTRY_DTYPE))[0]
+_ROW_JSON = textwrap.indent(json.dumps(
+    {k: ["%d"] * len(v) if isinstance(v, list) else "%d" for k, v in _ROW.items()}, indent=2),
+    " " * 6).replace('"%d"', "%d")
+_ROW_TUPLE = np.dtype([(f"v{i}", "<u8") for i in range(_ROW_JSON.count("%d"))])
+_CHUNKS_AT = '\n    "chunks": []'  # the summary's key: no JSON string holds a raw newline
+
+
+def json_text(path: str, file_len: int, v: View) -> Iterator[str]:
+    """``tet info --json`` a piece at a time: the bytes `json.dumps` of the whole
+    document with a 2-space indent gives, with the chunk rows written a block at a time."""
+    text = json.dumps({"path": path, "file_len": file_len, "filter": v.filter,
+                       "summary": v.summary}, indent=2, ensure_ascii=False) + "\n"
+    at = text.index(_CHUNKS_AT) + len(_CHUNKS_AT) - 2
+    yield text[:at]
+    sep = "[\n"
+    for block, ids in v.rows.blocks():
+        columns = [ids if k == "dataset_id" else block[k] for k in _ROW]
+        values = np.column_stack([np.asarray(c, np.uint64) for c in columns])
+        rows = values.view(_ROW_TUPLE).ravel().tolist()  # one tuple per row
+        yield sep + ",\n".join([_ROW_JSON % r for r in rows])
+        sep = ",\n"
+    yield text[at:] if sep == "[\n" else "\n    ]" + text[at + 2:]
+
+
 def render(path: str, file_len: int, v: View, sections: Sequence[str], *, limit: int,
-           metadata: bool) -> list[str]:
-    """The text blocks of the chosen sections, header first (joined by blank lines)."""
+           metadata: bool) -> Iterator[str]:
+    """The text of the chosen sections a piece at a time: the header, then the sections
+    separated by blank lines, then a newline (the chunk table is built as it is written)."""
     s = v.summary
     head = [f"file: {path}",
             f"size: {file_len} bytes  layout_version: {LAYOUT_VERSION}  "
-            f"datasets: {len(s['datasets'])}  chunks: {len(s['chunks'])}"]
+            f"datasets: {len(s['datasets'])}  chunks: {v.rows.total}"]
     if v.filter:
         head.append(f"filter: {v.filter}")
-    blocks = ["\n".join(head)]
+    yield "\n".join(head)
     for name in SECTIONS:
         if name in sections:
-            blocks.extend(_SECTION[name](v, limit, metadata))
-    return blocks
+            for block in _SECTION[name](v, limit, metadata):
+                yield "\n\n"
+                yield from [block] if isinstance(block, str) else block
+    yield "\n"
 
 
 def _layout(v: View, limit: int, metadata: bool) -> list[str]:
@@ -199,10 +279,7 @@ def _datasets(v: View, limit: int, metadata: bool) -> list[str]:
         blocks.append("datasets: (empty file)" if v.empty_file
                       else "datasets: (no rows match filter)")
         return blocks
-    counts = [0] * len(s["datasets"])
-    for c in s["chunks"]:
-        if 0 <= c["dataset_id"] < len(counts):  # a bad id is verify's finding, not a crash
-            counts[c["dataset_id"]] += 1
+    counts = v.rows.counts
     meta_all = s["metadata"].get("datasets") or {}
     lines = ["datasets:", _row("id", "name", "dtype", "shape", "chunk_shape", "chunks")]
     for i, ds in enumerate(s["datasets"]):
@@ -239,24 +316,36 @@ def _chunk_row(i: Any, name: str, coords: str, raw: Any, stored: Any, codec: str
     return f"  {i:>4}  {name:<12}  {coords:<8}  {raw:>10}  {stored:>10}  {codec:>5}  {offset}"
 
 
-def _chunks(v: View, limit: int, metadata: bool) -> list[str]:
-    s = v.summary
-    chunks = s["chunks"]
-    if not chunks:
+def _chunks(v: View, limit: int, metadata: bool) -> list[str | Iterator[str]]:
+    if not v.rows.total:
         return ["chunks: (none)"]
-    shown = chunks if limit == 0 else chunks[:limit]
-    lines = ["chunks:"]
-    if len(shown) < len(chunks):
-        lines.append(f"  (showing {len(shown)} of {len(chunks)}; use -n 0 for all)")
-    lines.append(_chunk_row("#", "dataset", "coords", "raw", "stored", "codec", "offset"))
-    for i, c in enumerate(shown):
-        ds = s["datasets"][c["dataset_id"]] if c["dataset_id"] < len(s["datasets"]) else None
-        ndim = len(ds["shape"]) if ds else len(c["chunk_index"])
-        lines.append(_chunk_row(
-            i, ds["name"] if ds else f"#{c['dataset_id']}",
-            ",".join(str(x) for x in c["chunk_index"][:ndim]), c["raw_byte_len"],
-            c["stored_byte_len"], _CODEC.get(c["codec"], "?"), c["payload_offset"]))
-    return ["\n".join(lines)]
+    return [_chunk_lines(v, limit)]
+
+
+def _chunk_lines(v: View, limit: int) -> Iterator[str]:
+    """The chunk table a block of rows at a time: only the rows shown are built."""
+    yield "chunks:"
+    total = v.rows.total
+    if 0 < limit < total:
+        yield f"\n  (showing {limit} of {total}; use -n 0 for all)"
+    yield "\n" + _chunk_row("#", "dataset", "coords", "raw", "stored", "codec", "offset")
+    datasets = v.summary["datasets"]
+    names = [ds["name"] for ds in datasets]
+    ranks = [len(ds["shape"]) for ds in datasets]
+    i = 0
+    for block, ids in v.rows.blocks(limit):
+        lines = []
+        for d, c, raw, stored, codec, offset in zip(
+                ids.tolist(), block["chunk_index"].tolist(), block["raw_byte_len"].tolist(),
+                block["stored_byte_len"].tolist(), block["codec"].tolist(),
+                block["payload_offset"].tolist()):
+            known = d < len(names)
+            lines.append(_chunk_row(
+                i, names[d] if known else f"#{d}",
+                ",".join(map(str, c[:ranks[d]] if known else c)), raw, stored,
+                _CODEC.get(codec, "?"), offset))
+            i += 1
+        yield "".join("\n" + line for line in lines)
 
 
 def _history(v: View, limit: int, metadata: bool) -> list[str]:
@@ -272,5 +361,6 @@ def _history(v: View, limit: int, metadata: bool) -> list[str]:
     return ["\n".join(lines)]
 
 
-_SECTION = {"layout": _layout, "execution": _execution, "datasets": _datasets,
-            "chunks": _chunks, "history": _history}
+_SECTION: dict[str, Callable[[View, int, bool], Sequence[str | Iterator[str]]]] = {
+    "layout": _layout, "execution": _execution, "datasets": _datasets, "chunks": _chunks,
+    "history": _history}

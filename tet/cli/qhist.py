@@ -245,7 +245,8 @@ def _replay(args: argparse.Namespace) -> int:
             f"-x / --execute requires -t / --tet: history entry {n} has no .tet path")
     spill_allow: Sequence[str] = args.spill_allow or ()
     return run_query(row.query, tet=tet, execute=execute, fmt=output_format(args),
-                     preview=args.preview, device=None, spill_allow=spill_allow)
+                     preview=args.preview, device=None, spill_allow=spill_allow,
+                     max_chunks=args.max_chunks)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -61,8 +61,8 @@ def _preview_count(text: str) -> int:
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    """`--format F | -q`, `--preview N` (`--preview-f32`) and `--spill-allow DIR`:
-    shared by `tet query` and `tet qhist run`."""
+    """`--format F | -q`, `--preview N` (`--preview-f32`), `--spill-allow DIR` and
+    `--max-chunks N`: shared by `tet query` and `tet qhist run`."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--format", choices=FORMATS, default=None, metavar="F",
                        help="stdout format: full (default; pretty JSON), json (one line), "
@@ -77,6 +77,11 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         metavar="DIR",
                         help="also allow spill/sidecar outputs under DIR (repeatable; "
                              "requires -x and -t)")
+    parser.add_argument("--max-chunks", dest="max_chunks", type=_preview_count,
+                        default=resp.MAX_CHUNKS, metavar="N",
+                        help=f"list at most N touched chunks in read_plan.chunks (default "
+                             f"{resp.MAX_CHUNKS}); a longer plan adds chunks_truncated and "
+                             f"chunks_omitted, and chunk_count stays the total")
 
 
 def output_format(args: argparse.Namespace) -> str:
@@ -149,8 +154,8 @@ def _validate_only(doc: Any) -> dict[str, Any]:
         operation=op.echo() if op is not None else None, message=VALIDATED)
 
 
-def _against_file(doc: Any, tet: str, *, preview: int | None,
-                  spill_allow: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _against_file(doc: Any, tet: str, *, preview: int | None, spill_allow: Sequence[str],
+                  max_chunks: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plan (``preview`` None) or execute `doc` against the file at `tet`: the response,
     and the same response with non-finite floats kept (what quiet and table print)."""
     from tet.file import open as open_tet
@@ -165,19 +170,21 @@ def _against_file(doc: Any, tet: str, *, preview: int | None,
     sink: dict[str, Any] = {}
     with f, busy(f"tet query {doc.dataset}"):
         response = execute_document(f, doc, preview=preview, tet_file=tet,
-                                    spill_allow=spill_allow, sink=sink)
+                                    spill_allow=spill_allow, sink=sink, max_chunks=max_chunks)
     if "execution" not in sink:
         return response, response
     return response, {**response, "execution": sink["execution"]}
 
 
 def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: str,
-              preview: int | None, device: str | None, spill_allow: Sequence[str]) -> int:
+              preview: int | None, device: str | None, spill_allow: Sequence[str],
+              max_chunks: int = resp.MAX_CHUNKS) -> int:
     """Validate, plan or execute, print, hint, and record history; the exit status.
 
     `query` is the document as parsed (JSON model, before validation); `preview` None
-    means the format's default.  A dataset the file does not have prints the normal
-    output plus a stderr hint and returns 1 (README decision 33); it is not recorded.
+    means the format's default; `max_chunks` caps ``read_plan.chunks``.  A dataset the
+    file does not have prints the normal output plus a stderr hint and returns 1 (README
+    decision 33); it is not recorded.
     """
     if fmt not in FORMATS:
         raise CommandFailed(f"unknown output format {fmt!r} (expected one of "
@@ -196,7 +203,8 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
         response = shown = _validate_only(doc)
     else:
         limit = preview_limit(fmt, preview) if execute else None
-        response, exact = _against_file(doc, tet, preview=limit, spill_allow=list(spill_allow))
+        response, exact = _against_file(doc, tet, preview=limit, spill_allow=list(spill_allow),
+                                        max_chunks=max_chunks)
         shown = exact if fmt in ("quiet", "table") else response
     text = formats.render(shown, fmt)
     sys.stdout.write(text)
@@ -222,4 +230,4 @@ def run(args: argparse.Namespace) -> int:
         parser.error("--spill-allow requires -x / --execute and -t / --tet")
     return run_query(load_query(args.query), tet=args.tet, execute=args.execute,
                      fmt=output_format(args), preview=args.preview, device=args.device,
-                     spill_allow=spill_allow)
+                     spill_allow=spill_allow, max_chunks=args.max_chunks)

@@ -24,6 +24,7 @@ from tet.query.document import (
 )
 from tet.query.execute import execute_document
 from tet.query.ops import OPS, REDUCTION_OPS
+from tet.query.response import MAX_CHUNKS
 from tet.query.result import QueryResult
 from tet.query.sinks import (
     SidecarTransformResult,
@@ -76,34 +77,47 @@ class QueryMethods:
         return doc
 
     def _run(self, query: Any, *, device: str | None, preview: int | None, plan: bool,
-             sink: dict[str, Any] | None = None) -> tuple[QueryDocument, dict[str, Any]]:
+             sink: dict[str, Any] | None = None, max_chunks: int | None = MAX_CHUNKS
+             ) -> tuple[QueryDocument, dict[str, Any]]:
         f: TetFile = self  # type: ignore[assignment]
         limit = _preview_limit(preview)
+        cap = _count_or_none("max_chunks", max_chunks)
         doc = self._document(query, device)
         raw = execute_document(f, doc, preview=None if plan else limit,
-                               tet_file=str(f.path), spill_allow=f.spill_allow, sink=sink)
+                               tet_file=str(f.path), spill_allow=f.spill_allow, sink=sink,
+                               max_chunks=cap)
         return doc, raw
 
-    def query(self, query: Any, *, preview: int | None = None, raw: bool = True) -> Any:
-        """Execute a document (preview None = no samples; aggregates still run)."""
-        return self.query_execute(query, preview=preview, raw=raw)
+    def query(self, query: Any, *, preview: int | None = None, raw: bool = True,
+              max_chunks: int | None = MAX_CHUNKS) -> Any:
+        """Execute a document (preview None = no samples; aggregates still run).
+
+        ``read_plan.chunks`` lists at most `max_chunks` touched tiles (default 4096; None
+        lists all); a longer plan says ``chunks_truncated: true`` and ``chunks_omitted``.
+        """
+        return self.query_execute(query, preview=preview, raw=raw, max_chunks=max_chunks)
 
     def query_execute(self, query: Any, *, device: str | None = None,
-                      preview: int | None = None, raw: bool = True) -> Any:
-        return self.execute(query, device=device, preview=preview, raw=raw)
+                      preview: int | None = None, raw: bool = True,
+                      max_chunks: int | None = MAX_CHUNKS) -> Any:
+        return self.execute(query, device=device, preview=preview, raw=raw,
+                            max_chunks=max_chunks)
 
     def execute(self, query: Any, *, device: str | None = None, preview: int | None = None,
-                raw: bool = False, plan: bool = False) -> Any:
+                raw: bool = False, plan: bool = False,
+                max_chunks: int | None = MAX_CHUNKS) -> Any:
         """Like `query_execute` but a `QueryResult` by default; ``plan=True`` plans only."""
         sink: dict[str, Any] = {}
-        doc, response = self._run(query, device=device, preview=preview, plan=plan, sink=sink)
+        doc, response = self._run(query, device=device, preview=preview, plan=plan, sink=sink,
+                                  max_chunks=max_chunks)
         if raw:
             return response
         return self._result(doc, response, require_execution=not plan, sink=sink)
 
-    def plan_only(self, query: Any, *, raw: bool = True) -> Any:
+    def plan_only(self, query: Any, *, raw: bool = True,
+                  max_chunks: int | None = MAX_CHUNKS) -> Any:
         """The catalog and read plan of a document, without executing it."""
-        return self.execute(query, raw=raw, plan=True)
+        return self.execute(query, raw=raw, plan=True, max_chunks=max_chunks)
 
     def _result(self, doc: QueryDocument, response: dict[str, Any], *,
                 require_execution: bool, sink: dict[str, Any]) -> QueryResult:
@@ -300,8 +314,14 @@ def _beside(f: TetFile, path: str | PathLike[str]) -> Path:
 
 def _preview_limit(preview: Any) -> int:
     """None means no samples (limit 0); otherwise a non-negative integer."""
-    if preview is None:
-        return 0
-    if isinstance(preview, bool) or not isinstance(preview, (int, np.integer)) or preview < 0:
-        raise QueryError(f"preview must be a non-negative integer or None, got {preview!r}")
-    return int(preview)
+    limit = _count_or_none("preview", preview)
+    return 0 if limit is None else limit
+
+
+def _count_or_none(name: str, value: Any) -> int | None:
+    """A non-negative integer argument, or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise QueryError(f"{name} must be a non-negative integer or None, got {value!r}")
+    return int(value)

@@ -39,12 +39,14 @@ def _fail(msg: str) -> QueryError:
 
 def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
                      tet_file: str | None = None, spill_allow: Sequence[str] = (),
-                     sink: dict[str, Any] | None = None) -> dict[str, Any]:
+                     sink: dict[str, Any] | None = None,
+                     max_chunks: int | None = resp.MAX_CHUNKS) -> dict[str, Any]:
     """The response to `doc` against `f`: a plan when `preview` is None, else executed.
 
     `spill_allow` adds allowlist roots (CLI ``--spill-allow``); a `sink` dict receives
     a ``ram`` transform's array under ``"array"`` and, when executed, the execution block
     with non-finite floats kept under ``"execution"`` (text formats print ``inf``).
+    `max_chunks` caps the tiles ``read_plan.chunks`` lists (None: every one).
     """
     op = doc.operation
     names = f.datasets()
@@ -82,14 +84,15 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     echo = op.echo(echoed, fill) if op is not None else None
     if preview is None:
         return resp.response(**common, operation=echo, message=resp.MATCHED, catalog=catalog,
-                             read_plan=resp.plan_block(plan))
+                             read_plan=resp.plan_block(plan, max_chunks))
     fields = _execute(f, doc, dataset_id, box, axes, fill, preview, plan,
                       spill_allow, sink)
     if sink is not None:
         sink["execution"] = resp.execution_block(fields, finite=False)
     message = resp.MATCHED + (resp.EXECUTED if op is not None else resp.PREVIEWED)
     return resp.response(**common, operation=echo, message=message, catalog=catalog,
-                         read_plan=resp.plan_block(plan), execution=resp.execution_block(fields))
+                         read_plan=resp.plan_block(plan, max_chunks),
+                         execution=resp.execution_block(fields))
 
 
 def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],

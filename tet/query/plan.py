@@ -18,7 +18,7 @@ import numpy as np
 from tet import dtypes
 from tet.errors import CatalogError
 from tet.kernels import TileTable
-from tet.layout import Catalog, DatasetRecord, check_size, tile_counts
+from tet.layout import ROW_BLOCK, Catalog, DatasetRecord, check_size, tile_counts
 from tet.query.budget import allocate, require_memory, resolve_budget
 from tet.selection import Box
 
@@ -52,11 +52,12 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
     counts = tile_counts(record.shape, record.chunk_shape)
     n_tiles = math.prod(counts)
     entries = catalog.entries
-    mine = np.flatnonzero(entries["dataset_id"] == dataset_id)
-    if n_tiles > max(2 * len(mine), DENSE_SLACK):
+    mask = entries["dataset_id"] == dataset_id
+    count = int(np.count_nonzero(mask))
+    if n_tiles > max(2 * count, DENSE_SLACK):
         raise CatalogError(
             f"dataset {record.name!r} declares {n_tiles} tiles but the chunk index has "
-            f"only {len(mine)} rows for it"
+            f"only {count} rows for it"
         )
 
     def budget() -> int:
@@ -65,10 +66,21 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
     what = f"the tile table of dataset {record.name!r} ({n_tiles} tiles)"
     limit = budget()
     require_memory(n_tiles * TABLE_BYTES_PER_TILE, limit, what)
+    start = int(mask.argmax())
+    run = slice(start, start + count)
+    if count == n_tiles and mask[run].all() and _in_grid_order(
+            entries["chunk_index"][run, : record.ndim], counts):
+        # The writer's layout: one row per tile, in grid order, in one run of the index;
+        # the table takes the columns as they are (no temporary the size of the index).
+        offset, stored = entries["payload_offset"][run], entries["stored_byte_len"][run]
+        raw, codec = entries["raw_byte_len"][run], entries["codec"][run]
+        return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape,
+                         record.dtype, elem, offset, stored, raw, codec, budget=budget)
     offset = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
     stored = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
     raw = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
     codec = allocate(n_tiles, np.uint32, budget=limit, what=what, fill=TileTable.MISSING)
+    mine = np.flatnonzero(mask)
     coords = entries["chunk_index"][:, : record.ndim][mine]  # slice first: 8x less to copy
     inside = np.all(coords < np.asarray(counts, dtype=np.uint64), axis=1)
     mine, coords = mine[inside], coords[inside].astype(np.int64)
@@ -84,6 +96,22 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
                      elem, offset, stored, raw, codec, budget=budget)
 
 
+def _in_grid_order(coords: np.ndarray[Any, Any], counts: tuple[int, ...]) -> bool:
+    """Whether every row's coordinates lie in the grid and their linear ids increase
+    strictly, checked a block of rows at a time."""
+    grid = np.asarray(counts, dtype=np.uint64)
+    last = -1
+    for lo in range(0, len(coords), 16 * ROW_BLOCK):
+        block = coords[lo:lo + 16 * ROW_BLOCK]
+        if not np.all(block < grid):
+            return False
+        linear = np.asarray(np.ravel_multi_index(block.astype(np.int64).T, counts))
+        if linear[0] <= last or not np.all(linear[1:] > linear[:-1]):
+            return False
+        last = int(linear[-1])
+    return True
+
+
 @dataclass(frozen=True)
 class ReadPlan:
     """The tiles one selection touches, in linear grid order (last axis fastest)."""
@@ -91,7 +119,6 @@ class ReadPlan:
     record: DatasetRecord
     box: Box
     tiles: np.ndarray[Any, Any]      # linear grid ids
-    coords: np.ndarray[Any, Any]     # grid coordinates [n, ndim]
     offset: np.ndarray[Any, Any]
     stored: np.ndarray[Any, Any]
     raw: np.ndarray[Any, Any]
@@ -105,11 +132,21 @@ class ReadPlan:
     def chunk_count(self) -> int:
         return len(self.tiles)
 
+    def coords(self, limit: int | None = None) -> np.ndarray[Any, Any]:
+        """Grid coordinates ``[n, ndim]`` of the first `limit` touched tiles (all when
+        None): computed on demand, so a report that lists a few tiles of a huge plan
+        never holds the coordinates of all of them."""
+        index = self.tiles[:limit].view("<i8")  # grid ids are < 2**63 (check_geometry)
+        if not len(index):
+            return np.zeros((0, self.record.ndim), np.int64)
+        grid = tile_counts(self.record.shape, self.record.chunk_shape)
+        return np.stack(np.unravel_index(index, grid), axis=1)
+
 
 def plan_read(table: TileTable, record: DatasetRecord, box: Box) -> ReadPlan:
     tiles = table.touch(box.start, box.stop, box.step)
-    index = tiles.astype(np.int64)
-    coords = np.stack(np.unravel_index(index, table.grid), axis=1) if len(index) else (
-        np.zeros((0, record.ndim), np.int64))
-    return ReadPlan(record, box, tiles, coords, table.offset[index], table.stored[index],
+    if len(tiles) == len(table.offset):  # every tile, in order: the table's own arrays
+        return ReadPlan(record, box, tiles, table.offset, table.stored, table.raw, table.codec)
+    index = tiles.view("<i8")  # grid ids are < 2**63 (check_geometry): no copy
+    return ReadPlan(record, box, tiles, table.offset[index], table.stored[index],
                     table.raw[index], table.codec[index])

@@ -16,6 +16,7 @@ from tet.query.plan import ReadPlan
 
 __all__ = [
     "EXECUTION_ORDER",
+    "MAX_CHUNKS",
     "PREVIEW_ORDER",
     "catalog_block",
     "clean",
@@ -32,6 +33,8 @@ UNMATCHED = ("query accepted; dataset name not found in this file "
              "(see catalog.available_datasets)")
 DENSE = "dense_half_open_intervals_per_axis_json_step_ignored_for_chunk_touch_list"
 STRIDED = "strided_half_open_per_axis_json_step_applied_to_chunk_touch_list"
+MAX_CHUNKS = 4096
+"""Default cap on the tiles `read_plan.chunks` lists (`chunk_count` is always the total)."""
 
 PREVIEW_ORDER = ("f32", "f64", "i32", "i64", "u8", "u16", "i16", "u32", "u64", "f16")
 # The dtypes whose `catalog.dataset_<dtype>_bytes` key the wire has (query.md §13).
@@ -108,28 +111,39 @@ def unmatched_catalog(names: Sequence[str], file_execution: Mapping[str, int]) -
             "available_datasets": list(names)}
 
 
-def plan_block(plan: ReadPlan) -> dict[str, Any]:
+def plan_block(plan: ReadPlan, max_chunks: int | None = MAX_CHUNKS) -> dict[str, Any]:
+    """The read_plan object.  `chunks` lists the first `max_chunks` touched tiles in grid
+    order (all of them when None); a longer plan adds ``chunks_truncated: true`` and
+    ``chunks_omitted`` (how many were left out) after it, so a plan under the cap has
+    exactly the reference's fields."""
     box, record = plan.box, plan.record
     count = math.prod(box.shape)
     ndim = record.ndim
+    listed = plan.chunk_count if max_chunks is None else min(max_chunks, plan.chunk_count)
     gc_was_on = gc.isenabled()
     gc.disable()  # a million small acyclic dicts would trigger collections for nothing
     try:
         chunks = [
             {"chunk_index": c, "payload_offset": o, "stored_byte_len": s, "raw_byte_len": r,
              "codec": k}
-            for c, o, s, r, k in zip(plan.coords[:, :ndim].tolist(), plan.offset.tolist(),
-                                     plan.stored.tolist(), plan.raw.tolist(),
-                                     plan.codec.tolist())
+            for c, o, s, r, k in zip(plan.coords(listed)[:, :ndim].tolist(),
+                                     plan.offset[:listed].tolist(),
+                                     plan.stored[:listed].tolist(), plan.raw[:listed].tolist(),
+                                     plan.codec[:listed].tolist())
         ]
     finally:
         if gc_was_on:
             gc.enable()
-    return {
+    out: dict[str, Any] = {
         "chunk_touch_policy": STRIDED if any(k != 1 for k in box.step) else DENSE,
         "chunk_count": plan.chunk_count,
         "total_stored_bytes": int(plan.stored.sum()),
         "chunks": chunks,
+    }
+    if listed < plan.chunk_count:
+        out["chunks_truncated"] = True
+        out["chunks_omitted"] = plan.chunk_count - listed
+    out.update({
         "dataset_shape": list(record.shape),
         "chunk_shape": list(record.chunk_shape),
         "selection_box_start": list(box.start),
@@ -138,7 +152,8 @@ def plan_block(plan: ReadPlan) -> dict[str, Any]:
         "logical_selection_shape": list(box.shape),
         "logical_f32_element_count": count,
         "logical_element_count": count,
-    }
+    })
+    return out
 
 
 def preview_fields(dtype_name: str, values: np.ndarray[Any, Any] | None,
