@@ -221,16 +221,25 @@ def test_rows_of_a_dataset_in_any_layout(tmp_path: Path, monkeypatch: pytest.Mon
         at = f.catalog.chunk_index_offset + 32
     raw = path.read_bytes()
 
+    (json_len,) = struct.unpack_from("<Q", raw, len(raw) - 16)
+    json_at = len(raw) - 16 - json_len
+    footer = json.loads(raw[json_at:len(raw) - 16])
+
     def rewrite(rows: np.ndarray[Any, Any]) -> Path:
-        """The file with these index rows: lengths in the headers and offsets follow."""
+        """The file with these index rows: lengths in the headers and offsets (of the
+        payloads and of the footer's out-of-line regions) follow."""
         grow = 104 * (len(rows) - len(entries))
         rows = rows.copy()
         rows["payload_offset"] += np.uint64(grow)
         head = bytearray(raw[:at])
         struct.pack_into("<Q", head, 24, 32 + 104 * len(rows))
         struct.pack_into("<Q", head, at - 24, len(rows))
+        moved = {k: {**v, "offset": v["offset"] + grow} if k.endswith("_ref") else v
+                 for k, v in footer.items()}
+        text = json.dumps(moved, separators=(",", ":")).encode()
         out = tmp_path / "re.tet"
-        out.write_bytes(bytes(head) + rows.tobytes() + raw[at + entries.nbytes:])
+        out.write_bytes(bytes(head) + rows.tobytes() + raw[at + entries.nbytes:json_at]
+                        + text + struct.pack("<QI4s", len(text), 1, b"THST"))
         return out
 
     order = np.random.default_rng(5).permutation(len(entries))
