@@ -132,16 +132,47 @@ def _write_all(out: IO[bytes], data: np.ndarray[Any, Any]) -> None:
         view = view[done:]
 
 
+def aligned_offsets(at: int, stored: np.ndarray[Any, Any], codec: np.ndarray[Any, Any],
+                    elem: int) -> np.ndarray[Any, Any]:
+    """Where rows of one dataset land when laid out from `at` in order: back to back,
+    except that a raw tile starts at a multiple of its element size (readers that view
+    a raw tile in place as its dtype, tet-py 0.8.3 among them, need that), so a gap of
+    at most ``elem - 1`` zero bytes may precede it."""
+    stored = np.asarray(stored, dtype=np.uint64)
+    raw = np.asarray(codec) == 0
+    ends = np.cumsum(stored, dtype=np.uint64)
+    if not raw.any() or elem == 1:
+        return np.asarray(np.uint64(at) + ends - stored)
+    if raw.all() and not np.any(stored % np.uint64(elem)):  # one pad before the first
+        return np.asarray(np.uint64(-(-at // elem) * elem) + ends - stored)
+    out = np.empty(len(stored), dtype=np.uint64)  # mixed codecs: rare, row by row
+    for i, (n, is_raw) in enumerate(zip(stored.tolist(), raw.tolist())):
+        if is_raw:
+            at = -(-at // elem) * elem
+        out[i] = at
+        at += n
+    return out
+
+
 def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
-               lengths: np.ndarray[Any, Any]) -> None:
-    """Append byte spans of another file to `out`, merging adjacent spans."""
+               lengths: np.ndarray[Any, Any], dest: np.ndarray[Any, Any] | None = None,
+               at: int = 0) -> None:
+    """Append byte spans of another file to `out` (positioned at offset `at`), merging
+    spans adjacent in both files; with `dest`, span i lands at ``dest[i]`` and the gaps
+    before it are zero-filled."""
     if not len(offsets):
         return
-    breaks = np.flatnonzero(offsets[1:] != offsets[:-1] + lengths[:-1]) + 1
+    if dest is None:
+        dest = np.uint64(at) + np.cumsum(lengths, dtype=np.uint64) - lengths
+    joined = (offsets[1:] == offsets[:-1] + lengths[:-1]) & (dest[1:] == dest[:-1] + lengths[:-1])
+    breaks = np.flatnonzero(~joined) + 1
     starts = np.concatenate(([0], breaks))
     ends = np.concatenate((breaks, [len(offsets)]))
     for a, b in zip(starts, ends):
         pos, left = int(offsets[a]), int(offsets[b - 1] + lengths[b - 1] - offsets[a])
+        if int(dest[a]) > at:
+            _write_all(out, np.zeros(int(dest[a]) - at, np.uint8))
+        at = int(dest[a]) + left
         out.flush()
         while left > 0:
             n = min(left, WINDOW_BYTES)
@@ -310,17 +341,27 @@ class _Store:
         self.file.seek(self.end)
         return self.file
 
-    def copy_rows(self, src: _Store, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Append the payloads of `rows` (offsets in `src`) in row order; returns the
-        rows with their offsets here (the bytes, and so their checksums, are the same)."""
+    def copy_rows(self, src: _Store, rows: np.ndarray[Any, Any],
+                  elem: int) -> np.ndarray[Any, Any]:
+        """Append the payloads of `rows` (offsets in `src`; one dataset's, of `elem`-byte
+        elements) in row order, raw tiles element-aligned; returns the rows with their
+        offsets here (the bytes, and so their checksums, are the same)."""
         src.flush()
         at = self.end
         stored = rows["stored_byte_len"]
-        _copy_runs(src.fileno(), self.at_end(), rows["payload_offset"], stored)
+        dest = aligned_offsets(at, stored, rows["codec"], elem)
+        _copy_runs(src.fileno(), self.at_end(), rows["payload_offset"], stored, dest, at)
         out = rows.copy()
-        out["payload_offset"] = np.uint64(at) + np.cumsum(stored, dtype=np.uint64) - stored
-        self.end = at + int(stored.sum())
+        out["payload_offset"] = dest
+        if len(rows):
+            self.end = int(dest[-1] + stored[-1])
         return out
+
+    def align(self, elem: int) -> None:
+        """Pad the end with zeros to a multiple of `elem` (before a raw tile)."""
+        pad = (-self.end) % elem
+        if pad:
+            self.append(np.zeros(pad, np.uint8))
 
     def name(self) -> str:
         """The hidden temp name beside the target (linked in now if anonymous; an
@@ -367,7 +408,8 @@ class _Pending:
         """Write the payloads at the end of `store`."""
         at = store.end
         rows, crc = self.emit(store.at_end(), dataset_id, at)
-        store.end = at + int(rows["stored_byte_len"].sum())
+        if len(rows):
+            store.end = int(rows["payload_offset"][-1] + rows["stored_byte_len"][-1])
         self.store, self.rows, self.crc = store, rows, crc
 
     def rows_in(self, out: _Store, dataset_id: int) -> np.ndarray[Any, Any]:
@@ -377,7 +419,8 @@ class _Pending:
             self.place(out, dataset_id)
         elif self.store is not out:
             assert self.rows is not None
-            self.rows = out.copy_rows(self.store, self.rows)
+            self.rows = out.copy_rows(self.store, self.rows,
+                                      dtypes.by_tag(self.record.dtype).size)
             self.store = out
         assert self.rows is not None
         rows = self.rows.copy()
@@ -396,7 +439,12 @@ class _ArraySource(_Pending):
         r = self.record
         coords, origin, extent = _grid(r.shape, r.chunk_shape)
         entries = _entries(dataset_id, coords)
-        raw = np.prod(extent, axis=1) * self.array.dtype.itemsize
+        elem = self.array.dtype.itemsize
+        raw = np.prod(extent, axis=1) * elem
+        pad = (-at) % elem if self.codec == 0 else 0  # raw tiles start element-aligned
+        if pad:
+            _write_all(out, np.zeros(pad, np.uint8))
+            at += pad
         stored = np.zeros(len(coords), dtype=np.uint64)
         crc = np.zeros(len(coords), dtype=np.uint32)
         windows = _windows(raw)
@@ -449,8 +497,9 @@ class _CopiedSource(_Pending):
         crc = self.old_crc
         if crc is None:
             crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"], stored)
-        _copy_runs(self.fd, out, entries["payload_offset"], stored)
-        entries["payload_offset"] = np.uint64(at) + np.cumsum(stored, dtype=np.uint64) - stored
+        dest = aligned_offsets(at, stored, entries["codec"], dtypes.by_tag(self.record.dtype).size)
+        _copy_runs(self.fd, out, entries["payload_offset"], stored, dest, at)
+        entries["payload_offset"] = dest
         return entries, crc
 
 
@@ -917,6 +966,8 @@ class TetWriter:
             store = stream._store
             if store is None:
                 store = stream._store = self._store or self._freeze()
+            if stream._codec == 0:  # raw tiles start element-aligned
+                store.align(stream._dtype.itemsize)
             at = store.append(payload)
             starts = np.cumsum(lens) - lens
             for key, off, n, c in zip(keys, starts, lens, crc):

@@ -276,6 +276,31 @@ def forward_files(tmp: Path, rng: np.random.Generator) -> list[FileCase]:
     tet.write_dataset(path, c.name, arr, chunk_shape=c.chunk_shape, attrs=attrs, codec="zstd")
     cases.append(FileCase("spill", path, [c], [("write", str(path))]))
 
+    # Raw tiles after zstd frames and after smaller elements, from whole arrays, a stream
+    # and an append: the writer starts each raw tile at a multiple of its element size.
+    path = tmp / "aligned.tet"
+    w = tet.TetWriter.create(path)
+    ds_al = []
+    a = sample(rng, "float32", (31,))
+    ds_al.append(_queue(w, ds_case("zstd-first", a, (10,)), a, "zstd"))
+    a = sample(rng, "uint8", (3,))
+    ds_al.append(_queue(w, ds_case("odd-bytes", a, (3,)), a))
+    a = sample(rng, "float64", (7, 5))
+    ds_al.append(_queue(w, ds_case("f64-after-u8", a, (3, 5)), a))
+    a = sample(rng, "int16", (9,))
+    ds_al.append(_queue(w, ds_case("i16-zstd", a, (4,)), a, "zstd"))
+    a = sample(rng, "uint64", (12,))
+    c = ds_case("u64-stream", a, (5,))
+    stream = w.create_dataset(c.name, a.shape, a.dtype, chunk_shape=c.chunk_shape)
+    stream[0:12] = a
+    ds_al.append(c)
+    w.commit()
+    w = tet.TetWriter.open_append(path)
+    a = sample(rng, "float32", (6, 4))
+    ds_al.append(_queue(w, ds_case("appended-f32", a, (4, 4)), a))
+    w.commit()
+    cases.append(FileCase("aligned", path, ds_al, [("write", str(path))] * 2))
+
     # Many datasets in one file: nested names, odd geometry, odd sources, history rows.
     path = tmp / "multi.tet"
     w = tet.TetWriter.create(path)
@@ -563,6 +588,13 @@ def compare_forward(t: Tally, case: FileCase, rec: dict[str, Any], out: Path) ->
                 want_ds = {**want_rec, "dim_names": c.meta.get("dim_names")}
                 t.check(f"{dtag} dataset()", json_problem(got["dataset"], want_ds))
             t.check(f"{dtag} metadata", json_problem(entries.get(c.name, {}), c.meta))
+            want_max = float(np.max(c.want.astype(np.float64)))
+            if "max_error" in got:
+                read_error(t, f"{dtag} max", got["max_error"], c.want)
+            else:
+                t.check(f"{dtag} max", None if (got["max"] is None and not np.isfinite(want_max))
+                        or got["max"] == want_max  # the wire writes NaN and ±inf as null
+                        else f"the reference says {got['max']}, NumPy {want_max}")
             for sel, read in zip(c.selections, got["reads"]):
                 rtag = f"{dtag} read_numpy {sel_text(sel)}"
                 if "error" in read:

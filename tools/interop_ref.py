@@ -4,8 +4,8 @@
 import name is also ``tet``), then:
 
 * reads every ``forward`` file (written by our package): the catalog summary, the
-  ``Dataset`` record of each dataset and ``read_numpy`` of each selection (saved as
-  ``.npy`` files under OUTDIR);
+  ``Dataset`` record of each dataset, ``read_numpy`` of each selection (saved as
+  ``.npy`` files under OUTDIR) and a ``max`` query of each dataset;
 * writes every ``reverse`` file with the reference writer, session by session, from
   the arrays in the manifest's ``.npz``, and dumps the reference's own summary of it.
 
@@ -73,6 +73,12 @@ def read_forward(case: dict[str, Any], index: int, out: Path) -> dict[str, Any]:
             _read(f, name, sel, out, f"f{index}_d{j}_s{k}")
             for k, sel in enumerate(ds["selections"])
         ]
+        try:  # the query engine views raw tiles in place: this checks their alignment too
+            item["max"] = f.query({"dataset": name, "max": []})["execution"]["operation_max"]
+        except BaseException as exc:  # a Rust panic is a BaseException: record it too
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            item["max_error"] = _error(exc)
         rec["datasets"].append(item)
     return rec
 
