@@ -59,10 +59,10 @@ def _outside_files(outside: Path) -> list[str]:
 
 SWAPPER = textwrap.dedent(r"""
     import ctypes, os, sys, time
-    root, victim, stop, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    a, b = os.path.join(root, "sub"), os.path.join(root, "swap")
+    a, b, victim, stop, seconds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(
+        sys.argv[5])
     libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "renameat2", None) if sys.argv[5] == "renameat2" else None
+    fn = getattr(libc, "renameat2", None) if sys.argv[6] == "renameat2" else None
     if fn is not None:
         fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                        ctypes.c_uint]
@@ -121,6 +121,7 @@ def _recording_creates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _attempt(f: tet.TetFile, kind: int, i: int) -> None:
+    """One output of each kind the allowlist governs, under root/sub/ (and the cache)."""
     if kind == 0:
         f.query({"dataset": "a", "spill": f"sub/s{i % 5}.bin"}, preview=3)
     elif kind == 1:
@@ -134,35 +135,71 @@ def _attempt(f: tet.TetFile, kind: int, i: int) -> None:
                  "execution": {"memory_budget_bytes": 1}}, preview=0)
 
 
+def _attempt_cache(f: tet.TetFile, kind: int, i: int) -> None:
+    """Outputs in the cache root: engine spill names, tier-C temp spills, sidecars."""
+    if kind == 0:
+        f.read_spill("a")
+    elif kind == 1:
+        f.query({"dataset": "a", "transform": {"method": "l2", "axis": []},
+                 "write": "spill"}, preview=3)
+    elif kind == 2:
+        f.query({"dataset": "a", "transform": {"method": "center", "axis": []},
+                 "write": {"target": "sidecar", "path": f"sub/side{i % 3}.tet"}}, preview=3)
+    else:
+        f.query({"dataset": "a", "median": [],
+                 "execution": {"memory_budget_bytes": 1}}, preview=0)
+
+
 ATTEMPTS = 1200
 EXPECTED_REFUSALS = ("is not under an allowed root", "changed while it was being opened",
+                     "is no longer the directory the allowlist recorded",
                      "the temp file was replaced by another process",
                      "its directory was removed by another process")  # renames: rename(2)
 # onto the empty directory a spill had just made replaces it
 
 
+def _swapped(world: dict[str, Path], tmp_path: Path, what: str) -> tuple[Path, Path]:
+    """The directory another process exchanges with a symlink to outside/, and that
+    symlink: root/sub; the `.tet` directory itself (after it was opened); the cache
+    root (pinned at the first use, before the race)."""
+    root, outside, cache = world["root"], world["outside"], world["cache"] / "tetration"
+    if what == "sub":
+        return root / "sub", root / "swap"
+    link = tmp_path / f"{what}-link"
+    link.symlink_to(outside, target_is_directory=True)
+    return (root, link) if what == "root" else (cache, link)
+
+
 @pytest.mark.skipif(not LINUX, reason="reads /proc/self/fd to locate every created file")
-@pytest.mark.parametrize("swap", ["renameat2", "renames"])
+@pytest.mark.parametrize(("what", "swap"), [("sub", "renameat2"), ("sub", "renames"),
+                                            ("root", "renameat2"), ("cache", "renameat2")])
 def test_symlink_race_writes_nothing_outside(world: dict[str, Path], tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+                                             monkeypatch: pytest.MonkeyPatch, what: str,
+                                             swap: str) -> None:
     root, outside = world["root"], world["outside"]
     created = _recording_creates(monkeypatch)
     stop = tmp_path / "stop"
-    swapper = subprocess.Popen(
-        [sys.executable, "-c", SWAPPER, str(root), str(outside / "victim"), str(stop), "300",
-         swap],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    f = tet.open(root / "data.tet")  # the roots are pinned here, before any swap
+    attempt = _attempt_cache if what == "cache" else _attempt
+    attempt(f, 1, 0)  # the first use: the cache roots are all pinned now
+    allowed = [root, *f.allowlist.caches]
+    a, b = _swapped(world, tmp_path, what)
+    allowed.append(b)  # the real directory goes by the link's name half the time
     outcomes: Counter[str] = Counter()
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(a), str(b), str(outside / "victim"), str(stop),
+         "300", swap],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     try:
         assert swapper.stdout is not None
         assert swapper.stdout.readline().strip() == "ready"
-        with tet.open(root / "data.tet") as f:
+        with f:
             for i in range(ATTEMPTS):
                 if i == ATTEMPTS // 2:  # named temp files from here on: the .part attack
                     monkeypatch.delattr(os, "O_TMPFILE", raising=False)
                 try:
-                    _attempt(f, i % 4, i)
+                    attempt(f, i % 4, i)
                     outcomes["written"] += 1
                 except tet.TetError as exc:
                     text = str(exc)
@@ -173,13 +210,12 @@ def test_symlink_race_writes_nothing_outside(world: dict[str, Path], tmp_path: P
         out, err = swapper.communicate(timeout=60)
     seconds = time.monotonic() - started
     swaps, replaced, how = out.split()[-3:]
-    print(f"\n{ATTEMPTS} attempts in {seconds:.1f} s against {swaps} directory swaps ({how}) "
-          f"and {replaced} temp files replaced: {dict(outcomes)}")
+    print(f"\n{what}: {ATTEMPTS} attempts in {seconds:.1f} s against {swaps} directory swaps "
+          f"({how}) and {replaced} temp files replaced: {dict(outcomes)}")
     assert swapper.returncode == 0, err
     assert sum(outcomes.values()) == ATTEMPTS and int(swaps) > 0
     assert _outside_files(outside) == ["victim"]
     assert (outside / "victim").read_bytes() == b"keep"
-    allowed = [root, *Allowlist.for_file(root / "data.tet").caches]
     assert created and all(any(Path(w).is_relative_to(r) for r in allowed) for w in created)
 
 
@@ -250,9 +286,9 @@ def test_replaced_allowed_root_is_refused(world: dict[str, Path], tmp_path: Path
     with pytest.raises(tet.QueryError) as info:
         allow.create("x.bin")
     assert str(info.value) == (
-        f"validation: spill path x.bin changed while it was being opened: {root} is no longer "
-        "the directory it resolved to (a symlink or another directory was put in its place); "
-        "nothing was written")
+        f"validation: spill path x.bin: allowed root {root} is no longer the directory the "
+        "allowlist recorded (a symlink or another directory was put in its place); nothing "
+        "was written")
     assert list((tmp_path / "root").iterdir()) == []
 
 

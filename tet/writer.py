@@ -54,7 +54,7 @@ from tet.layout import (
     history_row,
     tile_counts,
 )
-from tet.safeio import Dir, open_regular, path_text, remove_stale, temp_name
+from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale, temp_name
 from tet.selection import box_from_key
 
 __all__ = ["DatasetStream", "TetWriter", "default_chunk_shape", "write_dataset"]
@@ -232,11 +232,12 @@ class _Store:
     ``.tmp`` file (`tet.safeio.TEMP_NAMES`) at commit, to be renamed over the target.
     Every name is relative to the target's directory, opened once."""
 
-    def __init__(self, target: Path, base: int, *, anonymous: bool) -> None:
+    def __init__(self, target: Path, base: int, *, anonymous: bool,
+                 directory: Dir | None = None) -> None:
         self.target = target
         self.base = self.end = base
         self._names: list[str] = []
-        self.dir = Dir.of(target.parent)
+        self.dir = directory.dup() if directory is not None else Dir.of(target.parent)
         fd = -1
         try:
             if anonymous and hasattr(os, "O_TMPFILE"):
@@ -334,9 +335,16 @@ class _Store:
         return self._names[0]
 
     def publish(self) -> None:
-        """Rename the temp name over the target, relative to the directory."""
+        """Rename the temp name over the target, relative to the directory, and check
+        that what is there now is this file (another process may have renamed something
+        over the temp name meanwhile)."""
         self.dir.rename(self.name(), self.dir, self.target.name)
         self._names.clear()
+        mine, there = os.fstat(self.fileno()), self.dir.lstat(self.target.name)
+        if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+            raise FileChangedError(f"cannot write {self.target}: the temp file was replaced "
+                                   "by another process while it was written; the output is "
+                                   "not there")
 
     def discard(self) -> None:
         """Close the file and remove its temp name, if any (idempotent)."""
@@ -646,10 +654,13 @@ class TetWriter:
     """
 
     def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, _dir: Dir | None = None) -> None:
         from tet.file import TetFile  # the reader sits beside us, not below
 
-        self._path = Path(os.path.expanduser(os.fspath(path)))
+        self._path = Path(os.path.expanduser(checked_path(path, "cannot write")))
+        # `_dir`: the target's directory, already opened (and verified) by the caller;
+        # every name is then made, renamed and removed relative to it (sidecars)
+        self._dir = _dir
         self._clock = clock
         self._pending: list[_Pending] = []
         # Output: opened at the first streamed tile, for the datasets declared so far
@@ -698,12 +709,12 @@ class TetWriter:
 
     @classmethod
     def create(cls, path: PathLike, *, tool: str = "tet-py",
-               clock: Clock | None = None) -> TetWriter:
+               clock: Clock | None = None, _dir: Dir | None = None) -> TetWriter:
         """A session for a new file (created or replaced at `commit`); `tool` is recorded
         as the footer's ``file.tool``.  `clock` gives the time stamped on history rows
         and ``file.created_at`` (Unix seconds as a decimal string; default: now), so a
         caller can make output reproducible."""
-        return cls(path, tool=tool, clock=clock)
+        return cls(path, tool=tool, clock=clock, _dir=_dir)
 
     @classmethod
     def open_append(cls, path: PathLike, *, clock: Clock | None = None) -> TetWriter:
@@ -878,8 +889,9 @@ class TetWriter:
         records = [p.record for p in self._pending]
         tiles = sum(math.prod(tile_counts(r.shape, r.chunk_shape)) for r in records)
         with contextlib.suppress(OSError):
-            remove_stale(self._path.parent, self._path.name)
-        store = self._store = _Store(self._path, header_length(records, tiles), anonymous=True)
+            remove_stale(self._dir or self._path.parent, self._path.name)
+        store = self._store = _Store(self._path, header_length(records, tiles), anonymous=True,
+                                     directory=self._dir)
         self._stores.append(store)
         self._frozen = len(self._pending)
         self._advance()
@@ -993,8 +1005,8 @@ class TetWriter:
             return old
         if old is None:
             with contextlib.suppress(OSError):
-                remove_stale(self._path.parent, self._path.name)
-        out = self._store = _Store(self._path, head_len, anonymous=True)
+                remove_stale(self._dir or self._path.parent, self._path.name)
+        out = self._store = _Store(self._path, head_len, anonymous=True, directory=self._dir)
         self._stores.append(out)
         return out
 
@@ -1006,7 +1018,7 @@ class TetWriter:
             return out
         except OSError:
             pass
-        named = _Store(self._path, 0, anonymous=False)
+        named = _Store(self._path, 0, anonymous=False, directory=self._dir)
         self._stores.append(named)
         out.flush()
         _copy_runs(out.fileno(), named.at_end(), np.zeros(1, np.uint64),
