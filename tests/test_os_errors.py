@@ -192,6 +192,9 @@ def test_a_full_disk_at_commit_is_disk_full_error(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     path = tet.write_dataset(tmp_path / "d.tet", "a", np.arange(4.0))
     old = path.read_bytes()
+    # the same file under a name of the same length (history names it): its whole size
+    whole = tet.write_dataset(tmp_path / "e.tet", "a", np.arange(1000.0)).stat().st_size
+    (tmp_path / "e.tet").unlink()
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -200,7 +203,8 @@ def test_a_full_disk_at_commit_is_disk_full_error(tmp_path: Path,
     with pytest.raises(OSError) as info:
         tet.write_dataset(path, "a", np.arange(1000.0))
     assert type(info.value) is tet.DiskFullError and info.value.errno == errno.ENOSPC
-    assert str(info.value) == f"cannot write {path}: {os.strerror(errno.ENOSPC)}"
+    assert info.value.size == whole  # the flush of the whole output failed
+    assert str(info.value) == f"cannot write {path}: {os.strerror(errno.ENOSPC)} ({whole} bytes)"
     assert path.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tet"]
 

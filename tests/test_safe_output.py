@@ -389,19 +389,45 @@ def test_special_targets_are_refused_without_blocking(world: dict[str, Path]) ->
 
 FSIZE = textwrap.dedent(r"""
     import resource, signal, sys
+    import numpy as np
     import tet
     root = sys.argv[1]
+    a = np.arange(64 * 48, dtype=np.float64).reshape(64, 48)
+    tet.write_dataset(root + "/one.tet", "a", a)  # one tile of a.nbytes
+    h5py = None
+    try:
+        import h5py
+        with h5py.File(root + "/in.h5", "w") as h:
+            h["a"] = a
+    except ImportError:
+        pass
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 14, 1 << 14))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def attempt(fn):
+        try:
+            fn()
+            print("WRITTEN")
+        except tet.DiskFullError as exc:
+            print(exc.errno, exc.size, type(exc).__name__, exc)
+
+    def stream():
+        with tet.TetWriter.create(root + "/sub/s.tet") as w:
+            s = w.create_dataset("a", (64, 48), "f8", chunk_shape=(16, 48))
+            for r in range(0, 64, 16):
+                s[r:r + 16] = a[r:r + 16]
+
     with tet.open(root + "/data.tet") as f:
         for doc in ({"dataset": "a", "spill": "sub/big.bin"},
                     {"dataset": "a", "transform": {"method": "zscore", "axis": []},
                      "write": {"target": "spill", "path": "sub/t.bin"}}):
-            try:
-                f.query(doc, preview=1)
-                print("WRITTEN")
-            except tet.DiskFullError as exc:
-                print(exc.errno, exc.size, exc)
+            attempt(lambda: f.query(doc, preview=1))
+        attempt(lambda: f.transform.to_sidecar.zscore("a", path="sub/side.tet"))
+    attempt(lambda: tet.write_dataset(root + "/sub/w.tet", "a", a))
+    attempt(stream)
+    attempt(lambda: tet.export(root + "/one.tet", root + "/sub/o.zarr"))
+    if h5py is not None:
+        attempt(lambda: tet.convert(root + "/in.h5", root + "/sub/c.tet"))
 """)
 
 
@@ -413,13 +439,23 @@ def test_file_size_limit_is_a_disk_full_error_naming_path_and_size(
     done = subprocess.run([sys.executable, "-c", FSIZE, str(root)], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    strerror = os.strerror(errno.EFBIG)
-    assert done.stdout.splitlines() == [
-        f"{errno.EFBIG} {A.nbytes} validation: cannot write spill file {root}/sub/big.bin: "
-        f"{strerror} ({A.nbytes} bytes)",
-        f"{errno.EFBIG} {A.nbytes} validation: cannot write spill file {root}/sub/t.bin: "
-        f"{strerror} ({A.nbytes} bytes)",
+    big, n = os.strerror(errno.EFBIG), A.nbytes
+    lines = done.stdout.splitlines()
+    # spills reserve the whole output; writers name the bytes of the write that failed:
+    # the whole array in one write, a streamed tile (16 x 48 f8), a chunk file
+    assert lines[:6] == [
+        f"{errno.EFBIG} {n} DiskFullError validation: cannot write spill file "
+        f"{root}/sub/big.bin: {big} ({n} bytes)",
+        f"{errno.EFBIG} {n} DiskFullError validation: cannot write spill file "
+        f"{root}/sub/t.bin: {big} ({n} bytes)",
+        f"{errno.EFBIG} {n} DiskFullError cannot write {root}/sub/side.tet: {big} ({n} bytes)",
+        f"{errno.EFBIG} {n} DiskFullError cannot write {root}/sub/w.tet: {big} ({n} bytes)",
+        f"{errno.EFBIG} 6144 DiskFullError cannot write {root}/sub/s.tet: {big} (6144 bytes)",
+        f"{errno.EFBIG} {n} ExportDiskFullError Zarr export failed: dataset `a`: cannot write "
+        f"{root}/sub/o.zarr/a/c/0/0: {big} ({n} bytes)",
     ]
+    assert lines[6:] in ([], [f"{errno.EFBIG} {n} DiskFullError cannot write "
+                              f"{root}/sub/c.tet: {big} ({n} bytes)"])  # convert, with h5py
     assert sorted(p.name for p in (root / "sub").iterdir()) == ["big.bin"]
     assert (root / "sub" / "big.bin").read_bytes() == b"old"
 
@@ -474,6 +510,9 @@ FULL = textwrap.dedent(r"""
                 s[r:r + 64] = np.ones((64, 1024))
 
     attempt("stream", streamed)
+    attempt("sidecar", lambda: query({"dataset": "a", "transform": {"method": "zscore",
+                                      "axis": []}, "write": {"target": "sidecar",
+                                      "path": "side.tet"}}))
     attempt("export", lambda: tet.export(src, mnt + "/out.zarr", fsync=False))
     cache = os.path.join(mnt, "cache", "tetration")
     out["listing"] = sorted(set(os.listdir(mnt)) ^ set(before))
@@ -513,12 +552,16 @@ def test_full_tmpfs_is_a_disk_full_error_and_leaves_nothing(tmp_path: Path) -> N
     assert got["transform"] == ["DiskFullError", True, errno.ENOSPC,
                                 f"validation: cannot write spill file {mnt}/t.bin: {full} "
                                 f"({size} bytes)"]
-    for name in ("writer", "stream"):
+    # writers: the bytes of the write that failed (the whole array; one 64 x 1024 tile)
+    for name, n in (("writer", size), ("stream", 64 * 1024 * 8)):
         assert got[name] == ["DiskFullError", True, errno.ENOSPC,
-                             f"cannot write {mnt}/old.tet: {full}"], name
-    kind, is_os, _, text = got["export"]
-    assert (kind, is_os) == ("ExportError", False)
+                             f"cannot write {mnt}/old.tet: {full} ({n} bytes)"], name
+    assert got["sidecar"] == ["DiskFullError", True, errno.ENOSPC,
+                              f"cannot write {mnt}/side.tet: {full} ({size} bytes)"]
+    kind, is_os, code, text = got["export"]  # an ExportError that is a DiskFullError too
+    assert (kind, is_os, code) == ("ExportDiskFullError", True, errno.ENOSPC)
     assert text.startswith("Zarr export failed: dataset `a`: cannot write ") and full in text
+    assert text.endswith(" bytes)")
     assert got["listing"] == []  # nothing partial beside the targets
     assert got["cache"] == []      # nor in the cache
     assert got["keep"] == "old" and got["old"] == [0.0, 0.0, 0.0, 0.0]

@@ -122,14 +122,30 @@ def _entries(dataset_id: int, coords: np.ndarray[Any, Any]) -> np.ndarray[Any, A
     return e
 
 
+class _WriteFailed(OSError):
+    """A write to the output that failed; `size` is the bytes it was to write (what a
+    full disk's `DiskFullError` reports)."""
+
+    def __init__(self, exc: OSError, size: int) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.size = size
+
+
+def _size(exc: BaseException, otherwise: int | None = None) -> int | None:
+    return exc.size if isinstance(exc, _WriteFailed) else otherwise
+
+
 def _write_all(out: IO[bytes], data: np.ndarray[Any, Any]) -> None:
     """Write every byte (a raw file's write may be partial)."""
     view = memoryview(data.data).cast("B")
-    while len(view):
-        done = out.write(view)
-        if not done:
-            raise OSError(f"short write to {getattr(out, 'name', 'file')}")
-        view = view[done:]
+    try:
+        while len(view):
+            done = out.write(view)
+            if not done:
+                raise OSError(f"short write to {getattr(out, 'name', 'file')}")
+            view = view[done:]
+    except OSError as exc:
+        raise _WriteFailed(exc, memoryview(data.data).nbytes) from exc
 
 
 def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
@@ -164,12 +180,16 @@ def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
 def _pwrite_all(fd: int, data: Any, pos: int) -> int:
     """Write every byte of `data` at `pos`; returns the end offset."""
     view = memoryview(data).cast("B")
-    while len(view):
-        done = os.pwrite(fd, view, pos)
-        if done <= 0:
-            raise OSError(f"short write at offset {pos}")
-        view = view[done:]
-        pos += done
+    size = len(view)
+    try:
+        while len(view):
+            done = os.pwrite(fd, view, pos)
+            if done <= 0:
+                raise OSError(f"short write at offset {pos}")
+            view = view[done:]
+            pos += done
+    except OSError as exc:
+        raise _WriteFailed(exc, size) from exc
     return pos
 
 
@@ -285,7 +305,7 @@ class _Store:
             text = (failed.strerror if isinstance(failed, OSError) and failed.strerror
                     else str(failed))
             raise os_error(OSError(code, f"an earlier write to the output failed: {text}"),
-                           "cannot write", self.target)
+                           "cannot write", self.target, size=_size(failed))
 
     def _wait_one(self) -> None:
         done, n = self._ahead.popleft()
@@ -295,7 +315,7 @@ class _Store:
         except BaseException as exc:
             self._failed = exc
             if isinstance(exc, OSError):
-                raise os_error(exc, "cannot write", self.target) from exc
+                raise os_error(exc, "cannot write", self.target, size=_size(exc)) from exc
             raise
 
     def flush(self) -> None:
@@ -919,7 +939,7 @@ class TetWriter:
         try:
             self._put_tiles_locked(stream, keys, payload, lens, crc)
         except OSError as exc:
-            raise os_error(exc, "cannot write", self._path) from exc
+            raise os_error(exc, "cannot write", self._path, size=_size(exc)) from exc
 
     def _put_tiles_locked(self, stream: DatasetStream, keys: np.ndarray[Any, Any],
                           payload: np.ndarray[Any, Any], lens: np.ndarray[Any, Any],
@@ -953,8 +973,10 @@ class TetWriter:
             if fsync:
                 out.dir.fsync()
         except OSError as exc:
+            # a full disk: the bytes of the write that failed, else the whole output
+            size = _size(exc, self._stores[-1].end if self._stores else None)
             self._release()
-            raise os_error(exc, "cannot write", self._path) from exc
+            raise os_error(exc, "cannot write", self._path, size=size) from exc
         except BaseException:
             self._release()
             raise
