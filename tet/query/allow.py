@@ -3,7 +3,10 @@
 A query document names output paths (`spill`, `write.path`, sidecars), so it must not be
 able to write anywhere the user did not intend.  The allowlist is built from the `.tet`
 path the *host* gave, never from the document: the file's directory, the per-user cache
-roots and explicit ``--spill-allow`` directories.  A target is resolved once (symlinks and
+roots and explicit ``--spill-allow`` directories.  It is pinned when the file is opened
+(`Allowlist.pin`): each root canonical and its identity recorded, relative paths taken
+against the cwd of then; a root that is another directory later is refused, and nothing
+is worked out again from path strings.  A target is resolved once (symlinks and
 ``..`` resolved, then checked against those roots); its directory is then reached from the
 root's own descriptor one component at a time without following symlinks, and the output
 is created, written and renamed relative to that descriptor (`tet.safeio`).  A symlink
