@@ -146,6 +146,28 @@ def test_the_cache_root_swapped_after_first_use_is_refused(world: dict[str, Path
     assert _files(outside) == []
 
 
+def test_a_cache_root_swapped_between_open_and_first_use_is_refused(
+        world: dict[str, Path]) -> None:
+    """An existing cache root's identity is taken at open: a symlink put in its place
+    before the first output is not followed there."""
+    data, outside = world["data"], world["outside"]
+    cache = world["cache"] / "tetration"
+    cache.mkdir(parents=True)
+    with tet.open(data / "x.tet") as f:
+        os.rename(cache, cache.with_name("tetration.real"))
+        cache.symlink_to(outside, target_is_directory=True)
+        with pytest.raises(tet.QueryError) as info:
+            f.read_spill("a")
+        text = str(info.value)
+        assert text.startswith(f"validation: spill path {cache}/spill-{os.getpid()}-")
+        assert text.endswith(f".bin: allowed root {cache} {MOVED}")
+        with pytest.raises(tet.QueryError) as info:
+            f.query({"dataset": "a", "median": [], "execution": {"memory_budget_bytes": 1}},
+                    preview=0)
+        assert str(info.value) == f"validation: allowed root {cache} {MOVED}"
+    assert _files(outside) == []
+
+
 def test_the_cli_takes_spill_allow_against_its_cwd(world: dict[str, Path], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
                                                  cli: Callable[..., CliRun]) -> None:
@@ -236,10 +258,13 @@ def test_output_paths_no_file_can_have_are_query_errors(tmp_path: Path, bad: str
     }
     with tet.open(src) as f:
         for what, call in calls.items():
-            for attempt in (lambda: call(f), lambda: f.query(docs[what], preview=1)):
+            for how in ("python", "document"):
                 with pytest.raises(tet.QueryError) as info:
-                    attempt()
-                assert str(info.value) == "validation: " + problem.format(what=what)
+                    if how == "python":
+                        call(f)
+                    else:
+                        f.query(docs[what], preview=1)
+                assert str(info.value) == "validation: " + problem.format(what=what), how
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.tet"]
 
 
