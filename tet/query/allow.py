@@ -294,8 +294,9 @@ class Allowlist:
     def pin(cls, tet_path: str | os.PathLike[str],
             extra: Sequence[str | os.PathLike[str]] = ()) -> Allowlist:
         """The allowlist of a `.tet` path as the host gave it, pinned now: its directory
-        (a relative path against the cwd now), the cache roots (those that exist now;
-        the others are created and pinned at first use), and ``extra`` (``--spill-allow``
+        (a relative path against the cwd now), the cache roots (the identity of those
+        that exist is taken now; all are created if missing, canonicalised and pinned at
+        the first use), and ``extra`` (``--spill-allow``
         directories, relative to the cwd now, created if missing).  An empty, NUL or
         unencodable ``extra`` entry is a `QueryError`."""
         parent = Path(os.fspath(tet_path)).parent  # "data.tet" -> "." -> the cwd
@@ -313,9 +314,9 @@ class Allowlist:
         pins = self._pins
         if pins is None:
             assert self._lazy is not None
-            caches = [(p, i) for p, i in self._lazy.get()]
+            caches = self._lazy.get()
+            self._cache_paths = tuple(p for p, _ in caches)  # before `_pins` says done
             pins = self._pins = _dedupe([*self._fixed, *caches, *self._extras])
-            self._cache_paths = tuple(p for p, _ in caches)
         return pins
 
     @property
