@@ -749,6 +749,43 @@ def test_cli_errors(cli: CliFn, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tet"))
 
 
+FIFO_PROBE = """
+import sys
+import tet
+from tet.convert.hdf5 import H5Source
+from tet.convert.netcdf import NCSource
+for call in (lambda p: tet.convert(p, sys.argv[2]), H5Source, NCSource):
+    for name in sys.argv[3:]:
+        try:
+            call(sys.argv[1] + "/" + name)
+            print("OPENED")
+        except tet.TetError as exc:
+            print(type(exc).__name__ + ": " + str(exc), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="FIFOs")
+def test_a_fifo_input_is_refused_at_once(tmp_path: Path) -> None:
+    """Sniffing and every reader open a non-regular input without blocking and refuse it
+    (a child with a timeout: a blocked open would time out)."""
+    names = ["in.h5", "in.nc", "in.h5.gz", "noext"]
+    for name in names:
+        os.mkfifo(tmp_path / name)
+    done = subprocess.run([sys.executable, "-c", FIFO_PROBE, str(tmp_path),
+                           str(tmp_path / "o.tet"), *names],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"NotRegularFileError: cannot convert {tmp_path / n}: is a FIFO, not a regular file"
+        for n in names] * 3
+    r = subprocess.run([sys.executable, "-m", "tet.cli.main", "convert",
+                        str(tmp_path / "in.nc"), str(tmp_path / "o.tet")],
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert (r.returncode, r.stdout, r.stderr) == (
+        1, "", f"error: cannot convert {tmp_path / 'in.nc'}: is a FIFO, not a regular file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
 def test_jobs_are_clamped() -> None:
     from tet.convert import resolve_jobs
 

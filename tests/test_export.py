@@ -478,6 +478,9 @@ def test_a_failure_mid_export_leaves_nothing_behind(tmp_path: Path, pre_existing
     assert str(info.value) == ("Zarr export failed: dataset `second/part`: "
                                "No space left on device")
     assert info.value.dataset == "second/part"
+    assert type(info.value) is ex.ExportDiskFullError  # also a DiskFullError (an OSError)
+    assert isinstance(info.value, tet.DiskFullError) and info.value.errno == errno.ENOSPC
+    assert info.value.size is None  # this failure came with no file being written
     assert _listing(parent) == (["other.txt", "out.zarr"] if pre_existing else ["other.txt"])
     if pre_existing:
         assert _listing(out) == []

@@ -192,6 +192,9 @@ def test_a_full_disk_at_commit_is_disk_full_error(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     path = tet.write_dataset(tmp_path / "d.tet", "a", np.arange(4.0))
     old = path.read_bytes()
+    # the same file under a name of the same length (history names it): its whole size
+    whole = tet.write_dataset(tmp_path / "e.tet", "a", np.arange(1000.0)).stat().st_size
+    (tmp_path / "e.tet").unlink()
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -200,7 +203,8 @@ def test_a_full_disk_at_commit_is_disk_full_error(tmp_path: Path,
     with pytest.raises(OSError) as info:
         tet.write_dataset(path, "a", np.arange(1000.0))
     assert type(info.value) is tet.DiskFullError and info.value.errno == errno.ENOSPC
-    assert str(info.value) == f"cannot write {path}: {os.strerror(errno.ENOSPC)}"
+    assert info.value.size == whole  # the flush of the whole output failed
+    assert str(info.value) == f"cannot write {path}: {os.strerror(errno.ENOSPC)} ({whole} bytes)"
     assert path.read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tet"]
 
@@ -261,11 +265,22 @@ def test_a_footer_escape_that_is_a_lone_surrogate_prints(tmp_path: Path,
     assert r.returncode == 0 and r.stderr == "" and '"k": "\\ud800"' in r.stdout
 
 
-def test_nul_in_spill_allow_is_query_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("entry", "message"), [
+    ("x\0y", "validation: --spill-allow directory 'x\\x00y' contains a NUL byte"),
+    ("x\ud800y", "validation: --spill-allow directory 'x\\ud800y' contains '\\ud800', which "
+                 f"the file system encoding ({sys.getfilesystemencoding()}) cannot encode"),
+    ("", "validation: --spill-allow directory '' is empty; name a directory ('.' for the "
+         "current one)"),
+])
+def test_bad_spill_allow_entries_are_refused_at_open(tmp_path: Path, entry: str,
+                                                     message: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     path = tet.write_dataset(tmp_path / "d.tet", "a", np.arange(3.0))
-    with tet.open(path, spill_allow=["x\0y"]) as f, pytest.raises(tet.QueryError) as info:
-        f.query({"dataset": "a", "spill": "z.bin"}, preview=1)
-    assert str(info.value) == "validation: --spill-allow directory 'x\\x00y' contains a NUL byte"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(tet.QueryError) as info:
+        tet.open(path, spill_allow=[entry])
+    assert str(info.value) == message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tet"]  # nothing created
 
 
 # ---------------------------------------------------------------------------

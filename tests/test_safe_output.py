@@ -59,10 +59,10 @@ def _outside_files(outside: Path) -> list[str]:
 
 SWAPPER = textwrap.dedent(r"""
     import ctypes, os, sys, time
-    root, victim, stop, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-    a, b = os.path.join(root, "sub"), os.path.join(root, "swap")
+    a, b, victim, stop, seconds = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(
+        sys.argv[5])
     libc = ctypes.CDLL(None, use_errno=True)
-    fn = getattr(libc, "renameat2", None) if sys.argv[5] == "renameat2" else None
+    fn = getattr(libc, "renameat2", None) if sys.argv[6] == "renameat2" else None
     if fn is not None:
         fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                        ctypes.c_uint]
@@ -121,6 +121,7 @@ def _recording_creates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _attempt(f: tet.TetFile, kind: int, i: int) -> None:
+    """One output of each kind the allowlist governs, under root/sub/ (and the cache)."""
     if kind == 0:
         f.query({"dataset": "a", "spill": f"sub/s{i % 5}.bin"}, preview=3)
     elif kind == 1:
@@ -134,35 +135,71 @@ def _attempt(f: tet.TetFile, kind: int, i: int) -> None:
                  "execution": {"memory_budget_bytes": 1}}, preview=0)
 
 
+def _attempt_cache(f: tet.TetFile, kind: int, i: int) -> None:
+    """Outputs in the cache root: engine spill names, tier-C temp spills, sidecars."""
+    if kind == 0:
+        f.read_spill("a")
+    elif kind == 1:
+        f.query({"dataset": "a", "transform": {"method": "l2", "axis": []},
+                 "write": "spill"}, preview=3)
+    elif kind == 2:
+        f.query({"dataset": "a", "transform": {"method": "center", "axis": []},
+                 "write": {"target": "sidecar", "path": f"sub/side{i % 3}.tet"}}, preview=3)
+    else:
+        f.query({"dataset": "a", "median": [],
+                 "execution": {"memory_budget_bytes": 1}}, preview=0)
+
+
 ATTEMPTS = 1200
 EXPECTED_REFUSALS = ("is not under an allowed root", "changed while it was being opened",
+                     "is no longer the directory the allowlist recorded",
                      "the temp file was replaced by another process",
                      "its directory was removed by another process")  # renames: rename(2)
 # onto the empty directory a spill had just made replaces it
 
 
+def _swapped(world: dict[str, Path], tmp_path: Path, what: str) -> tuple[Path, Path]:
+    """The directory another process exchanges with a symlink to outside/, and that
+    symlink: root/sub; the `.tet` directory itself (after it was opened); the cache
+    root (pinned at the first use, before the race)."""
+    root, outside, cache = world["root"], world["outside"], world["cache"] / "tetration"
+    if what == "sub":
+        return root / "sub", root / "swap"
+    link = tmp_path / f"{what}-link"
+    link.symlink_to(outside, target_is_directory=True)
+    return (root, link) if what == "root" else (cache, link)
+
+
 @pytest.mark.skipif(not LINUX, reason="reads /proc/self/fd to locate every created file")
-@pytest.mark.parametrize("swap", ["renameat2", "renames"])
+@pytest.mark.parametrize(("what", "swap"), [("sub", "renameat2"), ("sub", "renames"),
+                                            ("root", "renameat2"), ("cache", "renameat2")])
 def test_symlink_race_writes_nothing_outside(world: dict[str, Path], tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+                                             monkeypatch: pytest.MonkeyPatch, what: str,
+                                             swap: str) -> None:
     root, outside = world["root"], world["outside"]
     created = _recording_creates(monkeypatch)
     stop = tmp_path / "stop"
-    swapper = subprocess.Popen(
-        [sys.executable, "-c", SWAPPER, str(root), str(outside / "victim"), str(stop), "300",
-         swap],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    f = tet.open(root / "data.tet")  # the roots are pinned here, before any swap
+    attempt = _attempt_cache if what == "cache" else _attempt
+    attempt(f, 1, 0)  # the first use: the cache roots are all pinned now
+    allowed = [root, *f.allowlist.caches]
+    a, b = _swapped(world, tmp_path, what)
+    allowed.append(b)  # the real directory goes by the link's name half the time
     outcomes: Counter[str] = Counter()
+    swapper = subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(a), str(b), str(outside / "victim"), str(stop),
+         "300", swap],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started = time.monotonic()
     try:
         assert swapper.stdout is not None
         assert swapper.stdout.readline().strip() == "ready"
-        with tet.open(root / "data.tet") as f:
+        with f:
             for i in range(ATTEMPTS):
                 if i == ATTEMPTS // 2:  # named temp files from here on: the .part attack
                     monkeypatch.delattr(os, "O_TMPFILE", raising=False)
                 try:
-                    _attempt(f, i % 4, i)
+                    attempt(f, i % 4, i)
                     outcomes["written"] += 1
                 except tet.TetError as exc:
                     text = str(exc)
@@ -173,13 +210,12 @@ def test_symlink_race_writes_nothing_outside(world: dict[str, Path], tmp_path: P
         out, err = swapper.communicate(timeout=60)
     seconds = time.monotonic() - started
     swaps, replaced, how = out.split()[-3:]
-    print(f"\n{ATTEMPTS} attempts in {seconds:.1f} s against {swaps} directory swaps ({how}) "
-          f"and {replaced} temp files replaced: {dict(outcomes)}")
+    print(f"\n{what}: {ATTEMPTS} attempts in {seconds:.1f} s against {swaps} directory swaps "
+          f"({how}) and {replaced} temp files replaced: {dict(outcomes)}")
     assert swapper.returncode == 0, err
     assert sum(outcomes.values()) == ATTEMPTS and int(swaps) > 0
     assert _outside_files(outside) == ["victim"]
     assert (outside / "victim").read_bytes() == b"keep"
-    allowed = [root, *Allowlist.for_file(root / "data.tet").caches]
     assert created and all(any(Path(w).is_relative_to(r) for r in allowed) for w in created)
 
 
@@ -250,9 +286,9 @@ def test_replaced_allowed_root_is_refused(world: dict[str, Path], tmp_path: Path
     with pytest.raises(tet.QueryError) as info:
         allow.create("x.bin")
     assert str(info.value) == (
-        f"validation: spill path x.bin changed while it was being opened: {root} is no longer "
-        "the directory it resolved to (a symlink or another directory was put in its place); "
-        "nothing was written")
+        f"validation: spill path x.bin: allowed root {root} is no longer the directory the "
+        "allowlist recorded (a symlink or another directory was put in its place); nothing "
+        "was written")
     assert list((tmp_path / "root").iterdir()) == []
 
 
@@ -353,19 +389,45 @@ def test_special_targets_are_refused_without_blocking(world: dict[str, Path]) ->
 
 FSIZE = textwrap.dedent(r"""
     import resource, signal, sys
+    import numpy as np
     import tet
     root = sys.argv[1]
+    a = np.arange(64 * 48, dtype=np.float64).reshape(64, 48)
+    tet.write_dataset(root + "/one.tet", "a", a)  # one tile of a.nbytes
+    h5py = None
+    try:
+        import h5py
+        with h5py.File(root + "/in.h5", "w") as h:
+            h["a"] = a
+    except ImportError:
+        pass
     resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 14, 1 << 14))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    def attempt(fn):
+        try:
+            fn()
+            print("WRITTEN")
+        except tet.DiskFullError as exc:
+            print(exc.errno, exc.size, type(exc).__name__, exc)
+
+    def stream():
+        with tet.TetWriter.create(root + "/sub/s.tet") as w:
+            s = w.create_dataset("a", (64, 48), "f8", chunk_shape=(16, 48))
+            for r in range(0, 64, 16):
+                s[r:r + 16] = a[r:r + 16]
+
     with tet.open(root + "/data.tet") as f:
         for doc in ({"dataset": "a", "spill": "sub/big.bin"},
                     {"dataset": "a", "transform": {"method": "zscore", "axis": []},
                      "write": {"target": "spill", "path": "sub/t.bin"}}):
-            try:
-                f.query(doc, preview=1)
-                print("WRITTEN")
-            except tet.DiskFullError as exc:
-                print(exc.errno, exc.size, exc)
+            attempt(lambda: f.query(doc, preview=1))
+        attempt(lambda: f.transform.to_sidecar.zscore("a", path="sub/side.tet"))
+    attempt(lambda: tet.write_dataset(root + "/sub/w.tet", "a", a))
+    attempt(stream)
+    attempt(lambda: tet.export(root + "/one.tet", root + "/sub/o.zarr"))
+    if h5py is not None:
+        attempt(lambda: tet.convert(root + "/in.h5", root + "/sub/c.tet"))
 """)
 
 
@@ -377,13 +439,23 @@ def test_file_size_limit_is_a_disk_full_error_naming_path_and_size(
     done = subprocess.run([sys.executable, "-c", FSIZE, str(root)], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    strerror = os.strerror(errno.EFBIG)
-    assert done.stdout.splitlines() == [
-        f"{errno.EFBIG} {A.nbytes} validation: cannot write spill file {root}/sub/big.bin: "
-        f"{strerror} ({A.nbytes} bytes)",
-        f"{errno.EFBIG} {A.nbytes} validation: cannot write spill file {root}/sub/t.bin: "
-        f"{strerror} ({A.nbytes} bytes)",
+    big, n = os.strerror(errno.EFBIG), A.nbytes
+    lines = done.stdout.splitlines()
+    # spills reserve the whole output; writers name the bytes of the write that failed:
+    # the whole array in one write, a streamed tile (16 x 48 f8), a chunk file
+    assert lines[:6] == [
+        f"{errno.EFBIG} {n} DiskFullError validation: cannot write spill file "
+        f"{root}/sub/big.bin: {big} ({n} bytes)",
+        f"{errno.EFBIG} {n} DiskFullError validation: cannot write spill file "
+        f"{root}/sub/t.bin: {big} ({n} bytes)",
+        f"{errno.EFBIG} {n} DiskFullError cannot write {root}/sub/side.tet: {big} ({n} bytes)",
+        f"{errno.EFBIG} {n} DiskFullError cannot write {root}/sub/w.tet: {big} ({n} bytes)",
+        f"{errno.EFBIG} 6144 DiskFullError cannot write {root}/sub/s.tet: {big} (6144 bytes)",
+        f"{errno.EFBIG} {n} ExportDiskFullError Zarr export failed: dataset `a`: cannot write "
+        f"{root}/sub/o.zarr/a/c/0/0: {big} ({n} bytes)",
     ]
+    assert lines[6:] in ([], [f"{errno.EFBIG} {n} DiskFullError cannot write "
+                              f"{root}/sub/c.tet: {big} ({n} bytes)"])  # convert, with h5py
     assert sorted(p.name for p in (root / "sub").iterdir()) == ["big.bin"]
     assert (root / "sub" / "big.bin").read_bytes() == b"old"
 
@@ -438,6 +510,9 @@ FULL = textwrap.dedent(r"""
                 s[r:r + 64] = np.ones((64, 1024))
 
     attempt("stream", streamed)
+    attempt("sidecar", lambda: query({"dataset": "a", "transform": {"method": "zscore",
+                                      "axis": []}, "write": {"target": "sidecar",
+                                      "path": "side.tet"}}))
     attempt("export", lambda: tet.export(src, mnt + "/out.zarr", fsync=False))
     cache = os.path.join(mnt, "cache", "tetration")
     out["listing"] = sorted(set(os.listdir(mnt)) ^ set(before))
@@ -477,12 +552,16 @@ def test_full_tmpfs_is_a_disk_full_error_and_leaves_nothing(tmp_path: Path) -> N
     assert got["transform"] == ["DiskFullError", True, errno.ENOSPC,
                                 f"validation: cannot write spill file {mnt}/t.bin: {full} "
                                 f"({size} bytes)"]
-    for name in ("writer", "stream"):
+    # writers: the bytes of the write that failed (the whole array; one 64 x 1024 tile)
+    for name, n in (("writer", size), ("stream", 64 * 1024 * 8)):
         assert got[name] == ["DiskFullError", True, errno.ENOSPC,
-                             f"cannot write {mnt}/old.tet: {full}"], name
-    kind, is_os, _, text = got["export"]
-    assert (kind, is_os) == ("ExportError", False)
+                             f"cannot write {mnt}/old.tet: {full} ({n} bytes)"], name
+    assert got["sidecar"] == ["DiskFullError", True, errno.ENOSPC,
+                              f"cannot write {mnt}/side.tet: {full} ({size} bytes)"]
+    kind, is_os, code, text = got["export"]  # an ExportError that is a DiskFullError too
+    assert (kind, is_os, code) == ("ExportDiskFullError", True, errno.ENOSPC)
     assert text.startswith("Zarr export failed: dataset `a`: cannot write ") and full in text
+    assert text.endswith(" bytes)")
     assert got["listing"] == []  # nothing partial beside the targets
     assert got["cache"] == []      # nor in the cache
     assert got["keep"] == "old" and got["old"] == [0.0, 0.0, 0.0, 0.0]

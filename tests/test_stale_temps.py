@@ -217,6 +217,46 @@ def test_verify_warns_and_repair_removes(work: Path, dead_pid: int,
     assert [f.check for f in tet.verify.verify(path).findings if not f.ok] == []
 
 
+def test_stale_temps_of_a_file_that_does_not_exist(work: Path, dead_pid: int,
+                                                   live: subprocess.Popen[bytes],
+                                                   cli: Callable[..., CliRun]) -> None:
+    """A first write killed before its rename leaves only temps: verify still says the
+    file is missing, and names them; repair --apply stale_temp_files removes them."""
+    path = work / "new.tet"
+    dead = [forged("write", "new.tet", dead_pid, 1), forged("output", "new.tet", dead_pid, 1)]
+    kept = forged("write", "new.tet", live.pid, _start(live.pid))
+    other = forged("write", "other.tet", dead_pid, 1)  # another target's: not listed
+    for i, name in enumerate([*dead, kept, other]):
+        (work / name).write_bytes(bytes(10 * (i + 1)))
+    listed = ", ".join(f"{n} ({10 * (dead.index(n) + 1)} bytes)" for n in sorted(dead))
+    missing = f"cannot read {path}: No such file or directory"
+    want = (f"{missing}; 2 stale temp file(s) of 30 bytes of that name are beside it, their "
+            f"writers gone: {listed} (remove them with `tet repair {path} --apply "
+            "stale_temp_files`)")
+    with pytest.raises(FileNotFoundError) as info:
+        tet.verify.verify(path)
+    assert type(info.value) is tet.TetFileNotFoundError and str(info.value) == want
+    assert cli("verify", path) == CliRun(1, "", f"error: {want}\n")
+    assert cli("repair", path) == CliRun(1, "", f"error: {want}\n")  # the plan: no file
+    r = cli("repair", path, "--apply", "stale_temp_files", "--dry-run")
+    assert r == CliRun(0, f"file: {path}\nmode: dry-run\n  [stale_temp_files] planned: would "
+                          f"remove 2 stale temp file(s) (30 bytes); {path} itself does not "
+                          "exist\n", "")
+    assert len(_names(work)) == 4
+    r = cli("repair", path, "--apply", "stale_temp_files", "--apply", "footer_invalid")
+    assert r == CliRun(0, f"file: {path}\nmode: apply\n  [stale_temp_files] applied: removed "
+                          f"2 stale temp file(s) (30 bytes); {path} itself does not exist\n"
+                          f"  [footer_invalid] skipped: {path} does not exist; nothing to "
+                          "repair\n", "")
+    assert _names(work) == sorted([kept, other])
+    # nothing stale of that name is left: a missing file is the plain error again
+    assert cli("verify", path) == CliRun(1, "", f"error: {missing}\n")
+    assert cli("repair", path, "--apply", "stale_temp_files") == CliRun(
+        1, "", f"error: {missing}\n")
+    report = tet.verify.repair(work / "other.tet", ["stale_temp_files"])
+    assert report.verify_after_ok is None and _names(work) == [kept]
+
+
 # ---------------------------------------------------------------------------
 # SIGKILLed writers
 

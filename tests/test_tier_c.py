@@ -291,9 +291,21 @@ def test_spill_results_decode_with_the_real_dtype(tmp_path: Path) -> None:
         assert res.path.exists() and res.dtype_tag == tet.dtypes.for_numpy(np.int64).tag
         np.testing.assert_array_equal(res.to_numpy(), a[1:])
         res.path.unlink()
-        with pytest.raises(FileNotFoundError, match="spill file not found"):
+        with pytest.raises(FileNotFoundError) as missing:
             res.to_numpy()
+        assert type(missing.value) is tet.TetFileNotFoundError
+        assert str(missing.value) == (f"cannot read spill file {res.path}: No such file or "
+                                      "directory")
         short = f.read_spill("a", "short.bin")
         os.truncate(short.path, 8)
-        with pytest.raises(ValueError, match=r"has 1 elements, expected 12 for shape \(3, 4\)"):
+        with pytest.raises(tet.FileChangedError) as changed:
             short.to_numpy()
+        assert str(changed.value) == (f"spill file {short.path} has 8 bytes, expected 96 (12 "
+                                      "elements of int64 for shape (3, 4)); it changed after "
+                                      "it was written")
+        short.path.unlink()
+        os.mkfifo(short.path)  # a FIFO put in its place: refused at once, never waited on
+        with pytest.raises(tet.NotRegularFileError) as fifo:
+            short.to_numpy()
+        assert str(fifo.value) == (f"cannot read spill file {short.path}: is a FIFO, not a "
+                                   "spill file")

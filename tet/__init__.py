@@ -33,7 +33,7 @@ from tet.errors import (
     UnknownAxisError,
     UnknownDatasetError,
 )
-from tet.export_zarr import ExportError, ExportReport, export
+from tet.export_zarr import ExportDiskFullError, ExportError, ExportReport, export
 from tet.file import Dataset, TetFile, open
 from tet.kernels import simd_level
 from tet.query.document import build_query
@@ -66,6 +66,7 @@ __all__ = [
     "Dataset",
     "DatasetStream",
     "DiskFullError",
+    "ExportDiskFullError",
     "ExportError",
     "ExportReport",
     "FileChangedError",

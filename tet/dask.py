@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tet.errors import TetError
+from tet.errors import TetError, os_error
 from tet.file import TetFile
+from tet.safeio import checked_path
 from tet.selection import Box
 
 if TYPE_CHECKING:
@@ -66,9 +67,14 @@ class FileKey:
 
 
 def file_key(path: PathLike) -> FileKey:
-    """The key of the file at `path` now (`FileNotFoundError` when missing)."""
-    p = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    st = os.stat(p)
+    """The key of the file at `path` now.  A path no file can have is
+    `InvalidPathError`; a missing file, a path under a regular file, no permission are
+    the `TetOSError` classes (`TetFileNotFoundError` is a `FileNotFoundError`)."""
+    p = os.path.abspath(os.path.expanduser(checked_path(path, "cannot open")))
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        raise os_error(exc, "cannot open", p) from None
     return FileKey(p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 

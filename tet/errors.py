@@ -75,7 +75,8 @@ class InvalidTextError(CatalogError, ValueError):
 
 
 class InvalidPathError(TetError, ValueError):
-    """A path that no file can have (a NUL byte in it)."""
+    """A path that no file can have: a NUL byte in it, or text the file system encoding
+    cannot encode (a lone surrogate that is not one of ``os.fsdecode``'s escapes)."""
 
 
 class TetOSError(TetError, OSError):

@@ -32,12 +32,13 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.durable import fsync_dir
-from tet.errors import TetError
+from tet.errors import OS_ERRORS, DiskFullError, TetError
 from tet.file import TetFile
 from tet.layout import DatasetRecord, tile_counts
-from tet.safeio import remove_stale, temp_name
+from tet.safeio import checked_path, remove_stale, temp_name
 
-__all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportError", "ExportReport", "export"]
+__all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportDiskFullError", "ExportError",
+           "ExportReport", "export"]
 
 PathLike = str | os.PathLike[str]
 CODEC_CHOICES = ("keep", "raw", "zstd")
@@ -62,6 +63,28 @@ class ExportError(TetError):
     def __init__(self, message: str, *, dataset: str | None = None) -> None:
         super().__init__(message)
         self.dataset = dataset
+
+
+class ExportDiskFullError(ExportError, DiskFullError):
+    """An export that ran out of space (``ENOSPC``, ``EDQUOT``, ``EFBIG``): both an
+    `ExportError` and a `DiskFullError`; ``size`` is the bytes of the file whose write
+    failed.  As for every `ExportError`, nothing is left behind."""
+
+    def __init__(self, message: str, *, dataset: str | None = None, errno: int | None = None,
+                 strerror: str | None = None, filename: object = None,
+                 size: int | None = None) -> None:
+        DiskFullError.__init__(self, message, errno=errno, strerror=strerror,
+                               filename=filename)
+        self.dataset = dataset
+        self.size = size
+
+
+class _WriteFailed(OSError):
+    """A file of the store that could not be written, and its size."""
+
+    def __init__(self, exc: OSError, path: Path, size: int) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), exc.filename or str(path))
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -121,10 +144,26 @@ def _os_text(exc: OSError, shown: Callable[[str], str]) -> str:
     return f"cannot write {shown(os.fspath(exc.filename))}: {text}" if exc.filename else text
 
 
+def _os_fail(exc: OSError, text: str, shown: Callable[[str], str],
+             dataset: str | None = None) -> ExportError:
+    """`_fail(text)`; a full disk is `ExportDiskFullError`, with the size of the file
+    whose write failed in `size` and in the message."""
+    code = exc.errno
+    if code is None or OS_ERRORS.get(code) is not DiskFullError:
+        return _fail(text, dataset)
+    size = exc.size if isinstance(exc, _WriteFailed) else None
+    where = shown(os.fspath(exc.filename)) if exc.filename else None
+    return ExportDiskFullError(_PREFIX + text + (f" ({size} bytes)" if size is not None else ""),
+                               dataset=dataset, errno=code, strerror=exc.strerror,
+                               filename=where, size=size)
+
+
 def _dataset_fail(name: str, exc: BaseException,
                   shown: Callable[[str], str] = str) -> ExportError:
     text = _os_text(exc, shown) if isinstance(exc, OSError) else str(exc)
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if isinstance(exc, OSError):
+        return _os_fail(exc, f"dataset `{name}`: {first}", shown, name)
     return _fail(f"dataset `{name}`: {first}", name)
 
 
@@ -246,13 +285,16 @@ def _create(path: Path) -> int:
 
 
 def _write_file(path: Path, data: bytes | memoryview, fsync: bool) -> None:
-    fd = _create(path)
     try:
-        _write_fd(fd, memoryview(data))
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = _create(path)
+        try:
+            _write_fd(fd, memoryview(data))
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _WriteFailed(exc, path, memoryview(data).nbytes) from exc
 
 
 def _write_json(path: Path, doc: Mapping[str, Any], fsync: bool) -> None:
@@ -300,13 +342,16 @@ def _write_tile_at(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
     verbatim = (int(tbl.codec[i]) == a.codec and int(tbl.raw[i]) == expected
                 and tbl.tile_size(i) * a.dtype.itemsize == expected)
     if verbatim:
-        fd = _create(t.path)
         try:
-            _copy_span(src_fd, fd, int(tbl.offset[i]), int(tbl.stored[i]))
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = _create(t.path)
+            try:
+                _copy_span(src_fd, fd, int(tbl.offset[i]), int(tbl.stored[i]))
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise _WriteFailed(exc, t.path, int(tbl.stored[i])) from exc
         return int(tbl.stored[i]), True
     tile = _padded(a, t)
     if a.codec == ZSTD:
@@ -454,7 +499,8 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
     if codec not in CODEC_CHOICES:
         raise ValueError(f"unknown export codec {codec!r} (use one of {', '.join(CODEC_CHOICES)})")
     started = time.perf_counter()
-    src_text, dst_text = os.fspath(src), os.fspath(dst)
+    src_text = checked_path(src, "cannot open")
+    dst_text = checked_path(dst, "cannot export to")
     with TetFile(src) as f:
         target = _check_target(dst_text, Path(os.path.expanduser(dst_text)))
         if not f.catalog.datasets:
@@ -498,10 +544,10 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
             for p in created:  # deepest first; only the directories this call made
                 with contextlib.suppress(OSError):
                     p.rmdir()
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and not isinstance(exc, ExportError):
                 if not exc.filename:
                     exc.filename = dst_text
-                raise _fail(_os_text(exc, shown)) from exc
+                raise _os_fail(exc, _os_text(exc, shown), shown) from exc
             raise
     return ExportReport(
         input=Path(src_text), output=Path(dst_text), datasets=tuple(a.name for a in arrays),

@@ -25,10 +25,11 @@ from tet.errors import (
 )
 from tet.kernels import TileTable
 from tet.layout import Catalog, DatasetRecord, parse_catalog
+from tet.query.allow import Allowlist
 from tet.query.api import QueryMethods
 from tet.query.budget import resolve_budget
 from tet.query.plan import ReadPlan, plan_read, tile_table
-from tet.safeio import map_readonly, open_regular
+from tet.safeio import checked_path, map_readonly, open_regular
 from tet.selection import Box, box_from_key, resolve_selection
 
 __all__ = ["Dataset", "TetFile", "open"]
@@ -37,7 +38,7 @@ PathLike = str | os.PathLike[str]
 
 
 def _expand(path: PathLike) -> Path:
-    return Path(os.path.expanduser(os.fspath(path)))
+    return Path(os.path.expanduser(checked_path(path, "cannot open")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +151,8 @@ class TetFile(QueryMethods):
                  ) -> None:
         self._path = _expand(path)
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
+        # the output roots, pinned now: the cwd may change and a root be swapped later
+        self._allow = Allowlist.pin(self._path, self.spill_allow)
         # O_NONBLOCK + fstat: a FIFO or device is refused at once, never waited on; the map
         # is exactly the size measured, so a file truncated meanwhile is FileChangedError.
         fd, st = open_regular(self._path)
@@ -203,6 +206,11 @@ class TetFile(QueryMethods):
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def allowlist(self) -> Allowlist:
+        """Where this file's spills and sidecars may be written, pinned at open."""
+        return self._allow
 
     @property
     def catalog(self) -> Catalog:

@@ -47,6 +47,7 @@ from tet.query.document import (
 )
 from tet.query.folds import FOLDS
 from tet.query.ops import OPS
+from tet.safeio import checked_path
 
 __all__ = ["COMBINABLE_OPS", "query_many"]
 
@@ -256,7 +257,7 @@ def query_many(
     """
     parsed = _document(doc)
     wire = parsed.to_dict()
-    names = [os.fspath(os.path.expanduser(os.fspath(p))) for p in paths]
+    names = [os.path.expanduser(checked_path(p, "cannot query")) for p in paths]
     if combine:
         op = parsed.operation
         if op is None or op.key not in COMBINABLE_OPS:

@@ -29,6 +29,7 @@ import shutil
 import socket
 import stat
 import string
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "NewFile",
     "StaleTemp",
     "TempKind",
+    "checked_path",
     "kind_of",
     "map_readonly",
     "move",
@@ -124,8 +126,33 @@ def nanos() -> int:
 
 def path_text(path: str | os.PathLike[str]) -> str:
     """A path as text UTF-8 can store: bytes that are not UTF-8 (surrogates from
-    ``os.fsdecode``) become ``\\xNN`` escapes, for history rows and messages."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    ``os.fsdecode``) become ``\\xNN`` escapes, for history rows and messages; text no
+    file name can hold (a lone surrogate outside that range) becomes ``\\uXXXX``."""
+    try:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def checked_path(path: str | os.PathLike[str], action: str) -> str:
+    """``os.fspath(path)`` (``~`` not expanded), checked: a NUL byte, or text the file
+    system encoding cannot encode (a lone surrogate that is not one of
+    ``os.fsdecode``'s escapes), is `InvalidPathError` ``"{action} {path!r}: ..."``.
+    A ``bytes`` path is decoded as ``os.fsdecode`` does.  Every entry point that takes
+    a path from a user runs it through here first."""
+    raw: str | bytes = os.fspath(path)  # TypeError for what is not a path
+    text = os.fsdecode(raw) if isinstance(raw, bytes) else raw
+    if "\0" in text:
+        raise InvalidPathError(f"{action} {text!r}: the path contains a NUL byte")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        bad = text[exc.start:exc.end]
+        raise InvalidPathError(
+            f"{action} {text!r}: the path contains {bad!r}, which the file system encoding "
+            f"({sys.getfilesystemencoding()}) cannot encode; no file can have this name"
+            ) from None
+    return text
 
 
 # ---------------------------------------------------------------------------
@@ -365,17 +392,26 @@ class Dir:
 
     @classmethod
     def walk(cls, root: Path, parts: Sequence[str], *, root_id: tuple[int, int] | None,
-             create: bool, on_symlink: Callable[[Path], TetError]) -> Dir:
+             create: bool, on_symlink: Callable[[Path], TetError],
+             on_root: Callable[[Path], TetError] | None = None) -> Dir:
         """`root/parts...` reached one component at a time with ``O_NOFOLLOW`` from
         `root`, whose (st_dev, st_ino) must be `root_id`; missing directories are made
         when `create`.  A component that is not a directory (a symlink swapped in
-        meanwhile) raises ``on_symlink(path so far)``; OS failures raise OSError."""
-        d = cls.of(root)
+        meanwhile) raises ``on_symlink(path so far)``; a root that is another directory
+        now, or gone, raises ``on_root(root)`` (default `on_symlink`); other OS failures
+        raise OSError."""
+        moved = on_symlink if on_root is None else on_root
+        try:
+            d = cls.of(root)
+        except OSError as exc:
+            if root_id is not None and exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise moved(root) from None
+            raise
         try:
             if root_id is not None and _AT:
                 st = os.fstat(d.fd)
                 if (st.st_dev, st.st_ino) != root_id:
-                    raise on_symlink(root)
+                    raise moved(root)
             for name in parts:
                 d = d._child(name, create, on_symlink)
         except BaseException:
@@ -424,6 +460,10 @@ class Dir:
             st = self.lstat(name)
             if st is None or stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
                 raise on_symlink(where) from None
+
+    def dup(self) -> Dir:
+        """Another handle on the same open directory (closed on its own)."""
+        return Dir(os.dup(self.fd) if self.fd >= 0 else -1, self.path)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -492,12 +532,10 @@ def open_regular(path: str | os.PathLike[str], *, action: str = "cannot open",
     {what}"``, `refusal` defaulting to `action`); OS failures and a NUL in the path are
     `TetError` subclasses naming the path (``"{action} {path}: {strerror}"``)."""
     refusal = action if refusal is None else refusal
+    checked_path(path, action)
     try:
         fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC | _BINARY
                      | getattr(os, "O_NOCTTY", 0))
-    except ValueError:  # embedded NUL
-        raise InvalidPathError(f"{action} {path_text(path)!r}: the path contains a NUL byte"
-                               ) from None
     except IsADirectoryError:
         raise TetIsADirectoryError(f"{refusal} {path}: is a directory, not {what}",
                                    errno=errno.EISDIR, strerror=os.strerror(errno.EISDIR),

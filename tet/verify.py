@@ -17,6 +17,7 @@ beside the file and renamed over it, so the original is never left half-written)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.errors import CatalogError, os_error
+from tet.errors import CatalogError, TetFileNotFoundError, os_error
 from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
@@ -53,6 +54,7 @@ from tet.query.budget import resolve_budget
 from tet.safeio import (
     Dir,
     NewFile,
+    StaleTemp,
     map_readonly,
     open_regular,
     remove_stale,
@@ -356,6 +358,32 @@ def _check_stale_temps(path: str) -> Finding | None:
                                         f"beside the file, their writers gone: {names}{more}")
 
 
+def _stale_of_missing(path: str) -> list[StaleTemp]:
+    """Stale temps beside `path` when `path` itself does not exist (a first write that
+    was killed), else none."""
+    if os.path.lexists(path):
+        return []
+    with contextlib.suppress(OSError, ValueError):
+        return stale_temps(*_beside(path))
+    return []
+
+
+def _missing(exc: TetFileNotFoundError, path: str) -> TetFileNotFoundError:
+    """A missing file stays an error; stale temps of its name beside it are named too,
+    with the command that removes them."""
+    found = _stale_of_missing(path)
+    if not found:
+        return exc
+    names = ", ".join(t.describe() for t in found[:STALE_LISTED])
+    more = f" and {len(found) - STALE_LISTED} more" if len(found) > STALE_LISTED else ""
+    total = sum(t.size for t in found)
+    return TetFileNotFoundError(
+        f"{exc.message}; {len(found)} stale temp file(s) of {total} bytes of that name are "
+        f"beside it, their writers gone: {names}{more} (remove them with "
+        f"`{repair_command(path, 'stale_temp_files', dry_run=False)}`)",
+        errno=exc.errno, strerror=exc.strerror, filename=exc.filename)
+
+
 def verify(path: str | os.PathLike[str], *, deep: bool = False,
            progress: Progress | None = None) -> Report:
     """Check a file as cli.md §2 orders: layout, per-dataset geometry, payload spans,
@@ -365,8 +393,11 @@ def verify(path: str | os.PathLike[str], *, deep: bool = False,
     the last call.
     """
     where = os.fspath(path)
-    with _mapped(where) as (buf, size):
-        report = _verify(buf, size, where, deep, progress)
+    try:
+        with _mapped(where) as (buf, size):
+            report = _verify(buf, size, where, deep, progress)
+    except TetFileNotFoundError as exc:
+        raise _missing(exc, where) from None
     stale = _check_stale_temps(where)
     if stale is not None:
         report.findings.append(stale)
@@ -713,10 +744,18 @@ def repair(path: str | os.PathLike[str], codes: Sequence[str], *,
     """Apply (or with `dry_run` describe) the fixes named by `codes`, then verify again.
 
     Only ``footer_invalid`` has an in-place fix, and only when verify recommends it;
-    other codes are reported as skipped.
+    other codes are reported as skipped.  A file that does not exist is an error as
+    for `verify`, except that ``stale_temp_files`` still removes the temps a killed
+    first write of it left (then there is nothing to verify: ``verify_after_ok`` is
+    None).
     """
     where = os.fspath(path)
-    before = verify(where)
+    try:
+        before = verify(where)
+    except TetFileNotFoundError:
+        if "stale_temp_files" not in codes or not _stale_of_missing(where):
+            raise
+        return _repair_missing(where, codes, dry_run)
     recommended = {r.code for r in before.recommendations}
     out = RepairReport(where, dry_run)
     for code in dict.fromkeys(codes):
@@ -792,6 +831,20 @@ def _strip_footer(path: str, dry_run: bool) -> RepairAction:
     _rewrite_prefix(Path(path), end, flags & ~FLAG_FOOTER)
     return RepairAction("footer_invalid", True, False,
                         f"truncated to {end} bytes and cleared history footer flag")
+
+
+def _repair_missing(path: str, codes: Sequence[str], dry_run: bool) -> RepairReport:
+    out = RepairReport(path, dry_run)
+    for code in dict.fromkeys(codes):
+        if code == "stale_temp_files":
+            action = _remove_stale_temps(path, dry_run)
+            out.actions.append(dataclasses.replace(
+                action, message=f"{action.message}; {path} itself does not exist"))
+        else:
+            out.actions.append(RepairAction(
+                code, False, dry_run, f"{path} does not exist; nothing to repair",
+                skipped=True))
+    return out
 
 
 def _remove_stale_temps(path: str, dry_run: bool) -> RepairAction:

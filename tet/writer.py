@@ -54,7 +54,7 @@ from tet.layout import (
     history_row,
     tile_counts,
 )
-from tet.safeio import Dir, open_regular, path_text, remove_stale, temp_name
+from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale, temp_name
 from tet.selection import box_from_key
 
 __all__ = ["DatasetStream", "TetWriter", "default_chunk_shape", "write_dataset"]
@@ -122,14 +122,30 @@ def _entries(dataset_id: int, coords: np.ndarray[Any, Any]) -> np.ndarray[Any, A
     return e
 
 
+class _WriteFailed(OSError):
+    """A write to the output that failed; `size` is the bytes it was to write (what a
+    full disk's `DiskFullError` reports)."""
+
+    def __init__(self, exc: OSError, size: int) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc))
+        self.size = size
+
+
+def _size(exc: BaseException, otherwise: int | None = None) -> int | None:
+    return exc.size if isinstance(exc, _WriteFailed) else otherwise
+
+
 def _write_all(out: IO[bytes], data: np.ndarray[Any, Any]) -> None:
     """Write every byte (a raw file's write may be partial)."""
     view = memoryview(data.data).cast("B")
-    while len(view):
-        done = out.write(view)
-        if not done:
-            raise OSError(f"short write to {getattr(out, 'name', 'file')}")
-        view = view[done:]
+    try:
+        while len(view):
+            done = out.write(view)
+            if not done:
+                raise OSError(f"short write to {getattr(out, 'name', 'file')}")
+            view = view[done:]
+    except OSError as exc:
+        raise _WriteFailed(exc, memoryview(data.data).nbytes) from exc
 
 
 def aligned_offsets(at: int, stored: np.ndarray[Any, Any], codec: np.ndarray[Any, Any],
@@ -195,12 +211,16 @@ def _copy_runs(src_fd: int, out: IO[bytes], offsets: np.ndarray[Any, Any],
 def _pwrite_all(fd: int, data: Any, pos: int) -> int:
     """Write every byte of `data` at `pos`; returns the end offset."""
     view = memoryview(data).cast("B")
-    while len(view):
-        done = os.pwrite(fd, view, pos)
-        if done <= 0:
-            raise OSError(f"short write at offset {pos}")
-        view = view[done:]
-        pos += done
+    size = len(view)
+    try:
+        while len(view):
+            done = os.pwrite(fd, view, pos)
+            if done <= 0:
+                raise OSError(f"short write at offset {pos}")
+            view = view[done:]
+            pos += done
+    except OSError as exc:
+        raise _WriteFailed(exc, size) from exc
     return pos
 
 
@@ -263,11 +283,12 @@ class _Store:
     ``.tmp`` file (`tet.safeio.TEMP_NAMES`) at commit, to be renamed over the target.
     Every name is relative to the target's directory, opened once."""
 
-    def __init__(self, target: Path, base: int, *, anonymous: bool) -> None:
+    def __init__(self, target: Path, base: int, *, anonymous: bool,
+                 directory: Dir | None = None) -> None:
         self.target = target
         self.base = self.end = base
         self._names: list[str] = []
-        self.dir = Dir.of(target.parent)
+        self.dir = directory.dup() if directory is not None else Dir.of(target.parent)
         fd = -1
         try:
             if anonymous and hasattr(os, "O_TMPFILE"):
@@ -315,7 +336,7 @@ class _Store:
             text = (failed.strerror if isinstance(failed, OSError) and failed.strerror
                     else str(failed))
             raise os_error(OSError(code, f"an earlier write to the output failed: {text}"),
-                           "cannot write", self.target)
+                           "cannot write", self.target, size=_size(failed))
 
     def _wait_one(self) -> None:
         done, n = self._ahead.popleft()
@@ -325,7 +346,7 @@ class _Store:
         except BaseException as exc:
             self._failed = exc
             if isinstance(exc, OSError):
-                raise os_error(exc, "cannot write", self.target) from exc
+                raise os_error(exc, "cannot write", self.target, size=_size(exc)) from exc
             raise
 
     def flush(self) -> None:
@@ -375,9 +396,16 @@ class _Store:
         return self._names[0]
 
     def publish(self) -> None:
-        """Rename the temp name over the target, relative to the directory."""
+        """Rename the temp name over the target, relative to the directory, and check
+        that what is there now is this file (another process may have renamed something
+        over the temp name meanwhile)."""
         self.dir.rename(self.name(), self.dir, self.target.name)
         self._names.clear()
+        mine, there = os.fstat(self.fileno()), self.dir.lstat(self.target.name)
+        if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
+            raise FileChangedError(f"cannot write {self.target}: the temp file was replaced "
+                                   "by another process while it was written; the output is "
+                                   "not there")
 
     def discard(self) -> None:
         """Close the file and remove its temp name, if any (idempotent)."""
@@ -695,10 +723,13 @@ class TetWriter:
     """
 
     def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py",
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, _dir: Dir | None = None) -> None:
         from tet.file import TetFile  # the reader sits beside us, not below
 
-        self._path = Path(os.path.expanduser(os.fspath(path)))
+        self._path = Path(os.path.expanduser(checked_path(path, "cannot write")))
+        # `_dir`: the target's directory, already opened (and verified) by the caller;
+        # every name is then made, renamed and removed relative to it (sidecars)
+        self._dir = _dir
         self._clock = clock
         self._pending: list[_Pending] = []
         # Output: opened at the first streamed tile, for the datasets declared so far
@@ -747,12 +778,12 @@ class TetWriter:
 
     @classmethod
     def create(cls, path: PathLike, *, tool: str = "tet-py",
-               clock: Clock | None = None) -> TetWriter:
+               clock: Clock | None = None, _dir: Dir | None = None) -> TetWriter:
         """A session for a new file (created or replaced at `commit`); `tool` is recorded
         as the footer's ``file.tool``.  `clock` gives the time stamped on history rows
         and ``file.created_at`` (Unix seconds as a decimal string; default: now), so a
         caller can make output reproducible."""
-        return cls(path, tool=tool, clock=clock)
+        return cls(path, tool=tool, clock=clock, _dir=_dir)
 
     @classmethod
     def open_append(cls, path: PathLike, *, clock: Clock | None = None) -> TetWriter:
@@ -927,8 +958,9 @@ class TetWriter:
         records = [p.record for p in self._pending]
         tiles = sum(math.prod(tile_counts(r.shape, r.chunk_shape)) for r in records)
         with contextlib.suppress(OSError):
-            remove_stale(self._path.parent, self._path.name)
-        store = self._store = _Store(self._path, header_length(records, tiles), anonymous=True)
+            remove_stale(self._dir or self._path.parent, self._path.name)
+        store = self._store = _Store(self._path, header_length(records, tiles), anonymous=True,
+                                     directory=self._dir)
         self._stores.append(store)
         self._frozen = len(self._pending)
         self._advance()
@@ -956,7 +988,7 @@ class TetWriter:
         try:
             self._put_tiles_locked(stream, keys, payload, lens, crc)
         except OSError as exc:
-            raise os_error(exc, "cannot write", self._path) from exc
+            raise os_error(exc, "cannot write", self._path, size=_size(exc)) from exc
 
     def _put_tiles_locked(self, stream: DatasetStream, keys: np.ndarray[Any, Any],
                           payload: np.ndarray[Any, Any], lens: np.ndarray[Any, Any],
@@ -992,8 +1024,10 @@ class TetWriter:
             if fsync:
                 out.dir.fsync()
         except OSError as exc:
+            # a full disk: the bytes of the write that failed, else the whole output
+            size = _size(exc, self._stores[-1].end if self._stores else None)
             self._release()
-            raise os_error(exc, "cannot write", self._path) from exc
+            raise os_error(exc, "cannot write", self._path, size=size) from exc
         except BaseException:
             self._release()
             raise
@@ -1044,8 +1078,8 @@ class TetWriter:
             return old
         if old is None:
             with contextlib.suppress(OSError):
-                remove_stale(self._path.parent, self._path.name)
-        out = self._store = _Store(self._path, head_len, anonymous=True)
+                remove_stale(self._dir or self._path.parent, self._path.name)
+        out = self._store = _Store(self._path, head_len, anonymous=True, directory=self._dir)
         self._stores.append(out)
         return out
 
@@ -1057,7 +1091,7 @@ class TetWriter:
             return out
         except OSError:
             pass
-        named = _Store(self._path, 0, anonymous=False)
+        named = _Store(self._path, 0, anonymous=False, directory=self._dir)
         self._stores.append(named)
         out.flush()
         _copy_runs(out.fileno(), named.at_end(), np.zeros(1, np.uint64),

@@ -46,7 +46,7 @@ from tet.dask import FileKey, file_key, open_cached
 from tet.errors import TetError
 from tet.file import Dataset
 from tet.layout import MAGIC
-from tet.safeio import open_regular
+from tet.safeio import checked_path, open_regular
 
 __all__ = [
     "COORD_PREFIX",
@@ -458,10 +458,13 @@ class TetBackendEntrypoint(BackendEntrypoint):
         cannot be read yet, e.g. not created, also counts)."""
         if not isinstance(filename_or_obj, str | os.PathLike):
             return False
-        path = os.path.expanduser(os.fspath(filename_or_obj))
-        if os.path.isfile(path):
-            return _is_tet(path)
-        return str(path).endswith(".tet")
+        try:  # a probe: whatever the path is, the answer is yes or no, never an error
+            path = os.path.expanduser(checked_path(filename_or_obj, "cannot open"))
+            if os.path.isfile(path):
+                return _is_tet(path)
+            return path.endswith(".tet")
+        except (TetError, OSError, ValueError, TypeError):
+            return False
 
     def open_dataset(
         self,

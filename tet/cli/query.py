@@ -169,8 +169,8 @@ def _against_file(doc: Any, tet: str, *, preview: int | None, spill_allow: Seque
         raise CommandFailed(f"cannot open {tet}: {exc.strerror or exc}") from exc
     sink: dict[str, Any] = {}
     with f, busy(f"tet query {doc.dataset}"):
-        response = execute_document(f, doc, preview=preview, tet_file=tet,
-                                    spill_allow=spill_allow, sink=sink, max_chunks=max_chunks)
+        response = execute_document(f, doc, preview=preview, tet_file=tet, sink=sink,
+                                    max_chunks=max_chunks)
     if "execution" not in sink:
         return response, response
     return response, {**response, "execution": sink["execution"]}

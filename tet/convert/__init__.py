@@ -19,6 +19,7 @@ from tet.convert.sniff import Kind, sniff, uncompressed
 from tet.convert.source import ConvertError, ConvertWarning, SourceVar
 from tet.convert.write import ProgressFn, fit_footer, tile_shape, write_variables
 from tet.dtypes import for_numpy
+from tet.safeio import checked_path
 
 __all__ = [
     "ConvertError",
@@ -162,8 +163,8 @@ def convert(
     if codec not in ("raw", "zstd"):
         raise ValueError(f"unknown codec {codec!r} (use 'raw' or 'zstd')")
     workers = resolve_jobs(jobs)
-    src_p = Path(os.path.expanduser(os.fspath(src)))
-    dst_p = Path(os.path.expanduser(os.fspath(dst)))
+    src_p = Path(os.path.expanduser(checked_path(src, "cannot convert")))
+    dst_p = Path(os.path.expanduser(checked_path(dst, "cannot write")))
     kind = sniff(src_p)
     _check_output(src_p, dst_p)
     with ExitStack() as stack:

@@ -33,6 +33,7 @@ from tet.convert.source import (
     footer_attrs,
     labels_for,
     require,
+    require_regular,
     skip,
     valid_dim_names,
 )
@@ -162,6 +163,7 @@ class H5Source:
     def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
         self._h5py = require("h5py", "HDF5")
         self._keep_packed = keep_packed
+        require_regular(path)
         try:
             self._file = self._h5py.File(path, "r")
         except OSError as exc:

@@ -29,6 +29,7 @@ from tet.convert.source import (
     footer_attrs,
     labels_for,
     require,
+    require_regular,
     skip,
     valid_dim_names,
 )
@@ -65,6 +66,7 @@ class NCSource:
         self._nc = require("netCDF4", "NetCDF")
         self._keep_packed = keep_packed
         self._lock = threading.Lock()
+        require_regular(path)
         try:
             self._root = self._nc.Dataset(path, "r")
         except OSError as exc:

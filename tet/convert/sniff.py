@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from tet.convert.source import ConvertError
-from tet.safeio import remove_stale, temp_name
+from tet.safeio import checked_path, open_regular, remove_stale, temp_name
 
 __all__ = [
     "COMPRESSION_SUFFIXES",
@@ -79,12 +79,9 @@ def unsupported(path: Path, ext: str) -> ConvertError:
                         f"(supported extensions: {SUPPORTED})")
 
 
-def _signature(path: Path) -> Kind | None:
-    if not path.is_file():
-        return None
+def _signature(fd: int) -> Kind | None:
     try:
-        with path.open("rb") as f:
-            head = f.read(8)
+        head = os.pread(fd, 8, 0)
     except OSError:
         return None
     if head == HDF5_SIGNATURE:
@@ -96,7 +93,7 @@ def _signature(path: Path) -> Kind | None:
 
 def sniff(path: str | os.PathLike[str]) -> Kind:
     """The input kind, or the spec's `unsupported convert input` error."""
-    p = Path(path)
+    p = Path(checked_path(path, "cannot convert"))
     if not p.exists():
         raise ConvertError(f"convert input `{p}` does not exist")
     if is_zarr_v3(p):
@@ -104,9 +101,17 @@ def sniff(path: str | os.PathLike[str]) -> Kind:
     name, _ = compression_suffixes(p)
     ext = _extension(name)
     kind = EXTENSIONS.get(ext.lower())
-    if kind is not None:
-        return kind
-    found = _signature(p)
+    if p.is_dir():
+        if kind is not None:
+            return kind
+        raise unsupported(p, ext)
+    # a file: opened without blocking, so a FIFO or device is refused at once
+    fd, _ = open_regular(p, action="cannot read convert input", refusal="cannot convert",
+                         what="a regular file")
+    try:
+        found = kind or _signature(fd)
+    finally:
+        os.close(fd)
     if found is not None:
         return found
     raise unsupported(p, ext)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 
 from tet.errors import TetError
 from tet.layout import LIMITS
+from tet.safeio import open_regular
 from tet.writer import MAX_NAME_BYTES
 
 __all__ = [
@@ -50,6 +52,15 @@ T = TypeVar("T")
 class ConvertError(TetError):
     """A conversion that cannot proceed: unsupported input, a missing library, or a
     variable that failed to read (the message names it)."""
+
+
+def require_regular(path: str | os.PathLike[str]) -> None:
+    """Refuse at once an input file that is not a regular file (a FIFO, socket or
+    device: `NotRegularFileError`, never opened for reading, so nothing blocks on it);
+    readers call this right before they open it."""
+    fd, _ = open_regular(path, action="cannot read convert input", refusal="cannot convert",
+                         what="a regular file")
+    os.close(fd)
 
 
 class ConvertWarning(UserWarning):

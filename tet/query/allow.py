@@ -3,7 +3,10 @@
 A query document names output paths (`spill`, `write.path`, sidecars), so it must not be
 able to write anywhere the user did not intend.  The allowlist is built from the `.tet`
 path the *host* gave, never from the document: the file's directory, the per-user cache
-roots and explicit ``--spill-allow`` directories.  A target is resolved once (symlinks and
+roots and explicit ``--spill-allow`` directories.  It is pinned when the file is opened
+(`Allowlist.pin`): each root canonical and its identity recorded, relative paths taken
+against the cwd of then; a root that is another directory later is refused, and nothing
+is worked out again from path strings.  A target is resolved once (symlinks and
 ``..`` resolved, then checked against those roots); its directory is then reached from the
 root's own descriptor one component at a time without following symlinks, and the output
 is created, written and renamed relative to that descriptor (`tet.safeio`).  A symlink
@@ -22,9 +25,10 @@ import os
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,7 +42,6 @@ from tet.safeio import (
     NewFile,
     kind_of,
     move,
-    path_text,
     remove_stale,
     scratch_array,
     temp_name,
@@ -95,26 +98,101 @@ def _owned(path: Path, canonical: Path) -> bool:
     return os.lstat(path).st_uid == uid and os.stat(canonical).st_uid == uid
 
 
+Ident = tuple[int, int] | None
+_PIN_TRIES = 3  # a root that keeps changing while it is measured is not used
+
+
+def _pin_cache(cand: Path, *, create: bool) -> tuple[Path, tuple[int, int]] | None:
+    """A cache root's canonical path and identity (st_dev, st_ino), or None when it is
+    missing (and not `create`), unusable, or not ours.  The identity is taken twice, of
+    the canonical path and of the candidate as named: a candidate swapped meanwhile
+    (for a symlink elsewhere) gives two answers and is measured again."""
+    for _ in range(_PIN_TRIES):
+        try:
+            if create:
+                cand.mkdir(mode=0o700, parents=True, exist_ok=True)
+            canonical = cand.resolve(strict=True)
+            st = os.stat(canonical)
+            if not stat.S_ISDIR(st.st_mode) or not _owned(cand, canonical):
+                return None
+            again = os.stat(cand)
+        except (OSError, RuntimeError):
+            return None
+        if (again.st_dev, again.st_ino) == (st.st_dev, st.st_ino):
+            return canonical, (st.st_dev, st.st_ino)
+    return None
+
+
 def cache_roots() -> list[Path]:
     """Platform cache roots in order: created, canonical, deduped; unusable ones skipped."""
     roots: list[Path] = []
-    for cand in _candidates():
-        try:
-            cand.mkdir(mode=0o700, parents=True, exist_ok=True)
-            canonical = cand.resolve(strict=True)
-            if not canonical.is_dir() or not _owned(cand, canonical):
-                continue
-        except (OSError, RuntimeError):
-            continue
-        if canonical not in roots:
-            roots.append(canonical)
+    for cand in _unique_candidates():
+        pinned = _pin_cache(cand, create=True)
+        if pinned is not None and pinned[0] not in roots:
+            roots.append(pinned[0])
     return roots
 
 
-def _dedupe(paths: Sequence[Path]) -> tuple[Path, ...]:
-    out: list[Path] = []
-    for p in paths:
-        if p not in out:
+_ENV_KEYS = ("HOME", "XDG_CACHE_HOME", "LOCALAPPDATA", "TMPDIR", "TEMP", "TMP")
+_cands_lock = threading.Lock()
+_cands_memo: dict[tuple[str | None, ...], tuple[Path, ...]] = {}
+
+
+def _unique_candidates() -> tuple[Path, ...]:
+    """`_candidates`, each once, remembered for the environment they came from."""
+    key = (*(os.environ.get(k) for k in _ENV_KEYS), tempfile.tempdir)
+    with _cands_lock:
+        found = _cands_memo.get(key)
+        if found is None:
+            found = _cands_memo[key] = tuple(dict.fromkeys(_candidates()))
+        return found
+
+
+def _glance(cand: Path) -> Ident:
+    """The identity of an existing candidate that is a directory of ours (and so is any
+    symlink naming it), else None: two stats, cheap enough for every open."""
+    try:
+        st, lst = os.stat(cand), os.lstat(cand)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    if hasattr(os, "geteuid") and (st.st_uid != os.geteuid() or lst.st_uid != os.geteuid()):
+        return None
+    return st.st_dev, st.st_ino
+
+
+class _CachePins:
+    """The cache roots of one allowlist.  When it is made (at open) the identity of each
+    existing candidate is recorded; at the first use every candidate is created if
+    missing, canonicalised and pinned, and after that the set never changes.  A
+    candidate that is another directory at the first use than at open (swapped
+    meanwhile) keeps the identity seen at open, so outputs there are refused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cands = _unique_candidates()
+        self._seen = [_glance(c) for c in self._cands]
+        self._pins: list[tuple[Path, tuple[int, int]]] | None = None
+
+    def get(self) -> list[tuple[Path, tuple[int, int]]]:
+        with self._lock:
+            if self._pins is None:
+                pins = []
+                for cand, seen in zip(self._cands, self._seen):
+                    pinned = _pin_cache(cand, create=True)
+                    if pinned is not None and seen is not None and pinned[1] != seen:
+                        pinned = (cand, seen)  # changed since open: refused when used
+                    if pinned is not None:
+                        pins.append(pinned)
+                self._pins = pins
+            return list(self._pins)
+
+
+def _dedupe(pins: Sequence[tuple[Path, Ident]]) -> tuple[tuple[Path, Ident], ...]:
+    out: list[tuple[Path, Ident]] = []
+    for p in pins:
+        if all(p[0] != q[0] for q in out):
             out.append(p)
     return tuple(out)
 
@@ -127,12 +205,48 @@ def _oserr(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _identity(path: Path) -> tuple[int, int] | None:
+def _identity(path: Path) -> Ident:
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):
         return None
     return st.st_dev, st.st_ino
+
+
+def _path_problem(text: str) -> str | None:
+    """Why no file can have this name (a NUL byte, text the file system encoding cannot
+    encode), or None."""
+    if "\0" in text:
+        return "contains a NUL byte"
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as exc:
+        return (f"contains {text[exc.start:exc.end]!r}, which the file system encoding "
+                f"({sys.getfilesystemencoding()}) cannot encode")
+    return None
+
+
+def _pin_extra(d: str | os.PathLike[str]) -> tuple[Path, Ident]:
+    """A ``--spill-allow`` directory (relative to the cwd now, ``~`` expanded), created
+    if missing, canonical, with its identity."""
+    text = os.fspath(d)
+    raw = os.fsdecode(text) if isinstance(text, bytes) else text
+    if not raw:
+        raise _fail("--spill-allow directory '' is empty; name a directory ('.' for the "
+                    "current one)")
+    problem = _path_problem(raw)
+    if problem is not None:
+        raise _fail(f"--spill-allow directory {raw!r} {problem}")
+    p = Path(os.path.expanduser(raw))
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        canonical = p.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        err = _oserr(exc) if isinstance(exc, OSError) else exc
+        raise _fail(f"cannot create --spill-allow directory {p}: {err}") from exc
+    if not canonical.is_dir():
+        raise _fail(f"--spill-allow {p} is not a directory")
+    return canonical, _identity(canonical)
 
 
 @dataclass
@@ -155,44 +269,71 @@ class Target:
         self.close()
 
 
-@dataclass(frozen=True)
 class Allowlist:
-    """The directories outputs may be written under, fixed when the `.tet` file is opened.
-    `ids` are the roots' (st_dev, st_ino) then: a root replaced later is refused."""
+    """The directories outputs may be written under, pinned when the `.tet` file is opened
+    (`pin`, which `tet.open` calls): each root is canonical and its identity (st_dev,
+    st_ino) recorded then, so a root replaced later (by a symlink or another directory)
+    is refused, and nothing is worked out again from path strings or the cwd.
 
-    base: Path
-    roots: tuple[Path, ...]
-    caches: tuple[Path, ...] = field(default=(), repr=False)
-    ids: tuple[tuple[int, int] | None, ...] = field(default=(), repr=False, compare=False)
+    Constructed directly, `roots` are taken as they are and their identities recorded
+    now; `pin` builds the list of query.md §10 (the `.tet` directory, the cache roots,
+    the ``--spill-allow`` ones)."""
 
-    def __post_init__(self) -> None:
-        if len(self.ids) != len(self.roots):
-            object.__setattr__(self, "ids", tuple(_identity(r) for r in self.roots))
+    def __init__(self, base: Path, roots: Sequence[Path] = (), caches: Sequence[Path] = (),
+                 ids: Sequence[Ident] | None = None) -> None:
+        if ids is None or len(ids) != len(roots):
+            ids = [_identity(r) for r in roots]
+        self.base = base
+        self._fixed = _dedupe(list(zip(roots, ids)))
+        self._cache_paths = tuple(caches)
+        self._lazy: _CachePins | None = None
+        self._extras: tuple[tuple[Path, Ident], ...] = ()
+        self._pins: tuple[tuple[Path, Ident], ...] | None = self._fixed
 
     @classmethod
-    def for_file(
-        cls, tet_path: str | os.PathLike[str], extra: Sequence[str | os.PathLike[str]] = ()
-    ) -> Allowlist:
-        """Allowlist for a `.tet` path as the host gave it; ``extra`` are ``--spill-allow``
-        directories (relative to the cwd, like any CLI path), created if missing."""
+    def pin(cls, tet_path: str | os.PathLike[str],
+            extra: Sequence[str | os.PathLike[str]] = ()) -> Allowlist:
+        """The allowlist of a `.tet` path as the host gave it, pinned now: its directory
+        (a relative path against the cwd now), the cache roots (the identity of those
+        that exist is taken now; all are created if missing, canonicalised and pinned at
+        the first use), and ``extra`` (``--spill-allow``
+        directories, relative to the cwd now, created if missing).  An empty, NUL or
+        unencodable ``extra`` entry is a `QueryError`."""
         parent = Path(os.fspath(tet_path)).parent  # "data.tet" -> "." -> the cwd
         base = parent.resolve()
-        extras: list[Path] = []
-        for d in extra:
-            if "\0" in os.fspath(d):
-                raise _fail(f"--spill-allow directory {path_text(d)!r} contains a NUL byte")
-            p = Path(os.fspath(d))
-            try:
-                p.mkdir(parents=True, exist_ok=True)
-                canonical = p.resolve(strict=True)
-            except (OSError, RuntimeError) as exc:
-                err = _oserr(exc) if isinstance(exc, OSError) else exc
-                raise _fail(f"cannot create --spill-allow directory {p}: {err}") from exc
-            if not canonical.is_dir():
-                raise _fail(f"--spill-allow {p} is not a directory")
-            extras.append(canonical)
-        caches = tuple(cache_roots())
-        return cls(base, _dedupe([base, *caches, *extras]), caches)
+        out = cls(base, (base,))
+        out._extras = tuple(_pin_extra(d) for d in extra)
+        out._lazy = _CachePins()
+        out._pins = None
+        return out
+
+    for_file = pin
+
+    def _all(self) -> tuple[tuple[Path, Ident], ...]:
+        """Every root with its identity, in order (the cache roots pinned on first call)."""
+        pins = self._pins
+        if pins is None:
+            assert self._lazy is not None
+            caches = self._lazy.get()
+            self._cache_paths = tuple(p for p, _ in caches)  # before `_pins` says done
+            pins = self._pins = _dedupe([*self._fixed, *caches, *self._extras])
+        return pins
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return tuple(p for p, _ in self._all())
+
+    @property
+    def ids(self) -> tuple[Ident, ...]:
+        return tuple(i for _, i in self._all())
+
+    @property
+    def caches(self) -> tuple[Path, ...]:
+        self._all()
+        return self._cache_paths
+
+    def __repr__(self) -> str:
+        return f"Allowlist(base={self.base!r}, roots={self.roots!r})"
 
     def _allowed(self, path: Path) -> bool:
         return any(path.is_relative_to(root) for root in self.roots)
@@ -202,18 +343,44 @@ class Allowlist:
         return _fail(f"spill path {given} is not under an allowed root {_ROOTS_HINT}; "
                      f"resolved to {resolved}")
 
+    def _root_moved(self, root: Path, given: str | None = None, what: str = "spill"
+                    ) -> QueryError:
+        head = "" if given is None else f"{what} path {given}: "
+        return _fail(f"{head}allowed root {root} is no longer the directory the allowlist "
+                     "recorded (a symlink or another directory was put in its place); "
+                     "nothing was written")
+
+    def check_name(self, given: str, what: str = "spill") -> None:
+        """Refuse, before anything is looked up, a path no output can have: empty, a
+        directory by its form (``.``, ``..``, a trailing separator), a NUL byte (the
+        reference engine's text) or text the file system encoding cannot encode."""
+        if "\0" in given:
+            raise _fail("spill open failed: file name contained an unexpected NUL byte")
+        problem = _path_problem(given)
+        if problem is not None:
+            raise _fail(f"{what} path {given!r} {problem}")
+        seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+        if not given or given.endswith(seps) or os.path.basename(given) in ("", ".", ".."):
+            raise _fail(f"{what} path {given or repr(given)} names a directory, not a file")
+
+    def _check_roots(self, given: str, what: str, p: Path) -> None:
+        """A root that `p` lies in (as written) and that is not the directory pinned any
+        more: refused in those words, not as a path outside the roots."""
+        for root, ident in sorted(self._all(), key=lambda r: -len(r[0].parts)):
+            if ident is not None and p.is_relative_to(root):
+                if _identity(root) != ident:
+                    raise self._root_moved(root, given, what)
+                return
+
     def _canonical(self, given: str, what: str) -> Path:
         """The target with symlinks and ``..`` resolved (the nearest existing ancestor's
         canonical form plus the lexical rest), checked against the roots before anything
         is created, so a refused path leaves no directories behind."""
-        if "\0" in given:
-            raise _fail("spill open failed: file name contained an unexpected NUL byte")
-        seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+        self.check_name(given, what)
         p = Path(given)
-        if not given or given.endswith(seps) or p.name in ("", ".", ".."):
-            raise _fail(f"{what} path {given} names a directory, not a file")
         if not p.is_absolute():
             p = self.base / p
+        self._check_roots(given, what, p)
         try:
             parent = p.parent.resolve()
             target = parent / p.name
@@ -234,17 +401,27 @@ class Allowlist:
             raise _fail(f"{what} path {given} names a directory, not a file")
         return target
 
-    def _root_of(self, directory: Path) -> tuple[Path, tuple[int, int] | None, tuple[str, ...]]:
+    def _root_of(self, directory: Path) -> tuple[Path, Ident, tuple[str, ...]]:
         """The deepest root holding `directory`, its recorded identity, and the rest."""
-        best = max((i for i, r in enumerate(self.roots) if directory.is_relative_to(r)),
-                   key=lambda i: len(self.roots[i].parts))
-        root = self.roots[best]
-        return root, self.ids[best], directory.relative_to(root).parts
+        pins = self._all()
+        best = max((i for i, (r, _) in enumerate(pins) if directory.is_relative_to(r)),
+                   key=lambda i: len(pins[i][0].parts))
+        root, ident = pins[best]
+        return root, ident, directory.relative_to(root).parts
 
     def _moved(self, given: str, what: str, where: Path) -> QueryError:
         return _fail(f"{what} path {given} changed while it was being opened: {where} is no "
                      "longer the directory it resolved to (a symlink or another directory was "
                      "put in its place); nothing was written")
+
+    def beside(self, path: str | os.PathLike[str], what: str = "spill") -> str:
+        """A path a Python caller gave for an output, checked (`check_name`) and with
+        ``~`` expanded; a relative one stays relative: `target` takes it beside the
+        `.tet` file (the directory pinned at open), never in the cwd."""
+        given = os.fspath(path)
+        text = os.fsdecode(given) if isinstance(given, bytes) else given
+        self.check_name(text, what)
+        return os.path.expanduser(text)
 
     def target(self, path: str | os.PathLike[str], *, what: str = "spill") -> Target:
         """The validated target, its directory open (missing directories created).
@@ -257,7 +434,8 @@ class Allowlist:
         root, root_id, parts = self._root_of(target.parent)
         try:
             d = Dir.walk(root, parts, root_id=root_id, create=True,
-                         on_symlink=lambda where: self._moved(given, what, where))
+                         on_symlink=lambda where: self._moved(given, what, where),
+                         on_root=lambda where: self._root_moved(where, given, what))
         except OSError as exc:
             raise _fail(f"cannot create directory for {what} path {given}: "
                         f"{_oserr(exc)}") from exc
@@ -292,9 +470,10 @@ class Allowlist:
         return NewFile(t.dir, t.name, shown=t.path, action=f"validation: cannot write "
                        f"{output} file", own_dir=True)
 
-    def _temp_root(self) -> tuple[Path, tuple[int, int] | None]:
-        roots = [(r, self.ids[self.roots.index(r)]) for r in self.caches if r in self.roots]
-        for root, ident in (*roots, *zip(self.roots, self.ids)):
+    def _temp_root(self) -> tuple[Path, Ident]:
+        pins = self._all()
+        caches = [p for p in pins if p[0] in self.caches]
+        for root, ident in (*caches, *pins):
             if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
                 return root, ident
         raise _fail("no writable directory for temp files among the allowed roots "
@@ -310,10 +489,10 @@ class Allowlist:
         root, _ = self._temp_root()
         return root / temp_name(kind)
 
-    def _root_dir(self, root: Path, ident: tuple[int, int] | None) -> Dir:
+    def _root_dir(self, root: Path, ident: Ident) -> Dir:
+        """A root's directory, opened and checked against its pinned identity."""
         def moved(where: Path) -> TetError:
-            return _fail(f"allowed root {where} is no longer the directory the allowlist "
-                         "recorded; nothing was written")
+            return self._root_moved(where)
 
         try:
             return Dir.walk(root, (), root_id=ident, create=False, on_symlink=moved)
@@ -329,15 +508,22 @@ class Allowlist:
             return scratch_array(d, dtype, shape,
                                  action="validation: cannot write temp spill file in")
 
-    def publish(self, draft: Path, target: Target, *, output: str = "sidecar") -> None:
-        """Move a finished draft from a root (the temp root) onto `target`, relative to
-        both directory descriptors (a copy renamed in when they are on two file systems)."""
-        parent = draft.parent
-        if parent not in self.roots:
-            raise _fail(f"draft {draft} is not in an allowed root")
-        with self._root_dir(parent, self.ids[self.roots.index(parent)]) as src:
-            move(src, draft.name, target.dir, target.name, shown=target.path,
-                 action=f"validation: cannot write {output} file")
+    def sweep_temps(self) -> None:
+        """Remove from the temp root the stale temps that killed queries left there
+        (sidecar drafts of earlier versions, whose owners are gone), through its
+        identity-checked descriptor; best effort."""
+        with contextlib.suppress(OSError, TetError):
+            root, ident = self._temp_root()
+            with self._root_dir(root, ident) as d:
+                remove_stale(d, None)
+
+    def root_dir(self, directory: Path) -> Dir | None:
+        """The open, identity-checked directory of a root itself (None when `directory`
+        is not one of the roots)."""
+        for root, ident in self._all():
+            if root == directory:
+                return self._root_dir(root, ident)
+        return None
 
 
 @contextmanager
@@ -377,12 +563,19 @@ def move_into_place(src: Path, dst: Path) -> None:
 def temp_file(allow: Allowlist, kind: str = "spill") -> Iterator[Path]:
     """A temp path from allow.temp_path(kind) that is always deleted on exit (success, error,
     KeyboardInterrupt), so interrupted queries do not litter the cache; drafts that killed
-    queries left there (their process gone) are removed first."""
+    queries left there (their process gone) are removed first.  Both go through the
+    root's identity-checked descriptor, never a path looked up again."""
     path = allow.temp_path(kind)
-    with contextlib.suppress(OSError):
-        remove_stale(path.parent, None)
+
+    def in_root() -> Dir:
+        d = allow.root_dir(path.parent)
+        assert d is not None  # temp_path names a file in a root
+        return d
+
+    with contextlib.suppress(OSError, TetError), in_root() as d:
+        remove_stale(d, None)
     try:
         yield path
     finally:
-        with contextlib.suppress(OSError):
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError, TetError), in_root() as d:
+            d.unlink(path.name)

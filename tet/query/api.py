@@ -4,16 +4,13 @@ or `QueryResult` out, and one helper per tier A/B operation (``f.mean(name, axis
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from os import PathLike
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tet.errors import QueryError, TetError, UnknownDatasetError
-from tet.query.allow import Allowlist
 from tet.query.document import (
     JSON_SYNTAX,
     Execution,
@@ -84,8 +81,7 @@ class QueryMethods:
         cap = _count_or_none("max_chunks", max_chunks)
         doc = self._document(query, device)
         raw = execute_document(f, doc, preview=None if plan else limit,
-                               tet_file=str(f.path), spill_allow=f.spill_allow, sink=sink,
-                               max_chunks=cap)
+                               tet_file=str(f.path), sink=sink, max_chunks=cap)
         return doc, raw
 
     def query(self, query: Any, *, preview: int | None = None, raw: bool = True,
@@ -230,8 +226,8 @@ class QueryMethods:
         """Write the selection to a spill file (row-major, little-endian, no header);
         without `path`, a file in the platform cache that is kept for the caller."""
         f: TetFile = self  # type: ignore[assignment]
-        target = (str(Allowlist.for_file(f.path, f.spill_allow).temp_path("spill"))
-                  if path is None else str(_beside(f, path)))
+        target = (str(f.allowlist.temp_path("spill")) if path is None
+                  else f.allowlist.beside(path, "spill"))
         doc: dict[str, Any] = {"dataset": dataset, "spill": target}
         if selection is not None:
             doc["selection"] = selection
@@ -256,7 +252,8 @@ class QueryMethods:
             body["axes"] = resolved
         write: dict[str, Any] = {"target": sink.value}
         if path is not None:
-            write["path"] = str(_beside(f, path))
+            write["path"] = f.allowlist.beside(
+                path, "sidecar" if sink is TransformWrite.SIDECAR else "write.path")
         if timestamp is not None:
             write["timestamp"] = timestamp
         doc: dict[str, Any] = {"dataset": dataset, "transform": body, "write": write}
@@ -304,12 +301,6 @@ def _helper(op: str) -> Callable[..., Any]:
 
 for _name in HELPER_OPS:
     setattr(QueryMethods, _name, _helper(_name))
-
-
-def _beside(f: TetFile, path: str | PathLike[str]) -> Path:
-    """Relative paths name files beside the source `.tet`, not in the cwd."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(os.path.abspath(f.path.parent / p))
 
 
 def _preview_limit(preview: Any) -> int:

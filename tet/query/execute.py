@@ -38,12 +38,13 @@ def _fail(msg: str) -> QueryError:
 
 
 def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
-                     tet_file: str | None = None, spill_allow: Sequence[str] = (),
+                     tet_file: str | None = None,
                      sink: dict[str, Any] | None = None,
                      max_chunks: int | None = resp.MAX_CHUNKS) -> dict[str, Any]:
     """The response to `doc` against `f`: a plan when `preview` is None, else executed.
 
-    `spill_allow` adds allowlist roots (CLI ``--spill-allow``); a `sink` dict receives
+    Outputs go where `f.allowlist` (pinned when `f` was opened, with its
+    ``spill_allow`` roots, CLI ``--spill-allow``) allows; a `sink` dict receives
     a ``ram`` transform's array under ``"array"`` and, when executed, the execution block
     with non-finite floats kept under ``"execution"`` (text formats print ``inf``).
     `max_chunks` caps the tiles ``read_plan.chunks`` lists (None: every one).
@@ -85,8 +86,7 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     if preview is None:
         return resp.response(**common, operation=echo, message=resp.MATCHED, catalog=catalog,
                              read_plan=resp.plan_block(plan, max_chunks))
-    fields = _execute(f, doc, dataset_id, box, axes, fill, preview, plan,
-                      spill_allow, sink)
+    fields = _execute(f, doc, dataset_id, box, axes, fill, preview, plan, sink)
     if sink is not None:
         sink["execution"] = resp.execution_block(fields, finite=False)
     message = resp.MATCHED + (resp.EXECUTED if op is not None else resp.PREVIEWED)
@@ -96,7 +96,7 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
 
 
 def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],
-             fill: float | None, preview: int, plan: ReadPlan, spill_allow: Sequence[str],
+             fill: float | None, preview: int, plan: ReadPlan,
              sink: dict[str, Any] | None) -> dict[str, Any]:
     record = f.catalog.datasets[dataset_id]
     dt = dtypes.by_tag(record.dtype)
@@ -111,8 +111,8 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         query_bytes=ex.memory_budget_bytes if ex else None,
         query_bps=ex.memory_budget_percent_bps if ex else None,
         file_bytes=cat.budget_bytes, file_bps=cat.budget_percent_bps, available=available)
-    allow = Allowlist.for_file(f.path, spill_allow) if (tier in ("C", "T") or (
-        op is None and doc.spill is not None)) else None
+    allow = f.allowlist if (tier in ("C", "T") or (op is None and doc.spill is not None)
+                            ) else None
     stored, tiles = int(plan.stored.sum()), plan.chunk_count
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored}
     preview_dtype, preview_values = dt.name, None

@@ -8,9 +8,11 @@ them with the dataset's real dtype and the logical selection shape.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from io import FileIO
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,8 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes
+from tet.errors import FileChangedError, os_error
+from tet.query.budget import allocate, resolve_budget
 from tet.query.ops import TRANSFORM_METHODS
 from tet.query.transform import output_dtype
+from tet.safeio import open_regular
 
 if TYPE_CHECKING:
     from tet.file import TetFile
@@ -54,15 +59,38 @@ def write_to_wire(w: TransformWrite, path: str | Path | None = None) -> Any:
 
 
 def load_spill(path: Path, shape: Sequence[int], dtype: np.dtype[Any]) -> Arr:
-    """A spill file as an array of the dataset dtype shaped like the selection."""
+    """A spill file as an array of the dataset dtype shaped like the selection.
+
+    The file is opened once, as a regular file that cannot block (a FIFO or device put
+    in its place is refused at once), and read through that descriptor; a missing file,
+    one of another size (changed since it was written) or a failed read is a `TetError`
+    naming the path."""
     want = math.prod(shape)
-    if not path.exists():
-        raise FileNotFoundError(f"spill file not found: {path}")
-    data = np.fromfile(path, dtype=dtype.newbyteorder("<"))
-    if data.size != want:
-        raise ValueError(f"spill file {path} has {data.size} elements, expected {want} for "
-                         f"shape {tuple(shape)}")
-    return data.astype(dtype, copy=False).reshape(shape)
+    nbytes = want * dtype.itemsize
+    fd, st = open_regular(path, action="cannot read spill file", what="a spill file")
+    try:
+        if st.st_size != nbytes:
+            raise FileChangedError(
+                f"spill file {path} has {st.st_size} bytes, expected {nbytes} ({want} "
+                f"elements of {dtype.name} for shape {tuple(shape)}); it changed after it "
+                "was written")
+        out = allocate(tuple(shape), dtype.newbyteorder("<"), budget=resolve_budget(),
+                       what=f"reading spill file {path} ({nbytes} bytes)",
+                       hint="map or read the file in pieces")
+        view = memoryview(out.reshape(-1).data).cast("B") if nbytes else memoryview(b"")
+        with FileIO(fd, "rb", closefd=False) as fh:
+            done = 0
+            while done < nbytes:
+                n = fh.readinto(view[done:])
+                if not n:
+                    raise FileChangedError(f"spill file {path} ended at byte {done} of "
+                                           f"{nbytes}; it changed while it was read")
+                done += n
+    except OSError as exc:
+        raise os_error(exc, "cannot read spill file", path) from exc
+    finally:
+        os.close(fd)
+    return out.astype(dtype, copy=False)
 
 
 def _shape(raw: dict[str, Any]) -> tuple[int, ...]:
@@ -130,7 +158,7 @@ class SpillTransformResult(TransformResult):
         where = ex.get("spill_f32_path") or ex.get("spill_f64_path")
         if not where:
             raise ValueError("transform spill result missing spill path in execution")
-        return cls(**cls._base(raw, method), path=Path(where).resolve(),
+        return cls(**cls._base(raw, method), path=Path(where),  # the engine's canonical path
                    byte_len=ex.get("spill_f32_bytes"))
 
     def to_numpy(self) -> Arr:
@@ -183,7 +211,7 @@ class SpillReadResult:
     @classmethod
     def from_response(cls, raw: dict[str, Any]) -> SpillReadResult:
         ex = raw.get("execution") or {}
-        return cls(path=Path(ex["spill_f32_path"]).resolve(), shape=_shape(raw),
+        return cls(path=Path(ex["spill_f32_path"]), shape=_shape(raw),  # canonical already
                    dtype_tag=int(raw["catalog"]["dtype"]),
                    byte_len=ex.get("spill_f32_bytes"), memory_strategy=ex.get("memory_strategy"),
                    raw=raw)

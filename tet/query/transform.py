@@ -19,7 +19,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import QueryError
-from tet.query.allow import Allowlist, Target, temp_file
+from tet.query.allow import Allowlist, Target
 from tet.query.budget import allocate
 from tet.query.folds import SKIP_NAN, fold_many
 from tet.safeio import path_text
@@ -187,8 +187,12 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
 
 def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values: Arr,
                      dest: Target, allow: Allowlist) -> None:
-    """A one-chunk `.tet` drafted in the cache and moved into place relative to the
-    destination's directory descriptor (query.md §8.4)."""
+    """A one-chunk `.tet` (query.md §8.4) written by the writer's own atomic commit
+    straight into the destination's directory, relative to its verified descriptor: the
+    file is made beside the destination (anonymous, or under a hidden temp name), and
+    renamed onto it only when complete, so it appears whole or not at all and nothing
+    is left behind.  (The reference drafts it in the cache and moves it; the result is
+    the same, without a second directory to trust.)"""
     from tet.writer import TetWriter  # the writer sits beside the reader, above us
 
     def joined(v: Sequence[int]) -> str:
@@ -212,10 +216,13 @@ def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values:
         d = dims.index(key) if dims and key in dims else int(key) if key.isdigit() else -1
         if 0 <= d < len(box.shape) and len(labels) == record.shape[d]:
             coords[key] = list(labels[box.start[d]:box.stop[d]:box.step[d]])
-    with temp_file(allow, "sidecar-draft") as draft:
-        w = TetWriter.create(draft, tool="tet query transform")
+    allow.sweep_temps()  # what killed queries left in the cache goes, as it always did
+    w = TetWriter.create(dest.path, tool="tet query transform", _dir=dest.dir)
+    try:
         w.write_dataset(out_name, values, chunk_shape=values.shape, attrs=attrs,
                         dim_names=dims, coords=coords or None)
         w.push_history_event("transform", source, parents=[source], params=params)
         w.commit()
-        allow.publish(draft, dest)
+    except BaseException:
+        w.abort()
+        raise
