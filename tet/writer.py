@@ -41,6 +41,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import CatalogError, FileChangedError, InvalidTextError, TetError, os_error
+from tet.guard import watching
 from tet.integrity import encode_table, read_table
 from tet.layout import (
     ENTRY_DTYPE,
@@ -448,7 +449,9 @@ class _CopiedSource(_Pending):
         stored = entries["stored_byte_len"]
         crc = self.old_crc
         if crc is None:
-            crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"], stored)
+            with watching(self.buf):  # never record checksums of zeros
+                crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"],
+                                           stored)
         _copy_runs(self.fd, out, entries["payload_offset"], stored)
         entries["payload_offset"] = np.uint64(at) + np.cumsum(stored, dtype=np.uint64) - stored
         return entries, crc
@@ -688,7 +691,8 @@ class TetWriter:
                                    "appending; open it again")
         self._source_fd = fd
         buf = self._source._buffer()
-        table = read_table(buf, cat)
+        with watching(buf):  # truncated under us: FileChangedError
+            table = read_table(buf, cat)
         old_crc = table.crc if table is not None else None
         for i, record in enumerate(cat.datasets):
             mine = cat.entries["dataset_id"] == i
