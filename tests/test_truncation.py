@@ -95,12 +95,12 @@ OPS = ["mean", "sum_axis", "max", "median", "quantile", "read_numpy", "read_sele
        "slicing", "zero_copy", "query", "histogram"]
 
 
-@pytest.mark.parametrize("codec", ["raw", "zstd"])
-@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(("op", "codec"), [(op, codec) for codec in ("raw", "zstd")
+                                            for op in OPS
+                                            if (op, codec) != ("zero_copy", "zstd")])
 def test_truncated_after_open_is_file_changed(tmp_path: Path, op: str, codec: str) -> None:
+    """(zstd tiles are never handed out as views: zero_copy is a raw case only.)"""
     path = _write(tmp_path / "t.tet", codec)
-    if codec == "zstd" and op == "zero_copy":
-        pytest.skip("zstd tiles are never handed out as views")
     out = _outcome(_child(AFTER_OPEN, str(path), op, str(CUT)))
     assert out == {"error": "FileChangedError", "message": changed(path),
                    "catalog_error": True}
@@ -111,10 +111,11 @@ def test_every_read_after_the_change_is_refused(tmp_path: Path) -> None:
     data, even by a read of a part that had not been touched before."""
     path = _write(tmp_path / "t.tet")
     code = """
-    import json, os, sys, tet
+    import json, os, sys, tet, tet.guard
     path = sys.argv[1]
     f = tet.open(path)
     head = f.read_numpy("a", {"start": [0, 0], "stop": [1, 1024]})  # before the cut
+    before = tet.guard.absorbed_faults()
     os.truncate(path, int(sys.argv[2]))
     seen = []
     for op in (lambda: f.mean("a"), lambda: f.read_numpy("a", {"start": [0, 0],
@@ -124,9 +125,13 @@ def test_every_read_after_the_change_is_refused(tmp_path: Path) -> None:
             seen.append("value")
         except tet.FileChangedError as exc:
             seen.append(str(exc))
-    print(json.dumps({"head": float(head.sum()), "seen": seen}))
+    absorbed = tet.guard.absorbed_faults() - before
+    print(json.dumps({"head": float(head.sum()), "seen": seen, "absorbed": absorbed}))
     """
     out = _outcome(_child(code, str(path), str(CUT)))
+    # the guard saw the fault (each absorbed fault maps zeros over the rest of the cut
+    # tail, so there are at most as many as pages past the cut)
+    assert out.pop("absorbed") in range(1, N * 8 // 4096 + 1)
     assert out == {"head": float(np.arange(1024).sum()), "seen": [changed(path)] * 3}
 
 
