@@ -20,6 +20,7 @@ CSRC = HERE / "csrc"
 SOURCES = [
     "dispatch.c", "gather.c", "gather_avx2.c", "gather_neon.c", "codec.c", "fold.c",
     "fold_avx2.c", "run.c", "transform.c", "checksum.c", "checksum_sse42.c",
+    "guard.c",
 ]
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
 

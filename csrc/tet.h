@@ -224,6 +224,26 @@ int32_t tet_crc32c_spans(const tet_spans *spans, tet_report *report);
  * max_need bytes (detail: what it needs; the span was not decoded).  The call
  * itself fails only for bad arguments or memory. */
 int32_t tet_check_frames(const tet_spans *spans, tet_report *report);
+/* ---- mapping guard (guard.c) ---------------------------------------------
+ * A SIGBUS on a registered read-only file mapping (the file was truncated while
+ * mapped) is absorbed: zero pages replace the rest of the mapping and its hit flag
+ * is set; readers check the flag after each operation and report the change.
+ * Faults elsewhere go to the handler installed before (or the default action). */
+#define TET_GUARD_SLOTS 16384
+
+/* Install the SIGBUS handler, or reinstall it over one installed since (faulthandler
+ * enabled later); 0 ok, 1 not supported on this platform, -1 failed. */
+int32_t tet_guard_install(void);
+/* Register the mapping [base, base + len) (page-aligned base): a slot id, or -1 when
+ * it cannot be guarded (no signals here, table full).  Reinstalls the handler. */
+int64_t tet_guard_add(const uint8_t *base, uint64_t len);
+/* Nonzero once a fault inside the slot's mapping was absorbed. */
+uint32_t tet_guard_hit(int64_t slot);
+/* Release the slot (after the mapping is gone or will not be read again). */
+void tet_guard_remove(int64_t slot);
+/* Test hooks: faults absorbed so far; whether this platform guards at all. */
+uint64_t tet_guard_absorbed(void);
+int32_t tet_guard_supported(void);
 /* cdef-end */
 
 #endif

@@ -66,7 +66,8 @@ class MemoryBudgetError(TetError, MemoryError):
 
 class FileChangedError(CatalogError):
     """The file changed while it was being opened (truncated or replaced between the
-    size check and the mapping); opening it again sees the new file."""
+    size check and the mapping) or read (truncated or rewritten in place while mapped:
+    tet.guard); opening it again sees the new file."""
 
 
 class InvalidTextError(CatalogError, ValueError):

@@ -23,6 +23,7 @@ from tet.errors import (
     UnknownAxisError,
     UnknownDatasetError,
 )
+from tet.guard import GuardedMap, watching
 from tet.kernels import TileTable
 from tet.layout import Catalog, DatasetRecord, parse_catalog
 from tet.query.allow import Allowlist
@@ -144,7 +145,9 @@ class TetFile(QueryMethods):
 
     Opening maps the file and validates its whole catalog, so a corrupt file
     raises `CatalogError` from `open`.  Use it as a context manager to
-    release the mapping; arrays already returned stay valid.
+    release the mapping; arrays already returned stay valid.  A file truncated or
+    rewritten in place while it is open is `FileChangedError` from the read that sees
+    it, and from every read after it (tet.guard): open it again.
     """
 
     def __init__(self, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
@@ -167,7 +170,8 @@ class TetFile(QueryMethods):
         self._tables: dict[int, TileTable] = {}
         self._datasets: dict[str, Dataset] = {}
         try:  # validate now, as h5py does: a corrupt file fails to open
-            self._catalog = parse_catalog(self._buffer(), self._len)
+            with watching(self._map):  # truncated while parsed: FileChangedError
+                self._catalog = parse_catalog(self._buffer(), self._len)
         except BaseException:
             self.close()
             raise
@@ -215,7 +219,8 @@ class TetFile(QueryMethods):
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            self._catalog = parse_catalog(self._buffer(), self._len)
+            with watching(self._map):
+                self._catalog = parse_catalog(self._buffer(), self._len)
         return self._catalog
 
     def _buffer(self) -> Any:
@@ -394,12 +399,15 @@ class TetFile(QueryMethods):
             or None for everything.
         copy : True (default) always copies; None returns a read-only zero-copy view
             when the selection is exactly one raw chunk; False insists on that view.
+            A view reads the file's pages when it is used: if the file is truncated
+            after the view was returned, the truncated part reads as zeros.
         memory_budget_bytes : cap on the result size; default from the file's TIDX
             settings, else 25 % of available RAM.
 
         Raises
         ------
-        UnknownDatasetError, SelectionError, MemoryBudgetError, CatalogError
+        UnknownDatasetError, SelectionError, MemoryBudgetError, CatalogError;
+        FileChangedError when the file was truncated while it was read.
         """
         dataset_id, box = self.resolve(dataset, selection)
         return self._read(dataset_id, box, copy=copy, budget=memory_budget_bytes)
@@ -474,9 +482,17 @@ class TetFile(QueryMethods):
         (i,) = table.touch(box.start, box.stop, box.step).astype(np.int64)
         if int(table.codec[i]) != 0 or int(table.raw[i]) != box.size * dtype.itemsize:
             return None
-        if int(table.offset[i]) + int(table.raw[i]) > self._len:
+        end = int(table.offset[i]) + int(table.raw[i])
+        if end > self._len:
             return None  # the checked read path reports it
-        return np.frombuffer(self._buffer(), dtype=dtype, count=box.size,
+        buf = self._buffer()
+        if isinstance(buf, GuardedMap) and end > 0:
+            # The view is read later, unchecked: touch its last byte now, so a file
+            # already truncated below it is FileChangedError here.  One truncated after
+            # this returns reads zeros in the view (the guard absorbs the fault).
+            with watching(buf):
+                buf[end - 1]
+        return np.frombuffer(buf, dtype=dtype, count=box.size,
                              offset=int(table.offset[i])).reshape(box.shape)
 
 def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:

@@ -12,12 +12,15 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tet.errors import CatalogError, ChunkError, MemoryBudgetError, TetError
 from tet.query.budget import WORK_FLOOR, allocate, require_memory
+
+if TYPE_CHECKING:
+    from tet.guard import GuardedMap
 
 __all__ = [
     "TileTable",
@@ -179,6 +182,11 @@ class TileTable:
         t.file_len, t.ndim, t.elem_size, t.n_tiles = file_len, len(shape), elem_size, len(offset)
         t.dtype = dtype
         self._struct = t
+        from tet.guard import GuardedMap  # it imports this module
+
+        # A file truncated under a call reads zeros there (csrc/guard.c): each call that
+        # reads the mapping checks its flag and raises FileChangedError instead.
+        self._guard: GuardedMap | None = file if isinstance(file, GuardedMap) else None
 
     def release(self) -> None:
         """Drop the reference to the file buffer (the mapping may then close)."""
@@ -243,7 +251,9 @@ class TileTable:
         """Raise what `read` would for a bad index row the box touches, reading no
         payload: check before sizing an output (a spill file) from the box."""
         report = ffi.new("tet_report *")
+        self._arm()
         lib.tet_box_check(self._struct, self._box(start, stop, step), report)
+        self._changed()
         if report.status != 0:
             self._raise(report, self.elem_size, describe)
 
@@ -256,7 +266,9 @@ class TileTable:
         threads = self._workers(threads, self.budget(budget), 0, "decoding this selection")
         report = ffi.new("tet_report *")
         out = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
+        self._arm()
         lib.tet_read_box(self._struct, box, out, threads, report)
+        self._changed()
         if report.status == 0:
             return
         self._raise(report, dst.dtype.itemsize, describe)
@@ -315,12 +327,24 @@ class TileTable:
             spec.edges = ffi.cast("const double *", ffi.from_buffer(edges))
             spec.counts = ffi.cast("uint64_t *", ffi.from_buffer(counts, require_writable=True))
         report = ffi.new("tet_report *")
+        self._arm()
         lib.tet_fold_box(self._struct, self._box(start, stop, step), spec,
                          ffi.cast("tet_acc *", ffi.from_buffer(cells, require_writable=True)),
                          n_cells, report)
+        self._changed()
         if report.status != 0:
             self._raise(report, self.elem_size, None)
         return cells if counts is None else counts
+
+    def _arm(self) -> None:
+        if self._guard is not None:
+            self._guard.arm()
+
+    def _changed(self) -> None:
+        """FileChangedError when the mapped file was truncated under the last call: what
+        it read there were zeros, never returned."""
+        if self._guard is not None:
+            self._guard.check()
 
     def chunk_name(self, tile: int) -> str:
         """How errors name a tile: its grid coordinates."""

@@ -560,11 +560,15 @@ def open_regular(path: str | os.PathLike[str], *, action: str = "cannot open",
 
 def map_readonly(fd: int, size: int, path: object) -> mmap.mmap | None:
     """A read-only mapping of exactly `size` bytes (None for an empty file); a file that
-    shrank since it was measured is `FileChangedError`, not a short map."""
+    shrank since it was measured is `FileChangedError`, not a short map.  The map is a
+    `tet.guard.GuardedMap`: a file truncated later, while it is mapped, is reported by
+    its readers (`FileChangedError`) instead of ending the process with SIGBUS."""
     if size == 0:
         return None
+    from tet.guard import GuardedMap  # imports the kernels: not needed by writers' paths
+
     try:
-        return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        return GuardedMap(fd, size, path)
     except ValueError:  # "mmap length is greater than file size": truncated meanwhile
         try:
             now: object = os.fstat(fd).st_size

@@ -34,6 +34,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import CatalogError, TetFileNotFoundError, os_error
+from tet.guard import watching
 from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
@@ -334,7 +335,8 @@ def _mapped(path: str) -> Iterator[tuple[Any, int]]:
         os.close(fd)
     buf: Any = mapped if mapped is not None else b""
     try:
-        yield buf, size
+        with watching(buf):  # truncated while checked: FileChangedError, not findings
+            yield buf, size
     finally:
         if isinstance(buf, mmap.mmap):
             with contextlib.suppress(BufferError):

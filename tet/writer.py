@@ -41,6 +41,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import CatalogError, FileChangedError, InvalidTextError, TetError, os_error
+from tet.guard import watching
 from tet.integrity import encode_table, read_table
 from tet.layout import (
     ENTRY_DTYPE,
@@ -524,7 +525,9 @@ class _CopiedSource(_Pending):
         stored = entries["stored_byte_len"]
         crc = self.old_crc
         if crc is None:
-            crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"], stored)
+            with watching(self.buf):  # never record checksums of zeros
+                crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"],
+                                           stored)
         dest = aligned_offsets(at, stored, entries["codec"], dtypes.by_tag(self.record.dtype).size)
         _copy_runs(self.fd, out, entries["payload_offset"], stored, dest, at)
         entries["payload_offset"] = dest
@@ -768,7 +771,8 @@ class TetWriter:
                                    "appending; open it again")
         self._source_fd = fd
         buf = self._source._buffer()
-        table = read_table(buf, cat)
+        with watching(buf):  # truncated under us: FileChangedError
+            table = read_table(buf, cat)
         old_crc = table.crc if table is not None else None
         for i, record in enumerate(cat.datasets):
             mine = cat.entries["dataset_id"] == i
