@@ -491,7 +491,8 @@ def _with_footer(base: bytes, text: bytes, *, flags: int = 1, json_len: int | No
 
 
 def test_repair_strips_spilled_metadata(cli: Cli, tmp_path: Path) -> None:
-    """A footer whose JSON parses but is invalid: the spill it references goes too."""
+    """A footer whose JSON parses but is invalid: the spill it references goes too; the
+    sound checksum table stays, named by a minimal footer (tests/test_repair_table.py)."""
     src = tmp_path / "spill.tet"
     _write_ours(src, "raw", spill=True)
     buf = src.read_bytes()
@@ -508,9 +509,16 @@ def test_repair_strips_spilled_metadata(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and d["recommendations"][0]["code"] == "footer_invalid"
     r = cli("repair", p, "--apply", "footer_invalid")
     assert r.rc == 0
-    assert (f"truncated to {cat.payload_bound} bytes and cleared history footer flag"
-            in r.out)
-    assert p.read_bytes()[16:] == buf[16 : cat.payload_bound]
+    end = cat.payload_bound
+    start, length = refs["tet_checksums_ref"]["offset"], refs["tet_checksums_ref"]["len"]
+    assert start == end
+    stub = json.dumps({"history": [], "tet_checksums_ref": {"offset": end, "len": length}},
+                      separators=(",", ":")).encode()
+    assert (f"truncated to {end} bytes and wrote back the tile checksum table [{end}, "
+            f"{end + length}) and a minimal footer naming it ({length + len(stub) + 16} bytes "
+            "in all)") in r.out
+    assert p.read_bytes() == buf[: end + length] + stub + struct.pack("<QI4s", len(stub), 1,
+                                                                       b"THST")
     with tet.open(p) as f, tet.open(src) as g:
         for name in g.dataset_names:
             assert np.array_equal(f.read_numpy(name), g.read_numpy(name))
