@@ -257,7 +257,11 @@ def _write_file(path: Path, data: bytes | memoryview, fsync: bool) -> None:
 
 def _write_json(path: Path, doc: Mapping[str, Any], fsync: bool) -> None:
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    _write_file(path, text.encode("utf-8"), fsync)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # text UTF-8 cannot hold (a lone surrogate): JSON escapes
+        data = (json.dumps(doc, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+    _write_file(path, data, fsync)
 
 
 @dataclass(frozen=True)

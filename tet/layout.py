@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
-from tet.errors import CatalogError
-from tet.jsonlimits import MAX_DEPTH, json_depth
+from tet.errors import CatalogError, InvalidTextError
+from tet.jsonlimits import MAX_DEPTH, json_depth, lone_surrogate
 
 __all__ = [
     "CHECKSUMS_KEY",
@@ -446,7 +446,9 @@ def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> A
     """The JSON value of `length` bytes at `at` (a footer or a spilled metadata blob),
     refused before it is read when over `limit` bytes and before it is parsed when
     nested deeper than query documents may be (`MAX_DEPTH`): always a `CatalogError`,
-    never a `RecursionError` or an unbounded read."""
+    never a `RecursionError` or an unbounded read.  A string holding a lone surrogate
+    (an unpaired ``"\\ud800"`` escape) is refused too (`InvalidTextError`), as the
+    reference's reader refuses it: nothing downstream has to meet text UTF-8 cannot hold."""
     where = f" (footer at {at})" if what == "footer" else ""
     if length > limit:
         name = "footer_json_bytes" if what == "footer" else "metadata_blob_bytes"
@@ -462,9 +464,14 @@ def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> A
                 f"{WRITE_PREFIX}{what} JSON parse: nesting depth {depth} exceeds maximum "
                 f"{MAX_DEPTH}{where}"
             )
-        return json.loads(text)
+        value = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CatalogError(f"{WRITE_PREFIX}{what} JSON parse: {exc}{where}") from None
+    lone = lone_surrogate(text, value)
+    if lone is not None:  # JSON allows "\ud800"; no UTF-8 text (and no reader) can hold it
+        raise InvalidTextError(f"{WRITE_PREFIX}{what} JSON parse: lone surrogate escape in a "
+                               f"string at {lone}{where}")
+    return value
 
 
 def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:
@@ -573,7 +580,11 @@ def history_row(
 def _check_string(s: Any, what: str) -> None:
     if not isinstance(s, str):
         raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a string, got {s!r}")
-    n = len(s.encode("utf-8"))
+    try:
+        n = len(s.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidTextError(f"{WRITE_PREFIX}metadata {what} {s!r} is not valid text: "
+                               f"{exc.reason} (index {exc.start})") from None
     if n == 0:
         raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a non-empty string")
     if n > LIMITS["attr_string_bytes"]:

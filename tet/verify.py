@@ -251,7 +251,8 @@ def repair_command(path: str, code: str, *, dry_run: bool = True) -> str:
 def _recommendation(finding: Finding, path: str) -> Recommendation | None:
     detail = finding.detail or ""
     check = finding.check
-    if (check == "parse" and "footer" in detail) or check == "footer":
+    if (check == "parse" and ("footer" in detail or "metadata_ref" in detail)) \
+            or check == "footer":
         return Recommendation(
             "footer_invalid", "History/metadata footer is present but malformed.",
             "Strip the invalid footer (truncate after chunk payloads).",
