@@ -88,8 +88,17 @@ def align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def tile_counts(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[int, ...]:
-    """Chunks per axis: ceil(shape / chunk_shape)."""
+def tile_counts(shape: Sequence[int], chunk_shape: Sequence[int], name: str | None = None
+                ) -> tuple[int, ...]:
+    """Chunks per axis: ceil(shape / chunk_shape).
+
+    A chunk extent below 1 (a file may declare 0) is a `CatalogError`, never a division
+    by zero: every reader of the grid (planner, export, xarray, dask) comes here.
+    `name`, the dataset's, goes into the message."""
+    if any(c < 1 for c in chunk_shape):
+        what = f"dataset {name!r}: " if name is not None else ""
+        raise CatalogError(f"{what}invalid geometry: shape {list(shape)}, chunk_shape "
+                           f"{list(chunk_shape)} (every chunk extent must be >= 1)")
     return tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
 
 

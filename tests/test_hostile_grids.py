@@ -1,0 +1,207 @@
+"""Hostile grids and the structures built from them: a chunk (or shape) extent of 0 is a
+`CatalogError` everywhere, never a division by zero; the xarray backend and `to_dask`
+check each grid against the chunk index at open and never build a graph of more than
+`tet.dask.MAX_BLOCKS` blocks; a block's index rows are checked before its buffer is
+allocated."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tet
+import tet.dask
+import tet.xarray_backend
+from tests.conftest import CliRun
+from tests.test_hostile import UNDER_ASAN, child, crafted
+
+xr = pytest.importorskip("xarray")
+pytest.importorskip("dask")
+
+Cli = Callable[..., CliRun]
+F8 = 2  # wire tag of f64 (dtype=1 is f32)
+
+
+def _file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _every_reader(path: Path) -> list[tuple[str, Callable[[], Any]]]:
+    return [
+        ("read_numpy", lambda: tet.open(path).read_numpy("x")),
+        ("mean", lambda: tet.open(path).mean("x")),
+        ("export", lambda: tet.export(path, path.parent / "out.zarr")),
+        ("xarray", lambda: xr.open_dataset(path, engine="tet")),
+        ("xarray chunks={}", lambda: xr.open_dataset(path, engine="tet", chunks={})),
+        ("to_dask", lambda: tet.to_dask(path, "x")),
+    ]
+
+
+ZERO_CHUNK = crafted([4], [0], [((0,), 0, 16, 16, 0)], payload=b"\0" * 16)
+ZERO_SHAPE = crafted([0, 3], [1, 3], [], payload=b"")
+
+
+@pytest.mark.parametrize(("data", "text"), [
+    (ZERO_CHUNK, "dataset 'x' has invalid geometry on axis 0: shape 4, chunk_shape 0 "
+                 "(both must be >= 1 and < 2**62)"),
+    (ZERO_SHAPE, "dataset 'x' has invalid geometry on axis 0: shape 0, chunk_shape 1 "
+                 "(both must be >= 1 and < 2**62)"),
+])
+def test_zero_extents_are_catalog_errors(tmp_path: Path, cli: Cli, data: bytes,
+                                         text: str) -> None:
+    path = _file(tmp_path, "z.tet", data)
+    with tet.open(path) as f:  # the catalog itself parses (as the reference's does)
+        assert f.datasets() == ["x"]
+    for what, fn in _every_reader(path):
+        with pytest.raises(tet.TetError) as info:  # export: ExportError naming the dataset
+            fn()
+        assert isinstance(info.value, tet.CatalogError) or what == "export"
+        assert str(info.value).endswith(text), what
+    r = cli("export", path, tmp_path / "cli.zarr")
+    assert r.rc == 1 and "internal error" not in r.err and r.err.count("\n") == 1
+    assert "invalid geometry" in r.err
+    assert not (tmp_path / "cli.zarr").exists() and not (tmp_path / "out.zarr").exists()
+
+
+def test_tile_counts_refuses_a_zero_chunk_extent() -> None:
+    assert tet.layout.tile_counts((5, 4), (2, 4)) == (3, 1)
+    with pytest.raises(tet.CatalogError) as info:
+        tet.layout.tile_counts((4, 4), (2, 0), "v")
+    assert str(info.value) == ("dataset 'v': invalid geometry: shape [4, 4], chunk_shape [2, 0] "
+                               "(every chunk extent must be >= 1)")
+
+
+# grids the chunk index cannot hold: 2**40 unit tiles with 4 rows; 128**8 tiles
+HUGE_1D = crafted([2**40], [1], [((i,), 8 * i, 8, 8, 0) for i in range(4)], dtype=F8,
+                  payload=b"\0" * 32)
+RANK8 = crafted([128] * 8, [1] * 8, [((0,) * 8, 0, 4, 4, 0)], payload=b"\0" * 4)
+
+
+@pytest.mark.parametrize(("data", "tiles", "rows"), [(HUGE_1D, 2**40, 4), (RANK8, 128**8, 1)])
+def test_impossible_grids_fail_at_open_in_xarray_and_dask(tmp_path: Path, data: bytes,
+                                                          tiles: int, rows: int) -> None:
+    path = _file(tmp_path, "g.tet", data)
+    text = f"dataset 'x' declares {tiles} tiles but the chunk index has only {rows} rows for it"
+    for chunks in (None, {}):
+        with pytest.raises(tet.CatalogError) as info:
+            xr.open_dataset(path, engine="tet", chunks=chunks)
+        assert str(info.value) == text
+    with pytest.raises(tet.CatalogError) as info:
+        tet.to_dask(path, "x")
+    assert str(info.value) == text
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="RLIMIT_AS cannot be applied under ASan")
+def test_impossible_grids_in_a_child_under_an_address_space_limit(tmp_path: Path) -> None:
+    """Before: MemoryError at open (2**40 unit chunks) and 4 GiB spent on .load()."""
+    huge = _file(tmp_path, "h.tet", HUGE_1D)
+    rank8 = _file(tmp_path, "r.tet", RANK8)
+    got = child(f"""
+        import xarray as xr
+        out = [outcome(lambda: xr.open_dataset({str(huge)!r}, engine="tet", chunks={{}})),
+               outcome(lambda: xr.open_dataset({str(rank8)!r}, engine="tet",
+                                               chunks={{}}).load())]
+        print(json.dumps(out))
+        """, limit_as=3 << 30)
+    assert [(r["cls"], r["tet"]) for r in got] == [("CatalogError", True)] * 2  # type: ignore[index]
+    assert max(r["peak"] for r in got) < 1 << 30  # type: ignore[index]
+
+
+def test_many_small_chunks_are_grouped_into_bounded_blocks(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    a = np.arange(60 * 70, dtype=np.float32).reshape(60, 70)
+    path = tmp_path / "m.tet"
+    tet.write_dataset(path, "v", a, chunk_shape=(1, 1), dim_names=["y", "x"])  # 4200 tiles
+    native = xr.open_dataset(path, engine="tet", chunks={})["v"]
+    assert native.chunks == ((1,) * 60, (1,) * 70)  # under the cap: the file's chunks
+    monkeypatch.setattr(tet.dask, "MAX_BLOCKS", 100)
+    assert tet.dask.grouped_chunk_shape((60, 70), (1, 1)) == (1, 70)  # 60 blocks
+    assert tet.dask.grouped_chunk_shape((60, 70), (1, 1), 10) == (6, 70)
+    assert tet.dask.grouped_chunk_shape((60, 70), (1, 1), 1) == (60, 70)
+    assert tet.dask.grouped_chunk_shape((60, 70), (7, 3)) == (7, 9)  # whole chunks each
+    var = xr.open_dataset(path, engine="tet", chunks={})["v"]
+    assert var.encoding["preferred_chunks"] == {"y": 1, "x": 70}
+    assert var.encoding["chunksizes"] == (1, 1)  # the file's own chunks, for writers
+    assert math.prod(len(c) for c in var.chunks) == 60
+    np.testing.assert_array_equal(var.values, a)
+    np.testing.assert_allclose(float(var.mean().compute()), a.mean(), rtol=1e-6)
+    d = tet.to_dask(path, "v", block_bytes=4)  # one chunk per block would be 4200 blocks
+    assert math.prod(len(c) for c in d.chunks) <= 100
+    assert all(sum(c) == n for c, n in zip(d.chunks, a.shape, strict=True))
+    np.testing.assert_array_equal(d.compute(), a)
+
+
+def test_duplicate_dim_names_are_a_catalog_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.tet"
+    with tet.TetWriter.create(path) as w:
+        w.write_dataset("v", np.ones((2, 3)), dim_names=["xx", "yy"])
+        w.write_dataset("w", np.zeros(4), dim_names=["t"])
+    path.write_bytes(path.read_bytes().replace(b'"yy"', b'"xx"'))
+    with tet.open(path) as f:
+        assert f["v"].dim_names == ("xx", "xx")
+    with pytest.raises(tet.CatalogError) as info:
+        xr.open_dataset(path, engine="tet")
+    assert isinstance(info.value, ValueError)
+    assert type(info.value) is tet.xarray_backend.XarrayLayoutError
+    assert str(info.value) == (
+        f"{path}: dataset 'v' has duplicate dim_names ['xx', 'xx'] in its footer; xarray needs "
+        "one name per axis (open the file without it: drop_variables=['v'])")
+    ds = xr.open_dataset(path, engine="tet", drop_variables=["v"])
+    assert list(ds.data_vars) == ["w"]
+
+
+def test_a_missing_group_is_an_os_error_and_a_tet_error(tmp_path: Path) -> None:
+    path = tet.write_dataset(tmp_path / "g.tet", "a/b", np.arange(3.0))
+    with pytest.raises(tet.TetOSError) as info:
+        xr.open_dataset(path, engine="tet", group="nope")
+    assert isinstance(info.value, FileNotFoundError) is False and info.value.errno == 2
+    assert str(info.value) == f"group 'nope' not found in {path} (groups: 'a')"
+
+
+# one tile declared 2**31 f64 values (16 GiB) whose row says 16 bytes
+BIG_TILE = crafted([2**31], [2**31], [((0,), 0, 16, 16, 0)], dtype=F8, payload=b"\0" * 16)
+
+
+@pytest.mark.skipif(UNDER_ASAN, reason="RLIMIT_AS cannot be applied under ASan")
+def test_a_block_is_checked_before_its_buffer_is_allocated(tmp_path: Path) -> None:
+    """The budget allows 16 GiB (a host with 64 GiB free), the address space 3 GiB: a
+    read that allocated before checking the row would fail to allocate, not as the
+    row's ChunkError."""
+    path = _file(tmp_path, "b.tet", BIG_TILE)
+    got = child(f"""
+        import xarray as xr
+        from tet.query import budget
+        budget._read_available = lambda: 64 << 30
+        out = [outcome(lambda: tet.to_dask({str(path)!r}, "x").compute()),
+               outcome(lambda: xr.open_dataset({str(path)!r}, engine="tet")["x"].values),
+               outcome(lambda: xr.open_dataset({str(path)!r}, engine="tet",
+                                               chunks={{}})["x"][:5].values)]
+        print(json.dumps(out))
+        """, limit_as=3 << 30)
+    for r in got:  # type: ignore[attr-defined]
+        assert (r["cls"], r["tet"]) == ("ChunkError", True), r
+        assert "raw_byte_len" in r["msg"] and r["peak"] < 1 << 30
+
+
+def test_a_block_over_the_budget_is_a_memory_budget_error(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    a = np.arange(1 << 20, dtype=np.float64)  # 8 MiB in one chunk
+    path = tet.write_dataset(tmp_path / "one.tet", "v", a, chunk_shape=(a.size,))
+    with tet.TetWriter.open_append(path) as w:
+        w.set_execution(memory_budget_bytes=1 << 20)  # 1 MiB for reads of this file
+    d = tet.to_dask(path, "v")
+    assert d.chunks == ((a.size,),)  # one chunk, larger than the budget: one block
+    with pytest.raises(tet.MemoryBudgetError, match=r"needs 8388608 bytes, over the memory "
+                                                    r"budget of 1048576 bytes"):
+        d.compute()
+    np.testing.assert_array_equal(tet.to_dask(path, "v", selection=[{"stop": 1000}]).compute(),
+                                  a[:1000])
