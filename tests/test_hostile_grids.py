@@ -2,7 +2,7 @@
 `CatalogError` everywhere, never a division by zero; the xarray backend and `to_dask`
 check each grid against the chunk index at open and never build a graph of more than
 `tet.dask.MAX_BLOCKS` blocks; a block's index rows are checked before its buffer is
-allocated."""
+allocated; `summary()` refuses a row list the memory budget cannot hold."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import tet.dask
 import tet.xarray_backend
 from tests.conftest import CliRun
 from tests.test_hostile import UNDER_ASAN, child, crafted
+from tests.tiles import write_u8_tiles
 
 xr = pytest.importorskip("xarray")
 pytest.importorskip("dask")
@@ -205,3 +206,33 @@ def test_a_block_over_the_budget_is_a_memory_budget_error(tmp_path: Path,
         d.compute()
     np.testing.assert_array_equal(tet.to_dask(path, "v", selection=[{"stop": 1000}]).compute(),
                                   a[:1000])
+
+
+# ---------------------------------------------------------------------------
+# summary() and its per-chunk dicts
+
+
+def test_summary_refuses_rows_over_the_budget(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 120_000  # 92 MB of row dicts: over WORK_FLOOR (64 MiB), which a budget always allows
+    path = write_u8_tiles(tmp_path / "t.tet", n)
+    from tet.query import budget
+
+    monkeypatch.setattr(budget, "_read_available", lambda: 256 << 20)  # a 64 MiB budget
+    monkeypatch.setattr(budget, "_probe", (-1.0, None))
+    with tet.open(path) as f:
+        with pytest.raises(tet.MemoryBudgetError) as info:
+            f.summary()
+        assert str(info.value) == (
+            f"summary() of {path} ({n} chunk rows, one dict each) needs "
+            f"{n * tet.file.SUMMARY_ROW_BYTES} bytes, over the memory budget of {64 << 20} "
+            "bytes; take the rows a page at a time from iter_chunks(start, stop) instead")
+        with pytest.raises(tet.MemoryBudgetError):
+            f.summary_json()
+        rows = list(f.iter_chunks(n - 2))
+        assert [r["chunk_index"][0] for r in rows] == [n - 2, n - 1]
+        assert f.catalog.summary(rows=False)["chunks"] == []
+    monkeypatch.setattr(budget, "_read_available", lambda: 4 << 30)
+    monkeypatch.setattr(budget, "_probe", (-1.0, None))
+    with tet.open(path) as f:
+        assert len(f.summary()["chunks"]) == n
