@@ -2,11 +2,13 @@
 `CatalogError` everywhere, never a division by zero; the xarray backend and `to_dask`
 check each grid against the chunk index at open and never build a graph of more than
 `tet.dask.MAX_BLOCKS` blocks; a block's index rows are checked before its buffer is
-allocated; `summary()` refuses a row list the memory budget cannot hold."""
+allocated; `summary()` refuses a row list the memory budget cannot hold; histograms
+refuse ranges whose bins would not be finite."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -236,3 +238,61 @@ def test_summary_refuses_rows_over_the_budget(tmp_path: Path,
     monkeypatch.setattr(budget, "_probe", (-1.0, None))
     with tet.open(path) as f:
         assert len(f.summary()["chunks"]) == n
+
+
+# ---------------------------------------------------------------------------
+# histograms
+
+
+@pytest.fixture
+def extremes(tmp_path: Path) -> Path:
+    return tet.write_dataset(tmp_path / "h.tet", "a", np.array(
+        [[1.0, -1.7e308, 1.7e308], [1e300, 1e300, 1e300], [0.0, 1.0, 2.0]]))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"min": -1.7e308, "max": 1.7e308},
+     "validation: too many bins for the histogram range [-1.7e+308, 1.7e+308]: cannot create 3 "
+     "finite-sized bins"),
+    ({"min": 0.0, "max": 5e-324},
+     "validation: too many bins for the histogram range [0.0, 5e-324]: cannot create 3 "
+     "finite-sized bins"),
+    ({}, "validation: too many bins for the histogram range [-1.7e+308, 1.7e+308]: cannot "
+         "create 3 finite-sized bins"),
+    ({"axes": [1]}, "validation: too many bins for the histogram range [-1.7e+308, 1.7e+308] "
+                    "(cell 0): cannot create 3 finite-sized bins"),
+])
+def test_histogram_bins_that_cannot_be_finite(extremes: Path, kwargs: dict[str, Any],
+                                              message: str) -> None:
+    """np.histogram refuses these ("Too many bins for data range"); so does tet, with no
+    NaN edge and no RuntimeWarning."""
+    with tet.open(extremes) as f, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(tet.QueryError) as info:
+            f.histogram("a", 3, **kwargs)
+        assert str(info.value) == message
+        doc = {"dataset": "a", "histogram": {"bins": 3, "axis": kwargs.get("axes", []),
+                                             **{k: v for k, v in kwargs.items() if k != "axes"}}}
+        with pytest.raises(tet.QueryError) as info:
+            f.query(doc)
+        assert str(info.value) == message
+        data = f.read_numpy("a")
+        ok = f.histogram("a", 3, selection=[{"start": 2}, {}])  # the finite row still works
+    want = np.histogram(data[2:], 3)
+    assert ok.histogram_counts == want[0].tolist() and ok.histogram_edges == want[1].tolist()
+    lo, hi = kwargs.get("min", np.min(data)), kwargs.get("max", np.max(data))
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="Too many bins for data "):
+        warnings.simplefilter("ignore")  # NumPy warns on its way to the refusal
+        np.histogram(data, 3, range=(lo, hi))
+
+
+@pytest.mark.parametrize("bins", [4097, 2**32, 2**63, 2**64 - 1])
+def test_histogram_bins_too_large_say_so(extremes: Path, bins: int) -> None:
+    with tet.open(extremes) as f:
+        with pytest.raises(tet.QueryError) as info:
+            f.query({"dataset": "a", "histogram": {"bins": bins}})
+        assert str(info.value) == f"validation: histogram bins exceeds maximum 4096 (got {bins})"
+        for missing in (2**64, -1, 2.5):  # past u64 JSON numbers are floats: not an integer
+            with pytest.raises(tet.QueryError, match=r"^validation: `histogram.bins` is "
+                                                     r"required$"):
+                f.query({"dataset": "a", "histogram": {"bins": missing}})
