@@ -154,6 +154,8 @@ def _segments(start: int, stop: int, step: int, chunk: int) -> list[int]:
     """Lengths (in selected elements) of the runs that fall in one file chunk each,
     in order, along one axis of a selection."""
     count = len(range(start, stop, step))
+    if count <= 1:  # one element (or none); a step past int64 never reaches NumPy
+        return [count] if count else []
     last = start + (count - 1) * step
     first_chunk, last_chunk = start // chunk, last // chunk
     bounds = np.arange(first_chunk + 1, last_chunk + 1, dtype=np.int64) * chunk

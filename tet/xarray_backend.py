@@ -50,6 +50,7 @@ from tet.dask import FileKey, file_key, grouped_chunk_shape, open_cached
 from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset
 from tet.layout import MAGIC
+from tet.query.budget import require_memory, resolve_budget
 from tet.safeio import open_regular
 
 __all__ = [
@@ -359,6 +360,14 @@ class TetDataStore(AbstractDataStore):
                     continue  # first labels win; a dataset named like the dim wins
                 meta = _coord_meta(raw.get(COORD_PREFIX + dim))
                 length = ds.shape[dims[ds.name].index(dim)]
+                if meta is None or meta.get("dtype") is None:  # padded to the axis length
+                    width = 4 * max([1, *map(len, labels)])  # bytes per NumPy str element
+                    require_memory(
+                        length * width, resolve_budget(file_bytes=f.catalog.budget_bytes,
+                                                       file_bps=f.catalog.budget_percent_bps),
+                        f"the coordinate {dim!r} of {self.key.path} ({len(labels)} labels "
+                        f"padded to its {length} positions)",
+                        "drop the dataset (drop_variables=[...]) or read it with tet.open")
                 values = labels_to_values(labels, length, meta)
                 if values is not None:
                     cattrs = decode_attrs(meta.get("attrs", {}), meta.get("types", {})
