@@ -210,6 +210,45 @@ def test_a_block_over_the_budget_is_a_memory_budget_error(tmp_path: Path,
                                   a[:1000])
 
 
+def test_to_dask_with_a_step_past_int64(tmp_path: Path) -> None:
+    a = np.arange(40.0).reshape(8, 5)
+    path = tet.write_dataset(tmp_path / "s.tet", "v", a, chunk_shape=(3, 2))
+    for step in (2**63, 2**64 - 1):
+        sel = [{"start": 2, "step": step}, {"step": step}]
+        d = tet.to_dask(path, "v", selection=sel)
+        assert d.chunks == ((1,), (1,))
+        np.testing.assert_array_equal(d.compute(), a[2:3, 0:1])
+
+
+def test_padded_coordinate_labels_come_out_of_the_budget(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """Footer labels for the first positions of an axis are padded with "" to its length;
+    an axis of 2**28 elements needs 1 GiB of them (the tile itself is a sparse hole)."""
+    n = 2**28
+    head = crafted([n], [n], [((0,), 0, n, n, 0)], dtype=5)  # u8, one raw tile
+    doc = (b'{"history":[],"metadata":{"datasets":{"x":{"dim_names":["t"],"coords":{"t":'
+           b'{"labels":["a","b"]}}}}}}')
+    path = tmp_path / "c.tet"
+    with path.open("wb") as fh:
+        fh.write(head[:12] + (1).to_bytes(4, "little") + head[16:])  # footer flag set
+        fh.truncate(len(head) + n)
+        fh.seek(len(head) + n)
+        fh.write(doc + len(doc).to_bytes(8, "little") + b"\1\0\0\0THST")
+    with tet.open(path) as f:
+        assert f["x"].coords == {"t": ("a", "b")}
+    from tet.query import budget
+
+    monkeypatch.setattr(budget, "_read_available", lambda: 1 << 30)
+    monkeypatch.setattr(budget, "_probe", (-1.0, None))
+    with pytest.raises(tet.MemoryBudgetError) as info:
+        xr.open_dataset(path, engine="tet")
+    assert str(info.value) == (
+        f"the coordinate 't' of {path} (2 labels padded to its {n} positions) needs {4 * n} "
+        f"bytes, over the memory budget of {1 << 28} bytes; drop the dataset "
+        "(drop_variables=[...]) or read it with tet.open")
+
+
 # ---------------------------------------------------------------------------
 # summary() and its per-chunk dicts
 
