@@ -120,23 +120,24 @@ def test_impossible_grids_in_a_child_under_an_address_space_limit(tmp_path: Path
 def test_many_small_chunks_are_grouped_into_bounded_blocks(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
-    a = np.arange(60 * 70, dtype=np.float32).reshape(60, 70)
+    a = np.arange(60 * 64, dtype=np.float32).reshape(60, 64)
     path = tmp_path / "m.tet"
-    tet.write_dataset(path, "v", a, chunk_shape=(1, 1), dim_names=["y", "x"])  # 4200 tiles
+    tet.write_dataset(path, "v", a, chunk_shape=(1, 1), dim_names=["y", "x"])  # 3840 tiles
+    assert tet.dask.MAX_BLOCKS == 4096
     native = xr.open_dataset(path, engine="tet", chunks={})["v"]
-    assert native.chunks == ((1,) * 60, (1,) * 70)  # under the cap: the file's chunks
+    assert native.chunks == ((1,) * 60, (1,) * 64)  # under the cap: the file's chunks
     monkeypatch.setattr(tet.dask, "MAX_BLOCKS", 100)
-    assert tet.dask.grouped_chunk_shape((60, 70), (1, 1)) == (1, 70)  # 60 blocks
-    assert tet.dask.grouped_chunk_shape((60, 70), (1, 1), 10) == (6, 70)
-    assert tet.dask.grouped_chunk_shape((60, 70), (1, 1), 1) == (60, 70)
-    assert tet.dask.grouped_chunk_shape((60, 70), (7, 3)) == (7, 9)  # whole chunks each
+    assert tet.dask.grouped_chunk_shape((60, 64), (1, 1)) == (1, 64)  # 60 blocks
+    assert tet.dask.grouped_chunk_shape((60, 64), (1, 1), 10) == (6, 64)
+    assert tet.dask.grouped_chunk_shape((60, 64), (1, 1), 1) == (60, 64)
+    assert tet.dask.grouped_chunk_shape((60, 64), (7, 3)) == (7, 6)  # whole chunks each
     var = xr.open_dataset(path, engine="tet", chunks={})["v"]
-    assert var.encoding["preferred_chunks"] == {"y": 1, "x": 70}
+    assert var.encoding["preferred_chunks"] == {"y": 1, "x": 64}
     assert var.encoding["chunksizes"] == (1, 1)  # the file's own chunks, for writers
     assert math.prod(len(c) for c in var.chunks) == 60
     np.testing.assert_array_equal(var.values, a)
     np.testing.assert_allclose(float(var.mean().compute()), a.mean(), rtol=1e-6)
-    d = tet.to_dask(path, "v", block_bytes=4)  # one chunk per block would be 4200 blocks
+    d = tet.to_dask(path, "v", block_bytes=4)  # one chunk per block would be 3840 blocks
     assert math.prod(len(c) for c in d.chunks) <= 100
     assert all(sum(c) == n for c, n in zip(d.chunks, a.shape, strict=True))
     np.testing.assert_array_equal(d.compute(), a)
@@ -335,3 +336,29 @@ def test_histogram_bins_too_large_say_so(extremes: Path, bins: int) -> None:
             with pytest.raises(tet.QueryError, match=r"^validation: `histogram.bins` is "
                                                      r"required$"):
                 f.query({"dataset": "a", "histogram": {"bins": missing}})
+
+
+def test_export_pads_chunks_within_the_budget(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Zarr edge chunks are written full size: a chunk far larger than its dataset (a
+    hostile chunk_shape, or a careless one) must not be padded past the budget."""
+    from tet.query import budget
+
+    monkeypatch.setattr(budget, "_read_available", lambda: 1 << 30)  # a 256 MiB budget
+    monkeypatch.setattr(budget, "_probe", (-1.0, None))
+    a = np.arange(12.0).reshape(3, 4)
+    path = tet.write_dataset(tmp_path / "p.tet", "v", a, chunk_shape=(3, 2**26))
+    with pytest.raises(tet.TetError) as info:
+        tet.export(path, tmp_path / "out.zarr", fsync=False)
+    need = 3 * 3 * 2**26 * 8
+    assert str(info.value) == (
+        f"Zarr export failed: dataset `v`: chunk [0, 0] (chunk_shape [3, 67108864] padded, and "
+        f"encoded) needs {need} bytes, over the memory budget of {1 << 28} bytes; export on a "
+        "host with more memory, or rewrite the file with smaller chunks")
+    assert not (tmp_path / "out.zarr").exists()
+    small = tet.write_dataset(tmp_path / "q.tet", "v", a, chunk_shape=(3, 1000))
+    tet.export(small, tmp_path / "ok.zarr", fsync=False)
+    raw = (tmp_path / "ok.zarr" / "v" / "c" / "0" / "0").read_bytes()
+    padded = np.zeros((3, 1000))
+    padded[:, :4] = a
+    assert raw == padded.tobytes()

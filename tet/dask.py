@@ -51,7 +51,7 @@ __all__ = [
 
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
 CACHE_SIZE = 64
-MAX_BLOCKS = 1 << 16  # dask blocks of one array at most: a graph of tasks a client can hold
+MAX_BLOCKS = 1 << 12  # dask blocks of one array at most: a graph dask schedules in well under 1 s
 
 PathLike = str | os.PathLike[str]
 
