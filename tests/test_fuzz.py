@@ -5,12 +5,18 @@ The long run is `make fuzz` (FUZZ_CASES, FUZZ_SEED, FUZZ_TIME)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import random
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+import tet
 from tests.conftest import INTEROP, REPO
 
 FUZZ = REPO / "tools" / "fuzz.py"
@@ -62,3 +68,72 @@ def test_cases_are_deterministic(tmp_path: Path) -> None:
     assert a.returncode == 0, a.stderr
     assert a.stdout == b.stdout
     assert a.stdout.startswith("case 77: ")
+
+
+def _fuzz_module() -> Any:
+    spec = importlib.util.spec_from_file_location("tet_fuzz_tool", FUZZ)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_footer_edits_reach_the_footer_checks(tmp_path: Path) -> None:
+    """The footer mutations hold what they say: lone surrogate escapes (refused at
+    open), valid pairs (read back), duplicate dim names (refused by xarray), nesting
+    past the limit; the harness's own edits keep the out-of-line regions in place."""
+    fuzz = _fuzz_module()
+    (base,) = [p for p in fuzz.generated_bases(tmp_path / "b") if p.name == "gen-f64-raw.tet"]
+    data = base.read_bytes()
+
+    def edited(style: str, seed: int = 0) -> Path:
+        out = fuzz._edit_footer(data, random.Random(seed), style)
+        assert out is not None
+        path = tmp_path / f"{style}-{seed}.tet"
+        path.write_bytes(out[0])
+        return path
+
+    for seed in range(8):
+        with pytest.raises(tet.InvalidTextError, match="lone surrogate escape in a string at "):
+            tet.open(edited("surrogate", seed))
+    opened = 0
+    for seed in range(16):  # valid text: it opens, or fails for the key it renamed
+        try:
+            with tet.open(edited("pair", seed)) as f:
+                assert f.read_numpy("v").shape == (3, 4, 5)
+                opened += 1
+        except tet.CatalogError as exc:
+            assert "surrogate" not in str(exc) and not isinstance(exc, tet.InvalidTextError)
+    assert opened >= 4
+    xr = pytest.importorskip("xarray")
+    with pytest.raises(tet.CatalogError, match=r"duplicate dim_names \[.d0., .d0., .d0.\]"):
+        xr.open_dataset(edited("dup_dims"), engine="tet")
+    depths = set()
+    for seed in range(40):
+        path = edited("deep", seed)
+        try:
+            tet.open(path).close()
+        except tet.CatalogError as exc:
+            assert "exceeds maximum 64" in str(exc)
+            depths.add("refused")
+        else:
+            depths.add("opened")
+    assert depths == {"opened", "refused"}
+
+
+def test_case_operations_cover_outputs_and_the_other_readers(tmp_path: Path) -> None:
+    fuzz = _fuzz_module()
+    (base,) = [p for p in fuzz.generated_bases(tmp_path / "b") if p.name == "gen-multi.tet"]
+    where = tmp_path / "case"
+    where.mkdir()
+    with tet.open(base) as f:
+        ops = [op for op, _ in fuzz._ops(f, random.Random(1), where)]
+        short = [op for op, _ in fuzz._ops(f, random.Random(1), where, extended=False)]
+    for op in ("covariance", "correlation", "read_spill", "transform_spill", "sidecar",
+               "to_dask", "to_dask_sel"):
+        assert op in ops
+    assert "covariance" in short and "read_spill" not in short
+    files = [op for op, _ in fuzz._file_ops(base, ["a"], where)]
+    assert files[:1] == ["export"] and "query_many_combine" in files
+    result = fuzz.run_case(base, random.Random(2), cli=False, extended=True)
+    assert result["outcome"] == "ok", result

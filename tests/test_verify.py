@@ -491,7 +491,8 @@ def _with_footer(base: bytes, text: bytes, *, flags: int = 1, json_len: int | No
 
 
 def test_repair_strips_spilled_metadata(cli: Cli, tmp_path: Path) -> None:
-    """A footer whose JSON parses but is invalid: the spill it references goes too."""
+    """A footer whose JSON parses but is invalid: the spill it references goes too; the
+    sound checksum table stays, named by a minimal footer (tests/test_repair_table.py)."""
     src = tmp_path / "spill.tet"
     _write_ours(src, "raw", spill=True)
     buf = src.read_bytes()
@@ -508,9 +509,16 @@ def test_repair_strips_spilled_metadata(cli: Cli, tmp_path: Path) -> None:
     assert rc == 1 and d["recommendations"][0]["code"] == "footer_invalid"
     r = cli("repair", p, "--apply", "footer_invalid")
     assert r.rc == 0
-    assert (f"truncated to {cat.payload_bound} bytes and cleared history footer flag"
-            in r.out)
-    assert p.read_bytes()[16:] == buf[16 : cat.payload_bound]
+    end = cat.payload_bound
+    start, length = refs["tet_checksums_ref"]["offset"], refs["tet_checksums_ref"]["len"]
+    assert start == end
+    stub = json.dumps({"history": [], "tet_checksums_ref": {"offset": end, "len": length}},
+                      separators=(",", ":")).encode()
+    assert (f"truncated to {end} bytes and wrote back the tile checksum table [{end}, "
+            f"{end + length}) and a minimal footer naming it ({length + len(stub) + 16} bytes "
+            "in all)") in r.out
+    assert p.read_bytes() == buf[: end + length] + stub + struct.pack("<QI4s", len(stub), 1,
+                                                                       b"THST")
     with tet.open(p) as f, tet.open(src) as g:
         for name in g.dataset_names:
             assert np.array_equal(f.read_numpy(name), g.read_numpy(name))
@@ -814,11 +822,13 @@ def test_decode_budget_below_the_decoder_state(cli: Cli, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiles are decoded in bounded steps whatever their size (tests/test_integrity.py);
     only a budget smaller than a frame's decoder itself leaves frames unchecked, and
-    says so."""
+    says so.  (The budget never drops below WORK_FLOOR in use; lowered here to reach the
+    case without a frame that needs 64 MiB of decoder.)"""
     p = tmp_path / "z.tet"
     tet.write_dataset(p, "z", np.arange(24, dtype=np.float32).reshape(4, 6),
                       chunk_shape=(2, 4), codec="zstd")  # tiles of 32 and 16 bytes
     monkeypatch.setattr(tet.verify, "resolve_budget", lambda **kw: 40)
+    monkeypatch.setattr(tet.verify, "WORK_FLOOR", 0)
     rc, d = _json(cli, "--deep", p)
     assert rc == 0
     need = 256 * 1024 + 32  # the decoder's fixed state + the largest tile's history
@@ -826,10 +836,40 @@ def test_decode_budget_below_the_decoder_state(cli: Cli, tmp_path: Path,
         "check": "chunk_decode_memory", "severity": "warning", "ok": False,
         "detail": "decode-check skipped for 4 chunk(s) whose zstd frames need more decoder "
                   f"memory than the budget of 40 bytes (largest {need} bytes; first chunk 0)"}
-    assert _finding(d, "chunk_decode")["detail"] == "decoded 0 of 4 chunk(s)"
+    assert _finding(d, "chunk_decode")["detail"] == (
+        "decoded 0 of 4 chunk(s); 4 not decode-checked (chunk_decode_memory)")
     assert _finding(d, "chunk_checksums")["detail"] == (
         "checked 4 chunk(s) against the checksum table (crc32c)")
     assert d["recommendations"] == [] and d["summary"]["deep_chunk_decode"] is False
+
+
+@pytest.mark.parametrize("file_budget", [1, 40, 1 << 20])
+def test_the_file_does_not_set_the_verify_budget(cli: Cli, tmp_path: Path,
+                                                 file_budget: int) -> None:
+    """A file's TIDX memory_budget_bytes sets what its queries may use, never how much
+    verify may spend checking it: a hostile budget of 1 byte must not switch the decode
+    check off (and report the damaged frame's file as ok)."""
+    p = tmp_path / "z.tet"
+    data = np.random.default_rng(3).random(8192)
+    with tet.TetWriter.create(p) as w:
+        w.write_dataset("z", data, chunk_shape=(4096,), codec="zstd")
+        w.set_execution(memory_budget_bytes=file_budget)
+    with tet.open(p) as f:
+        assert f.file_execution["memory_budget_bytes"] == file_budget
+        frame = int(f.catalog.entries["payload_offset"][1])
+        stored = int(f.catalog.entries["stored_byte_len"][1])
+        table = f.catalog.footer_refs[tet.layout.CHECKSUMS_KEY]
+    rc, d = _json(cli, "--deep", p)
+    assert rc == 0 and d["ok"] and _finding(d, "chunk_decode")["detail"] == "decoded 2 chunk(s)"
+    assert not [x for x in d["findings"] if x["check"] == "chunk_decode_memory"]
+    # damage the middle of frame 1 and drop the checksum table: only the decode sees it
+    buf = bytearray(p.read_bytes())
+    buf[frame + stored // 2] ^= 0x10
+    buf[table[0] : table[0] + 4] = b"XXXX"
+    p.write_bytes(bytes(buf))
+    rc, d = _json(cli, "--deep", p)
+    assert rc == 1 and not d["ok"]
+    assert _finding(d, "chunk_decode")["detail"].startswith("chunk 1: zstd decode failed: ")
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 
 from tet.errors import TetError, os_error
 from tet.file import TetFile
+from tet.query.budget import resolve_budget
 from tet.safeio import checked_path
 from tet.selection import Box
 
@@ -37,11 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
+    "MAX_BLOCKS",
     "FileKey",
     "block_chunks",
     "cache_info",
     "clear_cache",
     "file_key",
+    "grouped_chunk_shape",
     "open_cached",
     "read_box",
     "to_dask",
@@ -49,6 +52,7 @@ __all__ = [
 
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
 CACHE_SIZE = 64
+MAX_BLOCKS = 1 << 12  # dask blocks of one array at most: a graph dask schedules in well under 1 s
 
 PathLike = str | os.PathLike[str]
 
@@ -136,13 +140,16 @@ def read_box(key: FileKey, name: str, start: Sequence[int], stop: Sequence[int],
              step: Sequence[int]) -> np.ndarray[Any, Any]:
     """One block: a single `read_numpy` of the box, through the process cache.
 
-    The memory budget is the block itself: the caller sized it, so it is never refused.
+    The index rows the block touches are checked before its buffer is allocated (a tiny
+    file declaring one huge tile fails as a `CatalogError`, allocating nothing), and the
+    buffer comes out of the memory budget, as any `read_numpy` does (`to_dask` sizes
+    blocks to fit it; a single chunk larger than the budget is a `MemoryBudgetError`).
     """
     f = open_cached(key)
-    box = Box(tuple(start), tuple(stop), tuple(step))
-    nbytes = max(1, box.size * f.dataset(name).numpy_dtype.itemsize)
     sel = {"start": list(start), "stop": list(stop), "step": list(step)}
-    return f.read_numpy(name, sel, memory_budget_bytes=nbytes)
+    dataset_id, box = f.resolve(name, sel)
+    f._check(dataset_id, box)
+    return f.read_numpy(name, sel)
 
 
 # ---------------------------------------------------------------------------
@@ -153,6 +160,8 @@ def _segments(start: int, stop: int, step: int, chunk: int) -> list[int]:
     """Lengths (in selected elements) of the runs that fall in one file chunk each,
     in order, along one axis of a selection."""
     count = len(range(start, stop, step))
+    if count <= 1:  # one element (or none); a step past int64 never reaches NumPy
+        return [count] if count else []
     last = start + (count - 1) * step
     first_chunk, last_chunk = start // chunk, last // chunk
     bounds = np.arange(first_chunk + 1, last_chunk + 1, dtype=np.int64) * chunk
@@ -198,6 +207,26 @@ def block_chunks(box: Box, chunk_shape: Sequence[int], itemsize: int,
     )
 
 
+def grouped_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int],
+                        max_blocks: int | None = None) -> tuple[int, ...]:
+    """Block extents that are whole multiples of the chunk extents, the chunks
+    themselves when the grid has at most `max_blocks` (default `MAX_BLOCKS`) tiles; else
+    neighbouring chunks grouped, innermost axis first, until it does (so a file's grid
+    of millions of tiny chunks never becomes a dask graph of millions of tasks)."""
+    max_blocks = MAX_BLOCKS if max_blocks is None else max_blocks
+    block = list(chunk_shape)
+    counts = [-(-n // c) for n, c in zip(shape, block, strict=True)]
+    for d in reversed(range(len(block))):
+        if math.prod(counts) <= max_blocks:
+            break
+        rest = math.prod(counts) // counts[d]  # blocks on the other axes
+        per_axis = max(1, max_blocks // rest)  # blocks this axis may keep
+        group = -(-counts[d] // per_axis)      # chunks per block along it
+        block[d] = min(shape[d], block[d] * group)
+        counts[d] = -(-shape[d] // block[d])
+    return tuple(block)
+
+
 def _resolve(file: TetFile | PathLike) -> tuple[TetFile, FileKey]:
     key = file_key(file.path if isinstance(file, TetFile) else file)
     return open_cached(key), key
@@ -217,13 +246,15 @@ def to_dask(
     file : an open `TetFile` or a path.
     name : catalog name of the dataset.
     selection : any `read_numpy` selection (wire form, box form, labels); None = all.
-    block_bytes : target block size (default 64 MiB).  Blocks are whole chunks
-        grouped together; a chunk larger than the target is a block by itself.
+    block_bytes : target block size (default 64 MiB, at most the memory budget).
+        Blocks are whole chunks grouped together; a chunk larger than the target is a
+        block by itself.  A grid that would give more than `MAX_BLOCKS` blocks gets
+        larger ones, so the graph stays small whatever the file declares.
 
     Raises
     ------
-    UnknownDatasetError, SelectionError
-        At once, not at compute time.
+    UnknownDatasetError, SelectionError, CatalogError
+        At once, not at compute time (a grid the chunk index cannot hold, too).
     ImportError
         dask is not installed (``pip install tet-arrays[dask]``).
     """
@@ -236,9 +267,17 @@ def to_dask(
         raise ValueError(f"block_bytes must be >= 1, got {block_bytes!r}")
     f, key = _resolve(file)
     ds = f.dataset(name)
-    _, box = f.resolve(name, selection)
+    _, box = f.resolve(name, selection)  # builds the tile table: the grid is checked
     dtype = ds.numpy_dtype
+    catalog = f.catalog
+    budget = resolve_budget(file_bytes=catalog.budget_bytes, file_bps=catalog.budget_percent_bps)
+    target = max(1, min(target, budget))  # each block is one read within the budget
     chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
+    for _ in range(64):  # 64 doublings pass any dataset's size (< 2**63 bytes): one block
+        if math.prod(len(c) for c in chunks) <= MAX_BLOCKS:
+            break
+        target *= 2
+        chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
     token = tokenize(key.path, key.device, key.inode, key.size, key.mtime_ns, name,
                      box.start, box.stop, box.step, chunks)
     graph_name = f"tet-{Path(key.path).stem}-{name}-{token}"

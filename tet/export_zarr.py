@@ -35,6 +35,7 @@ from tet.durable import fsync_dir
 from tet.errors import OS_ERRORS, DiskFullError, TetError
 from tet.file import TetFile
 from tet.layout import DatasetRecord, tile_counts
+from tet.query.budget import WORK_FLOOR, require_memory
 from tet.safeio import checked_path, remove_stale, temp_name
 
 __all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportDiskFullError", "ExportError",
@@ -133,6 +134,17 @@ class _Array:
     @property
     def dtype(self) -> np.dtype[Any]:
         return dtypes.by_tag(self.record.dtype).numpy
+
+    @property
+    def tile_memory(self) -> int:
+        """Bytes a tile that is not copied verbatim needs: the chunk padded to its full
+        extent, the ragged part read into it, and its zstd encoding."""
+        return 3 * math.prod(self.record.chunk_shape) * self.dtype.itemsize
+
+    @property
+    def in_flight(self) -> int:
+        """Tiles that may be in memory at once within the memory budget (at least one)."""
+        return max(1, max(self.table.budget(), WORK_FLOOR) // max(1, self.tile_memory))
 
 
 def _fail(message: str, dataset: str | None = None) -> ExportError:
@@ -299,7 +311,11 @@ def _write_file(path: Path, data: bytes | memoryview, fsync: bool) -> None:
 
 def _write_json(path: Path, doc: Mapping[str, Any], fsync: bool) -> None:
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    _write_file(path, text.encode("utf-8"), fsync)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # text UTF-8 cannot hold (a lone surrogate): JSON escapes
+        data = (json.dumps(doc, indent=2, ensure_ascii=True) + "\n").encode("ascii")
+    _write_file(path, data, fsync)
 
 
 @dataclass(frozen=True)
@@ -353,6 +369,11 @@ def _write_tile_at(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
         except OSError as exc:
             raise _WriteFailed(exc, t.path, int(tbl.stored[i])) from exc
         return int(tbl.stored[i]), True
+    require_memory(a.tile_memory, a.table.budget(),
+                   f"chunk {list(t.coords)} (chunk_shape {list(a.record.chunk_shape)} "
+                   f"padded, and encoded)",
+                   "export on a host with more memory, or rewrite the file with smaller "
+                   "chunks")
     tile = _padded(a, t)
     if a.codec == ZSTD:
         ndim = tile.ndim
@@ -412,8 +433,9 @@ def _write_arrays(arrays: Sequence[_Array], root: Path, src_fd: int, fsync: bool
             try:
                 root.joinpath(*a.parts).mkdir()
                 _write_json(root.joinpath(*a.parts, "zarr.json"), _array_document(a), fsync)
+                limit = min(2 * workers, a.in_flight)
                 for tile in _tiles(a, root, made):
-                    while len(pending) >= 2 * workers:
+                    while len(pending) >= limit:
                         settle()
                     pending.append((a.name, pool.submit(_write_tile, tile, src_fd, fsync)))
             except OSError as exc:

@@ -44,9 +44,11 @@ __all__ = [
     "MAGIC",
     "VERSION",
     "ChecksumTable",
+    "check_table",
     "encode_table",
     "index_checksum",
     "read_table",
+    "table_length",
 ]
 
 MAGIC = b"TCRC"
@@ -94,6 +96,20 @@ def read_table(buf: Any, cat: Catalog) -> ChecksumTable | None:
     if ref is None:
         return None
     offset, length = ref  # inside the file: parse checked it
+    return check_table(buf, offset, length, cat.chunk_index_offset, len(cat.entries))
+
+
+def table_length(rows: int) -> int:
+    """Bytes of the blob for `rows` chunk index rows."""
+    return _HEAD_LEN + 4 * rows + 4
+
+
+def check_table(buf: Any, offset: int, length: int, index_offset: int,
+                entry_count: int) -> ChecksumTable:
+    """The table blob at [offset, offset + length) of `buf` (the caller checked the span
+    lies inside it) for a chunk index of `entry_count` rows at `index_offset`: sound
+    (``crc`` set) or why not.  Needs no parsed footer, so `tet repair` can find the
+    table of a file whose footer is damaged."""
     where = f"checksum table [{offset}, {offset + length})"
 
     def bad(text: str, damaged: bool = True) -> ChecksumTable:
@@ -110,7 +126,7 @@ def read_table(buf: Any, cat: Catalog) -> ChecksumTable | None:
     if algorithm != ALGORITHM_CRC32C:
         return bad(f"unsupported algorithm {algorithm} (this tet knows 1 = crc32c)",
                    damaged=False)
-    if rows > (length - _HEAD_LEN - 4) // 4 or length != _HEAD_LEN + 4 * rows + 4:
+    if rows > (length - _HEAD_LEN - 4) // 4 or length != table_length(rows):
         return bad(f"length {length} does not match its row count {rows}")
     body = memoryview(buf)[offset : offset + length - 4]
     (stored,) = struct.unpack_from("<I", buf, offset + length - 4)
@@ -118,10 +134,10 @@ def read_table(buf: Any, cat: Catalog) -> ChecksumTable | None:
     body.release()
     if found != stored:
         return bad(f"its own crc32c is 0x{found:08x}, the table says 0x{stored:08x}")
-    n = len(cat.entries)
+    n = entry_count
     if rows != n:
         return bad(f"it has {rows} rows, the chunk index has {n}")
-    at = cat.chunk_index_offset + INDEX_HEADER_LEN
+    at = index_offset + INDEX_HEADER_LEN
     index = memoryview(buf)[at : at + n * ENTRY_LEN]
     rows_crc = kernels.crc32c(index)
     index.release()

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
-from tet.errors import CatalogError
-from tet.jsonlimits import MAX_DEPTH, json_depth
+from tet.errors import CatalogError, InvalidTextError
+from tet.jsonlimits import MAX_DEPTH, json_depth, lone_surrogate
 
 __all__ = [
     "CHECKSUMS_KEY",
@@ -88,8 +88,17 @@ def align8(n: int) -> int:
     return (n + 7) & ~7
 
 
-def tile_counts(shape: Sequence[int], chunk_shape: Sequence[int]) -> tuple[int, ...]:
-    """Chunks per axis: ceil(shape / chunk_shape)."""
+def tile_counts(shape: Sequence[int], chunk_shape: Sequence[int], name: str | None = None
+                ) -> tuple[int, ...]:
+    """Chunks per axis: ceil(shape / chunk_shape).
+
+    A chunk extent below 1 (a file may declare 0) is a `CatalogError`, never a division
+    by zero: every reader of the grid (planner, export, xarray, dask) comes here.
+    `name`, the dataset's, goes into the message."""
+    if any(c < 1 for c in chunk_shape):
+        what = f"dataset {name!r}: " if name is not None else ""
+        raise CatalogError(f"{what}invalid geometry: shape {list(shape)}, chunk_shape "
+                           f"{list(chunk_shape)} (every chunk extent must be >= 1)")
     return tuple(-(-s // c) for s, c in zip(shape, chunk_shape, strict=True))
 
 
@@ -446,7 +455,9 @@ def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> A
     """The JSON value of `length` bytes at `at` (a footer or a spilled metadata blob),
     refused before it is read when over `limit` bytes and before it is parsed when
     nested deeper than query documents may be (`MAX_DEPTH`): always a `CatalogError`,
-    never a `RecursionError` or an unbounded read."""
+    never a `RecursionError` or an unbounded read.  A string holding a lone surrogate
+    (an unpaired ``"\\ud800"`` escape) is refused too (`InvalidTextError`), as the
+    reference's reader refuses it: nothing downstream has to meet text UTF-8 cannot hold."""
     where = f" (footer at {at})" if what == "footer" else ""
     if length > limit:
         name = "footer_json_bytes" if what == "footer" else "metadata_blob_bytes"
@@ -462,9 +473,14 @@ def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> A
                 f"{WRITE_PREFIX}{what} JSON parse: nesting depth {depth} exceeds maximum "
                 f"{MAX_DEPTH}{where}"
             )
-        return json.loads(text)
+        value = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CatalogError(f"{WRITE_PREFIX}{what} JSON parse: {exc}{where}") from None
+    lone = lone_surrogate(text, value)
+    if lone is not None:  # JSON allows "\ud800"; no UTF-8 text (and no reader) can hold it
+        raise InvalidTextError(f"{WRITE_PREFIX}{what} JSON parse: lone surrogate escape in a "
+                               f"string at {lone}{where}")
+    return value
 
 
 def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:
@@ -573,7 +589,11 @@ def history_row(
 def _check_string(s: Any, what: str) -> None:
     if not isinstance(s, str):
         raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a string, got {s!r}")
-    n = len(s.encode("utf-8"))
+    try:
+        n = len(s.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidTextError(f"{WRITE_PREFIX}metadata {what} {s!r} is not valid text: "
+                               f"{exc.reason} (index {exc.start})") from None
     if n == 0:
         raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a non-empty string")
     if n > LIMITS["attr_string_bytes"]:

@@ -9,8 +9,11 @@ Temp files beside the file that writers which are gone left behind are a warning
 (``stale_temp_files``).
 
 `repair` applies the in-place fixes: ``footer_invalid`` cuts the file after its
-chunk payloads and clears the history-footer flag (the repaired image is built
-beside the file and renamed over it, so the original is never left half-written);
+chunk payloads and clears the history-footer flag, or, when a sound tile checksum
+table lies after the payloads, keeps the table and writes a minimal footer naming it
+(so ``verify --deep`` still sees a damaged tile after the repair); the repaired image
+is built beside the file and renamed over it, so the original is never left
+half-written;
 ``stale_temp_files`` removes those temp files.
 """
 
@@ -35,23 +38,29 @@ import numpy as np
 from tet import dtypes, kernels
 from tet.errors import CatalogError, TetFileNotFoundError, os_error
 from tet.guard import watching
-from tet.integrity import read_table
+from tet.integrity import check_table, read_table, table_length
 from tet.layout import (
+    CHECKSUMS_KEY,
+    ENTRY_DTYPE,
+    ENTRY_LEN,
     FLAG_FOOTER,
     FOOTER_MAGIC,
     FOOTER_TAIL_LEN,
+    INDEX_HEADER_LEN,
+    INDEX_MAGIC,
     LAYOUT_VERSION,
     LIMITS,
     SUPERBLOCK_LEN,
     Catalog,
     DatasetRecord,
+    encode_footer,
     load_json_region,
     parse_catalog,
     tile_counts,
     validate_history,
     validate_metadata,
 )
-from tet.query.budget import resolve_budget
+from tet.query.budget import WORK_FLOOR, resolve_budget
 from tet.safeio import (
     Dir,
     NewFile,
@@ -75,6 +84,7 @@ __all__ = [
     "RepairReport",
     "Report",
     "footer_payload_end",
+    "footer_table",
     "repair",
     "repair_command",
     "repair_plan",
@@ -244,7 +254,8 @@ def repair_command(path: str, code: str, *, dry_run: bool = True) -> str:
 def _recommendation(finding: Finding, path: str) -> Recommendation | None:
     detail = finding.detail or ""
     check = finding.check
-    if (check == "parse" and "footer" in detail) or check == "footer":
+    if (check == "parse" and ("footer" in detail or "metadata_ref" in detail)) \
+            or check == "footer":
         return Recommendation(
             "footer_invalid", "History/metadata footer is present but malformed.",
             "Strip the invalid footer (truncate after chunk payloads).",
@@ -596,7 +607,9 @@ def _check_payloads(cat: Catalog, buf: Any, deep: bool,
                         else _warning("checksum_table", problem))
     else:
         expected = table.crc
-    budget = resolve_budget(file_bytes=cat.budget_bytes, file_bps=cat.budget_percent_bps)
+    # The host's budget, never the file's: a file must not switch its own checks off
+    # (memory_budget_bytes = 1 would skip every frame); a bounded check always has room.
+    budget = max(resolve_budget(), WORK_FLOOR)
     sums = _Failures("fail their checksum")
     frames = _Failures("fail to decode")
     too_big: list[tuple[int, int]] = []  # (row, decoder bytes it needs)
@@ -625,9 +638,10 @@ def _check_payloads(cat: Catalog, buf: Any, deep: bool,
             f"decoder memory than the budget of {budget} bytes (largest "
             f"{max(need for _, need in too_big)} bytes; first chunk {row})"))
     decoded = count - len(too_big)
+    unchecked = f"; {len(too_big)} not decode-checked (chunk_decode_memory)" if too_big else ""
     findings += frames.findings("chunk_decode") or [_ok(
         "chunk_decode", f"decoded {n} chunk(s)" if decoded == n
-        else f"decoded {decoded} of {n} chunk(s)")]
+        else f"decoded {decoded} of {n} chunk(s){unchecked}")]
     return findings, every
 
 
@@ -818,6 +832,54 @@ def footer_payload_end(buf: Any, file_len: int) -> int:
     return end
 
 
+def footer_table(buf: Any, file_len: int) -> tuple[int, int] | None:
+    """(offset, length) of a sound tile checksum table in a file whose footer is
+    malformed, or None.  The table must lie after every chunk payload and before the
+    footer JSON, frame itself correctly (``TCRC``, its own crc32c) and have been written
+    for exactly these chunk index rows (their crc32c), so keeping it can only keep damage
+    visible.  Looked for where a writer puts it: where the footer still points, right
+    after the payloads (up to 7 bytes of alignment), or right before the footer JSON."""
+    if file_len < SUPERBLOCK_LEN + FOOTER_TAIL_LEN or \
+            bytes(buf[file_len - 4 : file_len]) != FOOTER_MAGIC:
+        return None
+    json_len = int(struct.unpack_from("<Q", buf, file_len - 16)[0])
+    if json_len > file_len - FOOTER_TAIL_LEN - SUPERBLOCK_LEN:
+        return None
+    json_at = file_len - FOOTER_TAIL_LEN - json_len
+    index_at, index_len = struct.unpack_from("<QQ", buf, 16)
+    if index_len < INDEX_HEADER_LEN or index_at > json_at or index_len > json_at - index_at \
+            or bytes(buf[index_at : index_at + 4]) != INDEX_MAGIC:
+        return None
+    rows = int(struct.unpack_from("<Q", buf, index_at + 8)[0])
+    if (index_len - INDEX_HEADER_LEN) // ENTRY_LEN < rows or \
+            INDEX_HEADER_LEN + rows * ENTRY_LEN != index_len:
+        return None
+    length = table_length(rows)
+    entries = np.frombuffer(buf, dtype=ENTRY_DTYPE, count=rows, offset=index_at + INDEX_HEADER_LEN)
+    bound = np.uint64(json_at)
+    payload_end = index_at + index_len
+    for lo in range(0, rows, _BATCH_ROWS):  # the end of the last payload, a block at a time
+        off = entries["payload_offset"][lo : lo + _BATCH_ROWS]
+        stored = entries["stored_byte_len"][lo : lo + _BATCH_ROWS]
+        if np.any(off > bound) or np.any(stored > bound - np.minimum(off, bound)):
+            return None  # a row past the footer: the index itself is not sound
+        if len(off):
+            payload_end = max(payload_end, int((off + stored).max()))
+    candidates = [*range(payload_end, payload_end + 8), json_at - length]
+    try:
+        doc = load_json_region(buf, json_at, json_len, "footer", LIMITS["footer_json_bytes"])
+    except CatalogError:
+        doc = None
+    ref = doc.get(CHECKSUMS_KEY) if isinstance(doc, dict) else None
+    if isinstance(ref, dict) and type(ref.get("offset")) is int:
+        candidates.insert(0, ref["offset"])
+    for at in dict.fromkeys(candidates):
+        if payload_end <= at and length <= json_at - at and \
+                check_table(buf, at, length, index_at, rows).crc is not None:
+            return at, length
+    return None
+
+
 def _strip_footer(path: str, dry_run: bool) -> RepairAction:
     with _mapped(path) as (buf, size):
         try:
@@ -826,13 +888,27 @@ def _strip_footer(path: str, dry_run: bool) -> RepairAction:
             return RepairAction("footer_invalid", False, dry_run,
                                 f"{exc}; cannot locate the payload end", skipped=True)
         flags = struct.unpack_from("<I", buf, 12)[0]
+        table = footer_table(buf, size)
+        if table is not None:  # keep it, or damage to a tile would be laundered
+            end, length = table
+            footer = encode_footer([], {}, end, bytes(buf[end : end + length]))
+    if table is None:
+        if dry_run:
+            return RepairAction("footer_invalid", False, True,
+                                f"would truncate to {end} bytes and clear history footer flag "
+                                f"(from {size} bytes)")
+        _rewrite_prefix(Path(path), end, flags & ~FLAG_FOOTER)
+        return RepairAction("footer_invalid", True, False,
+                            f"truncated to {end} bytes and cleared history footer flag")
+    kept = (f"the tile checksum table [{end}, {end + length}) and a minimal footer naming it "
+            f"({len(footer)} bytes in all)")
     if dry_run:
         return RepairAction("footer_invalid", False, True,
-                            f"would truncate to {end} bytes and clear history footer flag "
+                            f"would truncate to {end} bytes and write back {kept} "
                             f"(from {size} bytes)")
-    _rewrite_prefix(Path(path), end, flags & ~FLAG_FOOTER)
+    _rewrite_prefix(Path(path), end, flags | FLAG_FOOTER, footer)
     return RepairAction("footer_invalid", True, False,
-                        f"truncated to {end} bytes and cleared history footer flag")
+                        f"truncated to {end} bytes and wrote back {kept}")
 
 
 def _repair_missing(path: str, codes: Sequence[str], dry_run: bool) -> RepairReport:
@@ -861,8 +937,9 @@ def _remove_stale_temps(path: str, dry_run: bool) -> RepairAction:
                         f"({sum(t.size for t in gone)} bytes)")
 
 
-def _rewrite_prefix(target: Path, length: int, flags: int) -> None:
-    """Replace `target` with its first `length` bytes and new superblock flags.
+def _rewrite_prefix(target: Path, length: int, flags: int, suffix: bytes = b"") -> None:
+    """Replace `target` with its first `length` bytes (then `suffix`) and new superblock
+    flags.
 
     The new image is written beside the file (space reserved first, so a full disk
     fails before anything changes), fsynced and renamed over it relative to the
@@ -883,7 +960,7 @@ def _rewrite_prefix(target: Path, length: int, flags: int) -> None:
             raise os_error(exc, action, target) from None
         try:
             with NewFile(folder, target.name, shown=target, action=action, kind="repair") as out:
-                out.reserve(length)
+                out.reserve(length + len(suffix))
                 pos = 0
                 while pos < length:
                     block = os.pread(src, min(length - pos, 1 << 20), pos)
@@ -891,6 +968,8 @@ def _rewrite_prefix(target: Path, length: int, flags: int) -> None:
                         raise CatalogError(f"{target} shrank while it was being repaired")
                     out.write(block, pos)
                     pos += len(block)
+                if suffix:
+                    out.write(suffix, length)
                 out.write(struct.pack("<I", flags), 12)
                 name = temp_name("backup", target.name)
                 try:

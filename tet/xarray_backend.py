@@ -13,7 +13,11 @@ is turned into numbers so xarray's CF decoding (``mask_and_scale``) applies.
 Data stays on disk until used: each variable is a `TetBackendArray` that turns
 every (outer) index key into one `TetFile.read_numpy` of its bounding box, read
 through the per-process file cache of `tet.dask` (one open file per process, also
-on dask workers).  ``chunks={}`` gives dask arrays on the file's chunks.
+on dask workers).  ``chunks={}`` gives dask arrays on the file's chunks (grouped
+into larger blocks, whole chunks each, where the grid has more than
+`tet.dask.MAX_BLOCKS` tiles).  Opening checks each variable's geometry and tile table
+(a hostile grid is a `CatalogError` at open, not a huge graph later); a read checks
+the index rows it touches before it allocates, within the memory budget.
 
 Conventions shared with `tet.xarray_write.from_xarray` (reserved attr keys):
 
@@ -29,8 +33,8 @@ Conventions shared with `tet.xarray_write.from_xarray` (reserved attr keys):
 
 from __future__ import annotations
 
+import errno
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -42,10 +46,11 @@ from xarray.backends.common import AbstractDataStore
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
-from tet.dask import FileKey, file_key, open_cached
-from tet.errors import TetError
+from tet.dask import FileKey, file_key, grouped_chunk_shape, open_cached
+from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset
 from tet.layout import MAGIC
+from tet.query.budget import require_memory, resolve_budget
 from tet.safeio import checked_path, open_regular
 
 __all__ = [
@@ -56,6 +61,7 @@ __all__ = [
     "TetBackendArray",
     "TetBackendEntrypoint",
     "TetDataStore",
+    "XarrayLayoutError",
     "decode_attrs",
     "encode_attrs",
 ]
@@ -65,6 +71,11 @@ GLOBAL_PREFIX = "_tet_global:"
 COORD_PREFIX = "_tet_coord:"
 SCALAR_ATTR = "_tet_scalar"
 CF_NUMERIC = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+class XarrayLayoutError(CatalogError, ValueError):
+    """The file's datasets cannot form one xarray Dataset: a dimension with two lengths,
+    or one dataset naming two of its axes alike (duplicate footer ``dim_names``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -270,9 +281,10 @@ class TetBackendArray(BackendArray):
         if any(n == 0 for n in out_shape):
             return np.empty([n for d, n in enumerate(out_shape) if d not in drop], self.dtype)
         f = open_cached(self.key)
-        size = math.prod(len(range(s, e, k)) for s, e, k in zip(start, stop, step))
-        data = f.read_numpy(self.name, {"start": start, "stop": stop, "step": step},
-                            memory_budget_bytes=max(1, size * self.dtype.itemsize))
+        sel = {"start": start, "stop": stop, "step": step}
+        dataset_id, box = f.resolve(self.name, sel)
+        f._check(dataset_id, box)  # the rows it touches, before its buffer is allocated
+        data = f.read_numpy(self.name, sel)  # within the memory budget, as every read
         for d, idx in picks:
             data = np.take(data, idx, axis=d)
         if drop:
@@ -311,9 +323,13 @@ class TetDataStore(AbstractDataStore):
         names = _group_names(f.datasets(), self.group)
         if not names and self.group is not None:
             groups = sorted({n.rsplit("/", 1)[0] for n in f.datasets() if "/" in n})
-            raise OSError(f"group {self.group!r} not found in {self.key.path} "
-                          f"(groups: {', '.join(repr(g) for g in groups) or 'none'})")
+            raise TetOSError(f"group {self.group!r} not found in {self.key.path} "
+                             f"(groups: {', '.join(repr(g) for g in groups) or 'none'})",
+                             errno=errno.ENOENT, filename=self.key.path)
         datasets = [f.dataset(n) for n in names]
+        for ds in datasets:
+            if names[ds.name] not in self.drop:  # the geometry and the tile table, now:
+                f.resolve(ds.name)  # a grid the index cannot hold fails at open
         dims = _assign_dims(datasets, names)
         global_attrs: dict[str, Any] = {}
         variables: dict[str, xr.Variable] = {}
@@ -333,12 +349,25 @@ class TetDataStore(AbstractDataStore):
                         attrs[key] = number
             if var_name in self.drop:
                 continue
+            if len(set(dims[ds.name])) != len(dims[ds.name]):
+                raise XarrayLayoutError(
+                    f"{self.key.path}: dataset {ds.name!r} has duplicate dim_names "
+                    f"{list(dims[ds.name])} in its footer; xarray needs one name per axis "
+                    f"(open the file without it: drop_variables=[{var_name!r}])")
             for axis, labels in ds.coords.items() if dims[ds.name] else ():
                 dim = _axis_dim(axis, ds, dims[ds.name])
                 if dim is None or dim in coords or dim in names.values():
                     continue  # first labels win; a dataset named like the dim wins
                 meta = _coord_meta(raw.get(COORD_PREFIX + dim))
                 length = ds.shape[dims[ds.name].index(dim)]
+                if meta is None or meta.get("dtype") is None:  # padded to the axis length
+                    width = 4 * max([1, *map(len, labels)])  # bytes per NumPy str element
+                    require_memory(
+                        length * width, resolve_budget(file_bytes=f.catalog.budget_bytes,
+                                                       file_bps=f.catalog.budget_percent_bps),
+                        f"the coordinate {dim!r} of {self.key.path} ({len(labels)} labels "
+                        f"padded to its {length} positions)",
+                        "drop the dataset (drop_variables=[...]) or read it with tet.open")
                 values = labels_to_values(labels, length, meta)
                 if values is not None:
                     cattrs = decode_attrs(meta.get("attrs", {}), meta.get("types", {})
@@ -348,7 +377,8 @@ class TetDataStore(AbstractDataStore):
                 variables[var_name] = xr.Variable((), f.read_numpy(ds.name).reshape(()), attrs)
                 continue
             array = TetBackendArray(self.key, ds.name, ds.shape, ds.numpy_dtype)
-            encoding = {"preferred_chunks": dict(zip(dims[ds.name], ds.chunk_shape)),
+            blocks = grouped_chunk_shape(ds.shape, ds.chunk_shape)  # at most MAX_BLOCKS
+            encoding = {"preferred_chunks": dict(zip(dims[ds.name], blocks)),
                         "chunksizes": ds.chunk_shape, "source": self.key.path}
             variables[var_name] = xr.Variable(dims[ds.name], indexing.LazilyIndexedArray(array),
                                               attrs, encoding)
@@ -423,7 +453,7 @@ def _check_sizes(variables: Mapping[str, xr.Variable], path: str) -> None:
         for dim, n in zip(var.dims, var.shape):
             first = seen.setdefault(str(dim), (n, name))
             if first[0] != n:
-                raise ValueError(
+                raise XarrayLayoutError(
                     f"{path}: dimension {dim!r} has length {first[0]} in {first[1]!r} but {n} "
                     f"in {name!r}; open them apart with drop_variables=[...] or group=...")
 

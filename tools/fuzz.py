@@ -7,8 +7,14 @@ base file and a mutation from ``random.Random(f"{S}:{i}")``: bit flips, boundary
 in one or more header/index/footer fields, shapes whose product wraps 64 bits,
 truncations, overlapping rows, corrupted zstd frames, hostile footer JSON.  Each case
 is opened, read (``read_numpy``, slicing, zero-copy), queried (scalar and partial
-folds, strided selections, median, histogram, a transform, plan-only) and, for a
-sample, run through ``tet verify --deep`` and ``tet info``.
+folds, strided selections, median, histogram, covariance and correlation, a
+transform, plan-only), written out (spills, transform spills and sidecars into the
+case's directory, an allowed root), read through ``to_dask``, the xarray backend
+(whole and on dask chunks), ``query_many`` and ``tet.export``, repaired on a copy
+(plan, dry run, apply) and, for a sample, run through ``tet verify --deep`` and
+``tet info``.  Footer mutations include escapes JSON allows but UTF-8 cannot hold
+(lone surrogates) next to valid pairs, deep nesting, huge numbers and duplicate dim
+names; header mutations include zero extents.
 
 Cases run in worker processes (many cases each) under an address-space limit; a worker
 announces a case before running it, the parent watches it with a timeout and restarts
@@ -30,6 +36,7 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -215,14 +222,121 @@ FOOTER_BODIES: list[Callable[[random.Random, int], bytes]] = [
 ]
 
 
+def _footer_doc(base: bytes) -> tuple[int, Any] | None:
+    """(where the footer JSON starts, its parsed value) of a flagged base file."""
+    n = len(base)
+    if n < 48 or base[-4:] != b"THST" or not _get(base, 12, 4) & 1:
+        return None
+    at = n - 16 - _get(base, n - 16, 8)
+    try:
+        doc = json.loads(base[at : n - 16])
+    except ValueError:
+        return None
+    return (at, doc) if isinstance(doc, dict) else None
+
+
+def _strings(doc: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], bool]]:
+    """(path, is_key) of every string in a parsed JSON value."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield (*path, k), True
+            yield from _strings(v, (*path, k))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _strings(v, (*path, i))
+    elif isinstance(doc, str):
+        yield path, False
+
+
+def _swap_string(doc: Any, path: tuple[Any, ...], is_key: bool, new: str) -> Any:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(doc, dict):
+        if is_key and not rest:
+            return {(new if k == head else k): v for k, v in doc.items()}
+        return {k: (_swap_string(v, rest, is_key, new) if k == head else v)
+                for k, v in doc.items()}
+    return [(_swap_string(v, rest, is_key, new) if i == head else v) for i, v in enumerate(doc)]
+
+
+# Text JSON can escape but UTF-8 cannot hold (lone surrogates), and text it can (pairs).
+SURROGATES = [r"\ud800", r"x\udfff", r"\udc80y", r"\udbff\udbff", r"a\ud83d", r"\ude00b"]
+PAIRS = [r"\ud83d\ude00", r"\u00e9\u4e2d", r"\ud800\udc00", r"\\ud800"]
+HUGE_NUMBERS = [b"1e400", b"-1e400", b"18446744073709551616", b"1" + b"0" * 400, b"-0",
+                b"9" * 5000, b"1.5e-400", b"NaN", b"Infinity"]
+
+
+FOOTER_EDITS = ("surrogate", "pair", "dup_dims", "huge", "deep", "dims_len")
+
+
+def _edit_footer(base: bytes, rng: random.Random, style: str | None = None
+                 ) -> tuple[bytes, str] | None:
+    """The base's own footer with one structural edit (`style`, default a random one of
+    `FOOTER_EDITS`); its out-of-line regions are kept where they are."""
+    found = _footer_doc(base)
+    if found is None:
+        return None
+    at, doc = found
+    style = rng.choice(FOOTER_EDITS) if style is None else style
+    text: bytes | None = None
+    if style in ("surrogate", "pair"):
+        spots = list(_strings(doc))
+        if not spots:
+            return None
+        path, is_key = rng.choice(spots)
+        marker = "@@MARK@@"  # replaced by the raw escape text after encoding
+        text = json.dumps(_swap_string(doc, path, is_key, marker), separators=(",", ":")
+                          ).encode()
+        escape = rng.choice(SURROGATES if style == "surrogate" else PAIRS)
+        text = text.replace(marker.encode(), escape.encode())
+        what = f"{'/'.join(map(str, path))}{' (key)' if is_key else ''} = {escape}"
+    elif style in ("dup_dims", "dims_len"):
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        entries = meta.get("datasets") if isinstance(meta, dict) else None
+        if not isinstance(entries, dict) or not entries:
+            return None
+        for entry in entries.values():
+            dims = entry.get("dim_names") if isinstance(entry, dict) else None
+            if isinstance(dims, list) and dims:
+                entry["dim_names"] = [dims[0]] * len(dims) if style == "dup_dims" else \
+                    [*dims, "extra"]
+        what = style
+    elif style == "huge":
+        number = rng.choice(HUGE_NUMBERS)
+        text = json.dumps({**doc, "x": "MARK"}, separators=(",", ":")).encode().replace(
+            b'"MARK"', number)
+        what = f"x = {number[:20]!r}"
+    else:
+        depth = rng.choice([60, 61, 62, 63, 64, 65])
+        text = json.dumps({**doc, "x": "MARK"}, separators=(",", ":")).encode().replace(
+            b'"MARK"', b"[" * depth + b"]" * depth)
+        what = f"nested {depth}"
+    if text is None:
+        text = json.dumps(doc, separators=(",", ":")).encode()
+    return base[:at] + text + struct.pack("<QI4s", len(text), 1, b"THST"), what
+
+
 def mutate(base: bytes, rng: random.Random) -> tuple[bytes, str]:
     """One hostile variant of `base` and a description of what was done."""
     b = bytearray(base)
     n = len(b)
     fields, payloads = layout_fields(base)
     kind = rng.choices(["flip", "flip_header", "field", "fields", "wrap", "truncate", "extend",
-                        "overlap", "zstd", "footer"],
-                       weights=[12, 14, 25, 10, 8, 9, 2, 8, 8, 4])[0]
+                        "overlap", "zstd", "footer", "footer_edit", "zero"],
+                       weights=[12, 14, 25, 10, 8, 9, 2, 8, 8, 4, 6, 3])[0]
+    if kind == "footer_edit":
+        edited = _edit_footer(base, rng)
+        if edited is not None:
+            return edited[0], f"footer_edit {edited[1]}"
+        kind = "footer"
+    if kind == "zero":
+        extents = [(name, at) for name, at, _ in fields if ".shape" in name or ".chunk" in name]
+        if extents:
+            name, at = rng.choice(extents)
+            _put(b, at, 8, 0)
+            return bytes(b), f"zero {name}"
+        kind = "field"
     what: list[str] = [kind]
     header_end = min(n, _get(base, 16, 8) + _get(base, 24, 8)) if n >= 32 else n
     if kind in ("flip", "flip_header"):
@@ -343,11 +457,17 @@ def _selection(rng: random.Random, shape: tuple[int, ...]) -> list[dict[str, int
     return sel
 
 
-def _ops(f: Any, rng: random.Random) -> Iterator[tuple[str, Callable[[], Any]]]:
+def _ops(f: Any, rng: random.Random, where: Path, extended: bool = True
+         ) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """Operations on the open file `f`; with `extended`, also outputs (spills, transform
+    spills, sidecars: under `where`, the case's directory inside the worker's temp dir,
+    an allowed root) and dask arrays."""
+    import tet
+
     yield "summary", lambda: json.dumps(f.summary())
     yield "metadata", lambda: (f.metadata, f.history, f.file_execution)
     names = f.datasets()
-    for name in names[:3]:
+    for k, name in enumerate(names[:3]):
         ds = f.dataset(name)
         shape = ds.shape
         nd = len(shape)
@@ -376,6 +496,55 @@ def _ops(f: Any, rng: random.Random) -> Iterator[tuple[str, Callable[[], Any]]]:
         yield "plan", lambda n=name, s=sel: json.dumps(f.plan_only(
             {"dataset": n, "mean": [], "selection": s}))
         yield "preview", lambda n=name: f.query_execute({"dataset": n}, preview=5)
+        if nd == 2:  # the matrix operations need a rank-2 selection
+            obs = rng.randrange(2)
+            yield "covariance", lambda n=name, a=obs: f.covariance(n, a)
+            yield "correlation", lambda n=name, a=obs, s=sel: f.correlation(n, 1 - a,
+                                                                             selection=s)
+        if not extended:
+            continue
+        spill, side = where / f"spill-{k}.bin", where / f"side-{k}.tet"
+        yield "read_spill", lambda n=name, s=sel, p=spill: f.read_spill(n, p, selection=s)
+        yield "transform_spill", lambda n=name, a=part, p=where / f"t-{k}.bin": (
+            f.transform.to_spill.minmax(n, axes=a, path=p))
+        yield "sidecar", lambda n=name, p=side: f.transform.to_sidecar.l2(n, path=p)
+        yield "sidecar_read", lambda p=side: tet.open(p).close() if p.exists() else None
+        yield "to_dask", lambda n=name: tet.to_dask(f, n).compute()
+        yield "to_dask_sel", lambda n=name, s=sel: tet.to_dask(f, n, selection=s,
+                                                               block_bytes=64).compute()
+
+
+def _file_ops(path: Path, names: list[str], where: Path
+              ) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """Operations that open the file themselves: export, the xarray backend (whole and
+    on dask chunks), query_many."""
+    import tet
+
+    yield "export", lambda: tet.export(path, where / "x.zarr", fsync=False)
+    try:
+        import xarray as xr
+    except ImportError:  # the xarray extra is not installed here
+        xr = None
+    if xr is not None:
+        yield "xarray", lambda: xr.open_dataset(path, engine="tet").load()
+        yield "xarray_chunks", lambda: xr.open_dataset(path, engine="tet", chunks={}).load()
+    if names:
+        doc = {"dataset": names[0], "mean": []}
+        yield "query_many", lambda: tet.query_many([path, path], doc, max_workers=2)
+        yield "query_many_combine", lambda: tet.query_many([path, path], doc, combine=True,
+                                                           max_workers=1)
+
+
+def _repair(path: Path, where: Path) -> None:
+    """verify's repair plan, a dry run and the repairs themselves, on a copy."""
+    from tet import verify
+
+    copy = where / "repair.tet"
+    shutil.copyfile(path, copy)
+    codes = sorted(verify.REPAIRABLE_CODES)
+    verify.repair_plan(copy)
+    verify.repair(copy, codes, dry_run=True)
+    verify.repair(copy, codes)
 
 
 def _cli(argv: list[str]) -> None:
@@ -391,6 +560,8 @@ def _cli(argv: list[str]) -> None:
 
 
 UNCHECKED_SHARE = 0.25  # cases run without the Python size checks: the C must hold alone
+EXTENDED_SHARE = 0.3  # cases that also write outputs and go through dask, xarray, export,
+                      # query_many and repair (several times slower per case)
 
 
 @contextlib.contextmanager
@@ -415,14 +586,15 @@ def size_checks(enabled: bool) -> Iterator[None]:
         layout.check_size = plan.check_size = saved
 
 
-def run_case(path: Path, rng: random.Random, *, cli: bool,
-             unchecked: bool = False) -> dict[str, Any]:
-    """Every operation on the file at `path`; the first failure of each kind decides."""
+def run_case(path: Path, rng: random.Random, *, cli: bool, unchecked: bool = False,
+             extended: bool = True) -> dict[str, Any]:
+    """Every operation on the file at `path`; the first failure of each kind decides.
+    `extended` adds outputs, dask, xarray, export, query_many and repair (slower)."""
     with size_checks(not unchecked):
-        return _run_case(path, rng, cli=cli)
+        return _run_case(path, rng, cli=cli, extended=extended)
 
 
-def _run_case(path: Path, rng: random.Random, *, cli: bool) -> dict[str, Any]:
+def _run_case(path: Path, rng: random.Random, *, cli: bool, extended: bool) -> dict[str, Any]:
     import tet
 
     result: dict[str, Any] = {"outcome": "ok"}
@@ -445,14 +617,24 @@ def _run_case(path: Path, rng: random.Random, *, cli: bool) -> dict[str, Any]:
         nonlocal f
         f = tet.open(path)
 
+    where = path.parent
     if attempt("open", opener):
+        names: list[str] = []
         try:
-            for op, fn in _ops(f, rng):
+            names = f.datasets()
+            for op, fn in _ops(f, rng, where, extended):
                 attempt(op, fn)
                 if result["outcome"] != "ok":
                     break
         finally:
             f.close()
+        if extended and result["outcome"] == "ok":
+            for op, fn in _file_ops(path, names, where):
+                attempt(op, fn)
+                if result["outcome"] != "ok":
+                    break
+    if extended and result["outcome"] == "ok":
+        attempt("repair", lambda: _repair(path, where))
     if cli and result["outcome"] == "ok":
         attempt("cli-verify", lambda: _cli(["verify", "--deep", str(path)]))
         if result["outcome"] == "ok":
@@ -480,7 +662,8 @@ class Cases:
             self._bytes[k] = self.bases[k].read_bytes()
         data, what = mutate(self._bytes[k], rng)
         flags = {"cli": self.cli_every > 0 and rng.randrange(self.cli_every) == 0,
-                 "unchecked": rng.random() < UNCHECKED_SHARE}
+                 "unchecked": rng.random() < UNCHECKED_SHARE,
+                 "extended": rng.random() < EXTENDED_SHARE}
         if flags["unchecked"]:
             what += " [kernels alone: no 63-bit size check in Python]"
         return data, f"{self.bases[k].name}: {what}", rng, flags
@@ -500,6 +683,10 @@ def case_environment() -> Path:
     from tet.query import budget
 
     budget._read_available = lambda: 1 << 30
+    with contextlib.suppress(ImportError):  # dask blocks in the case's thread: no pool
+        import dask
+
+        dask.config.set(scheduler="synchronous")
     return work
 
 
@@ -546,7 +733,9 @@ def worker(manifest: Path, as_limit: int, rss_limit: int) -> int:
         i = int(line)
         proto.write(json.dumps({"start": i}) + "\n")
         data, what, rng, flags = cases.make(i)
-        path = work / f"case-{i}.tet"
+        where = work / f"case-{i}"  # the case's file and every output of it
+        where.mkdir()
+        path = where / "case.tet"
         path.write_bytes(data)
         try:
             result = run_case(path, rng, **flags)
@@ -556,7 +745,7 @@ def worker(manifest: Path, as_limit: int, rss_limit: int) -> int:
                 result.update(outcome=f"exception:{type(exc).__name__}", op="inject",
                               detail=str(exc))
         finally:
-            path.unlink()
+            shutil.rmtree(where, ignore_errors=True)
         peak = peak_rss()
         result.update(done=i, what=what, rss=peak)
         if peak > rss_limit:
@@ -756,8 +945,10 @@ def replay(args: argparse.Namespace) -> int:
     path = args.out / f"seed-{args.seed}-case-{args.replay}.tet"
     path.write_bytes(data)
     print(f"case {args.replay}: {what}\nfile: {path}", flush=True)
-    case_environment()
-    result = run_case(path, rng, **flags)
+    where = case_environment() / "case"
+    where.mkdir()
+    shutil.copyfile(path, where / "case.tet")
+    result = run_case(where / "case.tet", rng, **flags)
     print(result.pop("tb", ""))
     print(json.dumps(result, indent=2))
     return 0 if not result["outcome"].startswith(FAILING) else 1

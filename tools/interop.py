@@ -8,7 +8,8 @@
   checksum), each with its tile checksum table (``tet_checksums_ref``, one with a
   metadata spill after it), attrs / dim_names / coords,
   several datasets per file, create + open_append sessions, streamed datasets,
-  names with slashes and a file past the 64 MiB encode window; the reference,
+  names with slashes, a file past the 64 MiB encode window and one whose broken
+  footer `tet repair` replaced (the table kept under a minimal footer); the reference,
   in its own interpreter (``.venv-ref``, driven by ``tools/interop_ref.py``),
   opens each file and dumps its catalog, metadata, history and ``read_numpy`` of
   the whole array and of strided / labelled selections, which must equal what
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 import tet
+import tet.verify
 from tet.writer import default_chunk_shape
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -388,6 +390,20 @@ def forward_files(tmp: Path, rng: np.random.Generator) -> list[FileCase]:
              _queue(w, ds_case("big/zstd", big, (640, 1024)), big, "zstd", 1)]
     w.commit()
     cases.append(FileCase("large", path, large, [("write", str(path))]))
+
+    # A broken footer repaired: the checksum table kept under a minimal footer.
+    path = tmp / "repaired.tet"
+    w = tet.TetWriter.create(path)
+    a, b = sample(rng, "float64", (30, 12)), sample(rng, "int32", (40,))
+    ds = [_queue(w, ds_case("repaired/raw", a, (7, 5)), a),
+          _queue(w, ds_case("repaired/zstd", b, (9,)), b, "zstd")]
+    w.commit()
+    data = bytearray(path.read_bytes())
+    data[-20] = ord("#")  # inside the footer JSON, which no longer parses
+    path.write_bytes(bytes(data))
+    (action,) = tet.verify.repair(path, ["footer_invalid"]).actions
+    assert action.applied and "checksum table" in action.message, action
+    cases.append(FileCase("repaired", path, ds, []))
     return cases
 
 

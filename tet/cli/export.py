@@ -34,7 +34,8 @@ def register(sub: Subparsers) -> None:
 def _chunk_total(path: str) -> int:
     """Chunks the export will write (the bar's total); opening twice costs one catalog parse."""
     with TetFile(path) as f:
-        return sum(math.prod(tile_counts(r.shape, r.chunk_shape)) for r in f.catalog.datasets)
+        return sum(math.prod(tile_counts(r.shape, r.chunk_shape, r.name))
+                   for r in f.catalog.datasets)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -151,7 +151,14 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
                      f"([{lo[bad]}, {hi[bad]}]); pass `min` and `max`")
         same = lo == hi
         lo, hi = np.where(same, lo - 0.5, lo), np.where(same, hi + 0.5, hi)
-    edges = np.linspace(lo, hi, bins + 1, axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # a width past f64: checked below
+        edges = np.linspace(lo, hi, bins + 1, axis=1)
+        increasing = np.isfinite(edges).all(axis=1) & (edges[:, 1:] > edges[:, :-1]).all(axis=1)
+    if not increasing.all():  # as np.histogram refuses it (its edges would be NaN or equal)
+        bad = int(np.flatnonzero(~increasing)[0])
+        cell = f" (cell {bad})" if n_cells > 1 else ""
+        raise _v(f"too many bins for the histogram range [{float(lo[bad])!r}, "
+                 f"{float(hi[bad])!r}]{cell}: cannot create {bins} finite-sized bins")
     counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges,
                         budget=budget)
     return counts, edges

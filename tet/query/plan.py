@@ -37,7 +37,7 @@ def check_geometry(record: DatasetRecord) -> None:
         if n < 1 or c < 1 or n >= MAX_EXTENT or c >= MAX_EXTENT:
             raise CatalogError(
                 f"dataset {record.name!r} has invalid geometry on axis {d}: "
-                f"shape {n}, chunk_shape {c} (both must be >= 1)"
+                f"shape {n}, chunk_shape {c} (both must be >= 1 and < 2**62)"
             )
     if math.prod(tile_counts(record.shape, record.chunk_shape)) >= 2**63:
         raise CatalogError(f"dataset {record.name!r}: chunk grid size overflows")
