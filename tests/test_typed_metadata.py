@@ -199,3 +199,37 @@ def test_a_sound_extension_written_by_hand_reads(tmp_path: Path) -> None:
         got = f.file_attrs["n"]
         assert got.dtype == np.float64 and np.isnan(got[0]) and got[2] == -np.inf
         assert f.dataset("t").typed_attrs["b"] is True
+
+
+# ---------------------------------------------------------------------------
+# fixed-width text (tet.text)
+
+
+@pytest.mark.parametrize("values", [
+    np.array([["ab", "cdé"], ["", "x"]]), np.array([b"a", b"\xffbcd"]),
+    np.array([f"station-{i:03d}" for i in range(100)], dtype=object), np.array([], dtype=str)])
+def test_text_round_trips_through_a_file(tmp_path: Path, values: Any) -> None:
+    from tet.text import decode_text, encode_text
+
+    data, entry = encode_text(values)
+    assert data.dtype == np.uint8 and data.shape[:-1] == values.shape
+    if values.size == 0:
+        return
+    w = TetWriter.create(tmp_path / "s.tet")
+    w.write_dataset("names", data, extra={"text": entry})
+    w.commit()
+    with tet.open(tmp_path / "s.tet") as f:
+        ds = f.dataset("names")
+        back = decode_text(f.read_numpy("names"), ds.extra["text"]["kind"])
+    want = values.astype(str if entry["kind"] == "str" else bytes)
+    assert back.dtype.kind == ("U" if entry["kind"] == "str" else "S")
+    assert back.tolist() == want.tolist()
+
+
+def test_text_refuses_what_is_not_text() -> None:
+    from tet.text import encode_text
+
+    with pytest.raises(TypeError, match="cannot store a int64 array as text"):
+        encode_text(np.arange(3))
+    with pytest.raises(TypeError, match="cannot store a object array as text"):
+        encode_text(np.array(["a", b"b"], dtype=object))
