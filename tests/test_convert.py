@@ -2,13 +2,15 @@
 
 Matrix: every upstream HDF5 / NetCDF / Zarr fixture against what h5py / netCDF4 /
 zarr read (values, dtype, chunk shape, names in visiting order, attrs, dim names,
-coords); cf_3d decoded and `--keep-packed`; the reference converter's output for
-zarr/tensor_3d (arrays and catalog); `--jobs 1` vs `--jobs 4` byte for byte (raw and
-zstd); synthetic sources for the type map (bool, int8, f16, u32, u64, big-endian),
-skips (strings, compounds, scalars, empty, rank > 8, long names, links), metadata
+coords); cf_3d decoded as xarray decodes it and `--keep-packed`; the reference
+converter's output for zarr/tensor_3d (arrays and catalog); `--jobs 1` vs `--jobs 4`
+byte for byte (raw and zstd); synthetic sources for the type map (bool, int8, f16, u32,
+u64, big-endian, scalars, strings), skips (compounds, empty, rank > 8, long names,
+links), metadata
 limits (64 attrs, 1024-byte strings, 64 labels, 256 datasets), HDF5 chunk reads
 (shuffle + deflate, unwritten chunks), NetCDF-3 and NetCDF-4 groups, Zarr dimension
-names / shards / v2 refusal; detection and its error text; compressed inputs; atomic
+names / shards / v2 refusal (tests/test_convert_cf.py: real-world CF sources against
+xarray); detection and its error text; compressed inputs; atomic
 output on failure; the CLI's report, warnings and usage errors.
 """
 
@@ -93,12 +95,17 @@ def test_hdf5_fixture(stem: str, tmp_path: Path) -> None:
     src = UPSTREAM / "h5" / f"{stem}.h5"
     report, warned = run_convert(src, tmp_path / "out.tet", jobs=2)
     with h5py.File(src, "r") as h, tet.open(tmp_path / "out.tet") as f:
-        expected = [n for n in sorted(h5_datasets(src)) if h[n].ndim >= 1]
+        expected = sorted(h5_datasets(src))
         assert f.dataset_names() == expected == report.dataset_names
-        assert warned == [f"skipped `{n}`: scalar" for n in h5_datasets(src) if h[n].ndim == 0]
+        assert warned == []
         for name in expected:
             ds, out = h[name], f.dataset(name)
             got = f.read_numpy(name)
+            if ds.ndim == 0:  # a 0-d dataset: one element, marked
+                assert (out.shape, out.chunk_shape, dict(out.extra)) == ((1,), (1,),
+                                                                          {"shape": []})
+                assert got.tolist() == [ds[()]]
+                continue
             assert out.chunk_shape == (ds.chunks or default_chunks(ds.shape, ds.dtype.itemsize))
             if "scale_factor" in ds.attrs:
                 continue  # CF-decoded: test_cf_3d_hdf5
@@ -123,10 +130,14 @@ def test_netcdf_fixture(stem: str, tmp_path: Path) -> None:
     report, _ = run_convert(src, tmp_path / "out.tet", jobs=3)
     with netCDF4.Dataset(src) as d, tet.open(tmp_path / "out.tet") as f:
         d.set_auto_maskandscale(False)
-        variables = [(n, v) for n, v in nc_variables(d) if v.ndim >= 1]
+        variables = list(nc_variables(d))
         assert f.dataset_names() == [n for n, _ in variables] == report.dataset_names
         for name, var in variables:
             out = f.dataset(name)
+            if var.ndim == 0:
+                assert (out.shape, dict(out.extra)) == ((1,), {"shape": []})
+                assert f.read_numpy(name).tolist() == [var[...].item()]
+                continue
             chunking = var.chunking()
             want = (tuple(chunking) if isinstance(chunking, list)
                     else default_chunks(var.shape, var.dtype.itemsize))
@@ -165,22 +176,34 @@ def test_zarr_fixture(stem: str, tmp_path: Path) -> None:
 LAT = ["-90", "-84.19355", "-78.3871", "-72.58064"]
 
 
+CF_3D_TEXT = {"scale_factor": "0.009999999776482582", "add_offset": "273.1499938964844",
+              "_FillValue": "-9999"}
+
+
 def test_cf_3d_hdf5(tmp_path: Path) -> None:
-    """Packed `temperature`: stored × scale + offset, -9999 → NaN, packing attrs gone;
-    `coordinates` names the axes and gives their labels."""
+    """Packed `temperature` (f32 with f64 scale, offset and fill): decoded to f64 as
+    xarray does (-9999 → NaN, then × scale + offset), the packing keys moved to the
+    encoding (still listed as v1 text); chunk grid kept; `coordinates` names the axes
+    and gives their labels."""
     src = UPSTREAM / "h5" / "cf_3d.h5"
     run_convert(src, tmp_path / "out.tet")
     with h5py.File(src, "r") as h, tet.open(tmp_path / "out.tet") as f:
         stored = h["temperature"][...]
-        want = (stored.astype(np.float64) * 0.009999999776482582 + 273.1499938964844)
-        want[stored == -9999.0] = np.nan
+        want = stored.astype(np.float64)
+        want[want == -9999.0] = np.nan
+        want *= 0.009999999776482582
+        want += 273.1499938964844
         got = f.read_numpy("temperature")
-        assert got.dtype == np.float32
-        np.testing.assert_array_equal(got, want.astype(np.float32))
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want)
         assert int(np.isnan(got).sum()) == 3270
+        assert f.dataset("temperature").chunk_shape == h["temperature"].chunks
         meta = meta_of(f, "temperature")
         assert meta["attrs"] == {"units": "K", "long_name": "sea surface temperature",
-                                 "coordinates": "time lat lon"}
+                                 "coordinates": "time lat lon", **CF_3D_TEXT}
+        assert dict(f.dataset("temperature").extra) == {"encoding": {
+            "_FillValue": -9999.0, "scale_factor": 0.009999999776482582,
+            "add_offset": 273.1499938964844, "dtype": "float32"}}
         assert meta["dim_names"] == ["time", "lat", "lon"]
         assert meta["coords"]["time"]["labels"] == [str(i) for i in range(32)]
         assert meta["coords"]["lat"]["labels"][:4] == LAT
@@ -206,10 +229,11 @@ def test_cf_3d_netcdf(tmp_path: Path) -> None:
     with netCDF4.Dataset(src) as d, tet.open(tmp_path / "out.tet") as f:
         decoded = d["temperature"][...]  # netCDF4's own mask-and-scale, in f64
         got = f.read_numpy("temperature")
-        assert got.dtype == np.float32
-        np.testing.assert_allclose(got, decoded.filled(np.nan), rtol=1e-6)
+        assert got.dtype == np.float64  # f32 storage, f64 scale and offset (xarray)
+        np.testing.assert_allclose(got, decoded.filled(np.nan), rtol=1e-12)
         meta = meta_of(f, "temperature")
-        assert meta["attrs"] == {"units": "K", "long_name": "sea surface temperature"}
+        assert meta["attrs"] == {"units": "K", "long_name": "sea surface temperature",
+                                 **CF_3D_TEXT}
         assert meta["dim_names"] == ["time", "lat", "lon"]
         assert meta["coords"]["lat"]["labels"][:4] == LAT
         assert meta_of(f, "time") == {
@@ -379,7 +403,8 @@ def test_hdf5_types_and_skips(tmp_path: Path) -> None:
         h["grp/ünïcødé"] = np.arange(3, dtype=np.int32)
         h["alias"] = h5py.SoftLink("/u32")
     report, warned = run_convert(src, tmp_path / "o.tet")
-    assert report.dataset_names == ["be", "bool", "f16", "grp/ünïcødé", "int8", "u32", "u64"]
+    assert report.dataset_names == ["be", "bool", "f16", "grp/ünïcødé", "int8", "scalar",
+                                    "strings", "u32", "u64"]
     assert warned == [
         "skipped `alias`: soft link",
         "skipped `complex`: unsupported element type c8",
@@ -388,12 +413,13 @@ def test_hdf5_types_and_skips(tmp_path: Path) -> None:
         f"skipped `{long_name}`: name is not 1..1024 bytes of UTF-8",
         "skipped `nothing`: empty dataspace",
         "skipped `rank9`: rank 9 (the format allows 1..8)",
-        "skipped `scalar`: scalar",
-        "skipped `strings`: string element type",
     ]
     with tet.open(tmp_path / "o.tet") as f:
         assert [f.dataset(n).dtype_name for n in report.dataset_names] == [
-            "f64", "u8", "f16", "i32", "i16", "u32", "u64"]
+            "f64", "u8", "f16", "i32", "i16", "f64", "u8", "u32", "u64"]
+        assert f.read_numpy("scalar").tolist() == [3.0]
+        assert f.read_numpy("strings").tolist() == [[97, 98], [99, 100]]
+        assert dict(f.dataset("strings").extra) == {"text": {"width": 2, "kind": "bytes"}}
         np.testing.assert_array_equal(f.read_numpy("bool"), [1, 0, 1])
         np.testing.assert_array_equal(f.read_numpy("int8"), [-128, -1, 0, 127])
         np.testing.assert_array_equal(f.read_numpy("u64"), np.array([2**63 + 5], np.uint64))
@@ -519,14 +545,15 @@ def test_netcdf4_groups_packing_and_types(tmp_path: Path) -> None:
         v = g.createVariable("v", "f4", ("t", "s"))
         v[:] = [[1, 2], [3, 4]]
     report, warned = run_convert(src, tmp_path / "o.tet")
-    assert report.dataset_names == ["b", "packed", "t", "u", "sub/v"]
-    assert warned == ["skipped `s`: string element type", "skipped `scalar`: scalar"]
+    assert report.dataset_names == ["b", "packed", "s", "scalar", "t", "u", "sub/v"]
+    assert warned == []
     with tet.open(tmp_path / "o.tet") as f:
         packed = f.read_numpy("packed")
         assert packed.dtype == np.float32  # xarray: i2 with f32 scale and offset
         np.testing.assert_array_equal(packed, [[1.0, 2.0, np.nan], [3.0, 4.0, 5.0]])
         assert meta_of(f, "packed") == {
-            "attrs": {"units": "K"}, "dim_names": ["t", "s"],
+            "attrs": {"units": "K", "scale_factor": "0.5", "add_offset": "1",
+                      "_FillValue": "-1"}, "dim_names": ["t", "s"],
             "coords": {"t": {"labels": ["10", "20"]}, "s": {"labels": ["a", "b", "c"]}}}
         assert f.dataset("u").chunk_shape == (16,)
         assert f.read_numpy("u")[-1] == 2**31 + 69
@@ -534,11 +561,15 @@ def test_netcdf4_groups_packing_and_types(tmp_path: Path) -> None:
         assert f.read_numpy("b").tolist() == [-3, 0, 3]
         assert meta_of(f, "sub/v") == {"dim_names": ["t", "s"],
                                        "coords": {"t": {"labels": ["10", "20"]}}}
+        assert dict(f.dataset("s").extra) == {"text": {"width": 1, "kind": "str"}}
+        assert f.read_numpy("s").tolist() == [[97], [98], [99]]
+        assert dict(f.dataset("scalar").extra) == {"shape": []}
 
 
 def test_netcdf3_by_signature_and_default_fill(tmp_path: Path) -> None:
     """A NetCDF-3 file without a known extension is found by its `CDF\\x01` signature;
-    CF decoding falls back to the type's default fill."""
+    the type's default fill masks nothing (xarray does not mask it either), and a
+    Python-float offset decodes to f64."""
     src = tmp_path / "classic.dat"
     with netCDF4.Dataset(src, "w", format="NETCDF3_CLASSIC") as d:
         d.createDimension("n", 4)
@@ -550,7 +581,10 @@ def test_netcdf3_by_signature_and_default_fill(tmp_path: Path) -> None:
     report, _ = run_convert(src, tmp_path / "o.tet")
     assert report.source == "nc"
     with tet.open(tmp_path / "o.tet") as f:
-        np.testing.assert_array_equal(f.read_numpy("v"), [101, 102, 103, np.nan])
+        got = f.read_numpy("v")
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, np.array([1, 2, 3, netCDF4.default_fillvals["f4"]],
+                                                    np.float32).astype(np.float64) + 100.0)
         assert f.dataset("v").chunk_shape == (4,)
 
 
@@ -571,7 +605,7 @@ def test_cf_packing_on_strings_attrs_is_an_error(tmp_path: Path) -> None:
 def test_zarr_dims_coords_shards_and_types(tmp_path: Path) -> None:
     src = tmp_path / "s.zarr"
     g = zarr.open_group(src, mode="w", zarr_format=3)
-    g.attrs["title"] = "group attrs stay out"
+    g.attrs["title"] = "root group attrs are file attrs"
     t = g.create_array("time", shape=(5,), dtype="i8", dimension_names=["time"])
     t[:] = np.arange(5) * 10
     a = g.create_array("data", shape=(5, 70), chunks=(2, 35), shards=(4, 70), dtype="<f4",
@@ -584,9 +618,12 @@ def test_zarr_dims_coords_shards_and_types(tmp_path: Path) -> None:
     s = g.create_array("names", shape=(2,), dtype=str)
     s[:] = ["a", "b"]
     report, warned = run_convert(src, tmp_path / "o.tet", jobs=2)
-    assert report.dataset_names == ["data", "nested/mask", "time"]
-    assert warned == ["skipped `names`: string element type"]
+    assert report.dataset_names == ["data", "names", "nested/mask", "time"]
+    assert warned == []
     with tet.open(tmp_path / "o.tet") as f:
+        assert f.file_attrs == {"title": "root group attrs are file attrs"}
+        assert f.dataset("data").typed_attrs == {"units": "m", "ok": True, "n": 2, "v": [1, 2]}
+        assert dict(f.dataset("names").extra) == {"text": {"width": 1, "kind": "str"}}
         np.testing.assert_array_equal(f.read_numpy("data"), a[...])
         assert f.dataset("data").chunk_shape == (2, 35)
         assert meta_of(f, "data") == {
@@ -653,7 +690,7 @@ def test_zipped_zarr_store(tmp_path: Path) -> None:
 def test_no_numeric_datasets(tmp_path: Path) -> None:
     src = tmp_path / "s.h5"
     with h5py.File(src, "w") as h:
-        h["s"] = np.array([b"x"])
+        h["c"] = np.zeros(2, dtype=[("a", "<i4")])
     with pytest.raises(ConvertError, match=r"^no supported numeric datasets found in .*s\.h5$"):
         run_convert(src, tmp_path / "o.tet")
 
@@ -717,7 +754,13 @@ def test_cli_warnings_codec_and_keep_packed(cli: CliFn, tmp_path: Path) -> None:
             "--keep-packed")
     assert r.rc == 0, r.err
     r = cli("convert", UPSTREAM / "netcdf" / "groups_3d.nc", tmp_path / "g.tet")
-    assert r.err == "warning: skipped `aux/scale`: scalar\n"
+    assert (r.rc, r.err) == (0, "")
+    src = tmp_path / "c.h5"
+    with h5py.File(src, "w") as h:
+        h["c"] = np.zeros(2, dtype=[("a", "<i4")])
+        h["v"] = np.zeros(2, np.float32)
+    r = cli("convert", src, tmp_path / "c.tet")
+    assert (r.rc, r.err) == (0, "warning: skipped `c`: compound element type\n")
     with tet.open(tmp_path / "o.tet") as f:
         assert set(f.catalog.entries["codec"].tolist()) == {1}
         assert meta_of(f, "temperature")["attrs"]["add_offset"] == "273.1499938964844"

@@ -1,13 +1,15 @@
 """HDF5 / NetCDF / Zarr v3 → .tet (cli.md §6).
 
-`convert(src, dst)` turns every numeric array of the source into one dataset of a new
-.tet file, keeping the source chunk grid, attributes, dimension names and coordinate
-labels, and decoding CF packing unless asked not to.  The reader libraries (h5py,
-netCDF4, zarr) are imported only when a conversion needs them.
+`convert(src, dst)` turns every numeric, 0-d and text array of the source into one
+dataset of a new .tet file, keeping the source chunk grid, typed attributes (file-level
+ones too), dimension names and coordinate labels, and decoding CF fill values and
+packing the way xarray does unless asked not to (`tet.convert.cf`).  The reader
+libraries (h5py, netCDF4, zarr) are imported only when a conversion needs them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import ExitStack
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tet.attrs import encode_value
 from tet.convert.sniff import Kind, sniff, uncompressed
 from tet.convert.source import ConvertError, ConvertWarning, SourceVar
 from tet.convert.write import ProgressFn, fit_footer, tile_shape, write_variables
@@ -37,6 +40,8 @@ LABELS = {"h5": "HDF5", "nc": "NetCDF", "zarr": "Zarr"}
 
 class _Source(Protocol):
     def variables(self) -> list[SourceVar]: ...
+
+    def file_attrs(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
 
@@ -134,8 +139,10 @@ def convert(
         conversion leaves nothing behind (an existing file stays as it was).
     jobs : parallel block readers; 0 = host parallelism, clamped to 1..64.
     codec : "raw" or "zstd" payloads.
-    keep_packed : store CF-packed variables as stored, with their `scale_factor`,
-        `add_offset` and `_FillValue` attributes, instead of decoding them.
+    keep_packed : store every variable's values as stored, with `_FillValue`,
+        `missing_value`, `scale_factor`, `add_offset` and `_Unsigned` kept as attributes,
+        instead of decoding them as xarray does (fills → NaN, packing applied, the
+        moved keys kept as the dataset's encoding).
     progress : called as ``progress(dataset, tiles_done, tiles_total)`` after each block.
     timestamp : Unix seconds to record as the history row's `at` and the file's
         `created_at` instead of now (reproducible output).
@@ -153,8 +160,9 @@ def convert(
     Warns
     -----
     ConvertWarning
-        For each array left out (strings, compounds, scalars, empty arrays, …) and for
-        footer metadata the format's limits cannot hold.
+        For each array left out (compounds, references, empty arrays, …), for
+        attributes or footer metadata the format's limits cannot hold, and for CF
+        attributes xarray would warn about too.
     """
     from tet.file import TetFile
     from tet.writer import TetWriter
@@ -174,12 +182,16 @@ def convert(
         variables = source.variables()
         if not variables:
             raise ConvertError(f"no supported numeric datasets found in {src_p}")
-        fit_footer(variables)
+        globals_ = source.file_attrs()
+        fit_footer(variables, reserved=len(json.dumps(
+            {k: encode_value(v) for k, v in globals_.items()}, ensure_ascii=False).encode()))
         stamp = None if timestamp is None else str(int(timestamp))
         writer = TetWriter.create(dst_p, tool="tet convert",
                                   clock=None if stamp is None else lambda: stamp)
         try:
             writer.push_history_event("convert", kind)
+            if globals_:
+                writer.set_file_attrs(globals_)
             write_variables(writer, variables, codec=codec, jobs=workers, progress=progress)
             writer.commit()
         except BaseException:

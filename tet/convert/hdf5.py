@@ -1,5 +1,8 @@
-"""HDF5 input through h5py: every numeric dataset of every group, sorted by name,
-depth-first (cli.md §6).
+"""HDF5 input through h5py: every numeric, 0-d and string dataset of every group,
+sorted by name, depth-first (cli.md §6).  Attributes are read as xarray's h5netcdf
+engine reads them (fixed-length strings decoded, one-element arrays as scalars, string
+arrays as lists), values CF-decoded as xarray decodes them (`tet.convert.cf`); fixed-
+length strings are stored as bytes, variable-length ones as text.
 
 h5py holds one global lock around every HDF5 call, so threads cannot read a file in
 parallel through it.  `H5Reader` sidesteps that for the common layouts: it asks HDF5
@@ -21,20 +24,23 @@ from typing import Any
 
 import numpy as np
 
+from tet.convert.cf import decoded_var, plan
 from tet.convert.source import (
-    CF_PACKING,
     Box,
     ConvertError,
     SourceVar,
     admit,
-    cf_decoder,
-    chunk_grid,
+    admit_text,
     describe_each,
-    footer_attrs,
+    file_attrs,
     labels_for,
     require,
     require_regular,
+    scan_width,
     skip,
+    text_encoding,
+    text_var,
+    typed_attrs,
     valid_dim_names,
 )
 
@@ -147,14 +153,39 @@ class H5Reader:
 
 
 def _attr_items(obj: Any) -> list[tuple[str, Any]]:
-    """Attributes h5py can read (unreadable types are left out)."""
+    """Attributes as xarray's h5netcdf engine shows them, HDF5 / netCDF-4 plumbing left
+    out (unreadable types are left out too)."""
+    import h5py  # type: ignore[import-untyped]
+
     out = []
     for key in obj.attrs:
+        if key in PLUMBING:
+            continue
         try:
-            out.append((key, obj.attrs[key]))
+            out.append((key, _attr_value(h5py, obj, key)))
         except Exception:  # an attribute type h5py cannot map; not worth failing for
             continue
     return out
+
+
+def _attr_value(h5py: Any, obj: Any, key: str) -> Any:
+    value = obj.attrs[key]
+    stored = obj.attrs.get_id(key).dtype
+    info = h5py.check_string_dtype(stored)
+    if isinstance(value, h5py.Empty):
+        return b"" if info is not None and info.length == 1 else np.array([], dtype=stored)
+    if info is not None:
+        if info.length is not None and info.length > 1:
+            codec = info.encoding
+            if isinstance(value, (bytes, np.bytes_)):
+                value = bytes(value).decode(codec, "replace")
+            else:
+                value = [bytes(b).decode(codec, "replace") for b in np.asarray(value).flat]
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+    if isinstance(value, (list, np.ndarray)) and np.ndim(value) > 0 and len(value) == 1:
+        return value[0]
+    return value
 
 
 class H5Source:
@@ -199,42 +230,69 @@ class H5Source:
     def variables(self) -> list[SourceVar]:
         return describe_each(self._walk(self._file, ""), self._describe)
 
+    def file_attrs(self) -> dict[str, Any]:
+        return file_attrs("the file", _attr_items(self._file))
+
     def _describe(self, path: str, ds: Any) -> SourceVar | None:
         shape = ds.shape
         if shape is None:
             skip(path, "empty dataspace")
             return None
-        wire = admit(path, shape, ds.dtype)
-        if wire is None:
-            return None
+        shape = tuple(int(n) for n in shape)
         items = _attr_items(ds)
-        if _text(dict(items).get("NAME")).startswith(PHONY_DIM):
+        if _text(ds.attrs.get("NAME")).startswith(PHONY_DIM):
             skip(path, "netCDF dimension without a variable")
             return None
         raw = dict(items)
-        cf = None if self._keep_packed else cf_decoder(path, ds.dtype, raw)
-        dtype = cf[0] if cf else wire
-        drop = PLUMBING | (set(CF_PACKING) if cf else set())
-        dim_names, coords = self._dims(ds, raw)
-        reader = H5Reader(ds, self._fd)
-        return SourceVar(
-            name=path, shape=tuple(int(n) for n in shape), dtype=dtype, read=reader.read,
-            chunks=chunk_grid(shape, ds.chunks, dtype.itemsize),
-            decode=cf[1] if cf else None, attrs=footer_attrs(items, drop=drop),
-            dim_names=dim_names, coords=coords)
+        info = self._h5py.check_string_dtype(ds.dtype)
+        if info is not None:
+            return self._text(path, ds, shape, items, fixed=info.length is not None)
+        if admit(path, shape, ds.dtype) is None:
+            return None
+        dim_names, coords = self._dims(ds, raw) if shape else (None, {})
+        chunks = tuple(int(c) for c in ds.chunks) if ds.chunks else None
+        return decoded_var(path, shape, np.dtype(ds.dtype), H5Reader(ds, self._fd).read,
+                           items=items, keep_packed=self._keep_packed, chunks=chunks,
+                           dim_names=dim_names, coords=coords)
+
+    def _text(self, path: str, ds: Any, shape: tuple[int, ...],
+              items: list[tuple[str, Any]], *, fixed: bool) -> SourceVar | None:
+        """Fixed-length strings as bytes (as xarray shows them), variable-length ones as
+        text; their `_FillValue` / `missing_value` move to the encoding (never applied)."""
+        if not admit_text(path, shape):
+            return None
+        view = ds if fixed else ds.asstr()
+
+        def read(box: Box) -> np.ndarray[Any, Any]:  # h5py serialises its calls itself
+            return np.asarray(view[box if box else ()])
+
+        kind = "bytes" if fixed else "str"
+        chunks = tuple(int(c) for c in ds.chunks) if ds.chunks else None
+        width = max(1, int(ds.dtype.itemsize)) if fixed else scan_width(read, shape, chunks,
+                                                                         kind)
+        attrs = dict(items)
+        moved, encoding = text_encoding(attrs, self._keep_packed,
+                                        ds.dtype.str[1:] if fixed else "str")
+        dim_names, coords = self._dims(ds, attrs) if shape else (None, {})
+        return text_var(path, shape, read, kind=kind, width=width, chunks=chunks,
+                        attrs=typed_attrs(f"`{path}`", items, moved=moved),
+                        dim_names=dim_names, coords=coords,
+                        extra={"encoding": encoding} if encoding else None)
 
     def _values(self, ds: Any) -> np.ndarray[Any, Any] | None:
         """A 1-D coordinate dataset's values (CF-decoded like data), None if unusable."""
         if not isinstance(ds, self._h5py.Dataset) or ds.ndim != 1 or ds.shape[0] > 64:
             return None
-        values = np.asarray(ds[...])
+        info = self._h5py.check_string_dtype(ds.dtype)
+        values = np.asarray(ds.asstr()[...] if info is not None and info.length is None
+                            else ds[...])
         if values.dtype.kind in "biuf" and not self._keep_packed:
             try:
-                cf = cf_decoder(ds.name, values.dtype, dict(_attr_items(ds)))
+                decoding = plan(ds.name, values.dtype, dict(_attr_items(ds)))
             except ConvertError:  # unusable packing on a coordinate: no labels from it
                 return None
-            if cf is not None:
-                values = cf[1](values)
+            if decoding.decode is not None:
+                values = decoding.decode(values)
         return values
 
     def _dims(self, ds: Any, attrs: dict[str, Any]) -> tuple[list[str] | None,
@@ -254,6 +312,8 @@ class H5Source:
                         values[i] = v
         except Exception:  # broken dimension-scale references: no names from scales
             names = [""] * ndim
+        if ndim == 1 and not names[0] and getattr(ds, "is_scale", False):
+            names[0] = posixpath.basename(ds.name)  # a scale is its own dimension
         listed = self._coordinates(ds, attrs.get("coordinates"))
         if len(listed) == ndim and all(v is not None and v.shape[0] == n
                                        for (_, v), n in zip(listed, ds.shape)):

@@ -1,6 +1,7 @@
 """What every importer hands to the write loop: one `SourceVar` per array, with its
-footer metadata already cut to the format's limits (layout.md §5.2), plus the rules
-that turn source attributes and coordinate values into footer strings (cli.md §6)."""
+attributes typed and ordered for the footer (v1 text as cli.md §6 says, typed values
+beside it, `tet.attrs`), plus the rules that turn coordinate values into footer labels,
+and the wrappers that store 0-d variables and text as datasets."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tet.attrs import display
-from tet.errors import TetError
+from tet.attrs import MAX_EXT_ATTRS, display, encode_value, split_attrs, validate_ext
+from tet.errors import CatalogError, TetError
 from tet.limits import LIMITS
 from tet.safeio import open_regular
 from tet.writer import MAX_NAME_BYTES
@@ -26,19 +27,20 @@ __all__ = [
     "ConvertError",
     "ConvertWarning",
     "SourceVar",
-    "cf_decoder",
     "chunk_grid",
     "display",
-    "footer_attrs",
+    "file_attrs",
     "labels_for",
     "require",
+    "scalar_read",
     "skip",
+    "text_var",
+    "typed_attrs",
     "wire_dtype",
 ]
 
 PREFERRED_ATTRS = ("units", "long_name", "standard_name", "description", "title",
                    "scale_factor", "add_offset", "_FillValue")
-CF_PACKING = ("scale_factor", "add_offset", "_FillValue")
 MAX_STRING = LIMITS["attr_string_bytes"]
 MAX_ATTRS = LIMITS["dataset_attrs"]
 MAX_LABELS = LIMITS["coord_labels_per_axis"]
@@ -76,13 +78,11 @@ def skip(name: str, reason: str) -> None:
 
 def admit(name: str, shape: Sequence[int], dtype: Any) -> np.dtype[Any] | None:
     """The wire dtype of an array the format can hold, or None after warning why it is
-    left out (a scalar, rank over 8, an empty extent, an element type without a tag, a
-    name that is not 1..1024 bytes of UTF-8)."""
+    left out (rank over 8, an empty extent, an element type without a tag, a name that
+    is not 1..1024 bytes of UTF-8).  A 0-d array is admitted (stored as shape (1,))."""
     reason = None
     wire = None
-    if len(shape) == 0:
-        reason = "scalar"
-    elif len(shape) > 8:
+    if len(shape) > 8:
         reason = f"rank {len(shape)} (the format allows 1..8)"
     elif any(n == 0 for n in shape):
         reason = f"empty array (shape {list(shape)})"
@@ -94,6 +94,22 @@ def admit(name: str, shape: Sequence[int], dtype: Any) -> np.dtype[Any] | None:
         skip(name, reason)
         return None
     return wire
+
+
+def admit_text(name: str, shape: Sequence[int]) -> bool:
+    """Whether a text array of logical `shape` can be stored (one more axis holds its
+    bytes, so rank 7 at most); warns why not."""
+    reason = None
+    if len(shape) > 7:
+        reason = f"text of rank {len(shape)} (the format allows 1..8 with its byte axis)"
+    elif any(n == 0 for n in shape):
+        reason = f"empty array (shape {list(shape)})"
+    elif not _usable_name(name):
+        reason = "name is not 1..1024 bytes of UTF-8"
+    if reason is not None:
+        skip(name, reason)
+        return False
+    return True
 
 
 def _usable_name(name: str) -> bool:
@@ -136,6 +152,8 @@ class SourceVar:
 
     `read` returns the stored values of a box (it must be safe to call from several
     threads at once); `decode` (optional) turns stored values into the values written.
+    `attrs` are typed, in footer order (the writer derives the v1 text); `extra` holds
+    the dataset's other typed-metadata fields (``encoding``, ``shape``, ``text``).
     """
 
     name: str
@@ -145,22 +163,39 @@ class SourceVar:
     chunks: tuple[int, ...] | None = None
     unit: tuple[int, ...] | None = None
     decode: Callable[[np.ndarray[Any, Any]], np.ndarray[Any, Any]] | None = None
-    attrs: dict[str, str] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
     dim_names: list[str] | None = None
     coords: dict[str, list[str]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def meta(self) -> dict[str, Any]:
-        """The footer entry this variable adds (empty members left out)."""
+        """The v1 footer entry this variable adds (empty members left out)."""
         out: dict[str, Any] = {}
-        if self.attrs:
-            out["attrs"] = dict(self.attrs)
+        v1, _ = split_attrs(self.attrs, f"dataset {self.name!r}")
+        if v1:
+            out["attrs"] = v1
         if self.dim_names:
             out["dim_names"] = list(self.dim_names)
         if self.coords:
             out["coords"] = {k: {"labels": list(v)} for k, v in self.coords.items()}
         return out
 
+    def ext(self) -> dict[str, Any]:
+        """The typed-metadata entry (`metadata.tet.datasets[name]`) this variable adds."""
+        out: dict[str, Any] = {}
+        _, typed = split_attrs(self.attrs, f"dataset {self.name!r}")
+        if typed:
+            out["attrs"] = typed
+        for key, value in self.extra.items():
+            if key == "encoding":
+                value = {k: encode_value(v, f"{self.name} encoding {k!r}")
+                         for k, v in value.items()}
+            out[key] = value
+        return out
+
     def drop_meta(self) -> None:
+        """Leave out attributes, dim names and coords (the footer has no room); the
+        `extra` fields stay, as reading the data back needs them."""
         self.attrs, self.dim_names, self.coords = {}, None, {}
 
 
@@ -222,7 +257,10 @@ def chunk_grid(shape: Sequence[int], chunks: Sequence[int] | None,
 
 
 def _fits(text: str) -> bool:
-    return 0 < len(text.encode("utf-8")) <= MAX_STRING
+    try:
+        return 0 < len(text.encode("utf-8")) <= MAX_STRING
+    except UnicodeEncodeError:
+        return False
 
 
 def truncate(text: str, limit: int = MAX_STRING) -> str:
@@ -231,21 +269,86 @@ def truncate(text: str, limit: int = MAX_STRING) -> str:
     return text if len(raw) <= limit else raw[:limit].decode("utf-8", errors="ignore")
 
 
-def footer_attrs(items: Iterable[tuple[str, Any]], *, drop: Iterable[str] = ()) -> dict[str, str]:
-    """Attributes as footer strings: the preferred keys first, then the others in
-    source order, until 64; keys or values over 1024 bytes, and values with no text,
-    are left out."""
-    dropped = set(drop)
-    texts: dict[str, str] = {}
+def _text_of(value: Any) -> str | None:
+    try:
+        return display(value)
+    except (TypeError, ValueError):  # ragged lists and the like: no v1 text
+        return None
+
+
+def _typable(value: Any) -> Any:
+    """A non-finite Python float as np.float64 (JSON has no NaN; the typed form does)."""
+    if type(value) is float and not math.isfinite(value):
+        return np.float64(value)
+    return value
+
+
+def _typed_ok(where: str, key: str, value: Any) -> bool:
+    """Whether the typed metadata can hold `value` (warns when not)."""
+    try:
+        validate_ext({"attrs": {key: encode_value(value, where)}})
+    except (TypeError, CatalogError) as exc:
+        warnings.warn(f"attribute `{key}` of {where} left out: {exc}", ConvertWarning,
+                      stacklevel=3)
+        return False
+    return True
+
+
+def typed_attrs(where: str, items: Iterable[tuple[str, Any]], *,
+                moved: Iterable[str] = ()) -> dict[str, Any]:
+    """Attributes in footer order: the preferred keys first, then the others in source
+    order.  Values keep their type (the writer stores their v1 display text beside
+    them); the keys in `moved` went to the encoding and appear as display text only,
+    when that text lands among the 64 v1 keys.  Keys that are not 1..1024 bytes of
+    UTF-8 and values the typed metadata cannot hold are left out (with a warning)."""
+    moved_keys = set(moved)
+    values: dict[str, Any] = {}
     for key, value in items:
-        if not isinstance(key, str) or key in dropped or key in texts or not _fits(key):
+        value = _typable(value)
+        if not isinstance(key, str) or key in values:
             continue
-        text = display(value)
-        if text is not None and _fits(text):
-            texts[key] = text
-    order = [k for k in PREFERRED_ATTRS if k in texts]
-    order += [k for k in texts if k not in PREFERRED_ATTRS]
-    return {k: texts[k] for k in order[:MAX_ATTRS]}
+        if not _fits(key):
+            warnings.warn(f"attribute of {where} left out: its name is not 1..1024 bytes "
+                          "of UTF-8", ConvertWarning, stacklevel=2)
+            continue
+        if key in moved_keys or _typed_ok(where, key, value):
+            values[key] = value
+    order = [k for k in PREFERRED_ATTRS if k in values]
+    order += [k for k in values if k not in PREFERRED_ATTRS]
+    out: dict[str, Any] = {}
+    slots = typed = 0
+    for key in order:
+        text = _text_of(values[key])
+        fits = text is not None and _fits(text) and slots < MAX_ATTRS
+        if key in moved_keys:
+            if fits:
+                out[key] = text
+                slots += 1
+            continue
+        if not (isinstance(values[key], str) and fits):
+            if typed == MAX_EXT_ATTRS:
+                warnings.warn(f"attribute `{key}` of {where} left out: more than "
+                              f"{MAX_EXT_ATTRS} typed attributes", ConvertWarning, stacklevel=2)
+                continue
+            typed += 1
+        slots += fits
+        out[key] = values[key]
+    return out
+
+
+def file_attrs(where: str, items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """File-level attributes the typed metadata can hold, in source order."""
+    out: dict[str, Any] = {}
+    for key, value in items:
+        value = _typable(value)
+        if len(out) == MAX_EXT_ATTRS:
+            warnings.warn(f"attributes of {where} past the first {MAX_EXT_ATTRS} left out",
+                          ConvertWarning, stacklevel=2)
+            break
+        if isinstance(key, str) and key not in out and _fits(key) and _typed_ok(where, key,
+                                                                               value):
+            out[key] = value
+    return out
 
 
 def labels_for(values: np.ndarray[Any, Any] | None, length: int) -> list[str] | None:
@@ -274,67 +377,102 @@ def valid_dim_names(names: Sequence[Any] | None, ndim: int) -> list[str] | None:
 
 
 # ---------------------------------------------------------------------------
-# CF packing
+# 0-d variables and text
 
 
-def _as_float(value: Any) -> float | None:
-    arr = np.asarray(value)
-    if arr.size < 1 or arr.dtype.kind not in "biuf":
-        return None
-    return float(arr.reshape(-1)[0])
+def scalar_read(read: Callable[[Box], np.ndarray[Any, Any]]) -> Callable[[Box],
+                                                                      np.ndarray[Any, Any]]:
+    """Reads of a 0-d variable stored as shape (1,)."""
+    def one(box: Box) -> np.ndarray[Any, Any]:
+        return np.asarray(read(())).reshape(1)
+
+    return one
 
 
-def _xarray_float(stored: np.dtype[Any], attrs: Mapping[str, Any]) -> np.dtype[Any]:
-    """The float type xarray decodes packed integers to: the type of scale/offset when
-    both are the same float type (f64 for 32/64-bit integers), f64 when only an offset
-    is given, else f32 for ≤ 16-bit integers and f64 beyond."""
-    def kind(key: str) -> np.dtype[Any] | None:
-        return np.asarray(attrs[key]).dtype if key in attrs else None
-
-    scale, offset = kind("scale_factor"), kind("add_offset")
-    if scale is not None and offset is not None and scale == offset and scale.kind == "f":
-        if stored.itemsize >= 4:
-            return np.dtype("<f8")
-        return np.dtype("<f4") if scale.itemsize <= 4 else np.dtype("<f8")
-    if offset is not None:
-        return np.dtype("<f8")
-    if scale is not None and scale.kind == "f":
-        return np.dtype("<f4") if scale.itemsize <= 4 and stored.itemsize <= 2 else np.dtype("<f8")
-    return np.dtype("<f4") if stored.itemsize <= 2 else np.dtype("<f8")
+def _utf8(value: Any) -> bytes:
+    text = value if isinstance(value, str) else str(value)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from a bad source string
+        return text.encode("utf-8", "replace")
 
 
-def cf_decoder(name: str, stored: np.dtype[Any], attrs: Mapping[str, Any],
-               fallback_fill: Any = None) -> tuple[np.dtype[Any], Any] | None:
-    """(decoded dtype, decode function) when `scale_factor` or `add_offset` is present.
+def text_bytes(values: np.ndarray[Any, Any], kind: str) -> list[bytes]:
+    """The encoded bytes of every element: UTF-8 for `str`, as stored for `bytes`."""
+    out = []
+    for v in np.asarray(values, dtype=object).reshape(-1):
+        if isinstance(v, (bytes, np.bytes_)):
+            raw = bytes(v) if kind == "bytes" else _utf8(bytes(v).decode("utf-8", "replace"))
+        elif v is None:
+            raw = b""
+        else:
+            raw = _utf8(v) if kind == "str" or isinstance(v, str) else _utf8(str(v))
+        out.append(raw)
+    return out
 
-    value = stored × scale (default 1) + offset (default 0), computed in f64; stored
-    values equal to the fill (`_FillValue`, else `fallback_fill`) within
-    max(|fill|·1e-6, 1e-6), or both NaN, become NaN.  Float storage keeps its type;
-    integer storage decodes to the float type xarray would choose.
-    """
-    if "scale_factor" not in attrs and "add_offset" not in attrs:
-        return None
-    scale = _as_float(attrs["scale_factor"]) if "scale_factor" in attrs else 1.0
-    offset = _as_float(attrs["add_offset"]) if "add_offset" in attrs else 0.0
-    if scale is None or offset is None:
-        raise ConvertError(f"variable `{name}`: scale_factor/add_offset must be numbers")
-    fill = _as_float(attrs["_FillValue"]) if "_FillValue" in attrs else _as_float(fallback_fill)
-    if stored.kind == "f" and stored.itemsize >= 4:
-        out = stored.newbyteorder("<")
-    elif stored.kind in "biuf":
-        out = _xarray_float(stored, attrs)
-    else:
-        raise ConvertError(f"variable `{name}`: CF packing on a {stored} variable")
 
-    def decode(block: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        raw = block.astype(np.float64)
-        values = raw * scale + offset
-        if fill is not None:
-            if math.isnan(fill):
-                hole = np.isnan(raw)
-            else:
-                hole = np.abs(raw - fill) <= max(abs(fill) * 1e-6, 1e-6)
-            values[hole] = np.nan
-        return values.astype(out, copy=False)
+def text_width(values: np.ndarray[Any, Any], kind: str) -> int:
+    """The widest element's encoded byte length (at least 1)."""
+    return max((len(b) for b in text_bytes(values, kind)), default=0) or 1
 
-    return out, decode
+
+def scan_width(read: Callable[[Box], np.ndarray[Any, Any]], shape: tuple[int, ...],
+               chunks: Sequence[int] | None, kind: str) -> int:
+    """The widest value's encoded byte length, read block by block (chunk-aligned
+    blocks of at most 16 MiB of elements)."""
+    from tet.convert.write import block_boxes
+
+    if not shape:
+        return text_width(np.asarray(read(())), kind)
+    unit = chunks if chunks and len(chunks) == len(shape) else shape
+    unit = tuple(min(int(c), int(n)) for c, n in zip(unit, shape))
+    return max(text_width(np.asarray(read(box)), kind)
+               for box in block_boxes(shape, unit, 64, 16 * 1024 * 1024))
+
+
+def text_encoding(attrs: Mapping[str, Any], keep_packed: bool,
+                  dtype: str) -> tuple[list[str], dict[str, Any]]:
+    """(keys moved, encoding) of a text variable: its `missing_value` / `_FillValue`
+    go to the encoding, never applied (no NaN in text); none with `keep_packed`."""
+    moved = [] if keep_packed else [k for k in ("missing_value", "_FillValue") if k in attrs]
+    encoding: dict[str, Any] = {k: attrs[k] for k in moved}
+    if encoding:
+        encoding["dtype"] = dtype
+    return moved, encoding
+
+
+def fixed_text(values: np.ndarray[Any, Any], width: int, kind: str,
+               name: str) -> np.ndarray[Any, Any]:
+    """`values` as NUL-padded bytes: u8 of shape ``values.shape + (width,)``."""
+    raw = text_bytes(values, kind)
+    if any(len(b) > width for b in raw):
+        raise ConvertError(f"`{name}`: a text value is wider than the {width} bytes "
+                           "measured (the source changed while converting?)")
+    flat = np.frombuffer(np.array(raw, dtype=f"S{width}").tobytes(), dtype=np.uint8)
+    return flat.reshape((*np.shape(values), width))
+
+
+def text_var(name: str, shape: tuple[int, ...], read: Callable[[Box], np.ndarray[Any, Any]],
+             *, kind: str, width: int, chunks: Sequence[int] | None, attrs: dict[str, Any],
+             dim_names: list[str] | None, coords: dict[str, list[str]],
+             extra: dict[str, Any] | None = None) -> SourceVar:
+    """A text variable of logical `shape` (0-d allowed) stored as a u8 dataset whose
+    last axis holds `width` bytes per value (`tet.text`); `read` returns the strings or
+    bytes of a box of the logical shape."""
+    logical = shape or (1,)
+    stored = (*logical, width)
+
+    def read_box(box: Box) -> np.ndarray[Any, Any]:
+        lbox = box[:-1] if shape else ()
+        values = np.asarray(read(lbox)).reshape(tuple(s.stop - s.start for s in box[:-1]))
+        return fixed_text(values, width, kind, name)
+
+    grid = chunk_grid(shape, chunks, width) if shape else (1,)
+    entry: dict[str, Any] = dict(extra or {})
+    entry["text"] = {"width": int(width), "kind": kind}
+    if not shape:
+        entry["shape"] = []
+    names = [*dim_names, f"{name}_strlen"] if dim_names and shape else None
+    return SourceVar(name=name, shape=stored, dtype=np.dtype("u1"), read=read_box,
+                     chunks=(*grid, width) if grid else None, attrs=attrs, dim_names=names,
+                     coords=coords, extra=entry)

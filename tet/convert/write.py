@@ -78,17 +78,24 @@ def _load(var: SourceVar, box: tuple[slice, ...]) -> np.ndarray[Any, Any]:
     return np.ascontiguousarray(block, dtype=var.dtype)
 
 
-def fit_footer(variables: Sequence[SourceVar]) -> None:
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def fit_footer(variables: Sequence[SourceVar], reserved: int = 0) -> None:
     """Drop dataset metadata the footer cannot hold (beyond 256 datasets, or past the
-    16 MiB metadata budget), with a warning; the arrays themselves are all kept."""
-    kept = used = 0
+    16 MiB metadata budget less `reserved` bytes), with a warning; the arrays and the
+    `extra` fields needed to read them back are all kept."""
+    kept = 0
+    typed = [var.ext() for var in variables]
+    used = reserved + sum(_json_size({k: v for k, v in ext.items() if k != "attrs"})
+                          for ext in typed)
     dropped: list[str] = []
-    for var in variables:
+    for var, ext in zip(variables, typed):
         meta = var.meta()
-        if not meta:
+        if not meta and "attrs" not in ext:
             continue
-        size = len(json.dumps({var.name: meta}, separators=(",", ":"),
-                              ensure_ascii=False).encode())
+        size = _json_size({var.name: meta}) + _json_size(ext.get("attrs", {}))
         if kept < LIMITS["metadata_datasets"] and used + size <= METADATA_BUDGET:
             kept += 1
             used += size
@@ -111,7 +118,8 @@ def write_variables(writer: TetWriter, variables: Sequence[SourceVar], *, codec:
         tiles.append(tile)
         streams.append(writer.create_dataset(
             var.name, var.shape, var.dtype, chunk_shape=tile, attrs=var.attrs or None,
-            dim_names=var.dim_names, coords=var.coords or None, codec=codec))
+            dim_names=var.dim_names, coords=var.coords or None, codec=codec,
+            extra=var.extra or None))
     total = sum(math.prod(-(-n // c) for n, c in zip(v.shape, t))
                 for v, t in zip(variables, tiles))
     target = block_bytes(jobs)

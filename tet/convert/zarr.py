@@ -1,7 +1,13 @@
 """Zarr v3 input through zarr-python 3: arrays of every group, children sorted by
 name, depth-first (cli.md §6).  `dimension_names` become dim names, and a 1-D array
 named like a dimension (beside the array or in a parent group, as xarray lays stores
-out) gives that axis its coordinate labels.  Zarr values are not CF-decoded."""
+out) gives that axis its coordinate labels.
+
+Values are CF-decoded the way xarray reads a v3 store: the array's `fill_value` masks
+nothing; a `_FillValue` attribute (base64 of a float64 for float arrays, as xarray
+writes it; a number for integers), `missing_value`, `scale_factor` and `add_offset`
+attributes decode as in NetCDF (`tet.convert.cf`).  String arrays are stored as text.
+The root group's attributes (less xarray's hidden `_nc*` keys) become file attributes."""
 
 from __future__ import annotations
 
@@ -13,15 +19,21 @@ from typing import Any
 
 import numpy as np
 
+from tet.convert.cf import decoded_var, zarr_fill
 from tet.convert.source import (
+    Box,
     ConvertError,
     SourceVar,
     admit,
-    chunk_grid,
+    admit_text,
     describe_each,
-    footer_attrs,
+    file_attrs,
     labels_for,
     require,
+    scan_width,
+    text_encoding,
+    text_var,
+    typed_attrs,
     valid_dim_names,
 )
 
@@ -56,6 +68,7 @@ class ZarrSource:
     def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
         zarr = require("zarr", "Zarr")
         self._zarr = zarr
+        self._keep_packed = keep_packed
         self._path = path
         doc = _root_meta(path)
         if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
@@ -107,11 +120,16 @@ class ZarrSource:
         return describe_each(((name, (arr, chain)) for name, arr, chain in found),
                              lambda name, member: self._describe(name, *member))
 
+    def file_attrs(self) -> dict[str, Any]:
+        if isinstance(self._root, self._zarr.Array):
+            return {}
+        items = [(k, v) for k, v in self._root.attrs.asdict().items()
+                 if not str(k).lower().startswith("_nc")]
+        return file_attrs("the store", items)
+
     def _describe(self, name: str, arr: Any, chain: list[Any]) -> SourceVar | None:
         shape = tuple(int(n) for n in arr.shape)
-        wire = admit(name, shape, arr.dtype)
-        if wire is None:
-            return None
+        dtype = np.dtype(arr.dtype)
         try:
             chunks: tuple[int, ...] | None = tuple(arr.chunks)
             unit = tuple(arr.shards) if arr.shards is not None else chunks
@@ -119,15 +137,44 @@ class ZarrSource:
             chunks = unit = None
         dim_names = valid_dim_names(getattr(arr.metadata, "dimension_names", None), len(shape))
 
-        def read(box: tuple[slice, ...]) -> np.ndarray[Any, Any]:
-            return np.asarray(arr[box])
+        def read(box: Box) -> np.ndarray[Any, Any]:
+            return np.asarray(arr[box if box else ...])
 
-        return SourceVar(
-            name=name, shape=shape, dtype=wire, read=read,
-            chunks=chunk_grid(shape, chunks, wire.itemsize),
-            unit=chunk_grid(shape, unit, wire.itemsize) if unit != chunks else None,
-            attrs=footer_attrs(arr.attrs.asdict().items()),
-            dim_names=dim_names, coords=self._coords(arr, shape, dim_names, chain))
+        items = list(arr.attrs.asdict().items())
+        coords = self._coords(arr, shape, dim_names, chain) if shape else {}
+        if dtype.kind in "USTO":
+            return self._text(name, shape, dtype, read, items, chunks, dim_names, coords)
+        if admit(name, shape, dtype) is None:
+            return None
+        plain = []
+        for i, (key, value) in enumerate(items):
+            if key == "_FillValue":
+                fill = zarr_fill(value, dtype, name)
+                if fill is None:
+                    plain.append(key)
+                else:
+                    items[i] = (key, fill)
+        return decoded_var(name, shape, dtype, read, items=items,
+                           keep_packed=self._keep_packed, chunks=chunks,
+                           unit=unit if unit != chunks else None, dim_names=dim_names,
+                           coords=coords, plain=plain)
+
+    def _text(self, name: str, shape: tuple[int, ...], dtype: np.dtype[Any], read: Any,
+              items: list[tuple[str, Any]], chunks: tuple[int, ...] | None,
+              dim_names: list[str] | None, coords: dict[str, list[str]]) -> SourceVar | None:
+        if not admit_text(name, shape):
+            return None
+        kind = "bytes" if dtype.kind == "S" else "str"
+        if dtype.kind == "O":  # variable-length bytes or strings: look at the values
+            first = np.asarray(read(tuple(slice(0, 1) for _ in shape))).reshape(-1)
+            kind = "bytes" if first.size and isinstance(first[0], bytes) else "str"
+        width = (max(1, dtype.itemsize) if dtype.kind == "S"
+                 else scan_width(read, shape, chunks, kind))
+        moved, encoding = text_encoding(dict(items), self._keep_packed, kind)
+        return text_var(name, shape, read, kind=kind, width=width, chunks=chunks,
+                        attrs=typed_attrs(f"`{name}`", items, moved=moved),
+                        dim_names=dim_names, coords=coords,
+                        extra={"encoding": encoding} if encoding else None)
 
     def _coords(self, arr: Any, shape: tuple[int, ...], dim_names: list[str] | None,
                 chain: list[Any]) -> dict[str, list[str]]:
