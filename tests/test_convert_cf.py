@@ -15,6 +15,7 @@ for the file, `TetFile.file_attrs`; for every float variable, the engine's `nan_
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import warnings
@@ -666,3 +667,127 @@ def test_hdf5_filters_and_typed_attrs(tmp_path: Path) -> None:
         assert values_of(f, "fixed_names").tolist() == [b"ab", b"cde", b"", b"f", b"gh", b"ijk"]
         assert values_of(f, "vlen_names").tolist() == [f"name-{i}" for i in range(6)]
         assert values_of(f, "scalar").item() == np.float32(2.5)
+
+
+# ---------------------------------------------------------------------------
+# Limits, warnings, streaming, the command line
+
+
+def test_attributes_past_the_v1_limits_keep_their_types(tmp_path: Path) -> None:
+    """v1 holds 64 short string attrs; every attribute is kept typed beside them, and
+    only a key that is not 1..1024 bytes is left out (with a warning)."""
+    src = tmp_path / "attrs.h5"
+    with h5py.File(src, "w") as h:
+        ds = h.create_dataset("x", data=np.arange(4, dtype=np.float32))
+        for i in range(80):
+            ds.attrs[f"a{i:02d}"] = np.int64(i)
+        ds.attrs["huge"] = "v" * 5000
+        ds.attrs["k" * 1025] = "too long a key"
+        ds.attrs["empty"] = ""
+        ds.attrs["vec"] = np.array([1.5, 2.0])
+        ds.attrs["nan"] = np.float64(np.nan)
+        h.attrs["history"] = "h" * 3000
+    with pytest.warns(ConvertWarning) as caught:
+        convert(src, tmp_path / "o.tet")
+    assert [str(w.message) for w in caught] == [
+        "attribute of `x` left out: its name is not 1..1024 bytes of UTF-8"]
+    with tet.open(tmp_path / "o.tet") as f:
+        ds = f.dataset("x")
+        assert len(ds.attrs) == 64
+        typed = ds.typed_attrs
+        assert [typed[f"a{i:02d}"] for i in range(80)] == list(range(80))
+        assert type(typed["a79"]) is np.int64
+        assert typed["huge"] == "v" * 5000 and typed["empty"] == ""
+        assert typed["vec"].dtype == np.float64 and math.isnan(typed["nan"])
+        assert f.file_attrs == {"history": "h" * 3000}
+
+
+def test_cf_warnings_as_xarray_warns(tmp_path: Path) -> None:
+    """A NaN fill on an integer variable is dropped; `_Unsigned` on a float is ignored;
+    a Zarr `_FillValue` that is not what xarray writes stays an attribute."""
+    src = tmp_path / "w.h5"
+    with h5py.File(src, "w") as h:
+        h["ints"] = np.array([1, 2, 3], np.int16)
+        h["ints"].attrs["_FillValue"] = np.float32(np.nan)
+        h["floats"] = np.array([1.5, -1.0], np.float32)
+        h["floats"].attrs["_Unsigned"] = "true"
+    with pytest.warns(ConvertWarning) as caught:
+        convert(src, tmp_path / "w.tet")
+    assert sorted(str(w.message) for w in caught) == [
+        "variable `floats`: _Unsigned on a non-integer variable is ignored",
+        "variable `ints`: _FillValue np.float32(nan) is NaN on an integer variable; "
+        "dropped (as xarray drops it)"]
+    with tet.open(tmp_path / "w.tet") as f:
+        assert f.read_numpy("ints").dtype == np.int16
+        assert dict(f.dataset("ints").typed_attrs) == {}
+        assert dict(f.dataset("floats").extra) == {"encoding": {"_Unsigned": "true",
+                                                                "dtype": "float32"}}
+    store = tmp_path / "odd.zarr"
+    g = zarr.open_group(store, mode="w", zarr_format=3)
+    a = g.create_array("v", shape=(3,), dtype="i2", attributes={"_FillValue": "AAA="})
+    a[:] = [1, 2, 3]
+    with pytest.warns(ConvertWarning) as caught:
+        convert(store, tmp_path / "z.tet")
+    assert [str(w.message) for w in caught] == [
+        "variable `v`: _FillValue 'AAA=' is not a int16 fill as xarray writes it; kept as "
+        "an attribute, not applied"]
+    with tet.open(tmp_path / "z.tet") as f:
+        assert f.read_numpy("v").tolist() == [1, 2, 3]
+        assert f.dataset("v").typed_attrs == {"_FillValue": "AAA="}
+
+
+def test_decoding_streams_block_by_block(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A packed variable larger than one read block (1 MiB here) is read, decoded and
+    written in chunk-aligned blocks, never as a whole, and keeps its chunk grid."""
+    write = importlib.import_module("tet.convert.write")  # tet.convert is also a function
+    src = tmp_path / "big.nc"
+    rng = np.random.default_rng(RNG_SEED + 5)
+    with netCDF4.Dataset(src, "w") as d:
+        d.createDimension("y", 1200)
+        d.createDimension("x", 1000)
+        v = d.createVariable("v", "i2", ("y", "x"), chunksizes=(100, 1000),
+                             fill_value=np.int16(-1))
+        v.scale_factor = np.float64(0.25)
+        v.set_auto_maskandscale(False)
+        v[:] = rng.integers(-1, 30000, (1200, 1000), dtype=np.int16)
+    boxes: list[tuple[slice, ...]] = []
+    load = write._load
+
+    def spy(var: Any, box: tuple[slice, ...]) -> Arr:
+        boxes.append(box)
+        return load(var, box)
+
+    monkeypatch.setattr(write, "_load", spy)
+    monkeypatch.setattr(write, "block_bytes", lambda jobs: 1 << 20)  # 1 MiB blocks
+    convert(src, tmp_path / "big.tet", jobs=1)
+    assert len(boxes) > 1
+    assert all(b[0].start % 100 == 0 and (b[0].stop - b[0].start) < 1200 for b in boxes)
+    want = oracle(src)
+    with tet.open(tmp_path / "big.tet") as f:
+        assert f.dataset("v").chunk_shape == (100, 1000)
+        assert f.read_numpy("v").tobytes() == want["v"].values.tobytes()
+
+
+def test_cli_keep_packed_and_report(cli: CliFn, tmp_path: Path) -> None:
+    src = cmip_nc(tmp_path / "tas.nc")
+    r = cli("convert", src, tmp_path / "d.tet")
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
+    assert list(doc) == ["input", "output", "dataset_count", "dataset_names", "datasets",
+                         "history", "elapsed_secs"]
+    assert {"name": "crs", "ndim": 1, "dims": [1]} in doc["datasets"]
+    assert {"name": "tas", "ndim": 3, "dims": [12, 16, 24]} in doc["datasets"]
+    r = cli("convert", src, tmp_path / "k.tet", "--keep-packed")
+    assert r.rc == 0, r.err
+    with tet.open(tmp_path / "d.tet") as d, tet.open(tmp_path / "k.tet") as k:
+        assert int(np.isnan(d.read_numpy("tas")).sum()) == CMIP_MISSING
+        raw = k.read_numpy("tas")
+        assert int((raw == np.float32(1e20)).sum()) == CMIP_MISSING
+        assert not np.isnan(raw).any()
+        assert k.dataset("tas").typed_attrs["_FillValue"] == np.float32(1e20)
+        assert "encoding" not in k.dataset("tas").extra
+        assert k.query({"dataset": "tas", "nan_count": []})["execution"][
+            "operation_nan_count"] == 0
+    r = cli("info", tmp_path / "d.tet")
+    assert r.rc == 0 and "tas" in r.out

@@ -28,10 +28,12 @@ def _jobs(text: str) -> int:
 def register(sub: Subparsers) -> None:
     parser = add_command(
         sub, "convert", help="convert an HDF5, NetCDF or Zarr v3 store into a .tet file",
-        description="Convert every numeric array of an HDF5 file, a NetCDF file or a Zarr v3 "
-                    "directory store into one .tet file (source chunking, attributes, "
-                    "dimension names and coordinates kept; CF packing decoded). The output "
-                    "is built beside OUTPUT and renamed into place when complete.")
+        description="Convert every numeric, 0-d and string array of an HDF5 file, a NetCDF "
+                    "file or a Zarr v3 directory store into one .tet file (source chunking, "
+                    "typed attributes, file attributes, dimension names and coordinates "
+                    "kept; fill values, missing values and packing decoded as xarray "
+                    "decodes them). The output is built beside OUTPUT and renamed into "
+                    "place when complete.")
     parser.add_argument("input", metavar="INPUT",
                         help="source file (.h5/.nc/…, optionally .gz/.bz2/.xz/.zst/.zip) or "
                              "Zarr v3 directory")
@@ -42,9 +44,10 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--codec", choices=("raw", "zstd"), default="raw",
                         help="payload codec of the written tiles (default: raw)")
     parser.add_argument("--keep-packed", action="store_true",
-                        help="store CF-packed variables as stored, keeping scale_factor, "
-                             "add_offset and _FillValue, instead of decoding them to "
-                             "stored × scale + offset with fill values as NaN")
+                        help="store values as stored, with _FillValue, missing_value, "
+                             "scale_factor, add_offset and _Unsigned kept as attributes, "
+                             "instead of decoding them (fills → NaN, stored × scale + "
+                             "offset, as xarray decodes them)")
     parser.set_defaults(run=run)
 
 
