@@ -320,6 +320,9 @@ def decoded_var(name: str, shape: tuple[int, ...], stored: np.dtype[Any],
     extra: dict[str, Any] = {}
     if p.encoding:
         extra["encoding"] = _storable(name, p.encoding)
+    elif p.dtype.kind in "bi" and p.dtype.itemsize == 1:
+        # int8 is stored as i16 and bool as u8: the encoding names the type to read back
+        extra["encoding"] = {"dtype": p.dtype.name}
     if not shape:
         extra["shape"] = []
         return SourceVar(name=name, shape=(1,), dtype=wire, read=scalar_read(read),
