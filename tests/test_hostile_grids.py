@@ -326,13 +326,14 @@ def test_histogram_bins_that_cannot_be_finite(extremes: Path, kwargs: dict[str, 
         np.histogram(data, 3, range=(lo, hi))
 
 
-@pytest.mark.parametrize("bins", [4097, 2**32, 2**63, 2**64 - 1])
+@pytest.mark.parametrize("bins", [4097, 2**32 - 1])
 def test_histogram_bins_too_large_say_so(extremes: Path, bins: int) -> None:
     with tet.open(extremes) as f:
         with pytest.raises(tet.QueryError) as info:
             f.query({"dataset": "a", "histogram": {"bins": bins}})
         assert str(info.value) == f"validation: histogram bins exceeds maximum 4096 (got {bins})"
-        for missing in (2**64, -1, 2.5):  # past u64 JSON numbers are floats: not an integer
+        # past u32 the engine, like the reference, reads the field as absent
+        for missing in (2**32, 2**63, 2**64 - 1, 2**64, -1, 2.5):
             with pytest.raises(tet.QueryError, match=r"^validation: `histogram.bins` is "
                                                      r"required$"):
                 f.query({"dataset": "a", "histogram": {"bins": missing}})

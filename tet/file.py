@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
+from tet.attrs import ext_of, merge_attrs
 from tet.errors import (
     MemoryBudgetError,
     TetError,
@@ -60,6 +61,10 @@ class Dataset:
     dim_names: tuple[str, ...] | None = None
     attrs: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
     coords: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
+    # `attrs` with the typed values of the footer's `metadata.tet` overlaid (tet.attrs),
+    # and that entry's other fields (encoding, shape, text)
+    typed_attrs: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     _file: TetFile | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
@@ -258,6 +263,12 @@ class TetFile(QueryMethods):
         return out
 
     @property
+    def file_attrs(self) -> dict[str, Any]:
+        """File-level attributes (typed: numbers, arrays, strings), from the footer's
+        typed metadata; empty when the file has none."""
+        return merge_attrs({}, ext_of(self.catalog.metadata).get("attrs", {}), "file attrs")
+
+    @property
     def file_execution(self) -> dict[str, int]:
         return self.catalog.file_execution
 
@@ -305,6 +316,11 @@ class TetFile(QueryMethods):
         if cached is not None:
             return cached
         meta = self._meta(record.name)
+        ext = ext_of(self.catalog.metadata).get("datasets", {}).get(record.name, {})
+        where = f"dataset {record.name!r}"
+        extra = {k: v for k, v in ext.items() if k != "attrs"}
+        if "encoding" in extra:
+            extra["encoding"] = merge_attrs({}, extra["encoding"], f"{where} encoding")
         dims = meta.get("dim_names")
         coords = meta.get("coords") or {}
         ds = Dataset(
@@ -315,6 +331,9 @@ class TetFile(QueryMethods):
             coords=MappingProxyType({
                 k: tuple(v.get("labels", ())) for k, v in coords.items() if isinstance(v, dict)
             }),
+            typed_attrs=MappingProxyType(merge_attrs(meta.get("attrs") or {},
+                                                     ext.get("attrs", {}), where)),
+            extra=MappingProxyType(extra),
             _file=self,
         )
         self._datasets[record.name] = ds

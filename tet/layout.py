@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
+from tet.attrs import EXT_KEY, validate_ext
 from tet.errors import CatalogError, InvalidTextError
 from tet.jsonlimits import MAX_DEPTH, json_depth, lone_surrogate
+from tet.limits import LIMITS
 
 __all__ = [
     "CHECKSUMS_KEY",
@@ -67,22 +69,6 @@ ENTRY_DTYPE = np.dtype(
     ]
 )
 assert ENTRY_DTYPE.itemsize == ENTRY_LEN
-
-# MetadataLimitsV1 (layout.md §5.2).
-LIMITS: Mapping[str, int] = {
-    "footer_json_bytes": 65_536,
-    "metadata_datasets": 256,
-    "dataset_attrs": 64,
-    "attr_string_bytes": 1024,
-    "dim_names": 8,
-    "coord_axes": 8,
-    "coord_labels_per_axis": 64,
-    "history_events": 4096,
-    "history_parents": 16,
-    "history_params": 32,
-    "metadata_blob_bytes": 16 * 1024 * 1024,
-}
-
 
 def align8(n: int) -> int:
     return (n + 7) & ~7
@@ -563,6 +549,8 @@ def _check_metadata_shape(metadata: Any) -> None:
             labels = coord.get("labels", []) if isinstance(coord, dict) else None
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
                 raise bad(f"dataset {name!r}: coords {axis!r} needs a list of string labels")
+    if EXT_KEY in metadata:
+        validate_ext(metadata[EXT_KEY])
 
 
 def history_row(
@@ -641,6 +629,8 @@ def validate_metadata(metadata: Any) -> None:
             _check_count(len(labels), "coord_labels_per_axis", "coord labels")
             for label in labels:
                 _check_string(label, "coord label")
+    if EXT_KEY in metadata:
+        validate_ext(metadata[EXT_KEY])
 
 
 def validate_history(history: Sequence[Mapping[str, Any]]) -> None:
@@ -704,11 +694,24 @@ def _sorted_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             return [walk(x) for x in v]
         return v
 
+    def walk_ext(ext: dict[str, Any]) -> dict[str, Any]:
+        """Typed values keep their empty lists and objects (``{"json": []}``)."""
+        def entries(m: dict[str, Any]) -> dict[str, Any]:
+            return {k: {f: (dict(sorted(e[f].items())) if isinstance(e[f], dict) and f in
+                            ("attrs", "encoding") else e[f]) for f in sorted(e) if e[f] != {}}
+                    for k, e in sorted(m.items()) if isinstance(e, dict)}
+        out = {k: (dict(sorted(v.items())) if k == "attrs" else entries(v))
+               for k, v in sorted(ext.items()) if isinstance(v, dict)}
+        return {k: v for k, v in out.items() if v}
+
     def _empty(v: Any) -> bool:
         return isinstance(v, (dict, list)) and len(v) == 0
 
-    out: dict[str, Any] = walk(dict(metadata))
-    return out
+    out: dict[str, Any] = walk({k: v for k, v in metadata.items() if k != EXT_KEY})
+    ext = metadata.get(EXT_KEY)
+    if isinstance(ext, dict) and (kept := walk_ext(ext)):
+        out[EXT_KEY] = kept
+    return dict(sorted(out.items()))
 
 
 def encode_footer(

@@ -40,6 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from tet import dtypes, kernels
+from tet.attrs import EXT_KEY, encode_value, split_attrs, validate_ext
 from tet.errors import CatalogError, FileChangedError, InvalidTextError, TetError, os_error
 from tet.guard import watching
 from tet.integrity import encode_table, read_table
@@ -426,6 +427,7 @@ class _Pending:
     store: _Store | None = field(default=None, repr=False)
     rows: np.ndarray[Any, Any] | None = field(default=None, repr=False)
     crc: np.ndarray[Any, Any] | None = field(default=None, repr=False)  # uint32, per row
+    ext: dict[str, Any] = field(default_factory=dict)  # its `metadata.tet` entry (tet.attrs)
 
     def emit(self, out: IO[bytes], dataset_id: int,
              at: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
@@ -747,6 +749,7 @@ class TetWriter:
         self._history: list[dict[str, Any]] = []
         self._old_history: list[dict[str, Any]] = []
         self._metadata: dict[str, Any] = {}
+        self._file_attrs: dict[str, Any] | None = None
         self._budget = (0, 0)
         self._tool = tool
         self._committed = False
@@ -847,8 +850,8 @@ class TetWriter:
                       coords: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
         meta: dict[str, Any] = {}
         if attrs:
-            meta["attrs"] = {_text(str(k), "attr name"):
-                             _text(_attr_value(k, v), f"attr {k!r}") for k, v in attrs.items()}
+            v1, _ = split_attrs(attrs, f"dataset {name!r}")
+            meta["attrs"] = {_text(k, "attr name"): _text(v, f"attr {k!r}") for k, v in v1.items()}
         if dim_names is not None:
             dims = [_text(str(d), "dim name") for d in dim_names]
             if len(dims) != len(shape):
@@ -880,15 +883,19 @@ class TetWriter:
         coords: Mapping[str, Sequence[str]] | None = None,
         codec: str = "raw",
         level: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Queue a whole array (any of the ten dtypes; bool is stored as u8).
 
         Parameters
         ----------
         chunk_shape : tile extent per axis; default tiles of at most 8 MiB.
-        attrs : string attributes (numbers are stored as their decimal text).
+        attrs : attributes; strings as they are, other values (numbers, arrays, bytes,
+            lists) as their display text plus their typed value (`tet.attrs`).
         dim_names, coords : axis names, and per-axis coordinate labels.
         codec : "raw" or "zstd"; level is the zstd level (0 = library default).
+        extra : the dataset's other typed-metadata fields (``encoding``, ``shape``,
+            ``text``; see `tet.attrs`).
         """
         arr = np.asarray(array)
         wire = dtypes.for_numpy(arr.dtype)
@@ -900,6 +907,7 @@ class TetWriter:
         record = DatasetRecord(name, wire.tag, shape, chunk)
         source = _ArraySource(record, meta, array=np.ascontiguousarray(data), codec=codec_id,
                               level=int(level))
+        source.ext = _dataset_ext(name, attrs, extra)
         self._queue(source)
 
     def create_dataset(
@@ -914,16 +922,19 @@ class TetWriter:
         coords: Mapping[str, Sequence[str]] | None = None,
         codec: str = "raw",
         level: int = 0,
+        extra: Mapping[str, Any] | None = None,
     ) -> DatasetStream:
         """Declare a dataset by shape and dtype and return a stream to write it
-        block by block (``stream[i:j] = block``) with bounded memory."""
+        block by block (``stream[i:j] = block``) with bounded memory.  The other
+        parameters are `write_dataset`'s."""
         wire = dtypes.for_numpy(dtype)
         self._check_name(name)
         shape_t, chunk = self._geometry(name, shape, wire.size, chunk_shape)
         meta = self._dataset_meta(name, shape_t, attrs, dim_names, coords)
         record = DatasetRecord(name, wire.tag, shape_t, chunk)
         stream = DatasetStream(record, wire.numpy, _codec(codec), int(level), self)
-        self._queue(_StreamSource(record, meta, stream=stream))
+        self._queue(_StreamSource(record, meta, stream=stream,
+                                  ext=_dataset_ext(name, attrs, extra)))
         return stream
 
     def _queue(self, source: _Pending) -> None:
@@ -931,6 +942,19 @@ class TetWriter:
             self._check_name(source.record.name)
             self._pending.append(source)
             self._queued += 1
+
+    def set_file_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Replace the file-level attributes (any values `tet.attrs` can type: strings,
+        numbers, arrays, bytes, lists), kept in the footer's typed metadata."""
+        typed = {}
+        for key, value in attrs.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"file attribute names must be non-empty strings, got {key!r}")
+            typed[key] = encode_value(value, f"file attribute {key!r}")
+        validate_ext({"attrs": typed})
+        with self._lock:
+            self._check_open()
+            self._file_attrs = typed
 
     def push_history_event(self, op: str, source: str, *, parents: Iterable[str] = (),
                            params: Mapping[str, str] | None = None) -> None:
@@ -1062,9 +1086,19 @@ class TetWriter:
             self._history or [history_row("write", path_text(self._path), self._stamp())]
         )
         meta = _deep_copy(self._metadata)
+        ext = meta.pop(EXT_KEY, {})
+        old = ext.get("datasets", {})
+        ext["datasets"] = {}
         for p in self._pending:
             if p.meta:
                 meta.setdefault("datasets", {})[p.record.name] = p.meta
+            entry = old.get(p.record.name) if isinstance(p, _CopiedSource) else p.ext
+            if entry:
+                ext["datasets"][p.record.name] = entry
+        if self._file_attrs is not None:
+            ext["attrs"] = self._file_attrs
+        if any(ext.values()):
+            meta[EXT_KEY] = ext
         file_meta = meta.setdefault("file", {})
         from tet import __version__
 
@@ -1146,14 +1180,20 @@ def _codec(name: str) -> int:
         raise ValueError(f"unknown codec {name!r} (use 'raw' or 'zstd')") from None
 
 
-def _attr_value(key: Any, value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return str(value.item() if isinstance(value, np.generic) else value)
-    raise TypeError(f"attr {key!r}: values are strings or numbers, got {type(value).__name__}")
+def _dataset_ext(name: str, attrs: Mapping[str, Any] | None,
+                 extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `metadata.tet` entry of a new dataset: its typed attrs and `extra` fields."""
+    entry: dict[str, Any] = {k: _deep_copy(v) for k, v in (extra or {}).items()}
+    if "attrs" in entry:
+        raise TypeError(f"dataset {name!r}: typed attrs go in attrs=, not extra=")
+    if "encoding" in entry:
+        entry["encoding"] = {k: encode_value(v, f"dataset {name!r} encoding {k!r}")
+                             for k, v in entry["encoding"].items()}
+    _, typed = split_attrs(attrs or {}, f"dataset {name!r}")
+    if typed:
+        entry["attrs"] = typed
+    validate_ext({"datasets": {name: entry}})
+    return entry
 
 
 def _deep_copy(value: Any) -> Any:

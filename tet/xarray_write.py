@@ -29,7 +29,7 @@ import xarray as xr
 from xarray import conventions
 
 from tet import dtypes
-from tet.layout import LIMITS
+from tet.limits import LIMITS
 from tet.writer import TetWriter, default_chunk_shape
 from tet.xarray_backend import (
     COORD_PREFIX,

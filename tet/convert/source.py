@@ -15,8 +15,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from tet.attrs import display
 from tet.errors import TetError
-from tet.layout import LIMITS
+from tet.limits import LIMITS
 from tet.safeio import open_regular
 from tet.writer import MAX_NAME_BYTES
 
@@ -218,48 +219,6 @@ def chunk_grid(shape: Sequence[int], chunks: Sequence[int] | None,
 
 # ---------------------------------------------------------------------------
 # Strings for the footer
-
-
-def _float_text(x: np.floating[Any] | float) -> str:
-    """A float's display form: shortest round-trip digits, positional, no trailing
-    ".0" (so -9999.0 reads "-9999", as the format's examples show)."""
-    v = float(x)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return np.format_float_positional(x, unique=True, trim="-")
-
-
-def display(value: Any) -> str | None:
-    """One attribute value or coordinate label as footer text; None when it has none
-    (empty strings, empty arrays, compound or reference values)."""
-    if isinstance(value, np.ndarray):
-        if value.size == 0:
-            return None
-        if value.dtype.kind in "SUTO" or value.size == 1:
-            return display(value.reshape(-1)[0])
-        parts = [display(v) for v in value.reshape(-1)]
-        if any(p is None for p in parts):
-            return None
-        return "[" + ", ".join(p for p in parts if p is not None) + "]"
-    if isinstance(value, (list, tuple)):
-        return display(np.asarray(value)) if value else None
-    if isinstance(value, (bytes, np.bytes_)):
-        text = bytes(value).decode("utf-8", errors="replace")
-    elif isinstance(value, str):
-        text = value
-    elif isinstance(value, (bool, np.bool_)):
-        text = "true" if value else "false"
-    elif isinstance(value, (int, np.integer)):
-        text = str(int(value))
-    elif isinstance(value, np.floating):
-        text = _float_text(value)
-    elif isinstance(value, float):
-        text = _float_text(np.float64(value))
-    else:
-        return None
-    return text or None
 
 
 def _fits(text: str) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from tet.convert.source import ConvertError, ConvertWarning, SourceVar
-from tet.layout import LIMITS
+from tet.limits import LIMITS
 from tet.writer import DatasetStream, TetWriter, default_chunk_shape
 
 __all__ = ["block_boxes", "block_bytes", "fit_footer", "tile_shape", "write_variables"]

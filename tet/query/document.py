@@ -510,9 +510,9 @@ def _params(key: str, spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _histogram(spec: Mapping[str, Any]) -> dict[str, Any]:
-    # Any JSON integer >= 0 (a u64; past it JSON numbers are floats): one too large is
-    # "exceeds maximum", never "is required" as though it were missing.
-    bins = _integer(spec.get("bins"))
+    # The engine reads bins as a u32: a larger integer reads as absent, as the reference
+    # says ("is required"); tests/test_document_strict.py pins the texts.
+    bins = _integer(spec.get("bins"), 2**32)
     if bins is None:
         raise _v("`histogram.bins` is required")
     if bins < 1:
