@@ -156,6 +156,9 @@ void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
  * fills, else 0; returns how many hit. */
 uint64_t tet_mask_hits(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
                        const double *x, const tet_mask *m, uint8_t *hit);
+/* x[i] (element i of src, loaded) = NaN where it equals one of m's fills. */
+void tet_mask_apply(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
+                    const tet_mask *m, double *x);
 void tet_acc_init(tet_acc *a);
 void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
                     uint64_t fiber0, uint64_t fstep);

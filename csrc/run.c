@@ -275,17 +275,6 @@ static tet_status tile_open(const tet_tiles *g, const tet_box *b, const touch_se
     return tet_zstd_decode(dctx, scratch, g->raw[id], g->file + off, g->stored[id], detail);
 }
 
-/* Fills of the mask become NaN in x (the n values loaded from src). */
-static void mask_block(const tet_mask *m, uint32_t dtype, const uint8_t *src, uint64_t n,
-                       uint64_t step, double *x, uint8_t *hit)
-{
-    if (tet_mask_hits(dtype, src, n, step, x, m, hit) == 0)
-        return;
-    for (uint64_t i = 0; i < n; i++)
-        if (hit[i])
-            x[i] = NAN;
-}
-
 /* A quiet NaN of a float dtype, as its little-endian bytes. */
 static void nan_bytes(uint32_t dtype, uint8_t *out)
 {
@@ -564,7 +553,6 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
     const double fill = c->spec->fill;
     /* fills read as NaN: every run goes through the f64 block path, where they are */
     const tet_mask *mask = c->spec->mask != NULL && c->spec->mask->n > 0 ? c->spec->mask : NULL;
-    uint8_t hit[TET_FOLD_BLOCK];
     uint64_t tstride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
     uint64_t s = 1;
     for (int d = (int)nd - 1; d >= 0; d--) {
@@ -612,7 +600,7 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
             const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
             tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
             if (mask != NULL)
-                mask_block(mask, g->dtype, p + k * step * g->elem_size, n, step, buf, hit);
+                tet_mask_apply(g->dtype, p + k * step * g->elem_size, n, step, mask, buf);
             if (counts != NULL) { /* histogram mode: `what` is 0, no path above was taken */
                 const uint32_t bins = c->spec->bins;
                 const uint64_t cs = last_reduced ? 0 : c->cell_stride[last];

@@ -510,6 +510,27 @@ def test_typed_metadata_is_preferred_over_the_text(tmp_path: Path) -> None:
             f.nan_mean("v", mask_fill=True)
 
 
+def test_typed_attrs_written_by_the_writer(tmp_path: Path) -> None:
+    path = tmp_path / "written.tet"
+    a = np.array([[1, -32767, 3], [7, 5, -1]], dtype=np.int16)
+    with TetWriter.create(path) as w:
+        w.write_dataset("v", a, attrs={"_FillValue": np.int16(-32767),
+                                       "missing_value": np.array([-1, 7], dtype=np.int16)})
+        w.write_dataset("big", np.array([2**62, 2**62 + 1, 5], dtype=np.int64),
+                        attrs={"_FillValue": np.int64(2**62 + 1)})
+    with tet.open(path) as f:
+        typed = f.catalog.metadata["tet"]["datasets"]["v"]["attrs"]
+        assert typed["missing_value"] == {"dtype": "int16", "value": [-1, 7]}
+        assert [int(v) for v in fill_values(f, 0)] == [-32767, -1, 7]
+        ex = f.query({"dataset": "v", "nan_mean": [], **MASK}, preview=6)["execution"]
+        assert ex["operation_nan_mean"] == 3.0
+        assert ex["f64_preview"] == [1.0, None, 3.0, None, 5.0, None]
+        assert ex["mask_fill_values"] == [-32767, -1, 7]
+        assert f.nan_count("big", mask_fill=True) == 1.0
+        assert f.max("big", mask_fill=True, raw=True)["execution"]["mask_fill_values"] == [
+            2**62 + 1]
+
+
 def test_too_many_fill_values(tmp_path: Path) -> None:
     path = tmp_path / "many.tet"
     with TetWriter.create(path) as w:

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes
-from tet.errors import QueryError
+from tet.attrs import EXT_KEY, decode_value
+from tet.errors import CatalogError, QueryError
 from tet.kernels import MASK_MAX, FillMask
 
 if TYPE_CHECKING:
@@ -48,8 +49,6 @@ _NUMBER = re.compile(
 _INTEGER = re.compile(r"[+-]?\d+")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _BASE64_FLOATS = {2: "<f2", 4: "<f4", 8: "<f8"}
-# typed-extension non-finite floats (the footer's JSON has no NaN/Infinity)
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def _v(msg: str) -> QueryError:
@@ -93,30 +92,29 @@ def parse_fill_text(text: str) -> list[int | float] | None:
 
 
 def _typed(entry: Any) -> list[int | float] | None:
-    """The numbers of a typed-extension attr (``{"dtype": D, "value": V}``, ``{"json":
-    V}`` or a bare JSON number); None for anything else (then the v1 text is used)."""
-    value: Any
-    if isinstance(entry, Mapping) and "value" in entry and isinstance(entry.get("dtype"), str):
-        if entry["dtype"] == "str":
-            return None
-        value = entry["value"]
-    elif isinstance(entry, Mapping) and set(entry) == {"json"}:
-        value = entry["json"]
-    elif isinstance(entry, (int, float)) and not isinstance(entry, bool):
-        value = entry
-    else:
+    """The numbers of a typed-extension attr (`tet.attrs.decode_value`: a NumPy scalar or
+    array, a JSON number or list, text parsed as v1 text); None for anything else, a
+    malformed entry included (then the v1 text is used)."""
+    try:
+        value = decode_value(entry, "mask_fill")
+    except CatalogError:
         return None
-    items = value if isinstance(value, list) else [value]
+    if isinstance(value, str):
+        return parse_fill_text(value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind not in "biuf":
+            return None
+        items: list[Any] = np.asarray(value).ravel().tolist()
+    else:
+        items = list(value) if isinstance(value, (list, tuple)) else [value]
     out: list[int | float] = []
     for item in items:
         if isinstance(item, bool):
             out.append(int(item))
         elif isinstance(item, (int, float)):
             out.append(item)
-        elif isinstance(item, str) and item in _NON_FINITE:
-            out.append(_NON_FINITE[item])
         else:
-            return None  # nested lists, text: not a fill this module understands
+            return None  # nested lists, text, objects: not fill values
     return out
 
 
@@ -149,7 +147,7 @@ def _meta_attrs(f: TetFile, name: str) -> tuple[Mapping[str, Any], Mapping[str, 
             d = d.get(k) if isinstance(d, Mapping) else None
         return d if isinstance(d, Mapping) else {}
 
-    return get(meta, "datasets", name, "attrs"), get(meta, "tet", "datasets", name, "attrs")
+    return get(meta, "datasets", name, "attrs"), get(meta, EXT_KEY, "datasets", name, "attrs")
 
 
 def fill_values(f: TetFile, dataset_id: int) -> list[Any]:
