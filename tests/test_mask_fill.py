@@ -400,6 +400,11 @@ def test_previews_and_spills_hold_nan_integers_as_float64(files: dict[str, Any],
         assert spill.byte_len == x.nbytes
         plain = f.read_spill(name, tmp_path / f"{name}.raw.bin").to_numpy()
         assert np.array_equal(plain, files["arrays"][name])  # unmasked: the stored values
+    for name in ("i16_fill", "f32_fill", "u16_cdl"):  # zstd and raw tiles, strided boxes
+        x = _decoded(files["arrays"][name], CASES[name][2])[1::2, ::3, 1:5:2]
+        got = f.read_spill(name, tmp_path / f"{name}.sel.bin", selection=STRIDED,
+                           mask_fill=True).to_numpy()
+        assert got.dtype == x.dtype and np.array_equal(got, x, equal_nan=True)
     sel = [{"start": 1, "step": 2}, {"step": 3}, {"start": 1, "stop": 5, "step": 2}]
     r = f.execute({"dataset": "i32_both", "selection": sel, **MASK}, preview=100)
     _same(r.preview, _decoded(files["arrays"]["i32_both"], [-9999, 1, 2])[1::2, ::3, 1:5:2]
