@@ -331,6 +331,8 @@ def test_round_trip_footer_layout(tmp_path: Path) -> None:
         assert t.coords["level"] == ("1000.0", "850.5", "500.25")
         assert t.coords["time"][:2] == ("2024-01-01T00:00", "2024-01-01T06:00")
         assert t.attrs["units"] == "K" and t.attrs["_FillValue"] == "NaN"
+        assert t.extra["encoding"] == {"_FillValue": t.extra["encoding"]["_FillValue"]}
+        assert np.isnan(t.extra["encoding"]["_FillValue"])  # encoding: not an attr in xarray
         # typed metadata in metadata.tet, never the reserved _tet_* attrs of old
         ext = f.catalog.metadata["tet"]
         assert ext["coords"]["level"] == {"dtype": "float64",

@@ -33,6 +33,7 @@ import pytest
 import xarray as xr
 
 import tet
+from tests.producers import EXTRA_PRODUCERS, PRODUCERS, expected
 from tests.test_dask import ReadCounter
 from tet.dask import clear_cache
 from tet.errors import CatalogError
@@ -469,3 +470,43 @@ def test_datatree_refuses_names_with_empty_groups(tmp_path: Path) -> None:
                                          r"in its path, which a tree of groups cannot hold"):
         xr.open_datatree(path, engine=ENGINE)
     assert list(xr.open_dataset(path, engine=ENGINE).data_vars) == ["a//b"]
+
+
+# ---------------------------------------------------------------------------
+# producer-style sources (tests/producers.py), as xarray reads them
+
+
+@pytest.mark.parametrize("kind", sorted({**PRODUCERS, **EXTRA_PRODUCERS}))
+@pytest.mark.parametrize("how", [{}, {"decode_times": False}, {"mask_and_scale": False}],
+                         ids=["decoded", "times-raw", "packed"])
+def test_producer_sources_round_trip(tmp_path: Path, real_sources: dict[str, Path],
+                                     kind: str, how: dict[str, bool]) -> None:
+    source = expected(real_sources[kind], **how)
+    path = from_xarray(source, tmp_path / f"{kind}.tet")
+    back = xr.open_dataset(path, engine=ENGINE, **how).load()
+    xr.testing.assert_identical(back, source)
+    for name, var in source.variables.items():  # the text stays the kind xarray gave
+        assert back[name].dtype.kind == var.dtype.kind or var.dtype.kind == "O", name
+    if how:
+        return
+    with tet.open(path) as f:  # decoded data: tet's own statistics see xarray's NaN
+        for name, var in source.data_vars.items():
+            if var.dtype.kind == "f" and var.ndim:
+                stored = f.read_numpy(str(name))
+                assert int(np.isnan(stored).sum()) == int(var.isnull().sum()), name
+
+
+def test_cmip_source_is_stored_decoded_with_its_encoding(tmp_path: Path,
+                                                         real_sources: dict[str, Path]) -> None:
+    source = expected(real_sources["cmip"])
+    path = from_xarray(source, tmp_path / "cmip.tet")
+    with tet.open(path) as f:
+        tas = f.dataset("tas")
+        assert tas.numpy_dtype == np.float32
+        assert tas.extra["encoding"]["_FillValue"] == np.float32(1e20)
+        assert tas.extra["encoding"]["missing_value"] == np.float32(1e20)
+        assert tas.attrs["_FillValue"] == "100000000000000000000"  # its text, for tet info
+        assert f.nan_count("tas") == int(source["tas"].isnull().sum()) > 0
+        np.testing.assert_allclose(f.nan_mean("tas"), float(source["tas"].mean()), rtol=1e-6)
+    back = xr.open_dataset(path, engine=ENGINE)["tas"]
+    assert "_FillValue" not in back.attrs and back.encoding["_FillValue"] == np.float32(1e20)

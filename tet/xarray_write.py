@@ -42,7 +42,7 @@ import xarray as xr
 from xarray import conventions
 
 from tet import dtypes
-from tet.attrs import encode_value, ext_of, split_attrs
+from tet.attrs import display, encode_value, ext_of, split_attrs
 from tet.limits import LIMITS
 from tet.text import encode_text
 from tet.writer import TetWriter, default_chunk_shape
@@ -53,6 +53,7 @@ __all__ = ["DATAARRAY_NAME", "DATAARRAY_VARIABLE", "from_xarray"]
 PathLike = str | os.PathLike[str]
 MAX_LABELS = LIMITS["coord_labels_per_axis"]
 MAX_STRING = LIMITS["attr_string_bytes"]
+MAX_ATTRS = LIMITS["dataset_attrs"]
 # As xarray's DataArray.to_netcdf names them, so xr.open_dataarray gives the array back.
 DATAARRAY_VARIABLE = "__xarray_dataarray_variable__"
 DATAARRAY_NAME = "__xarray_dataarray_name__"
@@ -168,6 +169,42 @@ def _chunk_shape(var: xr.Variable, chunks: Mapping[Hashable, int] | None) -> tup
     return tuple(out)
 
 
+MASK_AND_SCALE = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+
+
+def _keep_decoded(var: xr.Variable) -> tuple[xr.Variable, dict[str, Any]]:
+    """`var` with its CF mask and scale encoding taken out, and that encoding.
+
+    Numbers are stored as they are in memory (NaN where missing, unpacked), so tet's
+    own statistics see what xarray sees; the ``_FillValue``, ``missing_value``,
+    ``scale_factor``, ``add_offset`` and source ``dtype`` of ``var.encoding`` are
+    recorded as the dataset's encoding (``Variable.encoding`` again when read back; the
+    source ``dtype`` of floats only: integers are cast to theirs, as xarray does).  A
+    float without a fill gets ``_FillValue: NaN`` there, as xarray's default, so tet's
+    ``null_count`` finds its NaN.  Times, booleans and text are left to xarray's
+    encoder, without a default fill (NaT needs none)."""
+    enc = dict(var.encoding)
+    if var.dtype.kind not in "iuf":
+        enc.setdefault("_FillValue", None)
+        return xr.Variable(var.dims, var.data, var.attrs, enc), {}
+    no_fill = "_FillValue" in enc and enc["_FillValue"] is None
+    moved = {k: enc.pop(k) for k in MASK_AND_SCALE if k in enc}
+    moved = {k: v for k, v in moved.items() if v is not None}
+    if var.dtype.kind == "f" and enc.get("dtype") is not None:  # e.g. int16 unpacked
+        try:
+            source = np.dtype(enc["dtype"])
+        except TypeError:
+            source = None
+        if source is not None and source != var.dtype:
+            del enc["dtype"]
+            moved["dtype"] = source.name
+    marked = set(moved) | set(var.attrs)
+    if var.dtype.kind == "f" and not no_fill and not {"_FillValue", "missing_value"} & marked:
+        moved["_FillValue"] = var.dtype.type(np.nan)
+    enc["_FillValue"] = None  # xarray's encoder adds none: the data stay as they are
+    return xr.Variable(var.dims, var.data, var.attrs, enc), moved
+
+
 @dataclass
 class _Planned:
     """One encoded variable as the dataset to write."""
@@ -178,6 +215,20 @@ class _Planned:
     attrs: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
     scalar: bool = False
+
+    def footer(self, where: str) -> tuple[dict[str, str], dict[str, Any]]:
+        """(the v1 footer attrs: strings within its limits, the typed metadata of the
+        dataset: ``extra`` with the attrs v1 cannot hold exactly)."""
+        v1, typed = split_attrs(self.attrs, where)
+        extra = dict(self.extra)
+        if typed:
+            extra["attrs"] = {k: self.attrs[k] for k in typed}
+        for key, value in extra.get("encoding", {}).items():  # their text, for tet and
+            text = display(value)                           # the reference (cli.md §6)
+            if (key in MASK_AND_SCALE and key not in v1 and len(v1) < MAX_ATTRS
+                    and text is not None and len(text.encode("utf-8")) <= MAX_STRING):
+                v1[key] = text
+        return v1, extra
 
 
 def _char_dim(name: str, taken: set[str]) -> str:
@@ -264,6 +315,8 @@ def from_xarray(
     labels = _label_coords(ds, existing)
     keep = ds.drop_vars([name for name in labels if name in ds.variables])
     variables, global_attrs = conventions.encode_dataset_coordinates(keep)
+    decoded = {name: _keep_decoded(var) for name, var in variables.items()}
+    variables = {name: var for name, (var, _) in decoded.items()}
     variables, global_attrs = conventions.cf_encoder(variables, global_attrs)
     global_attrs = _typed(global_attrs, "Dataset attrs")
     taken = {str(d) for v in variables.values() for d in v.dims}
@@ -273,12 +326,15 @@ def from_xarray(
             if not isinstance(name, str):
                 raise TypeError(f"variable names must be strings, got {name!r}")
             plan = _plan(name, var, chunks, taken)
+            if decoded[name][1]:
+                plan.extra.setdefault("encoding", {}).update(decoded[name][1])
             coords = {str(dim): labels[str(dim)][0] for dim in var.dims
                       if str(dim) in labels and not plan.scalar}
+            attrs, extra = plan.footer(f"variable {name!r}")
             kwargs: dict[str, Any] = {
-                "chunk_shape": plan.chunk, "attrs": plan.attrs, "dim_names": plan.dims,
+                "chunk_shape": plan.chunk, "attrs": attrs, "dim_names": plan.dims,
                 "coords": coords or None, "codec": codec, "level": level,
-                "extra": plan.extra or None,
+                "extra": extra or None,
             }
             _write(writer, f"{prefix}/{name}" if prefix else name, plan.data, kwargs)
         if not variables:
