@@ -751,6 +751,8 @@ class TetWriter:
         self._old_history: list[dict[str, Any]] = []
         self._metadata: dict[str, Any] = {}
         self._file_attrs: dict[str, Any] | None = None
+        self._coord_types: dict[str, dict[str, Any]] = {}
+        self._group_attrs: dict[str, dict[str, Any]] = {}
         self._budget = (0, 0)
         self._tool = tool
         self._committed = False
@@ -960,6 +962,44 @@ class TetWriter:
             self._check_open()
             self._file_attrs = typed
 
+    def set_coord_types(self, coords: Mapping[str, Mapping[str, Any]]) -> None:
+        """How the footer ``coords`` labels of each dimension read back, kept in the
+        footer's typed metadata (``tet.coords``): ``{dim: {"dtype": "<numpy dtype name>",
+        "attrs": {...}}}`` (both optional; attrs typed as `set_file_attrs`'s; an empty entry:
+        plain string labels).  Replaces the entries of the dimensions named; the others
+        are kept."""
+        entries: dict[str, dict[str, Any]] = {}
+        for dim, spec in coords.items():
+            entry: dict[str, Any] = {}
+            if spec.get("dtype") is not None:
+                entry["dtype"] = str(spec["dtype"])
+            if spec.get("attrs"):
+                entry["attrs"] = {k: encode_value(v, f"coordinate {dim!r} attribute {k!r}")
+                                  for k, v in spec["attrs"].items()}
+            entries[str(dim)] = entry
+        validate_ext({"coords": entries})
+        with self._lock:
+            self._check_open()
+            self._coord_types.update(entries)
+
+    def set_group_attrs(self, group: str, attrs: Mapping[str, Any]) -> None:
+        """Replace the attributes of the group `group` (the datasets named
+        ``group/...``), kept in the footer's typed metadata (``tet.groups``)."""
+        path = str(group).strip("/")
+        if not path:
+            self.set_file_attrs(attrs)
+            return
+        typed = {}
+        for key, value in attrs.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"group {path!r} attribute names must be non-empty strings, "
+                                f"got {key!r}")
+            typed[key] = encode_value(value, f"group {path!r} attribute {key!r}")
+        validate_ext({"groups": {path: {"attrs": typed}}})
+        with self._lock:
+            self._check_open()
+            self._group_attrs[path] = typed
+
     def push_history_event(self, op: str, source: str, *, parents: Iterable[str] = (),
                            params: Mapping[str, str] | None = None) -> None:
         """Queue a history row (``at`` = now, Unix seconds)."""
@@ -1101,6 +1141,13 @@ class TetWriter:
                 ext["datasets"][p.record.name] = entry
         if self._file_attrs is not None:
             ext["attrs"] = self._file_attrs
+        if self._coord_types:
+            coords = {**ext.get("coords", {}), **self._coord_types}
+            ext["coords"] = {d: e for d, e in coords.items() if e}  # {}: plain string labels
+        if self._group_attrs:
+            groups = {**ext.get("groups", {}), **{g: {"attrs": a} for g, a in
+                                                   self._group_attrs.items()}}
+            ext["groups"] = {g: e for g, e in groups.items() if e.get("attrs")}
         if any(ext.values()):
             meta[EXT_KEY] = ext
         file_meta = meta.setdefault("file", {})
