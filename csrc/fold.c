@@ -67,6 +67,52 @@ void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
     }
 }
 
+/* ---- fill masks ---------------------------------------------------------------- */
+
+void tet_mask_apply(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
+                    const tet_mask *m, double *x)
+{
+    if (dtype == 4 || dtype == 10) {
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t v;
+            memcpy(&v, src + i * step * 8, 8);
+            for (uint32_t k = 0; k < m->n; k++)
+                if (v == m->bits[k])
+                    x[i] = NAN;
+        }
+        return;
+    }
+    for (uint32_t k = 0; k < m->n; k++) { /* a compare and a blend: vectorised */
+        const double f = m->value[k];
+        for (uint64_t i = 0; i < n; i++)
+            x[i] = x[i] == f ? NAN : x[i];
+    }
+}
+
+uint64_t tet_mask_hits(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
+                       const double *x, const tet_mask *m, uint8_t *hit)
+{
+    uint64_t total = 0;
+    memset(hit, 0, n);
+    if (dtype == 4 || dtype == 10) { /* i64 / u64: f64 would merge neighbours above 2^53 */
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t v;
+            memcpy(&v, src + i * step * 8, 8);
+            for (uint32_t k = 0; k < m->n; k++)
+                hit[i] |= (uint8_t)(v == m->bits[k]);
+        }
+    } else { /* f64 holds every other dtype's values exactly */
+        for (uint32_t k = 0; k < m->n; k++) {
+            const double f = m->value[k];
+            for (uint64_t i = 0; i < n; i++)
+                hit[i] |= (uint8_t)(x[i] == f);
+        }
+    }
+    for (uint64_t i = 0; i < n; i++)
+        total += hit[i];
+    return total;
+}
+
 /* ---- accumulators ----------------------------------------------------------- */
 
 void tet_acc_init(tet_acc *a)

@@ -152,6 +152,13 @@ tet_status tet_zstd_check(tet_dstream *ds, const uint8_t *src, uint64_t src_len,
 #define TET_GROUP_ROWS 1024   /* rows of one cell range folded together (kept innermost axis) */
 #define TET_FOLD_N_COUNTED (1u << 30) /* internal: the element count is kept by another path */
 void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out);
+/* hit[i] = 1 where element i of the n (stride `step`) at src equals one of m's
+ * fills, else 0; returns how many hit. */
+uint64_t tet_mask_hits(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
+                       const double *x, const tet_mask *m, uint8_t *hit);
+/* x[i] (element i of src, loaded) = NaN where it equals one of m's fills. */
+void tet_mask_apply(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
+                    const tet_mask *m, double *x);
 void tet_acc_init(tet_acc *a);
 void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uint64_t n,
                     uint64_t fiber0, uint64_t fstep);

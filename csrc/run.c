@@ -3,6 +3,7 @@
  * the loop), and copy their sub-box.  Chunks write disjoint parts of the
  * output, so workers never lock. */
 #define _POSIX_C_SOURCE 200112L /* posix_madvise */
+#include <math.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -238,6 +239,8 @@ typedef struct {
     uint64_t scratch_len;   /* largest zstd tile touched */
     int stop;
     tet_copy_strided_fn strided;
+    const tet_mask *mask;   /* NULL: a plain copy */
+    uint32_t out_dtype;     /* with a mask: 0 the dataset's float dtype, 2 f64 */
     tet_report reports[TET_MAX_THREADS];
 } read_ctx;
 
@@ -272,6 +275,82 @@ static tet_status tile_open(const tet_tiles *g, const tet_box *b, const touch_se
     return tet_zstd_decode(dctx, scratch, g->raw[id], g->file + off, g->stored[id], detail);
 }
 
+/* A quiet NaN of a float dtype, as its little-endian bytes. */
+static void nan_bytes(uint32_t dtype, uint8_t *out)
+{
+    if (dtype == 1) {
+        const float f = NAN;
+        memcpy(out, &f, 4);
+    } else if (dtype == 9) {
+        const uint16_t h = 0x7E00;
+        memcpy(out, &h, 2);
+    } else {
+        const double d = NAN;
+        memcpy(out, &d, 8);
+    }
+}
+
+/* Copy one tile's sub-box row by row with the mask's fills read as NaN: promoted to
+ * f64 (out_dtype 2), or copied in the dataset's float dtype with NaN written over
+ * each fill (out_dtype 0). */
+static void masked_copy(const read_ctx *c, const tile_view *v)
+{
+    const tet_tiles *g = c->g;
+    const uint32_t nd = g->ndim, last = nd - 1;
+    const uint64_t es = g->elem_size, oes = c->out_dtype == 2 ? 8 : es;
+    uint64_t tstride[TET_MAX_NDIM], ostride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
+    uint64_t s = 1, o = 1;
+    for (int d = (int)nd - 1; d >= 0; d--) {
+        tstride[d] = s;
+        s *= v->tile[d];
+        ostride[d] = o;
+        o *= c->t->out_shape[d];
+    }
+    const uint64_t run = v->count[last], step = c->b->step[last];
+    double buf[TET_FOLD_BLOCK];
+    uint8_t hit[TET_FOLD_BLOCK], nan[8];
+    nan_bytes(g->dtype, nan);
+    for (;;) {
+        uint64_t src = 0, dst = 0;
+        for (uint32_t d = 0; d < nd; d++) {
+            const uint64_t jj = d == last ? 0 : j[d];
+            src += (v->src_start[d] + jj * c->b->step[d]) * tstride[d];
+            dst += (v->dst_start[d] + jj) * ostride[d];
+        }
+        const uint8_t *p = v->bytes + src * es;
+        uint8_t *q = c->dst + dst * oes;
+        for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
+            const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
+            const uint8_t *pk = p + k * step * es;
+            uint8_t *qk = q + k * oes;
+            tet_load_f64(g->dtype, pk, n, step, buf);
+            const uint64_t hits = tet_mask_hits(g->dtype, pk, n, step, buf, c->mask, hit);
+            if (c->out_dtype == 2) {
+                for (uint64_t i = 0; hits && i < n; i++)
+                    if (hit[i])
+                        buf[i] = NAN;
+                memcpy(qk, buf, n * 8);
+                continue;
+            }
+            if (step == 1)
+                memcpy(qk, pk, n * es);
+            else
+                c->strided(qk, pk, n, step, (uint32_t)es);
+            for (uint64_t i = 0; hits && i < n; i++)
+                if (hit[i])
+                    memcpy(qk + i * es, nan, es);
+        }
+        int d = (int)nd - 2;
+        for (; d >= 0; d--) {
+            if (++j[d] < v->count[d])
+                break;
+            j[d] = 0;
+        }
+        if (d < 0)
+            break;
+    }
+}
+
 /* Decode (if needed) and copy one touched tile. */
 static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *dctx,
                            uint64_t *linear_out, uint64_t *detail)
@@ -281,6 +360,10 @@ static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *
     *linear_out = v.id;
     if (st != TET_OK)
         return st;
+    if (c->mask != NULL) {
+        masked_copy(c, &v);
+        return TET_OK;
+    }
     tet_box_copy(c->dst, c->t->out_shape, v.dst_start, v.bytes, v.tile, v.src_start, c->b->step,
                  v.count, c->g->ndim, c->g->elem_size, c->strided);
     return TET_OK;
@@ -318,13 +401,19 @@ done:
     tet_dctx_free(dctx);
 }
 
-int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
-                     tet_report *report)
+static int32_t read_box(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
+                        uint32_t out_dtype, uint8_t *dst, uint32_t threads, tet_report *report)
 {
     report_clear(report);
     const tet_status valid = box_check(tiles, box);
     if (valid != TET_OK)
         return refuse(report, valid);
+    if (mask != NULL) {
+        const uint32_t dt = tiles->dtype;
+        const int native = out_dtype == 0 && (dt == 1 || dt == 2 || dt == 9);
+        if (mask->n > TET_MASK_MAX || dt < 1 || dt > 10 || !(native || out_dtype == 2))
+            return refuse(report, TET_ERR_ARGUMENT);
+    }
     read_ctx *c = calloc(1, sizeof *c);
     touch_set t;
     if (c == NULL || touch_build(tiles, box, &t) != TET_OK) {
@@ -341,6 +430,8 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, u
     c->t = &t;
     c->dst = dst;
     c->strided = tet_active()->copy_strided;
+    c->mask = mask;
+    c->out_dtype = out_dtype;
     if ((uint64_t)threads > t.total)
         threads = (uint32_t)t.total;
     tet_parallel(read_worker, c, threads);
@@ -349,6 +440,23 @@ int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, u
     touch_free(&t);
     free(c);
     return report->status;
+}
+
+int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
+                     tet_report *report)
+{
+    return read_box(tiles, box, NULL, 0, dst, threads, report);
+}
+
+int32_t tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
+                            uint32_t out_dtype, uint8_t *dst, uint32_t threads,
+                            tet_report *report)
+{
+    if (mask == NULL) {
+        report_clear(report);
+        return refuse(report, TET_ERR_ARGUMENT);
+    }
+    return read_box(tiles, box, mask, out_dtype, dst, threads, report);
 }
 
 int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap)
@@ -443,6 +551,8 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
     const tet_tiles *g = c->g;
     const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
     const double fill = c->spec->fill;
+    /* fills read as NaN: every run goes through the f64 block path, where they are */
+    const tet_mask *mask = c->spec->mask != NULL && c->spec->mask->n > 0 ? c->spec->mask : NULL;
     uint64_t tstride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
     uint64_t s = 1;
     for (int d = (int)nd - 1; d >= 0; d--) {
@@ -452,7 +562,8 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
     const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
     const uint64_t run = v->count[last], step = c->b->step[last];
     /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
-    const int grouped = !last_reduced && (what & TET_FOLD_MOMENTS) && run <= TET_FOLD_BLOCK;
+    const int grouped = mask == NULL && !last_reduced && (what & TET_FOLD_MOMENTS) &&
+                        run <= TET_FOLD_BLOCK;
     grp->rows = 0;
     for (;;) {
         uint64_t src = 0, cell = 0, fiber = 0;
@@ -475,18 +586,21 @@ static void fold_tile(const fold_ctx *c, const tile_view *v, tet_acc *cells, uin
             }
             goto next;
         }
-        if (last_reduced && step == 1 && g->dtype == 1 && what == TET_FOLD_MINMAX &&
-            c->fiber_stride[last] == 1) {
+        if (mask == NULL && last_reduced && step == 1 && g->dtype == 1 &&
+            what == TET_FOLD_MINMAX && c->fiber_stride[last] == 1) {
             tet_fold_minmax_f32(&cells[cell], p, run, fiber); /* no f64 promotion needed */
             goto next;
         }
-        if (last_reduced && step == 1 && g->dtype == 1 && what == TET_FOLD_MOMENTS) {
+        if (mask == NULL && last_reduced && step == 1 && g->dtype == 1 &&
+            what == TET_FOLD_MOMENTS) {
             tet_fold_moments_f32(&cells[cell], p, run);
             goto next;
         }
         for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
             const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
             tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
+            if (mask != NULL)
+                tet_mask_apply(g->dtype, p + k * step * g->elem_size, n, step, mask, buf);
             if (counts != NULL) { /* histogram mode: `what` is 0, no path above was taken */
                 const uint32_t bins = c->spec->bins;
                 const uint64_t cs = last_reduced ? 0 : c->cell_stride[last];
@@ -581,7 +695,8 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     if (valid != TET_OK)
         return refuse(report, valid);
     if (spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10 ||
-        (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)))
+        (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)) ||
+        (spec->mask != NULL && spec->mask->n > TET_MASK_MAX))
         return refuse(report, TET_ERR_ARGUMENT);
     fold_ctx *c = calloc(1, sizeof *c);
     touch_set t;

@@ -91,6 +91,19 @@ typedef struct {
     uint64_t nan_count, inf_count, null_count;
 } tet_acc;
 
+/* Fill values read as missing (a query's execution.mask_fill): an element equal to
+ * one of them folds (and reads, through tet_read_box_masked) as NaN.  Equality is
+ * that of the stored dtype: i64/u64 compare their 64-bit patterns, every other
+ * dtype its value promoted to f64 (exact for all of them). */
+#define TET_MASK_MAX 64
+
+typedef struct {
+    uint32_t n;                   /* values in use, <= TET_MASK_MAX */
+    uint32_t reserved;
+    double value[64];             /* the fills as f64 (dtypes other than i64/u64) */
+    uint64_t bits[64];            /* i64 (two's complement) / u64: the fills' bits */
+} tet_mask;
+
 typedef struct {
     uint32_t what;                /* TET_FOLD_* bits */
     uint32_t reduce_mask;         /* bit d set: axis d of the selection is reduced */
@@ -102,6 +115,7 @@ typedef struct {
     uint32_t bins;                /* > 0: histogram mode (`what` unused): count into counts */
     const double *edges;          /* [n_cells][bins + 1] bin edges (NumPy linspace) */
     uint64_t *counts;             /* [n_cells][bins], zeroed by the call */
+    const tet_mask *mask;         /* NULL, or fills folded as NaN */
 } tet_fold_spec;
 
 /* Element-wise transforms (pass 2), applied in place to a dense C-order f32 or
@@ -155,6 +169,11 @@ const char *tet_simd_name(int32_t level);
  * On failure report->chunk is the linear grid id of the failing tile. */
 int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst,
                      uint32_t threads, tet_report *report);
+/* tet_read_box with the mask's fills read as NaN: into dst of the dataset's own
+ * float dtype (out_dtype 0; f32, f64, f16 only) or as f64 (out_dtype 2, any dtype). */
+int32_t tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
+                            uint32_t out_dtype, uint8_t *dst, uint32_t threads,
+                            tet_report *report);
 /* Fold the box into cells[n_cells] (initialised here).  Results do not
  * depend on the thread count: tiles are split into spec->parts fixed ranges,
  * each folded in order, and the parts are merged in order. */

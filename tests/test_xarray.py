@@ -23,7 +23,6 @@ Covers:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -332,9 +331,19 @@ def test_round_trip_footer_layout(tmp_path: Path) -> None:
         assert t.coords["level"] == ("1000.0", "850.5", "500.25")
         assert t.coords["time"][:2] == ("2024-01-01T00:00", "2024-01-01T06:00")
         assert t.attrs["units"] == "K" and t.attrs["_FillValue"] == "NaN"
-        assert json.loads(t.attrs["_tet_coord:level"]) == {
-            "dtype": "float64", "attrs": {"units": "hPa", "positive": "down"}}
-        assert t.attrs["_tet_global:title"] == "round trip"
+        assert t.extra["encoding"] == {"_FillValue": t.extra["encoding"]["_FillValue"]}
+        assert np.isnan(t.extra["encoding"]["_FillValue"])  # encoding: not an attr in xarray
+        # typed metadata in metadata.tet, never the reserved _tet_* attrs of old
+        ext = f.catalog.metadata["tet"]
+        assert ext["coords"]["level"] == {"dtype": "float64",
+                                          "attrs": {"units": "hPa", "positive": "down"}}
+        assert "station" not in ext["coords"]  # plain strings need no entry
+        assert f.file_attrs["title"] == "round trip" and f.file_attrs["version"] == 2
+        assert t.typed_attrs["n_sensors"] == 3 and t.attrs["n_sensors"] == "3"
+        assert t.typed_attrs["valid_range"].dtype == np.float32
+        assert f.dataset("ensemble").extra == {"shape": []}
+        assert f.dataset("ensemble").shape == (1,)
+        assert not any(k.startswith("_tet_") for d in f.iter_datasets() for k in d.attrs)
         assert f.dataset("flag").numpy_dtype == np.uint8
         # labels drive tet's own label selections and null_count finds the NaN fill
         got = f.read_numpy("temperature", [{"start_label": "2024-01-01T06:00"},
@@ -408,20 +417,23 @@ def test_groups_and_append(tmp_path: Path) -> None:
 
 
 def test_from_xarray_refusals(tmp_path: Path) -> None:
-    words = xr.Dataset({"w": (("n",), np.array(["a", "b"]))})
-    with pytest.raises(TypeError, match=r"variable 'w' has dtype <U1, which tet cannot store; "
-                                        r"index coordinates of at most 64 strings"):
-        from_xarray(words, tmp_path / "w.tet")
-    small = xr.Dataset({"i": (("n",), np.array([1, 2], dtype=np.int8))})
-    with pytest.raises(TypeError, match=r"variable 'i' has dtype int8, which tet cannot "
-                                        r"store; cast it to int16 first"):
-        from_xarray(small, tmp_path / "i.tet")
-    many = xr.Dataset({"v": (("s",), np.zeros(70))}, coords={"s": [f"s{i}" for i in range(70)]})
-    with pytest.raises(TypeError, match="variable 's' has dtype"):
-        from_xarray(many, tmp_path / "s.tet")
+    mixed = xr.Dataset({"w": (("n",), np.array(["a", 1], dtype=object))})
+    with pytest.raises(TypeError, match=r"variable 'w' has dtype object with values that are "
+                                        r"neither all strings nor all bytes, which tet cannot "
+                                        r"store"):
+        from_xarray(mixed, tmp_path / "w.tet")
+    wavy = xr.Dataset({"c": (("n",), np.array([1 + 2j, 3j]))})
+    with pytest.raises(TypeError, match=r"complex128"):
+        from_xarray(wavy, tmp_path / "c.tet")
     odd = xr.Dataset({"v": (("n",), np.zeros(2), {"when": pd.Timestamp("2024-01-01")})})
     with pytest.raises(TypeError, match=r"variable 'v': attribute 'when': cannot store"):
         from_xarray(odd, tmp_path / "o.tet")
+    with pytest.raises(TypeError, match=r"Dataset attrs: attribute 'when': cannot store"):
+        from_xarray(xr.Dataset({"v": ("n", [1.0])}, attrs={"when": pd.Timestamp(0)}),
+                    tmp_path / "g.tet")
+    with pytest.raises(TypeError, match=r"from_xarray writes an xarray Dataset or DataArray, "
+                                        r"not ndarray"):
+        from_xarray(np.zeros(2), tmp_path / "n.tet")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mode must be 'w' or 'a'"):
-        from_xarray(small, tmp_path / "x.tet", mode="r")
+        from_xarray(mixed, tmp_path / "x.tet", mode="r")
     assert not any(tmp_path.glob("*.tet"))  # nothing half-written

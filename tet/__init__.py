@@ -134,7 +134,8 @@ def to_dask(file: TetFile | str | os.PathLike[str], name: str, selection: Any = 
 
 
 def from_xarray(ds: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-    """`tet.xarray_write.from_xarray`: write an xarray Dataset (needs the ``xarray`` extra)."""
+    """`tet.xarray_write.from_xarray`: write an xarray Dataset or DataArray (needs the
+    ``xarray`` extra)."""
     from tet.xarray_write import from_xarray as run
 
     return run(ds, path, **kwargs)

@@ -7,6 +7,7 @@ metadata keys, inline or spilled)::
 
     "tet": {"attrs":    {key: VALUE},                  file-level attributes
             "coords":   {dim: {"dtype": D, "attrs": {key: VALUE}}},
+            "groups":   {path: {"attrs": {key: VALUE}}},   attributes of a "/" group
             "datasets": {name: {"attrs": {key: VALUE},  attrs v1 cannot hold exactly
                                 "encoding": {key: VALUE},  on-disk CF encoding
                                 "shape": [],            a 0-d variable stored as (1,)
@@ -278,10 +279,17 @@ def validate_ext(ext: Any) -> None:
     decoded once here so readers can decode them later without surprises."""
     if not isinstance(ext, dict):
         raise _bad("must be an object")
-    unknown = set(ext) - {"attrs", "coords", "datasets"}
+    unknown = set(ext) - {"attrs", "coords", "datasets", "groups"}
     if unknown:
         raise _bad(f"unknown key {sorted(unknown)[0]!r}")
     _check_attrs(ext.get("attrs", {}), "attrs")
+    groups = ext.get("groups", {})
+    if not isinstance(groups, dict):
+        raise _bad("groups must be an object keyed by group path")
+    for path, group in groups.items():
+        if not isinstance(group, dict) or set(group) - {"attrs"}:
+            raise _bad(f"groups {path!r} must be an object with attrs")
+        _check_attrs(group.get("attrs", {}), f"groups {path!r} attrs")
     coords = ext.get("coords", {})
     if not isinstance(coords, dict):
         raise _bad("coords must be an object keyed by dimension")

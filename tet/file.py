@@ -25,7 +25,7 @@ from tet.errors import (
     UnknownDatasetError,
 )
 from tet.guard import GuardedMap, watching
-from tet.kernels import TileTable
+from tet.kernels import FillMask, TileTable
 from tet.layout import Catalog, DatasetRecord, parse_catalog
 from tet.query.allow import Allowlist
 from tet.query.api import QueryMethods
@@ -447,12 +447,14 @@ class TetFile(QueryMethods):
         return self._read(self._dataset_id(dataset), box, copy=True, budget=None)
 
     def _read(
-        self, dataset_id: int, box: Box, *, copy: bool | None, budget: int | None
+        self, dataset_id: int, box: Box, *, copy: bool | None, budget: int | None,
+        mask: FillMask | None = None,
     ) -> np.ndarray[Any, Any]:
         catalog = self.catalog
         record = catalog.datasets[dataset_id]
-        dtype = dtypes.by_tag(record.dtype).numpy
-        view = None if copy is True else self._zero_copy(dataset_id, box, dtype)
+        dtype = dtypes.by_tag(record.dtype).numpy if mask is None else mask.out_dtype
+        view = (None if copy is True or mask is not None
+                else self._zero_copy(dataset_id, box, dtype))
         if view is not None:
             return view
         if copy is False:
@@ -478,18 +480,19 @@ class TetFile(QueryMethods):
                 f"bytes, within the memory budget of {limit} bytes, but the system could not "
                 f"allocate them ({exc}); read a smaller selection or lower the budget"
             ) from None
-        self._fill(dataset_id, box, out, budget=limit)
+        self._fill(dataset_id, box, out, budget=limit, mask=mask)
         return out
 
     def _fill(self, dataset_id: int, box: Box, out: np.ndarray[Any, Any], *,
-              budget: int | None = None) -> None:
+              budget: int | None = None, mask: FillMask | None = None) -> None:
         """Copy the box into `out` (C-contiguous, the dataset dtype, the box's shape):
         a RAM array or a memory-mapped file alike.  `budget` bounds the decode scratch
-        (default: the file's)."""
+        (default: the file's).  With `mask` (a query's ``mask_fill``) its fill values
+        read as NaN and `out` is of ``mask.out_dtype``."""
         table = self._table(dataset_id)
         table.read(box.start, box.stop, box.step, out,
                    describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}",
-                   budget=budget)
+                   budget=budget, mask=mask)
 
     def _check(self, dataset_id: int, box: Box) -> None:
         """Raise what `_fill` would for a bad index row the box touches, reading nothing:

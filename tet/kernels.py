@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tet.guard import GuardedMap
 
 __all__ = [
+    "FillMask",
     "TileTable",
     "check_frames",
     "copy_strided",
@@ -149,6 +150,35 @@ def _u64(a: np.ndarray[Any, Any]) -> Any:
     return ffi.from_buffer("uint64_t[]", np.ascontiguousarray(a, dtype=U64))
 
 
+MASK_MAX: int = int(lib.TET_MASK_MAX)
+
+
+class FillMask:
+    """Fill values that a fold or a read treats as NaN (the C ``tet_mask``).
+
+    `values` are already of `dtype` (the dataset's: they are compared with the stored
+    elements exactly); NaN is never among them.  Reads produce `out_dtype`: the
+    dataset's own dtype for floats, float64 for integers (which cannot hold NaN).
+    """
+
+    def __init__(self, dtype: np.dtype[Any], values: Sequence[Any]) -> None:
+        if not 1 <= len(values) <= MASK_MAX:
+            raise ValueError(f"a fill mask holds 1..{MASK_MAX} values, got {len(values)}")
+        self.dtype = np.dtype(dtype)
+        self.values = np.asarray(values, dtype=self.dtype)
+        self.out_dtype = self.dtype if self.dtype.kind == "f" else np.dtype("<f8")
+        m = ffi.new("tet_mask *")
+        m.n = len(values)
+        if self.dtype.kind in "iu" and self.dtype.itemsize == 8:
+            bits = self.values.astype(self.dtype.newbyteorder("<")).view("<u8")
+            for i, b in enumerate(bits.tolist()):
+                m.bits[i] = b
+        else:
+            for i, v in enumerate(self.values.astype(np.float64).tolist()):
+                m.value[i] = v
+        self.struct = m
+
+
 class TileTable:
     """One dataset's tiles in linear grid order, ready for the C box loops.
 
@@ -259,24 +289,38 @@ class TileTable:
 
     def read(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int],
              dst: np.ndarray[Any, Any], *, describe: Callable[[int], str] | None = None,
-             budget: int | None = None) -> None:
-        """Copy the box into `dst` (C-contiguous, writable, the box's shape) in one call."""
+             budget: int | None = None, mask: FillMask | None = None) -> None:
+        """Copy the box into `dst` (C-contiguous, writable, the box's shape) in one call.
+
+        With `mask`, its fill values read as NaN; `dst` is then of ``mask.out_dtype``
+        (or float64, any dataset dtype promoted)."""
         box = self._box(start, stop, step)
         threads = 1 if dst.nbytes < PARALLEL_BYTES else thread_count()
         threads = self._workers(threads, self.budget(budget), 0, "decoding this selection")
         report = ffi.new("tet_report *")
         out = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
         self._arm()
-        lib.tet_read_box(self._struct, box, out, threads, report)
+        if mask is None:
+            lib.tet_read_box(self._struct, box, out, threads, report)
+        else:
+            if dst.dtype == mask.dtype and mask.dtype.kind == "f":
+                promote = 0  # the dataset's own float dtype, NaN over the fills
+            elif dst.dtype == np.dtype("<f8"):
+                promote = 2
+            else:
+                raise ValueError(f"a masked read fills {mask.out_dtype.name} or float64, not "
+                                 f"{dst.dtype.name}")
+            lib.tet_read_box_masked(self._struct, box, mask.struct, promote, out, threads,
+                                    report)
         self._changed()
         if report.status == 0:
             return
-        self._raise(report, dst.dtype.itemsize, describe)
+        self._raise(report, dst.dtype.itemsize if mask is None else self.elem_size, describe)
 
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
              scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
-             budget: int | None = None) -> np.ndarray[Any, Any]:
+             budget: int | None = None, mask: FillMask | None = None) -> np.ndarray[Any, Any]:
         """Fold the box into one accumulator per output cell (kept axes, row-major).
 
         Results do not depend on the thread count: the tiles are cut into a fixed
@@ -287,7 +331,8 @@ class TileTable:
 
         Accumulators (and counts, and each worker's zstd scratch) are sized against
         `budget` (default: the file's) before anything is allocated: over it is a
-        `MemoryBudgetError` naming the sizes.
+        `MemoryBudgetError` naming the sizes.  With `mask`, elements equal to one of its
+        fill values fold as NaN.
         """
         shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
         n_cells = math.prod(n for d, n in enumerate(shape) if d not in reduce)
@@ -319,6 +364,7 @@ class TileTable:
         spec.threads = threads
         spec.parts = parts
         spec.scan_window = scan_window if sequential else 0
+        spec.mask = mask.struct if mask is not None else ffi.NULL
         counts = None
         if edges is not None:
             edges = np.ascontiguousarray(edges)

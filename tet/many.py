@@ -46,6 +46,7 @@ from tet.query.document import (
     resolve_fill,
 )
 from tet.query.folds import FOLDS
+from tet.query.mask import resolve_mask
 from tet.query.ops import OPS
 from tet.safeio import checked_path
 
@@ -139,8 +140,9 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
             query_bytes=ex.memory_budget_bytes if ex else None,
             query_bps=ex.memory_budget_percent_bps if ex else None,
             file_bytes=f.catalog.budget_bytes, file_bps=f.catalog.budget_percent_bps)
+        mask = resolve_mask(f, dataset_id).mask if ex and ex.mask_fill else None
         cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
-                           budget=budget)
+                           budget=budget, mask=mask)
         touched = table.touch(box.start, box.stop, box.step).astype(np.int64)
         kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
         return FilePartial(cells, kept, written, box.size, fill,
@@ -185,6 +187,8 @@ def combine_partials(doc: QueryDocument, paths: Sequence[str],
         fields[spec.reduced_field] = flat.astype(np.float64) if op.key == "count" else flat
     else:
         fields[spec.scalar_field] = values.item()
+    if doc.execution is not None and doc.execution.mask_fill:
+        fields["mask_fill"] = True  # each file masked its own fill values
     fill = first.fill if op.key == "null_count" else None
     out = resp.response(
         layout_version=doc.layout_version, dataset=doc.dataset,

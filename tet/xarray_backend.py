@@ -1,4 +1,5 @@
-"""xarray backend: ``xr.open_dataset("x.tet", engine="tet")``.
+"""xarray backend: ``xr.open_dataset("x.tet", engine="tet")``, ``xr.open_datatree`` and
+``xr.open_groups``.
 
 Every dataset of the file (or of one ``group``: the datasets named ``group/…``)
 becomes a variable.  Dimensions come from the footer ``dim_names``; a dataset
@@ -6,9 +7,36 @@ without them gets ``dim_0``, ``dim_1``, … (prefixed with its own name where an
 earlier dataset already uses ``dim_i`` with another length).  Footer ``coords``
 labels become coordinates: string labels as they are (padded with ``""`` where the
 footer labels only the first positions of an axis), typed labels (numbers, dates)
-back in their dtype when `from_xarray` recorded it.  Attributes are the footer
-attrs; ``_FillValue``, ``missing_value``, ``scale_factor`` and ``add_offset`` text
-is turned into numbers so xarray's CF decoding (``mask_and_scale``) applies.
+back in the dtype the footer's typed metadata records for that dimension.
+
+What the v1 footer cannot say is read from its typed metadata, ``metadata.tet``
+(`tet.attrs`):
+
+- attributes: the footer's text overlaid with the typed values (`Dataset.typed_attrs`);
+  the Dataset's attrs are the file attributes (`TetFile.file_attrs`), a group's are
+  those recorded for it (``tet.groups``);
+- ``encoding``: keys the writer marked as on-disk encoding (a CF-decoded variable's
+  ``_FillValue``, ``missing_value``, ``scale_factor``, ``add_offset``, source
+  ``dtype``) go to ``Variable.encoding``, never to attrs, so data decoded once is not
+  decoded again; an integer dataset whose ``encoding["dtype"]`` is a narrower integer
+  type (int8 stored as i16) reads back in that type;
+- ``shape: []``: the one-element dataset is a 0-d variable;
+- ``text``: a ``u8`` dataset whose last axis holds fixed-width text reads as ``U``
+  strings (kind ``str``) or ``S`` bytes (kind ``bytes``; as ``U`` when it carries an
+  ``_Encoding`` attr); the char axis is never a dimension;
+- ``tet.coords[dim]``: the dtype and attrs of the index coordinate held as labels.
+
+Other attributes are left to xarray's CF decoding (``mask_and_scale``, times); the
+``_FillValue``, ``missing_value``, ``scale_factor`` and ``add_offset`` text of the v1
+footer is turned into numbers so it applies.  Files written by the reference's
+``tet convert`` (no typed metadata) hold float data already CF-decoded where
+``scale_factor``/``add_offset`` are listed: those keys are encoding there too.  Files
+written by earlier versions of `from_xarray` carry reserved ``_tet_*`` attrs instead
+of the typed metadata; they are still read (the legacy section below).
+
+Each variable's encoding has ``source``, ``dtype``, ``original_shape``, ``chunksizes``
+and ``preferred_chunks`` (the file's chunks), as the netCDF backends give, so
+``open_mfdataset(...).to_netcdf(...)`` works.
 
 Data stays on disk until used: each variable is a `TetBackendArray` that turns
 every (outer) index key into one `TetFile.read_numpy` of its bounding box, read
@@ -18,17 +46,6 @@ into larger blocks, whole chunks each, where the grid has more than
 `tet.dask.MAX_BLOCKS` tiles).  Opening checks each variable's geometry and tile table
 (a hostile grid is a `CatalogError` at open, not a huge graph later); a read checks
 the index rows it touches before it allocates, within the memory budget.
-
-Conventions shared with `tet.xarray_write.from_xarray` (reserved attr keys):
-
-- ``_tet_types``: JSON object, attr key -> type of an attr that is not a string
-  (``"json"`` for Python values, a NumPy dtype name, ``"<dtype>[]"`` for arrays,
-  ``"tuple"``); the attr's value is its JSON text.
-- ``_tet_global:<key>``: an attr of the xarray Dataset itself (the footer has no
-  file-level attrs), stored on the first dataset written.
-- ``_tet_coord:<dim>``: JSON ``{"dtype", "attrs", "types"}`` of the index
-  coordinate whose values are the labels of axis ``<dim>``.
-- ``_tet_scalar``: the dataset holds a 0-d variable (stored with shape ``(1,)``).
 """
 
 from __future__ import annotations
@@ -37,21 +54,24 @@ import errno
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray, BackendEntrypoint
-from xarray.backends.common import AbstractDataStore
+from xarray.backends.common import AbstractDataStore, datatree_from_dict_with_io_cleanup
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
+from tet.attrs import ext_of, merge_attrs
 from tet.dask import FileKey, file_key, grouped_chunk_shape, open_cached
 from tet.errors import CatalogError, TetError, TetOSError
-from tet.file import Dataset
+from tet.file import Dataset, TetFile
 from tet.layout import MAGIC
 from tet.query.budget import require_memory, resolve_budget
 from tet.safeio import checked_path, open_regular
+from tet.text import decode_text
 
 __all__ = [
     "COORD_PREFIX",
@@ -63,101 +83,15 @@ __all__ = [
     "TetDataStore",
     "XarrayLayoutError",
     "decode_attrs",
-    "encode_attrs",
 ]
 
-TYPES_ATTR = "_tet_types"
-GLOBAL_PREFIX = "_tet_global:"
-COORD_PREFIX = "_tet_coord:"
-SCALAR_ATTR = "_tet_scalar"
 CF_NUMERIC = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+PACKING = ("scale_factor", "add_offset")
 
 
 class XarrayLayoutError(CatalogError, ValueError):
     """The file's datasets cannot form one xarray Dataset: a dimension with two lengths,
     or one dataset naming two of its axes alike (duplicate footer ``dim_names``)."""
-
-
-# ---------------------------------------------------------------------------
-# Attributes: footer attrs are strings; other values travel as JSON text plus a type.
-
-
-def encode_attrs(attrs: Mapping[Any, Any], where: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(string attrs, types of those that were not strings) for the footer.
-
-    Raises
-    ------
-    TypeError
-        A key that is not a string, or a value that is neither a string, a JSON value
-        nor a numeric NumPy scalar/array.
-    """
-    out: dict[str, str] = {}
-    types: dict[str, str] = {}
-    for key, value in attrs.items():
-        if not isinstance(key, str):
-            raise TypeError(f"{where}: attribute names must be strings, got {key!r}")
-        if isinstance(value, str) and value:
-            out[key] = str(value)
-            continue
-        tag, text = _encode_value(value, f"{where}: attribute {key!r}")
-        out[key], types[key] = text, tag
-    return out, types
-
-
-def _encode_value(value: Any, where: str) -> tuple[str, str]:
-    if isinstance(value, np.ndarray | np.generic):
-        if value.dtype.kind not in "biuf":
-            raise TypeError(f"{where}: cannot store a {value.dtype} value in the footer")
-        tag = value.dtype.name + ("[]" if isinstance(value, np.ndarray) else "")
-        return tag, json.dumps(value.tolist())
-    if isinstance(value, tuple):
-        return "tuple", _json(list(value), where)
-    return "json", _json(value, where)
-
-
-def _json(value: Any, where: str) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"{where}: cannot store {type(value).__name__} {value!r} in the footer "
-            "(strings, numbers, booleans, lists of them, numeric NumPy values)"
-        ) from None
-
-
-def _decode_value(text: str, tag: str) -> Any:
-    value = json.loads(text)
-    if tag == "json":
-        return value
-    if tag == "tuple":
-        return tuple(value)
-    if tag.endswith("[]"):
-        return np.asarray(value, dtype=np.dtype(tag[:-2]))
-    return np.dtype(tag).type(value)
-
-
-def decode_attrs(raw: Mapping[str, str], types: Mapping[str, str]) -> dict[str, Any]:
-    """Attrs with the typed ones turned back into their values (a value that does not
-    parse stays the footer text)."""
-    out: dict[str, Any] = {}
-    for key, text in raw.items():
-        tag = types.get(key)
-        if tag is None:
-            out[key] = text
-            continue
-        try:
-            out[key] = _decode_value(text, tag)
-        except (ValueError, TypeError):
-            out[key] = text
-    return out
-
-
-def _load_types(raw: Mapping[str, str]) -> dict[str, str]:
-    try:
-        types = json.loads(raw.get(TYPES_ATTR, "{}"))
-    except ValueError:
-        return {}
-    return {str(k): str(v) for k, v in types.items()} if isinstance(types, dict) else {}
 
 
 def _cf_number(text: str, dtype: np.dtype[Any]) -> Any:
@@ -179,11 +113,11 @@ def labels_to_values(labels: Sequence[str], length: int, meta: Mapping[str, Any]
                      ) -> np.ndarray[Any, Any] | None:
     """The coordinate values of an axis's footer labels (None when they cannot be).
 
-    Without a recorded dtype the labels are strings; footers may label only the first
-    positions of an axis, the rest read as ``""``.
+    Without a recorded dtype (or with ``"str"``) the labels are strings; footers may
+    label only the first positions of an axis, the rest read as ``""``.
     """
     dtype = meta.get("dtype") if meta else None
-    if dtype is None:
+    if dtype is None or dtype == "str":
         return np.array(list(labels) + [""] * (length - len(labels)), dtype=str)
     if len(labels) != length:
         return None
@@ -228,14 +162,21 @@ def values_to_labels(values: np.ndarray[Any, Any]) -> tuple[list[str], str | Non
 
 
 class TetBackendArray(BackendArray):
-    """One dataset on disk; picklable (it holds the file's key, not the file)."""
+    """One dataset on disk; picklable (it holds the file's key, not the file).
+
+    `shape` and `dtype` are the variable's: for a text dataset (`text` = its kind) the
+    stored array has one more axis, the fixed width; `dtype` may also be a narrower
+    integer type than the stored one (int8 kept as i16)."""
 
     def __init__(self, key: FileKey, name: str, shape: tuple[int, ...],
-                 dtype: np.dtype[Any]) -> None:
+                 dtype: np.dtype[Any], *, text: str | None = None,
+                 width: int = 0) -> None:
         self.key = key
         self.name = name
         self.shape = shape
         self.dtype = dtype
+        self.text = text
+        self.width = width
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> Any:
         return indexing.explicit_indexing_adapter(
@@ -245,10 +186,13 @@ class TetBackendArray(BackendArray):
         """An outer key (ints, positive-step slices, sorted int arrays) -> one read of
         the bounding box with the largest common step, then NumPy picks the arrays'
         elements and drops the integer axes."""
+        shape = self.shape
+        if self.text is not None:
+            key, shape = (*key, slice(None)), (*shape, self.width)
         start, stop, step, out_shape = [], [], [], []
         picks: list[tuple[int, np.ndarray[Any, Any]]] = []
         drop: list[int] = []
-        for d, (k, n) in enumerate(zip(key, self.shape)):
+        for d, (k, n) in enumerate(zip(key, shape)):
             if isinstance(k, slice):
                 s, e, st = k.indices(n)
                 count = len(range(s, e, st))
@@ -278,8 +222,11 @@ class TetBackendArray(BackendArray):
                 step.append(1)
                 drop.append(d)
                 out_shape.append(1)
+        kept = [n for d, n in enumerate(out_shape) if d not in drop]
+        if self.text is not None:
+            kept = kept[:-1]
         if any(n == 0 for n in out_shape):
-            return np.empty([n for d, n in enumerate(out_shape) if d not in drop], self.dtype)
+            return np.empty(kept, self.dtype)
         f = open_cached(self.key)
         sel = {"start": start, "stop": stop, "step": step}
         dataset_id, box = f.resolve(self.name, sel)
@@ -289,7 +236,147 @@ class TetBackendArray(BackendArray):
             data = np.take(data, idx, axis=d)
         if drop:
             data = data[tuple(0 if d in drop else slice(None) for d in range(data.ndim))]
-        return np.asarray(data)
+        if self.text is not None:
+            return _decode_text(f, np.asarray(data), self.dtype, self.name)
+        return _narrow(f, np.asarray(data), self.dtype, self.name)
+
+
+def _narrow(f: TetFile, data: np.ndarray[Any, Any], dtype: np.dtype[Any],
+            name: str) -> np.ndarray[Any, Any]:
+    """`data` in the variable's `dtype`: as it is, or integers stored wider (int8 as
+    i16) checked to fit before the cast (a value that does not is a `CatalogError`)."""
+    if data.dtype == dtype:
+        return data
+    info = np.iinfo(dtype)
+    if data.size and (int(data.min()) < info.min or int(data.max()) > info.max):
+        raise CatalogError(f"{f.path}: dataset {name!r} is marked as {dtype} but holds "
+                           f"values from {int(data.min())} to {int(data.max())}")
+    return data.astype(dtype)
+
+
+def _decode_text(f: TetFile, data: np.ndarray[Any, Any], dtype: np.dtype[Any],
+                 name: str) -> np.ndarray[Any, Any]:
+    """Strings (`dtype` ``U``) or bytes (``S``) of a text read (its last axis the
+    width), within the memory budget."""
+    count = data.size // max(data.shape[-1], 1) if data.ndim else 1
+    require_memory(count * dtype.itemsize,
+                   resolve_budget(file_bytes=f.catalog.budget_bytes,
+                                  file_bps=f.catalog.budget_percent_bps),
+                   f"the text of {name!r} ({count} values as {dtype})",
+                   "read fewer values at a time")
+    return decode_text(data, "str" if dtype.kind == "U" else "bytes").astype(dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------
+# One dataset as a variable
+
+
+@dataclass
+class _Var:
+    """What one dataset is as an xarray variable, before its dims are named."""
+
+    ds: Dataset
+    name: str                              # the variable's name (within its group)
+    shape: tuple[int, ...]                 # without the char axis of text; () for 0-d
+    footer_dims: tuple[str, ...] | None    # the footer dim_names of those axes
+    dtype: np.dtype[Any]
+    chunks: tuple[int, ...]
+    blocks: tuple[int, ...]
+    attrs: dict[str, Any]
+    encoding: dict[str, Any]
+    text: str | None = None
+    width: int = 0
+    scalar: bool = False
+    legacy: _Legacy | None = None
+    dims: tuple[str, ...] = field(default=())
+
+
+def _fail(f: TetFile, ds: Dataset, what: str) -> CatalogError:
+    return CatalogError(f"{f.path}: dataset {ds.name!r} {what}")
+
+
+def _describe(f: TetFile, ds: Dataset, name: str, *, has_ext: bool, converted: bool,
+              strict: bool = True) -> _Var:
+    """`ds` as a variable; a text or 0-d marker that does not fit the stored shape is a
+    `CatalogError` (ignored when not `strict`: a variable that is dropped)."""
+    raw = dict(ds.attrs)
+    legacy = _Legacy.of(raw) if any(_reserved(k) for k in raw) else None
+    attrs = legacy.attrs if legacy is not None else dict(ds.typed_attrs)
+    attrs = {k: v for k, v in attrs.items() if not _reserved(k)}
+    extra = ds.extra
+    encoding: dict[str, Any] = dict(extra.get("encoding", {}))
+    for key in encoding:
+        attrs.pop(key, None)  # encoding, never an attribute (decoded already)
+    if "dtype" in encoding:
+        try:
+            encoding["dtype"] = np.dtype(str(encoding["dtype"]))
+        except TypeError:
+            del encoding["dtype"]
+    stored = ds.numpy_dtype
+    if (converted and not has_ext and stored.kind == "f"
+            and any(k in attrs for k in PACKING)):
+        for key in CF_NUMERIC:  # the reference's convert applied these already
+            if key in attrs:
+                value = attrs.pop(key)
+                number = _cf_number(value, stored) if isinstance(value, str) else value
+                encoding[key] = value if number is None else number
+    for key in CF_NUMERIC:
+        if isinstance(attrs.get(key), str):
+            number = _cf_number(attrs[key], stored)
+            if number is not None:
+                attrs[key] = number
+    shape, dims, chunks = ds.shape, ds.dim_names, ds.chunk_shape
+    if dims is not None and len(dims) != ds.ndim:
+        dims = None
+    blocks = grouped_chunk_shape(ds.shape, ds.chunk_shape)  # at most MAX_BLOCKS
+    var = _Var(ds, name, shape, dims, stored, chunks, blocks, attrs, encoding, legacy=legacy)
+    text = extra.get("text")
+    if text is not None and (stored != np.uint8 or ds.shape[-1] != int(text["width"])):
+        if strict:
+            width = int(text["width"])
+            raise _fail(f, ds, f"is marked as text {width} bytes wide but holds {stored} "
+                               f"values of shape {list(ds.shape)}")
+        text = None
+    if text is not None:
+        width, kind = int(text["width"]), str(text["kind"])
+        if kind == "bytes" and str(attrs.get("_Encoding", "")).lower() in ("utf-8", "utf8"):
+            var.encoding["_Encoding"] = attrs.pop("_Encoding")
+            var.dtype = np.dtype(f"U{width}")
+        else:
+            var.dtype = np.dtype(f"S{width}" if kind == "bytes" else f"U{width}")
+        var.text, var.width = kind, width
+        var.shape, var.chunks, var.blocks = shape[:-1], chunks[:-1], blocks[:-1]
+        var.footer_dims = dims[:-1] if dims is not None else None
+    elif stored.kind in "iu" and encoding.get("dtype") is not None:
+        narrow = encoding["dtype"]
+        if (narrow.kind in "iu" and narrow.itemsize < stored.itemsize
+                and not any(k in encoding for k in PACKING)):
+            var.dtype = narrow  # e.g. int8 values kept as i16
+    scalar = extra.get("shape") == [] or (legacy is not None and legacy.scalar)
+    if scalar and var.shape:
+        if var.shape != (1,):
+            if extra.get("shape") == [] and strict:
+                raise _fail(f, ds, f"is marked 0-d but holds shape {list(var.shape)}")
+        else:
+            var.scalar, var.shape, var.footer_dims = True, (), ()
+            var.chunks = var.blocks = ()
+    return var
+
+
+def _variable(key: FileKey, v: _Var) -> xr.Variable:
+    encoding = {"source": key.path, "dtype": v.dtype, "original_shape": v.shape}
+    if v.shape:
+        encoding["chunksizes"] = v.chunks
+        encoding["preferred_chunks"] = dict(zip(v.dims, v.blocks))
+    encoding.update(v.encoding)
+    if v.shape:
+        array = TetBackendArray(key, v.ds.name, v.shape, v.dtype, text=v.text, width=v.width)
+        return xr.Variable(v.dims, indexing.LazilyIndexedArray(array), v.attrs, encoding)
+    f = open_cached(key)  # one value: read now
+    data = f.read_numpy(v.ds.name)
+    if v.text is not None:
+        data = _decode_text(f, data, v.dtype, v.ds.name)
+    return xr.Variable((), _narrow(f, data, v.dtype, v.ds.name).reshape(()), v.attrs, encoding)
 
 
 # ---------------------------------------------------------------------------
@@ -308,6 +395,23 @@ def _group_names(names: Sequence[str], group: str | None) -> dict[str, str]:
     return {n: n[len(head):] for n in names if n.startswith(head) and "/" not in n[len(head):]}
 
 
+def _all_groups(names: Iterable[str]) -> set[str]:
+    """Every group path that holds a dataset, directly or below (``""``: the root)."""
+    out = {""}
+    for name in names:
+        parts = name.split("/")[:-1]
+        out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return out
+
+
+def _converted(f: TetFile) -> bool:
+    """Whether the footer says the file came from ``tet convert``."""
+    meta = f.catalog.metadata.get("file")
+    tool = meta.get("tool") if isinstance(meta, dict) else None
+    return tool == "tet convert" or any(
+        isinstance(h, Mapping) and h.get("op") == "convert" for h in f.catalog.history)
+
+
 class TetDataStore(AbstractDataStore):
     """The variables and attrs of one file (or group), built from its catalog and
     footer once; data is read later, through `TetBackendArray`."""
@@ -317,74 +421,94 @@ class TetDataStore(AbstractDataStore):
         self.key = file_key(path)
         self.group = group
         self.drop = set(drop_variables)
+        self._loaded: tuple[dict[str, xr.Variable], dict[str, Any]] | None = None
+        self.text_variables: set[str] = set()
 
     def load(self) -> tuple[dict[str, xr.Variable], dict[str, Any]]:
+        if self._loaded is None:
+            self._loaded = self._load()
+        variables, attrs = self._loaded
+        return dict(variables), dict(attrs)
+
+    def _load(self) -> tuple[dict[str, xr.Variable], dict[str, Any]]:
         f = open_cached(self.key)
         names = _group_names(f.datasets(), self.group)
-        if not names and self.group is not None:
-            groups = sorted({n.rsplit("/", 1)[0] for n in f.datasets() if "/" in n})
+        if not names and self.group is not None and self.group.strip("/") not in _all_groups(
+                f.datasets()):
+            groups = sorted(_all_groups(f.datasets()) - {""})
             raise TetOSError(f"group {self.group!r} not found in {self.key.path} "
                              f"(groups: {', '.join(repr(g) for g in groups) or 'none'})",
                              errno=errno.ENOENT, filename=self.key.path)
-        datasets = [f.dataset(n) for n in names]
-        for ds in datasets:
-            if names[ds.name] not in self.drop:  # the geometry and the tile table, now:
-                f.resolve(ds.name)  # a grid the index cannot hold fails at open
-        dims = _assign_dims(datasets, names)
+        ext = ext_of(f.catalog.metadata)
+        typed = ext.get("datasets", {})
+        converted = _converted(f)
+        described = []
+        for name in names:
+            ds = f.dataset(name)
+            if names[name] not in self.drop:  # the geometry and the tile table, now:
+                f.resolve(name)  # a grid the index cannot hold fails at open
+            described.append(_describe(f, ds, names[name], has_ext=name in typed,
+                                       converted=converted, strict=names[name] not in self.drop))
+        _assign_dims(described)
         global_attrs: dict[str, Any] = {}
+        for v in described:
+            if v.legacy is not None:
+                for key, value in v.legacy.globals.items():
+                    global_attrs.setdefault(key, value)
+        global_attrs.update(self._group_attrs(f, ext))
         variables: dict[str, xr.Variable] = {}
         coords: dict[str, xr.Variable] = {}
-        for ds in datasets:
-            var_name = names[ds.name]
-            raw = dict(ds.attrs)
-            types = _load_types(raw)
-            attrs = decode_attrs({k: v for k, v in raw.items() if not _reserved(k)}, types)
-            for key, value in decode_attrs(raw, types).items():
-                if key.startswith(GLOBAL_PREFIX):
-                    global_attrs.setdefault(key[len(GLOBAL_PREFIX):], value)
-            for key in CF_NUMERIC:
-                if isinstance(attrs.get(key), str):
-                    number = _cf_number(attrs[key], ds.numpy_dtype)
-                    if number is not None:
-                        attrs[key] = number
-            if var_name in self.drop:
+        for v in described:
+            if v.name in self.drop:
                 continue
-            if len(set(dims[ds.name])) != len(dims[ds.name]):
+            if len(set(v.dims)) != len(v.dims):
                 raise XarrayLayoutError(
-                    f"{self.key.path}: dataset {ds.name!r} has duplicate dim_names "
-                    f"{list(dims[ds.name])} in its footer; xarray needs one name per axis "
-                    f"(open the file without it: drop_variables=[{var_name!r}])")
-            for axis, labels in ds.coords.items() if dims[ds.name] else ():
-                dim = _axis_dim(axis, ds, dims[ds.name])
-                if dim is None or dim in coords or dim in names.values():
-                    continue  # first labels win; a dataset named like the dim wins
-                meta = _coord_meta(raw.get(COORD_PREFIX + dim))
-                length = ds.shape[dims[ds.name].index(dim)]
-                if meta is None or meta.get("dtype") is None:  # padded to the axis length
-                    width = 4 * max([1, *map(len, labels)])  # bytes per NumPy str element
-                    require_memory(
-                        length * width, resolve_budget(file_bytes=f.catalog.budget_bytes,
-                                                       file_bps=f.catalog.budget_percent_bps),
-                        f"the coordinate {dim!r} of {self.key.path} ({len(labels)} labels "
-                        f"padded to its {length} positions)",
-                        "drop the dataset (drop_variables=[...]) or read it with tet.open")
-                values = labels_to_values(labels, length, meta)
-                if values is not None:
-                    cattrs = decode_attrs(meta.get("attrs", {}), meta.get("types", {})
-                                          ) if meta else {}
-                    coords[dim] = xr.Variable((dim,), values, cattrs)
-            if _is_scalar(ds):
-                variables[var_name] = xr.Variable((), f.read_numpy(ds.name).reshape(()), attrs)
-                continue
-            array = TetBackendArray(self.key, ds.name, ds.shape, ds.numpy_dtype)
-            blocks = grouped_chunk_shape(ds.shape, ds.chunk_shape)  # at most MAX_BLOCKS
-            encoding = {"preferred_chunks": dict(zip(dims[ds.name], blocks)),
-                        "chunksizes": ds.chunk_shape, "source": self.key.path}
-            variables[var_name] = xr.Variable(dims[ds.name], indexing.LazilyIndexedArray(array),
-                                              attrs, encoding)
+                    f"{self.key.path}: dataset {v.ds.name!r} has duplicate dim_names "
+                    f"{list(v.dims)} in its footer; xarray needs one name per axis "
+                    f"(open the file without it: drop_variables=[{v.name!r}])")
+            self._label_coords(f, ext, v, names, coords)
+            variables[v.name] = _variable(self.key, v)
+            if v.text is not None:
+                self.text_variables.add(v.name)
         variables.update(coords)
         _check_sizes(variables, self.key.path)
         return variables, global_attrs
+
+    def _group_attrs(self, f: TetFile, ext: Mapping[str, Any]) -> dict[str, Any]:
+        group = (self.group or "").strip("/")
+        if not group:
+            return f.file_attrs
+        entry = ext.get("groups", {}).get(group, {})
+        return merge_attrs({}, entry.get("attrs", {}), f"group {group!r} attrs")
+
+    def _label_coords(self, f: TetFile, ext: Mapping[str, Any], v: _Var,
+                      names: Mapping[str, str], coords: dict[str, xr.Variable]) -> None:
+        """The coordinates the footer labels of `v` give (the first labels of a dim win;
+        a dataset named like the dim wins over labels)."""
+        ds = v.ds
+        for axis, labels in ds.coords.items() if v.dims else ():
+            dim = _axis_dim(axis, ds, v)
+            if dim is None or dim in coords or dim in names.values():
+                continue
+            meta = v.legacy.coords.get(dim) if v.legacy is not None else None
+            cattrs: dict[str, Any] = {}
+            if meta is not None:
+                cattrs = decode_attrs(meta.get("attrs", {}), meta.get("types", {}))
+            elif dim in ext.get("coords", {}):
+                meta = ext["coords"][dim]
+                cattrs = merge_attrs({}, meta.get("attrs", {}), f"coords {dim!r} attrs")
+            length = v.shape[v.dims.index(dim)]
+            if meta is None or meta.get("dtype") in (None, "str"):  # padded to the length
+                width = 4 * max([1, *map(len, labels)])  # bytes per NumPy str element
+                require_memory(
+                    length * width, resolve_budget(file_bytes=f.catalog.budget_bytes,
+                                                   file_bps=f.catalog.budget_percent_bps),
+                    f"the coordinate {dim!r} of {self.key.path} ({len(labels)} labels "
+                    f"padded to its {length} positions)",
+                    "drop the dataset (drop_variables=[...]) or read it with tet.open")
+            values = labels_to_values(labels, length, meta)
+            if values is not None:
+                coords[dim] = xr.Variable((dim,), values, cattrs)
 
     def get_encoding(self) -> dict[str, Any]:
         return {"source": self.key.path}
@@ -393,58 +517,39 @@ class TetDataStore(AbstractDataStore):
         """Nothing to release: files stay in the per-process cache."""
 
 
-def _is_scalar(ds: Dataset) -> bool:
-    return ds.attrs.get(SCALAR_ATTR) == "true" and ds.shape == (1,)
-
-
-def _reserved(key: str) -> bool:
-    return key in (TYPES_ATTR, SCALAR_ATTR) or key.startswith((GLOBAL_PREFIX, COORD_PREFIX))
-
-
-def _coord_meta(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        meta = json.loads(text)
-    except ValueError:
-        return None
-    return meta if isinstance(meta, dict) else None
-
-
-def _axis_dim(axis: str, ds: Dataset, dims: tuple[str, ...]) -> str | None:
-    """The dimension a footer coords key names (a dim name or a decimal axis index)."""
+def _axis_dim(axis: str, ds: Dataset, v: _Var) -> str | None:
+    """The dimension a footer coords key names (a dim name or a decimal axis index);
+    None for the char axis of a text dataset."""
     if ds.dim_names is not None and axis in ds.dim_names:
-        return dims[ds.dim_names.index(axis)]
-    if axis.isdigit() and int(axis) < len(dims):
-        return dims[int(axis)]
-    return None
+        d = ds.dim_names.index(axis)
+    elif axis.isdigit():
+        d = int(axis)
+    else:
+        return None
+    return v.dims[d] if d < len(v.dims) else None
 
 
-def _assign_dims(datasets: Sequence[Dataset], names: Mapping[str, str]
-                 ) -> dict[str, tuple[str, ...]]:
-    """Dimension names per dataset: footer ``dim_names``, else ``dim_i`` (or
+def _assign_dims(variables: Sequence[_Var]) -> None:
+    """Dimension names per variable: footer ``dim_names``, else ``dim_i`` (or
     ``<variable>_dim_i`` where ``dim_i`` is taken with another length)."""
     sizes: dict[str, int] = {}
-    out: dict[str, tuple[str, ...]] = {}
-    for ds in datasets:
-        if _is_scalar(ds):
-            out[ds.name] = ()
-        elif ds.dim_names is not None and len(ds.dim_names) == ds.ndim:
-            out[ds.name] = ds.dim_names
-            for dim, n in zip(ds.dim_names, ds.shape):
+    rest = []
+    for v in variables:
+        if v.footer_dims is not None:
+            v.dims = v.footer_dims
+            for dim, n in zip(v.dims, v.shape):
                 sizes.setdefault(dim, n)
-    for ds in datasets:
-        if ds.name in out:
-            continue
+        else:
+            rest.append(v)
+    for v in rest:
         dims = []
-        for i, n in enumerate(ds.shape):
+        for i, n in enumerate(v.shape):
             dim = f"dim_{i}"
             if sizes.setdefault(dim, n) != n:
-                dim = f"{names[ds.name]}_dim_{i}"
+                dim = f"{v.name}_dim_{i}"
                 sizes.setdefault(dim, n)
             dims.append(dim)
-        out[ds.name] = tuple(dims)
-    return out
+        v.dims = tuple(dims)
 
 
 def _check_sizes(variables: Mapping[str, xr.Variable], path: str) -> None:
@@ -456,6 +561,86 @@ def _check_sizes(variables: Mapping[str, xr.Variable], path: str) -> None:
                 raise XarrayLayoutError(
                     f"{path}: dimension {dim!r} has length {first[0]} in {first[1]!r} but {n} "
                     f"in {name!r}; open them apart with drop_variables=[...] or group=...")
+
+
+# ---------------------------------------------------------------------------
+# Legacy: files written by earlier versions of `from_xarray` (no typed metadata) carry
+# reserved attrs instead.  They are read here and never written again.
+#
+# - ``_tet_types``: JSON object, attr key -> type of an attr that is not a string
+#   (``"json"``, a NumPy dtype name, ``"<dtype>[]"`` for arrays, ``"tuple"``); the
+#   attr's value is its JSON text.
+# - ``_tet_global:<key>``: an attr of the xarray Dataset (file- or group-level).
+# - ``_tet_coord:<dim>``: JSON ``{"dtype", "attrs", "types"}`` of the index
+#   coordinate whose values are the labels of axis ``<dim>``.
+# - ``_tet_scalar``: ``"true"``: the dataset holds a 0-d variable stored as ``(1,)``.
+
+TYPES_ATTR = "_tet_types"
+GLOBAL_PREFIX = "_tet_global:"
+COORD_PREFIX = "_tet_coord:"
+SCALAR_ATTR = "_tet_scalar"
+
+
+def _reserved(key: str) -> bool:
+    return key in (TYPES_ATTR, SCALAR_ATTR) or key.startswith((GLOBAL_PREFIX, COORD_PREFIX))
+
+
+def _decode_value(text: str, tag: str) -> Any:
+    value = json.loads(text)
+    if tag == "json":
+        return value
+    if tag == "tuple":
+        return tuple(value)
+    if tag.endswith("[]"):
+        return np.asarray(value, dtype=np.dtype(tag[:-2]))
+    return np.dtype(tag).type(value)
+
+
+def decode_attrs(raw: Mapping[str, str], types: Mapping[str, str]) -> dict[str, Any]:
+    """Legacy attrs with the typed ones turned back into their values (a value that
+    does not parse stays the footer text)."""
+    out: dict[str, Any] = {}
+    for key, text in raw.items():
+        tag = types.get(key)
+        if tag is None:
+            out[key] = text
+            continue
+        try:
+            out[key] = _decode_value(text, tag)
+        except (ValueError, TypeError):
+            out[key] = text
+    return out
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass
+class _Legacy:
+    attrs: dict[str, Any]
+    globals: dict[str, Any]
+    coords: dict[str, dict[str, Any]]
+    scalar: bool
+
+    @classmethod
+    def of(cls, raw: Mapping[str, str]) -> _Legacy:
+        types = {str(k): str(v) for k, v in _json_object(raw.get(TYPES_ATTR)).items()}
+        decoded = decode_attrs(raw, types)
+        return cls(
+            attrs={k: v for k, v in decoded.items() if not _reserved(k)},
+            globals={k[len(GLOBAL_PREFIX):]: v for k, v in decoded.items()
+                     if k.startswith(GLOBAL_PREFIX)},
+            coords={k[len(COORD_PREFIX):]: _json_object(v) for k, v in raw.items()
+                    if k.startswith(COORD_PREFIX)},
+            scalar=raw.get(SCALAR_ATTR) == "true",
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -474,10 +659,16 @@ def _is_tet(path: str) -> bool:
         os.close(fd)
 
 
+def _drop_list(drop_variables: str | Iterable[str] | None) -> list[str]:
+    return [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
+
+
 class TetBackendEntrypoint(BackendEntrypoint):
-    """``engine="tet"``: lazy, CF-decoded datasets from ``.tet`` files."""
+    """``engine="tet"``: lazy, CF-decoded datasets (and trees of groups) from ``.tet``
+    files."""
 
     description = "Open .tet files (tet-arrays) in xarray"
+    supports_groups = True
     open_dataset_parameters = (
         "filename_or_obj", "mask_and_scale", "decode_times", "concat_characters",
         "decode_coords", "drop_variables", "use_cftime", "decode_timedelta", "group",
@@ -511,15 +702,74 @@ class TetBackendEntrypoint(BackendEntrypoint):
     ) -> xr.Dataset:
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"the tet engine opens files by path, not {type(filename_or_obj)}")
-        drop = [drop_variables] if isinstance(drop_variables, str) else list(drop_variables or ())
+        drop = _drop_list(drop_variables)
         store = TetDataStore(filename_or_obj, group=group, drop_variables=drop)
+        variables, _ = store.load()  # text is whole strings already: never stacked again
+        concat: Any = concat_characters
+        if store.text_variables:
+            concat = {name: (name not in store.text_variables
+                             and _item(concat_characters, name)) for name in variables}
         return StoreBackendEntrypoint().open_dataset(
             store, mask_and_scale=mask_and_scale, decode_times=decode_times,
-            concat_characters=concat_characters, decode_coords=decode_coords,
+            concat_characters=concat, decode_coords=decode_coords,
             drop_variables=drop, use_cftime=use_cftime, decode_timedelta=decode_timedelta)
+
+    def open_groups_as_dict(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, xr.Dataset]:
+        """``xr.open_groups(path, engine="tet")``: one Dataset per group of the file (the
+        ``/``-separated prefixes of its dataset names; ``"/"`` the root, whose attrs are
+        the file attributes), below `group` when given.  Other keywords are
+        `open_dataset`'s; `drop_variables` names variables within each group."""
+        if not isinstance(filename_or_obj, str | os.PathLike):
+            raise TypeError(f"the tet engine opens files by path, not {type(filename_or_obj)}")
+        key = file_key(filename_or_obj)
+        names = open_cached(key).datasets()
+        for name in names:
+            if "" in name.split("/"):
+                raise XarrayLayoutError(
+                    f"{key.path}: dataset {name!r} has an empty group name in its path, which "
+                    "a tree of groups cannot hold; open it with xr.open_dataset (no group=)")
+        parent = (group or "").strip("/")
+        groups = _all_groups(names)
+        if parent not in groups:
+            listed = sorted(groups - {""})
+            raise TetOSError(f"group {group!r} not found in {key.path} "
+                             f"(groups: {', '.join(repr(g) for g in listed) or 'none'})",
+                             errno=errno.ENOENT, filename=key.path)
+        out: dict[str, xr.Dataset] = {}
+        for path in sorted(groups):
+            if parent and path != parent and not path.startswith(parent + "/"):
+                continue
+            rel = path[len(parent):].strip("/") if parent else path
+            out["/" + rel] = self.open_dataset(filename_or_obj, group="/" + path,
+                                               drop_variables=drop_variables, **kwargs)
+        return out
+
+    def open_datatree(
+        self,
+        filename_or_obj: Any,
+        *,
+        drop_variables: str | Iterable[str] | None = None,
+        group: str | None = None,
+        **kwargs: Any,
+    ) -> xr.DataTree:
+        """``xr.open_datatree(path, engine="tet")``: the groups of `open_groups_as_dict`
+        as one tree (xarray checks that children align with their parents)."""
+        groups = self.open_groups_as_dict(filename_or_obj, drop_variables=drop_variables,
+                                          group=group, **kwargs)
+        return datatree_from_dict_with_io_cleanup(groups)
+
+
+def _item(value: bool | Mapping[str, bool], name: str) -> bool:
+    return bool(value.get(name, True)) if isinstance(value, Mapping) else bool(value)
 
 
 def open_tet(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
     """``xr.open_dataset(path, engine=TetBackendEntrypoint, **kwargs)``."""
     return xr.open_dataset(path, engine=TetBackendEntrypoint, **kwargs)
-

@@ -275,13 +275,20 @@ def _transform_tags(ex: Mapping[str, Any]) -> list[str]:
     return tags
 
 
+def _mask_tags(ex: Mapping[str, Any]) -> list[str]:
+    """``mask_fill=[...]``: the fill values a masked query read as missing."""
+    if not ex.get("mask_fill"):
+        return []
+    return [f"mask_fill={fmt_list(ex.get('mask_fill_values') or [])}"]
+
+
 def _tail(ex: Mapping[str, Any]) -> list[str]:
     tail = []
     if "operation_element_count" in ex:
         tail.append(f"elements={ex['operation_element_count']}")
     if ex.get("memory_strategy") is not None:
         tail.append(f"memory_strategy={ex['memory_strategy']}")
-    return tail + _transform_tags(ex)
+    return tail + _transform_tags(ex) + _mask_tags(ex)
 
 
 def _operation_line(dataset: str, key: str, body: Mapping[str, Any],
@@ -309,6 +316,7 @@ def _preview_line(dataset: str, ex: Mapping[str, Any]) -> str:
             parts.append(f"spill_bytes={ex['spill_f32_bytes']}")
     if ex.get("memory_strategy") is not None:
         parts.append(f"memory_strategy={ex['memory_strategy']}")
+    parts += _mask_tags(ex)
     preview = _preview(ex)
     if preview is None:
         parts.append("preview=empty")
@@ -473,6 +481,8 @@ def table_text(resp: Response) -> str:
                              ("io_regime", "io_regime")):
             if ex.get(field) is not None:
                 io.append((label, ex[field]))
+        if ex.get("mask_fill"):
+            io.append(("mask_fill_values", fmt_list(ex.get("mask_fill_values") or [])))
         text += _section("execution", io)
         if op is not None:
             text += _result_section(*op, ex)

@@ -45,6 +45,10 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--device", metavar="D",
                         help="device token (cpu, auto, metal, cuda[:N|:multi], rocm[:N|:multi]); "
                              "overrides execution.device (requires -x)")
+    parser.add_argument("--mask-fill", dest="mask_fill", action="store_true",
+                        help="read the dataset's _FillValue / missing_value values as missing "
+                             "(NaN) in operations, previews and spills: sets "
+                             "execution.mask_fill (a tet extension of the query format)")
     add_output_flags(parser)
     parser.set_defaults(run=run, parser=parser)
 
@@ -145,6 +149,17 @@ def _with_device(query: Any, device: str | None) -> Any:
     return {**query, "execution": {**execution, "device": token}}
 
 
+def _with_mask_fill(query: Any, mask_fill: bool) -> Any:
+    """`--mask-fill` set over ``execution.mask_fill``; a document (or an ``execution``)
+    that is not an object is left for validation to refuse."""
+    if not mask_fill or not isinstance(query, Mapping):
+        return query
+    execution = query.get("execution", {})
+    if not isinstance(execution, Mapping):
+        return query
+    return {**query, "execution": {**execution, "mask_fill": True}}
+
+
 def _validate_only(doc: Any) -> dict[str, Any]:
     """The echo response without a file (query.md §13)."""
     op = doc.operation
@@ -178,11 +193,12 @@ def _against_file(doc: Any, tet: str, *, preview: int | None, spill_allow: Seque
 
 def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: str,
               preview: int | None, device: str | None, spill_allow: Sequence[str],
-              max_chunks: int = resp.MAX_CHUNKS) -> int:
+              max_chunks: int = resp.MAX_CHUNKS, mask_fill: bool = False) -> int:
     """Validate, plan or execute, print, hint, and record history; the exit status.
 
     `query` is the document as parsed (JSON model, before validation); `preview` None
-    means the format's default; `max_chunks` caps ``read_plan.chunks``.  A dataset the
+    means the format's default; `max_chunks` caps ``read_plan.chunks``; `mask_fill`
+    sets ``execution.mask_fill`` (the recorded history holds it).  A dataset the
     file does not have prints the normal output plus a stderr hint and returns 1 (README
     decision 33); it is not recorded.
     """
@@ -195,7 +211,7 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
         raise CommandFailed("--device requires -x / --execute")
     if spill_allow and not execute:
         raise CommandFailed("--spill-allow requires -x / --execute and -t / --tet")
-    query = _with_device(query, device)
+    query = _with_mask_fill(_with_device(query, device), mask_fill)
     doc = parse_value(query)
     if preview is not None and not execute:
         raise CommandFailed("--preview requires -x / --execute")
@@ -230,4 +246,5 @@ def run(args: argparse.Namespace) -> int:
         parser.error("--spill-allow requires -x / --execute and -t / --tet")
     return run_query(load_query(args.query), tet=args.tet, execute=args.execute,
                      fmt=output_format(args), preview=args.preview, device=args.device,
-                     spill_allow=spill_allow, max_chunks=args.max_chunks)
+                     spill_allow=spill_allow, max_chunks=args.max_chunks,
+                     mask_fill=args.mask_fill)

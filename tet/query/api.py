@@ -45,6 +45,14 @@ _INT_OPS = frozenset({"count", "arg_min", "arg_max"})
 _BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
 
 
+def _with_mask(doc: dict[str, Any], mask_fill: Any) -> dict[str, Any]:
+    """`doc` with ``execution.mask_fill`` when the helper was asked for it (anything but
+    False is written, so a non-bool is refused by validation like in a document)."""
+    if mask_fill is not False:
+        doc["execution"] = {"mask_fill": mask_fill}
+    return doc
+
+
 class QueryMethods:
     """Mixed into `TetFile`; everything goes through `execute_document`."""
 
@@ -68,7 +76,7 @@ class QueryMethods:
             raise UnknownDatasetError(name, path=f.path, available=f.datasets())
         doc = parse_value(query)
         if device is not None:
-            ex = doc.execution or Execution(None, None, None, None)
+            ex = doc.execution or Execution()
             ex = dataclasses.replace(ex, device=parse_device(device))
             doc = dataclasses.replace(doc, execution=ex)
         return doc
@@ -138,13 +146,14 @@ class QueryMethods:
 
     def _reduce(self, op: str, dataset: str, axes: AxisArg, axis: int | str | None, *,
                 selection: Any, device: str | None, preview: int | None, raw: bool,
-                body: Any = None) -> Any:
+                body: Any = None, mask_fill: bool = False) -> Any:
         wire = HELPER_OPS.get(op, op)
         resolved = self._axes(dataset, axes, axis)
         spec = resolved if body is None else body(resolved)
         doc: dict[str, Any] = {"dataset": dataset, wire: spec}
         if selection is not None:
             doc["selection"] = selection
+        _with_mask(doc, mask_fill)
         result = self.query_execute(doc, device=device, preview=preview, raw=False)
         if raw:
             return result.raw
@@ -162,8 +171,11 @@ class QueryMethods:
     # -- tier C ---------------------------------------------------------------
     def quantile(self, dataset: str, q: float, axes: AxisArg = None, *,
                  axis: int | str | None = None, selection: Any = None, device: str | None = None,
-                 preview: int | None = None, raw: bool = False) -> Any:
-        """`np.quantile` (linear) over `axes`; a float for scalar calls, else a `QueryResult`."""
+                 preview: int | None = None, raw: bool = False, mask_fill: bool = False) -> Any:
+        """`np.quantile` (linear) over `axes`; a float for scalar calls, else a `QueryResult`.
+
+        ``mask_fill=True`` (every helper has it) reads the dataset's ``_FillValue`` /
+        ``missing_value`` values as NaN (``execution.mask_fill``)."""
 
         def body(resolved: list[int]) -> Any:
             out: dict[str, Any] = {"q": q}
@@ -174,12 +186,12 @@ class QueryMethods:
             return out
 
         return self._reduce("quantile", dataset, axes, axis, selection=selection, device=device,
-                            preview=preview, raw=raw, body=body)
+                            preview=preview, raw=raw, body=body, mask_fill=mask_fill)
 
     def histogram(self, dataset: str, bins: int, axes: AxisArg = None, *,
                   axis: int | str | None = None, min: float | None = None,
                   max: float | None = None, selection: Any = None, device: str | None = None,
-                  preview: int | None = None, raw: bool = False) -> Any:
+                  preview: int | None = None, raw: bool = False, mask_fill: bool = False) -> Any:
         """`np.histogram` counts (and edges when scalar) as a `QueryResult`."""
         resolved = self._axes(dataset, axes, axis)
         body: dict[str, Any] = {"bins": bins}
@@ -189,22 +201,24 @@ class QueryMethods:
             body["min"] = min
         if max is not None:
             body["max"] = max
-        return self._matrix_like("histogram", dataset, body, selection, device, preview, raw)
+        return self._matrix_like("histogram", dataset, body, selection, device, preview, raw,
+                                 mask_fill)
 
     def covariance(self, dataset: str, axis: int | str, *, selection: Any = None,
                    device: str | None = None, preview: int | None = None,
-                   raw: bool = False) -> Any:
+                   raw: bool = False, mask_fill: bool = False) -> Any:
         """Population covariance (`np.cov(bias=True)`); observations along `axis`."""
         a = self._observation_axis("covariance", dataset, axis)
-        return self._matrix_like("covariance", dataset, a, selection, device, preview, raw)
+        return self._matrix_like("covariance", dataset, a, selection, device, preview, raw,
+                                 mask_fill)
 
     def correlation(self, dataset: str, axis: int | str, *, selection: Any = None,
                     device: str | None = None, preview: int | None = None,
-                    raw: bool = False) -> Any:
+                    raw: bool = False, mask_fill: bool = False) -> Any:
         """`np.corrcoef`; observations along `axis`."""
         a = self._observation_axis("correlation", dataset, axis)
         return self._matrix_like("correlation", dataset, {"axis": a}, selection, device,
-                                 preview, raw)
+                                 preview, raw, mask_fill)
 
     def _observation_axis(self, op: str, dataset: str, axis: int | str | None) -> int:
         if axis is None or isinstance(axis, (list, tuple)):
@@ -214,23 +228,27 @@ class QueryMethods:
         return a
 
     def _matrix_like(self, op: str, dataset: str, body: Any, selection: Any,
-                     device: str | None, preview: int | None, raw: bool) -> Any:
+                     device: str | None, preview: int | None, raw: bool,
+                     mask_fill: bool = False) -> Any:
         doc: dict[str, Any] = {"dataset": dataset, op: body}
         if selection is not None:
             doc["selection"] = selection
+        _with_mask(doc, mask_fill)
         return self.query_execute(doc, device=device, preview=preview, raw=raw)
 
     # -- sinks ----------------------------------------------------------------
     def read_spill(self, dataset: str, path: str | PathLike[str] | None = None, *,
-                   selection: Any = None, raw: bool = False) -> Any:
+                   selection: Any = None, raw: bool = False, mask_fill: bool = False) -> Any:
         """Write the selection to a spill file (row-major, little-endian, no header);
-        without `path`, a file in the platform cache that is kept for the caller."""
+        without `path`, a file in the platform cache that is kept for the caller.
+        ``mask_fill=True``: fill values written as NaN (integers as float64)."""
         f: TetFile = self  # type: ignore[assignment]
         target = (str(f.allowlist.temp_path("spill")) if path is None
                   else f.allowlist.beside(path, "spill"))
         doc: dict[str, Any] = {"dataset": dataset, "spill": target}
         if selection is not None:
             doc["selection"] = selection
+        _with_mask(doc, mask_fill)
         response = self.query_execute(doc, raw=True)
         return response if raw else SpillReadResult.from_response(response)
 
@@ -242,7 +260,7 @@ class QueryMethods:
     def _transform(self, sink: TransformWrite, method: str, dataset: str, axes: AxisArg, *,
                    axis: int | str | None, selection: Any, device: str | None, raw: bool,
                    path: str | PathLike[str] | None = None,
-                   timestamp: bool | None = None) -> Any:
+                   timestamp: bool | None = None, mask_fill: bool = False) -> Any:
         f: TetFile = self  # type: ignore[assignment]
         resolved = self._axes(dataset, axes, axis)
         body: dict[str, Any] = {"method": method}
@@ -259,6 +277,7 @@ class QueryMethods:
         doc: dict[str, Any] = {"dataset": dataset, "transform": body, "write": write}
         if selection is not None:
             doc["selection"] = selection
+        _with_mask(doc, mask_fill)
         out: dict[str, Any] = {}
         _, response = self._run(doc, device=device, preview=0, plan=False, sink=out)
         if raw:
@@ -271,7 +290,8 @@ class QueryMethods:
 
     def null_count(self, dataset: str, axes: AxisArg = None, *, axis: int | str | None = None,
                    fill: float | None = None, selection: Any = None, device: str | None = None,
-                   preview: int | None = None, raw: bool = False) -> Any:
+                   preview: int | None = None, raw: bool = False,
+                   mask_fill: bool = False) -> Any:
         """Elements equal to `fill` (default: the dataset's _FillValue-style attr)."""
 
         def body(resolved: list[int]) -> Any:
@@ -283,19 +303,22 @@ class QueryMethods:
             return out or []
 
         return self._reduce("null_count", dataset, axes, axis, selection=selection,
-                            device=device, preview=preview, raw=raw, body=body)
+                            device=device, preview=preview, raw=raw, body=body,
+                            mask_fill=mask_fill)
 
 
 def _helper(op: str) -> Callable[..., Any]:
     def method(self: QueryMethods, dataset: str, axes: AxisArg = None, *,
                axis: int | str | None = None, selection: Any = None, device: str | None = None,
-               preview: int | None = None, raw: bool = False) -> Any:
+               preview: int | None = None, raw: bool = False, mask_fill: bool = False) -> Any:
         return self._reduce(op, dataset, axes, axis, selection=selection, device=device,
-                            preview=preview, raw=raw)
+                            preview=preview, raw=raw, mask_fill=mask_fill)
 
     method.__name__ = op
     method.__doc__ = (f"The `{HELPER_OPS[op]}` reduction over `axes` ([] or None: every "
-                      "element); a bare value for scalar calls, else a `QueryResult`.")
+                      "element); a bare value for scalar calls, else a `QueryResult`. "
+                      "``mask_fill=True`` reads the dataset's ``_FillValue`` / "
+                      "``missing_value`` values as NaN (``execution.mask_fill``).")
     return method
 
 

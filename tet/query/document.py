@@ -56,7 +56,7 @@ TRANSFORMS = TRANSFORM_METHODS
 WRITE_TARGETS = ("switch", "spill", "sidecar", "ram")
 RESERVED = ("dataset", "layout_version", "selection", "spill", "write", "execution")
 EXECUTION_KEYS = ("memory_budget_bytes", "memory_budget_percent", "memory_budget_percent_bps",
-                  "fold_parallel", "device")
+                  "fold_parallel", "device", "mask_fill")
 FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
 _NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Rust's f64::from_str grammar: no underscores, no hex, no inner whitespace.
@@ -179,6 +179,7 @@ class Execution:
     memory_budget_percent_bps: int | None = None
     fold_parallel: bool | None = None
     device: str | None = None
+    mask_fill: bool | None = None  # our extension: fill values read as missing (tet.query.mask)
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form; the percentage is written as ``memory_budget_percent`` (bps/100)."""
@@ -191,6 +192,8 @@ class Execution:
             out["fold_parallel"] = self.fold_parallel
         if self.device is not None:
             out["device"] = self.device
+        if self.mask_fill is not None:
+            out["mask_fill"] = self.mask_fill
         return out
 
 
@@ -613,7 +616,12 @@ def _execution(ex: Any) -> Execution:
     device = None
     if "device" in ex:
         device = parse_device(ex["device"])
-    return Execution(budget, bps, parallel, device)
+    mask = None
+    if "mask_fill" in ex:
+        if not _is_bool(ex["mask_fill"]):
+            raise _v("`execution.mask_fill` must be a boolean")
+        mask = bool(ex["mask_fill"])
+    return Execution(budget, bps, parallel, device, mask)
 
 
 def _u64_key(ex: Mapping[str, Any], key: str) -> int:

@@ -17,6 +17,7 @@ from tet.query.allow import Allowlist
 from tet.query.budget import WORK_FLOOR, host_available_ram, require_memory, resolve_budget
 from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
 from tet.query.folds import fold
+from tet.query.mask import MaskInfo, mask_fields, resolve_mask
 from tet.query.ops import OPS
 from tet.query.plan import ReadPlan, plan_read
 from tet.query.transform import run_transform
@@ -115,12 +116,17 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
                             ) else None
     stored, tiles = int(plan.stored.sum()), plan.chunk_count
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored}
+    # execution.mask_fill: the dataset's fill values read as NaN everywhere below
+    masked = resolve_mask(f, dataset_id) if ex is not None and ex.mask_fill else None
+    mask = masked.mask if masked is not None else None
     preview_dtype, preview_values = dt.name, None
+    if mask is not None:
+        preview_dtype = dtypes.for_numpy(mask.out_dtype).name
     if op is None and doc.spill is not None:
         assert allow is not None
         f._check(dataset_id, box)  # bad rows fail before the spill file is sized
         spilled, preview_values = _spill(f, dataset_id, box, doc.spill, allow, dt.numpy,
-                                         preview, budget)
+                                         preview, budget, masked)
         fields.update(spilled)
     elif op is None:
         if preview == 0:
@@ -131,15 +137,15 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
     elif tier == "A":
         fields.update(_fold_fields(f, doc, dataset_id, box, axes,
                                    0.0 if fill is None else fill, nbytes, available, tiles,
-                                   budget))
+                                   budget, masked))
         fields["memory_strategy"] = "streaming_fold"
     elif tier == "C":
         assert allow is not None
-        fields.update(_tier_c(f, doc, dataset_id, box, axes, budget, allow))
+        fields.update(_tier_c(f, doc, dataset_id, box, axes, budget, allow, masked))
     else:
         assert allow is not None
         done = run_transform(f, doc, dataset_id, box, axes, budget=budget, allow=allow,
-                             stored=stored)
+                             stored=stored, mask=mask)
         fields.update(done.fields)
         fields.update(_parallel_fields(tiles, nbytes, available))
         if sink is not None:
@@ -147,7 +153,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         preview_dtype = dtypes.for_numpy(done.preview_source.dtype).name
         preview_values = _head(done.preview_source, preview, budget)
     if preview_values is None and (op is None or tier != "T"):
-        preview_values = _preview(f, dataset_id, box, preview, budget)
+        preview_values = _preview(f, dataset_id, box, preview, budget, masked)
     fields.update(resp.preview_fields(preview_dtype, preview_values, count, preview))
     if op is not None:
         fields["operation_element_count"] = count
@@ -158,6 +164,8 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         fields["logical_selection_f32_bytes"] = 4 * count
     fields["logical_selection_bytes"] = nbytes
     fields.update(_device(doc, op.key if op else None, bool(axes), dt.name, nbytes))
+    if masked is not None:
+        fields.update(mask_fields(masked))
     return fields
 
 
@@ -180,21 +188,26 @@ def _head(values: np.ndarray[Any, Any], limit: int, budget: int) -> np.ndarray[A
 
 
 def _spill(f: TetFile, dataset_id: int, box: Box, target: str, allow: Allowlist,
-           dtype: np.dtype[Any], preview: int, budget: int
+           dtype: np.dtype[Any], preview: int, budget: int, masked: MaskInfo | None = None
            ) -> tuple[dict[str, Any], np.ndarray[Any, Any] | None]:
     """Top-level `spill`: the selection, row-major, dtype-native little-endian (§7), and
-    its first `preview` values (read from what was written, not from the path again)."""
+    its first `preview` values (read from what was written, not from the path again).
+    Masked, fills are NaN and an integer dataset is written as float64."""
+    mask = masked.mask if masked is not None else None
+    if mask is not None:
+        dtype = mask.out_dtype
     with allow.create(target, what="spill") as out:
         values = out.map(dtype.newbyteorder("<"), box.shape)
-        f._fill(dataset_id, box, values)
+        f._fill(dataset_id, box, values, mask=mask)
         head = _head(values, preview, budget)
     return ({"memory_strategy": "mmap_spill", "spill_f32_path": str(out.shown),
              "spill_f32_bytes": box.size * dtype.itemsize}, head)
 
 
 def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tuple[int, ...],
-            budget: int, allow: Allowlist) -> dict[str, Any]:
+            budget: int, allow: Allowlist, masked: MaskInfo | None = None) -> dict[str, Any]:
     """Median, quantile, histogram, covariance, correlation (ops.md §5)."""
+    mask = masked.mask if masked is not None else None
     op = doc.operation
     assert op is not None
     key, params = op.key, op.params
@@ -204,7 +217,8 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
         lo, hi = params.get("min"), params.get("max")
         counts, edges = materialize.histogram(
             f, dataset_id, box, int(params["bins"]), axes,
-            None if lo is None or hi is None else (float(lo), float(hi)), budget=budget)
+            None if lo is None or hi is None else (float(lo), float(hi)), budget=budget,
+            mask=mask)
         out["memory_strategy"] = "streaming_fold"
         if axes:
             out["operation_reduced_shape"] = kept
@@ -218,7 +232,8 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
         if box.shape[1 - obs] > materialize.MAX_VARIABLES:
             raise _fail(f"variable axis length {box.shape[1 - obs]} exceeds maximum "
                         f"{materialize.MAX_VARIABLES}")
-    with materialize.materialized(f, dataset_id, box, budget=budget, allow=allow) as (x, how):
+    with materialize.materialized(f, dataset_id, box, budget=budget, allow=allow,
+                                  mask=mask) as (x, how):
         out["memory_strategy"] = how
         if key in ("median", "quantile"):
             q = 0.5 if key == "median" else float(params["q"])
@@ -268,7 +283,7 @@ def _observation_axis(tokens: Sequence[str], ndim: int,
 
 def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
                  axes: tuple[int, ...], fill: float, nbytes: int, available: int | None,
-                 tiles: int, budget: int) -> dict[str, Any]:
+                 tiles: int, budget: int, masked: MaskInfo | None = None) -> dict[str, Any]:
     assert doc.operation is not None
     key = doc.operation.key
     ex = doc.execution
@@ -280,7 +295,8 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
               and _contiguous_raw(table))
     sequential = linear or hint is False
     values = fold(table, box, key, axes, fill=fill, sequential=sequential,
-                  scan_window=LINEAR_SCAN_WINDOW if linear else 0, budget=budget)
+                  scan_window=LINEAR_SCAN_WINDOW if linear else 0, budget=budget,
+                  mask=masked.mask if masked is not None else None)
     spec = OPS[key]
     out: dict[str, Any] = {
         "fold_parallel": (not sequential) and tiles > 1,
@@ -307,7 +323,7 @@ def _contiguous_raw(table: kernels.TileTable) -> bool:
 
 
 def _preview(f: TetFile, dataset_id: int, box: Box, limit: int,
-             budget: int) -> np.ndarray[Any, Any] | None:
+             budget: int, masked: MaskInfo | None = None) -> np.ndarray[Any, Any] | None:
     """The first `limit` values of the selection in row-major order, reading at most
     about 2 × limit elements (the smallest leading sub-box that holds them)."""
     if limit <= 0:
@@ -326,7 +342,8 @@ def _preview(f: TetFile, dataset_id: int, box: Box, limit: int,
     stop = [min(e, s) for e, s in zip(stop, box.stop)]
     sub = Box(tuple(start), tuple(stop), box.step)
     # at most 2 n values: within what _preview_memory allowed for the response
-    values = f._read(dataset_id, sub, copy=True, budget=max(budget, WORK_FLOOR))
+    values = f._read(dataset_id, sub, copy=True, budget=max(budget, WORK_FLOOR),
+                     mask=masked.mask if masked is not None else None)
     return values.ravel()[:n]
 
 

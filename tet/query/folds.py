@@ -91,13 +91,15 @@ def fold(
     sequential: bool = False,
     scan_window: int = 0,
     budget: int | None = None,
+    mask: kernels.FillMask | None = None,
 ) -> Acc:
-    """One C call: the op over `box`, reducing `axes` ([] = everything).
+    """One C call: the op over `box`, reducing `axes` ([] = everything); with `mask`,
+    elements equal to its fill values fold as NaN.
 
     Returns the values shaped like the kept axes of the selection (0-d for scalar).
     """
     return fold_many(table, box, (op,), axes, fill=fill, sequential=sequential,
-                     scan_window=scan_window, budget=budget)[op]
+                     scan_window=scan_window, budget=budget, mask=mask)[op]
 
 
 def fold_many(
@@ -111,6 +113,7 @@ def fold_many(
     scan_window: int = 0,
     table_of: dict[str, tuple[int, Callable[[Acc], Acc]]] | None = None,
     budget: int | None = None,
+    mask: kernels.FillMask | None = None,
 ) -> dict[str, Acc]:
     """Several ops from the same single pass (e.g. a transform's statistics); ops are
     looked up in `table_of` first (e.g. `SKIP_NAN`), then in `FOLDS`.  The accumulators
@@ -122,6 +125,7 @@ def fold_many(
         what |= bits
     reduce = list(range(len(box.shape))) if not axes else sorted(axes)
     cells = table.fold(box.start, box.stop, box.step, reduce=reduce, what=what, fill=fill,
-                       sequential=sequential, scan_window=scan_window, budget=budget)
+                       sequential=sequential, scan_window=scan_window, budget=budget,
+                       mask=mask)
     kept = tuple(n for d, n in enumerate(box.shape) if d not in reduce)
     return {op: finish(cells).reshape(kept) for op, (_, finish) in spec.items()}

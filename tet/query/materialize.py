@@ -20,6 +20,7 @@ import numpy as np
 
 from tet import dtypes
 from tet.errors import QueryError
+from tet.kernels import FillMask
 from tet.query.allow import Allowlist
 from tet.query.budget import WORK_FLOOR, allocate, require_memory
 from tet.query.folds import SKIP_NAN, fold_many
@@ -40,17 +41,22 @@ def _v(msg: str) -> QueryError:
 
 @contextmanager
 def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
-                 allow: Allowlist) -> Iterator[tuple[Arr, str]]:
-    """The selection, dense and writable in its own dtype, and the strategy used."""
+                 allow: Allowlist, mask: FillMask | None = None) -> Iterator[tuple[Arr, str]]:
+    """The selection, dense and writable in its own dtype, and the strategy used.
+
+    With `mask` its fill values are NaN, in ``mask.out_dtype`` (float64 for integers),
+    and that dtype's size decides between RAM and the temp spill."""
     dtype = dtypes.by_tag(f.catalog.datasets[dataset_id].dtype).numpy
+    if mask is not None:
+        dtype = mask.out_dtype
     if box.size * dtype.itemsize <= budget:
         out = allocate(box.shape, dtype, budget=budget, what=f"materialising {list(box.shape)}")
-        f._fill(dataset_id, box, out, budget=budget)
+        f._fill(dataset_id, box, out, budget=budget, mask=mask)
         yield out, "in_memory_materialize"
         return
     f._check(dataset_id, box)  # a file declaring a huge selection fails before its spill
     x = allow.scratch(dtype, box.shape)  # a file with no name: nothing to clean up
-    f._fill(dataset_id, box, x, budget=budget)
+    f._fill(dataset_id, box, x, budget=budget, mask=mask)
     yield x, "temp_spill_materialize"
 
 
@@ -121,8 +127,9 @@ def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False,
 
 def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[int],
               value_range: tuple[float, float] | None, *,
-              budget: int | None = None) -> tuple[Arr, Arr]:
-    """Counts [cells, bins] and edges [cells, bins + 1] of `np.histogram` per cell.
+              budget: int | None = None, mask: FillMask | None = None) -> tuple[Arr, Arr]:
+    """Counts [cells, bins] and edges [cells, bins + 1] of `np.histogram` per cell
+    (with `mask`, its fill values are NaN: left out of the range and the counts).
 
     The edges (and the range arrays they come from) must fit `budget` (default: the
     file's) before anything is allocated; the fold checks its own accumulators."""
@@ -141,7 +148,7 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
         hi = np.full(n_cells, value_range[1])
     else:
         extremes = fold_many(table, box, ("min", "max"), axes, table_of=SKIP_NAN,
-                             budget=budget)
+                             budget=budget, mask=mask)
         lo, hi = extremes["min"].reshape(-1), extremes["max"].reshape(-1)
         empty = np.isnan(lo)  # every value NaN: NumPy's empty-array range
         lo, hi = np.where(empty, 0.0, lo), np.where(empty, 1.0, hi)
@@ -160,7 +167,7 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
         raise _v(f"too many bins for the histogram range [{float(lo[bad])!r}, "
                  f"{float(hi[bad])!r}]{cell}: cannot create {bins} finite-sized bins")
     counts = table.fold(box.start, box.stop, box.step, reduce=reduce, what=0, edges=edges,
-                        budget=budget)
+                        budget=budget, mask=mask)
     return counts, edges
 
 

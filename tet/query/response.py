@@ -63,6 +63,7 @@ EXECUTION_ORDER: tuple[str, ...] = (
     "device_gpu_multi", *_REDUCED, "operation_covariance", "operation_covariance_order",
     "operation_correlation", "operation_correlation_order", "transform_method",
     "transform_div_by_zero_indices", "transform_div_by_zero_count",
+    "mask_fill", "mask_fill_values", "mask_fill_dtype",  # our extension (tet.query.mask)
 )
 _RANK = {k: i for i, k in enumerate(EXECUTION_ORDER)}
 

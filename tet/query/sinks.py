@@ -211,8 +211,11 @@ class SpillReadResult:
     @classmethod
     def from_response(cls, raw: dict[str, Any]) -> SpillReadResult:
         ex = raw.get("execution") or {}
+        tag = int(raw["catalog"]["dtype"])
+        if isinstance(ex.get("mask_fill_dtype"), str):  # masked: an integer spill is f64
+            tag = dtypes.by_name(ex["mask_fill_dtype"]).tag
         return cls(path=Path(ex["spill_f32_path"]), shape=_shape(raw),  # canonical already
-                   dtype_tag=int(raw["catalog"]["dtype"]),
+                   dtype_tag=tag,
                    byte_len=ex.get("spill_f32_bytes"), memory_strategy=ex.get("memory_strategy"),
                    raw=raw)
 
@@ -237,22 +240,23 @@ class _Methods:
         sink, run = self._sink, self._run
 
         def to_ram(dataset: str, axes: Any = None, *, axis: Any = None, selection: Any = None,
-                   device: str | None = None, raw: bool = False) -> Any:
+                   device: str | None = None, raw: bool = False, mask_fill: bool = False) -> Any:
             return run(sink, method, dataset, axes, axis=axis, selection=selection,
-                       device=device, raw=raw)
+                       device=device, raw=raw, mask_fill=mask_fill)
 
         def to_spill(dataset: str, axes: Any = None, *, axis: Any = None,
                      selection: Any = None, device: str | None = None, raw: bool = False,
-                     path: str | PathLike[str] | None = None) -> Any:
+                     path: str | PathLike[str] | None = None, mask_fill: bool = False) -> Any:
             return run(sink, method, dataset, axes, axis=axis, selection=selection,
-                       device=device, raw=raw, path=path)
+                       device=device, raw=raw, path=path, mask_fill=mask_fill)
 
         def to_sidecar(dataset: str, axes: Any = None, *, axis: Any = None,
                        selection: Any = None, device: str | None = None, raw: bool = False,
                        path: str | PathLike[str] | None = None,
-                       timestamp: bool | None = None) -> Any:
+                       timestamp: bool | None = None, mask_fill: bool = False) -> Any:
             return run(sink, method, dataset, axes, axis=axis, selection=selection,
-                       device=device, raw=raw, path=path, timestamp=timestamp)
+                       device=device, raw=raw, path=path, timestamp=timestamp,
+                       mask_fill=mask_fill)
 
         call = {TransformWrite.NUMPY: to_ram, TransformWrite.SPILL: to_spill,
                 TransformWrite.SIDECAR: to_sidecar}[sink]

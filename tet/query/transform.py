@@ -105,8 +105,9 @@ def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str
 
 def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
                   axes: tuple[int, ...], *, budget: int, allow: Allowlist,
-                  stored: int) -> Transformed:
-    """Both passes and the write target; returns the response fields."""
+                  stored: int, mask: kernels.FillMask | None = None) -> Transformed:
+    """Both passes and the write target; returns the response fields.  With `mask`
+    its fill values are NaN in both passes (statistics skip them, output keeps NaN)."""
     assert doc.operation is not None
     method = str(doc.operation.params["method"])
     reported, passes = METHODS[method]
@@ -127,13 +128,15 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     kept = [n for d, n in enumerate(box.shape) if axes and d not in axes]
     from_fold = [s for s in reported if method not in ("log1p", "sqrt")]
     stats = (fold_many(f._table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN,
-                       budget=budget) if from_fold else {})
+                       budget=budget, mask=mask) if from_fold else {})
     with np.errstate(all="ignore"):  # inf - inf ranges become NaN: pass 2 reports them
         a, b = _parameters(method, stats, math.prod(kept))
 
     # pass 2: the selection, rewritten in place where it lands
     def fill_and_transform(out: Arr) -> tuple[int, list[int]]:
-        if out.dtype == src.numpy:
+        if mask is not None:  # f32/f64 in place, every other dtype promoted to float64
+            f._fill(dataset_id, box, out, budget=budget, mask=mask)
+        elif out.dtype == src.numpy:
             f._fill(dataset_id, box, out, budget=budget)
         else:
             out[...] = f._read(dataset_id, box, copy=True, budget=budget)
