@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tet.attrs import MAX_EXT_ATTRS, display, encode_value, split_attrs, validate_ext
+from tet.attrs import MAX_EXT_ATTRS, display, encode_value, validate_ext
 from tet.errors import CatalogError, TetError
 from tet.limits import LIMITS
 from tet.safeio import open_regular
@@ -152,8 +152,9 @@ class SourceVar:
 
     `read` returns the stored values of a box (it must be safe to call from several
     threads at once); `decode` (optional) turns stored values into the values written.
-    `attrs` are typed, in footer order (the writer derives the v1 text); `extra` holds
-    the dataset's other typed-metadata fields (``encoding``, ``shape``, ``text``).
+    `attrs` are typed, in footer order (`split_attrs` parts them into the v1 map and
+    the typed rest); `extra` holds the dataset's other typed-metadata fields
+    (``encoding``, ``shape``, ``text``).
     """
 
     name: str
@@ -168,12 +169,33 @@ class SourceVar:
     coords: dict[str, list[str]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def split_attrs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the writer's ``attrs=``, ``extra["attrs"]``): the first 64 attributes whose
+        text fits the v1 footer map (strings as they are, other values typed: the writer
+        writes their display text and keeps their type), and every other attribute
+        (long or empty strings, past 64 keys, values with no display text), typed."""
+        v1: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for key, value in self.attrs.items():
+            text = value if isinstance(value, str) else _text_of(value)
+            if text is not None and _fits(text) and len(v1) < MAX_ATTRS:
+                v1[key] = value
+            else:
+                rest[key] = value
+        return v1, rest
+
+    def writer_extra(self) -> dict[str, Any]:
+        """The writer's ``extra=``: `extra` plus the attributes v1 cannot hold."""
+        _, rest = self.split_attrs()
+        return {**self.extra, "attrs": rest} if rest else dict(self.extra)
+
     def meta(self) -> dict[str, Any]:
         """The v1 footer entry this variable adds (empty members left out)."""
         out: dict[str, Any] = {}
-        v1, _ = split_attrs(self.attrs, f"dataset {self.name!r}")
-        if v1:
-            out["attrs"] = v1
+        v1, _ = self.split_attrs()
+        texts = {k: v if isinstance(v, str) else _text_of(v) for k, v in v1.items()}
+        if texts:
+            out["attrs"] = texts
         if self.dim_names:
             out["dim_names"] = list(self.dim_names)
         if self.coords:
@@ -183,7 +205,9 @@ class SourceVar:
     def ext(self) -> dict[str, Any]:
         """The typed-metadata entry (`metadata.tet.datasets[name]`) this variable adds."""
         out: dict[str, Any] = {}
-        _, typed = split_attrs(self.attrs, f"dataset {self.name!r}")
+        _, rest = self.split_attrs()
+        typed = {k: encode_value(v, f"dataset {self.name!r}: attribute {k!r}")
+                 for k, v in self.attrs.items() if not isinstance(v, str) or k in rest}
         if typed:
             out["attrs"] = typed
         for key, value in self.extra.items():

@@ -116,10 +116,11 @@ def write_variables(writer: TetWriter, variables: Sequence[SourceVar], *, codec:
     for var in variables:
         tile = tile_shape(var)
         tiles.append(tile)
+        v1, _ = var.split_attrs()
         streams.append(writer.create_dataset(
-            var.name, var.shape, var.dtype, chunk_shape=tile, attrs=var.attrs or None,
+            var.name, var.shape, var.dtype, chunk_shape=tile, attrs=v1 or None,
             dim_names=var.dim_names, coords=var.coords or None, codec=codec,
-            extra=var.extra or None))
+            extra=var.writer_extra() or None))
     total = sum(math.prod(-(-n // c) for n, c in zip(v.shape, t))
                 for v, t in zip(variables, tiles))
     target = block_bytes(jobs)
