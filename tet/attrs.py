@@ -80,8 +80,8 @@ def encode_value(value: Any, where: str = "attribute") -> Any:
     """
     if isinstance(value, str):
         return value
-    if isinstance(value, (bool, np.bool_)) and not isinstance(value, np.ndarray):
-        return bool(value)
+    if isinstance(value, bool):  # a NumPy bool keeps its type: {"dtype": "bool", ...}
+        return value
     if isinstance(value, (bytes, np.bytes_)):
         return {"bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, (np.ndarray, np.generic)):
