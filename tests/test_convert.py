@@ -9,7 +9,7 @@ u64, big-endian, scalars, strings), skips (compounds, empty, rank > 8, long name
 links), metadata
 limits (64 attrs, 1024-byte strings, 64 labels, 256 datasets), HDF5 chunk reads
 (shuffle + deflate, unwritten chunks), NetCDF-3 and NetCDF-4 groups, Zarr dimension
-names / shards / v2 refusal (tests/test_convert_cf.py: real-world CF sources against
+names / shards / v2 stores (tests/test_convert_cf.py: real-world CF sources against
 xarray); detection and its error text; compressed inputs; atomic
 output on failure; the CLI's report, warnings and usage errors.
 """
@@ -634,16 +634,21 @@ def test_zarr_dims_coords_shards_and_types(tmp_path: Path) -> None:
         assert meta_of(f, "nested/mask")["coords"]["time"]["labels"][1] == "10"
 
 
-def test_zarr_root_array_and_v2_refusal(tmp_path: Path) -> None:
+def test_zarr_root_array_v2_and_unknown_format(tmp_path: Path) -> None:
     arr = zarr.create_array(tmp_path / "temps.zarr", shape=(3, 4), dtype="u2", zarr_format=3)
     arr[:] = np.arange(12).reshape(3, 4)
     report, _ = run_convert(tmp_path / "temps.zarr", tmp_path / "o.tet")
     assert report.dataset_names == ["temps"]
-    zarr.open_group(tmp_path / "old.zarr", mode="w", zarr_format=2)
+    g = zarr.open_group(tmp_path / "old.zarr", mode="w", zarr_format=2)
+    g.create_array("v", shape=(3,), dtype="f4", fill_value=None)[:] = [1, 2, 3]
+    report, _ = run_convert(tmp_path / "old.zarr", tmp_path / "o2.tet")
+    assert report.dataset_names == ["v"]
+    (tmp_path / "new.zarr").mkdir()
+    (tmp_path / "new.zarr" / "zarr.json").write_text('{"zarr_format": 4}')
     with pytest.raises(ConvertError) as err:
-        convert(tmp_path / "old.zarr", tmp_path / "o2.tet")
-    assert str(err.value) == (f"unsupported Zarr store `{tmp_path / 'old.zarr'}`: zarr_format 2 "
-                              "(only Zarr v3 stores convert)")
+        convert(tmp_path / "new.zarr", tmp_path / "o3.tet")
+    assert str(err.value) == (f"unsupported Zarr store `{tmp_path / 'new.zarr'}`: zarr_format 4 "
+                              "(only Zarr v2 directory stores and v3 stores convert)")
 
 
 # ---------------------------------------------------------------------------

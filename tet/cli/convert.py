@@ -29,14 +29,14 @@ def register(sub: Subparsers) -> None:
     parser = add_command(
         sub, "convert", help="convert an HDF5, NetCDF or Zarr v3 store into a .tet file",
         description="Convert every numeric, 0-d and string array of an HDF5 file, a NetCDF "
-                    "file or a Zarr v3 directory store into one .tet file (source chunking, "
-                    "typed attributes, file attributes, dimension names and coordinates "
-                    "kept; fill values, missing values and packing decoded as xarray "
-                    "decodes them). The output is built beside OUTPUT and renamed into "
-                    "place when complete.")
+                    "file or a Zarr v3 store (or v2 directory store) into one .tet file "
+                    "(source chunking, typed attributes, file attributes, dimension names "
+                    "and coordinates kept; fill values, missing values and packing decoded "
+                    "as xarray decodes them). The output is built beside OUTPUT and "
+                    "renamed into place when complete.")
     parser.add_argument("input", metavar="INPUT",
                         help="source file (.h5/.nc/…, optionally .gz/.bz2/.xz/.zst/.zip) or "
-                             "Zarr v3 directory")
+                             "Zarr v3 (or v2) directory")
     parser.add_argument("output", metavar="OUTPUT", help="the .tet file to write")
     parser.add_argument("--jobs", type=_jobs, default=0, metavar="N",
                         help="parallel tile-read workers; 0 (default) = host parallelism, "

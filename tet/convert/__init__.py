@@ -43,6 +43,8 @@ class _Source(Protocol):
 
     def file_attrs(self) -> dict[str, Any]: ...
 
+    def group_attrs(self) -> dict[str, dict[str, Any]]: ...
+
     def close(self) -> None: ...
 
 
@@ -183,8 +185,10 @@ def convert(
         if not variables:
             raise ConvertError(f"no supported numeric datasets found in {src_p}")
         globals_ = source.file_attrs()
-        fit_footer(variables, reserved=len(json.dumps(
-            {k: encode_value(v) for k, v in globals_.items()}, ensure_ascii=False).encode()))
+        groups = source.group_attrs()
+        typed = [{k: encode_value(v) for k, v in attrs.items()}
+                 for attrs in (globals_, *groups.values())]
+        fit_footer(variables, reserved=len(json.dumps(typed, ensure_ascii=False).encode()))
         stamp = None if timestamp is None else str(int(timestamp))
         writer = TetWriter.create(dst_p, tool="tet convert",
                                   clock=None if stamp is None else lambda: stamp)
@@ -192,6 +196,8 @@ def convert(
             writer.push_history_event("convert", kind)
             if globals_:
                 writer.set_file_attrs(globals_)
+            for group, attrs in groups.items():
+                writer.set_group_attrs(group, attrs)
             write_variables(writer, variables, codec=codec, jobs=workers, progress=progress)
             writer.commit()
         except BaseException:

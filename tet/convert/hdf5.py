@@ -200,6 +200,7 @@ class H5Source:
         except OSError as exc:
             raise ConvertError(f"cannot open HDF5 file `{path}`: {exc}") from None
         self._fd = -1
+        self._groups: dict[str, dict[str, Any]] = {}
         userblock = self._file.id.get_create_plist().get_userblock()
         if self._file.driver == "sec2" and userblock == 0:
             self._fd = os.open(path, os.O_RDONLY)
@@ -223,6 +224,9 @@ class H5Source:
                 continue
             obj = group.get(key)
             if isinstance(obj, h5py.Group):
+                attrs = file_attrs(f"group `{path}`", _attr_items(obj))
+                if attrs:
+                    self._groups[path] = attrs
                 yield from self._walk(obj, path + "/")
             elif isinstance(obj, h5py.Dataset):
                 yield path, obj
@@ -232,6 +236,10 @@ class H5Source:
 
     def file_attrs(self) -> dict[str, Any]:
         return file_attrs("the file", _attr_items(self._file))
+
+    def group_attrs(self) -> dict[str, dict[str, Any]]:
+        """The attributes of every sub-group visited by `variables()`, by path."""
+        return dict(self._groups)
 
     def _describe(self, path: str, ds: Any) -> SourceVar | None:
         shape = ds.shape

@@ -77,6 +77,7 @@ class NCSource:
         self._nc = require("netCDF4", "NetCDF")
         self._keep_packed = keep_packed
         self._lock = threading.Lock()
+        self._groups: dict[str, dict[str, Any]] = {}
         require_regular(path)
         try:
             self._root = self._nc.Dataset(path, "r")
@@ -113,13 +114,21 @@ class NCSource:
         for name in sorted(group.variables):
             yield prefix + name, group.variables[name]
         for name in sorted(group.groups):
-            yield from self._walk(group.groups[name], prefix + name + "/")
+            sub = group.groups[name]
+            attrs = file_attrs(f"group `{prefix + name}`", _attr_items(sub))
+            if attrs:
+                self._groups[prefix + name] = attrs
+            yield from self._walk(sub, prefix + name + "/")
 
     def variables(self) -> list[SourceVar]:
         return describe_each(self._walk(self._root, ""), self._describe)
 
     def file_attrs(self) -> dict[str, Any]:
         return file_attrs("the file", _attr_items(self._root))
+
+    def group_attrs(self) -> dict[str, dict[str, Any]]:
+        """The attributes of every sub-group visited by `variables()`, by path."""
+        return dict(self._groups)
 
     def _describe(self, path: str, var: Any) -> SourceVar | None:
         nc = self._nc

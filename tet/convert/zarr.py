@@ -1,4 +1,4 @@
-"""Zarr v3 input through zarr-python 3: arrays of every group, children sorted by
+"""Zarr v3 (and v2) input through zarr-python 3: arrays of every group, children sorted by
 name, depth-first (cli.md §6).  `dimension_names` become dim names, and a 1-D array
 named like a dimension (beside the array or in a parent group, as xarray lays stores
 out) gives that axis its coordinate labels.
@@ -6,7 +6,10 @@ out) gives that axis its coordinate labels.
 Values are CF-decoded the way xarray reads a v3 store: the array's `fill_value` masks
 nothing; a `_FillValue` attribute (base64 of a float64 for float arrays, as xarray
 writes it; a number for integers), `missing_value`, `scale_factor` and `add_offset`
-attributes decode as in NetCDF (`tet.convert.cf`).  String arrays are stored as text.
+attributes decode as in NetCDF (`tet.convert.cf`).  In a v2 store (a directory with
+`.zgroup` / `.zarray`), as xarray reads it, the array's `fill_value` is the `_FillValue`
+and the `_ARRAY_DIMENSIONS` attribute names the dimensions.  String arrays are stored
+as text.
 The root group's attributes (less xarray's hidden `_nc*` keys) become file attributes."""
 
 from __future__ import annotations
@@ -61,25 +64,35 @@ def _store_name(path: Path) -> str:
     return name
 
 
+def _visible(attrs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Group attributes as xarray shows them: its hidden `_nc*` keys left out."""
+    return [(k, v) for k, v in attrs.items() if not str(k).lower().startswith("_nc")]
+
+
 class ZarrSource:
-    """An open Zarr v3 store (directory, or `.zip`); `variables()` describes what will
-    be converted."""
+    """An open Zarr v3 store (directory, or `.zip`) or v2 directory store;
+    `variables()` describes what will be converted."""
 
     def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
         zarr = require("zarr", "Zarr")
         self._zarr = zarr
         self._keep_packed = keep_packed
+        self._groups: dict[str, dict[str, Any]] = {}
         self._path = path
         doc = _root_meta(path)
+        self._format = 3
         if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
             found = doc.get("zarr_format") if isinstance(doc, dict) else None
             if found is None and path.is_dir() and ((path / ".zgroup").exists()
                                                     or (path / ".zarray").exists()):
                 found = 2
-            what = f"zarr_format {found}" if found is not None else "no zarr.json at its root"
-            raise ConvertError(f"unsupported Zarr store `{path}`: {what} "
-                               "(only Zarr v3 stores convert)")
-        if doc.get("node_type") not in ("array", "group"):
+            if found != 2:
+                what = (f"zarr_format {found}" if found is not None
+                        else "no zarr.json at its root")
+                raise ConvertError(f"unsupported Zarr store `{path}`: {what} "
+                                   "(only Zarr v2 directory stores and v3 stores convert)")
+            self._format = 2
+        elif doc.get("node_type") not in ("array", "group"):
             raise ConvertError(f"unsupported Zarr store `{path}`: node_type "
                                f"{doc.get('node_type')!r} (expected 'array' or 'group')")
         self._store: Any = None
@@ -88,7 +101,7 @@ class ZarrSource:
                 self._store = zarr.storage.ZipStore(path, mode="r")
                 self._root = zarr.open(store=self._store, mode="r", zarr_format=3)
             else:
-                self._root = zarr.open(store=str(path), mode="r", zarr_format=3)
+                self._root = zarr.open(store=str(path), mode="r", zarr_format=self._format)
         except Exception as exc:
             raise ConvertError(f"cannot open Zarr store `{path}`: {exc}") from None
 
@@ -104,6 +117,9 @@ class ZarrSource:
                  chain: list[Any]) -> Iterator[tuple[str, Any, list[Any]]]:
         for name, node in sorted(group.members(), key=lambda m: m[0]):
             if isinstance(node, self._zarr.Group):
+                attrs = file_attrs(f"group `{prefix}{name}`", _visible(node.attrs.asdict()))
+                if attrs:
+                    self._groups[prefix + name] = attrs
                 yield from self._walk_in(node, f"{prefix}{name}/", [*chain, node])
             else:
                 yield prefix + name, node, chain
@@ -123,9 +139,11 @@ class ZarrSource:
     def file_attrs(self) -> dict[str, Any]:
         if isinstance(self._root, self._zarr.Array):
             return {}
-        items = [(k, v) for k, v in self._root.attrs.asdict().items()
-                 if not str(k).lower().startswith("_nc")]
-        return file_attrs("the store", items)
+        return file_attrs("the store", _visible(self._root.attrs.asdict()))
+
+    def group_attrs(self) -> dict[str, dict[str, Any]]:
+        """The attributes of every sub-group visited by `variables()`, by path."""
+        return dict(self._groups)
 
     def _describe(self, name: str, arr: Any, chain: list[Any]) -> SourceVar | None:
         shape = tuple(int(n) for n in arr.shape)
@@ -135,20 +153,30 @@ class ZarrSource:
             unit = tuple(arr.shards) if arr.shards is not None else chunks
         except NotImplementedError:  # an irregular chunk grid: the default tiling
             chunks = unit = None
-        dim_names = valid_dim_names(getattr(arr.metadata, "dimension_names", None), len(shape))
+        items = list(arr.attrs.asdict().items())
+        if self._format == 2:  # xarray's dimension names, hidden from the attributes
+            dims = dict(items).get("_ARRAY_DIMENSIONS")
+            items = [(k, v) for k, v in items if k != "_ARRAY_DIMENSIONS"]
+        else:
+            dims = getattr(arr.metadata, "dimension_names", None)
+        dim_names = valid_dim_names(dims, len(shape))
 
         def read(box: Box) -> np.ndarray[Any, Any]:
             return np.asarray(arr[box if box else ...])
 
-        items = list(arr.attrs.asdict().items())
         coords = self._coords(arr, shape, dim_names, chain) if shape else {}
         if dtype.kind in "USTO":
             return self._text(name, shape, dtype, read, items, chunks, dim_names, coords)
         if admit(name, shape, dtype) is None:
             return None
         plain = []
+        if self._format == 2:
+            # v2 (xarray's reading): the array's fill_value is the _FillValue
+            items = [(k, v) for k, v in items if k != "_FillValue"]
+            if arr.fill_value is not None:
+                items.append(("_FillValue", np.asarray(arr.fill_value, dtype=dtype)[()]))
         for i, (key, value) in enumerate(items):
-            if key == "_FillValue":
+            if key == "_FillValue" and self._format == 3:
                 fill = zarr_fill(value, dtype, name)
                 if fill is None:
                     plain.append(key)
