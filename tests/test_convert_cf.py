@@ -893,3 +893,27 @@ def test_group_attributes_are_kept(tmp_path: Path) -> None:
             assert ds.attrs == {"source": "model run 7", "member": member}, src
             assert type(ds.attrs["member"]) is type(member), src
             assert ds["t"].values.tolist() == [1, 2, 3]
+
+
+def test_many_missing_values(tmp_path: Path) -> None:
+    """A `missing_value` list of 100 values masks every one of them (one pass over the
+    block), as xarray does."""
+    src = tmp_path / "many.nc"
+    with netCDF4.Dataset(src, "w") as d:
+        d.createDimension("n", 300)
+        v = d.createVariable("v", "f4", ("n",))
+        v.missing_value = np.arange(0, 200, 2, dtype=np.float32)
+        i = d.createVariable("i", "i4", ("n",))
+        i.missing_value = np.arange(0, 200, 2, dtype=np.int32)
+        v.set_auto_maskandscale(False)
+        i.set_auto_maskandscale(False)
+        v[:] = np.arange(300, dtype=np.float32)
+        i[:] = np.arange(300, dtype=np.int32)
+    convert(src, tmp_path / "many.tet")
+    want = oracle(src)
+    with tet.open(tmp_path / "many.tet") as f:
+        for name in ("v", "i"):
+            got = f.read_numpy(name)
+            assert got.dtype == want[name].dtype
+            np.testing.assert_array_equal(got, want[name].values)
+            assert int(np.isnan(got).sum()) == 100

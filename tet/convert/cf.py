@@ -59,6 +59,8 @@ __all__ = ["ENCODING_KEYS", "Plan", "choose_float", "decoded_var", "plan", "zarr
 Arr = np.ndarray[Any, Any]
 ENCODING_KEYS = ("missing_value", "_FillValue", "_Unsigned", "scale_factor", "add_offset")
 _NUMERIC = (int, float, np.integer, np.floating)
+# Beyond this many fill values, masking is one np.isin pass instead of one == per value.
+MANY_FILLS = 16
 
 
 @dataclass(frozen=True)
@@ -129,15 +131,24 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, _NUMERIC) and not isinstance(value, (bool, np.bool_))
 
 
+def _distinct(values: list[Any]) -> list[Any]:
+    numbers = [v for v in values if _numeric(v)]
+    others = [v for v in values if not _numeric(v)]
+    return [*np.unique(np.asarray(numbers, dtype=np.float64)).tolist(), *others[:1]]
+
+
 def _cast(block: Arr, *, dtype: np.dtype[Any]) -> Arr:
     return np.asarray(block, dtype=dtype)
 
 
 def _apply_mask(block: Arr, *, fills: tuple[Any, ...], dtype: np.dtype[Any]) -> Arr:
     data = np.array(block, dtype=dtype, copy=True)
-    hole = np.zeros(data.shape, dtype=bool)
-    for fv in fills:
-        hole |= data == fv
+    if len(fills) > MANY_FILLS:  # one pass, not one comparison per value
+        hole = np.isin(data, np.asarray(fills, dtype=np.float64).astype(dtype))
+    else:
+        hole = np.zeros(data.shape, dtype=bool)
+        for fv in fills:
+            hole |= data == fv
     data[hole] = np.nan
     return data
 
@@ -186,7 +197,10 @@ def plan(name: str, stored: np.dtype[Any], attrs: Mapping[str, Any]) -> Plan:
                   "dropped (as xarray drops it)")
             continue
         encoding[key] = raw
-        fills.extend(v for v in values if v not in fills)
+        fills.extend(values)
+    if len(fills) > 1:  # distinct values, in order (a long list: sorted)
+        fills = (list(dict.fromkeys(fills)) if len(fills) <= MANY_FILLS
+                 else _distinct(fills))
 
     # 2. _Unsigned
     if "_Unsigned" in left:
