@@ -83,3 +83,13 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliRun]:
         return CliRun(rc, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def real_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every producer-style source of tests/producers.py, written once per session
+    ({kind: path}, the keys of `producers.PRODUCERS` and `EXTRA_PRODUCERS`). Shared: read
+    them, never modify them."""
+    from tests.producers import all_sources
+
+    return all_sources(tmp_path_factory.mktemp("real_sources"), extra=True)

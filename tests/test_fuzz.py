@@ -47,7 +47,7 @@ def test_short_fuzz_run_is_clean(tmp_path: Path) -> None:
 
 
 def test_harness_reports_every_kind_of_failure(tmp_path: Path) -> None:
-    proc = run(tmp_path, "--cases", "30", "--seed", "3", "--workers", "2", "--timeout", "3",
+    proc = run(tmp_path, "--cases", "30", "--seed", "3", "--workers", "2", "--timeout", "20",
                "--rss-limit", str((1 << 30) if UNDER_ASAN else (300 << 20)),
                "--inject-crash", "5", "--inject-hang", "9",
                "--inject-error", "12", "--inject-breach", "20", timeout=300)

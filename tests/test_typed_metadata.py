@@ -233,3 +233,19 @@ def test_text_refuses_what_is_not_text() -> None:
         encode_text(np.arange(3))
     with pytest.raises(TypeError, match="cannot store a object array as text"):
         encode_text(np.array(["a", b"b"], dtype=object))
+
+
+def test_attrs_keep_the_v1_limits_and_extra_attrs_hold_the_rest(tmp_path: Path) -> None:
+    with pytest.raises(tet.CatalogError, match="attr_string_bytes limit"):
+        _write(tmp_path / "a.tet", attrs={"history": "h" * 2000})
+    with pytest.raises(tet.CatalogError, match=r"dataset_attrs limit \(65 > 64\)"):
+        _write(tmp_path / "a.tet", attrs={f"k{i}": "v" for i in range(65)})
+    many = {f"k{i}": np.int16(i) for i in range(100)}
+    path = _write(tmp_path / "a.tet", attrs={"units": "K", "big": np.arange(600)},
+                  extra={"attrs": {"history": "h" * 2000, **many}})
+    with tet.open(path) as f:
+        ds = f.dataset("t")
+        assert dict(ds.attrs) == {"units": "K"}  # the array's text passes 1024 bytes
+        assert ds.typed_attrs["history"] == "h" * 2000
+        assert _same(np.int16(99), ds.typed_attrs["k99"])
+        assert _same(np.arange(600), ds.typed_attrs["big"])

@@ -40,7 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.attrs import EXT_KEY, encode_value, split_attrs, validate_ext
+from tet.attrs import EXT_KEY, display, encode_value, validate_ext
 from tet.errors import CatalogError, FileChangedError, InvalidTextError, TetError, os_error
 from tet.guard import watching
 from tet.integrity import encode_table, read_table
@@ -56,6 +56,7 @@ from tet.layout import (
     history_row,
     tile_counts,
 )
+from tet.limits import LIMITS
 from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale, temp_name
 from tet.selection import box_from_key
 
@@ -849,9 +850,10 @@ class TetWriter:
                       dim_names: Sequence[str] | None,
                       coords: Mapping[str, Sequence[str]] | None) -> dict[str, Any]:
         meta: dict[str, Any] = {}
-        if attrs:
-            v1, _ = split_attrs(attrs, f"dataset {name!r}")
-            meta["attrs"] = {_text(k, "attr name"): _text(v, f"attr {k!r}") for k, v in v1.items()}
+        texts = {k: _attr_text(v) for k, v in (attrs or {}).items()}
+        if any(t is not None for t in texts.values()):
+            meta["attrs"] = {_text(str(k), "attr name"): _text(t, f"attr {k!r}")
+                             for k, t in texts.items() if t is not None}
         if dim_names is not None:
             dims = [_text(str(d), "dim name") for d in dim_names]
             if len(dims) != len(shape):
@@ -890,12 +892,14 @@ class TetWriter:
         Parameters
         ----------
         chunk_shape : tile extent per axis; default tiles of at most 8 MiB.
-        attrs : attributes; strings as they are, other values (numbers, arrays, bytes,
-            lists) as their display text plus their typed value (`tet.attrs`).
+        attrs : the footer attributes (layout.md §5.2 limits: 64 keys, 1024 bytes);
+            strings as they are, other values (numbers, arrays, bytes, lists) as their
+            display text, their typed values kept beside it (`tet.attrs`).
         dim_names, coords : axis names, and per-axis coordinate labels.
         codec : "raw" or "zstd"; level is the zstd level (0 = library default).
-        extra : the dataset's other typed-metadata fields (``encoding``, ``shape``,
-            ``text``; see `tet.attrs`).
+        extra : the dataset's typed-metadata fields (`tet.attrs`): ``attrs`` (typed
+            attributes the footer's string map cannot hold: longer strings, past 64
+            keys; any values), ``encoding``, ``shape`` (``[]``: 0-d), ``text``.
         """
         arr = np.asarray(array)
         wire = dtypes.for_numpy(arr.dtype)
@@ -1180,18 +1184,29 @@ def _codec(name: str) -> int:
         raise ValueError(f"unknown codec {name!r} (use 'raw' or 'zstd')") from None
 
 
+def _attr_text(value: Any) -> str | None:
+    """The v1 text of an ``attrs=`` value: a string as it is (the v1 limits apply); any
+    other value's display text when it has one that fits (its type is kept in the typed
+    metadata either way)."""
+    if isinstance(value, str):
+        return value
+    text = display(value)
+    return text if text is not None and len(text.encode("utf-8")) <= LIMITS[
+        "attr_string_bytes"] else None
+
+
 def _dataset_ext(name: str, attrs: Mapping[str, Any] | None,
                  extra: Mapping[str, Any] | None) -> dict[str, Any]:
     """The `metadata.tet` entry of a new dataset: its typed attrs and `extra` fields."""
     entry: dict[str, Any] = {k: _deep_copy(v) for k, v in (extra or {}).items()}
-    if "attrs" in entry:
-        raise TypeError(f"dataset {name!r}: typed attrs go in attrs=, not extra=")
-    if "encoding" in entry:
-        entry["encoding"] = {k: encode_value(v, f"dataset {name!r} encoding {k!r}")
-                             for k, v in entry["encoding"].items()}
-    _, typed = split_attrs(attrs or {}, f"dataset {name!r}")
+    for field_ in ("attrs", "encoding"):
+        if field_ in entry:
+            entry[field_] = {k: encode_value(v, f"dataset {name!r} {field_} {k!r}")
+                             for k, v in entry[field_].items()}
+    typed = {k: encode_value(v, f"dataset {name!r}: attribute {k!r}")
+             for k, v in (attrs or {}).items() if not isinstance(v, str)}
     if typed:
-        entry["attrs"] = typed
+        entry["attrs"] = {**typed, **entry.get("attrs", {})}
     validate_ext({"datasets": {name: entry}})
     return entry
 
