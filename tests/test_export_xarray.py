@@ -77,10 +77,11 @@ def _typed_file(path: Path) -> Path:
         attrs={"units": "K", "valid_range": np.array([0.0, 30.0], np.float32),
                "flag_values": np.array([1, 2], np.int8), "nan_attr": np.float64("nan"),
                "low": np.float64(-np.inf), "pair": (1, "x"), "nested": {"a": [1, 2]},
-               "scale": np.float32(0.1), "long": "y" * 2000,
+               "scale": np.float32(0.1),
                "_FillValue": np.float32(1e20), "missing_value": np.float32(1e20)},
         extra={"encoding": {"_FillValue": np.float32(1e20), "missing_value": np.float32(1e20),
-                            "dtype": "int16"}},
+                            "dtype": "int16"},
+               "attrs": {"long": "y" * 2000}},  # past the footer's 1024-byte strings
         coords={"time": list(np.datetime_as_string(TIMES, unit="h")),
                 "lat": ["-45.5", "45.5"], "lon": ["a", "b"]})
     w.write_dataset("packed", PACKED, chunk_shape=(2, 2), dim_names=["time", "lat"],
@@ -134,11 +135,12 @@ def _typed_expected() -> xr.Dataset:
     return xr.decode_cf(raw)
 
 
-def _zarr_dataset(store: Path, **kwargs: Any) -> xr.Dataset:
+def _zarr_dataset(store: Path, *, strict: bool = True, **kwargs: Any) -> xr.Dataset:
     """``xr.open_zarr`` of an export, loaded, without the root's ``tetration_export``
-    (the version of the tet that wrote it; the only attribute the file itself lacks)."""
+    (the version of the tet that wrote it; the only attribute the file itself lacks).
+    `strict`: any warning fails (unstable data types, decoding trouble)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no unstable data types, no decoding warnings
+        warnings.simplefilter("error" if strict else "ignore")
         ds = xr.open_zarr(store, consolidated=False, **kwargs).load()
     assert ds.attrs.pop("tetration_export", tet.__version__) == tet.__version__
     return ds
@@ -155,8 +157,10 @@ def _documents(store: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
         yield path, json.loads(path.read_text())
 
 
-def _backend(path: Path, **kwargs: Any) -> xr.Dataset:
-    return xr.open_dataset(path, engine="tet", **kwargs).load()
+def _backend(path: Path, *, strict: bool = True, **kwargs: Any) -> xr.Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error" if strict else "ignore")
+        return xr.open_dataset(path, engine="tet", **kwargs).load()
 
 
 def _backend_reads_typed_metadata(tmp_path: Path) -> bool:
@@ -629,6 +633,55 @@ def test_files_the_reference_convert_decoded(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got["t"].values, data)
     # integers were stored as they are: their packing is real, xarray decodes it
     np.testing.assert_array_equal(got["raw_int"].values, [0.5, np.nan, 1.5])
+
+
+# ---------------------------------------------------------------------------
+# Files converted from the sources producers write (tests/producers.py)
+
+
+def _groups(store: Path) -> list[str]:
+    """The store's groups that hold arrays ("" for the root), parents first."""
+    out: list[str] = []
+
+    def walk(group: zarr.Group, path: str) -> None:
+        if any(True for _ in group.array_keys()):
+            out.append(path)
+        for name in sorted(group.group_keys()):
+            child = group[name]
+            assert isinstance(child, zarr.Group)
+            walk(child, f"{path}/{name}".strip("/"))
+
+    walk(zarr.open_group(store, mode="r"), "")
+    return out
+
+
+PRODUCER_KINDS = ["cmip", "era5", "nc3", "stations", "stations_char", "zarr_v3", "hdf5",
+                  "zarr_v2", "zarr_v3_plain", "stations_char_nc3"]
+
+
+@pytest.mark.parametrize("kind", PRODUCER_KINDS)
+def test_converted_producer_files_export_equal_to_the_backend(
+        cli: Any, tmp_path: Path, real_sources: dict[str, Path], kind: str) -> None:
+    """`tet convert` of each source, then `tet export`: every group of the store reads
+    in xarray as the backend reads that group of the file."""
+    converted = tmp_path / f"{kind}.tet"
+    r = cli("convert", real_sources[kind], converted)
+    if r.rc != 0:
+        pytest.skip(f"tet convert does not read this source: {r.err.strip()}")
+    store = tmp_path / "out.zarr"
+    r = cli("export", converted, store)
+    assert r.rc == 0, r.err
+    groups = _groups(store)
+    assert groups
+    with tet.open(converted) as f:
+        assert all(any(n.startswith(g) for n in f.dataset_names) for g in groups)
+    for group in groups:
+        got = _zarr_dataset(store, strict=False, group=group or None)
+        xr.testing.assert_identical(got, _backend(converted, strict=False, group=group or "/"))
+    for path, doc in _documents(store):
+        assert not [k for k in doc.get("attributes", {}) if k.startswith("_tet")], path
+        if doc["node_type"] == "array":
+            assert len(doc["dimension_names"]) == len(doc["shape"]), path
 
 
 # ---------------------------------------------------------------------------
