@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.attrs import EXT_KEY, ext_of, merge_attrs
+from tet.attrs import ext_of, merge_attrs
 from tet.durable import fsync_dir
-from tet.errors import OS_ERRORS, DiskFullError, TetError
+from tet.errors import OS_ERRORS, CatalogError, DiskFullError, TetError
 from tet.file import Dataset, TetFile
 from tet.layout import DatasetRecord, tile_counts
 from tet.query.budget import WORK_FLOOR, require_memory, resolve_budget
@@ -84,7 +84,7 @@ LEGACY_GLOBAL = "_tet_global:"
 LEGACY_COORD = "_tet_coord:"
 LEGACY_SCALAR = "_tet_scalar"
 CF_NUMERIC = ("_FillValue", "missing_value", "scale_factor", "add_offset")
-REFERENCE_DECODED = ("scale_factor", "add_offset", "_FillValue")
+PACKING = ("scale_factor", "add_offset")
 
 
 class ExportError(TetError):
@@ -174,6 +174,7 @@ class _Array:
     text: str | None = None  # "str" | "bytes": a u8 dataset whose last axis holds text
     lead: int = 0  # stored axes before the Zarr ones (1 for a 0-d dataset stored as (1,))
     values: np.ndarray[Any, Any] | None = None  # a coordinate's values (text: u8 rows)
+    narrow: np.dtype[Any] | None = None  # integers stored wider than they read (int8 as i16)
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -411,19 +412,29 @@ class _Var:
 
 def _view(ds: Dataset, dataset_id: int, parts: tuple[str, ...]) -> _Var:
     """A dataset's logical geometry: a text dataset without its char axis, a 0-d one
-    (``extra["shape"] == []``, or the ``_tet_scalar`` mark of older files) as shape ()."""
+    (``extra["shape"] == []``, or the ``_tet_scalar`` mark of older files) as shape ();
+    a text or 0-d mark that does not fit the stored shape is an `ExportError`."""
     shape, chunks = ds.shape, ds.chunk_shape
     entry = ds.extra.get("text")
-    text = entry.get("kind") if isinstance(entry, Mapping) and ds.numpy_dtype == np.uint8 \
-        and shape else None
     names = ds.dim_names if ds.dim_names is not None and len(ds.dim_names) == len(shape) \
         else None
-    if text is not None:
+    text: str | None = None
+    if isinstance(entry, Mapping):
+        width = int(entry["width"])
+        if ds.numpy_dtype != np.uint8 or not shape or shape[-1] != width:
+            raise _fail(f"dataset `{ds.name}` is marked as text {width} bytes wide but holds "
+                        f"{ds.numpy_dtype} values of shape {list(shape)}", ds.name)
+        text = str(entry["kind"])
         shape, chunks = shape[:-1], chunks[:-1]
         names = names[:-1] if names is not None else None
     lead = 0
-    if (ds.extra.get("shape") == [] or ds.attrs.get(LEGACY_SCALAR) == "true") and shape == (1,):
-        shape, chunks, lead, names = (), (), 1, ()
+    marked = ds.extra.get("shape") == []
+    if (marked or ds.attrs.get(LEGACY_SCALAR) == "true") and shape:
+        if shape == (1,):
+            shape, chunks, lead, names = (), (), 1, ()
+        elif marked:
+            raise _fail(f"dataset `{ds.name}` is marked 0-d but holds shape {list(shape)}",
+                        ds.name)
     return _Var(ds, dataset_id, parts, tuple(shape), tuple(chunks), text, lead,
                 tuple(names) if names is not None else None)
 
@@ -464,9 +475,9 @@ def _axis_dim(axis: str, v: _Var) -> str | None:
 def _label_values(labels: Sequence[str], length: int, dtype: Any
                   ) -> np.ndarray[Any, Any] | None:
     """The values of an axis's footer labels (the backend's rule): strings without a
-    recorded dtype (the positions past the labels read as ""), else all labels parsed
-    as that dtype; None when they cannot be."""
-    if dtype is None:
+    recorded dtype or with "str" (the positions past the labels read as ""), else all
+    labels parsed as that dtype; None when they cannot be."""
+    if dtype is None or dtype == "str":
         return np.array(list(labels), dtype=str)
     if len(labels) != length:
         return None
@@ -562,14 +573,38 @@ def _codec_of(name: str, table: kernels.TileTable, choice: str) -> int:
 
 
 def _encoded_keys(ds: Dataset, reference_convert: bool) -> frozenset[str]:
-    """Keys that are the dataset's CF encoding, not attributes: its typed ``encoding``,
-    and in a file the reference's convert CF-decoded (no typed metadata, a float
-    dataset with ``scale_factor``/``add_offset``) the keys that decoding applied."""
+    """Keys that are the dataset's CF encoding, not attributes: its typed ``encoding``;
+    in a file from ``tet convert`` whose dataset has no typed metadata (the reference's
+    convert), a float dataset with ``scale_factor``/``add_offset`` holds decoded values,
+    so its CF keys are encoding too (the backend's rule)."""
     keys = set(ds.extra.get("encoding", {}))
-    if reference_convert and ds.numpy_dtype.kind == "f" and (
-            "scale_factor" in ds.attrs or "add_offset" in ds.attrs):
-        keys.update(REFERENCE_DECODED)
+    if reference_convert and ds.numpy_dtype.kind == "f" and any(
+            k in ds.typed_attrs and k not in keys for k in PACKING):
+        keys.update(CF_NUMERIC)
     return frozenset(keys)
+
+
+def _narrow_dtype(ds: Dataset) -> np.dtype[Any] | None:
+    """The integer type a dataset reads back as when it is stored wider (int8 as i16,
+    ``encoding["dtype"]``, no packing); None when it reads as stored."""
+    encoding = ds.extra.get("encoding", {})
+    stored = ds.numpy_dtype
+    try:
+        narrow = np.dtype(str(encoding["dtype"])) if "dtype" in encoding else None
+    except TypeError:
+        return None
+    if (narrow is None or stored.kind not in "iu" or narrow.kind not in "iu"
+            or narrow.itemsize >= stored.itemsize or any(k in encoding for k in PACKING)):
+        return None
+    return narrow
+
+
+def _converted(f: TetFile) -> bool:
+    """Whether the footer says the file came from ``tet convert``."""
+    meta = f.catalog.metadata.get("file")
+    tool = meta.get("tool") if isinstance(meta, dict) else None
+    return tool == "tet convert" or any(
+        isinstance(h, Mapping) and h.get("op") == "convert" for h in f.catalog.history)
 
 
 @dataclass
@@ -577,6 +612,7 @@ class _Plan:
     arrays: list[_Array]
     groups: list[tuple[str, ...]]
     root_attrs: dict[str, Any]
+    group_attrs: dict[tuple[str, ...], dict[str, Any]]  # a group's own (``tet.groups``)
     datasets: tuple[str, ...]
     coordinates: tuple[str, ...]
 
@@ -603,11 +639,9 @@ def _plan(f: TetFile, choice: str) -> _Plan:
             groups.setdefault(prefix, name)
         array_paths[parts] = name
         views.append(_view(f.dataset(dataset_id), dataset_id, parts))
-    metadata = f.catalog.metadata
-    ext = ext_of(metadata)
-    file_meta = metadata.get("file")
-    reference_convert = EXT_KEY not in metadata and isinstance(file_meta, dict) and \
-        file_meta.get("tool") == "tet convert"
+    ext = ext_of(f.catalog.metadata)
+    typed = ext.get("datasets", {})
+    converted = _converted(f)
     budget = resolve_budget(file_bytes=f.catalog.budget_bytes,
                             file_bps=f.catalog.budget_percent_bps)
     by_group: dict[tuple[str, ...], list[_Var]] = {}
@@ -630,20 +664,27 @@ def _plan(f: TetFile, choice: str) -> _Plan:
         for key, value in _legacy_decoded(raw, types).items():
             if key.startswith(LEGACY_GLOBAL):
                 legacy_globals.setdefault(key[len(LEGACY_GLOBAL):], value)
-        attrs = _variable_attrs(ds, wire.numpy, _encoded_keys(ds, reference_convert))
-        if v.text is not None:
+        encoded = _encoded_keys(ds, converted and name not in typed)
+        attrs = _variable_attrs(ds, wire.numpy, encoded)
+        narrow = None if v.text is not None else _narrow_dtype(ds)
+        text = v.text
+        if text == "bytes" and str(attrs.get("_Encoding", "")).lower() in ("utf-8", "utf8"):
+            del attrs["_Encoding"]  # encoding: xarray decodes such bytes to strings
+            text = "str"
+        if text is not None:
             attrs.pop("_FillValue", None)
-            data_type = "string" if v.text == "str" else "variable_length_bytes"
+            data_type = "string" if text == "str" else "variable_length_bytes"
             fill: Any = ""
             pad: Any = None
         else:
-            data_type = ZARR_DATA_TYPES[wire.name]
-            fill, pad = _fill_of(attrs, wire.numpy)
+            shown = narrow if narrow is not None else wire.numpy
+            data_type = shown.name
+            fill, pad = _fill_of(attrs, shown)
         assert v.dims is not None
         arrays.append(_Array(name, v.parts, v.shape, v.chunks, data_type, fill, pad,
                              _codec_of(name, table, choice), _json_attrs(attrs), v.dims,
                              table.budget(), record=f.catalog.datasets[v.dataset_id],
-                             table=table, text=v.text, lead=v.lead))
+                             table=table, text=text, lead=v.lead, narrow=narrow))
 
     coordinates: list[str] = []
     coord_meta = ext.get("coords", {})
@@ -660,18 +701,17 @@ def _plan(f: TetFile, choice: str) -> _Plan:
                 if dim is None or dim in made or dim in taken or dim in _RESERVED_PARTS \
                         or "/" in dim or "\0" in dim or "\\" in dim:
                     continue  # first labels win; a dataset named like the dim wins
-                meta = coord_meta.get(dim)
-                legacy = None if isinstance(meta, dict) else _legacy_coord(v.ds.attrs, dim)
-                dtype = meta.get("dtype") if isinstance(meta, dict) else (
-                    legacy.get("dtype") if legacy else None)
+                legacy = _legacy_coord(v.ds.attrs, dim)
+                meta = legacy if legacy is not None else coord_meta.get(dim)
+                dtype = meta.get("dtype") if isinstance(meta, dict) else None
                 length = v.shape[v.dims.index(dim)]
                 values = _label_values(labels, length, dtype)
                 if values is None:
                     continue
-                if isinstance(meta, dict):
-                    cattrs = merge_attrs({}, meta.get("attrs", {}), f"coords {dim!r}")
-                elif legacy:
+                if legacy is not None:
                     cattrs = _legacy_decoded(legacy.get("attrs", {}), legacy.get("types", {}))
+                elif isinstance(meta, dict):
+                    cattrs = merge_attrs({}, meta.get("attrs", {}), f"coords {dim!r}")
                 else:
                     cattrs = {}
                 cattrs = {k: x for k, x in cattrs.items() if not _reserved(k)}
@@ -684,7 +724,14 @@ def _plan(f: TetFile, choice: str) -> _Plan:
     for key, value in {**legacy_globals, **f.file_attrs}.items():
         if key != "tetration_export" and not _reserved(key):
             root[key] = _json_value(value)
-    return _Plan(arrays, sorted(groups, key=len), root,
+    group_attrs: dict[tuple[str, ...], dict[str, Any]] = {}
+    entries = ext.get("groups", {})
+    for g in groups:
+        entry = entries.get("/".join(g)) if isinstance(entries, dict) else None
+        if isinstance(entry, dict) and entry.get("attrs"):
+            group_attrs[g] = _json_attrs(merge_attrs({}, entry["attrs"],
+                                                     f"group {'/'.join(g)!r} attrs"))
+    return _Plan(arrays, sorted(groups, key=len), root, group_attrs,
                  tuple(v.ds.name for v in views), tuple(coordinates))
 
 
@@ -822,12 +869,23 @@ def _chunk(a: _Array, t: _Tile) -> np.ndarray[Any, Any]:
         part = a.values[start[0]:min(stop[0], len(a.values))]
     else:
         part = _read_stored(a, start, stop)
+    if a.narrow is not None:
+        part = _narrowed(part, a.narrow)
     full = tuple(a.chunks) + tuple(tail)
     if part.shape == full:
         return np.ascontiguousarray(part)
-    out = np.zeros(full, dtype=a.dtype) if a.text else np.full(full, a.pad, dtype=a.dtype)
+    out = np.zeros(full, dtype=a.dtype) if a.text else np.full(full, a.pad, dtype=part.dtype)
     out[tuple(slice(0, n) for n in part.shape)] = part
     return out
+
+
+def _narrowed(data: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """Integers stored wider, in the type they read back as (checked to fit first)."""
+    info = np.iinfo(dtype)
+    if data.size and (int(data.min()) < info.min or int(data.max()) > info.max):
+        raise CatalogError(f"it is marked as {dtype} but holds values from {int(data.min())} "
+                           f"to {int(data.max())}")
+    return data.astype(dtype)
 
 
 def _vlen(rows: np.ndarray[Any, Any], kind: str) -> bytes:
@@ -875,7 +933,7 @@ def _write_tile(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
 def _write_tile_at(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
     a, i = t.array, t.linear
     tbl = a.table
-    if tbl is not None and a.record is not None and a.text is None:
+    if tbl is not None and a.record is not None and a.text is None and a.narrow is None:
         expected = math.prod(a.record.chunk_shape) * a.dtype.itemsize
         if (int(tbl.codec[i]) == a.codec and int(tbl.raw[i]) == expected
                 and tbl.tile_size(i) * a.dtype.itemsize == expected):
@@ -1077,8 +1135,10 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
                                             "attributes": plan.root_attrs}, fsync)
             for g in groups:
                 tmp.joinpath(*g).mkdir()
-                _write_json(tmp.joinpath(*g, "zarr.json"),
-                            {"zarr_format": 3, "node_type": "group"}, fsync)
+                doc: dict[str, Any] = {"zarr_format": 3, "node_type": "group"}
+                if g in plan.group_attrs:
+                    doc["attributes"] = plan.group_attrs[g]
+                _write_json(tmp.joinpath(*g, "zarr.json"), doc, fsync)
             src_fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
                 counts = _write_arrays(arrays, tmp, src_fd, fsync, progress, made, shown)
