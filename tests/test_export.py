@@ -3,11 +3,12 @@
 Matrix: the ten dtypes × raw/zstd sources × `--codec keep|raw|zstd`, ragged edge tiles
 (padded with the fill value in the store: NaN for floats, 0 for integers), ranks 1–4,
 nested and unicode names, the upstream and interop fixtures; zarr-python reads every
-array back equal (dtype, shape, chunks, attrs, dimension_names).  What xarray reads of
-typed metadata, fills, coordinates, 0-d and text arrays: tests/test_export_xarray.py.  Exact `zarr.json` documents and chunk bytes for `sample.tet`, verbatim
-copies of interior zstd frames, every error text, atomicity (nothing left after a
-failure, an empty target replaced), the CLI's flags, summary line and progress bar, and
-a .tet → Zarr → .tet round trip through `tet.convert`.
+array back equal (dtype, shape, chunks, attrs, dimension_names).  Exact `zarr.json`
+documents and chunk bytes for `sample.tet`, verbatim copies of interior zstd frames,
+every error text, atomicity (nothing left after a failure, an empty target replaced),
+the CLI's flags, summary line and progress bar, and a .tet → Zarr → .tet round trip
+through `tet.convert`.  What xarray reads of typed metadata, fills, coordinates, 0-d and
+text arrays: tests/test_export_xarray.py.
 """
 
 from __future__ import annotations

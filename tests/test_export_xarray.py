@@ -555,6 +555,84 @@ def test_text_tiles_within_the_memory_budget(tmp_path: Path,
     assert not (tmp_path / "out.zarr").exists()
 
 
+def test_utf8_bytes_marked_by_encoding_are_strings(tmp_path: Path) -> None:
+    """Bytes with ``_Encoding = "utf-8"`` (netCDF char data) read as strings; the key is
+    their encoding, no attribute."""
+    rows, entry = encode_text(np.array(["é".encode(), b"ab"]))
+    _write(tmp_path / "t.tet", "s", rows, attrs={"_Encoding": "utf-8", "units": "1"},
+           extra={"text": entry})
+    ex.export(tmp_path / "t.tet", tmp_path / "out.zarr")
+    doc = json.loads((tmp_path / "out.zarr" / "s" / "zarr.json").read_text())
+    assert (doc["data_type"], doc["attributes"]) == ("string", {"units": "1"})
+    assert _zarr_dataset(tmp_path / "out.zarr")["s"].values.tolist() == ["é", "ab"]
+
+
+def test_int8_stored_as_i16_reads_back_as_int8(tmp_path: Path) -> None:
+    path = tmp_path / "n.tet"
+    w = tet.TetWriter.create(path)
+    w.write_dataset("small", np.array([-128, 0, 127], np.int16), chunk_shape=(2,),
+                    extra={"encoding": {"dtype": "int8"}}, attrs={"_FillValue": np.int16(-128)})
+    w.write_dataset("packed", np.array([1, 2], np.int16),  # packing: stays as stored
+                    extra={"encoding": {"dtype": "int8", "scale_factor": np.float64(0.5)}})
+    w.commit()
+    report = ex.export(path, tmp_path / "out.zarr")
+    assert report.copied_chunks == 1  # `packed`; `small` is cast
+    small = _array(tmp_path / "out.zarr", "small")
+    assert (small.dtype, small.fill_value, small[...].tolist()) == (np.int8, -128,
+                                                                    [-128, 0, 127])
+    assert (tmp_path / "out.zarr" / "small" / "c" / "1").read_bytes() == b"\x7f\x80"
+    assert _array(tmp_path / "out.zarr", "packed").dtype == np.int16
+    got = _zarr_dataset(tmp_path / "out.zarr")
+    np.testing.assert_array_equal(got["small"].values, [np.nan, 0, 127])
+
+
+def test_values_that_do_not_fit_their_marked_type(tmp_path: Path) -> None:
+    path = _write(tmp_path / "n.tet", "v", np.array([-200, 3], np.int16),
+                  extra={"encoding": {"dtype": "int8"}})
+    with pytest.raises(ex.ExportError) as info:
+        ex.export(path, tmp_path / "out.zarr")
+    assert str(info.value) == ("Zarr export failed: dataset `v`: it is marked as int8 but "
+                               "holds values from -200 to 3")
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(("data", "extra", "message"), [
+    (np.zeros((2, 3), np.float32), {"text": {"width": 3, "kind": "str"}},
+     "dataset `v` is marked as text 3 bytes wide but holds float32 values of shape [2, 3]"),
+    (np.zeros((2, 3), np.uint8), {"text": {"width": 5, "kind": "str"}},
+     "dataset `v` is marked as text 5 bytes wide but holds uint8 values of shape [2, 3]"),
+    (np.zeros(2), {"shape": []}, "dataset `v` is marked 0-d but holds shape [2]"),
+])
+def test_marks_that_do_not_fit_the_stored_shape(tmp_path: Path, data: Any,
+                                                extra: dict[str, Any], message: str) -> None:
+    path = _write(tmp_path / "m.tet", "v", data, extra=extra)
+    with pytest.raises(ex.ExportError) as info:
+        ex.export(path, tmp_path / "out.zarr")
+    assert str(info.value) == "Zarr export failed: " + message
+    assert info.value.dataset == "v"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tet"]
+
+
+def test_group_attributes_are_on_their_zarr_group(tmp_path: Path) -> None:
+    if not hasattr(tet.TetWriter, "set_group_attrs"):
+        pytest.skip("this checkout's writer has no group attributes (metadata.tet groups)")
+    path = tmp_path / "g.tet"
+    w = tet.TetWriter.create(path)
+    w.write_dataset("obs/a/t", np.arange(3.0), dim_names=["x"])
+    w.write_dataset("top", np.arange(3.0), dim_names=["x"])
+    w.set_group_attrs("obs/a", {"source": "buoy", "n": np.int32(3)})
+    w.set_file_attrs({"title": "t"})
+    w.commit()
+    ex.export(path, tmp_path / "out.zarr")
+    assert json.loads((tmp_path / "out.zarr" / "obs" / "zarr.json").read_text()) == {
+        "zarr_format": 3, "node_type": "group"}
+    doc = json.loads((tmp_path / "out.zarr" / "obs" / "a" / "zarr.json").read_text())
+    assert doc["attributes"] == {"source": "buoy", "n": 3}
+    xr.testing.assert_identical(_zarr_dataset(tmp_path / "out.zarr", group="obs/a"),
+                                _backend(path, group="obs/a"))
+    xr.testing.assert_identical(_zarr_dataset(tmp_path / "out.zarr"), _backend(path, group="/"))
+
+
 # ---------------------------------------------------------------------------
 # Files of older writers
 
@@ -623,6 +701,7 @@ def test_files_the_reference_convert_decoded(tmp_path: Path) -> None:
                                       "add_offset": "0", "_FillValue": "-32767"})
     w.write_dataset("raw_int", np.array([1, -32767, 3], np.int16),
                     attrs={"scale_factor": "0.5", "_FillValue": "-32767"})
+    w.write_dataset("unpacked", data, attrs={"missing_value": "0.5"})  # no packing: masked
     w.commit()
     with tet.open(path) as f:
         assert "tet" not in f.catalog.metadata
@@ -633,6 +712,25 @@ def test_files_the_reference_convert_decoded(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got["t"].values, data)
     # integers were stored as they are: their packing is real, xarray decodes it
     np.testing.assert_array_equal(got["raw_int"].values, [0.5, np.nan, 1.5])
+    np.testing.assert_array_equal(got["unpacked"].values, [np.nan, np.nan, 2.5])
+
+
+def test_a_history_row_of_convert_marks_a_converted_file(tmp_path: Path) -> None:
+    """Appending to a converted file changes ``file.tool``; its convert row stays."""
+    path = tmp_path / "ref.tet"
+    w = tet.TetWriter.create(path, tool="tet convert")
+    w.write_dataset("t", np.array([1.5, 2.5]), attrs={"add_offset": "1", "missing_value": "2.5"})
+    w.push_history_event("convert", "nc")
+    w.commit()
+    w = tet.TetWriter.open_append(path)
+    w.write_dataset("more", np.zeros(2))
+    w.commit()
+    with tet.open(path) as f:
+        assert f.catalog.metadata["file"]["tool"] != "tet convert"
+    ex.export(path, tmp_path / "out.zarr")
+    doc = json.loads((tmp_path / "out.zarr" / "t" / "zarr.json").read_text())
+    assert doc["attributes"] == {}
+    assert _zarr_dataset(tmp_path / "out.zarr")["t"].values.tolist() == [1.5, 2.5]
 
 
 # ---------------------------------------------------------------------------
