@@ -200,11 +200,12 @@ class _Array:
     @property
     def tile_memory(self) -> int:
         """Bytes a chunk that is not copied verbatim needs: the chunk padded to its full
-        extent, the ragged part read into it, and its encoding (text: with the length
-        prefixes and the mask that gathers the values)."""
+        extent, the ragged part read into it, and its encoding (text: the values with
+        their length prefixes, the mask that gathers them, the gathered copy and the
+        encoding)."""
         items = math.prod(self.chunks)
         if self.text is not None:
-            return 4 * items * (self.width + 4)
+            return 6 * items * (self.width + 4)
         return 3 * items * self.dtype.itemsize
 
     @property
@@ -888,13 +889,14 @@ def _narrowed(data: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[An
     return data.astype(dtype)
 
 
-def _vlen(rows: np.ndarray[Any, Any], kind: str) -> bytes:
+def _vlen(rows: np.ndarray[Any, Any], kind: str) -> np.ndarray[Any, Any]:
     """Zarr's vlen-utf8 / vlen-bytes chunk encoding of NUL-padded fixed-width values:
     the count (u32 LE), then per value its length (u32 LE) and its bytes.  A ``str``
     value that is not UTF-8 has its bad bytes replaced, as `tet.text.decode_text` reads it."""
     n, width = rows.shape
     nonzero = rows != 0
     lengths = np.where(nonzero.any(axis=1), width - np.argmax(nonzero[:, ::-1], axis=1), 0)
+    del nonzero
     if kind == "str" and not _utf8(rows, lengths):
         rows, _ = encode_text(np.asarray(
             [bytes(r[:k]).decode("utf-8", "replace") for r, k in zip(rows, lengths)],
@@ -904,19 +906,27 @@ def _vlen(rows: np.ndarray[Any, Any], kind: str) -> bytes:
     record[:, :4] = lengths.astype("<u4").view(np.uint8).reshape(n, 4)
     record[:, 4:] = rows
     keep = np.arange(4 + width) < (4 + lengths)[:, None]
-    return struct.pack("<I", n) + record[keep].tobytes()
+    out = np.empty(4 + 4 * n + int(lengths.sum()), dtype=np.uint8)
+    out[:4] = np.frombuffer(struct.pack("<I", n), dtype=np.uint8)
+    out[4:] = record[keep]
+    return out
 
 
 def _utf8(rows: np.ndarray[Any, Any], lengths: np.ndarray[Any, Any]) -> bool:
-    """Whether every value is valid UTF-8: their concatenation decodes and no value
-    starts with a continuation byte (so none ends inside a character either)."""
-    keep = np.arange(rows.shape[1]) < lengths[:, None]
-    try:
-        rows[keep].tobytes().decode("utf-8")
-    except UnicodeDecodeError:
+    """Whether every value is valid UTF-8: no value starts with a continuation byte (so
+    none ends inside a character either), and blocks of whole values (about 1 MiB each,
+    so the check needs little memory) decode."""
+    if bool(((rows[lengths > 0, 0] & 0xC0) == 0x80).any()):
         return False
-    firsts = rows[lengths > 0, 0]
-    return not bool(((firsts & 0xC0) == 0x80).any())
+    cols = np.arange(rows.shape[1])
+    step = max(1, (1 << 20) // rows.shape[1])
+    for i in range(0, len(rows), step):
+        keep = cols < lengths[i:i + step, None]
+        try:
+            rows[i:i + step][keep].tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 def _write_tile(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
@@ -956,11 +966,11 @@ def _write_tile_at(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
     tile = _chunk(a, t)
     if a.text is not None:
         body = _vlen(tile.reshape(-1, a.width), a.text)
-        data = memoryview(body)
+        del tile
+        data = memoryview(body.data)
         if a.codec == ZSTD:
-            flat = np.frombuffer(body, dtype=np.uint8)
-            payload, _ = kernels.encode(flat, np.zeros((1, 1), np.int64),
-                                        np.asarray([[flat.size]], np.int64), codec=ZSTD, level=0)
+            payload, _ = kernels.encode(body, np.zeros((1, 1), np.int64),
+                                        np.asarray([[body.size]], np.int64), codec=ZSTD, level=0)
             data = memoryview(payload.data)
     elif a.codec == ZSTD:
         flat = np.ascontiguousarray(tile).reshape(-1)
