@@ -1,16 +1,19 @@
 """`tet export` / `tet.export_zarr.export` (cli.md §7, decision 28).
 
 Matrix: the ten dtypes × raw/zstd sources × `--codec keep|raw|zstd`, ragged edge tiles
-(padded with 0 in the store), ranks 1–4, nested and unicode names, the upstream and
-interop fixtures; zarr-python reads every array back equal (dtype, shape, chunks, attrs,
-dimension_names).  Exact `zarr.json` documents and chunk bytes for `sample.tet`, verbatim
-copies of interior zstd frames, every error text, atomicity (nothing left after a
-failure, an empty target replaced), the CLI's flags, summary line and progress bar, and
-a .tet → Zarr → .tet round trip through `tet.convert`.
+(padded with the fill value in the store: NaN for floats, 0 for integers), ranks 1–4,
+nested and unicode names, the upstream and interop fixtures; zarr-python reads every
+array back equal (dtype, shape, chunks, attrs, dimension_names).  Exact `zarr.json`
+documents and chunk bytes for `sample.tet`, verbatim copies of interior zstd frames,
+every error text, atomicity (nothing left after a failure, an empty target replaced),
+the CLI's flags, summary line and progress bar, and a .tet → Zarr → .tet round trip
+through `tet.convert`.  What xarray reads of typed metadata, fills, coordinates, 0-d and
+text arrays: tests/test_export_xarray.py.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import json
@@ -79,8 +82,14 @@ def _dim_names(arr: zarr.Array[Any]) -> tuple[str | None, ...] | None:
     return meta.dimension_names
 
 
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _assert_store_matches(src: Path, store: Path) -> None:
-    """zarr-python reads every dataset back exactly as `tet` does."""
+    """zarr-python reads every dataset back exactly as `tet` does: values, dtype, shape,
+    chunks, the typed attrs as JSON values (``_FillValue``: test_export_xarray.py), and
+    the footer's dim names (else ``dim_i``, or ``<name>_dim_i`` where ``dim_i`` is taken)."""
     group = zarr.open_group(store, mode="r")
     assert group.attrs["tetration_export"] == tet.__version__
     with tet.open(src) as f:
@@ -92,8 +101,17 @@ def _assert_store_matches(src: Path, store: Path) -> None:
             assert arr.shape == ds.shape
             assert arr.chunks == ds.chunk_shape
             np.testing.assert_array_equal(got, expected)
-            assert arr.attrs.asdict() == {"tetration_dtype": ds.dtype_name, **ds.attrs}
-            assert _dim_names(arr) == ds.dim_names
+            attrs = arr.attrs.asdict()
+            attrs.pop("_FillValue", None)
+            assert attrs == {k: _plain(v) for k, v in ds.typed_attrs.items()
+                             if k != "_FillValue"}
+            dims = _dim_names(arr)
+            assert dims is not None and len(dims) == ds.ndim
+            if ds.dim_names is not None:
+                assert dims == ds.dim_names
+            else:
+                leaf = ds.name.rsplit("/", 1)[-1]
+                assert all(d in (f"dim_{i}", f"{leaf}_dim_{i}") for i, d in enumerate(dims))
 
 
 def _listing(directory: Path) -> list[str]:
@@ -115,20 +133,20 @@ def test_every_dtype_with_ragged_edges(tmp_path: Path, dtype: str, source_codec:
     report = ex.export(src, tmp_path / "out.zarr")
     _assert_store_matches(src, tmp_path / "out.zarr")
     grid = _array(tmp_path / "out.zarr", "grid")
-    assert grid.attrs.asdict() == {"tetration_dtype": dtype, "units": "K", "scale": "1.5"}
+    assert grid.attrs.asdict() == {"units": "K", "scale": 1.5}
     assert _dim_names(grid) == ("y", "x")
+    assert _dim_names(_array(tmp_path / "out.zarr", "line")) == ("dim_0",)
     # grid: 3×3 tiles, 4 of them full; line: 3 tiles, 2 full.
     assert (report.chunks, report.copied_chunks, report.encoded_chunks) == (12, 6, 6)
     doc = json.loads((tmp_path / "out.zarr" / "grid" / "zarr.json").read_text())
     assert doc["data_type"] == ex.ZARR_DATA_TYPES[dtype]
-    assert doc["fill_value"] == (0.0 if dtype.startswith("f") else 0)
-    assert isinstance(doc["fill_value"], float) == dtype.startswith("f")
+    assert doc["fill_value"] == ("NaN" if dtype.startswith("f") else 0)
     zstd = [{"name": "bytes", "configuration": {"endian": "little"}},
             {"name": "zstd", "configuration": {"level": 0, "checksum": False}}]
     assert doc["codecs"] == (zstd if source_codec == "zstd" else zstd[:1])
 
 
-def test_edge_tiles_are_padded_with_zero_to_the_full_chunk(tmp_path: Path) -> None:
+def test_integer_edge_tiles_are_padded_with_zero_to_the_full_chunk(tmp_path: Path) -> None:
     src = _write(tmp_path / "in.tet", {"a": {"data": _data("i32", (5, 3)), "chunk": (2, 2)}})
     ex.export(src, tmp_path / "out.zarr")
     chunk_bytes = 2 * 2 * 4
@@ -200,7 +218,7 @@ SAMPLE_ARRAY_JSON = """\
       "separator": "/"
     }
   },
-  "fill_value": 0.0,
+  "fill_value": "NaN",
   "codecs": [
     {
       "name": "bytes",
@@ -209,9 +227,11 @@ SAMPLE_ARRAY_JSON = """\
       }
     }
   ],
-  "attributes": {
-    "tetration_dtype": "f32"
-  },
+  "attributes": {},
+  "dimension_names": [
+    "dim_0",
+    "dim_1"
+  ],
   "storage_transformers": []
 }
 """
@@ -227,9 +247,9 @@ def test_sample_store_documents_and_chunks_exactly(tmp_path: Path) -> None:
                      "zarr.json"]
     # chunk (0,0) is the stored payload (offset 344, 16 bytes) verbatim
     assert (out / "temperature" / "c" / "0" / "0").read_bytes() == SAMPLE.read_bytes()[344:360]
-    # chunk (0,1) holds column 2 ([3], [6]) padded to 2×2
+    # chunk (0,1) holds column 2 ([3], [6]) padded to 2×2 with the fill value, NaN
     edge = np.frombuffer((out / "temperature" / "c" / "0" / "1").read_bytes(), "<f4")
-    np.testing.assert_array_equal(edge, [3, 0, 6, 0])
+    np.testing.assert_array_equal(edge, [3, np.nan, 6, np.nan])
     assert report.input == SAMPLE and report.output == out
     assert (report.datasets, report.chunks, report.copied_chunks, report.encoded_chunks,
             report.bytes_written) == (("temperature",), 2, 1, 1, 32)
@@ -239,8 +259,11 @@ def test_dimension_names_and_attrs_in_the_array_document(tmp_path: Path) -> None
     src = INTEROP / "f64_3d_fill.tet"
     ex.export(src, tmp_path / "out.zarr")
     doc = json.loads((tmp_path / "out.zarr" / "field" / "zarr.json").read_text())
-    assert doc["attributes"] == {"tetration_dtype": "f64", "_FillValue": "-999.0",
-                                 "units": "m s-1"}
+    # the footer's "-999.0" is the fill: a number in the metadata, and the attribute in
+    # the form xarray's Zarr reader decodes (base64 of the little-endian float64)
+    assert doc["attributes"] == {"_FillValue": "AAAAAAA4j8A=", "units": "m s-1"}
+    assert struct.unpack("<d", base64.b64decode("AAAAAAA4j8A=")) == (-999.0,)
+    assert doc["fill_value"] == -999.0
     assert doc["dimension_names"] == ["time", "lat", "lon"]
     assert list(doc) == ["zarr_format", "node_type", "shape", "data_type", "chunk_grid",
                          "chunk_key_encoding", "fill_value", "codecs", "attributes",
@@ -561,7 +584,10 @@ def test_cli_summary_names_the_output_as_given(cli: Any, tmp_path: Path,
     r = cli("export", INTEROP / "multi_dataset.tet", "rel.zarr/")
     m = SUMMARY.fullmatch(r.err)
     assert m is not None, r.err
-    assert m.group(1, 2, 3) == ("4", "16", "rel.zarr/")
+    # 16 dataset chunks and one of the coordinate array made from the labels of `weights`
+    assert m.group(1, 2, 3) == ("4", "17", "rel.zarr/")
+    weights = zarr.open_array(tmp_path / "rel.zarr" / "weights_dim_0", mode="r")
+    assert weights[...].tolist() == ["w0", "w1", "w2", "w3", "w4"]
     _assert_store_matches(INTEROP / "multi_dataset.tet", tmp_path / "rel.zarr")
 
 
@@ -633,7 +659,7 @@ def test_cli_progress_bar_counts_chunks(cli: Any, tmp_path: Path,
     monkeypatch.setattr(cmd, "progress", fake)
     r = cli("export", INTEROP / "multi_dataset.tet", tmp_path / "o.zarr")
     assert r.rc == 0, r.err
-    assert [(total, desc, sum(u)) for total, desc, u in bars] == [(16, "export → Zarr", 16)]
+    assert [(total, desc, sum(u)) for total, desc, u in bars] == [(17, "export → Zarr", 17)]
 
 
 def test_cli_debug_flag_shows_the_traceback(cli: Any, tmp_path: Path) -> None:
@@ -683,8 +709,9 @@ def test_round_trip_through_convert(datasets: dict[str, dict[str, Any]], codec: 
                 assert ds.chunk_shape == tuple(min(c, n) for c, n in zip(spec["chunk"],
                                                                           data.shape))
                 np.testing.assert_array_equal(back.read_numpy(name), data)
-                assert ds.dim_names == (tuple(spec["dims"]) if spec["dims"] else None)
+                doc = json.loads((Path(d) / "store.zarr" / name / "zarr.json").read_text())
+                assert ds.dim_names == tuple(doc["dimension_names"])
+                if spec["dims"]:
+                    assert ds.dim_names == tuple(spec["dims"])
                 attrs = dict(ds.attrs)
-                assert attrs.get("tetration_dtype") == dtypes.for_numpy(data.dtype).name
-                if spec["attrs"]:
-                    assert attrs["units"] == "m"
+                assert attrs.get("units") == ("m" if spec["attrs"] else None)

@@ -360,6 +360,6 @@ def test_export_pads_chunks_within_the_budget(tmp_path: Path,
     small = tet.write_dataset(tmp_path / "q.tet", "v", a, chunk_shape=(3, 1000))
     tet.export(small, tmp_path / "ok.zarr", fsync=False)
     raw = (tmp_path / "ok.zarr" / "v" / "c" / "0" / "0").read_bytes()
-    padded = np.zeros((3, 1000))
+    padded = np.full((3, 1000), np.nan)  # floats are padded with their fill value, NaN
     padded[:, :4] = a
     assert raw == padded.tobytes()

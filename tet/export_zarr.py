@@ -1,11 +1,31 @@
-"""`.tet` → Zarr v3 directory store (cli.md §7, with decision 28: edge chunks padded).
+"""`.tet` → Zarr v3 directory store (cli.md §7, with decision 28: edge chunks padded) that
+zarr-python and xarray read back as ``xr.open_dataset(path, engine="tet")`` shows the file.
 
 Every dataset becomes one Zarr array; slashes in its name become nested groups.  The
 store is written by hand (JSON documents and chunk files), so exporting needs no Zarr
 library.  Zarr requires every chunk file to hold a full ``chunk_shape`` tile, while a
 ``.tet`` edge tile is ragged: interior tiles whose codec already matches are copied byte
 for byte (zstd frames stay compressed), edge tiles and tiles changing codec are decoded,
-padded with the fill value (0) and encoded again.
+padded with the array's fill value and encoded again.
+
+What xarray sees of the file is carried over (the rules of the ``tet`` xarray backend):
+
+- attributes: the dataset's typed attributes as JSON values (numbers, lists, booleans;
+  NaN and infinities spelled ``NaN``/``Infinity`` as zarr-python writes them); keys of
+  the dataset's CF ``encoding`` are not attributes; the reserved ``_tet_*`` keys older
+  files carry are read (attribute types, file attributes, coordinate dtypes, 0-d marks)
+  and never written;
+- ``fill_value``: the dataset's own ``_FillValue`` when it has one as a real attribute
+  (then also the ``_FillValue`` attribute, in the form xarray's Zarr reader decodes: an
+  integer, or for floats the base64 text of a little-endian float64), else ``"NaN"`` for
+  floats and 0 for integers;
+- ``dimension_names`` always: the footer's, else ``dim_0``, ``dim_1``, … (prefixed with
+  the array's name where ``dim_i`` is taken with another length, as the backend does);
+- footer ``coords`` labels of a dimension: a 1-D coordinate array named after it
+  (numbers and dates in the dtype the typed metadata records, else strings);
+- 0-d datasets (stored as ``(1,)``): 0-d arrays; text datasets (``u8`` marked as text):
+  ``string`` arrays (``vlen-utf8``) or ``variable_length_bytes`` arrays (``vlen-bytes``);
+- file-level attributes: the root group's, beside ``tetration_export``.
 
 The store is built in a hidden directory beside the target and renamed onto it only when
 complete and fsynced: a failure or Ctrl-C never leaves a half-written store, and an
@@ -14,12 +34,14 @@ existing empty target directory is replaced atomically.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import json
 import math
 import os
 import shutil
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -31,15 +53,17 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes, kernels
+from tet.attrs import ext_of, merge_attrs
 from tet.durable import fsync_dir
-from tet.errors import OS_ERRORS, DiskFullError, TetError
-from tet.file import TetFile
+from tet.errors import OS_ERRORS, CatalogError, DiskFullError, TetError
+from tet.file import Dataset, TetFile
 from tet.layout import DatasetRecord, tile_counts
-from tet.query.budget import WORK_FLOOR, require_memory
+from tet.query.budget import WORK_FLOOR, require_memory, resolve_budget
 from tet.safeio import checked_path, remove_stale, temp_name
+from tet.text import encode_text
 
 __all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportDiskFullError", "ExportError",
-           "ExportReport", "export"]
+           "ExportReport", "chunk_count", "export"]
 
 PathLike = str | os.PathLike[str]
 CODEC_CHOICES = ("keep", "raw", "zstd")
@@ -53,6 +77,14 @@ _BYTES_CODEC = {"name": "bytes", "configuration": {"endian": "little"}}
 _ZSTD_CODEC = {"name": "zstd", "configuration": {"level": 0, "checksum": False}}
 _RESERVED_PARTS = ("", ".", "..", "zarr.json")
 _COPY_BLOCK = 16 * 1024 * 1024
+_COORD_CHUNK = 1 << 16  # elements per chunk of a coordinate made from labels
+# reserved attr keys of files written by older `from_xarray` (read here, never written)
+LEGACY_TYPES = "_tet_types"
+LEGACY_GLOBAL = "_tet_global:"
+LEGACY_COORD = "_tet_coord:"
+LEGACY_SCALAR = "_tet_scalar"
+CF_NUMERIC = ("_FillValue", "missing_value", "scale_factor", "add_offset")
+PACKING = ("scale_factor", "add_offset")
 
 
 class ExportError(TetError):
@@ -96,11 +128,12 @@ class ExportReport:
     ----------
     input, output : the paths as given.
     datasets : the exported dataset names, in catalog order.
-    chunks : chunk files written (every tile of every dataset).
+    chunks : chunk files written (every tile of every array, coordinates included).
     copied_chunks : chunk files copied byte for byte from the ``.tet`` payloads.
     encoded_chunks : chunk files decoded, padded and/or re-encoded (edge tiles, codec changes).
     bytes_written : bytes of chunk files.
     elapsed_secs : wall time of the whole export.
+    coordinates : paths of the coordinate arrays made from footer ``coords`` labels.
     """
 
     input: Path
@@ -111,6 +144,7 @@ class ExportReport:
     encoded_chunks: int
     bytes_written: int
     elapsed_secs: float
+    coordinates: tuple[str, ...] = ()  # coordinate arrays made from footer labels
 
     def summary_line(self, output: str | None = None) -> str:
         """``exported <n> dataset(s), <m> chunk(s) → <output> (<secs>s)`` (cli.md §7)."""
@@ -121,30 +155,63 @@ class ExportReport:
 
 @dataclass(frozen=True)
 class _Array:
-    """One dataset planned for export: where it goes and how its tiles are written."""
+    """One Zarr array planned for export: where it goes, its document, and where its
+    chunks come from (a dataset's tiles, or a coordinate's values)."""
 
-    name: str
-    record: DatasetRecord
+    name: str  # the dataset's name, or the coordinate array's path
     parts: tuple[str, ...]
-    table: kernels.TileTable
+    shape: tuple[int, ...]  # the Zarr array's (a text dataset's without its char axis)
+    chunks: tuple[int, ...]
+    data_type: str
+    fill: Any  # the JSON fill_value
+    pad: Any  # what pads a numeric edge chunk (the fill value)
     codec: int
-    attrs: dict[str, str]
-    dim_names: list[str] | None
+    attrs: dict[str, Any]  # JSON values
+    dims: tuple[str, ...]
+    budget: int
+    record: DatasetRecord | None = None  # None: a coordinate made from footer labels
+    table: kernels.TileTable | None = None
+    text: str | None = None  # "str" | "bytes": a u8 dataset whose last axis holds text
+    lead: int = 0  # stored axes before the Zarr ones (1 for a 0-d dataset stored as (1,))
+    values: np.ndarray[Any, Any] | None = None  # a coordinate's values (text: u8 rows)
+    narrow: np.dtype[Any] | None = None  # integers stored wider than they read (int8 as i16)
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return dtypes.by_tag(self.record.dtype).numpy
+        """The element type of a chunk in memory (text: its bytes)."""
+        if self.text is not None:
+            return np.dtype(np.uint8)
+        if self.record is not None:
+            return dtypes.by_tag(self.record.dtype).numpy
+        assert self.values is not None
+        dtype: np.dtype[Any] = self.values.dtype
+        return dtype
+
+    @property
+    def width(self) -> int:
+        """Bytes per text value (the stored last axis); 0 for numbers."""
+        if self.text is None:
+            return 0
+        if self.record is not None:
+            return self.record.shape[-1]
+        assert self.values is not None
+        return int(self.values.shape[-1])
 
     @property
     def tile_memory(self) -> int:
-        """Bytes a tile that is not copied verbatim needs: the chunk padded to its full
-        extent, the ragged part read into it, and its zstd encoding."""
-        return 3 * math.prod(self.record.chunk_shape) * self.dtype.itemsize
+        """Bytes a chunk that is not copied verbatim needs: the chunk padded to its full
+        extent, the ragged part read into it, and its encoding (text: the values with
+        their length prefixes, the mask that gathers them, the gathered copy and the
+        encoding)."""
+        items = math.prod(self.chunks)
+        if self.text is not None:
+            return 6 * items * (self.width + 4)
+        return 3 * items * self.dtype.itemsize
 
     @property
     def in_flight(self) -> int:
         """Tiles that may be in memory at once within the memory budget (at least one)."""
-        return max(1, max(self.table.budget(), WORK_FLOOR) // max(1, self.tile_memory))
+        return max(1, max(self.budget, WORK_FLOOR) // max(1, self.tile_memory))
 
 
 def _fail(message: str, dataset: str | None = None) -> ExportError:
@@ -180,7 +247,308 @@ def _dataset_fail(name: str, exc: BaseException,
 
 
 # ---------------------------------------------------------------------------
-# Planning: everything that can be refused is refused before a byte is written.
+# What xarray sees of a dataset (the rules of tet.xarray_backend, without xarray).
+
+
+def _legacy_types(raw: Mapping[str, str]) -> dict[str, str]:
+    """The ``_tet_types`` map older `from_xarray` files carry (attr key -> type tag)."""
+    try:
+        types = json.loads(raw.get(LEGACY_TYPES, "{}"))
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in types.items()} if isinstance(types, dict) else {}
+
+
+def _legacy_value(text: str, tag: str) -> Any:
+    """A value an older `from_xarray` stored as JSON text with a type tag (the text when
+    it does not parse)."""
+    try:
+        value = json.loads(text)
+        if tag == "json":
+            return value
+        if tag == "tuple":
+            return tuple(value)
+        if tag.endswith("[]"):
+            return np.asarray(value, dtype=np.dtype(tag[:-2]))
+        return np.dtype(tag).type(value)
+    except (ValueError, TypeError, OverflowError):
+        return text
+
+
+def _legacy_decoded(raw: Mapping[str, Any], types: Mapping[str, str]) -> dict[str, Any]:
+    return {k: _legacy_value(v, types[k]) if k in types and isinstance(v, str) else v
+            for k, v in raw.items()}
+
+
+def _reserved(key: str) -> bool:
+    return key in (LEGACY_TYPES, LEGACY_SCALAR) or key.startswith((LEGACY_GLOBAL, LEGACY_COORD))
+
+
+def _cf_number(text: str, dtype: np.dtype[Any]) -> Any:
+    """Footer text of a CF attribute as a number (None when it is not one)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    if dtype.kind in "iu":
+        return int(value) if value.is_integer() else value
+    with np.errstate(over="ignore"):
+        return dtype.type(value) if dtype.kind == "f" else value
+
+
+def _variable_attrs(ds: Dataset, dtype: np.dtype[Any], encoded: frozenset[str]
+                    ) -> dict[str, Any]:
+    """The attributes xarray shows (before its CF decoding): the typed attributes, the
+    types older files recorded applied, without reserved and encoding keys, and CF
+    numbers that are text turned into numbers."""
+    raw = dict(ds.attrs)
+    types = _legacy_types(raw)
+    attrs: dict[str, Any] = {}
+    for key, value in ds.typed_attrs.items():
+        if _reserved(key) or key in encoded:
+            continue
+        if key in types and isinstance(value, str) and value == raw.get(key):
+            value = _legacy_value(value, types[key])
+        if key in CF_NUMERIC and isinstance(value, str):
+            number = _cf_number(value, dtype)
+            if number is not None:
+                value = number
+        attrs[key] = value
+    return attrs
+
+
+def _scalar(value: Any) -> float | int | None:
+    """A number attribute's value (a one-element array counts); None otherwise."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1 or value.dtype.kind not in "biuf":
+            return None
+        value = value.reshape(-1)[0]
+    if isinstance(value, np.generic):
+        if value.dtype.kind not in "biuf":
+            return None
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value
+
+
+def _float_json(value: float) -> Any:
+    """A float as Zarr v3 spells fill values: a number, or "NaN" / "Infinity" / "-Infinity"."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def _fill_of(attrs: dict[str, Any], dtype: np.dtype[Any]) -> tuple[Any, Any]:
+    """(JSON fill_value, padding value) of a numeric array; rewrites a ``_FillValue``
+    attribute into the form xarray's Zarr reader decodes (an int; for floats, base64 of
+    the little-endian float64), and drops one no reader could use (not one number)."""
+    number = _scalar(attrs["_FillValue"]) if "_FillValue" in attrs else None
+    if dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            pad = dtype.type(math.nan if number is None else number)
+        if number is not None:
+            attrs["_FillValue"] = base64.standard_b64encode(
+                struct.pack("<d", float(number))).decode("ascii")
+        else:
+            attrs.pop("_FillValue", None)
+        return _float_json(float(pad)), pad
+    fill = 0
+    if number is not None and math.isfinite(number) and float(number).is_integer():
+        attrs["_FillValue"] = int(number)
+        info = np.iinfo(dtype)
+        if info.min <= int(number) <= info.max:
+            fill = int(number)
+    else:
+        attrs.pop("_FillValue", None)
+    return fill, dtype.type(fill)
+
+
+def _json_value(value: Any) -> Any:
+    """An attribute value as JSON: NumPy scalars and arrays as numbers and lists (exact
+    values; non-finite floats as the NaN/Infinity tokens zarr-python reads back), tuples
+    as lists, bytes as UTF-8 text (bad bytes replaced)."""
+    if isinstance(value, str | bool | None):
+        return value
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "S":
+            value = np.char.decode(value, "utf-8", errors="replace")
+        return _json_value(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_value(value.item())
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _json_value(v) for k, v in attrs.items()}
+
+
+@dataclass
+class _Var:
+    """A dataset as xarray sees it: its place, logical geometry and dimensions."""
+
+    ds: Dataset
+    dataset_id: int
+    parts: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    text: str | None
+    lead: int
+    dims: tuple[str, ...] | None  # from the footer; None until assigned
+
+    @property
+    def var(self) -> str:
+        return self.parts[-1]
+
+
+def _view(ds: Dataset, dataset_id: int, parts: tuple[str, ...]) -> _Var:
+    """A dataset's logical geometry: a text dataset without its char axis, a 0-d one
+    (``extra["shape"] == []``, or the ``_tet_scalar`` mark of older files) as shape ();
+    a text or 0-d mark that does not fit the stored shape is an `ExportError`."""
+    shape, chunks = ds.shape, ds.chunk_shape
+    entry = ds.extra.get("text")
+    names = ds.dim_names if ds.dim_names is not None and len(ds.dim_names) == len(shape) \
+        else None
+    text: str | None = None
+    if isinstance(entry, Mapping):
+        width = int(entry["width"])
+        if ds.numpy_dtype != np.uint8 or not shape or shape[-1] != width:
+            raise _fail(f"dataset `{ds.name}` is marked as text {width} bytes wide but holds "
+                        f"{ds.numpy_dtype} values of shape {list(shape)}", ds.name)
+        text = str(entry["kind"])
+        shape, chunks = shape[:-1], chunks[:-1]
+        names = names[:-1] if names is not None else None
+    lead = 0
+    marked = ds.extra.get("shape") == []
+    if (marked or ds.attrs.get(LEGACY_SCALAR) == "true") and shape:
+        if shape == (1,):
+            shape, chunks, lead, names = (), (), 1, ()
+        elif marked:
+            raise _fail(f"dataset `{ds.name}` is marked 0-d but holds shape {list(shape)}",
+                        ds.name)
+    return _Var(ds, dataset_id, parts, tuple(shape), tuple(chunks), text, lead,
+                tuple(names) if names is not None else None)
+
+
+def _assign_dims(group: Sequence[_Var]) -> None:
+    """Dimensions of the datasets of one group: the footer's ``dim_names``, else
+    ``dim_i`` (``<name>_dim_i`` where ``dim_i`` is taken with another length) — the
+    xarray backend's rule, so both views name them alike."""
+    sizes: dict[str, int] = {}
+    for v in group:
+        if v.dims is not None:
+            for dim, n in zip(v.dims, v.shape):
+                sizes.setdefault(dim, n)
+    for v in group:
+        if v.dims is not None:
+            continue
+        dims = []
+        for i, n in enumerate(v.shape):
+            dim = f"dim_{i}"
+            if sizes.setdefault(dim, n) != n:
+                dim = f"{v.var}_dim_{i}"
+                sizes.setdefault(dim, n)
+            dims.append(dim)
+        v.dims = tuple(dims)
+
+
+def _axis_dim(axis: str, v: _Var) -> str | None:
+    """The dimension a footer coords key names (a dim name or a decimal axis index)."""
+    assert v.dims is not None
+    names = v.ds.dim_names
+    if names is not None and axis in names and names.index(axis) < len(v.dims):
+        return v.dims[names.index(axis)]
+    if axis.isdigit() and int(axis) < len(v.dims):
+        return v.dims[int(axis)]
+    return None
+
+
+def _label_values(labels: Sequence[str], length: int, dtype: Any
+                  ) -> np.ndarray[Any, Any] | None:
+    """The values of an axis's footer labels (the backend's rule): strings without a
+    recorded dtype or with "str" (the positions past the labels read as ""), else all
+    labels parsed as that dtype; None when they cannot be."""
+    if dtype is None or dtype == "str":
+        return np.array(list(labels), dtype=str)
+    if len(labels) != length:
+        return None
+    try:
+        dt = np.dtype(str(dtype))
+        if dt.kind == "b":
+            return np.array([label == "True" for label in labels], dtype=bool)
+        if dt.kind in "UO":
+            return np.array(list(labels), dtype=str)
+        return np.array(list(labels)).astype(dt)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+_TIME_UNITS = {"D": "days", "h": "hours", "m": "minutes", "s": "seconds",
+               "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
+def _time_encoded(values: np.ndarray[Any, Any], attrs: dict[str, Any]
+                  ) -> np.ndarray[Any, Any]:
+    """Dates or durations as CF integers xarray decodes back: dates as counts of the
+    coarsest unit that holds every one exactly since 1970-01-01 (``units``,
+    ``calendar``), durations as counts of their own unit (``units``, ``dtype``); NaT is
+    the int64 minimum, marked as ``_FillValue``."""
+    nat = np.isnat(values)
+    if values.dtype.kind == "M":
+        valid = values[~nat]
+        unit = "ns"
+        for unit in ("D", "h", "m", "s", "ms", "us", "ns"):
+            if (valid.astype(f"M8[{unit}]") == valid).all():
+                break
+        counts = values.astype(f"M8[{unit}]").view(np.int64)
+        attrs.update(units=f"{_TIME_UNITS[unit]} since 1970-01-01",
+                     calendar="proleptic_gregorian")
+    else:
+        unit = np.datetime_data(values.dtype)[0]
+        if unit not in _TIME_UNITS:
+            values, unit = values.astype("m8[ns]"), "ns"
+        counts = values.view(np.int64)
+        attrs.update(units=_TIME_UNITS[unit], dtype=f"timedelta64[{unit}]")
+    if nat.any():
+        attrs["_FillValue"] = int(np.iinfo(np.int64).min)
+    return np.ascontiguousarray(counts, dtype="<i8")
+
+
+def _coordinate(parts: tuple[str, ...], length: int, values: np.ndarray[Any, Any],
+                attrs: dict[str, Any], codec: int, budget: int) -> _Array:
+    """A 1-D coordinate array made from an axis's labels."""
+    name = "/".join(parts)
+    chunks = (min(length, _COORD_CHUNK),)
+    text: str | None = None
+    fill: Any
+    pad: Any
+    if values.dtype.kind == "U":
+        rows, _ = encode_text(values.astype(object) if values.size else
+                              np.array([""], dtype=object))
+        data_type, fill, pad, text, values = "string", "", None, "str", rows
+    elif values.dtype.kind in "Mm":
+        values = _time_encoded(values, attrs)
+        fill = int(attrs.get("_FillValue", 0))
+        data_type, pad = "int64", np.int64(fill)
+    elif values.dtype.kind == "b":
+        data_type, fill, pad = "bool", False, np.bool_(False)
+    else:
+        values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+        data_type = values.dtype.name
+        fill, pad = (("NaN", values.dtype.type(math.nan)) if values.dtype.kind == "f"
+                     else (0, values.dtype.type(0)))
+    return _Array(name, parts, (length,), chunks, data_type, fill, pad, codec,
+                  _json_attrs(attrs), (parts[-1],), budget, text=text, values=values)
 
 
 def _node_parts(name: str) -> tuple[str, ...]:
@@ -205,11 +573,58 @@ def _codec_of(name: str, table: kernels.TileTable, choice: str) -> int:
     return ZSTD if present == {ZSTD} else RAW
 
 
-def _plan(f: TetFile, choice: str) -> tuple[list[_Array], list[tuple[str, ...]]]:
-    """The arrays in catalog order and the intermediate groups (parents before children)."""
-    arrays: list[_Array] = []
+def _encoded_keys(ds: Dataset, reference_convert: bool) -> frozenset[str]:
+    """Keys that are the dataset's CF encoding, not attributes: its typed ``encoding``;
+    in a file from ``tet convert`` whose dataset has no typed metadata (the reference's
+    convert), a float dataset with ``scale_factor``/``add_offset`` holds decoded values,
+    so its CF keys are encoding too (the backend's rule)."""
+    keys = set(ds.extra.get("encoding", {}))
+    if reference_convert and ds.numpy_dtype.kind == "f" and any(
+            k in ds.typed_attrs and k not in keys for k in PACKING):
+        keys.update(CF_NUMERIC)
+    return frozenset(keys)
+
+
+def _narrow_dtype(ds: Dataset) -> np.dtype[Any] | None:
+    """The integer type a dataset reads back as when it is stored wider (int8 as i16,
+    ``encoding["dtype"]``, no packing); None when it reads as stored."""
+    encoding = ds.extra.get("encoding", {})
+    stored = ds.numpy_dtype
+    try:
+        narrow = np.dtype(str(encoding["dtype"])) if "dtype" in encoding else None
+    except TypeError:
+        return None
+    if (narrow is None or stored.kind not in "iu" or narrow.kind not in "iu"
+            or narrow.itemsize >= stored.itemsize or any(k in encoding for k in PACKING)):
+        return None
+    return narrow
+
+
+def _converted(f: TetFile) -> bool:
+    """Whether the footer says the file came from ``tet convert``."""
+    meta = f.catalog.metadata.get("file")
+    tool = meta.get("tool") if isinstance(meta, dict) else None
+    return tool == "tet convert" or any(
+        isinstance(h, Mapping) and h.get("op") == "convert" for h in f.catalog.history)
+
+
+@dataclass
+class _Plan:
+    arrays: list[_Array]
+    groups: list[tuple[str, ...]]
+    root_attrs: dict[str, Any]
+    group_attrs: dict[tuple[str, ...], dict[str, Any]]  # a group's own (``tet.groups``)
+    datasets: tuple[str, ...]
+    coordinates: tuple[str, ...]
+
+
+def _plan(f: TetFile, choice: str) -> _Plan:
+    """Every array (datasets in catalog order, then the coordinates made from labels),
+    the intermediate groups (parents before children) and the root's attributes;
+    everything that can be refused is refused here, before a byte is written."""
     array_paths: dict[tuple[str, ...], str] = {}
     groups: dict[tuple[str, ...], str] = {}
+    views: list[_Var] = []
     for dataset_id, record in enumerate(f.catalog.datasets):
         name = record.name
         parts = _node_parts(name)
@@ -224,39 +639,143 @@ def _plan(f: TetFile, choice: str) -> tuple[list[_Array], list[tuple[str, ...]]]
                             f"`{array_paths[prefix]}`, which is an array", name)
             groups.setdefault(prefix, name)
         array_paths[parts] = name
+        views.append(_view(f.dataset(dataset_id), dataset_id, parts))
+    ext = ext_of(f.catalog.metadata)
+    typed = ext.get("datasets", {})
+    converted = _converted(f)
+    budget = resolve_budget(file_bytes=f.catalog.budget_bytes,
+                            file_bps=f.catalog.budget_percent_bps)
+    by_group: dict[tuple[str, ...], list[_Var]] = {}
+    for v in views:
+        by_group.setdefault(v.parts[:-1], []).append(v)
+    for members in by_group.values():
+        _assign_dims(members)
+
+    arrays: list[_Array] = []
+    legacy_globals: dict[str, Any] = {}
+    for v in views:
+        ds, name = v.ds, v.ds.name
         try:
-            table = f._table(dataset_id)
-            dtypes.by_tag(record.dtype)
+            table = f._table(v.dataset_id)
+            wire = dtypes.by_tag(ds.dtype)
         except TetError as exc:
             raise _dataset_fail(name, exc) from exc
-        ds = f.dataset(dataset_id)
-        dims = list(ds.dim_names) if ds.dim_names and len(ds.dim_names) == ds.ndim else None
-        arrays.append(_Array(name, record, parts, table, _codec_of(name, table, choice),
-                             dict(ds.attrs), dims))
-    return arrays, sorted(groups, key=len)
+        raw = dict(ds.attrs)
+        types = _legacy_types(raw)
+        for key, value in _legacy_decoded(raw, types).items():
+            if key.startswith(LEGACY_GLOBAL):
+                legacy_globals.setdefault(key[len(LEGACY_GLOBAL):], value)
+        encoded = _encoded_keys(ds, converted and name not in typed)
+        attrs = _variable_attrs(ds, wire.numpy, encoded)
+        narrow = None if v.text is not None else _narrow_dtype(ds)
+        text = v.text
+        if text == "bytes" and str(attrs.get("_Encoding", "")).lower() in ("utf-8", "utf8"):
+            del attrs["_Encoding"]  # encoding: xarray decodes such bytes to strings
+            text = "str"
+        if text is not None:
+            attrs.pop("_FillValue", None)
+            data_type = "string" if text == "str" else "variable_length_bytes"
+            fill: Any = ""
+            pad: Any = None
+        else:
+            shown = narrow if narrow is not None else wire.numpy
+            data_type = shown.name
+            fill, pad = _fill_of(attrs, shown)
+        assert v.dims is not None
+        arrays.append(_Array(name, v.parts, v.shape, v.chunks, data_type, fill, pad,
+                             _codec_of(name, table, choice), _json_attrs(attrs), v.dims,
+                             table.budget(), record=f.catalog.datasets[v.dataset_id],
+                             table=table, text=text, lead=v.lead, narrow=narrow))
+
+    coordinates: list[str] = []
+    coord_meta = ext.get("coords", {})
+    coord_codec = ZSTD if choice == "zstd" else RAW
+    for group, members in by_group.items():
+        taken = {v.var for v in members} | {g[-1] for g in groups if g[:-1] == group}
+        made: dict[str, _Array] = {}
+        for v in members:
+            assert v.dims is not None
+            if not v.dims:
+                continue
+            for axis, labels in v.ds.coords.items():
+                dim = _axis_dim(axis, v)
+                if dim is None or dim in made or dim in taken or dim in _RESERVED_PARTS \
+                        or "/" in dim or "\0" in dim or "\\" in dim:
+                    continue  # first labels win; a dataset named like the dim wins
+                legacy = _legacy_coord(v.ds.attrs, dim)
+                meta = legacy if legacy is not None else coord_meta.get(dim)
+                dtype = meta.get("dtype") if isinstance(meta, dict) else None
+                length = v.shape[v.dims.index(dim)]
+                values = _label_values(labels, length, dtype)
+                if values is None:
+                    continue
+                if legacy is not None:
+                    cattrs = _legacy_decoded(legacy.get("attrs", {}), legacy.get("types", {}))
+                elif isinstance(meta, dict):
+                    cattrs = merge_attrs({}, meta.get("attrs", {}), f"coords {dim!r}")
+                else:
+                    cattrs = {}
+                cattrs = {k: x for k, x in cattrs.items() if not _reserved(k)}
+                made[dim] = _coordinate((*group, dim), length, values, cattrs, coord_codec,
+                                        budget)
+        arrays.extend(made.values())
+        coordinates.extend(a.name for a in made.values())
+
+    root: dict[str, Any] = {"tetration_export": _version()}
+    for key, value in {**legacy_globals, **f.file_attrs}.items():
+        if key != "tetration_export" and not _reserved(key):
+            root[key] = _json_value(value)
+    group_attrs: dict[tuple[str, ...], dict[str, Any]] = {}
+    entries = ext.get("groups", {})
+    for g in groups:
+        entry = entries.get("/".join(g)) if isinstance(entries, dict) else None
+        if isinstance(entry, dict) and entry.get("attrs"):
+            group_attrs[g] = _json_attrs(merge_attrs({}, entry["attrs"],
+                                                     f"group {'/'.join(g)!r} attrs"))
+    return _Plan(arrays, sorted(groups, key=len), root, group_attrs,
+                 tuple(v.ds.name for v in views), tuple(coordinates))
+
+
+def _legacy_coord(attrs: Mapping[str, str], dim: str) -> dict[str, Any] | None:
+    """The ``_tet_coord:<dim>`` JSON of older files: {"dtype", "attrs", "types"}."""
+    text = attrs.get(LEGACY_COORD + dim)
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    if not isinstance(meta.get("attrs", {}), dict) or not isinstance(meta.get("types", {}),
+                                                                     dict):
+        return None
+    return meta
 
 
 def _array_document(a: _Array) -> dict[str, Any]:
-    """The array's ``zarr.json`` (cli.md §7; ``dimension_names`` when the footer has them)."""
-    wire = dtypes.by_tag(a.record.dtype)
-    attrs: dict[str, str] = {"tetration_dtype": wire.name, **a.attrs}
-    attrs["tetration_dtype"] = wire.name  # the stored dtype wins over a stale footer attr
-    doc: dict[str, Any] = {
+    """The array's ``zarr.json`` (cli.md §7, with the fill value, typed attributes and
+    dimension names xarray reads)."""
+    if a.text is not None:
+        codecs: list[dict[str, Any]] = [{"name": "vlen-utf8" if a.text == "str" else
+                                         "vlen-bytes", "configuration": {}}]
+    else:
+        codecs = [_BYTES_CODEC]
+    if a.codec == ZSTD:
+        codecs.append(_ZSTD_CODEC)
+    return {
         "zarr_format": 3,
         "node_type": "array",
-        "shape": list(a.record.shape),
-        "data_type": ZARR_DATA_TYPES[wire.name],
-        "chunk_grid": {"name": "regular",
-                       "configuration": {"chunk_shape": list(a.record.chunk_shape)}},
+        "shape": list(a.shape),
+        "data_type": a.data_type,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(a.chunks)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0.0 if wire.numpy.kind == "f" else 0,
-        "codecs": [_BYTES_CODEC, _ZSTD_CODEC] if a.codec == ZSTD else [_BYTES_CODEC],
-        "attributes": attrs,
+        "fill_value": a.fill,
+        "codecs": codecs,
+        "attributes": a.attrs,
+        "dimension_names": list(a.dims),
+        "storage_transformers": [],
     }
-    if a.dim_names is not None:
-        doc["dimension_names"] = a.dim_names
-    doc["storage_transformers"] = []
-    return doc
 
 
 # ---------------------------------------------------------------------------
@@ -326,18 +845,88 @@ class _Tile:
     path: Path
 
 
-def _padded(a: _Array, t: _Tile) -> np.ndarray[Any, Any]:
-    """The tile decoded into a full chunk, the part past the array's end left at 0."""
-    chunk = a.record.chunk_shape
-    start = [c * k for c, k in zip(t.coords, chunk)]
-    stop = [min(s + k, n) for s, k, n in zip(start, chunk, a.record.shape)]
-    out = np.zeros(chunk, dtype=a.dtype)
-    full = all(e - s == k for s, e, k in zip(start, stop, chunk))
-    dst = out if full else np.empty([e - s for s, e in zip(start, stop)], dtype=a.dtype)
-    a.table.read(start, stop, [1] * len(chunk), dst)
-    if not full:
-        out[tuple(slice(0, n) for n in dst.shape)] = dst
+def _box(a: _Array, t: _Tile) -> tuple[list[int], list[int]]:
+    """The tile's [start, stop) in the Zarr array."""
+    start = [c * k for c, k in zip(t.coords, a.chunks)]
+    return start, [min(s + k, n) for s, k, n in zip(start, a.chunks, a.shape)]
+
+
+def _read_stored(a: _Array, start: list[int], stop: list[int]) -> np.ndarray[Any, Any]:
+    """The dataset's values of a Zarr box (text: with its char axis)."""
+    assert a.record is not None and a.table is not None
+    s0 = [0] * a.lead + start + ([0] if a.text else [])
+    s1 = [1] * a.lead + stop + ([a.width] if a.text else [])
+    dst = np.empty([e - s for s, e in zip(s0, s1)], dtype=a.dtype)
+    a.table.read(s0, s1, [1] * len(s0), dst)
+    return dst.reshape([e - s for s, e in zip(start, stop)] + ([a.width] if a.text else []))
+
+
+def _chunk(a: _Array, t: _Tile) -> np.ndarray[Any, Any]:
+    """The tile as a full chunk: numbers padded with the fill value, text as the u8 rows
+    of its values (padding rows empty)."""
+    start, stop = _box(a, t)
+    tail = [a.width] if a.text else []
+    if a.values is not None:  # a coordinate: 1-D, its values past their end are padding
+        part = a.values[start[0]:min(stop[0], len(a.values))]
+    else:
+        part = _read_stored(a, start, stop)
+    if a.narrow is not None:
+        part = _narrowed(part, a.narrow)
+    full = tuple(a.chunks) + tuple(tail)
+    if part.shape == full:
+        return np.ascontiguousarray(part)
+    out = np.zeros(full, dtype=a.dtype) if a.text else np.full(full, a.pad, dtype=part.dtype)
+    out[tuple(slice(0, n) for n in part.shape)] = part
     return out
+
+
+def _narrowed(data: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """Integers stored wider, in the type they read back as (checked to fit first)."""
+    info = np.iinfo(dtype)
+    if data.size and (int(data.min()) < info.min or int(data.max()) > info.max):
+        raise CatalogError(f"it is marked as {dtype} but holds values from {int(data.min())} "
+                           f"to {int(data.max())}")
+    return data.astype(dtype)
+
+
+def _vlen(rows: np.ndarray[Any, Any], kind: str) -> np.ndarray[Any, Any]:
+    """Zarr's vlen-utf8 / vlen-bytes chunk encoding of NUL-padded fixed-width values:
+    the count (u32 LE), then per value its length (u32 LE) and its bytes.  A ``str``
+    value that is not UTF-8 has its bad bytes replaced, as `tet.text.decode_text` reads it."""
+    n, width = rows.shape
+    nonzero = rows != 0
+    lengths = np.where(nonzero.any(axis=1), width - np.argmax(nonzero[:, ::-1], axis=1), 0)
+    del nonzero
+    if kind == "str" and not _utf8(rows, lengths):
+        rows, _ = encode_text(np.asarray(
+            [bytes(r[:k]).decode("utf-8", "replace") for r, k in zip(rows, lengths)],
+            dtype=object))
+        return _vlen(rows, kind)
+    record = np.empty((n, 4 + width), dtype=np.uint8)
+    record[:, :4] = lengths.astype("<u4").view(np.uint8).reshape(n, 4)
+    record[:, 4:] = rows
+    keep = np.arange(4 + width) < (4 + lengths)[:, None]
+    out = np.empty(4 + 4 * n + int(lengths.sum()), dtype=np.uint8)
+    out[:4] = np.frombuffer(struct.pack("<I", n), dtype=np.uint8)
+    out[4:] = record[keep]
+    return out
+
+
+def _utf8(rows: np.ndarray[Any, Any], lengths: np.ndarray[Any, Any]) -> bool:
+    """Whether every value is valid UTF-8: no value starts with a continuation byte (so
+    none ends inside a character either), and blocks of whole values (about 1 MiB each,
+    so the check needs little memory) decode."""
+    if bool(((rows[lengths > 0, 0] & 0xC0) == 0x80).any()):
+        return False
+    cols = np.arange(rows.shape[1])
+    step = max(1, (1 << 20) // rows.shape[1])
+    for i in range(0, len(rows), step):
+        keep = cols < lengths[i:i + step, None]
+        try:
+            rows[i:i + step][keep].tobytes().decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
 
 
 def _write_tile(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
@@ -354,43 +943,55 @@ def _write_tile(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
 def _write_tile_at(t: _Tile, src_fd: int, fsync: bool) -> tuple[int, bool]:
     a, i = t.array, t.linear
     tbl = a.table
-    expected = math.prod(a.record.chunk_shape) * a.dtype.itemsize
-    verbatim = (int(tbl.codec[i]) == a.codec and int(tbl.raw[i]) == expected
-                and tbl.tile_size(i) * a.dtype.itemsize == expected)
-    if verbatim:
-        try:
-            fd = _create(t.path)
+    if tbl is not None and a.record is not None and a.text is None and a.narrow is None:
+        expected = math.prod(a.record.chunk_shape) * a.dtype.itemsize
+        if (int(tbl.codec[i]) == a.codec and int(tbl.raw[i]) == expected
+                and tbl.tile_size(i) * a.dtype.itemsize == expected):
             try:
-                _copy_span(src_fd, fd, int(tbl.offset[i]), int(tbl.stored[i]))
-                if fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _WriteFailed(exc, t.path, int(tbl.stored[i])) from exc
-        return int(tbl.stored[i]), True
-    require_memory(a.tile_memory, a.table.budget(),
-                   f"chunk {list(t.coords)} (chunk_shape {list(a.record.chunk_shape)} "
+                fd = _create(t.path)
+                try:
+                    _copy_span(src_fd, fd, int(tbl.offset[i]), int(tbl.stored[i]))
+                    if fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise _WriteFailed(exc, t.path, int(tbl.stored[i])) from exc
+            return int(tbl.stored[i]), True
+    require_memory(a.tile_memory, a.budget,
+                   f"chunk {list(t.coords)} (chunk_shape {list(a.chunks)} "
                    f"padded, and encoded)",
                    "export on a host with more memory, or rewrite the file with smaller "
                    "chunks")
-    tile = _padded(a, t)
-    if a.codec == ZSTD:
-        ndim = tile.ndim
-        payload, _ = kernels.encode(tile, np.zeros((1, ndim), np.int64),
-                                    np.asarray([tile.shape], np.int64), codec=ZSTD, level=0)
+    tile = _chunk(a, t)
+    if a.text is not None:
+        body = _vlen(tile.reshape(-1, a.width), a.text)
+        del tile
+        data = memoryview(body.data)
+        if a.codec == ZSTD:
+            payload, _ = kernels.encode(body, np.zeros((1, 1), np.int64),
+                                        np.asarray([[body.size]], np.int64), codec=ZSTD, level=0)
+            data = memoryview(payload.data)
+    elif a.codec == ZSTD:
+        flat = np.ascontiguousarray(tile).reshape(-1)
+        payload, _ = kernels.encode(flat, np.zeros((1, 1), np.int64),
+                                    np.asarray([[flat.size]], np.int64), codec=ZSTD, level=0)
         data = memoryview(payload.data)
     else:
-        data = memoryview(tile.data).cast("B")
+        data = memoryview(np.ascontiguousarray(tile).reshape(-1).view(np.uint8).data)
     _write_file(t.path, data, fsync)
     return len(data), False
 
 
 def _tiles(a: _Array, root: Path, made: set[Path]) -> Iterator[_Tile]:
-    """Every tile in grid order, with its chunk file path (parent directories created)."""
-    counts = tile_counts(a.record.shape, a.record.chunk_shape)
+    """Every tile in grid order, with its chunk file path (parent directories created);
+    a 0-d array's one chunk is the file ``c``."""
+    counts = tile_counts(a.shape, a.chunks)
     base = root.joinpath(*a.parts, "c")
     for linear, coords in enumerate(np.ndindex(*counts)):
+        if not coords:
+            yield _Tile(a, linear, (), base)
+            continue
         parent = base.joinpath(*(str(c) for c in coords[:-1]))
         if parent not in made:
             parent.mkdir(parents=True, exist_ok=True)
@@ -527,7 +1128,8 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
         target = _check_target(dst_text, Path(os.path.expanduser(dst_text)))
         if not f.catalog.datasets:
             raise ExportError(f"no datasets in {src_text}")
-        arrays, groups = _plan(f, codec)
+        plan = _plan(f, codec)
+        arrays, groups = plan.arrays, plan.groups
         created = _missing_ancestors(target.parent)
         tmp = target.parent / temp_name("export", target.name)  # names its owner
 
@@ -540,12 +1142,13 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
             tmp.mkdir()
             made: set[Path] = set()
             _write_json(tmp / "zarr.json", {"zarr_format": 3, "node_type": "group",
-                                            "attributes": {"tetration_export": _version()}},
-                        fsync)
+                                            "attributes": plan.root_attrs}, fsync)
             for g in groups:
                 tmp.joinpath(*g).mkdir()
-                _write_json(tmp.joinpath(*g, "zarr.json"),
-                            {"zarr_format": 3, "node_type": "group"}, fsync)
+                doc: dict[str, Any] = {"zarr_format": 3, "node_type": "group"}
+                if g in plan.group_attrs:
+                    doc["attributes"] = plan.group_attrs[g]
+                _write_json(tmp.joinpath(*g, "zarr.json"), doc, fsync)
             src_fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
             try:
                 counts = _write_arrays(arrays, tmp, src_fd, fsync, progress, made, shown)
@@ -555,7 +1158,7 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
                 dirs = {tmp, *made, *(tmp.joinpath(*g) for g in groups)}
                 for a in arrays:
                     path = tmp.joinpath(*a.parts)
-                    dirs.update((path, path / "c"))
+                    dirs.update((path, path / "c") if a.shape else (path,))
                 for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
                     fsync_dir(d)
             _swap(tmp, target, dst_text)
@@ -572,10 +1175,19 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
                 raise _os_fail(exc, _os_text(exc, shown), shown) from exc
             raise
     return ExportReport(
-        input=Path(src_text), output=Path(dst_text), datasets=tuple(a.name for a in arrays),
+        input=Path(src_text), output=Path(dst_text), datasets=plan.datasets,
         chunks=counts.chunks, copied_chunks=counts.copied,
         encoded_chunks=counts.chunks - counts.copied, bytes_written=counts.nbytes,
-        elapsed_secs=time.perf_counter() - started)
+        elapsed_secs=time.perf_counter() - started, coordinates=plan.coordinates)
+
+
+def chunk_count(src: PathLike, *, codec: str = "keep") -> int:
+    """The chunk files `export` would write for `src` (a progress bar's total); the
+    same refusals as `export` (an `ExportError` naming the dataset)."""
+    if codec not in CODEC_CHOICES:
+        raise ValueError(f"unknown export codec {codec!r} (use one of {', '.join(CODEC_CHOICES)})")
+    with TetFile(src) as f:
+        return sum(math.prod(tile_counts(a.shape, a.chunks)) for a in _plan(f, codec).arrays)
 
 
 def _version() -> str:

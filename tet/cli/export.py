@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from tet.cli.common import Subparsers, add_command
 from tet.cli.progress import progress
-from tet.export_zarr import CODEC_CHOICES, export
-from tet.file import TetFile
-from tet.layout import tile_counts
+from tet.export_zarr import CODEC_CHOICES, chunk_count, export
 
 
 def register(sub: Subparsers) -> None:
     parser = add_command(
         sub, "export", help="export a .tet file as a Zarr v3 directory store",
         description="Write every dataset of a .tet file into a new (or empty) Zarr v3 "
-                    "directory store; slash-separated names become nested groups. Edge "
-                    "chunks are padded to the full chunk shape with the fill value (0), as "
-                    "Zarr requires. The store is built beside OUTPUT_DIR and renamed into "
-                    "place only when complete.")
+                    "directory store that zarr-python and xarray read back; slash-separated "
+                    "names become nested groups. Typed attributes become JSON values, "
+                    "footer coordinate labels become coordinate arrays, every array gets "
+                    "dimension_names, and file attributes go on the root group. Edge "
+                    "chunks are padded to the full chunk shape with the array's fill value "
+                    "(NaN for floats, 0 or the dataset's _FillValue for integers), as Zarr "
+                    "requires. The store is built beside OUTPUT_DIR and renamed into place "
+                    "only when complete.")
     parser.add_argument("input", metavar="INPUT", help="the .tet file to read")
     parser.add_argument("output", metavar="OUTPUT_DIR",
                         help="directory to create (must not exist or be empty)")
@@ -31,15 +32,8 @@ def register(sub: Subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _chunk_total(path: str) -> int:
-    """Chunks the export will write (the bar's total); opening twice costs one catalog parse."""
-    with TetFile(path) as f:
-        return sum(math.prod(tile_counts(r.shape, r.chunk_shape, r.name))
-                   for r in f.catalog.datasets)
-
-
 def run(args: argparse.Namespace) -> int:
-    total = _chunk_total(args.input)
+    total = chunk_count(args.input, codec=args.codec)  # the bar's total; one more catalog parse
     with progress(total, "export → Zarr") as bar:
         report = export(args.input, args.output, codec=args.codec, progress=bar.update)
     print(report.summary_line(args.output), file=sys.stderr)
