@@ -396,6 +396,8 @@ def assert_matches(f: tet.TetFile, want: xr.Dataset) -> None:
         assert tuple(dims) == xv.dims, (name, dims, xv.dims)
         encoding = dict(ds.extra.get("encoding", {}))
         attrs = {k: v for k, v in ds.typed_attrs.items() if k not in encoding}
+        if xv.dtype == bool:  # stored as u8 marked the way xarray marks stored bools
+            assert attrs.pop("dtype") == "bool", name
         assert_same_attrs(attrs, dict(xv.attrs), f"variable {name}")
         moved = {k: v for k, v in xv.encoding.items() if k in ENCODING}
         assert set(encoding) - {"dtype"} == set(moved), (name, encoding, moved)
@@ -495,8 +497,8 @@ def test_chunk_grid_is_the_sources(kind: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 def test_keep_packed_keeps_stored_values_and_attributes(kind: str, tmp_path: Path) -> None:
     """`keep_packed=True`: the values as stored and every attribute a real, typed
-    attribute (no encoding but the type of int8 / bool values), as xarray shows them
-    with `mask_and_scale=False`."""
+    attribute (no encoding but the type of int8 values), as xarray shows them with
+    `mask_and_scale=False`."""
     src, out, _ = make(kind, tmp_path, keep_packed=True)
     want = oracle(src, mask_and_scale=False, **SOURCES[kind][2])
     with tet.open(out) as f:
@@ -504,16 +506,19 @@ def test_keep_packed_keeps_stored_values_and_attributes(kind: str, tmp_path: Pat
         for name in want.variables:
             ds = f.dataset(str(name))
             xv = want[name].variable
-            narrow = {"encoding": {"dtype": xv.dtype.name}}  # int8 kept as i16, bool as u8
+            narrow = {"encoding": {"dtype": "int8"}}  # int8 kept as i16
             assert "encoding" not in ds.extra or (
-                dict(ds.extra) == narrow and xv.dtype.name in ("int8", "bool")), name
+                dict(ds.extra) == narrow and xv.dtype.name == "int8"), name
             got = values_of(f, str(name))
             if xv.dtype.kind in "SUO":
                 assert got.reshape(-1).tolist() == xv.values.reshape(-1).tolist(), name
             else:
                 assert got.dtype == stored_dtype(xv.dtype), name
                 np.testing.assert_array_equal(got, xv.values, err_msg=str(name))
-            assert_same_attrs(dict(ds.typed_attrs), dict(xv.attrs), f"variable {name}")
+            attrs = dict(ds.typed_attrs)
+            if xv.dtype == bool:
+                assert attrs.pop("dtype") == "bool", name
+            assert_same_attrs(attrs, dict(xv.attrs), f"variable {name}")
 
 
 # ---------------------------------------------------------------------------
@@ -647,11 +652,13 @@ def test_xarray_zarr_packed_and_base64_fill(tmp_path: Path) -> None:
                                 "weights": [0.25, 0.75], "ok": True}
         assert f.dataset("packed").typed_attrs["valid_range"] == [0.0, 3.0]
         assert values_of(f, "site").tolist() == ["a", "bb", "ccc", "dddd", "é", "f"]
-        # no int8 or bool in the format: i16 / u8, the encoding names the type
+        # no int8 or bool in the format: i16 marked in the encoding, u8 marked as xarray
+        # marks stored bools
         assert f.read_numpy("level").tolist() == [-128, -1, 0, 1, 2, 127]
         assert dict(f.dataset("level").extra) == {"encoding": {"dtype": "int8"}}
         assert f.read_numpy("ok").tolist() == [1, 0, 1, 1, 0, 1]
-        assert dict(f.dataset("ok").extra) == {"encoding": {"dtype": "bool"}}
+        assert dict(f.dataset("ok").extra) == {}  # bool: u8 with xarray's dtype attribute
+        assert f.dataset("ok").typed_attrs["dtype"] == "bool"
         assert dict(f.dataset("crs").extra) == {"shape": []}
 
 
@@ -917,3 +924,17 @@ def test_many_missing_values(tmp_path: Path) -> None:
             assert got.dtype == want[name].dtype
             np.testing.assert_array_equal(got, want[name].values)
             assert int(np.isnan(got).sum()) == 100
+
+
+@pytest.mark.parametrize("keep_packed", [False, True], ids=["decoded", "keep-packed"])
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+def test_engine_tet_reads_these_sources(kind: str, keep_packed: bool, tmp_path: Path) -> None:
+    """The same rule for the sources of this module (int8 and bool variables, `_Unsigned`,
+    several `missing_value`s, char arrays, a v2 store)."""
+    from tests.producers import assert_same_as_source, expected
+
+    producer, filename, _ = SOURCES[kind]
+    src = producer(tmp_path / filename)
+    out = tmp_path / "out.tet"
+    convert(src, out, keep_packed=keep_packed)
+    assert_same_as_source(expected(out, engine="tet"), expected(src))

@@ -329,13 +329,15 @@ def decoded_var(name: str, shape: tuple[int, ...], stored: np.dtype[Any],
     if wire is None:
         raise ConvertError(f"variable `{name}`: decodes to {p.dtype}, which no .tet dtype holds")
     moved = [k for k in p.encoding if k != "dtype"]
-    typed = typed_attrs(f"`{name}`", [(k, v) for k, v in items if k in p.attrs or k in moved],
-                        moved=moved)
+    listed = [(k, v) for k, v in items if k in p.attrs or k in moved]
+    if p.dtype.kind == "b" and "dtype" not in p.attrs:
+        listed.append(("dtype", "bool"))  # u8 values marked as xarray marks stored bools
+    typed = typed_attrs(f"`{name}`", listed, moved=moved)
     extra: dict[str, Any] = {}
     if p.encoding:
         extra["encoding"] = _storable(name, p.encoding)
-    elif p.dtype.kind in "bi" and p.dtype.itemsize == 1:
-        # int8 is stored as i16 and bool as u8: the encoding names the type to read back
+    elif p.dtype.kind == "i" and p.dtype.itemsize == 1:
+        # int8 is stored as i16: the encoding names the type to read back
         extra["encoding"] = {"dtype": p.dtype.name}
     if not shape:
         extra["shape"] = []
