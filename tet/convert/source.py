@@ -375,19 +375,29 @@ def file_attrs(where: str, items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def labels_for(values: np.ndarray[Any, Any] | None, length: int) -> list[str] | None:
+class Labels(list[str]):
+    """Coordinate labels, and the NumPy dtype name of the numbers they spell (None for
+    text): recorded as the footer's ``tet.coords`` type so readers parse them back as
+    the source's values (a group's coordinate then aligns with its parent's)."""
+
+    dtype: str | None = None
+
+
+def labels_for(values: np.ndarray[Any, Any] | None, length: int) -> Labels | None:
     """Coordinate labels for an axis of `length`: only for 1..64 values matching the
     axis, each the value's display text cut to 1024 bytes."""
     if values is None or values.ndim != 1 or not 1 <= values.size <= MAX_LABELS:
         return None
     if values.size != length:
         return None
-    out = []
+    out = Labels()
     for v in values:
         text = display(v)
         if text is None:
             return None
         out.append(truncate(text))
+    if values.dtype.kind in "iuf":  # display text of a number reads back exactly
+        out.dtype = values.dtype.name
     return out
 
 

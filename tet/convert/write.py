@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tet.convert.source import ConvertError, ConvertWarning, SourceVar
+from tet.convert.source import ConvertError, ConvertWarning, Labels, SourceVar
 from tet.limits import LIMITS
 from tet.writer import DatasetStream, TetWriter, default_chunk_shape
 
@@ -121,6 +121,11 @@ def write_variables(writer: TetWriter, variables: Sequence[SourceVar], *, codec:
             var.name, var.shape, var.dtype, chunk_shape=tile, attrs=v1 or None,
             dim_names=var.dim_names, coords=var.coords or None, codec=codec,
             extra=var.writer_extra() or None))
+    types = {dim: {"dtype": labels.dtype} for var in variables if var.dim_names
+             for dim, labels in var.coords.items()
+             if isinstance(labels, Labels) and labels.dtype is not None}
+    if types:
+        writer.set_coord_types(types)
     total = sum(math.prod(-(-n // c) for n, c in zip(v.shape, t))
                 for v, t in zip(variables, tiles))
     target = block_bytes(jobs)
