@@ -65,10 +65,11 @@ from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
 from tet.attrs import ext_of, merge_attrs
-from tet.dask import FileKey, file_key, grouped_chunk_shape, open_cached
+from tet.dask import grouped_chunk_shape
 from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset, TetFile
 from tet.layout import MAGIC
+from tet.opencache import FileKey, file_key, open_cached
 from tet.query.budget import require_memory, resolve_budget
 from tet.safeio import checked_path, open_regular
 from tet.text import decode_text
@@ -230,7 +231,7 @@ class TetBackendArray(BackendArray):
         f = open_cached(self.key)
         sel = {"start": start, "stop": stop, "step": step}
         dataset_id, box = f.resolve(self.name, sel)
-        f._check(dataset_id, box)  # the rows it touches, before its buffer is allocated
+        f.reader.check(dataset_id, box)  # the rows it touches, before its buffer is allocated
         data = f.read_numpy(self.name, sel)  # within the memory budget, as every read
         for d, idx in picks:
             data = np.take(data, idx, axis=d)
