@@ -1191,6 +1191,6 @@ def chunk_count(src: PathLike, *, codec: str = "keep") -> int:
 
 
 def _version() -> str:
-    from tet import __version__
+    from tet.version import __version__
 
     return __version__

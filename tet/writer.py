@@ -1151,7 +1151,7 @@ class TetWriter:
         if any(ext.values()):
             meta[EXT_KEY] = ext
         file_meta = meta.setdefault("file", {})
-        from tet import __version__
+        from tet.version import __version__
 
         file_meta["tool"] = self._tool
         file_meta["library_version"] = __version__
