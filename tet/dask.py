@@ -1,8 +1,8 @@
 """Dask arrays over ``.tet`` datasets, read through the per-process cache of open files
 (`tet.opencache`, whose names this module re-exports).
 
-A block of a `to_dask` array is one `TetFile.read_numpy` call.  Blocks follow the
-file's chunk grid: neighbouring chunks are grouped (innermost axis first) until a
+A block of a `to_dask` array is one read of its box (as `TetFile.read_numpy` reads).
+Blocks follow the file's chunk grid: neighbouring chunks are grouped (innermost axis first) until a
 block reaches `block_bytes`, so a 1 GiB dataset becomes a graph of tens of tasks,
 not thousands.  The graph holds only small picklable descriptions of the file
 (path plus device, inode, size and mtime), never an open handle, so it ships to
@@ -24,13 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tet.file import TetFile
+from tet import dtypes
 from tet.opencache import FileKey, cache_info, clear_cache, file_key, open_cached
 from tet.query.budget import resolve_budget
 from tet.selection import Box
 
 if TYPE_CHECKING:
     import dask.array
+
+    from tet.file import TetFile
+    from tet.reader import Reader
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -61,11 +64,11 @@ def read_box(key: FileKey, name: str, start: Sequence[int], stop: Sequence[int],
     buffer comes out of the memory budget, as any `read_numpy` does (`to_dask` sizes
     blocks to fit it; a single chunk larger than the budget is a `MemoryBudgetError`).
     """
-    f = open_cached(key)
+    reader = open_cached(key)
     sel = {"start": list(start), "stop": list(stop), "step": list(step)}
-    dataset_id, box = f.resolve(name, sel)
-    f.reader.check(dataset_id, box)
-    return f.read_numpy(name, sel)
+    dataset_id, box = reader.resolve(name, sel)
+    reader.check(dataset_id, box)
+    return reader.read(dataset_id, box, copy=True, budget=None)
 
 
 # ---------------------------------------------------------------------------
@@ -143,8 +146,8 @@ def grouped_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int],
     return tuple(block)
 
 
-def _resolve(file: TetFile | PathLike) -> tuple[TetFile, FileKey]:
-    key = file_key(file.path if isinstance(file, TetFile) else file)
+def _resolve(file: TetFile | PathLike) -> tuple[Reader, FileKey]:
+    key = file_key(file if isinstance(file, (str, os.PathLike)) else file.path)
     return open_cached(key), key
 
 
@@ -181,19 +184,19 @@ def to_dask(
     target = DEFAULT_BLOCK_BYTES if block_bytes is None else int(block_bytes)
     if target < 1:
         raise ValueError(f"block_bytes must be >= 1, got {block_bytes!r}")
-    f, key = _resolve(file)
-    ds = f.dataset(name)
-    _, box = f.resolve(name, selection)  # builds the tile table: the grid is checked
-    dtype = ds.numpy_dtype
-    catalog = f.catalog
+    reader, key = _resolve(file)
+    dataset_id, box = reader.resolve(name, selection)  # builds the tile table: grid checked
+    catalog = reader.catalog
+    record = catalog.datasets[dataset_id]
+    dtype = dtypes.by_tag(record.dtype).numpy
     budget = resolve_budget(file_bytes=catalog.budget_bytes, file_bps=catalog.budget_percent_bps)
     target = max(1, min(target, budget))  # each block is one read within the budget
-    chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
+    chunks = block_chunks(box, record.chunk_shape, dtype.itemsize, target)
     for _ in range(64):  # 64 doublings pass any dataset's size (< 2**63 bytes): one block
         if math.prod(len(c) for c in chunks) <= MAX_BLOCKS:
             break
         target *= 2
-        chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
+        chunks = block_chunks(box, record.chunk_shape, dtype.itemsize, target)
     token = tokenize(key.path, key.device, key.inode, key.size, key.mtime_ns, name,
                      box.start, box.stop, box.step, chunks)
     graph_name = f"tet-{Path(key.path).stem}-{name}-{token}"

@@ -162,6 +162,19 @@ class TetFile:
         self._datasets: dict[str, Dataset] = {}
 
     @classmethod
+    def from_reader(cls, reader: Reader, *,
+                    spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
+        """The file API over a reader that is already open (one of `tet.opencache`'s):
+        closing the file closes the reader."""
+        self = cls.__new__(cls)
+        self._path = reader.path
+        self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
+        self._allow = Allowlist.pin(self._path, self.spill_allow)
+        self._reader = reader
+        self._datasets = {}
+        return self
+
+    @classmethod
     def open(cls, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
              ) -> TetFile:
         return cls(path, spill_allow=spill_allow)

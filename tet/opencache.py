@@ -1,5 +1,5 @@
-"""The per-process cache of open ``.tet`` files that dask workers and the xarray backend
-read through.
+"""The per-process cache of open ``.tet`` files (`tet.reader.Reader`) that dask workers
+and the xarray backend read through.
 
 Lazy arrays (dask graphs, xarray variables) hold a `FileKey` (path plus device, inode,
 size and mtime), never an open handle, so they pickle and ship to other processes as
@@ -14,9 +14,10 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 from tet.errors import TetError, os_error
-from tet.file import TetFile
+from tet.reader import Reader
 from tet.safeio import checked_path
 
 __all__ = ["CACHE_SIZE", "FileKey", "cache_info", "clear_cache", "file_key", "open_cached"]
@@ -52,12 +53,13 @@ def file_key(path: PathLike) -> FileKey:
 
 
 _lock = threading.Lock()
-_cache: OrderedDict[FileKey, TetFile] = OrderedDict()
+_cache: OrderedDict[FileKey, Reader] = OrderedDict()
 _opens: dict[str, int] = {}
 
 
-def open_cached(key: FileKey) -> TetFile:
-    """This process's open `TetFile` for `key`, opening it on first use.
+def open_cached(key: FileKey) -> Reader:
+    """This process's open reader of `key`, opening it on first use (wrap it in a
+    `TetFile` with ``TetFile.from_reader`` for the file API).
 
     The cache is an LRU of `CACHE_SIZE` files.  Evicted files are not closed here: a
     block being read in another thread may still use one; the mapping goes when the
@@ -80,7 +82,7 @@ def open_cached(key: FileKey) -> TetFile:
             f"mtime {key.mtime_ns} ns; now {now.size} bytes, mtime {now.mtime_ns} ns); "
             "open it again"
         )
-    opened = TetFile(key.path)
+    opened = Reader.open(Path(key.path))
     with _lock:
         f = _cache.setdefault(key, opened)
         if f is opened:
