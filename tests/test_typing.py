@@ -10,7 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+from tet import TetFile
+from tet.query.api import HELPER_OPS, reduction
 
 SCRIPT = """
 import tet
@@ -49,3 +53,17 @@ def test_mypy_sees_the_helpers_and_their_types(tmp_path: Path) -> None:
     revealed = re.findall(r'note: Revealed type is "(.*)"', done.stdout)
     assert revealed == WANT, done.stdout
     assert "error:" not in done.stdout, done.stdout
+
+
+def test_every_reduction_op_has_a_declared_helper() -> None:
+    declared = {name for name, v in vars(TetFile).items() if isinstance(v, reduction)}
+    assert declared == set(HELPER_OPS)
+
+
+def test_a_helper_declared_with_the_wrong_scalar_type_is_refused() -> None:
+    # Python 3.11 wraps an error of __set_name__ in a RuntimeError; 3.12 raises it as is
+    with pytest.raises((RuntimeError, TypeError)) as info:
+        type("Bad", (), {"count": reduction(float)})
+    err = info.value if isinstance(info.value, TypeError) else info.value.__cause__
+    assert isinstance(err, TypeError)
+    assert str(err) == "the 'count' helper returns int, not float"

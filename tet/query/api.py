@@ -135,7 +135,7 @@ class QueryAPI:
         """Like `query_execute` but a `QueryResult` by default; ``plan=True`` plans only."""
         sink: dict[str, Any] = {}
         doc, response = self.run(query, device=device, preview=preview, plan=plan, sink=sink,
-                                  max_chunks=max_chunks)
+                                 max_chunks=max_chunks)
         if raw:
             return response
         return self.result(doc, response, require_execution=not plan, sink=sink)
@@ -208,7 +208,7 @@ class QueryAPI:
             return out
 
         return self.reduce("quantile", dataset, axes, axis, selection=selection, device=device,
-                            preview=preview, raw=raw, body=body, mask_fill=mask_fill)
+                           preview=preview, raw=raw, body=body, mask_fill=mask_fill)
 
     def histogram(self, dataset: str, bins: int, axes: AxisArg = None, *,
                   axis: int | str | None = None, min: float | None = None,
@@ -325,8 +325,8 @@ class QueryAPI:
             return out or []
 
         return self.reduce("null_count", dataset, axes, axis, selection=selection,
-                            device=device, preview=preview, raw=raw, body=body,
-                            mask_fill=mask_fill)
+                           device=device, preview=preview, raw=raw, body=body,
+                           mask_fill=mask_fill)
 
 
 T = TypeVar("T", float, int, bool)
@@ -362,12 +362,17 @@ class reduction(Generic[T]):
     the op is the attribute's name).  Reading it off a file gives a bound method."""
 
     def __init__(self, kind: type[T]) -> None:
-        self.kind: type[T] = kind
-        self.func: Callable[..., Any] = _helper("")
+        self.kind: type[T] = kind  # the scalar type mypy sees; the op's wire kind decides
+        self.func: Callable[..., Any]  # the method, made once the attribute's name is known
 
     def __set_name__(self, owner: type, name: str) -> None:
         if name not in HELPER_OPS:
             raise TypeError(f"{name!r} is not a reduction helper (one of {sorted(HELPER_OPS)})")
+        wire = HELPER_OPS[name]
+        kind = int if wire in _INT_OPS else bool if wire in _BOOL_OPS else float
+        if self.kind is not kind:  # what `QueryAPI.reduce` returns for a scalar call
+            raise TypeError(f"the {name!r} helper returns {kind.__name__}, "
+                            f"not {self.kind.__name__}")
         self.func = _helper(name)
 
     @overload
