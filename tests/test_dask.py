@@ -28,7 +28,7 @@ import pytest
 
 import tet
 from tet.dask import block_chunks, cache_info, clear_cache, file_key, open_cached, to_dask
-from tet.file import TetFile
+from tet.reader import Reader
 from tet.selection import Box
 
 
@@ -48,15 +48,18 @@ def cube(tmp_path: Path) -> tuple[Path, np.ndarray[Any, Any]]:
 
 
 class ReadCounter:
+    """Every read of a box through a reader, as (dataset name, box-form selection)."""
+
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, Any]] = []
-        original = TetFile.read_numpy
+        original = Reader.read
 
-        def counting(f: TetFile, name: str, selection: Any = None, **kw: Any) -> Any:
-            self.calls.append((name, selection))
-            return original(f, name, selection, **kw)
+        def counting(r: Reader, dataset_id: int, box: Box, **kw: Any) -> Any:
+            sel = {"start": list(box.start), "stop": list(box.stop), "step": list(box.step)}
+            self.calls.append((r.catalog.datasets[dataset_id].name, sel))
+            return original(r, dataset_id, box, **kw)
 
-        monkeypatch.setattr(TetFile, "read_numpy", counting)
+        monkeypatch.setattr(Reader, "read", counting)
 
 
 def _check_aligned(chunks: tuple[tuple[int, ...], ...], box: Box,

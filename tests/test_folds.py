@@ -205,7 +205,7 @@ def _fold_all(path: Path, sel: Any, axes: Sequence[int], ops: Sequence[str] = OP
               fill: float = 0.0, **kw: Any) -> dict[str, Arr]:
     with tet.open(path) as f:
         did, box = f.resolve("a", sel)
-        table = f._table(did)
+        table = f.reader.table(did)
         return {op: fold(table, box, op, axes, fill=fill, **kw) for op in ops}
 
 
@@ -406,7 +406,7 @@ import sys, numpy as np, tet
 from tet.query.folds import FOLDS, fold
 f = tet.open(sys.argv[1])
 did, box = f.resolve("a", None)
-t = f._table(did)
+t = f.reader.table(did)
 np.savez(sys.argv[2], **{f"{op}|{ax}": fold(t, box, op, [] if ax < 0 else [ax])
                          for op in FOLDS for ax in (-1, 0, 1)})
 """
@@ -429,7 +429,7 @@ def test_tet_threads_1_in_a_subprocess_matches_default(tmp_path: Path) -> None:
     # and the in-process default (this process's thread count) agrees bit for bit
     with tet.open(path) as f, np.load(tmp_path / "one.npz") as o:
         did, box = f.resolve("a", None)
-        t = f._table(did)
+        t = f.reader.table(did)
         for key in o.files:
             op, ax = key.split("|")
             got = fold(t, box, op, [] if ax == "-1" else [int(ax)])
@@ -787,7 +787,7 @@ def test_interop_case(case: dict[str, Any], interop_files: dict[str, tet.TetFile
                   for t in _axis_tokens(q[op]))
     fill = _fill(q[op], ds.attrs) if op == "null_count" else 0.0
     did, box = f.resolve(q["dataset"], q.get("selection"))
-    got = fold(f._table(did), box, op, axes, fill=fill)
+    got = fold(f.reader.table(did), box, op, axes, fill=fill)
     if axes:
         response = {"operation_reduced_shape": list(got.shape),
                     f"operation_reduced_{REDUCED_KEY.get(op, op)}": got.ravel().tolist()}

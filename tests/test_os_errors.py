@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 import tet
+import tet.reader
 import tet.safeio
 import tet.writer
 from tests.conftest import REPO, CliRun
@@ -152,14 +153,14 @@ def test_a_file_truncated_while_it_is_opened(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     path = tet.write_dataset(tmp_path / "t.tet", "a", np.arange(100.0))
     size = path.stat().st_size
-    real = tet.file.open_regular
+    real = tet.reader.open_regular
 
     def truncating(p: Any, **kw: Any) -> tuple[int, os.stat_result]:
         fd, st = real(p, **kw)  # measured: now another process cuts the file
         os.truncate(p, 40)
         return fd, st
 
-    monkeypatch.setattr(tet.file, "open_regular", truncating)
+    monkeypatch.setattr(tet.reader, "open_regular", truncating)
     with pytest.raises(tet.FileChangedError) as info:
         tet.open(path)
     assert isinstance(info.value, tet.CatalogError)

@@ -120,7 +120,7 @@ def test_folds_match_numpy_across_chunkings_and_parallelism(dtype: str) -> None:
             path = tet.write_dataset(Path(d) / f"{chunk}.tet", "a", a, chunk_shape=chunk)
             with tet.open(path) as f:
                 did, box = f.resolve("a", sel)
-                table = f._table(did)
+                table = f.reader.table(did)
                 for op in OPS:
                     for axes in [(), (0,), (2,), (0, 2), (1,)]:
                         for sequential in (False, True):

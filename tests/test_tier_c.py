@@ -274,7 +274,7 @@ def test_spill_refusals_and_no_partial_file(tmp_path: Path, monkeypatch: pytest.
         def broken(*args: Any, **kw: Any) -> None:
             raise OSError(28, "No space left on device")
 
-        monkeypatch.setattr(f, "_fill", broken)
+        monkeypatch.setattr(f.reader, "fill", broken)
         with pytest.raises(tet.DiskFullError) as info:
             f.query({"dataset": "a", "spill": "keep.bin"}, preview=1)
         assert str(info.value) == (f"validation: cannot write spill file {target.resolve()}: "

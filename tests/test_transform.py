@@ -96,7 +96,7 @@ def test_methods_follow_the_spec_formulas(dtype: str, method: str, axes: tuple[i
             doc["selection"] = sel
         with tet.open(path) as f:
             sink: dict[str, Any] = {}
-            raw = f._run(doc, device=None, preview=3, plan=False, sink=sink)[1]
+            raw = f.query_api.run(doc, device=None, preview=3, plan=False, sink=sink)[1]
         got = sink["array"]
         assert got.dtype == np.dtype(dtype) and got.shape == x.shape
         rtol = 1e-6 if dtype == "f4" else 1e-12

@@ -167,13 +167,13 @@ def test_truncated_while_the_catalog_is_parsed(tmp_path: Path) -> None:
     CatalogError the zeros would make."""
     path = _write(tmp_path / "t.tet")
     code = """
-    import json, os, sys, tet, tet.file
+    import json, os, sys, tet, tet.reader
     path = sys.argv[1]
-    real = tet.file.parse_catalog
+    real = tet.reader.parse_catalog
     def cut_then_parse(buf, n):
         os.truncate(path, 17)  # the footer at the end and the index are gone
         return real(buf, n)
-    tet.file.parse_catalog = cut_then_parse
+    tet.reader.parse_catalog = cut_then_parse
     try:
         tet.open(path)
         print(json.dumps({"value": "opened"}))
@@ -205,15 +205,15 @@ def test_verify_deep_of_a_file_truncated_while_checked(tmp_path: Path) -> None:
 def test_the_cli_query_of_a_file_truncated_while_read(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.tet")
     code = """
-    import os, sys, tet.file
+    import os, sys, tet.reader
     from tet.cli.main import main
     path = sys.argv[1]
-    real = tet.file.parse_catalog
+    real = tet.reader.parse_catalog
     def parse_then_cut(buf, n):
         cat = real(buf, n)
         os.truncate(path, int(sys.argv[2]))
         return cat
-    tet.file.parse_catalog = parse_then_cut
+    tet.reader.parse_catalog = parse_then_cut
     sys.exit(main(["query", '{"dataset": "a", "mean": []}', "-t", path, "-x", "-q"]))
     """
     r = _child(code, str(path), str(CUT))
@@ -394,7 +394,7 @@ def test_slots_are_released_by_close_and_by_dropping_the_file(tmp_path: Path) ->
     unguarded = 0
     for i in range(n):
         f = tet.open(path)
-        unguarded += not f._map.guarded
+        unguarded += not f.reader.source.map.guarded
         if i % 2:
             f.close()
         del f  # the other half is released when the map is dropped
@@ -408,7 +408,7 @@ def test_slots_are_released_by_close_and_by_dropping_the_file(tmp_path: Path) ->
 def test_a_map_with_a_view_stays_guarded_after_close(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.tet")
     f = tet.open(path)
-    m = f._map
+    m = f.reader.source.map
     assert isinstance(m, guard.GuardedMap) and m.guarded
     view = f.read_numpy("a", {"start": [0, 0], "stop": [4, 1024]}, copy=None)
     f.close()

@@ -50,9 +50,9 @@ from tet.query.sinks import (
     write_to_wire,
 )
 from tet.selection import axis_slice, full_selection, selection_slices
+from tet.version import __version__
 from tet.writer import DatasetStream, TetWriter, write_dataset
 
-__version__ = "0.1.0"
 FORMAT_VERSION = "layout-v1"
 
 __all__ = [

@@ -1,8 +1,8 @@
-"""Dask arrays over ``.tet`` datasets, and the per-process cache of open files that
-dask workers and the xarray backend read through.
+"""Dask arrays over ``.tet`` datasets, read through the per-process cache of open files
+(`tet.opencache`, whose names this module re-exports).
 
-A block of a `to_dask` array is one `TetFile.read_numpy` call.  Blocks follow the
-file's chunk grid: neighbouring chunks are grouped (innermost axis first) until a
+A block of a `to_dask` array is one read of its box (as `TetFile.read_numpy` reads).
+Blocks follow the file's chunk grid: neighbouring chunks are grouped (innermost axis first) until a
 block reaches `block_bytes`, so a 1 GiB dataset becomes a graph of tens of tasks,
 not thousands.  The graph holds only small picklable descriptions of the file
 (path plus device, inode, size and mtime), never an open handle, so it ships to
@@ -18,23 +18,22 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tet.errors import TetError, os_error
-from tet.file import TetFile
+from tet import dtypes
+from tet.opencache import FileKey, cache_info, clear_cache, file_key, open_cached
 from tet.query.budget import resolve_budget
-from tet.safeio import checked_path
 from tet.selection import Box
 
 if TYPE_CHECKING:
     import dask.array
+
+    from tet.file import TetFile
+    from tet.reader import Reader
 
 __all__ = [
     "DEFAULT_BLOCK_BYTES",
@@ -51,89 +50,9 @@ __all__ = [
 ]
 
 DEFAULT_BLOCK_BYTES = 64 * 1024 * 1024
-CACHE_SIZE = 64
 MAX_BLOCKS = 1 << 12  # dask blocks of one array at most: a graph dask schedules in well under 1 s
 
 PathLike = str | os.PathLike[str]
-
-
-@dataclass(frozen=True, slots=True)
-class FileKey:
-    """Which file, exactly: a path and the identity of what it held when the graph (or
-    the xarray dataset) was built.  A rewrite replaces the inode (writers rename into
-    place), so a stale key never matches a new file."""
-
-    path: str
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-
-
-def file_key(path: PathLike) -> FileKey:
-    """The key of the file at `path` now.  A path no file can have is
-    `InvalidPathError`; a missing file, a path under a regular file, no permission are
-    the `TetOSError` classes (`TetFileNotFoundError` is a `FileNotFoundError`)."""
-    p = os.path.abspath(os.path.expanduser(checked_path(path, "cannot open")))
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        raise os_error(exc, "cannot open", p) from None
-    return FileKey(p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-_lock = threading.Lock()
-_cache: OrderedDict[FileKey, TetFile] = OrderedDict()
-_opens: dict[str, int] = {}
-
-
-def open_cached(key: FileKey) -> TetFile:
-    """This process's open `TetFile` for `key`, opening it on first use.
-
-    The cache is an LRU of `CACHE_SIZE` files.  Evicted files are not closed here: a
-    block being read in another thread may still use one; the mapping goes when the
-    last reference does.
-
-    Raises
-    ------
-    TetError
-        The file at ``key.path`` is no longer the one the key describes.
-    """
-    with _lock:
-        f = _cache.get(key)
-        if f is not None:
-            _cache.move_to_end(key)
-            return f
-    now = file_key(key.path)
-    if now != key:
-        raise TetError(
-            f"{key.path} changed after it was opened for dask/xarray (it was {key.size} bytes, "
-            f"mtime {key.mtime_ns} ns; now {now.size} bytes, mtime {now.mtime_ns} ns); "
-            "open it again"
-        )
-    opened = TetFile(key.path)
-    with _lock:
-        f = _cache.setdefault(key, opened)
-        if f is opened:
-            _opens[key.path] = _opens.get(key.path, 0) + 1
-        _cache.move_to_end(key)
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return f
-
-
-def cache_info() -> dict[str, int]:
-    """Per path: how many times this process has opened it through the cache (a test
-    and diagnostics hook: a dask worker should show 1 per file it read)."""
-    with _lock:
-        return dict(_opens)
-
-
-def clear_cache() -> None:
-    """Forget every cached file (each closes once no array or task still uses it)."""
-    with _lock:
-        _cache.clear()
-        _opens.clear()
 
 
 def read_box(key: FileKey, name: str, start: Sequence[int], stop: Sequence[int],
@@ -145,11 +64,11 @@ def read_box(key: FileKey, name: str, start: Sequence[int], stop: Sequence[int],
     buffer comes out of the memory budget, as any `read_numpy` does (`to_dask` sizes
     blocks to fit it; a single chunk larger than the budget is a `MemoryBudgetError`).
     """
-    f = open_cached(key)
+    reader = open_cached(key)
     sel = {"start": list(start), "stop": list(stop), "step": list(step)}
-    dataset_id, box = f.resolve(name, sel)
-    f._check(dataset_id, box)
-    return f.read_numpy(name, sel)
+    dataset_id, box = reader.resolve(name, sel)
+    reader.check(dataset_id, box)
+    return reader.read(dataset_id, box, copy=True, budget=None)
 
 
 # ---------------------------------------------------------------------------
@@ -227,8 +146,8 @@ def grouped_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int],
     return tuple(block)
 
 
-def _resolve(file: TetFile | PathLike) -> tuple[TetFile, FileKey]:
-    key = file_key(file.path if isinstance(file, TetFile) else file)
+def _resolve(file: TetFile | PathLike) -> tuple[Reader, FileKey]:
+    key = file_key(file if isinstance(file, (str, os.PathLike)) else file.path)
     return open_cached(key), key
 
 
@@ -265,19 +184,19 @@ def to_dask(
     target = DEFAULT_BLOCK_BYTES if block_bytes is None else int(block_bytes)
     if target < 1:
         raise ValueError(f"block_bytes must be >= 1, got {block_bytes!r}")
-    f, key = _resolve(file)
-    ds = f.dataset(name)
-    _, box = f.resolve(name, selection)  # builds the tile table: the grid is checked
-    dtype = ds.numpy_dtype
-    catalog = f.catalog
+    reader, key = _resolve(file)
+    dataset_id, box = reader.resolve(name, selection)  # builds the tile table: grid checked
+    catalog = reader.catalog
+    record = catalog.datasets[dataset_id]
+    dtype = dtypes.by_tag(record.dtype).numpy
     budget = resolve_budget(file_bytes=catalog.budget_bytes, file_bps=catalog.budget_percent_bps)
     target = max(1, min(target, budget))  # each block is one read within the budget
-    chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
+    chunks = block_chunks(box, record.chunk_shape, dtype.itemsize, target)
     for _ in range(64):  # 64 doublings pass any dataset's size (< 2**63 bytes): one block
         if math.prod(len(c) for c in chunks) <= MAX_BLOCKS:
             break
         target *= 2
-        chunks = block_chunks(box, ds.chunk_shape, dtype.itemsize, target)
+        chunks = block_chunks(box, record.chunk_shape, dtype.itemsize, target)
     token = tokenize(key.path, key.device, key.inode, key.size, key.mtime_ns, name,
                      box.start, box.stop, box.step, chunks)
     graph_name = f"tet-{Path(key.path).stem}-{name}-{token}"

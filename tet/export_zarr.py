@@ -656,7 +656,7 @@ def _plan(f: TetFile, choice: str) -> _Plan:
     for v in views:
         ds, name = v.ds, v.ds.name
         try:
-            table = f._table(v.dataset_id)
+            table = f.reader.table(v.dataset_id)
             wire = dtypes.by_tag(ds.dtype)
         except TetError as exc:
             raise _dataset_fail(name, exc) from exc
@@ -1191,6 +1191,6 @@ def chunk_count(src: PathLike, *, codec: str = "keep") -> int:
 
 
 def _version() -> str:
-    from tet import __version__
+    from tet.version import __version__
 
     return __version__

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import mmap
 import operator
 import os
 import re
@@ -12,27 +10,23 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 
 from tet import dtypes
 from tet.attrs import ext_of, merge_attrs
-from tet.errors import (
-    MemoryBudgetError,
-    TetError,
-    UnknownAxisError,
-    UnknownDatasetError,
-)
-from tet.guard import GuardedMap, watching
-from tet.kernels import FillMask, TileTable
-from tet.layout import Catalog, DatasetRecord, parse_catalog
+from tet.errors import TetError, UnknownAxisError
+from tet.layout import Catalog, DatasetRecord
 from tet.query.allow import Allowlist
-from tet.query.api import QueryMethods
+from tet.query.api import AxisArg, QueryAPI, reduction, via_api
 from tet.query.budget import require_memory, resolve_budget
-from tet.query.plan import ReadPlan, plan_read, tile_table
-from tet.safeio import checked_path, map_readonly, open_regular
-from tet.selection import Box, box_from_key, resolve_selection
+from tet.query.plan import ReadPlan, plan_read
+from tet.query.result import QueryResult
+from tet.query.sinks import TransformNamespace
+from tet.reader import Reader
+from tet.safeio import checked_path
+from tet.selection import Box, box_from_key
 
 __all__ = ["Dataset", "TetFile", "open"]
 
@@ -125,7 +119,7 @@ class Dataset:
         owner = self._owner(None)
         if sel.box is None:
             return np.empty(sel.shape, dtype=self.numpy_dtype)
-        out = owner._read_box(self.name, sel.box).reshape(sel.shape)
+        out = owner.read_box(self.name, sel.box).reshape(sel.shape)
         return out[()] if out.ndim == 0 else out
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
@@ -148,7 +142,7 @@ class _Names(tuple[str, ...]):
         return list(self)
 
 
-class TetFile(QueryMethods):
+class TetFile:
     """A read-only handle on one ``.tet`` file.
 
     Opening maps the file and validates its whole catalog, so a corrupt file
@@ -164,25 +158,21 @@ class TetFile(QueryMethods):
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
         # the output roots, pinned now: the cwd may change and a root be swapped later
         self._allow = Allowlist.pin(self._path, self.spill_allow)
-        # O_NONBLOCK + fstat: a FIFO or device is refused at once, never waited on; the map
-        # is exactly the size measured, so a file truncated meanwhile is FileChangedError.
-        fd, st = open_regular(self._path)
-        try:
-            self._len = st.st_size
-            self._identity = (st.st_dev, st.st_ino)
-            self._map: mmap.mmap | None = map_readonly(fd, self._len, self._path)
-        finally:
-            os.close(fd)
-        self._closed = False
-        self._catalog: Catalog | None = None
-        self._tables: dict[int, TileTable] = {}
+        self._reader = Reader.open(self._path)
         self._datasets: dict[str, Dataset] = {}
-        try:  # validate now, as h5py does: a corrupt file fails to open
-            with watching(self._map):  # truncated while parsed: FileChangedError
-                self._catalog = parse_catalog(self._buffer(), self._len)
-        except BaseException:
-            self.close()
-            raise
+
+    @classmethod
+    def from_reader(cls, reader: Reader, *,
+                    spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
+        """The file API over a reader that is already open (one of `tet.opencache`'s):
+        closing the file closes the reader."""
+        self = cls.__new__(cls)
+        self._path = reader.path
+        self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
+        self._allow = Allowlist.pin(self._path, self.spill_allow)
+        self._reader = reader
+        self._datasets = {}
+        return self
 
     @classmethod
     def open(cls, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
@@ -192,14 +182,7 @@ class TetFile(QueryMethods):
     # -- lifetime -----------------------------------------------------------
     def close(self) -> None:
         """Release the mapping.  Zero-copy views keep their own reference to it."""
-        self._closed = True
-        for table in self._tables.values():
-            table.release()
-        self._tables.clear()
-        if self._map is not None:
-            with contextlib.suppress(BufferError):  # a zero-copy view still uses it
-                self._map.close()
-            self._map = None
+        self._reader.close()
 
     def __enter__(self) -> TetFile:
         return self
@@ -211,7 +194,7 @@ class TetFile(QueryMethods):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{self._len} bytes"
+        state = "closed" if self._reader.closed else f"{self._reader.size} bytes"
         return f"<tet.TetFile {str(self._path)!r} ({state})>"
 
     # -- catalog ------------------------------------------------------------
@@ -225,19 +208,17 @@ class TetFile(QueryMethods):
         return self._allow
 
     @property
-    def catalog(self) -> Catalog:
-        if self._catalog is None:
-            with watching(self._map):
-                self._catalog = parse_catalog(self._buffer(), self._len)
-        return self._catalog
+    def reader(self) -> Reader:
+        """The reader core of this file: its byte source, catalog, tile tables and reads
+        by dataset id and numeric box (what the query engine and integrations use)."""
+        return self._reader
 
-    def _buffer(self) -> Any:
-        if self._closed:
-            raise TetError(f"{self._path} is closed")
-        return self._map if self._map is not None else b""
+    @property
+    def catalog(self) -> Catalog:
+        return self._reader.catalog
 
     def datasets(self) -> list[str]:
-        return [d.name for d in self.catalog.datasets]
+        return self._reader.names()
 
     @property
     def dataset_names(self) -> _Names:
@@ -301,21 +282,11 @@ class TetFile(QueryMethods):
     def summary_json(self) -> str:
         return json.dumps(self.summary())
 
-    def _dataset_id(self, name: str) -> int:
-        for i, d in enumerate(self.catalog.datasets):
-            if d.name == name:
-                return i
-        raise UnknownDatasetError(name, path=self._path, available=self.datasets())
-
-    def _meta(self, name: str) -> Mapping[str, Any]:
-        entry = self.catalog.metadata.get("datasets", {}).get(name, {})
-        return entry if isinstance(entry, dict) else {}
-
     def _make_dataset(self, record: DatasetRecord) -> Dataset:
         cached = self._datasets.get(record.name)
         if cached is not None:
             return cached
-        meta = self._meta(record.name)
+        meta = self._reader.meta(record.name)
         ext = ext_of(self.catalog.metadata).get("datasets", {}).get(record.name, {})
         where = f"dataset {record.name!r}"
         extra = {k: v for k, v in ext.items() if k != "attrs"}
@@ -351,7 +322,7 @@ class TetFile(QueryMethods):
                     f"(count={len(records)}; names: {names})"
                 )
             return self._make_dataset(records[key])
-        return self._make_dataset(records[self._dataset_id(str(key))])
+        return self._make_dataset(records[self._reader.dataset_id(str(key))])
 
     __getitem__ = dataset
 
@@ -382,35 +353,14 @@ class TetFile(QueryMethods):
         return "\n".join(lines) + "\n"
 
     # -- reading ------------------------------------------------------------
-    def _table(self, dataset_id: int) -> TileTable:
-        table = self._tables.get(dataset_id)
-        if table is None:
-            table = tile_table(self.catalog, dataset_id, self._buffer())
-            self._tables[dataset_id] = table
-        return table
-
     def resolve(self, dataset: str, selection: Any = None) -> tuple[int, Box]:
         """The dataset id and numeric box of a wire/box-form selection (labels resolved)."""
-        dataset_id = self._dataset_id(dataset)
-        shape = self._table(dataset_id).shape  # building the table checked the geometry
-        if selection is None:
-            return dataset_id, Box.full(shape)
-        meta = self._meta(dataset)
-
-        def labels(d: int) -> Sequence[str] | None:
-            dims = meta.get("dim_names") or []
-            coords = meta.get("coords") or {}
-            key = dims[d] if len(dims) == len(shape) and dims[d] in coords else str(d)
-            coord = coords.get(key)
-            return coord.get("labels") if isinstance(coord, dict) else None
-
-        has_meta = dataset in self.catalog.metadata.get("datasets", {})
-        return dataset_id, resolve_selection(selection, shape, labels, has_metadata=has_meta)
+        return self._reader.resolve(dataset, selection)
 
     def plan(self, dataset: str, selection: Any = None) -> ReadPlan:
         """The tiles a selection touches (for reports; reads do this inside C)."""
         dataset_id, box = self.resolve(dataset, selection)
-        return plan_read(self._table(dataset_id), self.catalog.datasets[dataset_id], box)
+        return plan_read(self._reader.table(dataset_id), self.catalog.datasets[dataset_id], box)
 
     def read_numpy(
         self,
@@ -440,94 +390,80 @@ class TetFile(QueryMethods):
         UnknownDatasetError, SelectionError, MemoryBudgetError, CatalogError;
         FileChangedError when the file was truncated while it was read.
         """
-        dataset_id, box = self.resolve(dataset, selection)
-        return self._read(dataset_id, box, copy=copy, budget=memory_budget_bytes)
+        dataset_id, box = self._reader.resolve(dataset, selection)
+        return self._reader.read(dataset_id, box, copy=copy, budget=memory_budget_bytes)
 
-    def _read_box(self, dataset: str, box: Box) -> np.ndarray[Any, Any]:
-        return self._read(self._dataset_id(dataset), box, copy=True, budget=None)
+    def read_box(self, dataset: str, box: Box) -> np.ndarray[Any, Any]:
+        """A copy of a numeric box of a dataset (what ``f[name][...]`` reads)."""
+        return self._reader.read(self._reader.dataset_id(dataset), box, copy=True, budget=None)
 
-    def _read(
-        self, dataset_id: int, box: Box, *, copy: bool | None, budget: int | None,
-        mask: FillMask | None = None,
-    ) -> np.ndarray[Any, Any]:
-        catalog = self.catalog
-        record = catalog.datasets[dataset_id]
-        dtype = dtypes.by_tag(record.dtype).numpy if mask is None else mask.out_dtype
-        view = (None if copy is True or mask is not None
-                else self._zero_copy(dataset_id, box, dtype))
-        if view is not None:
-            return view
-        if copy is False:
-            raise TetError(
-                f"copy=False needs a selection that is exactly one raw (uncompressed) chunk "
-                f"of {record.name!r}; use copy=None to fall back to a copy"
-            )
-        nbytes = box.size * dtype.itemsize
-        limit = resolve_budget(query_bytes=budget, file_bytes=catalog.budget_bytes,
-                               file_bps=catalog.budget_percent_bps)
-        if nbytes > limit:
-            raise MemoryBudgetError(
-                f"reading {record.name!r} {list(box.shape)} ({dtype.name}) needs {nbytes} bytes, "
-                f"over the memory budget of {limit} bytes; read a smaller selection "
-                f"(selection=... or f[{record.name!r}][a:b, ...]) and process it in pieces, or "
-                f"raise the budget with read_numpy(..., memory_budget_bytes=N)"
-            )
-        try:
-            out = np.empty(box.shape, dtype=dtype)
-        except (MemoryError, ValueError) as exc:
-            raise MemoryBudgetError(
-                f"reading {record.name!r} {list(box.shape)} ({dtype.name}) needs {nbytes} "
-                f"bytes, within the memory budget of {limit} bytes, but the system could not "
-                f"allocate them ({exc}); read a smaller selection or lower the budget"
-            ) from None
-        self._fill(dataset_id, box, out, budget=limit, mask=mask)
-        return out
+    # -- queries (tet.query.api) --------------------------------------------
+    query = via_api(QueryAPI.query)
+    query_execute = via_api(QueryAPI.query_execute)
+    execute = via_api(QueryAPI.execute)
+    plan_only = via_api(QueryAPI.plan_only)
+    histogram = via_api(QueryAPI.histogram)
+    covariance = via_api(QueryAPI.covariance)
+    correlation = via_api(QueryAPI.correlation)
+    read_spill = via_api(QueryAPI.read_spill)
+    null_count = via_api(QueryAPI.null_count)
 
-    def _fill(self, dataset_id: int, box: Box, out: np.ndarray[Any, Any], *,
-              budget: int | None = None, mask: FillMask | None = None) -> None:
-        """Copy the box into `out` (C-contiguous, the dataset dtype, the box's shape):
-        a RAM array or a memory-mapped file alike.  `budget` bounds the decode scratch
-        (default: the file's).  With `mask` (a query's ``mask_fill``) its fill values
-        read as NaN and `out` is of ``mask.out_dtype``."""
-        table = self._table(dataset_id)
-        table.read(box.start, box.stop, box.step, out,
-                   describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}",
-                   budget=budget, mask=mask)
+    @property
+    def query_api(self) -> QueryAPI:
+        """The query API of this file (what ``f.query``, ``f.mean``, ... call)."""
+        return QueryAPI(self)
 
-    def _check(self, dataset_id: int, box: Box) -> None:
-        """Raise what `_fill` would for a bad index row the box touches, reading nothing:
-        run before an output (a spill file) is sized from the box."""
-        table = self._table(dataset_id)
-        table.check(box.start, box.stop, box.step,
-                    describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}")
+    @property
+    def transform(self) -> TransformNamespace:
+        """``f.transform.to_numpy.zscore(name, axis=...)``, ``.to_spill``, ``.to_sidecar``."""
+        return QueryAPI(self).transform
 
-    def _zero_copy(
-        self, dataset_id: int, box: Box, dtype: np.dtype[Any]
-    ) -> np.ndarray[Any, Any] | None:
-        """A read-only view when the box is exactly one raw chunk, else None."""
-        record = self.catalog.datasets[dataset_id]
-        chunk = record.chunk_shape
-        if any(k != 1 for k in box.step) or any(s % c for s, c in zip(box.start, chunk)):
-            return None
-        tile = tuple(min(c, n - s) for s, c, n in zip(box.start, chunk, record.shape))
-        if box.shape != tile:
-            return None
-        table = self._table(dataset_id)
-        (i,) = table.touch(box.start, box.stop, box.step).astype(np.int64)
-        if int(table.codec[i]) != 0 or int(table.raw[i]) != box.size * dtype.itemsize:
-            return None
-        end = int(table.offset[i]) + int(table.raw[i])
-        if end > self._len:
-            return None  # the checked read path reports it
-        buf = self._buffer()
-        if isinstance(buf, GuardedMap) and end > 0:
-            # The view is read later, unchecked: touch its last byte now, so a file
-            # already truncated below it is FileChangedError here.  One truncated after
-            # this returns reads zeros in the view (the guard absorbs the fault).
-            with watching(buf):
-                buf[end - 1]
-        return np.frombuffer(buf, dtype=dtype, count=box.size,
-                             offset=int(table.offset[i])).reshape(box.shape)
+    @overload
+    def quantile(self, dataset: str, q: float, axes: None = None, *, axis: None = None,
+                 selection: Any = None, device: str | None = None, preview: None = None,
+                 raw: Literal[False] = False, mask_fill: bool = False) -> float: ...
+
+    @overload
+    def quantile(self, dataset: str, q: float, axes: AxisArg = None, *,
+                 axis: int | str | None = None, selection: Any = None,
+                 device: str | None = None, preview: int | None = None, raw: bool = False,
+                 mask_fill: bool = False) -> QueryResult | float | dict[str, Any]: ...
+
+    def quantile(self, dataset: str, q: float, axes: AxisArg = None, *,
+                 axis: int | str | None = None, selection: Any = None,
+                 device: str | None = None, preview: int | None = None, raw: bool = False,
+                 mask_fill: bool = False) -> Any:
+        """`np.quantile` (linear) over `axes`; a float for scalar calls, else a `QueryResult`.
+
+        ``mask_fill=True`` (every helper has it) reads the dataset's ``_FillValue`` /
+        ``missing_value`` values as NaN (``execution.mask_fill``)."""
+        return QueryAPI(self).quantile(dataset, q, axes, axis=axis, selection=selection,
+                                       device=device, preview=preview, raw=raw,
+                                       mask_fill=mask_fill)
+
+    # one helper per reduction op (tet.query.api.HELPER_OPS), of the op's scalar type
+    sum = reduction(float)
+    mean = reduction(float)
+    min = reduction(float)
+    max = reduction(float)
+    var = reduction(float)
+    std = reduction(float)
+    product = reduction(float)
+    norm_l1 = reduction(float)
+    norm_l2 = reduction(float)
+    median = reduction(float)
+    nan_count = reduction(float)
+    inf_count = reduction(float)
+    nan_mean = reduction(float)
+    nan_std = reduction(float)
+    all_finite = reduction(bool)
+    any_nan = reduction(bool)
+    any_inf = reduction(bool)
+    count = reduction(int)
+    numel = reduction(int)
+    arg_min = reduction(int)
+    arg_max = reduction(int)
+
 
 def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
     """Open a ``.tet`` file for reading.

@@ -132,7 +132,7 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
         fill = resolve_fill(op.params, dict(ds.attrs)) if op.key == "null_count" else 0.0
         dataset_id, box = f.resolve(doc.dataset, doc.selection)
         axes = fold_axes(written, ds.ndim)  # fold-time rules come last (query.md §4)
-        table = f._table(dataset_id)
+        table = f.reader.table(dataset_id)
         reduce = list(axes) if axes else list(range(ds.ndim))
         what = FOLDS[op.key][0]
         ex = doc.execution

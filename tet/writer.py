@@ -730,7 +730,7 @@ class TetWriter:
 
     def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py",
                  clock: Clock | None = None, _dir: Dir | None = None) -> None:
-        from tet.file import TetFile  # the reader sits beside us, not below
+        from tet.reader import Reader  # the reader core sits below us
 
         self._path = Path(os.path.expanduser(checked_path(path, "cannot write")))
         # `_dir`: the target's directory, already opened (and verified) by the caller;
@@ -756,11 +756,11 @@ class TetWriter:
         self._budget = (0, 0)
         self._tool = tool
         self._committed = False
-        self._source: TetFile | None = None
+        self._source: Reader | None = None
         self._queued = 0
         self._source_fd = -1
         if _append:
-            self._source = TetFile(self._path)
+            self._source = Reader.open(self._path)
             cat = self._source.catalog
             self._old_history = [dict(h) for h in cat.history]
             self._metadata = _deep_copy(cat.metadata)
@@ -770,13 +770,13 @@ class TetWriter:
     def _take_existing(self, cat: Catalog) -> None:
         assert self._source is not None
         fd, st = open_regular(self._path)
-        if (st.st_dev, st.st_ino) != self._source._identity:  # replaced since it was parsed
+        if (st.st_dev, st.st_ino) != self._source.source.identity:  # replaced since it was parsed
             os.close(fd)
             self._source.close()
             raise FileChangedError(f"{self._path} was replaced while it was being opened for "
                                    "appending; open it again")
         self._source_fd = fd
-        buf = self._source._buffer()
+        buf = self._source.buffer()
         with watching(buf):  # truncated under us: FileChangedError
             table = read_table(buf, cat)
         old_crc = table.crc if table is not None else None
@@ -1151,7 +1151,7 @@ class TetWriter:
         if any(ext.values()):
             meta[EXT_KEY] = ext
         file_meta = meta.setdefault("file", {})
-        from tet import __version__
+        from tet.version import __version__
 
         file_meta["tool"] = self._tool
         file_meta["library_version"] = __version__

@@ -65,10 +65,11 @@ from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
 from tet.attrs import ext_of, merge_attrs
-from tet.dask import FileKey, file_key, grouped_chunk_shape, open_cached
+from tet.dask import grouped_chunk_shape
 from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset, TetFile
 from tet.layout import MAGIC
+from tet.opencache import FileKey, file_key, open_cached
 from tet.query.budget import require_memory, resolve_budget
 from tet.safeio import checked_path, open_regular
 from tet.text import decode_text
@@ -227,10 +228,10 @@ class TetBackendArray(BackendArray):
             kept = kept[:-1]
         if any(n == 0 for n in out_shape):
             return np.empty(kept, self.dtype)
-        f = open_cached(self.key)
+        f = _cached(self.key)
         sel = {"start": start, "stop": stop, "step": step}
         dataset_id, box = f.resolve(self.name, sel)
-        f._check(dataset_id, box)  # the rows it touches, before its buffer is allocated
+        f.reader.check(dataset_id, box)  # the rows it touches, before its buffer is allocated
         data = f.read_numpy(self.name, sel)  # within the memory budget, as every read
         for d, idx in picks:
             data = np.take(data, idx, axis=d)
@@ -239,6 +240,11 @@ class TetBackendArray(BackendArray):
         if self.text is not None:
             return _decode_text(f, np.asarray(data), self.dtype, self.name)
         return _narrow(f, np.asarray(data), self.dtype, self.name)
+
+
+def _cached(key: FileKey) -> TetFile:
+    """The file API over this process's cached reader of `key` (`tet.opencache`)."""
+    return TetFile.from_reader(open_cached(key))
 
 
 def _narrow(f: TetFile, data: np.ndarray[Any, Any], dtype: np.dtype[Any],
@@ -372,7 +378,7 @@ def _variable(key: FileKey, v: _Var) -> xr.Variable:
     if v.shape:
         array = TetBackendArray(key, v.ds.name, v.shape, v.dtype, text=v.text, width=v.width)
         return xr.Variable(v.dims, indexing.LazilyIndexedArray(array), v.attrs, encoding)
-    f = open_cached(key)  # one value: read now
+    f = _cached(key)  # one value: read now
     data = f.read_numpy(v.ds.name)
     if v.text is not None:
         data = _decode_text(f, data, v.dtype, v.ds.name)
@@ -431,7 +437,7 @@ class TetDataStore(AbstractDataStore):
         return dict(variables), dict(attrs)
 
     def _load(self) -> tuple[dict[str, xr.Variable], dict[str, Any]]:
-        f = open_cached(self.key)
+        f = _cached(self.key)
         names = _group_names(f.datasets(), self.group)
         if not names and self.group is not None and self.group.strip("/") not in _all_groups(
                 f.datasets()):
@@ -729,7 +735,7 @@ class TetBackendEntrypoint(BackendEntrypoint):
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"the tet engine opens files by path, not {type(filename_or_obj)}")
         key = file_key(filename_or_obj)
-        names = open_cached(key).datasets()
+        names = open_cached(key).names()
         for name in names:
             if "" in name.split("/"):
                 raise XarrayLayoutError(

@@ -1,12 +1,28 @@
-"""The query methods of `TetFile`: documents in (dict, JSON or TOML text), responses
-or `QueryResult` out, and one helper per tier A/B operation (``f.mean(name, axis=0)``)."""
+"""The query API of an open file: documents in (dict, JSON or TOML text), responses or
+`QueryResult` out, and one helper per tier A/B operation (``f.mean(name, axis=0)``).
+
+`QueryAPI` wraps one `TetFile`; the file declares each method as a `via_api` or
+`reduction` descriptor, so ``f.mean`` is a bound method that builds a `QueryAPI` of `f`
+and mypy sees its exact signature (a `Reduction` of the helper's scalar type)."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
 from collections.abc import Callable, Sequence
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import numpy as np
 
@@ -34,7 +50,7 @@ from tet.query.sinks import (
 if TYPE_CHECKING:
     from tet.file import Dataset, TetFile
 
-__all__ = ["HELPER_OPS", "QueryMethods"]
+__all__ = ["HELPER_OPS", "QueryAPI", "Reduction", "reduction", "via_api"]
 
 AxisArg = int | str | Sequence[int | str] | None
 
@@ -53,13 +69,19 @@ def _with_mask(doc: dict[str, Any], mask_fill: Any) -> dict[str, Any]:
     return doc
 
 
-class QueryMethods:
-    """Mixed into `TetFile`; everything goes through `execute_document`."""
+class QueryAPI:
+    """The query methods of one open `TetFile`; everything goes through
+    `execute_document`."""
 
-    def _document(self, query: Any, device: str | None = None) -> QueryDocument:
+    __slots__ = ("file",)
+
+    def __init__(self, file: TetFile) -> None:
+        self.file = file
+
+    def document(self, query: Any, device: str | None = None) -> QueryDocument:
         """Parse `query` (dict, JSON or TOML text); a string `dataset` the file does not
         have is an `UnknownDatasetError` before any other rule (python-api.md §2)."""
-        f: TetFile = self  # type: ignore[assignment]
+        f = self.file
         if isinstance(query, str):
             try:
                 query = load_text(query)
@@ -81,13 +103,13 @@ class QueryMethods:
             doc = dataclasses.replace(doc, execution=ex)
         return doc
 
-    def _run(self, query: Any, *, device: str | None, preview: int | None, plan: bool,
+    def run(self, query: Any, *, device: str | None, preview: int | None, plan: bool,
              sink: dict[str, Any] | None = None, max_chunks: int | None = MAX_CHUNKS
              ) -> tuple[QueryDocument, dict[str, Any]]:
-        f: TetFile = self  # type: ignore[assignment]
+        f = self.file
         limit = _preview_limit(preview)
         cap = _count_or_none("max_chunks", max_chunks)
-        doc = self._document(query, device)
+        doc = self.document(query, device)
         raw = execute_document(f, doc, preview=None if plan else limit,
                                tet_file=str(f.path), sink=sink, max_chunks=cap)
         return doc, raw
@@ -112,20 +134,20 @@ class QueryMethods:
                 max_chunks: int | None = MAX_CHUNKS) -> Any:
         """Like `query_execute` but a `QueryResult` by default; ``plan=True`` plans only."""
         sink: dict[str, Any] = {}
-        doc, response = self._run(query, device=device, preview=preview, plan=plan, sink=sink,
-                                  max_chunks=max_chunks)
+        doc, response = self.run(query, device=device, preview=preview, plan=plan, sink=sink,
+                                 max_chunks=max_chunks)
         if raw:
             return response
-        return self._result(doc, response, require_execution=not plan, sink=sink)
+        return self.result(doc, response, require_execution=not plan, sink=sink)
 
     def plan_only(self, query: Any, *, raw: bool = True,
                   max_chunks: int | None = MAX_CHUNKS) -> Any:
         """The catalog and read plan of a document, without executing it."""
         return self.execute(query, raw=raw, plan=True, max_chunks=max_chunks)
 
-    def _result(self, doc: QueryDocument, response: dict[str, Any], *,
+    def result(self, doc: QueryDocument, response: dict[str, Any], *,
                 require_execution: bool, sink: dict[str, Any]) -> QueryResult:
-        f: TetFile = self  # type: ignore[assignment]
+        f = self.file
         op = doc.operation.key if doc.operation else None
         return QueryResult.from_response(response, op=op, path=f.path,
                                          require_execution=require_execution,
@@ -140,11 +162,11 @@ class QueryMethods:
             return []
         if isinstance(axes, (int, str)):
             axes = [axes]
-        f: TetFile = self  # type: ignore[assignment]
+        f = self.file
         ds: Dataset = f.dataset(dataset)
         return [ds.axis_index(a, path=f.path) for a in axes]
 
-    def _reduce(self, op: str, dataset: str, axes: AxisArg, axis: int | str | None, *,
+    def reduce(self, op: str, dataset: str, axes: AxisArg, axis: int | str | None, *,
                 selection: Any, device: str | None, preview: int | None, raw: bool,
                 body: Any = None, mask_fill: bool = False) -> Any:
         wire = HELPER_OPS.get(op, op)
@@ -185,8 +207,8 @@ class QueryMethods:
                 out["axes"] = resolved
             return out
 
-        return self._reduce("quantile", dataset, axes, axis, selection=selection, device=device,
-                            preview=preview, raw=raw, body=body, mask_fill=mask_fill)
+        return self.reduce("quantile", dataset, axes, axis, selection=selection, device=device,
+                           preview=preview, raw=raw, body=body, mask_fill=mask_fill)
 
     def histogram(self, dataset: str, bins: int, axes: AxisArg = None, *,
                   axis: int | str | None = None, min: float | None = None,
@@ -242,7 +264,7 @@ class QueryMethods:
         """Write the selection to a spill file (row-major, little-endian, no header);
         without `path`, a file in the platform cache that is kept for the caller.
         ``mask_fill=True``: fill values written as NaN (integers as float64)."""
-        f: TetFile = self  # type: ignore[assignment]
+        f = self.file
         target = (str(f.allowlist.temp_path("spill")) if path is None
                   else f.allowlist.beside(path, "spill"))
         doc: dict[str, Any] = {"dataset": dataset, "spill": target}
@@ -255,13 +277,13 @@ class QueryMethods:
     @property
     def transform(self) -> TransformNamespace:
         """``f.transform.to_numpy.zscore(name, axis=...)``, ``.to_spill``, ``.to_sidecar``."""
-        return TransformNamespace(self._transform)
+        return TransformNamespace(self.run_transform)
 
-    def _transform(self, sink: TransformWrite, method: str, dataset: str, axes: AxisArg, *,
+    def run_transform(self, sink: TransformWrite, method: str, dataset: str, axes: AxisArg, *,
                    axis: int | str | None, selection: Any, device: str | None, raw: bool,
                    path: str | PathLike[str] | None = None,
                    timestamp: bool | None = None, mask_fill: bool = False) -> Any:
-        f: TetFile = self  # type: ignore[assignment]
+        f = self.file
         resolved = self._axes(dataset, axes, axis)
         body: dict[str, Any] = {"method": method}
         if len(resolved) == 1:
@@ -279,7 +301,7 @@ class QueryMethods:
             doc["selection"] = selection
         _with_mask(doc, mask_fill)
         out: dict[str, Any] = {}
-        _, response = self._run(doc, device=device, preview=0, plan=False, sink=out)
+        _, response = self.run(doc, device=device, preview=0, plan=False, sink=out)
         if raw:
             return response
         if sink is TransformWrite.NUMPY:
@@ -302,28 +324,107 @@ class QueryMethods:
                 out["axes"] = resolved
             return out or []
 
-        return self._reduce("null_count", dataset, axes, axis, selection=selection,
-                            device=device, preview=preview, raw=raw, body=body,
-                            mask_fill=mask_fill)
+        return self.reduce("null_count", dataset, axes, axis, selection=selection,
+                           device=device, preview=preview, raw=raw, body=body,
+                           mask_fill=mask_fill)
+
+
+T = TypeVar("T", float, int, bool)
+T_co = TypeVar("T_co", float, int, bool, covariant=True)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Reduction(Protocol[T_co]):
+    """A reduction helper (``f.mean``, ``f.count``, ...): its scalar type `T_co` (float,
+    int or bool) when called without axes, preview or raw; a `QueryResult` (or that
+    scalar, for ``axes=[]``) otherwise; the response document with ``raw=True``."""
+
+    @overload
+    def __call__(self, dataset: str, axes: None = None, *, axis: None = None,
+                 selection: Any = None, device: str | None = None, preview: None = None,
+                 raw: Literal[False] = False, mask_fill: bool = False) -> T_co: ...
+
+    @overload
+    def __call__(self, dataset: str, axes: AxisArg = None, *, axis: int | str | None = None,
+                 selection: Any = None, device: str | None = None, preview: int | None = None,
+                 raw: Literal[True], mask_fill: bool = False) -> dict[str, Any]: ...
+
+    @overload
+    def __call__(self, dataset: str, axes: AxisArg = None, *, axis: int | str | None = None,
+                 selection: Any = None, device: str | None = None, preview: int | None = None,
+                 raw: bool = False, mask_fill: bool = False
+                 ) -> QueryResult | T_co | dict[str, Any]: ...
+
+
+class reduction(Generic[T]):
+    """Declares the helper of one reduction op on `TetFile` (``mean = reduction(float)``;
+    the op is the attribute's name).  Reading it off a file gives a bound method."""
+
+    def __init__(self, kind: type[T]) -> None:
+        self.kind: type[T] = kind  # the scalar type mypy sees; the op's wire kind decides
+        self.func: Callable[..., Any]  # the method, made once the attribute's name is known
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if name not in HELPER_OPS:
+            raise TypeError(f"{name!r} is not a reduction helper (one of {sorted(HELPER_OPS)})")
+        wire = HELPER_OPS[name]
+        kind = int if wire in _INT_OPS else bool if wire in _BOOL_OPS else float
+        if self.kind is not kind:  # what `QueryAPI.reduce` returns for a scalar call
+            raise TypeError(f"the {name!r} helper returns {kind.__name__}, "
+                            f"not {self.kind.__name__}")
+        self.func = _helper(name)
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Callable[..., Any]: ...
+
+    @overload
+    def __get__(self, obj: TetFile, owner: type | None = None) -> Reduction[T]: ...
+
+    def __get__(self, obj: TetFile | None, owner: type | None = None
+                ) -> Callable[..., Any] | Reduction[T]:
+        if obj is None:
+            return self.func
+        return cast("Reduction[T]", types.MethodType(self.func, obj))
+
+
+class via_api(Generic[P, R]):
+    """Declares a `TetFile` method that is the `QueryAPI` method `method` of the file
+    (``query = via_api(QueryAPI.query)``), with its signature and documentation."""
+
+    def __init__(self, method: Callable[Concatenate[QueryAPI, P], R]) -> None:
+        self.method = method
+        self.name = method.__name__
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None
+                ) -> Callable[Concatenate[QueryAPI, P], R]: ...
+
+    @overload
+    def __get__(self, obj: TetFile, owner: type | None = None) -> Callable[P, R]: ...
+
+    def __get__(self, obj: TetFile | None, owner: type | None = None
+                ) -> Callable[Concatenate[QueryAPI, P], R] | Callable[P, R]:
+        if obj is None:
+            return self.method
+        bound: Callable[P, R] = getattr(QueryAPI(obj), self.name)
+        return bound
 
 
 def _helper(op: str) -> Callable[..., Any]:
-    def method(self: QueryMethods, dataset: str, axes: AxisArg = None, *,
+    def method(self: TetFile, dataset: str, axes: AxisArg = None, *,
                axis: int | str | None = None, selection: Any = None, device: str | None = None,
                preview: int | None = None, raw: bool = False, mask_fill: bool = False) -> Any:
-        return self._reduce(op, dataset, axes, axis, selection=selection, device=device,
-                            preview=preview, raw=raw, mask_fill=mask_fill)
+        return QueryAPI(self).reduce(op, dataset, axes, axis, selection=selection,
+                                     device=device, preview=preview, raw=raw,
+                                     mask_fill=mask_fill)
 
-    method.__name__ = op
-    method.__doc__ = (f"The `{HELPER_OPS[op]}` reduction over `axes` ([] or None: every "
-                      "element); a bare value for scalar calls, else a `QueryResult`. "
+    method.__name__ = method.__qualname__ = op
+    method.__doc__ = (f"The `{HELPER_OPS.get(op, op)}` reduction over `axes` ([] or None: "
+                      "every element); a bare value for scalar calls, else a `QueryResult`. "
                       "``mask_fill=True`` reads the dataset's ``_FillValue`` / "
                       "``missing_value`` values as NaN (``execution.mask_fill``).")
     return method
-
-
-for _name in HELPER_OPS:
-    setattr(QueryMethods, _name, _helper(_name))
 
 
 def _preview_limit(preview: Any) -> int:

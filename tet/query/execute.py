@@ -80,7 +80,7 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     dataset_id, box = f.resolve(doc.dataset, doc.selection)
     if op is not None and preview is not None and op.key not in ("covariance", "correlation"):
         axes = fold_axes(echoed, record.ndim)  # fold-time rules come last (query.md §4)
-    plan = plan_read(f._table(dataset_id), record, box)
+    plan = plan_read(f.reader.table(dataset_id), record, box)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)
     echo = op.echo(echoed, fill) if op is not None else None
@@ -124,7 +124,7 @@ def _execute(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tu
         preview_dtype = dtypes.for_numpy(mask.out_dtype).name
     if op is None and doc.spill is not None:
         assert allow is not None
-        f._check(dataset_id, box)  # bad rows fail before the spill file is sized
+        f.reader.check(dataset_id, box)  # bad rows fail before the spill file is sized
         spilled, preview_values = _spill(f, dataset_id, box, doc.spill, allow, dt.numpy,
                                          preview, budget, masked)
         fields.update(spilled)
@@ -198,7 +198,7 @@ def _spill(f: TetFile, dataset_id: int, box: Box, target: str, allow: Allowlist,
         dtype = mask.out_dtype
     with allow.create(target, what="spill") as out:
         values = out.map(dtype.newbyteorder("<"), box.shape)
-        f._fill(dataset_id, box, values, mask=mask)
+        f.reader.fill(dataset_id, box, values, mask=mask)
         head = _head(values, preview, budget)
     return ({"memory_strategy": "mmap_spill", "spill_f32_path": str(out.shown),
              "spill_f32_bytes": box.size * dtype.itemsize}, head)
@@ -289,7 +289,7 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     ex = doc.execution
     hint = ex.fold_parallel if ex else None
     record = f.catalog.datasets[dataset_id]
-    table = f._table(dataset_id)
+    table = f.reader.table(dataset_id)
     regime = _io_regime(nbytes, available)
     linear = (regime == "out_of_core" and box.is_full(record.shape) and hint is not True
               and _contiguous_raw(table))
@@ -342,7 +342,7 @@ def _preview(f: TetFile, dataset_id: int, box: Box, limit: int,
     stop = [min(e, s) for e, s in zip(stop, box.stop)]
     sub = Box(tuple(start), tuple(stop), box.step)
     # at most 2 n values: within what _preview_memory allowed for the response
-    values = f._read(dataset_id, sub, copy=True, budget=max(budget, WORK_FLOOR),
+    values = f.reader.read(dataset_id, sub, copy=True, budget=max(budget, WORK_FLOOR),
                      mask=masked.mask if masked is not None else None)
     return values.ravel()[:n]
 

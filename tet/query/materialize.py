@@ -51,12 +51,12 @@ def materialized(f: TetFile, dataset_id: int, box: Box, *, budget: int,
         dtype = mask.out_dtype
     if box.size * dtype.itemsize <= budget:
         out = allocate(box.shape, dtype, budget=budget, what=f"materialising {list(box.shape)}")
-        f._fill(dataset_id, box, out, budget=budget, mask=mask)
+        f.reader.fill(dataset_id, box, out, budget=budget, mask=mask)
         yield out, "in_memory_materialize"
         return
-    f._check(dataset_id, box)  # a file declaring a huge selection fails before its spill
+    f.reader.check(dataset_id, box)  # a file declaring a huge selection fails before its spill
     x = allow.scratch(dtype, box.shape)  # a file with no name: nothing to clean up
-    f._fill(dataset_id, box, x, budget=budget, mask=mask)
+    f.reader.fill(dataset_id, box, x, budget=budget, mask=mask)
     yield x, "temp_spill_materialize"
 
 
@@ -133,7 +133,7 @@ def histogram(f: TetFile, dataset_id: int, box: Box, bins: int, axes: Sequence[i
 
     The edges (and the range arrays they come from) must fit `budget` (default: the
     file's) before anything is allocated; the fold checks its own accumulators."""
-    table = f._table(dataset_id)
+    table = f.reader.table(dataset_id)
     budget = table.budget(budget)
     reduce = list(axes) if axes else list(range(len(box.shape)))
     kept = [n for d, n in enumerate(box.shape) if d not in reduce]

@@ -127,7 +127,7 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     # pass 1: statistics per fold cell (log1p/sqrt: the kernel finds its own minimum)
     kept = [n for d, n in enumerate(box.shape) if axes and d not in axes]
     from_fold = [s for s in reported if method not in ("log1p", "sqrt")]
-    stats = (fold_many(f._table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN,
+    stats = (fold_many(f.reader.table(dataset_id), box, from_fold, axes, table_of=SKIP_NAN,
                        budget=budget, mask=mask) if from_fold else {})
     with np.errstate(all="ignore"):  # inf - inf ranges become NaN: pass 2 reports them
         a, b = _parameters(method, stats, math.prod(kept))
@@ -135,17 +135,17 @@ def run_transform(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     # pass 2: the selection, rewritten in place where it lands
     def fill_and_transform(out: Arr) -> tuple[int, list[int]]:
         if mask is not None:  # f32/f64 in place, every other dtype promoted to float64
-            f._fill(dataset_id, box, out, budget=budget, mask=mask)
+            f.reader.fill(dataset_id, box, out, budget=budget, mask=mask)
         elif out.dtype == src.numpy:
-            f._fill(dataset_id, box, out, budget=budget)
+            f.reader.fill(dataset_id, box, out, budget=budget)
         else:
-            out[...] = f._read(dataset_id, box, copy=True, budget=budget)
+            out[...] = f.reader.read(dataset_id, box, copy=True, budget=budget)
         return kernels.transform(out, method, axes or tuple(range(out.ndim)), a, b)
 
     fields: dict[str, Any] = {"total_bytes_read_from_disk": stored * (passes + 1)}
     array: Arr | None = None
     if target == "spill":
-        f._check(dataset_id, box)  # bad rows fail before the spill file is sized
+        f.reader.check(dataset_id, box)  # bad rows fail before the spill file is sized
         given = (doc.write.path if doc.write and doc.write.path
                  else allow.temp_path("spill"))
         with allow.create(given, what="write.path") as out:
