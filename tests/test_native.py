@@ -1,0 +1,34 @@
+"""The C extension against the Python side: how it is built, and the facts both restate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _build_settings(env: dict[str, str]) -> dict[str, list[str]]:
+    code = ("import json, build_ffi; "
+            "print(json.dumps({'sources': build_ffi.SOURCES, 'warnings': build_ffi.WARNINGS}))")
+    clean = {k: v for k, v in os.environ.items() if k != "TET_WERROR"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60, check=True)
+    out: dict[str, list[str]] = json.loads(proc.stdout)
+    return out
+
+
+def test_users_installs_do_not_fail_on_warnings_but_make_builds_do() -> None:
+    assert _build_settings({})["warnings"] == ["-Wall", "-Wextra"]
+    assert _build_settings({"TET_WERROR": "0"})["warnings"] == ["-Wall", "-Wextra"]
+    assert _build_settings({"TET_WERROR": "1"})["warnings"] == ["-Wall", "-Wextra", "-Werror"]
+    assert "export TET_WERROR := 1" in (REPO / "Makefile").read_text().splitlines()
+
+
+def test_every_c_file_is_compiled() -> None:
+    on_disk = sorted(p.name for p in (REPO / "csrc").glob("*.c"))
+    assert _build_settings({})["sources"] == on_disk
+    assert "dispatch.c" in on_disk and "fold.c" in on_disk
