@@ -66,20 +66,6 @@ int32_t tet_simd_supported(int32_t level)
     }
 }
 
-const char *tet_simd_name(int32_t level)
-{
-    switch (level) {
-    case TET_SIMD_SCALAR:
-        return "scalar";
-    case TET_SIMD_AVX2:
-        return "avx2";
-    case TET_SIMD_NEON:
-        return "neon";
-    default:
-        return "unknown";
-    }
-}
-
 static int32_t best_level(void)
 {
     if (tet_simd_supported(TET_SIMD_AVX2))

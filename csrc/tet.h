@@ -28,6 +28,7 @@ typedef enum {
 
 #define TET_TILE_MISSING 0xFFFFFFFF
 
+/* The SIMD bodies; Python names them after these members ("scalar", "avx2", "neon"). */
 typedef enum {
     TET_SIMD_SCALAR = 0,
     TET_SIMD_AVX2 = 1,
@@ -163,7 +164,6 @@ int32_t tet_dispatch_init(void);
 int32_t tet_simd_set(int32_t level);
 int32_t tet_simd_get(void);
 int32_t tet_simd_supported(int32_t level);
-const char *tet_simd_name(int32_t level);
 
 /* Copy box of the dataset into dst (dense, C-order, the box's logical shape).
  * On failure report->chunk is the linear grid id of the failing tile. */
@@ -198,7 +198,6 @@ int32_t tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *re
 int32_t tet_encode(const tet_encode_plan *plan, tet_report *report);
 uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len);
 const char *tet_zstd_error_name(uint64_t code);
-uint32_t tet_zstd_version(void);
 
 /* The strided copy the gather uses for non-unit innermost steps, exposed so
  * tests can compare every SIMD body with the scalar one. */

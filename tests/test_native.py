@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tet import kernels
+from tet.kernels import ffi, lib
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,3 +35,17 @@ def test_every_c_file_is_compiled() -> None:
     on_disk = sorted(p.name for p in (REPO / "csrc").glob("*.c"))
     assert _build_settings({})["sources"] == on_disk
     assert "dispatch.c" in on_disk and "fold.c" in on_disk
+
+
+def test_simd_names_are_the_c_enum_members() -> None:
+    members = ffi.typeof("tet_simd").elements
+    assert members == {0: "TET_SIMD_SCALAR", 1: "TET_SIMD_AVX2", 2: "TET_SIMD_NEON"}
+    assert kernels.simd_levels()[0] == "scalar"
+    assert set(kernels.simd_levels()) <= {"scalar", "avx2", "neon"}
+    with kernels.using_simd("scalar"):
+        assert kernels.simd_level() == "scalar"
+
+
+def test_dead_exports_are_gone() -> None:
+    assert not hasattr(lib, "tet_simd_name")
+    assert not hasattr(lib, "tet_zstd_version")

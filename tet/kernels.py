@@ -65,7 +65,10 @@ _native = _load_native()
 ffi: Any = _native.ffi
 lib: Any = _native.lib
 
-_SIMD_NAMES = ("scalar", "avx2", "neon")
+# The SIMD levels are the C enum's members, named without their prefix: "scalar", "avx2", ...
+_SIMD_NAMES: tuple[str, ...] = tuple(
+    name.removeprefix("TET_SIMD_").lower()
+    for _, name in sorted(ffi.typeof("tet_simd").elements.items()))
 lib.tet_dispatch_init()
 
 U64 = np.dtype("<u8")
@@ -79,7 +82,7 @@ PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
 
 def simd_level() -> str:
     """Name of the SIMD body in use ("scalar", "avx2" or "neon")."""
-    return _SIMD_NAMES[lib.tet_simd_get()]
+    return _SIMD_NAMES[int(lib.tet_simd_get())]
 
 
 def simd_levels() -> list[str]:
