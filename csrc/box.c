@@ -107,11 +107,11 @@ static tet_status tile_check(const tet_tiles *g, uint64_t id, const uint64_t *ti
         *detail = raw;
         return TET_ERR_TILE;
     }
-    if (codec == 0 && stored != raw) {
+    if (codec == TET_CODEC_RAW && stored != raw) {
         *detail = stored;
         return TET_ERR_LENGTH;
     }
-    if (codec > 1) {
+    if (codec > TET_CODEC_ZSTD) {
         *detail = codec;
         return TET_ERR_CODEC;
     }
@@ -137,7 +137,7 @@ tet_status tet_touch_scan(const tet_tiles *g, const tet_box *b, const tet_touch_
             r->detail = detail;
             return st;
         }
-        if (g->codec[id] == 1 && g->raw[id] > most)
+        if (g->codec[id] == TET_CODEC_ZSTD && g->raw[id] > most)
             most = g->raw[id];
     }
     *largest_zstd = most;
@@ -154,7 +154,7 @@ tet_status tet_tile_open(const tet_tiles *g, const tet_box *b, const tet_touch_s
     if (st != TET_OK)
         return st;
     v->bytes = g->file + off;
-    if (g->codec[id] == 0)
+    if (g->codec[id] == TET_CODEC_RAW)
         return TET_OK;
     v->bytes = scratch;
     return tet_zstd_decode(dctx, scratch, g->raw[id], g->file + off, g->stored[id], detail);

@@ -15,6 +15,9 @@ typedef struct {
     tet_report reports[TET_MAX_THREADS];
 } encode_ctx;
 
+/* encode_worker spells out a unit step for every axis */
+TET_STATIC_ASSERT(TET_MAX_NDIM == 8, ones_has_one_per_axis);
+
 static void encode_worker(void *vctx, uint32_t t)
 {
     encode_ctx *c = vctx;
@@ -24,7 +27,7 @@ static void encode_worker(void *vctx, uint32_t t)
     static const uint64_t ones[TET_MAX_NDIM] = {1, 1, 1, 1, 1, 1, 1, 1};
     uint8_t *scratch = NULL;
     tet_cctx *cctx = NULL;
-    if (p->codec == 1) {
+    if (p->codec == TET_CODEC_ZSTD) {
         scratch = malloc(c->scratch_len ? c->scratch_len : 1);
         cctx = tet_cctx_new();
         if (scratch == NULL || cctx == NULL) {
@@ -39,10 +42,10 @@ static void encode_worker(void *vctx, uint32_t t)
             break;
         const uint64_t *extent = p->extent + i * p->ndim;
         const uint64_t raw = tet_extent_bytes(extent, p->ndim, p->elem_size); /* checked */
-        uint8_t *tile = p->codec == 1 ? scratch : p->out + c->slot[i];
+        uint8_t *tile = p->codec == TET_CODEC_ZSTD ? scratch : p->out + c->slot[i];
         tet_box_copy(tile, extent, zeros, p->src, p->src_shape, p->origin + i * p->ndim, ones,
                      extent, p->ndim, p->elem_size, c->strided);
-        if (p->codec == 0) {
+        if (p->codec == TET_CODEC_RAW) {
             p->out_len[i] = raw;
             if (p->out_crc != NULL) /* while the tile is still in cache */
                 p->out_crc[i] = c->crc(0, tile, raw);
@@ -67,14 +70,15 @@ done:
 
 uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len)
 {
-    return codec == 1 ? tet_zstd_bound(raw_len) : raw_len;
+    return codec == TET_CODEC_ZSTD ? tet_zstd_bound(raw_len) : raw_len;
 }
 
 int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
 {
     tet_report_clear(report);
     const tet_encode_plan *p = plan;
-    if (p->ndim < 1 || p->ndim > TET_MAX_NDIM || p->elem_size == 0 || p->codec > 1)
+    if (p->ndim < 1 || p->ndim > TET_MAX_NDIM || p->elem_size == 0 ||
+        p->codec > TET_CODEC_ZSTD)
         return tet_report_refuse(report, TET_ERR_ARGUMENT);
     encode_ctx *c = calloc(1, sizeof *c);
     uint64_t *slot = malloc((p->n_chunks ? p->n_chunks : 1) * sizeof *slot);
@@ -117,7 +121,7 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
     tet_parallel(encode_worker, c, threads);
     for (uint32_t t = 0; t < TET_MAX_THREADS; t++)
         tet_report_merge(report, &c->reports[t]);
-    if (report->status == TET_OK && p->codec == 1) {
+    if (report->status == TET_OK && p->codec == TET_CODEC_ZSTD) {
         /* Pack the compressed frames back to back, in plan order. */
         uint64_t packed = 0;
         for (uint64_t i = 0; i < p->n_chunks; i++) {

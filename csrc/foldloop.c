@@ -82,12 +82,12 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
             }
             goto next;
         }
-        if (mask == NULL && last_reduced && step == 1 && g->dtype == 1 &&
+        if (mask == NULL && last_reduced && step == 1 && g->dtype == TET_DTYPE_F32 &&
             what == TET_FOLD_MINMAX && c->fiber_stride[last] == 1) {
             tet_fold_minmax_f32(&cells[cell], p, run, fiber); /* no f64 promotion needed */
             goto next;
         }
-        if (mask == NULL && last_reduced && step == 1 && g->dtype == 1 &&
+        if (mask == NULL && last_reduced && step == 1 && g->dtype == TET_DTYPE_F32 &&
             what == TET_FOLD_MOMENTS) {
             tet_fold_moments_f32(&cells[cell], p, run);
             goto next;
@@ -190,7 +190,8 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     const tet_status valid = tet_box_valid(tiles, box);
     if (valid != TET_OK)
         return tet_report_refuse(report, valid);
-    if (spec->parts == 0 || tiles->dtype < 1 || tiles->dtype > 10 ||
+    if (spec->parts == 0 || tiles->dtype < TET_DTYPE_F32 ||
+        tiles->dtype > TET_DTYPE_LAST ||
         (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)) ||
         (spec->mask != NULL && spec->mask->n > TET_MASK_MAX))
         return tet_report_refuse(report, TET_ERR_ARGUMENT);

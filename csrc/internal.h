@@ -4,8 +4,23 @@
 #include <string.h>
 #include "tet.h"
 
-#define TET_MAX_NDIM 8
-#define TET_MAX_THREADS 64
+/* The last dtype tag (tags run from TET_DTYPE_F32 = 1 without gaps). */
+#define TET_DTYPE_LAST TET_DTYPE_U64
+
+/* ---- compile-time checks (C99: a negative array size fails the build) ---- */
+#define TET_STATIC_ASSERT(cond, name) typedef char tet_static_assert_##name[(cond) ? 1 : -1]
+#define TET_FIELD_LEN(type, field) (sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]))
+
+/* The fixed arrays of the API structs hold what their constants say. */
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_box, start) == TET_MAX_NDIM, box_start_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_box, stop) == TET_MAX_NDIM, box_stop_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_box, step) == TET_MAX_NDIM, box_step_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_transform_spec, shape) == TET_MAX_NDIM, tx_shape_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_transform_spec, bad) == TET_TX_MAX_BAD, tx_bad_capacity);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_mask, value) == TET_MASK_MAX, mask_values);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_mask, bits) == TET_MASK_MAX, mask_bits);
+/* reduce_mask (fold and transform specs) has one bit per axis. */
+TET_STATIC_ASSERT(TET_MAX_NDIM <= 32, reduce_mask_bit_per_axis);
 
 /* ---- checked arithmetic ------------------------------------------------ */
 /* Sizes derived from file fields or query values go through these: each

@@ -24,10 +24,10 @@ typedef struct {
 /* A quiet NaN of a float dtype, as its little-endian bytes. */
 static void nan_bytes(uint32_t dtype, uint8_t *out)
 {
-    if (dtype == 1) {
+    if (dtype == TET_DTYPE_F32) {
         const float f = NAN;
         memcpy(out, &f, 4);
-    } else if (dtype == 9) {
+    } else if (dtype == TET_DTYPE_F16) {
         const uint16_t h = 0x7E00;
         memcpy(out, &h, 2);
     } else {
@@ -43,7 +43,7 @@ static void masked_copy(const read_ctx *c, const tet_tile_view *v)
 {
     const tet_tiles *g = c->g;
     const uint32_t nd = g->ndim, last = nd - 1;
-    const uint64_t es = g->elem_size, oes = c->out_dtype == 2 ? 8 : es;
+    const uint64_t es = g->elem_size, oes = c->out_dtype == TET_DTYPE_F64 ? 8 : es;
     uint64_t tstride[TET_MAX_NDIM], ostride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
     uint64_t s = 1, o = 1;
     for (int d = (int)nd - 1; d >= 0; d--) {
@@ -71,7 +71,7 @@ static void masked_copy(const read_ctx *c, const tet_tile_view *v)
             uint8_t *qk = q + k * oes;
             tet_load_f64(g->dtype, pk, n, step, buf);
             const uint64_t hits = tet_mask_hits(g->dtype, pk, n, step, buf, c->mask, hit);
-            if (c->out_dtype == 2) {
+            if (c->out_dtype == TET_DTYPE_F64) {
                 for (uint64_t i = 0; hits && i < n; i++)
                     if (hit[i])
                         buf[i] = NAN;
@@ -156,8 +156,10 @@ static int32_t read_box(const tet_tiles *tiles, const tet_box *box, const tet_ma
         return tet_report_refuse(report, valid);
     if (mask != NULL) {
         const uint32_t dt = tiles->dtype;
-        const int native = out_dtype == 0 && (dt == 1 || dt == 2 || dt == 9);
-        if (mask->n > TET_MASK_MAX || dt < 1 || dt > 10 || !(native || out_dtype == 2))
+        const int native = out_dtype == 0 &&
+                           (dt == TET_DTYPE_F32 || dt == TET_DTYPE_F64 || dt == TET_DTYPE_F16);
+        if (mask->n > TET_MASK_MAX || dt < TET_DTYPE_F32 || dt > TET_DTYPE_LAST ||
+            !(native || out_dtype == TET_DTYPE_F64))
             return tet_report_refuse(report, TET_ERR_ARGUMENT);
     }
     read_ctx *c = calloc(1, sizeof *c);

@@ -26,7 +26,33 @@ typedef enum {
     TET_ERR_OVERFLOW = 11   /* a size derived from the geometry does not fit 64 bits */
 } tet_status;
 
+/* Facts of the file format (layout v1) the kernels share with tet/layout.py and
+ * tet/dtypes.py; tests/test_native.py compares the two sides. */
+#define TET_MAX_NDIM 8            /* axes of a dataset */
+#define TET_MAX_THREADS 64        /* worker threads of one call, the caller's included */
+
+/* A chunk index row's codec tag. */
+typedef enum {
+    TET_CODEC_RAW = 0,
+    TET_CODEC_ZSTD = 1
+} tet_codec;
+
+/* The codec of a tile that has no chunk index row (never a tag in a file). */
 #define TET_TILE_MISSING 0xFFFFFFFF
+
+/* A dataset's element type: its wire tag, as in tet/dtypes.py. */
+typedef enum {
+    TET_DTYPE_F32 = 1,
+    TET_DTYPE_F64 = 2,
+    TET_DTYPE_I32 = 3,
+    TET_DTYPE_I64 = 4,
+    TET_DTYPE_U8 = 5,
+    TET_DTYPE_U16 = 6,
+    TET_DTYPE_I16 = 7,
+    TET_DTYPE_U32 = 8,
+    TET_DTYPE_F16 = 9,
+    TET_DTYPE_U64 = 10
+} tet_dtype;
 
 /* The SIMD bodies; Python names them after these members ("scalar", "avx2", "neon"). */
 typedef enum {
@@ -50,7 +76,7 @@ typedef struct {
     uint64_t file_len;
     uint32_t ndim;
     uint32_t elem_size;
-    uint32_t dtype;               /* wire tag 1..10 (folds convert by it) */
+    uint32_t dtype;               /* a tet_dtype (folds convert by it) */
     uint32_t reserved;
     const uint64_t *shape;        /* [ndim] */
     const uint64_t *chunk_shape;  /* [ndim] */
@@ -63,9 +89,9 @@ typedef struct {
 
 /* A selection: per axis start, exclusive stop, step >= 1 (checked by Python). */
 typedef struct {
-    uint64_t start[8];
-    uint64_t stop[8];
-    uint64_t step[8];
+    uint64_t start[TET_MAX_NDIM];
+    uint64_t stop[TET_MAX_NDIM];
+    uint64_t step[TET_MAX_NDIM];
 } tet_box;
 
 /* What a fold accumulates (bits of tet_fold_spec.what). */
@@ -101,8 +127,8 @@ typedef struct {
 typedef struct {
     uint32_t n;                   /* values in use, <= TET_MASK_MAX */
     uint32_t reserved;
-    double value[64];             /* the fills as f64 (dtypes other than i64/u64) */
-    uint64_t bits[64];            /* i64 (two's complement) / u64: the fills' bits */
+    double value[TET_MASK_MAX];   /* the fills as f64 (dtypes other than i64/u64) */
+    uint64_t bits[TET_MASK_MAX];  /* i64 (two's complement) / u64: the fills' bits */
 } tet_mask;
 
 typedef struct {
@@ -129,15 +155,15 @@ typedef struct {
 
 typedef struct {
     uint32_t method;              /* TET_TX_* */
-    uint32_t dtype;               /* 1 f32, 2 f64 */
+    uint32_t dtype;               /* TET_DTYPE_F32 or TET_DTYPE_F64 */
     uint32_t ndim;
     uint32_t reduce_mask;         /* axes the statistics were taken over */
-    uint64_t shape[8];
+    uint64_t shape[TET_MAX_NDIM];
     double *a;                    /* [n_cells]; log1p/sqrt: out, the min of finite values
                                      (0 where none), found in a first sweep */
     const double *b;              /* [n_cells] */
     uint64_t n_bad;               /* out: elements set to NaN by an invalid divide/shift */
-    uint64_t bad[256];            /* out: logical indices of the first TET_TX_MAX_BAD */
+    uint64_t bad[TET_TX_MAX_BAD]; /* out: logical indices of the first TET_TX_MAX_BAD */
 } tet_transform_spec;
 
 /* Cut tiles out of a dense C-order block and encode them (raw copy or one
@@ -151,7 +177,7 @@ typedef struct {
     uint64_t n_chunks;
     const uint64_t *origin;       /* [n_chunks][ndim] tile origin in src */
     const uint64_t *extent;       /* [n_chunks][ndim] tile extent */
-    uint32_t codec;
+    uint32_t codec;               /* a tet_codec */
     int32_t level;
     uint8_t *out;
     uint64_t out_capacity;

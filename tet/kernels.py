@@ -78,6 +78,7 @@ _ACC_U64 = ("argmin", "argmax", "first_nan", "nan_count", "inf_count", "null_cou
 ACC_DTYPE = np.dtype([(f, "<f8") for f in _ACC_F64] + [(f, "<u8") for f in _ACC_U64])
 assert ACC_DTYPE.itemsize == ffi.sizeof("tet_acc")
 PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
+MAX_THREADS: int = int(lib.TET_MAX_THREADS)  # threads one kernel call runs on, at most
 
 
 def simd_level() -> str:
@@ -106,9 +107,9 @@ def thread_count() -> int:
     """Worker threads for chunk loops: ``TET_THREADS`` or the CPUs we may run on."""
     env = os.environ.get("TET_THREADS")
     if env is not None and env.isdigit() and int(env) > 0:
-        return min(int(env), 64)
+        return min(int(env), MAX_THREADS)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cpus or 1, 64))
+    return max(1, min(cpus or 1, MAX_THREADS))
 
 
 def zstd_error_name(code: int) -> str:
@@ -189,7 +190,7 @@ class TileTable:
     `MISSING`.  Holds the C struct so a read costs one struct fill and one call.
     """
 
-    MISSING = 0xFFFFFFFF
+    MISSING: int = int(lib.TET_TILE_MISSING)
 
     def __init__(self, file: Any, file_len: int, shape: tuple[int, ...],
                  chunk_shape: tuple[int, ...], dtype: int, elem_size: int,
@@ -250,7 +251,8 @@ class TileTable:
         zstd (a zstd row must decode to exactly its tile), else 0."""
         if self._zstd_tile is None:
             full = math.prod(min(c, n) for c, n in zip(self.chunk_shape, self.shape))
-            self._zstd_tile = full * self.elem_size if bool((self.codec == 1).any()) else 0
+            zstd = bool((self.codec == lib.TET_CODEC_ZSTD).any())
+            self._zstd_tile = full * self.elem_size if zstd else 0
         return self._zstd_tile
 
     def _workers(self, threads: int, budget: int, fixed: int, what: str) -> int:
@@ -309,7 +311,7 @@ class TileTable:
             if dst.dtype == mask.dtype and mask.dtype.kind == "f":
                 promote = 0  # the dataset's own float dtype, NaN over the fills
             elif dst.dtype == np.dtype("<f8"):
-                promote = 2
+                promote = lib.TET_DTYPE_F64
             else:
                 raise ValueError(f"a masked read fills {mask.out_dtype.name} or float64, not "
                                  f"{dst.dtype.name}")
@@ -615,7 +617,7 @@ FOLD_NORMS: int = int(lib.TET_FOLD_NORMS)
 FOLD_PRODUCT: int = int(lib.TET_FOLD_PRODUCT)
 FOLD_MINMAX: int = int(lib.TET_FOLD_MINMAX)
 FOLD_COUNTS: int = int(lib.TET_FOLD_COUNTS)
-NO_INDEX = 2**64 - 1
+NO_INDEX: int = int(lib.TET_NO_INDEX)
 FOLD_PART_BYTES = 64 * 1024 * 1024  # accumulator memory allowed for parallel parts
 FOLD_PARTS = 8                      # fixed, so results do not depend on the core count
 
@@ -646,7 +648,7 @@ def merge_cells(into: np.ndarray[Any, Any], other: np.ndarray[Any, Any], what: i
 
 def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
     """Bytes `encode` may need for tiles of these raw sizes."""
-    if codec == 0:
+    if codec == lib.TET_CODEC_RAW:
         return int(raw.sum())
     return sum(int(lib.tet_encode_capacity(codec, int(r))) for r in raw)
 
@@ -698,7 +700,7 @@ def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
         raise ValueError("transform parameters a and b must have one value per cell each")
     spec = ffi.new("tet_transform_spec *")
     spec.method = TRANSFORMS[method]
-    spec.dtype = 1 if data.dtype == np.float32 else 2
+    spec.dtype = lib.TET_DTYPE_F32 if data.dtype == np.float32 else lib.TET_DTYPE_F64
     spec.ndim = data.ndim
     spec.reduce_mask = sum(1 << d for d in reduce)
     for d, n in enumerate(data.shape):
