@@ -160,22 +160,25 @@ tet_status tet_tile_open(const tet_tiles *g, const tet_box *b, const tet_touch_s
     return tet_zstd_decode(dctx, scratch, g->raw[id], g->file + off, g->stored[id], detail);
 }
 
-int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap)
+tet_status tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap,
+                         uint64_t *count)
 {
+    *count = 0;
     const tet_status valid = tet_box_valid(tiles, box);
     if (valid != TET_OK)
-        return -(int64_t)valid;
+        return valid;
     tet_touch_set t;
     if (tet_touch_build(tiles, box, &t) != TET_OK)
-        return -(int64_t)TET_ERR_NOMEM;
+        return TET_ERR_NOMEM;
     uint64_t tile[TET_MAX_NDIM], ss[TET_MAX_NDIM], cnt[TET_MAX_NDIM], ds[TET_MAX_NDIM];
     for (uint64_t i = 0; i < t.total && i < cap; i++)
         out[i] = tet_touch_item(tiles, box, &t, i, tile, ss, cnt, ds);
     tet_touch_free(&t);
-    return (int64_t)t.total;
+    *count = t.total;
+    return TET_OK;
 }
 
-int32_t tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report)
+tet_status tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report)
 {
     tet_report_clear(report);
     const tet_status valid = tet_box_valid(tiles, box);

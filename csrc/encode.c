@@ -73,7 +73,7 @@ uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len)
     return codec == TET_CODEC_ZSTD ? tet_zstd_bound(raw_len) : raw_len;
 }
 
-int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
+tet_status tet_encode(const tet_encode_plan *plan, tet_report *report)
 {
     tet_report_clear(report);
     const tet_encode_plan *p = plan;
@@ -118,7 +118,7 @@ int32_t tet_encode(const tet_encode_plan *plan, tet_report *report)
     uint32_t threads = p->threads;
     if ((uint64_t)threads > p->n_chunks)
         threads = (uint32_t)p->n_chunks;
-    tet_parallel(encode_worker, c, threads);
+    tet_parallel(encode_worker, c, threads, &c->stop, report);
     for (uint32_t t = 0; t < TET_MAX_THREADS; t++)
         tet_report_merge(report, &c->reports[t]);
     if (report->status == TET_OK && p->codec == TET_CODEC_ZSTD) {

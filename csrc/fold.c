@@ -646,7 +646,7 @@ void tet_hist_block(uint64_t *counts, const double *edges, uint32_t bins, const 
     }
 }
 
-int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc)
+tet_status tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc)
 {
     tet_acc_init(acc);
     for (uint64_t at = 0; at < n; at += TET_FOLD_BLOCK)
@@ -655,8 +655,11 @@ int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill,
     return TET_OK;
 }
 
-void tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what)
+tet_status tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what)
 {
+    if (n > 0 && (a == NULL || b == NULL))
+        return TET_ERR_ARGUMENT;
     for (uint64_t i = 0; i < n; i++)
         tet_acc_merge(&a[i], &b[i], what);
+    return TET_OK;
 }

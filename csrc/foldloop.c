@@ -183,8 +183,8 @@ done:
     tet_dctx_free(dctx);
 }
 
-int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
-                     tet_acc *cells, uint64_t n_cells, tet_report *report)
+tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
+                        tet_acc *cells, uint64_t n_cells, tet_report *report)
 {
     tet_report_clear(report);
     const tet_status valid = tet_box_valid(tiles, box);
@@ -250,12 +250,12 @@ int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_
     uint32_t threads = spec->threads ? spec->threads : 1;
     if ((uint64_t)threads > parts)
         threads = (uint32_t)parts;
-    tet_parallel(fold_worker, c, threads);
+    tet_parallel(fold_worker, c, threads, &c->stop, report);
     for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
         tet_report_merge(report, &c->reports[w]);
     if (report->status == TET_OK)
         for (uint64_t p = 1; p < parts; p++) {
-            tet_acc_merge_cells(cells, &c->extra[(p - 1) * n_cells], n_cells, spec->what);
+            (void)tet_acc_merge_cells(cells, &c->extra[(p - 1) * n_cells], n_cells, spec->what);
             for (uint64_t i = 0; i < n_counts; i++)
                 spec->counts[i] += c->counts_extra[(p - 1) * n_counts + i];
         }

@@ -194,9 +194,15 @@ void tet_hist_block(uint64_t *counts, const double *edges, uint32_t bins, const 
                     uint64_t n, uint64_t cstride);
 
 /* ---- work sharing (pool.c) --------------------------------------------- */
-/* Run `work(ctx, thread_index)` on `threads` threads (the caller's included). */
+/* Run `work(ctx, thread_index)` on `threads` threads (the caller's included).  When a
+ * thread cannot be started, *stop is set (workers check it before each item, so those
+ * already running quit early), the caller's share is not run, and once the started
+ * threads are joined the call returns TET_ERR_THREAD, which is also written to `report`
+ * (chunk -1, detail the pthread_create error number).  Workers' own reports, merged
+ * into `report` after this, never replace it (tet_report_merge: chunk -1 stays). */
 typedef void (*tet_worker_fn)(void *ctx, uint32_t thread_index);
-tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads);
+tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads, int *stop,
+                        tet_report *report);
 /* Claim the next item of a shared counter; returns n when exhausted. */
 uint64_t tet_claim(uint64_t *counter, uint64_t n);
 
@@ -210,7 +216,7 @@ static inline void tet_report_clear(tet_report *r)
     r->chunk = -1;
 }
 
-static inline int32_t tet_report_refuse(tet_report *r, tet_status status)
+static inline tet_status tet_report_refuse(tet_report *r, tet_status status)
 {
     r->status = status;
     return status;

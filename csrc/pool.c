@@ -31,7 +31,8 @@ static void *thread_main(void *p)
     return NULL;
 }
 
-tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads)
+tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads, int *stop,
+                        tet_report *report)
 {
     if (threads < 1)
         threads = 1;
@@ -40,16 +41,24 @@ tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads)
     pthread_t ids[TET_MAX_THREADS];
     thread_arg args[TET_MAX_THREADS];
     uint32_t started = 0;
+    int failed = 0;
     for (uint32_t t = 1; t < threads; t++) {
         args[t].work = work;
         args[t].ctx = ctx;
         args[t].index = t;
-        if (pthread_create(&ids[t], NULL, thread_main, &args[t]) != 0)
+        failed = pthread_create(&ids[t], NULL, thread_main, &args[t]);
+        if (failed != 0)
             break;
         started = t;
     }
-    work(ctx, 0);
+    if (failed != 0) /* the workers already running stop at their next item */
+        __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+    else
+        work(ctx, 0);
     for (uint32_t t = 1; t <= started; t++)
         pthread_join(ids[t], NULL);
-    return TET_OK;
+    if (failed == 0)
+        return TET_OK;
+    tet_report_fail(report, TET_ERR_THREAD, -1, (uint64_t)failed);
+    return TET_ERR_THREAD;
 }

@@ -17,7 +17,7 @@ typedef struct {
     int stop;
     tet_copy_strided_fn strided;
     const tet_mask *mask;   /* NULL: a plain copy */
-    uint32_t out_dtype;     /* with a mask: 0 the dataset's float dtype, 2 f64 */
+    uint32_t out_dtype;     /* with a mask: 0 the dataset's float dtype, or TET_DTYPE_F64 */
     tet_report reports[TET_MAX_THREADS];
 } read_ctx;
 
@@ -37,8 +37,8 @@ static void nan_bytes(uint32_t dtype, uint8_t *out)
 }
 
 /* Copy one tile's sub-box row by row with the mask's fills read as NaN: promoted to
- * f64 (out_dtype 2), or copied in the dataset's float dtype with NaN written over
- * each fill (out_dtype 0). */
+ * f64 (out_dtype TET_DTYPE_F64), or copied in the dataset's float dtype with NaN
+ * written over each fill (out_dtype 0). */
 static void masked_copy(const read_ctx *c, const tet_tile_view *v)
 {
     const tet_tiles *g = c->g;
@@ -147,8 +147,8 @@ done:
     tet_dctx_free(dctx);
 }
 
-static int32_t read_box(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
-                        uint32_t out_dtype, uint8_t *dst, uint32_t threads, tet_report *report)
+static tet_status read_box(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
+                           uint32_t out_dtype, uint8_t *dst, uint32_t threads, tet_report *report)
 {
     tet_report_clear(report);
     const tet_status valid = tet_box_valid(tiles, box);
@@ -182,7 +182,7 @@ static int32_t read_box(const tet_tiles *tiles, const tet_box *box, const tet_ma
     c->out_dtype = out_dtype;
     if ((uint64_t)threads > t.total)
         threads = (uint32_t)t.total;
-    tet_parallel(read_worker, c, threads);
+    tet_parallel(read_worker, c, threads, &c->stop, report);
     for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
         tet_report_merge(report, &c->reports[w]);
     tet_touch_free(&t);
@@ -190,15 +190,15 @@ static int32_t read_box(const tet_tiles *tiles, const tet_box *box, const tet_ma
     return report->status;
 }
 
-int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
-                     tet_report *report)
+tet_status tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
+                        tet_report *report)
 {
     return read_box(tiles, box, NULL, 0, dst, threads, report);
 }
 
-int32_t tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
-                            uint32_t out_dtype, uint8_t *dst, uint32_t threads,
-                            tet_report *report)
+tet_status tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
+                               uint32_t out_dtype, uint8_t *dst, uint32_t threads,
+                               tet_report *report)
 {
     if (mask == NULL) {
         tet_report_clear(report);

@@ -87,7 +87,7 @@ static void store(uint8_t *data, uint32_t dtype, uint64_t i, double y)
         }                                                                      \
     } while (0)
 
-int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
+tet_status tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
 {
     if (s->ndim < 1 || s->ndim > TET_MAX_NDIM ||
         (s->dtype != TET_DTYPE_F32 && s->dtype != TET_DTYPE_F64) || s->method > TET_TX_SOFTMAX ||

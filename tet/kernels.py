@@ -141,13 +141,20 @@ class _Failure:
     detail: int
 
 
+def thread_failure(errno: int) -> str:
+    """What a call that could not start its worker threads says (``TET_ERR_THREAD``)."""
+    return (f"could not start a worker thread: {os.strerror(errno)} (errno {errno}); "
+            f"TET_THREADS=1 runs on the calling thread alone")
+
+
 def _check(report: Any, what: str, explain: Callable[[_Failure], str]) -> None:
     status = int(report.status)
     if status == 0:
         return
     failure = _Failure(status, int(report.chunk), int(report.detail))
     cls = _STATUS.get(status, TetError)
-    raise cls(f"{what}: {explain(failure)}")
+    text = thread_failure(failure.detail) if status == lib.TET_ERR_THREAD else explain(failure)
+    raise cls(f"{what}: {text}")
 
 
 def _u64(a: np.ndarray[Any, Any]) -> Any:
@@ -272,13 +279,16 @@ class TileTable:
               step: Sequence[int]) -> np.ndarray[Any, Any]:
         """Linear grid ids of the tiles a box touches, in grid order."""
         box = self._box(start, stop, step)
-        n = int(lib.tet_box_touch(self._struct, box, ffi.NULL, 0))
-        if n == -lib.TET_ERR_OVERFLOW:
+        count = ffi.new("uint64_t *")
+        status = lib.tet_box_touch(self._struct, box, ffi.NULL, 0, count)
+        if status == lib.TET_ERR_OVERFLOW:
             raise CatalogError(self._overflow_message())
-        if n < 0:
+        if status != 0:
             raise TetError("invalid box for this dataset")
+        n = int(count[0])
         out = allocate(n, U64, budget=self.budget(), what=f"listing the {n} touched tiles")
-        lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n)
+        if lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n, count):
+            raise TetError("invalid box for this dataset")
         return out
 
     def check(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
@@ -497,6 +507,8 @@ def encode(
             return f"tile {f.chunk}: zstd compression failed: {zstd_error_name(f.detail)}"
         return f"tile {f.chunk}: invalid encode plan (status {f.status}, detail {f.detail})"
 
+    if report.status == lib.TET_ERR_THREAD:  # not the plan's fault: raised as it is
+        _check(report, "write failed", explain)
     try:
         _check(report, "write failed", explain)
     except TetError as exc:
@@ -642,8 +654,11 @@ def merge_cells(into: np.ndarray[Any, Any], other: np.ndarray[Any, Any], what: i
     if into.dtype != ACC_DTYPE or other.dtype != ACC_DTYPE or into.shape != other.shape:
         raise ValueError("merge_cells takes two accumulator arrays of one shape")
     other = np.ascontiguousarray(other)
-    lib.tet_acc_merge_cells(ffi.cast("tet_acc *", ffi.from_buffer(into, require_writable=True)),
-                            ffi.cast("const tet_acc *", ffi.from_buffer(other)), into.size, what)
+    status = lib.tet_acc_merge_cells(
+        ffi.cast("tet_acc *", ffi.from_buffer(into, require_writable=True)),
+        ffi.cast("const tet_acc *", ffi.from_buffer(other)), into.size, what)
+    if status != 0:
+        raise TetError(f"accumulator merge refused (status {status})")
 
 
 def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
