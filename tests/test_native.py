@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tet import dtypes, kernels, layout
@@ -183,3 +184,28 @@ def test_every_entry_point_that_does_work_returns_a_status() -> None:
     working = {n for n in functions if n not in queries and not n.startswith("tet_guard_")}
     assert {"tet_read_box", "tet_fold_box", "tet_encode", "tet_box_touch"} <= working
     assert {n: functions[n] for n in working} == dict.fromkeys(working, "tet_status")
+
+
+def test_acc_dtype_matches_tet_acc_field_by_field() -> None:
+    assert kernels.layout_mismatch("tet_acc", kernels.ACC_DTYPE) is None
+    for name in kernels.ACC_DTYPE.names or ():
+        assert kernels.ACC_DTYPE.fields is not None
+        assert kernels.ACC_DTYPE.fields[name][1] == ffi.offsetof("tet_acc", name)
+
+
+def test_layout_mismatch_names_what_differs() -> None:
+    descr = kernels.ACC_DTYPE.descr
+    swapped = np.dtype([descr[1], descr[0], *descr[2:]])
+    assert kernels.layout_mismatch("tet_acc", swapped) == (
+        f"tet_acc has fields {list(kernels.ACC_DTYPE.names or ())}, the NumPy dtype "
+        f"{list(swapped.names or ())}")
+    retyped = np.dtype([*descr[:-1], ("null_count", "<f8")])
+    assert kernels.layout_mismatch("tet_acc", retyped) == (
+        "tet_acc.null_count is uint64 at byte 192 in C, float64 at byte 192 in NumPy")
+    packed = np.dtype([("status", "<i4"), ("chunk", "<i8"), ("detail", "<u8")])  # no padding
+    assert kernels.layout_mismatch("tet_report", packed) == (
+        "tet_report.chunk is int64 at byte 8 in C, int64 at byte 4 in NumPy")
+    padded = np.dtype({"names": ["status", "chunk", "detail"], "formats": ["<i4", "<i8", "<u8"],
+                       "offsets": [0, 8, 16], "itemsize": 32})
+    assert kernels.layout_mismatch("tet_report", padded) == (
+        "tet_report is 24 bytes in C, 32 in NumPy")

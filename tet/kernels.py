@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,7 +76,32 @@ _ACC_F64 = ("n", "sum", "sum_c", "mean", "m2", "shift", "nn", "nn_sum", "nn_sum_
             "nn_m2", "nn_shift", "abs_sum", "abs_c", "sq_sum", "sq_c", "prod", "min", "max")
 _ACC_U64 = ("argmin", "argmax", "first_nan", "nan_count", "inf_count", "null_count")
 ACC_DTYPE = np.dtype([(f, "<f8") for f in _ACC_F64] + [(f, "<u8") for f in _ACC_U64])
-assert ACC_DTYPE.itemsize == ffi.sizeof("tet_acc")
+_C_SCALARS = {"double": np.dtype("<f8"), "uint64_t": np.dtype("<u8"), "uint32_t": np.dtype("<u4"),
+              "int64_t": np.dtype("<i8"), "int32_t": np.dtype("<i4")}
+
+
+def layout_mismatch(ctype: str, dtype: np.dtype[Any]) -> str | None:
+    """How the NumPy structured `dtype` differs from the C struct `ctype` of the extension
+    (field names in order, each field's offset and scalar type, the size), or None."""
+    c_fields = ffi.typeof(ctype).fields
+    names = list(dtype.names or ())
+    fields: Mapping[str, tuple[Any, ...]] = dtype.fields or {}
+    if names != [name for name, _ in c_fields]:
+        return f"{ctype} has fields {[name for name, _ in c_fields]}, the NumPy dtype {names}"
+    for name, field in c_fields:
+        c_type, c_offset = _C_SCALARS.get(field.type.cname), ffi.offsetof(ctype, name)
+        np_type, offset = fields[name][0], fields[name][1]
+        if c_offset != offset or c_type != np_type:
+            return (f"{ctype}.{name} is {c_type} at byte {c_offset} in C, {np_type} at byte "
+                    f"{offset} in NumPy")
+    if ffi.sizeof(ctype) != dtype.itemsize:
+        return f"{ctype} is {ffi.sizeof(ctype)} bytes in C, {dtype.itemsize} in NumPy"
+    return None
+
+
+# Accumulator arrays are handed to the C folds as tet_acc[]: the two must agree field by field.
+if (_acc_problem := layout_mismatch("tet_acc", ACC_DTYPE)) is not None:
+    raise ImportError(f"tet._native does not match tet/kernels.py ({_acc_problem}); rebuild it")
 PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
 MAX_THREADS: int = int(lib.TET_MAX_THREADS)  # threads one kernel call runs on, at most
 
