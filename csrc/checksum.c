@@ -134,17 +134,12 @@ static void crc_worker(void *vctx, uint32_t w)
 
 static tet_status run_spans(const tet_spans *s, tet_report *report, tet_worker_fn work)
 {
-    memset(report, 0, sizeof *report);
-    report->chunk = -1;
-    if (s->n > 0 && (s->file == NULL || s->offset == NULL || s->length == NULL)) {
-        report->status = TET_ERR_ARGUMENT;
-        return report->status;
-    }
+    tet_report_clear(report);
+    if (s->n > 0 && (s->file == NULL || s->offset == NULL || s->length == NULL))
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
     spans_ctx *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        report->status = TET_ERR_NOMEM;
-        return report->status;
-    }
+    if (c == NULL)
+        return tet_report_refuse(report, TET_ERR_NOMEM);
     for (uint32_t t = 0; t < TET_MAX_THREADS; t++)
         c->reports[t].chunk = -1;
     c->s = s;
@@ -162,10 +157,8 @@ static tet_status run_spans(const tet_spans *s, tet_report *report, tet_worker_f
 tet_status tet_crc32c_spans(const tet_spans *s, tet_report *report)
 {
     if (s->n > 0 && s->crc == NULL) {
-        memset(report, 0, sizeof *report);
-        report->chunk = -1;
-        report->status = TET_ERR_ARGUMENT;
-        return report->status;
+        tet_report_clear(report);
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
     }
     return run_spans(s, report, crc_worker);
 }
@@ -209,10 +202,8 @@ tet_status tet_check_frames(const tet_spans *s, tet_report *report)
 {
     if (s->n > 0 && (s->raw == NULL || s->status == NULL || s->detail == NULL ||
                      s->window == 0)) {
-        memset(report, 0, sizeof *report);
-        report->chunk = -1;
-        report->status = TET_ERR_ARGUMENT;
-        return report->status;
+        tet_report_clear(report);
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
     }
     return run_spans(s, report, frame_worker);
 }
