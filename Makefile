@@ -5,6 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 INPUTS := $(wildcard csrc/*.c csrc/*.h man/*.1 man/*.7) build_ffi.py setup.py pyproject.toml
 DEMO   := build/demo.tet
+# Builds made here fail on a C warning (build_ffi.py adds -Werror); users' installs do not.
+export TET_WERROR := 1
 
 FUZZ_CASES   ?= 30000
 FUZZ_SEED    ?= 1
@@ -50,7 +52,7 @@ test: build cwarn
 	$(MAKE) --no-print-directory lint typecheck
 
 lint: build
-	$(VENV)/bin/ruff check tet tests bench tools
+	$(VENV)/bin/ruff check tet tests bench tools build_ffi.py setup.py
 
 typecheck: build
 	$(VENV)/bin/mypy

@@ -89,7 +89,7 @@ uint32_t tet_crc32c_shift(const uint32_t shift[4][256], uint32_t r)
            shift[3][r >> 24];
 }
 
-int32_t tet_crc32c(int32_t level, const uint8_t *data, uint64_t n, uint32_t *crc)
+tet_status tet_crc32c(int32_t level, const uint8_t *data, uint64_t n, uint32_t *crc)
 {
     const tet_kernels *k = tet_kernels_for(level);
     if (k == NULL)
@@ -132,19 +132,14 @@ static void crc_worker(void *vctx, uint32_t w)
     }
 }
 
-static int32_t run_spans(const tet_spans *s, tet_report *report, tet_worker_fn work)
+static tet_status run_spans(const tet_spans *s, tet_report *report, tet_worker_fn work)
 {
-    memset(report, 0, sizeof *report);
-    report->chunk = -1;
-    if (s->n > 0 && (s->file == NULL || s->offset == NULL || s->length == NULL)) {
-        report->status = TET_ERR_ARGUMENT;
-        return report->status;
-    }
+    tet_report_clear(report);
+    if (s->n > 0 && (s->file == NULL || s->offset == NULL || s->length == NULL))
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
     spans_ctx *c = calloc(1, sizeof *c);
-    if (c == NULL) {
-        report->status = TET_ERR_NOMEM;
-        return report->status;
-    }
+    if (c == NULL)
+        return tet_report_refuse(report, TET_ERR_NOMEM);
     for (uint32_t t = 0; t < TET_MAX_THREADS; t++)
         c->reports[t].chunk = -1;
     c->s = s;
@@ -152,20 +147,18 @@ static int32_t run_spans(const tet_spans *s, tet_report *report, tet_worker_fn w
     uint32_t threads = s->threads ? s->threads : 1;
     if ((uint64_t)threads > s->n)
         threads = s->n ? (uint32_t)s->n : 1;
-    tet_parallel(work, c, threads);
+    tet_parallel(work, c, threads, &c->stop, report);
     for (uint32_t t = 0; t < TET_MAX_THREADS; t++)
         tet_report_merge(report, &c->reports[t]);
     free(c);
     return report->status;
 }
 
-int32_t tet_crc32c_spans(const tet_spans *s, tet_report *report)
+tet_status tet_crc32c_spans(const tet_spans *s, tet_report *report)
 {
     if (s->n > 0 && s->crc == NULL) {
-        memset(report, 0, sizeof *report);
-        report->chunk = -1;
-        report->status = TET_ERR_ARGUMENT;
-        return report->status;
+        tet_report_clear(report);
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
     }
     return run_spans(s, report, crc_worker);
 }
@@ -205,14 +198,12 @@ done:
     tet_dstream_free(ds);
 }
 
-int32_t tet_check_frames(const tet_spans *s, tet_report *report)
+tet_status tet_check_frames(const tet_spans *s, tet_report *report)
 {
     if (s->n > 0 && (s->raw == NULL || s->status == NULL || s->detail == NULL ||
                      s->window == 0)) {
-        memset(report, 0, sizeof *report);
-        report->chunk = -1;
-        report->status = TET_ERR_ARGUMENT;
-        return report->status;
+        tet_report_clear(report);
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
     }
     return run_spans(s, report, frame_worker);
 }

@@ -18,7 +18,6 @@ typedef struct ZSTD_DCtx_s ZSTD_DCtx;
 size_t ZSTD_compressBound(size_t srcSize);
 unsigned ZSTD_isError(size_t code);
 const char *ZSTD_getErrorName(size_t code);
-unsigned ZSTD_versionNumber(void);
 ZSTD_CCtx *ZSTD_createCCtx(void);
 size_t ZSTD_freeCCtx(ZSTD_CCtx *cctx);
 ZSTD_DCtx *ZSTD_createDCtx(void);
@@ -138,11 +137,6 @@ uint64_t tet_zstd_bound(uint64_t raw_len)
 const char *tet_zstd_error_name(uint64_t code)
 {
     return ZSTD_getErrorName((size_t)code);
-}
-
-uint32_t tet_zstd_version(void)
-{
-    return ZSTD_versionNumber();
 }
 
 tet_dstream *tet_dstream_new(void)

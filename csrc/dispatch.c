@@ -66,20 +66,6 @@ int32_t tet_simd_supported(int32_t level)
     }
 }
 
-const char *tet_simd_name(int32_t level)
-{
-    switch (level) {
-    case TET_SIMD_SCALAR:
-        return "scalar";
-    case TET_SIMD_AVX2:
-        return "avx2";
-    case TET_SIMD_NEON:
-        return "neon";
-    default:
-        return "unknown";
-    }
-}
-
 static int32_t best_level(void)
 {
     if (tet_simd_supported(TET_SIMD_AVX2))
@@ -89,17 +75,17 @@ static int32_t best_level(void)
     return TET_SIMD_SCALAR;
 }
 
-int32_t tet_dispatch_init(void)
+tet_status tet_dispatch_init(void)
 {
     const char *force = getenv("TET_SIMD");
     int32_t level = best_level();
     if (force != NULL && strcmp(force, "scalar") == 0)
         level = TET_SIMD_SCALAR;
     active_level = level;
-    return level;
+    return TET_OK;
 }
 
-int32_t tet_simd_set(int32_t level)
+tet_status tet_simd_set(int32_t level)
 {
     if (level < 0 || level > TET_SIMD_NEON || !tet_simd_supported(level))
         return TET_ERR_SIMD;
@@ -126,8 +112,8 @@ const tet_kernels *tet_kernels_for(int32_t level)
     return &kernel_table[level];
 }
 
-int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
-                       int32_t *nan)
+tet_status tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
+                          int32_t *nan)
 {
     const tet_kernels *k = tet_kernels_for(level);
     if (k == NULL)
@@ -138,8 +124,8 @@ int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo,
     return TET_OK;
 }
 
-int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst, const uint8_t *src,
-                         uint64_t count, uint64_t step)
+tet_status tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst, const uint8_t *src,
+                            uint64_t count, uint64_t step)
 {
     const tet_kernels *k = tet_kernels_for(level);
     if (k == NULL)

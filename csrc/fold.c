@@ -1,4 +1,4 @@
-/* fold.c: tier A/B accumulators.
+/* fold.c: tier A/B accumulators and histogram counts.
  *
  * Values are promoted to f64 a block at a time (load_f64), then folded:
  * sums are Neumaier-compensated, moments are computed per block (block mean,
@@ -45,22 +45,22 @@ static double half_to_double(uint16_t h)
 void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out)
 {
     switch (dtype) {
-    case 1: LOAD_RUN(float) break;
-    case 2: LOAD_RUN(double) break;
-    case 3: LOAD_RUN(int32_t) break;
-    case 4: LOAD_RUN(int64_t) break;
-    case 5: LOAD_RUN(uint8_t) break;
-    case 6: LOAD_RUN(uint16_t) break;
-    case 7: LOAD_RUN(int16_t) break;
-    case 8: LOAD_RUN(uint32_t) break;
-    case 9:
+    case TET_DTYPE_F32: LOAD_RUN(float) break;
+    case TET_DTYPE_F64: LOAD_RUN(double) break;
+    case TET_DTYPE_I32: LOAD_RUN(int32_t) break;
+    case TET_DTYPE_I64: LOAD_RUN(int64_t) break;
+    case TET_DTYPE_U8: LOAD_RUN(uint8_t) break;
+    case TET_DTYPE_U16: LOAD_RUN(uint16_t) break;
+    case TET_DTYPE_I16: LOAD_RUN(int16_t) break;
+    case TET_DTYPE_U32: LOAD_RUN(uint32_t) break;
+    case TET_DTYPE_F16:
         for (uint64_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, src + i * step * 2, 2);
             out[i] = half_to_double(h);
         }
         break;
-    case 10: LOAD_RUN(uint64_t) break;
+    case TET_DTYPE_U64: LOAD_RUN(uint64_t) break;
     default:
         for (uint64_t i = 0; i < n; i++)
             out[i] = NAN;
@@ -72,7 +72,7 @@ void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
 void tet_mask_apply(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step,
                     const tet_mask *m, double *x)
 {
-    if (dtype == 4 || dtype == 10) {
+    if (dtype == TET_DTYPE_I64 || dtype == TET_DTYPE_U64) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t v;
             memcpy(&v, src + i * step * 8, 8);
@@ -94,7 +94,8 @@ uint64_t tet_mask_hits(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t 
 {
     uint64_t total = 0;
     memset(hit, 0, n);
-    if (dtype == 4 || dtype == 10) { /* i64 / u64: f64 would merge neighbours above 2^53 */
+    /* i64 / u64 compare their bits: f64 would merge neighbours above 2^53 */
+    if (dtype == TET_DTYPE_I64 || dtype == TET_DTYPE_U64) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t v;
             memcpy(&v, src + i * step * 8, 8);
@@ -541,7 +542,7 @@ void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
     double *shift = work, *sum = work + TET_FOLD_BLOCK, *center = work + 2 * TET_FOLD_BLOCK;
     double *dev = work + 3 * TET_FOLD_BLOCK;
     const double c = (double)rows;
-    const tet_rows_f32_fn f32 = dtype == 1 && step == 1 ? tet_active()->rows_f32 : NULL;
+    const tet_rows_f32_fn f32 = dtype == TET_DTYPE_F32 && step == 1 ? tet_active()->rows_f32 : NULL;
     tet_load_f64(dtype, bytes + offsets[0], run, step, buf);
     for (uint64_t e = 0; e < run; e++) {
         tet_acc *a = &cells[e];
@@ -621,7 +622,31 @@ void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what)
     }
 }
 
-int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc)
+/* ---- histograms ------------------------------------------------------------- */
+
+/* Histogram counts of n values; value i belongs to the cell i * cstride cells on (0:
+ * all to one cell).  NumPy's uniform-bin rule: out-of-range values and NaN are
+ * dropped, the last bin holds the upper edge. */
+void tet_hist_block(uint64_t *counts, const double *edges, uint32_t bins, const double *x,
+                    uint64_t n, uint64_t cstride)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        const double *e = edges + i * cstride * (bins + 1);
+        const double v = x[i], lo = e[0], hi = e[bins];
+        if (!(v >= lo && v <= hi))
+            continue;
+        uint64_t k = (uint64_t)(((v - lo) / (hi - lo)) * (double)bins);
+        if (k >= bins)
+            k = bins - 1;
+        if (v < e[k])
+            k--;
+        else if (k != bins - 1 && v >= e[k + 1])
+            k++;
+        counts[i * cstride * bins + k]++;
+    }
+}
+
+tet_status tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc)
 {
     tet_acc_init(acc);
     for (uint64_t at = 0; at < n; at += TET_FOLD_BLOCK)
@@ -630,8 +655,11 @@ int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill,
     return TET_OK;
 }
 
-void tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what)
+tet_status tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what)
 {
+    if (n > 0 && (a == NULL || b == NULL))
+        return TET_ERR_ARGUMENT;
     for (uint64_t i = 0; i < n; i++)
         tet_acc_merge(&a[i], &b[i], what);
+    return TET_OK;
 }

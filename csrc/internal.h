@@ -1,10 +1,26 @@
 /* internal.h: what the C files share and CFFI never sees. */
 #ifndef TET_INTERNAL_H
 #define TET_INTERNAL_H
+#include <string.h>
 #include "tet.h"
 
-#define TET_MAX_NDIM 8
-#define TET_MAX_THREADS 64
+/* The last dtype tag (tags run from TET_DTYPE_F32 = 1 without gaps). */
+#define TET_DTYPE_LAST TET_DTYPE_U64
+
+/* ---- compile-time checks (C99: a negative array size fails the build) ---- */
+#define TET_STATIC_ASSERT(cond, name) typedef char tet_static_assert_##name[(cond) ? 1 : -1]
+#define TET_FIELD_LEN(type, field) (sizeof(((type *)0)->field) / sizeof(((type *)0)->field[0]))
+
+/* The fixed arrays of the API structs hold what their constants say. */
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_box, start) == TET_MAX_NDIM, box_start_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_box, stop) == TET_MAX_NDIM, box_stop_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_box, step) == TET_MAX_NDIM, box_step_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_transform_spec, shape) == TET_MAX_NDIM, tx_shape_per_axis);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_transform_spec, bad) == TET_TX_MAX_BAD, tx_bad_capacity);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_mask, value) == TET_MASK_MAX, mask_values);
+TET_STATIC_ASSERT(TET_FIELD_LEN(tet_mask, bits) == TET_MASK_MAX, mask_bits);
+/* reduce_mask (fold and transform specs) has one bit per axis. */
+TET_STATIC_ASSERT(TET_MAX_NDIM <= 32, reduce_mask_bit_per_axis);
 
 /* ---- checked arithmetic ------------------------------------------------ */
 /* Sizes derived from file fields or query values go through these: each
@@ -171,14 +187,87 @@ void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
                         const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
                         double *buf, double *work);
 
-/* ---- work sharing (run.c) ---------------------------------------------- */
-/* Run `work(ctx, thread_index)` on `threads` threads (the caller's included). */
+/* ---- histograms (fold.c) ---------------------------------------------- */
+/* Histogram counts of n values; value i belongs to the cell i * cstride cells on (0:
+ * all to one cell), whose bins + 1 edges and bins counts follow one another. */
+void tet_hist_block(uint64_t *counts, const double *edges, uint32_t bins, const double *x,
+                    uint64_t n, uint64_t cstride);
+
+/* ---- work sharing (pool.c) --------------------------------------------- */
+/* Run `work(ctx, thread_index)` on `threads` threads (the caller's included).  When a
+ * thread cannot be started, *stop is set (workers check it before each item, so those
+ * already running quit early), the caller's share is not run, and once the started
+ * threads are joined the call returns TET_ERR_THREAD, which is also written to `report`
+ * (chunk -1, detail the pthread_create error number).  Workers' own reports, merged
+ * into `report` after this, never replace it (tet_report_merge: chunk -1 stays). */
 typedef void (*tet_worker_fn)(void *ctx, uint32_t thread_index);
-tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads);
+tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads, int *stop,
+                        tet_report *report);
 /* Claim the next item of a shared counter; returns n when exhausted. */
 uint64_t tet_claim(uint64_t *counter, uint64_t n);
 
 /* Keep the report of the lowest failing chunk. */
 void tet_report_merge(tet_report *into, const tet_report *from);
+
+/* Every entry point starts with a clean report and refuses with one status. */
+static inline void tet_report_clear(tet_report *r)
+{
+    memset(r, 0, sizeof *r);
+    r->chunk = -1;
+}
+
+static inline tet_status tet_report_refuse(tet_report *r, tet_status status)
+{
+    r->status = status;
+    return status;
+}
+
+static inline void tet_report_fail(tet_report *r, tet_status status, int64_t chunk,
+                                   uint64_t detail)
+{
+    r->status = status;
+    r->chunk = chunk;
+    r->detail = detail;
+}
+
+/* ---- a box against the tile grid (box.c) ------------------------------- */
+/* The tiles a box touches, axis by axis: every selected element sits in its
+ * own tile when the step is at least a tile, otherwise every tile between the
+ * first and the last selected element is touched. */
+typedef struct {
+    uint32_t ndim;
+    uint64_t len[TET_MAX_NDIM];      /* touched tiles per axis */
+    uint64_t *coord[TET_MAX_NDIM];   /* their grid coordinates */
+    uint64_t grid_stride[TET_MAX_NDIM];
+    uint64_t out_shape[TET_MAX_NDIM];
+    uint64_t total;
+} tet_touch_set;
+
+/* Where item i of a touch set lives: its tile's linear id, its sub-box, and
+ * the decoded bytes (the mapping itself for raw tiles, else `scratch`). */
+typedef struct {
+    uint64_t id;
+    uint64_t tile[TET_MAX_NDIM], src_start[TET_MAX_NDIM], count[TET_MAX_NDIM];
+    uint64_t dst_start[TET_MAX_NDIM];
+    const uint8_t *bytes;
+} tet_tile_view;
+
+/* The box against the geometry: TET_OK when every size the loops derive fits. */
+tet_status tet_box_valid(const tet_tiles *g, const tet_box *b);
+/* The touch set of a valid box (TET_ERR_NOMEM), released by tet_touch_free. */
+tet_status tet_touch_build(const tet_tiles *g, const tet_box *b, tet_touch_set *t);
+void tet_touch_free(tet_touch_set *t);
+/* Item i of the touch set: its tile's linear id, and the sub-box to copy. */
+uint64_t tet_touch_item(const tet_tiles *g, const tet_box *b, const tet_touch_set *t,
+                        uint64_t i, uint64_t *tile, uint64_t *src_start, uint64_t *count,
+                        uint64_t *dst_start);
+/* Check every touched index row (the first failure in grid order goes to r) and find
+ * the largest zstd tile a worker must decode. */
+tet_status tet_touch_scan(const tet_tiles *g, const tet_box *b, const tet_touch_set *t,
+                          uint64_t *largest_zstd, tet_report *r);
+/* Check item i's row and make its bytes readable in v (decoded into scratch if zstd). */
+tet_status tet_tile_open(const tet_tiles *g, const tet_box *b, const tet_touch_set *t,
+                         uint64_t i, uint8_t *scratch, tet_dctx *dctx, tet_tile_view *v,
+                         uint64_t *detail);
 
 #endif

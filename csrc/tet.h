@@ -2,8 +2,13 @@
  *
  * Everything between the cdef markers is fed to cffi's cdef() unchanged, so it
  * stays in the subset cdef parses: fixed-width integers, plain structs and
- * enums, prototypes.  Kernels are pure: they take pointers, lengths and
- * strides, return a status, and never call back into Python.
+ * enums, integer #defines (array sizes may name them), prototypes.  Kernels are
+ * pure: they take pointers, lengths and strides and never call back into Python.
+ *
+ * Every entry point that does work returns a tet_status (calls over many tiles or
+ * spans also fill a tet_report saying where).  Only queries that cannot fail return
+ * their answer directly: tet_simd_get, tet_simd_supported, tet_encode_capacity,
+ * tet_zstd_error_name and the mapping guard's tet_guard_* (slots and flags).
  */
 #ifndef TET_H
 #define TET_H
@@ -20,14 +25,41 @@ typedef enum {
     TET_ERR_ZSTD = 5,       /* libzstd reported an error; detail = its code */
     TET_ERR_LENGTH = 6,     /* decoded bytes != raw_byte_len; detail = decoded */
     TET_ERR_TILE = 7,       /* raw_byte_len != tile bytes; detail = raw_byte_len */
-    TET_ERR_THREAD = 8,     /* a worker thread could not be started */
+    TET_ERR_THREAD = 8,     /* a worker thread could not be started; detail = errno */
     TET_ERR_SIMD = 9,       /* the requested SIMD level is not available here */
     TET_ERR_MISSING = 10,   /* a touched tile has no chunk index row */
     TET_ERR_OVERFLOW = 11   /* a size derived from the geometry does not fit 64 bits */
 } tet_status;
 
+/* Facts of the file format (layout v1) the kernels share with tet/layout.py and
+ * tet/dtypes.py; tests/test_native.py compares the two sides. */
+#define TET_MAX_NDIM 8            /* axes of a dataset */
+#define TET_MAX_THREADS 64        /* worker threads of one call, the caller's included */
+
+/* A chunk index row's codec tag. */
+typedef enum {
+    TET_CODEC_RAW = 0,
+    TET_CODEC_ZSTD = 1
+} tet_codec;
+
+/* The codec of a tile that has no chunk index row (never a tag in a file). */
 #define TET_TILE_MISSING 0xFFFFFFFF
 
+/* A dataset's element type: its wire tag, as in tet/dtypes.py. */
+typedef enum {
+    TET_DTYPE_F32 = 1,
+    TET_DTYPE_F64 = 2,
+    TET_DTYPE_I32 = 3,
+    TET_DTYPE_I64 = 4,
+    TET_DTYPE_U8 = 5,
+    TET_DTYPE_U16 = 6,
+    TET_DTYPE_I16 = 7,
+    TET_DTYPE_U32 = 8,
+    TET_DTYPE_F16 = 9,
+    TET_DTYPE_U64 = 10
+} tet_dtype;
+
+/* The SIMD bodies; Python names them after these members ("scalar", "avx2", "neon"). */
 typedef enum {
     TET_SIMD_SCALAR = 0,
     TET_SIMD_AVX2 = 1,
@@ -49,7 +81,7 @@ typedef struct {
     uint64_t file_len;
     uint32_t ndim;
     uint32_t elem_size;
-    uint32_t dtype;               /* wire tag 1..10 (folds convert by it) */
+    uint32_t dtype;               /* a tet_dtype (folds convert by it) */
     uint32_t reserved;
     const uint64_t *shape;        /* [ndim] */
     const uint64_t *chunk_shape;  /* [ndim] */
@@ -62,9 +94,9 @@ typedef struct {
 
 /* A selection: per axis start, exclusive stop, step >= 1 (checked by Python). */
 typedef struct {
-    uint64_t start[8];
-    uint64_t stop[8];
-    uint64_t step[8];
+    uint64_t start[TET_MAX_NDIM];
+    uint64_t stop[TET_MAX_NDIM];
+    uint64_t step[TET_MAX_NDIM];
 } tet_box;
 
 /* What a fold accumulates (bits of tet_fold_spec.what). */
@@ -100,8 +132,8 @@ typedef struct {
 typedef struct {
     uint32_t n;                   /* values in use, <= TET_MASK_MAX */
     uint32_t reserved;
-    double value[64];             /* the fills as f64 (dtypes other than i64/u64) */
-    uint64_t bits[64];            /* i64 (two's complement) / u64: the fills' bits */
+    double value[TET_MASK_MAX];   /* the fills as f64 (dtypes other than i64/u64) */
+    uint64_t bits[TET_MASK_MAX];  /* i64 (two's complement) / u64: the fills' bits */
 } tet_mask;
 
 typedef struct {
@@ -128,15 +160,15 @@ typedef struct {
 
 typedef struct {
     uint32_t method;              /* TET_TX_* */
-    uint32_t dtype;               /* 1 f32, 2 f64 */
+    uint32_t dtype;               /* TET_DTYPE_F32 or TET_DTYPE_F64 */
     uint32_t ndim;
     uint32_t reduce_mask;         /* axes the statistics were taken over */
-    uint64_t shape[8];
+    uint64_t shape[TET_MAX_NDIM];
     double *a;                    /* [n_cells]; log1p/sqrt: out, the min of finite values
                                      (0 where none), found in a first sweep */
     const double *b;              /* [n_cells] */
     uint64_t n_bad;               /* out: elements set to NaN by an invalid divide/shift */
-    uint64_t bad[256];            /* out: logical indices of the first TET_TX_MAX_BAD */
+    uint64_t bad[TET_TX_MAX_BAD]; /* out: logical indices of the first TET_TX_MAX_BAD */
 } tet_transform_spec;
 
 /* Cut tiles out of a dense C-order block and encode them (raw copy or one
@@ -150,7 +182,7 @@ typedef struct {
     uint64_t n_chunks;
     const uint64_t *origin;       /* [n_chunks][ndim] tile origin in src */
     const uint64_t *extent;       /* [n_chunks][ndim] tile extent */
-    uint32_t codec;
+    uint32_t codec;               /* a tet_codec */
     int32_t level;
     uint8_t *out;
     uint64_t out_capacity;
@@ -159,61 +191,64 @@ typedef struct {
     uint32_t *out_crc;            /* [n_chunks] crc32c of each tile's stored bytes, or NULL */
 } tet_encode_plan;
 
-int32_t tet_dispatch_init(void);
-int32_t tet_simd_set(int32_t level);
+/* Pick the best SIMD body this CPU runs (TET_SIMD=scalar in the environment: the
+ * scalar one); set one level (TET_ERR_SIMD where this CPU lacks it); the level in
+ * use; whether a level runs here (1) or not (0). */
+tet_status tet_dispatch_init(void);
+tet_status tet_simd_set(int32_t level);
 int32_t tet_simd_get(void);
 int32_t tet_simd_supported(int32_t level);
-const char *tet_simd_name(int32_t level);
 
 /* Copy box of the dataset into dst (dense, C-order, the box's logical shape).
  * On failure report->chunk is the linear grid id of the failing tile. */
-int32_t tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst,
-                     uint32_t threads, tet_report *report);
+tet_status tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst,
+                        uint32_t threads, tet_report *report);
 /* tet_read_box with the mask's fills read as NaN: into dst of the dataset's own
- * float dtype (out_dtype 0; f32, f64, f16 only) or as f64 (out_dtype 2, any dtype). */
-int32_t tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
-                            uint32_t out_dtype, uint8_t *dst, uint32_t threads,
-                            tet_report *report);
+ * float dtype (out_dtype 0; f32, f64, f16 only) or as f64 (out_dtype TET_DTYPE_F64,
+ * any dtype). */
+tet_status tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
+                               uint32_t out_dtype, uint8_t *dst, uint32_t threads,
+                               tet_report *report);
 /* Fold the box into cells[n_cells] (initialised here).  Results do not
  * depend on the thread count: tiles are split into spec->parts fixed ranges,
  * each folded in order, and the parts are merged in order. */
-int32_t tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
-                     tet_acc *cells, uint64_t n_cells, tet_report *report);
+tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
+                        tet_acc *cells, uint64_t n_cells, tet_report *report);
 /* Transform data (the dense selection) in place; non-finite inputs are kept. */
-int32_t tet_transform(tet_transform_spec *spec, uint8_t *data, uint64_t n_cells);
+tet_status tet_transform(tet_transform_spec *spec, uint8_t *data, uint64_t n_cells);
 /* Merge b[i] into a[i] for every i < n, as the fold merges its parts (b's
  * elements follow a's): per-file accumulators of one query over many files. */
-void tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what);
+tet_status tet_acc_merge_cells(tet_acc *a, const tet_acc *b, uint64_t n, uint32_t what);
 /* Test hook: fold a dense f64 vector as one cell. */
-int32_t tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc);
+tet_status tet_fold_vector(const double *x, uint64_t n, uint32_t what, double fill, tet_acc *acc);
 
-/* Linear grid ids of the tiles the box touches, in grid order; returns how
- * many there are (only the first `cap` are written), or minus a status on bad
- * input (-TET_ERR_ARGUMENT, -TET_ERR_OVERFLOW, -TET_ERR_NOMEM). */
-int64_t tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap);
+/* Linear grid ids of the tiles the box touches, in grid order: *count says how
+ * many there are (only the first `cap` are written; 0 on failure).  Fails with
+ * TET_ERR_ARGUMENT, TET_ERR_OVERFLOW or TET_ERR_NOMEM. */
+tet_status tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap,
+                         uint64_t *count);
 /* Check every index row the box touches as a read would (row present, payload in the
  * file, raw_byte_len equal to the tile's size, codec), decoding nothing: callers
  * about to size an output (a spill file) from the box check it first. */
-int32_t tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report);
-int32_t tet_encode(const tet_encode_plan *plan, tet_report *report);
+tet_status tet_box_check(const tet_tiles *tiles, const tet_box *box, tet_report *report);
+tet_status tet_encode(const tet_encode_plan *plan, tet_report *report);
 uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len);
 const char *tet_zstd_error_name(uint64_t code);
-uint32_t tet_zstd_version(void);
 
 /* The strided copy the gather uses for non-unit innermost steps, exposed so
  * tests can compare every SIMD body with the scalar one. */
-int32_t tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst,
-                         const uint8_t *src, uint64_t count, uint64_t step);
+tet_status tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst,
+                            const uint8_t *src, uint64_t count, uint64_t step);
 /* Test hook: block min/max of n f32 values through one SIMD body. */
-int32_t tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
-                       int32_t *nan);
+tet_status tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
+                          int32_t *nan);
 /* ---- integrity (checksum.c) ---------------------------------------------
  * CRC-32C (Castagnoli: reflected polynomial 0x82F63B78, preset and final xor
  * 0xFFFFFFFF, as in iSCSI and ext4), crc32c("123456789") = 0xE3069283. */
 
 /* Test hook and small inputs: *crc = crc32c of data[0, n) continuing *crc (0 to
  * start), through the body of one SIMD level. */
-int32_t tet_crc32c(int32_t level, const uint8_t *data, uint64_t n, uint32_t *crc);
+tet_status tet_crc32c(int32_t level, const uint8_t *data, uint64_t n, uint32_t *crc);
 
 /* Spans of a mapped file, worked on by `threads` threads. */
 typedef struct {
@@ -234,7 +269,7 @@ typedef struct {
 
 /* crc[i] = crc32c of span i.  A span outside the file fails the call with
  * TET_ERR_BOUNDS (report->chunk = the span). */
-int32_t tet_crc32c_spans(const tet_spans *spans, tet_report *report);
+tet_status tet_crc32c_spans(const tet_spans *spans, tet_report *report);
 /* Decode every span as zstd through a window-byte buffer per thread (never the
  * whole tile) and check it yields exactly raw[i] bytes, frame checksums included;
  * status[i]/detail[i] say how span i fared: TET_ERR_ZSTD (detail: the libzstd
@@ -242,7 +277,7 @@ int32_t tet_crc32c_spans(const tet_spans *spans, tet_report *report);
  * TET_ERR_BOUNDS, or TET_ERR_NOMEM when a frame's decoder would need more than
  * max_need bytes (detail: what it needs; the span was not decoded).  The call
  * itself fails only for bad arguments or memory. */
-int32_t tet_check_frames(const tet_spans *spans, tet_report *report);
+tet_status tet_check_frames(const tet_spans *spans, tet_report *report);
 /* ---- mapping guard (guard.c) ---------------------------------------------
  * A SIGBUS on a registered read-only file mapping (the file was truncated while
  * mapped) is absorbed: zero pages replace the rest of the mapping and its hit flag

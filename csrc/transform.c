@@ -43,7 +43,7 @@ static int walk_init(cell_walk *w, const tet_transform_spec *s, uint64_t *cells)
 
 static double load(const uint8_t *data, uint32_t dtype, uint64_t i)
 {
-    if (dtype == 1) {
+    if (dtype == TET_DTYPE_F32) {
         float v;
         memcpy(&v, data + 4 * i, 4);
         return v;
@@ -55,7 +55,7 @@ static double load(const uint8_t *data, uint32_t dtype, uint64_t i)
 
 static void store(uint8_t *data, uint32_t dtype, uint64_t i, double y)
 {
-    if (dtype == 1) {
+    if (dtype == TET_DTYPE_F32) {
         const float v = (float)y;
         memcpy(data + 4 * i, &v, 4);
     } else {
@@ -87,10 +87,11 @@ static void store(uint8_t *data, uint32_t dtype, uint64_t i, double y)
         }                                                                      \
     } while (0)
 
-int32_t tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
+tet_status tet_transform(tet_transform_spec *s, uint8_t *data, uint64_t n_cells)
 {
-    if (s->ndim < 1 || s->ndim > TET_MAX_NDIM || (s->dtype != 1 && s->dtype != 2) ||
-        s->method > TET_TX_SOFTMAX || s->a == NULL || s->b == NULL)
+    if (s->ndim < 1 || s->ndim > TET_MAX_NDIM ||
+        (s->dtype != TET_DTYPE_F32 && s->dtype != TET_DTYPE_F64) || s->method > TET_TX_SOFTMAX ||
+        s->a == NULL || s->b == NULL)
         return TET_ERR_ARGUMENT;
     cell_walk w;
     uint64_t cells = 0;

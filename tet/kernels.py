@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,7 +65,10 @@ _native = _load_native()
 ffi: Any = _native.ffi
 lib: Any = _native.lib
 
-_SIMD_NAMES = ("scalar", "avx2", "neon")
+# The SIMD levels are the C enum's members, named without their prefix: "scalar", "avx2", ...
+_SIMD_NAMES: tuple[str, ...] = tuple(
+    name.removeprefix("TET_SIMD_").lower()
+    for _, name in sorted(ffi.typeof("tet_simd").elements.items()))
 lib.tet_dispatch_init()
 
 U64 = np.dtype("<u8")
@@ -73,13 +76,39 @@ _ACC_F64 = ("n", "sum", "sum_c", "mean", "m2", "shift", "nn", "nn_sum", "nn_sum_
             "nn_m2", "nn_shift", "abs_sum", "abs_c", "sq_sum", "sq_c", "prod", "min", "max")
 _ACC_U64 = ("argmin", "argmax", "first_nan", "nan_count", "inf_count", "null_count")
 ACC_DTYPE = np.dtype([(f, "<f8") for f in _ACC_F64] + [(f, "<u8") for f in _ACC_U64])
-assert ACC_DTYPE.itemsize == ffi.sizeof("tet_acc")
+_C_SCALARS = {"double": np.dtype("<f8"), "uint64_t": np.dtype("<u8"), "uint32_t": np.dtype("<u4"),
+              "int64_t": np.dtype("<i8"), "int32_t": np.dtype("<i4")}
+
+
+def layout_mismatch(ctype: str, dtype: np.dtype[Any]) -> str | None:
+    """How the NumPy structured `dtype` differs from the C struct `ctype` of the extension
+    (field names in order, each field's offset and scalar type, the size), or None."""
+    c_fields = ffi.typeof(ctype).fields
+    names = list(dtype.names or ())
+    fields: Mapping[str, tuple[Any, ...]] = dtype.fields or {}
+    if names != [name for name, _ in c_fields]:
+        return f"{ctype} has fields {[name for name, _ in c_fields]}, the NumPy dtype {names}"
+    for name, field in c_fields:
+        c_type, c_offset = _C_SCALARS.get(field.type.cname), ffi.offsetof(ctype, name)
+        np_type, offset = fields[name][0], fields[name][1]
+        if c_offset != offset or c_type != np_type:
+            return (f"{ctype}.{name} is {c_type} at byte {c_offset} in C, {np_type} at byte "
+                    f"{offset} in NumPy")
+    if ffi.sizeof(ctype) != dtype.itemsize:
+        return f"{ctype} is {ffi.sizeof(ctype)} bytes in C, {dtype.itemsize} in NumPy"
+    return None
+
+
+# Accumulator arrays are handed to the C folds as tet_acc[]: the two must agree field by field.
+if (_acc_problem := layout_mismatch("tet_acc", ACC_DTYPE)) is not None:
+    raise ImportError(f"tet._native does not match tet/kernels.py ({_acc_problem}); rebuild it")
 PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
+MAX_THREADS: int = int(lib.TET_MAX_THREADS)  # threads one kernel call runs on, at most
 
 
 def simd_level() -> str:
     """Name of the SIMD body in use ("scalar", "avx2" or "neon")."""
-    return _SIMD_NAMES[lib.tet_simd_get()]
+    return _SIMD_NAMES[int(lib.tet_simd_get())]
 
 
 def simd_levels() -> list[str]:
@@ -103,9 +132,9 @@ def thread_count() -> int:
     """Worker threads for chunk loops: ``TET_THREADS`` or the CPUs we may run on."""
     env = os.environ.get("TET_THREADS")
     if env is not None and env.isdigit() and int(env) > 0:
-        return min(int(env), 64)
+        return min(int(env), MAX_THREADS)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(cpus or 1, 64))
+    return max(1, min(cpus or 1, MAX_THREADS))
 
 
 def zstd_error_name(code: int) -> str:
@@ -137,13 +166,20 @@ class _Failure:
     detail: int
 
 
+def thread_failure(errno: int) -> str:
+    """What a call that could not start its worker threads says (``TET_ERR_THREAD``)."""
+    return (f"could not start a worker thread: {os.strerror(errno)} (errno {errno}); "
+            f"TET_THREADS=1 runs on the calling thread alone")
+
+
 def _check(report: Any, what: str, explain: Callable[[_Failure], str]) -> None:
     status = int(report.status)
     if status == 0:
         return
     failure = _Failure(status, int(report.chunk), int(report.detail))
     cls = _STATUS.get(status, TetError)
-    raise cls(f"{what}: {explain(failure)}")
+    text = thread_failure(failure.detail) if status == lib.TET_ERR_THREAD else explain(failure)
+    raise cls(f"{what}: {text}")
 
 
 def _u64(a: np.ndarray[Any, Any]) -> Any:
@@ -186,7 +222,7 @@ class TileTable:
     `MISSING`.  Holds the C struct so a read costs one struct fill and one call.
     """
 
-    MISSING = 0xFFFFFFFF
+    MISSING: int = int(lib.TET_TILE_MISSING)
 
     def __init__(self, file: Any, file_len: int, shape: tuple[int, ...],
                  chunk_shape: tuple[int, ...], dtype: int, elem_size: int,
@@ -247,7 +283,8 @@ class TileTable:
         zstd (a zstd row must decode to exactly its tile), else 0."""
         if self._zstd_tile is None:
             full = math.prod(min(c, n) for c, n in zip(self.chunk_shape, self.shape))
-            self._zstd_tile = full * self.elem_size if bool((self.codec == 1).any()) else 0
+            zstd = bool((self.codec == lib.TET_CODEC_ZSTD).any())
+            self._zstd_tile = full * self.elem_size if zstd else 0
         return self._zstd_tile
 
     def _workers(self, threads: int, budget: int, fixed: int, what: str) -> int:
@@ -267,13 +304,16 @@ class TileTable:
               step: Sequence[int]) -> np.ndarray[Any, Any]:
         """Linear grid ids of the tiles a box touches, in grid order."""
         box = self._box(start, stop, step)
-        n = int(lib.tet_box_touch(self._struct, box, ffi.NULL, 0))
-        if n == -lib.TET_ERR_OVERFLOW:
+        count = ffi.new("uint64_t *")
+        status = lib.tet_box_touch(self._struct, box, ffi.NULL, 0, count)
+        if status == lib.TET_ERR_OVERFLOW:
             raise CatalogError(self._overflow_message())
-        if n < 0:
+        if status != 0:
             raise TetError("invalid box for this dataset")
+        n = int(count[0])
         out = allocate(n, U64, budget=self.budget(), what=f"listing the {n} touched tiles")
-        lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n)
+        if lib.tet_box_touch(self._struct, box, ffi.from_buffer("uint64_t[]", out), n, count):
+            raise TetError("invalid box for this dataset")
         return out
 
     def check(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
@@ -306,7 +346,7 @@ class TileTable:
             if dst.dtype == mask.dtype and mask.dtype.kind == "f":
                 promote = 0  # the dataset's own float dtype, NaN over the fills
             elif dst.dtype == np.dtype("<f8"):
-                promote = 2
+                promote = lib.TET_DTYPE_F64
             else:
                 raise ValueError(f"a masked read fills {mask.out_dtype.name} or float64, not "
                                  f"{dst.dtype.name}")
@@ -492,6 +532,8 @@ def encode(
             return f"tile {f.chunk}: zstd compression failed: {zstd_error_name(f.detail)}"
         return f"tile {f.chunk}: invalid encode plan (status {f.status}, detail {f.detail})"
 
+    if report.status == lib.TET_ERR_THREAD:  # not the plan's fault: raised as it is
+        _check(report, "write failed", explain)
     try:
         _check(report, "write failed", explain)
     except TetError as exc:
@@ -612,7 +654,7 @@ FOLD_NORMS: int = int(lib.TET_FOLD_NORMS)
 FOLD_PRODUCT: int = int(lib.TET_FOLD_PRODUCT)
 FOLD_MINMAX: int = int(lib.TET_FOLD_MINMAX)
 FOLD_COUNTS: int = int(lib.TET_FOLD_COUNTS)
-NO_INDEX = 2**64 - 1
+NO_INDEX: int = int(lib.TET_NO_INDEX)
 FOLD_PART_BYTES = 64 * 1024 * 1024  # accumulator memory allowed for parallel parts
 FOLD_PARTS = 8                      # fixed, so results do not depend on the core count
 
@@ -637,13 +679,16 @@ def merge_cells(into: np.ndarray[Any, Any], other: np.ndarray[Any, Any], what: i
     if into.dtype != ACC_DTYPE or other.dtype != ACC_DTYPE or into.shape != other.shape:
         raise ValueError("merge_cells takes two accumulator arrays of one shape")
     other = np.ascontiguousarray(other)
-    lib.tet_acc_merge_cells(ffi.cast("tet_acc *", ffi.from_buffer(into, require_writable=True)),
-                            ffi.cast("const tet_acc *", ffi.from_buffer(other)), into.size, what)
+    status = lib.tet_acc_merge_cells(
+        ffi.cast("tet_acc *", ffi.from_buffer(into, require_writable=True)),
+        ffi.cast("const tet_acc *", ffi.from_buffer(other)), into.size, what)
+    if status != 0:
+        raise TetError(f"accumulator merge refused (status {status})")
 
 
 def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
     """Bytes `encode` may need for tiles of these raw sizes."""
-    if codec == 0:
+    if codec == lib.TET_CODEC_RAW:
         return int(raw.sum())
     return sum(int(lib.tet_encode_capacity(codec, int(r))) for r in raw)
 
@@ -695,7 +740,7 @@ def transform(data: np.ndarray[Any, Any], method: str, reduce: Sequence[int],
         raise ValueError("transform parameters a and b must have one value per cell each")
     spec = ffi.new("tet_transform_spec *")
     spec.method = TRANSFORMS[method]
-    spec.dtype = 1 if data.dtype == np.float32 else 2
+    spec.dtype = lib.TET_DTYPE_F32 if data.dtype == np.float32 else lib.TET_DTYPE_F64
     spec.ndim = data.ndim
     spec.reduce_mask = sum(1 << d for d in reduce)
     for d, n in enumerate(data.shape):

@@ -1,0 +1,267 @@
+/* foldloop.c: the fold loop.  Tiles of the box are cut into a fixed number of parts;
+ * workers claim whole parts, fold each part's tiles in order into that part's
+ * accumulators (fold.c), and the parts are merged in order, so results do not depend
+ * on the thread count. */
+#define _POSIX_C_SOURCE 200112L /* posix_madvise */
+#include <sys/mman.h>
+#include <unistd.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+typedef struct {
+    const tet_tiles *g;
+    const tet_box *b;
+    const tet_touch_set *t;
+    const tet_fold_spec *spec;
+    tet_acc *cells;             /* part 0: the caller's array */
+    tet_acc *extra;             /* parts 1.. */
+    uint64_t *counts_extra;     /* histogram counts of parts 1.. */
+    uint64_t n_cells, n_parts, next_part, scratch_len;
+    uint64_t cell_stride[TET_MAX_NDIM];   /* kept axes: stride in the cell index */
+    uint64_t fiber_stride[TET_MAX_NDIM];  /* reduced axes: stride in the fiber index */
+    int stop;
+    tet_report reports[TET_MAX_THREADS];
+} fold_ctx;
+
+/* Rows of one tile that feed the same cells (a kept innermost axis). */
+typedef struct {
+    uint64_t cell, rows;
+    uint64_t offset[TET_GROUP_ROWS];
+    double work[4 * TET_FOLD_BLOCK];
+} row_group;
+
+static void group_flush(const tet_tiles *g, const tet_tile_view *v, uint64_t run, uint64_t step,
+                        tet_acc *cells, double *buf, row_group *grp)
+{
+    if (grp->rows > 0)
+        tet_fold_row_group(&cells[grp->cell], g->dtype, v->bytes, grp->offset, grp->rows, run,
+                           step, buf, grp->work);
+    grp->rows = 0;
+}
+
+/* Fold the innermost runs of one decoded tile into `cells`. */
+static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells, uint64_t *counts,
+                      double *buf, row_group *grp)
+{
+    const tet_tiles *g = c->g;
+    const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
+    const double fill = c->spec->fill;
+    /* fills read as NaN: every run goes through the f64 block path, where they are */
+    const tet_mask *mask = c->spec->mask != NULL && c->spec->mask->n > 0 ? c->spec->mask : NULL;
+    uint64_t tstride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
+    uint64_t s = 1;
+    for (int d = (int)nd - 1; d >= 0; d--) {
+        tstride[d] = s;
+        s *= v->tile[d];
+    }
+    const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
+    const uint64_t run = v->count[last], step = c->b->step[last];
+    /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
+    const int grouped = mask == NULL && !last_reduced && (what & TET_FOLD_MOMENTS) &&
+                        run <= TET_FOLD_BLOCK;
+    grp->rows = 0;
+    for (;;) {
+        uint64_t src = 0, cell = 0, fiber = 0;
+        for (uint32_t d = 0; d < nd; d++) {
+            const uint64_t jj = d == last ? 0 : j[d];
+            src += (v->src_start[d] + jj * c->b->step[d]) * tstride[d];
+            cell += (v->dst_start[d] + jj) * c->cell_stride[d];
+            fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
+        }
+        const uint8_t *p = v->bytes + src * g->elem_size;
+        if (grouped) {
+            if (grp->rows > 0 && (cell != grp->cell || grp->rows == TET_GROUP_ROWS))
+                group_flush(g, v, run, step, cells, buf, grp);
+            grp->cell = cell;
+            grp->offset[grp->rows++] = src * g->elem_size;
+            const uint32_t rest = what & ~(uint32_t)TET_FOLD_MOMENTS;
+            if (rest != 0) {
+                tet_load_f64(g->dtype, p, run, step, buf);
+                tet_fold_lanes(&cells[cell], 1, rest | TET_FOLD_N_COUNTED, fill, buf, run, fiber);
+            }
+            goto next;
+        }
+        if (mask == NULL && last_reduced && step == 1 && g->dtype == TET_DTYPE_F32 &&
+            what == TET_FOLD_MINMAX && c->fiber_stride[last] == 1) {
+            tet_fold_minmax_f32(&cells[cell], p, run, fiber); /* no f64 promotion needed */
+            goto next;
+        }
+        if (mask == NULL && last_reduced && step == 1 && g->dtype == TET_DTYPE_F32 &&
+            what == TET_FOLD_MOMENTS) {
+            tet_fold_moments_f32(&cells[cell], p, run);
+            goto next;
+        }
+        for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
+            const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
+            tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
+            if (mask != NULL)
+                tet_mask_apply(g->dtype, p + k * step * g->elem_size, n, step, mask, buf);
+            if (counts != NULL) { /* histogram mode: `what` is 0, no path above was taken */
+                const uint32_t bins = c->spec->bins;
+                const uint64_t cs = last_reduced ? 0 : c->cell_stride[last];
+                const uint64_t at = cell + k * cs;
+                tet_hist_block(counts + at * bins, c->spec->edges + at * (bins + 1), bins, buf, n,
+                           cs);
+            } else if (last_reduced) {
+                tet_fold_block(&cells[cell], what, fill, buf, n, fiber + k * c->fiber_stride[last],
+                               c->fiber_stride[last]);
+            } else {
+                tet_fold_lanes(&cells[cell + k * c->cell_stride[last]], c->cell_stride[last],
+                               what, fill, buf, n, fiber);
+            }
+        }
+    next:;
+        int d = (int)nd - 2;
+        for (; d >= 0; d--) {
+            if (++j[d] < v->count[d])
+                break;
+            j[d] = 0;
+        }
+        if (d < 0)
+            break;
+    }
+    group_flush(g, v, run, step, cells, buf, grp); /* its rows point into this tile */
+}
+
+/* A linear scan reads the file front to back: ask for the window ahead of the tile
+ * about to be folded, so the kernel reads it while this one is being folded. */
+static void read_ahead(const tet_tiles *g, uint64_t window, uint64_t id, uint64_t *ahead)
+{
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    const uint64_t end = g->offset[id] + g->stored[id];
+    if (end <= *ahead)
+        return;
+    const uint64_t from = (*ahead > g->offset[id] ? *ahead : g->offset[id]) / page * page;
+    const uint64_t to = from + window < g->file_len ? from + window : g->file_len;
+    (void)posix_madvise((void *)(uintptr_t)(g->file + from), to - from, POSIX_MADV_WILLNEED);
+    *ahead = to;
+}
+
+static void fold_worker(void *vctx, uint32_t w)
+{
+    fold_ctx *c = vctx;
+    tet_report *rep = &c->reports[w];
+    uint8_t *scratch = c->scratch_len ? malloc(c->scratch_len) : NULL;
+    tet_dctx *dctx = c->scratch_len ? tet_dctx_new() : NULL;
+    double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
+    row_group *grp = malloc(sizeof *grp);
+    if (buf == NULL || grp == NULL || (c->scratch_len && (scratch == NULL || dctx == NULL))) {
+        tet_report_fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
+        __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+        goto done;
+    }
+    for (;;) {
+        const uint64_t part = tet_claim(&c->next_part, c->n_parts);
+        if (part >= c->n_parts || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+            break;
+        tet_acc *cells = part == 0 ? c->cells : c->extra + (part - 1) * c->n_cells;
+        uint64_t *counts = c->spec->bins == 0 ? NULL
+                           : part == 0 ? c->spec->counts
+                                       : c->counts_extra + (part - 1) * c->n_cells * c->spec->bins;
+        const uint64_t lo = part * c->t->total / c->n_parts;
+        const uint64_t hi = (part + 1) * c->t->total / c->n_parts;
+        uint64_t ahead = 0;
+        for (uint64_t i = lo; i < hi; i++) {
+            tet_tile_view v;
+            uint64_t detail = 0;
+            tet_status st = tet_tile_open(c->g, c->b, c->t, i, scratch, dctx, &v, &detail);
+            if (st != TET_OK) {
+                tet_report_fail(rep, st, (int64_t)v.id, detail);
+                __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+                goto done;
+            }
+            if (c->spec->scan_window > 0 && c->n_parts == 1)
+                read_ahead(c->g, c->spec->scan_window, v.id, &ahead);
+            fold_tile(c, &v, cells, counts, buf, grp);
+        }
+    }
+done:
+    free(grp);
+    free(buf);
+    free(scratch);
+    tet_dctx_free(dctx);
+}
+
+tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
+                        tet_acc *cells, uint64_t n_cells, tet_report *report)
+{
+    tet_report_clear(report);
+    const tet_status valid = tet_box_valid(tiles, box);
+    if (valid != TET_OK)
+        return tet_report_refuse(report, valid);
+    if (spec->parts == 0 || tiles->dtype < TET_DTYPE_F32 ||
+        tiles->dtype > TET_DTYPE_LAST ||
+        (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)) ||
+        (spec->mask != NULL && spec->mask->n > TET_MASK_MAX))
+        return tet_report_refuse(report, TET_ERR_ARGUMENT);
+    fold_ctx *c = calloc(1, sizeof *c);
+    tet_touch_set t;
+    if (c == NULL || tet_touch_build(tiles, box, &t) != TET_OK) {
+        free(c);
+        return tet_report_refuse(report, TET_ERR_NOMEM);
+    }
+    uint64_t cs = 1, fs = 1;
+    for (int d = (int)tiles->ndim - 1; d >= 0; d--) {
+        if ((spec->reduce_mask >> d) & 1u) {
+            c->fiber_stride[d] = fs;
+            fs *= t.out_shape[d];
+        } else {
+            c->cell_stride[d] = cs;
+            cs *= t.out_shape[d];
+        }
+    }
+    const uint64_t parts = spec->parts < t.total ? spec->parts : t.total;
+    uint64_t n_counts = 0, extra_bytes = 0, extra_counts = 0;
+    if (cs != n_cells || !tet_mul_ok(n_cells, spec->bins, &n_counts) ||
+        !tet_mul_ok((parts - 1) * sizeof(tet_acc), n_cells, &extra_bytes) ||
+        !tet_mul_ok(parts - 1, n_counts, &extra_counts) || extra_counts > UINT64_MAX / 8) {
+        tet_touch_free(&t);
+        free(c);
+        return tet_report_refuse(report, cs != n_cells ? TET_ERR_ARGUMENT : TET_ERR_OVERFLOW);
+    }
+    if (tet_touch_scan(tiles, box, &t, &c->scratch_len, report) != TET_OK) {
+        tet_touch_free(&t);
+        free(c);
+        return report->status;
+    }
+    c->g = tiles;
+    c->b = box;
+    c->t = &t;
+    c->spec = spec;
+    c->cells = cells;
+    c->n_cells = n_cells;
+    c->n_parts = parts;
+    c->extra = parts > 1 ? malloc(extra_bytes) : NULL;
+    c->counts_extra = parts > 1 && n_counts ? calloc(extra_counts, sizeof(uint64_t)) : NULL;
+    if (parts > 1 && (c->extra == NULL || (n_counts && c->counts_extra == NULL))) {
+        free(c->extra);
+        free(c->counts_extra);
+        tet_touch_free(&t);
+        free(c);
+        return tet_report_refuse(report, TET_ERR_NOMEM);
+    }
+    if (n_counts)
+        memset(spec->counts, 0, n_counts * sizeof(uint64_t));
+    for (uint64_t i = 0; i < n_cells; i++)
+        tet_acc_init(&cells[i]);
+    for (uint64_t i = 0; i < (parts - 1) * n_cells; i++)
+        tet_acc_init(&c->extra[i]);
+    uint32_t threads = spec->threads ? spec->threads : 1;
+    if ((uint64_t)threads > parts)
+        threads = (uint32_t)parts;
+    tet_parallel(fold_worker, c, threads, &c->stop, report);
+    for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
+        tet_report_merge(report, &c->reports[w]);
+    if (report->status == TET_OK)
+        for (uint64_t p = 1; p < parts; p++) {
+            (void)tet_acc_merge_cells(cells, &c->extra[(p - 1) * n_cells], n_cells, spec->what);
+            for (uint64_t i = 0; i < n_counts; i++)
+                spec->counts[i] += c->counts_extra[(p - 1) * n_counts + i];
+        }
+    free(c->extra);
+    free(c->counts_extra);
+    tet_touch_free(&t);
+    free(c);
+    return report->status;
+}
