@@ -41,6 +41,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.attrs import EXT_KEY, display, encode_value, validate_ext
+from tet.durable import atomic_replace, identity_of
 from tet.errors import CatalogError, FileChangedError, InvalidTextError, TetError, os_error
 from tet.guard import watching
 from tet.integrity import encode_table, read_table
@@ -398,17 +399,18 @@ class _Store:
             self._names.append(name)
         return self._names[0]
 
-    def publish(self) -> None:
+    def publish(self, fsync: bool) -> None:
         """Rename the temp name over the target, relative to the directory, and check
         that what is there now is this file (another process may have renamed something
-        over the temp name meanwhile)."""
-        self.dir.rename(self.name(), self.dir, self.target.name)
+        over the temp name meanwhile); with `fsync`, flush the directory."""
+        try:
+            atomic_replace(self.dir, self.name(), self.target.name,
+                           identity=identity_of(self.fileno()), action="cannot write",
+                           shown=self.target, fsync=fsync)
+        except FileChangedError:
+            self._names.clear()  # renamed: the temp name is not this file's any more
+            raise
         self._names.clear()
-        mine, there = os.fstat(self.fileno()), self.dir.lstat(self.target.name)
-        if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
-            raise FileChangedError(f"cannot write {self.target}: the temp file was replaced "
-                                   "by another process while it was written; the output is "
-                                   "not there")
 
     def discard(self) -> None:
         """Close the file and remove its temp name, if any (idempotent)."""
@@ -1092,9 +1094,7 @@ class TetWriter:
                 self._in_order = False
                 out = self._write(fsync)
                 out = self._named(out, fsync)
-                out.publish()
-            if fsync:
-                out.dir.fsync()
+                out.publish(fsync)
         except OSError as exc:
             # a full disk: the bytes of the write that failed, else the whole output
             size = _size(exc, self._stores[-1].end if self._stores else None)
