@@ -37,6 +37,8 @@ __all__ = [
     "UnknownAxisError",
     "UnknownDatasetError",
     "os_error",
+    "selection_invalid",
+    "validation",
 ]
 
 
@@ -58,6 +60,19 @@ class QueryError(TetError, ValueError):
 
 class SelectionError(TetError, ValueError):
     """A selection does not fit the dataset (bounds, steps, labels, arity)."""
+
+
+VALIDATION = "validation: "  # what every refused document or selection starts with
+
+
+def validation(msg: str) -> QueryError:
+    """The error of a query document the engine refuses: ``validation: {msg}``."""
+    return QueryError(VALIDATION + msg)
+
+
+def selection_invalid(msg: str) -> SelectionError:
+    """The error of a selection that does not fit its dataset: ``validation: {msg}``."""
+    return SelectionError(VALIDATION + msg)
 
 
 class MemoryBudgetError(TetError, MemoryError):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tet.errors import QueryError
+from tet.errors import validation as _v
 from tet.jsonlimits import MAX_DEPTH, json_depth
 from tet.query.ops import OPS, QUERY_OP_KEYS, TRANSFORM_METHODS
 from tet.selection import format_float, is_json_int, json_float, parse_selection
@@ -62,10 +63,6 @@ _NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 # Rust's f64::from_str grammar: no underscores, no hex, no inner whitespace.
 _RUST_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)",
                          re.IGNORECASE)
-
-
-def _v(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 def _nbytes(text: str) -> int:

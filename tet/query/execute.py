@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.errors import QueryError
+from tet.errors import validation as _fail
 from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist
@@ -32,10 +32,6 @@ IN_CORE_HEADROOM = 0.85
 LINEAR_SCAN_WINDOW = 64 << 20  # out-of-core linear scans read this far ahead (query.md §8)
 GPU_SCALAR_OPS = frozenset({"sum", "mean", "min", "max", "count", "var", "std"})
 AUTO_GPU_BYTES = 64 * 1024 * 1024
-
-
-def _fail(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
