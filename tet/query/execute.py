@@ -15,7 +15,7 @@ from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist
 from tet.query.budget import WORK_FLOOR, host_available_ram, require_memory, resolve_budget
-from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
+from tet.query.document import QueryDocument, resolve_axes, resolve_operation
 from tet.query.folds import fold
 from tet.query.mask import MaskInfo, mask_fields, resolve_mask
 from tet.query.ops import OPS
@@ -67,15 +67,12 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     fill: float | None = None
     if op is not None and op.key in ("covariance", "correlation"):
         axes = echoed = _observation_axis(op.axes, record.ndim, ds.dim_names)
-    elif op is not None:
-        echoed = resolve_axes(op.axes, record.ndim, dim_names, fold_checks=False,
-                              ordered=False)
-        axes = tuple(sorted(echoed))
-        if op.key == "null_count":
-            fill = resolve_fill(op.params, dict(ds.attrs))
-    dataset_id, box = f.resolve(doc.dataset, doc.selection)
-    if op is not None and preview is not None and op.key not in ("covariance", "correlation"):
-        axes = fold_axes(echoed, record.ndim)  # fold-time rules come last (query.md §4)
+    if op is not None and op.key not in ("covariance", "correlation"):
+        (echoed, axes, fill), (dataset_id, box) = resolve_operation(
+            op, record.ndim, dim_names, ds.attrs,
+            lambda: f.resolve(doc.dataset, doc.selection), fold=preview is not None)
+    else:
+        dataset_id, box = f.resolve(doc.dataset, doc.selection)
     plan = plan_read(f._table(dataset_id), record, box)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)
