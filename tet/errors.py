@@ -51,7 +51,17 @@ class CatalogError(TetError):
 
 
 class ChunkError(CatalogError):
-    """A chunk payload could not be decoded into its tile (corrupt or truncated data)."""
+    """A chunk payload could not be decoded into its tile (corrupt or truncated data).
+
+    `tile_index` is the tile's linear index in its dataset's chunk grid (row-major over
+    ``chunk_index``) and `dataset` the dataset id, where the failure names them (None
+    otherwise); the message says the same in words."""
+
+    def __init__(self, *args: object, dataset: int | None = None,
+                 tile_index: int | None = None) -> None:
+        super().__init__(*args)
+        self.dataset = dataset
+        self.tile_index = tile_index
 
 
 class QueryError(TetError, ValueError):

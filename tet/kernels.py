@@ -143,6 +143,9 @@ def _check(report: Any, what: str, explain: Callable[[_Failure], str]) -> None:
         return
     failure = _Failure(status, int(report.chunk), int(report.detail))
     cls = _STATUS.get(status, TetError)
+    if cls is ChunkError:  # the failing tile travels as a field, not only in the text
+        raise ChunkError(f"{what}: {explain(failure)}",
+                         tile_index=failure.chunk if failure.chunk >= 0 else None)
     raise cls(f"{what}: {explain(failure)}")
 
 
