@@ -75,7 +75,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys, time
     import numpy as np
-    import tet, tet.writer as W
+    import tet, tet.writer_stream as W
 
     target, ready, hook, mode = sys.argv[1:5]
 
@@ -226,7 +226,7 @@ def test_failing_commit_leaves_old_file(
         raise OSError(28, "No space left on device")
 
     if failure == "encode":
-        monkeypatch.setattr(tet.writer.kernels, "encode", boom)
+        monkeypatch.setattr(tet.kernels, "encode", boom)
     elif failure == "replace":
         monkeypatch.setattr(os, "replace", boom)
     elif failure == "fsync":

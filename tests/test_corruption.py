@@ -766,3 +766,21 @@ def test_parallel_read_reports_first_bad_chunk(
                 f.read_numpy("x")
         ok = f.read_numpy("x", selection=[{"start": 0, "stop": 256}, {"start": 0, "stop": 1024}])
         assert np.array_equal(ok, a[:256])
+
+
+def test_chunk_error_carries_its_tile_index(tmp_path: Path) -> None:
+    """A tile that does not decode is named in the text and, as `tile_index` (row-major in
+    the dataset's chunk grid), as a field of the error."""
+    a = np.arange(64, dtype=np.float64).reshape(8, 8)
+    path = tet.write_dataset(tmp_path / "t.tet", "a", a, chunk_shape=(4, 4), codec="zstd")
+    buf = path.read_bytes()
+    cat = tet.layout.parse_catalog(buf, len(buf))
+    (row,) = [i for i, e in enumerate(cat.entries) if list(e["chunk_index"][:2]) == [1, 0]]
+    path.write_bytes(apply(buf, [(int(cat.entries[row]["payload_offset"]), 0x01)]))
+    with tet.open(path) as f, pytest.raises(tet.ChunkError) as info:
+        f.read_numpy("a")
+    assert info.value.tile_index == 2  # chunk_index [1, 0] of a 2 x 2 grid
+    assert "chunk_index=[1, 0]" in str(info.value) and "zstd decode failed" in str(info.value)
+    with tet.open(path) as f:  # the tiles around it still read
+        assert np.array_equal(f.read_numpy("a", selection=[{"start": 0, "stop": 4},
+                                                           {"start": 0, "stop": 8}]), a[:4])

@@ -38,6 +38,7 @@ import pytest
 
 import tet
 import tet.verify
+import tet.verify_checks
 from tests.conftest import INTEROP
 from tet import kernels
 from tet.integrity import encode_table, read_table
@@ -354,7 +355,7 @@ def test_big_zstd_tile_is_decoded_in_pieces(tmp_path: Path, monkeypatch: pytest.
     """With 4 threads a 1 MiB share is too small for the frame: it is decoded again
     alone, with the whole budget."""
     monkeypatch.setenv("TET_THREADS", threads)
-    monkeypatch.setattr(tet.verify, "resolve_budget", lambda **kw: budget)
+    monkeypatch.setattr(tet.verify_checks, "resolve_budget", lambda **kw: budget)
     p = big_tile_file(tmp_path)
     report = verify(p, deep=True)
     assert report.ok
@@ -374,8 +375,8 @@ def test_big_zstd_tile_is_decoded_in_pieces(tmp_path: Path, monkeypatch: pytest.
 
 def test_frame_bigger_than_the_whole_budget_is_reported(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tet.verify, "resolve_budget", lambda **kw: 1 << 20)
-    monkeypatch.setattr(tet.verify, "WORK_FLOOR", 0)  # in use a budget is >= 64 MiB
+    monkeypatch.setattr(tet.verify_checks, "resolve_budget", lambda **kw: 1 << 20)
+    monkeypatch.setattr(tet.verify_checks, "WORK_FLOOR", 0)  # in use a budget is >= 64 MiB
     p = big_tile_file(tmp_path)
     report = verify(p, deep=True)
     assert report.ok  # a warning: the file is not known to be bad

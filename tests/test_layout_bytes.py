@@ -377,9 +377,9 @@ def test_payloads_across_encode_windows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str, window: int
 ) -> None:
     """Payloads encoded a window of tiles at a time stay back to back and in order."""
-    import tet.writer
+    import tet.writer_stream
 
-    monkeypatch.setattr(tet.writer, "WINDOW_BYTES", window)
+    monkeypatch.setattr(tet.writer_stream, "WINDOW_BYTES", window)
     path = tmp_path / "w.tet"
     b = write(path, GEOMETRY, codec=codec)
     p = _check_index(b, GEOMETRY, {"raw": 0, "zstd": 1}[codec])

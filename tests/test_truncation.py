@@ -187,15 +187,15 @@ def test_truncated_while_the_catalog_is_parsed(tmp_path: Path) -> None:
 def test_verify_deep_of_a_file_truncated_while_checked(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.tet", "zstd")
     code = """
-    import os, sys, tet.verify
+    import os, sys, tet.verify_checks
     from tet.cli.main import main
     path = sys.argv[1]
-    real = tet.verify.parse_catalog
+    real = tet.verify_checks.parse_catalog
     def parse_then_cut(buf, n):
         cat = real(buf, n)
         os.truncate(path, int(sys.argv[2]))  # the payload checks meet the cut
         return cat
-    tet.verify.parse_catalog = parse_then_cut
+    tet.verify_checks.parse_catalog = parse_then_cut
     sys.exit(main(["verify", "--deep", path]))
     """
     r = _child(code, str(path), str(CUT))

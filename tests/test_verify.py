@@ -29,6 +29,7 @@ import pytest
 import tet
 import tet.cli.verify
 import tet.verify
+import tet.verify_checks
 from tests.conftest import INTEROP, UPSTREAM, CliRun
 from tests.test_corruption import (
     CORPUS_NAMES,
@@ -827,8 +828,8 @@ def test_decode_budget_below_the_decoder_state(cli: Cli, tmp_path: Path,
     p = tmp_path / "z.tet"
     tet.write_dataset(p, "z", np.arange(24, dtype=np.float32).reshape(4, 6),
                       chunk_shape=(2, 4), codec="zstd")  # tiles of 32 and 16 bytes
-    monkeypatch.setattr(tet.verify, "resolve_budget", lambda **kw: 40)
-    monkeypatch.setattr(tet.verify, "WORK_FLOOR", 0)
+    monkeypatch.setattr(tet.verify_checks, "resolve_budget", lambda **kw: 40)
+    monkeypatch.setattr(tet.verify_checks, "WORK_FLOOR", 0)
     rc, d = _json(cli, "--deep", p)
     assert rc == 0
     need = 256 * 1024 + 32  # the decoder's fixed state + the largest tile's history

@@ -27,6 +27,8 @@ import pytest
 
 import tet
 import tet.writer
+import tet.writer_store
+import tet.writer_stream
 from tet.convert import convert
 from tet.verify import verify
 
@@ -84,7 +86,8 @@ def no_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("payloads were copied")
 
-    monkeypatch.setattr(tet.writer, "_copy_runs", refuse)
+    for module in (tet.writer, tet.writer_store, tet.writer_stream):  # every caller
+        monkeypatch.setattr(module, "copy_runs", refuse)
 
 
 ARRAYS = [("a", A, (8, 7), "raw"), ("b", B, (4, 3, 11), "zstd"), ("c", C, (5,), "raw")]
@@ -300,7 +303,7 @@ def test_failed_background_write_fails_the_session(
     (which has a hole) is never committed, even if the caller carries on."""
     path = tmp_path / "t.tet"
     old = whole(path, ARRAYS[:1])
-    real: Callable[[int, Any, int], int] = tet.writer._write_out
+    real: Callable[[int, Any, int], int] = tet.writer_store._write_out
     calls = [0]
 
     def flaky(fd: int, data: Any, pos: int) -> int:
@@ -309,8 +312,8 @@ def test_failed_background_write_fails_the_session(
             raise OSError(28, "No space left on device")
         return real(fd, data, pos)
 
-    monkeypatch.setattr(tet.writer, "_write_out", flaky)
-    monkeypatch.setattr(tet.writer, "WRITE_AHEAD_BYTES", 0)  # one write in flight
+    monkeypatch.setattr(tet.writer_store, "_write_out", flaky)
+    monkeypatch.setattr(tet.writer_store, "WRITE_AHEAD_BYTES", 0)  # one write in flight
     w = tet.TetWriter.create(path)
     s = w.create_dataset("a", A.shape, A.dtype, chunk_shape=(8, 30))
     s[0:8] = A[0:8]

@@ -37,6 +37,8 @@ __all__ = [
     "UnknownAxisError",
     "UnknownDatasetError",
     "os_error",
+    "selection_invalid",
+    "validation",
 ]
 
 
@@ -49,7 +51,17 @@ class CatalogError(TetError):
 
 
 class ChunkError(CatalogError):
-    """A chunk payload could not be decoded into its tile (corrupt or truncated data)."""
+    """A chunk payload could not be decoded into its tile (corrupt or truncated data).
+
+    `tile_index` is the tile's linear index in its dataset's chunk grid (row-major over
+    ``chunk_index``) and `dataset` the dataset id, where the failure names them (None
+    otherwise); the message says the same in words."""
+
+    def __init__(self, *args: object, dataset: int | None = None,
+                 tile_index: int | None = None) -> None:
+        super().__init__(*args)
+        self.dataset = dataset
+        self.tile_index = tile_index
 
 
 class QueryError(TetError, ValueError):
@@ -58,6 +70,19 @@ class QueryError(TetError, ValueError):
 
 class SelectionError(TetError, ValueError):
     """A selection does not fit the dataset (bounds, steps, labels, arity)."""
+
+
+VALIDATION = "validation: "  # what every refused document or selection starts with
+
+
+def validation(msg: str) -> QueryError:
+    """The error of a query document the engine refuses: ``validation: {msg}``."""
+    return QueryError(VALIDATION + msg)
+
+
+def selection_invalid(msg: str) -> SelectionError:
+    """The error of a selection that does not fit its dataset: ``validation: {msg}``."""
+    return SelectionError(VALIDATION + msg)
 
 
 class MemoryBudgetError(TetError, MemoryError):

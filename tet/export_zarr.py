@@ -54,12 +54,12 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.attrs import ext_of, merge_attrs
-from tet.durable import fsync_dir
+from tet.durable import atomic_replace, fsync_dir
 from tet.errors import OS_ERRORS, CatalogError, DiskFullError, TetError
 from tet.file import Dataset, TetFile
 from tet.layout import DatasetRecord, tile_counts
 from tet.query.budget import WORK_FLOOR, require_memory, resolve_budget
-from tet.safeio import checked_path, remove_stale, temp_name
+from tet.safeio import Dir, checked_path, remove_stale, temp_name
 from tet.text import encode_text
 
 __all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportDiskFullError", "ExportError",
@@ -1075,8 +1075,9 @@ def _missing_ancestors(path: Path) -> list[Path]:
     return out
 
 
-def _swap(tmp: Path, target: Path, given: str) -> None:
-    """Rename the finished store onto the target (an empty directory is replaced)."""
+def _swap(tmp: Path, target: Path, given: str, fsync: bool) -> None:
+    """Rename the finished store onto the target (an empty directory is replaced), then
+    flush the directory (with `fsync`)."""
     existed = target.is_dir()
     if existed:
         with contextlib.suppress(OSError):
@@ -1084,10 +1085,13 @@ def _swap(tmp: Path, target: Path, given: str) -> None:
         if os.name == "nt":  # Windows will not rename onto a directory
             target.rmdir()
     try:
-        os.replace(tmp, target)
+        with Dir.of(target.parent) as folder:
+            atomic_replace(folder, tmp.name, target.name, identity=None,
+                           action="cannot export to", shown=given, fsync=fsync)
     except OSError as exc:
         if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
             raise ExportError(f"export output `{given}` exists and is not empty") from exc
+        exc.filename = str(tmp)  # the name relative to the directory: show the path
         raise
 
 
@@ -1161,9 +1165,7 @@ def export(src: PathLike, dst: PathLike, *, codec: str = "keep",
                     dirs.update((path, path / "c") if a.shape else (path,))
                 for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
                     fsync_dir(d)
-            _swap(tmp, target, dst_text)
-            if fsync:
-                fsync_dir(target.parent)
+            _swap(tmp, target, dst_text, fsync)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             for p in created:  # deepest first; only the directories this call made

@@ -179,6 +179,9 @@ def _check(report: Any, what: str, explain: Callable[[_Failure], str]) -> None:
     failure = _Failure(status, int(report.chunk), int(report.detail))
     cls = _STATUS.get(status, TetError)
     text = thread_failure(failure.detail) if status == lib.TET_ERR_THREAD else explain(failure)
+    if cls is ChunkError:  # the failing tile travels as a field, not only in the text
+        raise ChunkError(f"{what}: {text}",
+                         tile_index=failure.chunk if failure.chunk >= 0 else None)
     raise cls(f"{what}: {text}")
 
 

@@ -37,14 +37,7 @@ from tet.errors import OS_ERRORS, CatalogError, QueryError, TetError, TetOSError
 from tet.file import TetFile
 from tet.query import response as resp
 from tet.query.budget import resolve_budget
-from tet.query.document import (
-    QueryDocument,
-    fold_axes,
-    parse_text,
-    parse_value,
-    resolve_axes,
-    resolve_fill,
-)
+from tet.query.document import QueryDocument, parse_text, parse_value, resolve_operation
 from tet.query.folds import FOLDS
 from tet.query.mask import resolve_mask
 from tet.query.ops import OPS
@@ -128,10 +121,9 @@ def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
     with TetFile(path) as f:
         ds = f.dataset(doc.dataset)
         names = list(ds.dim_names) if ds.dim_names else None
-        written = resolve_axes(op.axes, ds.ndim, names, fold_checks=False, ordered=False)
-        fill = resolve_fill(op.params, dict(ds.attrs)) if op.key == "null_count" else 0.0
-        dataset_id, box = f.resolve(doc.dataset, doc.selection)
-        axes = fold_axes(written, ds.ndim)  # fold-time rules come last (query.md §4)
+        (written, axes, null_fill), (dataset_id, box) = resolve_operation(
+            op, ds.ndim, names, ds.attrs, lambda: f.resolve(doc.dataset, doc.selection))
+        fill = 0.0 if null_fill is None else null_fill
         table = f.reader.table(dataset_id)
         reduce = list(axes) if axes else list(range(ds.ndim))
         what = FOLDS[op.key][0]

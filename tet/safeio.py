@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tet.durable import atomic_replace, identity_of
 from tet.errors import (
     FileChangedError,
     InvalidPathError,
@@ -751,15 +752,10 @@ class NewFile:
             if self.temp is None:
                 self._name_it()
             assert self.temp is not None
-            self.dir.rename(self.temp, self.dir, self.name)
+            # the temp name stays known until the rename is done, for `discard`
+            atomic_replace(self.dir, self.temp, self.name, identity=identity_of(self.fd),
+                           action=self.action, shown=self.shown, fsync=fsync)
             self.temp = None
-            mine, there = os.fstat(self.fd), self.dir.lstat(self.name)
-            if there is None or (there.st_dev, there.st_ino) != (mine.st_dev, mine.st_ino):
-                raise FileChangedError(
-                    f"{self.action} {self.shown}: the temp file was replaced by another "
-                    "process while it was written; the output is not there")
-            if fsync:
-                self.dir.fsync()
         except OSError as exc:
             err = self.error(exc)
             self.discard()

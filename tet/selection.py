@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from tet.errors import SelectionError
+from tet.errors import selection_invalid as _fail
 
 __all__ = [
     "Box",
@@ -82,10 +83,6 @@ class Box:
 
     def is_full(self, shape: Sequence[int]) -> bool:
         return self == Box.full(shape)
-
-
-def _fail(msg: str) -> SelectionError:
-    return SelectionError(f"validation: {msg}")
 
 
 def _bad_json(msg: str) -> SelectionError:

@@ -37,6 +37,7 @@ import numpy as np
 import platformdirs
 
 from tet.errors import QueryError, TetError
+from tet.errors import validation as _fail
 from tet.safeio import (
     Dir,
     NewFile,
@@ -195,10 +196,6 @@ def _dedupe(pins: Sequence[tuple[Path, Ident]]) -> tuple[tuple[Path, Ident], ...
         if all(p[0] != q[0] for q in out):
             out.append(p)
     return tuple(out)
-
-
-def _fail(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 def _oserr(exc: OSError) -> str:

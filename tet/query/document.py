@@ -14,11 +14,8 @@ integer does and NumPy floats wherever a float does; floats are never integers
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,10 +23,22 @@ from typing import Any
 
 import numpy as np
 
-from tet.errors import QueryError
-from tet.jsonlimits import MAX_DEPTH, json_depth
+from tet.errors import validation as _v
+from tet.jsonlimits import MAX_DEPTH
+from tet.query.doctext import JSON_SYNTAX as JSON_SYNTAX
+from tet.query.doctext import MAX_TEXT as MAX_TEXT
+from tet.query.doctext import load_text as load_text
+from tet.query.doctext import text_bytes as _nbytes
+from tet.query.doctext import value_depth
 from tet.query.ops import OPS, QUERY_OP_KEYS, TRANSFORM_METHODS
-from tet.selection import format_float, is_json_int, json_float, parse_selection
+from tet.query.resolve import FILL_ATTRS as FILL_ATTRS
+from tet.query.resolve import fold_axes as fold_axes
+from tet.query.resolve import is_axis_index as _is_index
+from tet.query.resolve import json_number as _number
+from tet.query.resolve import resolve_axes as resolve_axes
+from tet.query.resolve import resolve_fill as resolve_fill
+from tet.query.resolve import resolve_operation as resolve_operation
+from tet.selection import is_json_int, parse_selection
 
 __all__ = [
     "Execution",
@@ -43,10 +52,9 @@ __all__ = [
     "parse_value",
     "resolve_axes",
     "resolve_fill",
+    "resolve_operation",
 ]
 
-JSON_SYNTAX = "invalid query JSON: "  # the Python API rewords it (python-api.md §2)
-MAX_TEXT = 1_048_576
 MAX_NAME = 1024
 MAX_AXES = 8
 MAX_AXIS_LABEL = 32
@@ -57,20 +65,7 @@ WRITE_TARGETS = ("switch", "spill", "sidecar", "ram")
 RESERVED = ("dataset", "layout_version", "selection", "spill", "write", "execution")
 EXECUTION_KEYS = ("memory_budget_bytes", "memory_budget_percent", "memory_budget_percent_bps",
                   "fold_parallel", "device", "mask_fill")
-FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
 _NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-# Rust's f64::from_str grammar: no underscores, no hex, no inner whitespace.
-_RUST_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)",
-                         re.IGNORECASE)
-
-
-def _v(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
-
-
-def _nbytes(text: str) -> int:
-    """UTF-8 length; lone surrogates (JSON allows ``"\\ud800"``) count, never raise."""
-    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _fmt(x: Any) -> str:
@@ -97,14 +92,6 @@ def _is_arr(v: Any) -> bool:
     return isinstance(v, (list, tuple))
 
 
-def _number(v: Any) -> float | None:
-    """A JSON number as f64 (NumPy scalars included); None for anything else (bools
-    are not numbers).  Integers too large for f64 become ±inf rather than raising."""
-    if is_json_int(v):
-        return float(v)
-    return json_float(v)
-
-
 def _integer(v: Any, end: int = 2**64) -> int | None:
     """A non-negative JSON integer below `end` (NumPy integers included); None for
     anything else, floats with integral values too."""
@@ -121,10 +108,6 @@ def _no_unknown(obj: Mapping[Any, Any], known: Sequence[str], prefix: str) -> No
     unknown = [k for k in obj if k not in known]
     if unknown:
         raise _v(f"unknown field `{prefix}{min(unknown, key=str)}`")
-
-
-def _is_index(token: str) -> bool:
-    return token.isascii() and token.isdigit()
 
 
 # ---------------------------------------------------------------------------
@@ -255,103 +238,6 @@ def parse_text(text: str, *, filename: str | None = None) -> QueryDocument:
     return parse_value(load_text(text, filename=filename))
 
 
-def load_text(text: str, *, filename: str | None = None) -> Any:
-    """The JSON-model value of JSON or TOML text, not yet validated as a document.
-
-    The extension (``.json`` / ``.toml``) decides the format; otherwise text starting
-    with ``{`` (after whitespace) is JSON and anything else TOML.
-
-    Raises
-    ------
-    QueryError
-        ``invalid query JSON: …`` / ``invalid query TOML: …`` for malformed text, or a
-        ``validation: …`` rule (size, depth, every document rule).
-    """
-    size = _nbytes(text)
-    if size > MAX_TEXT:
-        raise _v(f"query document exceeds maximum size ({size} bytes, limit {MAX_TEXT})")
-    suffix = filename.lower().rsplit(".", 1)[-1] if filename and "." in filename else ""
-    if suffix == "json" or (suffix != "toml" and text.lstrip().startswith("{")):
-        value = _load_json(text)  # unstripped, so error positions count from the user's text
-    else:
-        try:
-            value = _from_toml(tomllib.loads(text.strip()))
-        except (ValueError, RecursionError) as exc:
-            raise QueryError(f"invalid query TOML: {exc}") from None
-    return value
-
-
-def _load_json(text: str) -> Any:
-    if text.count("[") + text.count("{") > MAX_DEPTH:
-        depth = json_depth(text)  # refuse hostile nesting before the parser recurses
-        if depth > MAX_DEPTH:
-            raise _v(f"query document nesting depth {depth} exceeds maximum {MAX_DEPTH}")
-    try:
-        return json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as exc:
-        raise QueryError(f"{JSON_SYNTAX}{exc}") from None
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"invalid number `{name}`")  # NaN / Infinity are not JSON
-
-
-def _from_toml(value: Any) -> Any:
-    """TOML value tree -> JSON value model (datetimes as RFC 3339 strings).
-
-    JSON has no NaN or infinity, so the engine turns TOML ``nan``/``inf``/``-inf`` into
-    the strings ``"NaN"``/``"inf"``/``"-inf"``; a number key then refuses them with its
-    own "must be a number" rule, never reading them as absent.
-    """
-    if isinstance(value, dict):
-        return {k: _from_toml(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_toml(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return format_float(value)
-    if isinstance(value, _dt.datetime):
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    if isinstance(value, (_dt.date, _dt.time)):
-        return value.isoformat()
-    return value
-
-
-def _depth(root: Any) -> int:
-    """Nesting depth (scalar 0, ``{}`` 1) without recursion; shared parts counted once."""
-    if not (_is_obj(root) or _is_arr(root)):
-        return 0
-    done: dict[int, int] = {}
-    on_path = {id(root)}
-    frames: list[list[Any]] = [[root, iter(_children(root)), 0]]
-    while frames:
-        frame = frames[-1]
-        for child in frame[1]:
-            if not (_is_obj(child) or _is_arr(child)):
-                continue
-            if id(child) in done:
-                frame[2] = max(frame[2], done[id(child)])
-                continue
-            if id(child) in on_path:
-                raise _v("query document contains a reference cycle")
-            on_path.add(id(child))
-            frames.append([child, iter(_children(child)), 0])
-            break
-        else:
-            frames.pop()
-            depth: int = frame[2] + 1
-            done[id(frame[0])] = depth
-            on_path.discard(id(frame[0]))
-            if not frames:
-                return depth
-            frames[-1][2] = max(frames[-1][2], depth)
-    raise AssertionError("unreachable")
-
-
-def _children(v: Any) -> Any:
-    return v.values() if _is_obj(v) else v
-
-
 # ---------------------------------------------------------------------------
 # values
 
@@ -366,7 +252,7 @@ def parse_value(value: Any) -> QueryDocument:
     SelectionError
         A selection that is malformed on its own (`parse_selection`).
     """
-    depth = _depth(value)
+    depth = value_depth(value)
     if depth > MAX_DEPTH:
         raise _v(f"query document nesting depth {depth} exceeds maximum {MAX_DEPTH}")
     if not _is_obj(value):
@@ -662,118 +548,6 @@ def parse_device(token: Any) -> str:
             return family if int(index) == 0 else f"{family}:{int(index)}"
     raise _v(f"unknown device `{t}` (expected cpu, auto, metal, cuda[:N| :multi], or "
              "rocm[:N| :multi])")
-
-
-# ---------------------------------------------------------------------------
-# plan-time resolution
-
-
-def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | None, *,
-                 fold_checks: bool = True, ordered: bool = True) -> tuple[int, ...]:
-    """Axis tokens -> sorted axis indices of the logical selection (query.md §4).
-
-    Parameters
-    ----------
-    tokens
-        `Operation.axes`: decimal strings or dimension names.
-    ndim
-        Rank of the dataset (and of its logical selection).
-    dim_names
-        The dataset's ``dim_names`` from footer metadata, or None.
-    fold_checks
-        Also refuse duplicate axes and a list naming every axis.  These are fold-time
-        rules (query.md §4): a plan, and every selection/fill check, come first, so the
-        engine resolves with False at plan time and calls again with True just before
-        folding; covariance/correlation never pass True (their rank rule reports).
-    ordered
-        Sort the indices (what a fold needs); False keeps the document's order, which is
-        what the response echoes.
-
-    Raises
-    ------
-    QueryError
-        Index out of range, a name without or unknown to ``dim_names``, ambiguous
-        names, and (with `fold_checks`, only once every token resolved) the first
-        repeated axis in token order or "reduces every dimension".
-    """
-    out: list[int] = []
-    for token in tokens:
-        if _is_index(token):
-            index = int(token)
-            if index >= ndim:
-                raise _v(f"operation axis index {index} out of range for rank {ndim}")
-        else:
-            index = _axis_by_name(token, ndim, dim_names)
-        out.append(index)
-    if fold_checks:
-        return fold_axes(out, ndim)
-    return tuple(sorted(out)) if ordered else tuple(out)
-
-
-def fold_axes(indices: Sequence[int], ndim: int) -> tuple[int, ...]:
-    """Resolved axis indices -> the sorted axes a fold reduces, after the fold-time rules
-    (query.md §4): the first repeat in the order written, or a list naming every axis.
-
-    Raises
-    ------
-    QueryError
-        ``duplicate operation axis index V`` or "reduces every dimension".
-    """
-    seen: set[int] = set()
-    for index in indices:
-        if index in seen:
-            raise _v(f"duplicate operation axis index {index}")
-        seen.add(index)
-    if indices and len(indices) == ndim:
-        raise _v('operation axes list reduces every dimension; use "axes": [] for a scalar '
-                 "reduction")
-    return tuple(sorted(indices))
-
-
-def _axis_by_name(token: str, ndim: int, dim_names: Sequence[str] | None) -> int:
-    if not dim_names:
-        raise _v(f"dimension name `{token}` requires footer metadata `dim_names` for this "
-                 "dataset")
-    if len(dim_names) != ndim:
-        raise _v(f"metadata dim_names length {len(dim_names)} does not match dataset rank "
-                 f"{ndim}")
-    hits = [i for i, n in enumerate(dim_names) if n == token]
-    if not hits:
-        raise _v(f"unknown dimension name `{token}` (dim_names: {', '.join(dim_names)})")
-    if len(hits) > 1:
-        raise _v(f"ambiguous dimension name `{token}` (duplicate dim_names entries)")
-    return hits[0]
-
-
-def resolve_fill(params: Mapping[str, Any], attrs: Mapping[str, Any] | None) -> float:
-    """null_count's fill (ops.md §4): the query's ``fill``, else the first fill attr.
-
-    Attr text is trimmed; ``nan`` in any case is NaN, anything else must be a float as
-    the engine parses it (no ``1_000``, no hex).
-
-    Raises
-    ------
-    QueryError
-        An attr that is not a number, or no fill anywhere.
-    """
-    fill = _number(params.get("fill"))
-    if fill is not None:
-        return fill
-    for name in FILL_ATTRS:
-        if attrs is None or name not in attrs:
-            continue
-        raw = attrs[name]
-        number = _number(raw)
-        if number is not None:
-            return number
-        text = raw.strip() if isinstance(raw, str) else None
-        if text is not None and text.lower() == "nan":
-            return math.nan
-        if text is None or not _RUST_FLOAT.fullmatch(text):
-            raise _v(f'invalid fill value "{raw}"')
-        return float(text)
-    raise _v("null_count requires `fill` in the query or dataset attr "
-             "(_FillValue, missing_value, fill_value)")
 
 
 def build_query(dataset: str, *, selection: Any = None, **op: Any) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.errors import QueryError
+from tet.errors import validation as _fail
 from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist
 from tet.query.budget import WORK_FLOOR, host_available_ram, require_memory, resolve_budget
-from tet.query.document import QueryDocument, fold_axes, resolve_axes, resolve_fill
+from tet.query.document import QueryDocument, resolve_axes, resolve_operation
 from tet.query.folds import fold
 from tet.query.mask import MaskInfo, mask_fields, resolve_mask
 from tet.query.ops import OPS
@@ -32,10 +32,6 @@ IN_CORE_HEADROOM = 0.85
 LINEAR_SCAN_WINDOW = 64 << 20  # out-of-core linear scans read this far ahead (query.md §8)
 GPU_SCALAR_OPS = frozenset({"sum", "mean", "min", "max", "count", "var", "std"})
 AUTO_GPU_BYTES = 64 * 1024 * 1024
-
-
-def _fail(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
@@ -71,15 +67,12 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     fill: float | None = None
     if op is not None and op.key in ("covariance", "correlation"):
         axes = echoed = _observation_axis(op.axes, record.ndim, ds.dim_names)
-    elif op is not None:
-        echoed = resolve_axes(op.axes, record.ndim, dim_names, fold_checks=False,
-                              ordered=False)
-        axes = tuple(sorted(echoed))
-        if op.key == "null_count":
-            fill = resolve_fill(op.params, dict(ds.attrs))
-    dataset_id, box = f.resolve(doc.dataset, doc.selection)
-    if op is not None and preview is not None and op.key not in ("covariance", "correlation"):
-        axes = fold_axes(echoed, record.ndim)  # fold-time rules come last (query.md §4)
+    if op is not None and op.key not in ("covariance", "correlation"):
+        (echoed, axes, fill), (dataset_id, box) = resolve_operation(
+            op, record.ndim, dim_names, ds.attrs,
+            lambda: f.resolve(doc.dataset, doc.selection), fold=preview is not None)
+    else:
+        dataset_id, box = f.resolve(doc.dataset, doc.selection)
     plan = plan_read(f.reader.table(dataset_id), record, box)
     rows = int((f.catalog.entries["dataset_id"] == index).sum())
     catalog = resp.catalog_block(index, record, rows, f.file_execution)

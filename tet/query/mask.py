@@ -31,7 +31,8 @@ import numpy as np
 
 from tet import dtypes
 from tet.attrs import EXT_KEY, decode_value
-from tet.errors import CatalogError, QueryError
+from tet.errors import CatalogError
+from tet.errors import validation as _v
 from tet.kernels import MASK_MAX, FillMask
 
 if TYPE_CHECKING:
@@ -49,10 +50,6 @@ _NUMBER = re.compile(
 _INTEGER = re.compile(r"[+-]?\d+")
 _BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})+(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 _BASE64_FLOATS = {2: "<f2", 4: "<f4", 8: "<f8"}
-
-
-def _v(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 def _token(text: str) -> int | float | None:

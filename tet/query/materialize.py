@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes
-from tet.errors import QueryError
+from tet.errors import validation as _v
 from tet.kernels import FillMask
 from tet.query.allow import Allowlist
 from tet.query.budget import WORK_FLOOR, allocate, require_memory
@@ -33,10 +33,6 @@ __all__ = ["MAX_VARIABLES", "covariance", "histogram", "materialized", "quantile
 
 Arr = np.ndarray[Any, Any]
 MAX_VARIABLES = 1024
-
-
-def _v(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 @contextmanager

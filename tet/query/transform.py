@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.errors import QueryError
+from tet.errors import validation as _v
 from tet.query.allow import Allowlist, Target
 from tet.query.budget import allocate
 from tet.query.folds import SKIP_NAN, fold_many
@@ -61,10 +61,6 @@ class Transformed:
 def output_dtype(source: dtypes.DType) -> np.dtype[Any]:
     """f32 and f64 keep their dtype; integers and f16 are promoted to float64."""
     return source.numpy if source.name in ("f32", "f64") else np.dtype("<f8")
-
-
-def _v(msg: str) -> QueryError:
-    return QueryError(f"validation: {msg}")
 
 
 def _parameters(method: str, stats: dict[str, Arr], cells: int) -> tuple[Arr, Arr]:
