@@ -28,7 +28,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = [
     "display",
     "encode_value",
     "ext_of",
+    "labels_to_values",
     "merge_attrs",
     "split_attrs",
     "validate_ext",
@@ -348,3 +349,30 @@ def _depth(v: Any) -> int:
     if isinstance(v, list):
         return 1 + max((_depth(x) for x in v), default=0)
     return 0
+
+
+# ---------------------------------------------------------------------------
+# Coordinate labels: the one rule the xarray backend and the export share
+
+
+def labels_to_values(labels: Sequence[str], length: int, meta: Mapping[str, Any] | None
+                     ) -> np.ndarray[Any, Any] | None:
+    """The coordinate values of an axis's footer labels (None when they cannot be).
+
+    Without a recorded dtype (or with ``"str"``) the labels are strings; footers may
+    label only the first positions of an axis, the rest read as ``""``.
+    """
+    dtype = meta.get("dtype") if meta else None
+    if dtype is None or dtype == "str":
+        return np.array(list(labels) + [""] * (length - len(labels)), dtype=str)
+    if len(labels) != length:
+        return None
+    try:
+        dt = np.dtype(str(dtype))
+        if dt.kind == "b":
+            return np.array([label == "True" for label in labels], dtype=bool)
+        if dt.kind in "UO":
+            return np.array(list(labels), dtype=dt)
+        return np.array(list(labels)).astype(dt)
+    except (TypeError, ValueError, OverflowError):
+        return None

@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.attrs import ext_of, merge_attrs
+from tet.attrs import ext_of, labels_to_values, merge_attrs
 from tet.durable import atomic_replace, fsync_dir
 from tet.errors import OS_ERRORS, CatalogError, DiskFullError, TetError
 from tet.file import Dataset, TetFile
@@ -473,24 +473,6 @@ def _axis_dim(axis: str, v: _Var) -> str | None:
     return None
 
 
-def _label_values(labels: Sequence[str], length: int, dtype: Any
-                  ) -> np.ndarray[Any, Any] | None:
-    """The values of an axis's footer labels (the backend's rule): strings without a
-    recorded dtype or with "str" (the positions past the labels read as ""), else all
-    labels parsed as that dtype; None when they cannot be."""
-    if dtype is None or dtype == "str":
-        return np.array(list(labels), dtype=str)
-    if len(labels) != length:
-        return None
-    try:
-        dt = np.dtype(str(dtype))
-        if dt.kind == "b":
-            return np.array([label == "True" for label in labels], dtype=bool)
-        if dt.kind in "UO":
-            return np.array(list(labels), dtype=str)
-        return np.array(list(labels)).astype(dt)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 _TIME_UNITS = {"D": "days", "h": "hours", "m": "minutes", "s": "seconds",
@@ -706,7 +688,7 @@ def _plan(f: TetFile, choice: str) -> _Plan:
                 meta = legacy if legacy is not None else coord_meta.get(dim)
                 dtype = meta.get("dtype") if isinstance(meta, dict) else None
                 length = v.shape[v.dims.index(dim)]
-                values = _label_values(labels, length, dtype)
+                values = labels_to_values(labels, length, {"dtype": dtype})
                 if values is None:
                     continue
                 if legacy is not None:

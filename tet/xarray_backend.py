@@ -64,7 +64,7 @@ from xarray.backends.common import AbstractDataStore, datatree_from_dict_with_io
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
-from tet.attrs import ext_of, merge_attrs
+from tet.attrs import ext_of, labels_to_values, merge_attrs
 from tet.dask import grouped_chunk_shape
 from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset, TetFile
@@ -110,27 +110,6 @@ def _cf_number(text: str, dtype: np.dtype[Any]) -> Any:
 # Coordinate labels
 
 
-def labels_to_values(labels: Sequence[str], length: int, meta: Mapping[str, Any] | None
-                     ) -> np.ndarray[Any, Any] | None:
-    """The coordinate values of an axis's footer labels (None when they cannot be).
-
-    Without a recorded dtype (or with ``"str"``) the labels are strings; footers may
-    label only the first positions of an axis, the rest read as ``""``.
-    """
-    dtype = meta.get("dtype") if meta else None
-    if dtype is None or dtype == "str":
-        return np.array(list(labels) + [""] * (length - len(labels)), dtype=str)
-    if len(labels) != length:
-        return None
-    try:
-        dt = np.dtype(str(dtype))
-        if dt.kind == "b":
-            return np.array([label == "True" for label in labels], dtype=bool)
-        if dt.kind in "UO":
-            return np.array(list(labels), dtype=dt)
-        return np.array(list(labels)).astype(dt)
-    except (TypeError, ValueError):
-        return None
 
 
 def _date_unit(values: np.ndarray[Any, Any]) -> Any:
