@@ -221,7 +221,7 @@ def test_to_dask_with_a_step_past_int64(tmp_path: Path) -> None:
         np.testing.assert_array_equal(d.compute(), a[2:3, 0:1])
 
 
-def test_padded_coordinate_labels_come_out_of_the_budget(tmp_path: Path,
+def test_padded_coordinate_labels_come_out_of_the_budget_in_xarray_and_export(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch
                                                          ) -> None:
     """Footer labels for the first positions of an axis are padded with "" to its length;
@@ -248,6 +248,13 @@ def test_padded_coordinate_labels_come_out_of_the_budget(tmp_path: Path,
         f"the coordinate 't' of {path} (2 labels padded to its {n} positions) needs {4 * n} "
         f"bytes, over the memory budget of {1 << 28} bytes; drop the dataset "
         "(drop_variables=[...]) or read it with tet.open")
+    with pytest.raises(tet.MemoryBudgetError) as info:  # the export pads by the same rule
+        tet.export(path, tmp_path / "c.zarr", fsync=False)
+    assert str(info.value) == (
+        f"exporting the coordinate 't' of 'x' (2 labels padded to its {n} positions) needs "
+        f"{4 * n} bytes, over the memory budget of {1 << 28} bytes; export on a host with "
+        "more memory, or rewrite the file without those labels")
+    assert not (tmp_path / "c.zarr").exists()
 
 
 # ---------------------------------------------------------------------------

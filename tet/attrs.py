@@ -35,6 +35,7 @@ import numpy as np
 
 from tet.errors import CatalogError
 from tet.limits import LIMITS
+from tet.query.budget import require_memory
 
 __all__ = [
     "EXT_KEY",
@@ -355,15 +356,20 @@ def _depth(v: Any) -> int:
 # Coordinate labels: the one rule the xarray backend and the export share
 
 
-def labels_to_values(labels: Sequence[str], length: int, meta: Mapping[str, Any] | None
-                     ) -> np.ndarray[Any, Any] | None:
+def labels_to_values(labels: Sequence[str], length: int, meta: Mapping[str, Any] | None,
+                     budget: int, what: str, hint: str) -> np.ndarray[Any, Any] | None:
     """The coordinate values of an axis's footer labels (None when they cannot be).
 
     Without a recorded dtype (or with ``"str"``) the labels are strings; footers may
-    label only the first positions of an axis, the rest read as ``""``.
+    label only the first positions of an axis, the rest read as ``""``. That padding is
+    sized by the axis length, a file field, so it is charged to ``budget`` first
+    (``what`` and ``hint`` word the refusal).
     """
     dtype = meta.get("dtype") if meta else None
     if dtype is None or dtype == "str":
+        width = 4 * max([1, *map(len, labels)])  # bytes per NumPy str element
+        require_memory(length * width, budget,
+                       f"{what} ({len(labels)} labels padded to its {length} positions)", hint)
         return np.array(list(labels) + [""] * (length - len(labels)), dtype=str)
     if len(labels) != length:
         return None

@@ -688,7 +688,10 @@ def _plan(f: TetFile, choice: str) -> _Plan:
                 meta = legacy if legacy is not None else coord_meta.get(dim)
                 dtype = meta.get("dtype") if isinstance(meta, dict) else None
                 length = v.shape[v.dims.index(dim)]
-                values = labels_to_values(labels, length, {"dtype": dtype})
+                values = labels_to_values(
+                    labels, length, {"dtype": dtype}, budget,
+                    f"exporting the coordinate {dim!r} of {v.ds.name!r}",
+                    "export on a host with more memory, or rewrite the file without those labels")
                 if values is None:
                     continue
                 if legacy is not None:

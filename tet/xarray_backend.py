@@ -483,15 +483,12 @@ class TetDataStore(AbstractDataStore):
                 meta = ext["coords"][dim]
                 cattrs = merge_attrs({}, meta.get("attrs", {}), f"coords {dim!r} attrs")
             length = v.shape[v.dims.index(dim)]
-            if meta is None or meta.get("dtype") in (None, "str"):  # padded to the length
-                width = 4 * max([1, *map(len, labels)])  # bytes per NumPy str element
-                require_memory(
-                    length * width, resolve_budget(file_bytes=f.catalog.budget_bytes,
-                                                   file_bps=f.catalog.budget_percent_bps),
-                    f"the coordinate {dim!r} of {self.key.path} ({len(labels)} labels "
-                    f"padded to its {length} positions)",
-                    "drop the dataset (drop_variables=[...]) or read it with tet.open")
-            values = labels_to_values(labels, length, meta)
+            values = labels_to_values(
+                labels, length, meta,
+                resolve_budget(file_bytes=f.catalog.budget_bytes,
+                               file_bps=f.catalog.budget_percent_bps),
+                f"the coordinate {dim!r} of {self.key.path}",
+                "drop the dataset (drop_variables=[...]) or read it with tet.open")
             if values is not None:
                 coords[dim] = xr.Variable((dim,), values, cattrs)
 
