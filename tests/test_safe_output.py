@@ -278,6 +278,26 @@ def test_directory_swapped_between_resolve_and_open_is_refused(
     assert _outside_files(outside) == ["victim"]
 
 
+@pytest.mark.skipif(not LINUX, reason="directory descriptors of removed directories")
+def test_directory_renamed_over_before_a_commit_is_a_file_changed_error(
+        tmp_path: Path) -> None:
+    """A session writing into a directory descriptor whose directory another process
+    replaced (rename(2) onto an empty directory) says so, and writes nothing anywhere."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "other").mkdir()
+    d = tet.safeio.Dir.of(tmp_path / "sub")
+    w = tet.writer.TetWriter.create(tmp_path / "sub" / "x.tet", _dir=d)
+    w.write_dataset("a", np.arange(4.0))
+    os.rename(tmp_path / "other", tmp_path / "sub")  # the opened directory is deleted
+    with pytest.raises(tet.FileChangedError) as info:
+        w.commit(fsync=False)
+    assert str(info.value) == (
+        f"cannot write {tmp_path / 'sub' / 'x.tet'}: its directory was removed by another "
+        "process while the file was written")
+    assert [p.name for p in tmp_path.rglob("*")] == ["sub"]
+    d.close()
+
+
 def test_replaced_allowed_root_is_refused(world: dict[str, Path], tmp_path: Path) -> None:
     root = world["root"]
     allow = Allowlist.for_file(root / "data.tet")

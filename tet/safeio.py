@@ -68,6 +68,7 @@ __all__ = [
     "scratch_array",
     "stale_temps",
     "temp_name",
+    "write_error",
 ]
 
 Arr = np.ndarray[Any, Any]
@@ -706,7 +707,7 @@ class NewFile:
         return fd
 
     def error(self, exc: OSError) -> TetError:
-        return _write_error(exc, self.dir, self.action, self.shown, self.size)
+        return write_error(exc, self.dir, self.action, self.shown, self.size)
 
     # -- writing ---------------------------------------------------------------
     def reserve(self, size: int) -> None:
@@ -829,7 +830,7 @@ class NewFile:
                 self.discard()
 
 
-def _write_error(exc: OSError, directory: Dir, action: str, shown: object,
+def write_error(exc: OSError, directory: Dir, action: str, shown: object,
                  size: int | None = None) -> TetError:
     """`os_error`, except that a name missing from a directory that was deleted meanwhile
     (another process renamed a directory over it) says so."""
@@ -847,7 +848,7 @@ def move(src: Dir, src_name: str, dst: Dir, dst_name: str, *, shown: object,
         src.rename(src_name, dst, dst_name)
     except OSError as exc:
         if exc.errno != errno.EXDEV:
-            raise _write_error(exc, dst, action, shown) from exc
+            raise write_error(exc, dst, action, shown) from exc
     else:
         dst.fsync()
         return

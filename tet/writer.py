@@ -47,7 +47,7 @@ from tet.layout import (
     history_row,
     tile_counts,
 )
-from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale
+from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale, write_error
 from tet.writer_store import Store, copy_runs, failed_size, pwrite_all
 from tet.writer_store import aligned_offsets as aligned_offsets
 from tet.writer_stream import CODECS as CODECS
@@ -403,6 +403,8 @@ class TetWriter:
             # a full disk: the bytes of the write that failed, else the whole output
             size = failed_size(exc, self._stores[-1].end if self._stores else None)
             self._release()
+            if self._dir is not None:  # says so when another process removed the directory
+                raise write_error(exc, self._dir, "cannot write", self._path, size) from exc
             raise os_error(exc, "cannot write", self._path, size=size) from exc
         except BaseException:
             self._release()
