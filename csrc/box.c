@@ -1,6 +1,7 @@
 /* box.c: a box against a dataset's tile grid.  Which tiles a selection touches, the
  * part of each it covers, and the checks an index row passes before its bytes are
- * read: shared by box reads (read.c) and folds (foldloop.c). */
+ * read, and the setup of a walk over those tiles: shared by box reads (read.c) and
+ * folds (foldloop.c). */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
@@ -158,6 +159,41 @@ tet_status tet_tile_open(const tet_tiles *g, const tet_box *b, const tet_touch_s
         return TET_OK;
     v->bytes = scratch;
     return tet_zstd_decode(dctx, scratch, g->raw[id], g->file + off, g->stored[id], detail);
+}
+
+void *tet_walk_new(const tet_tiles *g, const tet_box *b, size_t size, tet_report *r)
+{
+    tet_walk *w = calloc(1, size);
+    if (w == NULL || tet_touch_build(g, b, &w->t) != TET_OK) {
+        free(w);
+        tet_report_refuse(r, TET_ERR_NOMEM);
+        return NULL;
+    }
+    w->g = g;
+    w->b = b;
+    return w;
+}
+
+tet_status tet_walk_scan(tet_walk *w, tet_report *r)
+{
+    if (tet_touch_scan(w->g, w->b, &w->t, &w->scratch_len, r) == TET_OK)
+        return TET_OK;
+    tet_walk_free(w);
+    return r->status;
+}
+
+tet_status tet_walk_run(tet_walk *w, tet_worker_fn work, uint32_t threads, tet_report *r)
+{
+    tet_parallel(work, w, threads, &w->stop, r);
+    for (uint32_t i = 0; i < TET_MAX_THREADS; i++)
+        tet_report_merge(r, &w->reports[i]);
+    return r->status;
+}
+
+void tet_walk_free(tet_walk *w)
+{
+    tet_touch_free(&w->t);
+    free(w);
 }
 
 tet_status tet_box_touch(const tet_tiles *tiles, const tet_box *box, uint64_t *out, uint64_t cap,

@@ -10,18 +10,14 @@
 #include "internal.h"
 
 typedef struct {
-    const tet_tiles *g;
-    const tet_box *b;
-    const tet_touch_set *t;
+    tet_walk w;                 /* first: the box, its touch set, the workers' reports */
     const tet_fold_spec *spec;
     tet_acc *cells;             /* part 0: the caller's array */
     tet_acc *extra;             /* parts 1.. */
     uint64_t *counts_extra;     /* histogram counts of parts 1.. */
-    uint64_t n_cells, n_parts, next_part, scratch_len;
+    uint64_t n_cells, n_parts, next_part;
     uint64_t cell_stride[TET_MAX_NDIM];   /* kept axes: stride in the cell index */
     uint64_t fiber_stride[TET_MAX_NDIM];  /* reduced axes: stride in the fiber index */
-    int stop;
-    tet_report reports[TET_MAX_THREADS];
 } fold_ctx;
 
 /* Rows of one tile that feed the same cells (a kept innermost axis). */
@@ -44,7 +40,7 @@ static void group_flush(const tet_tiles *g, const tet_tile_view *v, uint64_t run
 static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells, uint64_t *counts,
                       double *buf, row_group *grp)
 {
-    const tet_tiles *g = c->g;
+    const tet_tiles *g = c->w.g;
     const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
     const double fill = c->spec->fill;
     /* fills read as NaN: every run goes through the f64 block path, where they are */
@@ -56,7 +52,7 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
         s *= v->tile[d];
     }
     const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
-    const uint64_t run = v->count[last], step = c->b->step[last];
+    const uint64_t run = v->count[last], step = c->w.b->step[last];
     /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
     const int grouped = mask == NULL && !last_reduced && (what & TET_FOLD_MOMENTS) &&
                         run <= TET_FOLD_BLOCK;
@@ -65,7 +61,7 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
         uint64_t src = 0, cell = 0, fiber = 0;
         for (uint32_t d = 0; d < nd; d++) {
             const uint64_t jj = d == last ? 0 : j[d];
-            src += (v->src_start[d] + jj * c->b->step[d]) * tstride[d];
+            src += (v->src_start[d] + jj * c->w.b->step[d]) * tstride[d];
             cell += (v->dst_start[d] + jj) * c->cell_stride[d];
             fiber += (v->dst_start[d] + jj) * c->fiber_stride[d];
         }
@@ -141,38 +137,38 @@ static void read_ahead(const tet_tiles *g, uint64_t window, uint64_t id, uint64_
 static void fold_worker(void *vctx, uint32_t w)
 {
     fold_ctx *c = vctx;
-    tet_report *rep = &c->reports[w];
-    uint8_t *scratch = c->scratch_len ? malloc(c->scratch_len) : NULL;
-    tet_dctx *dctx = c->scratch_len ? tet_dctx_new() : NULL;
+    tet_report *rep = &c->w.reports[w];
+    uint8_t *scratch = c->w.scratch_len ? malloc(c->w.scratch_len) : NULL;
+    tet_dctx *dctx = c->w.scratch_len ? tet_dctx_new() : NULL;
     double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
     row_group *grp = malloc(sizeof *grp);
-    if (buf == NULL || grp == NULL || (c->scratch_len && (scratch == NULL || dctx == NULL))) {
-        tet_report_fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
-        __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+    if (buf == NULL || grp == NULL || (c->w.scratch_len && (scratch == NULL || dctx == NULL))) {
+        tet_report_fail(rep, TET_ERR_NOMEM, -1, c->w.scratch_len);
+        __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
         goto done;
     }
     for (;;) {
         const uint64_t part = tet_claim(&c->next_part, c->n_parts);
-        if (part >= c->n_parts || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+        if (part >= c->n_parts || __atomic_load_n(&c->w.stop, __ATOMIC_RELAXED))
             break;
         tet_acc *cells = part == 0 ? c->cells : c->extra + (part - 1) * c->n_cells;
         uint64_t *counts = c->spec->bins == 0 ? NULL
                            : part == 0 ? c->spec->counts
                                        : c->counts_extra + (part - 1) * c->n_cells * c->spec->bins;
-        const uint64_t lo = part * c->t->total / c->n_parts;
-        const uint64_t hi = (part + 1) * c->t->total / c->n_parts;
+        const uint64_t lo = part * c->w.t.total / c->n_parts;
+        const uint64_t hi = (part + 1) * c->w.t.total / c->n_parts;
         uint64_t ahead = 0;
         for (uint64_t i = lo; i < hi; i++) {
             tet_tile_view v;
             uint64_t detail = 0;
-            tet_status st = tet_tile_open(c->g, c->b, c->t, i, scratch, dctx, &v, &detail);
+            tet_status st = tet_tile_open(c->w.g, c->w.b, &c->w.t, i, scratch, dctx, &v, &detail);
             if (st != TET_OK) {
                 tet_report_fail(rep, st, (int64_t)v.id, detail);
-                __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+                __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
                 goto done;
             }
             if (c->spec->scan_window > 0 && c->n_parts == 1)
-                read_ahead(c->g, c->spec->scan_window, v.id, &ahead);
+                read_ahead(c->w.g, c->spec->scan_window, v.id, &ahead);
             fold_tile(c, &v, cells, counts, buf, grp);
         }
     }
@@ -195,39 +191,30 @@ tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fo
         (spec->bins > 0 && (spec->edges == NULL || spec->counts == NULL)) ||
         (spec->mask != NULL && spec->mask->n > TET_MASK_MAX))
         return tet_report_refuse(report, TET_ERR_ARGUMENT);
-    fold_ctx *c = calloc(1, sizeof *c);
-    tet_touch_set t;
-    if (c == NULL || tet_touch_build(tiles, box, &t) != TET_OK) {
-        free(c);
-        return tet_report_refuse(report, TET_ERR_NOMEM);
-    }
+    fold_ctx *c = tet_walk_new(tiles, box, sizeof *c, report);
+    if (c == NULL)
+        return report->status;
+    const tet_touch_set *t = &c->w.t;
     uint64_t cs = 1, fs = 1;
     for (int d = (int)tiles->ndim - 1; d >= 0; d--) {
         if ((spec->reduce_mask >> d) & 1u) {
             c->fiber_stride[d] = fs;
-            fs *= t.out_shape[d];
+            fs *= t->out_shape[d];
         } else {
             c->cell_stride[d] = cs;
-            cs *= t.out_shape[d];
+            cs *= t->out_shape[d];
         }
     }
-    const uint64_t parts = spec->parts < t.total ? spec->parts : t.total;
+    const uint64_t parts = spec->parts < t->total ? spec->parts : t->total;
     uint64_t n_counts = 0, extra_bytes = 0, extra_counts = 0;
     if (cs != n_cells || !tet_mul_ok(n_cells, spec->bins, &n_counts) ||
         !tet_mul_ok((parts - 1) * sizeof(tet_acc), n_cells, &extra_bytes) ||
         !tet_mul_ok(parts - 1, n_counts, &extra_counts) || extra_counts > UINT64_MAX / 8) {
-        tet_touch_free(&t);
-        free(c);
+        tet_walk_free(&c->w);
         return tet_report_refuse(report, cs != n_cells ? TET_ERR_ARGUMENT : TET_ERR_OVERFLOW);
     }
-    if (tet_touch_scan(tiles, box, &t, &c->scratch_len, report) != TET_OK) {
-        tet_touch_free(&t);
-        free(c);
+    if (tet_walk_scan(&c->w, report) != TET_OK)
         return report->status;
-    }
-    c->g = tiles;
-    c->b = box;
-    c->t = &t;
     c->spec = spec;
     c->cells = cells;
     c->n_cells = n_cells;
@@ -237,8 +224,7 @@ tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fo
     if (parts > 1 && (c->extra == NULL || (n_counts && c->counts_extra == NULL))) {
         free(c->extra);
         free(c->counts_extra);
-        tet_touch_free(&t);
-        free(c);
+        tet_walk_free(&c->w);
         return tet_report_refuse(report, TET_ERR_NOMEM);
     }
     if (n_counts)
@@ -250,10 +236,7 @@ tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fo
     uint32_t threads = spec->threads ? spec->threads : 1;
     if ((uint64_t)threads > parts)
         threads = (uint32_t)parts;
-    tet_parallel(fold_worker, c, threads, &c->stop, report);
-    for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
-        tet_report_merge(report, &c->reports[w]);
-    if (report->status == TET_OK)
+    if (tet_walk_run(&c->w, fold_worker, threads, report) == TET_OK)
         for (uint64_t p = 1; p < parts; p++) {
             (void)tet_acc_merge_cells(cells, &c->extra[(p - 1) * n_cells], n_cells, spec->what);
             for (uint64_t i = 0; i < n_counts; i++)
@@ -261,7 +244,6 @@ tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fo
         }
     free(c->extra);
     free(c->counts_extra);
-    tet_touch_free(&t);
-    free(c);
+    tet_walk_free(&c->w);
     return report->status;
 }

@@ -270,4 +270,29 @@ tet_status tet_tile_open(const tet_tiles *g, const tet_box *b, const tet_touch_s
                          uint64_t i, uint8_t *scratch, tet_dctx *dctx, tet_tile_view *v,
                          uint64_t *detail);
 
+/* What a box read (read.c) and a fold (foldloop.c) share: the box, its touch set,
+ * the largest zstd tile a worker decodes, the stop flag and one report per worker.
+ * It is the first member of their contexts, so a context and its walk have one
+ * address. */
+typedef struct {
+    const tet_tiles *g;
+    const tet_box *b;
+    tet_touch_set t;
+    uint64_t scratch_len;
+    int stop;
+    tet_report reports[TET_MAX_THREADS];
+} tet_walk;
+
+/* A zeroed context of `size` bytes starting with a tet_walk, holding the touch set of
+ * a valid box; NULL (TET_ERR_NOMEM refused into r) when an allocation fails. */
+void *tet_walk_new(const tet_tiles *g, const tet_box *b, size_t size, tet_report *r);
+/* tet_touch_scan over the walk's touch set (sets scratch_len); on a failure the context
+ * is released and r's status returned. */
+tet_status tet_walk_scan(tet_walk *w, tet_report *r);
+/* Run `work` on the context on `threads` threads, then merge the workers' reports into
+ * r; returns r's status.  The context stays allocated. */
+tet_status tet_walk_run(tet_walk *w, tet_worker_fn work, uint32_t threads, tet_report *r);
+/* Release the touch set and the context. */
+void tet_walk_free(tet_walk *w);
+
 #endif

@@ -8,17 +8,12 @@
 #include "internal.h"
 
 typedef struct {
-    const tet_tiles *g;
-    const tet_box *b;
-    const tet_touch_set *t;
+    tet_walk w;             /* first: the box, its touch set, the workers' reports */
     uint8_t *dst;
     uint64_t next;
-    uint64_t scratch_len;   /* largest zstd tile touched */
-    int stop;
     tet_copy_strided_fn strided;
     const tet_mask *mask;   /* NULL: a plain copy */
     uint32_t out_dtype;     /* with a mask: 0 the dataset's float dtype, or TET_DTYPE_F64 */
-    tet_report reports[TET_MAX_THREADS];
 } read_ctx;
 
 /* A quiet NaN of a float dtype, as its little-endian bytes. */
@@ -41,7 +36,7 @@ static void nan_bytes(uint32_t dtype, uint8_t *out)
  * written over each fill (out_dtype 0). */
 static void masked_copy(const read_ctx *c, const tet_tile_view *v)
 {
-    const tet_tiles *g = c->g;
+    const tet_tiles *g = c->w.g;
     const uint32_t nd = g->ndim, last = nd - 1;
     const uint64_t es = g->elem_size, oes = c->out_dtype == TET_DTYPE_F64 ? 8 : es;
     uint64_t tstride[TET_MAX_NDIM], ostride[TET_MAX_NDIM], j[TET_MAX_NDIM] = {0};
@@ -50,9 +45,9 @@ static void masked_copy(const read_ctx *c, const tet_tile_view *v)
         tstride[d] = s;
         s *= v->tile[d];
         ostride[d] = o;
-        o *= c->t->out_shape[d];
+        o *= c->w.t.out_shape[d];
     }
-    const uint64_t run = v->count[last], step = c->b->step[last];
+    const uint64_t run = v->count[last], step = c->w.b->step[last];
     double buf[TET_FOLD_BLOCK];
     uint8_t hit[TET_FOLD_BLOCK], nan[8];
     nan_bytes(g->dtype, nan);
@@ -60,7 +55,7 @@ static void masked_copy(const read_ctx *c, const tet_tile_view *v)
         uint64_t src = 0, dst = 0;
         for (uint32_t d = 0; d < nd; d++) {
             const uint64_t jj = d == last ? 0 : j[d];
-            src += (v->src_start[d] + jj * c->b->step[d]) * tstride[d];
+            src += (v->src_start[d] + jj * c->w.b->step[d]) * tstride[d];
             dst += (v->dst_start[d] + jj) * ostride[d];
         }
         const uint8_t *p = v->bytes + src * es;
@@ -102,7 +97,7 @@ static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *
                            uint64_t *linear_out, uint64_t *detail)
 {
     tet_tile_view v;
-    tet_status st = tet_tile_open(c->g, c->b, c->t, i, scratch, dctx, &v, detail);
+    tet_status st = tet_tile_open(c->w.g, c->w.b, &c->w.t, i, scratch, dctx, &v, detail);
     *linear_out = v.id;
     if (st != TET_OK)
         return st;
@@ -110,35 +105,35 @@ static tet_status read_one(read_ctx *c, uint64_t i, uint8_t *scratch, tet_dctx *
         masked_copy(c, &v);
         return TET_OK;
     }
-    tet_box_copy(c->dst, c->t->out_shape, v.dst_start, v.bytes, v.tile, v.src_start, c->b->step,
-                 v.count, c->g->ndim, c->g->elem_size, c->strided);
+    tet_box_copy(c->dst, c->w.t.out_shape, v.dst_start, v.bytes, v.tile, v.src_start, c->w.b->step,
+                 v.count, c->w.g->ndim, c->w.g->elem_size, c->strided);
     return TET_OK;
 }
 
 static void read_worker(void *vctx, uint32_t w)
 {
     read_ctx *c = vctx;
-    tet_report *rep = &c->reports[w];
+    tet_report *rep = &c->w.reports[w];
     uint8_t *scratch = NULL;
     tet_dctx *dctx = NULL;
-    if (c->scratch_len > 0) {
-        scratch = malloc(c->scratch_len);
+    if (c->w.scratch_len > 0) {
+        scratch = malloc(c->w.scratch_len);
         dctx = tet_dctx_new();
         if (scratch == NULL || dctx == NULL) {
-            tet_report_fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
-            __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+            tet_report_fail(rep, TET_ERR_NOMEM, -1, c->w.scratch_len);
+            __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
             goto done;
         }
     }
     for (;;) {
-        uint64_t i = tet_claim(&c->next, c->t->total);
-        if (i >= c->t->total || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+        uint64_t i = tet_claim(&c->next, c->w.t.total);
+        if (i >= c->w.t.total || __atomic_load_n(&c->w.stop, __ATOMIC_RELAXED))
             break;
         uint64_t linear = 0, detail = 0;
         tet_status st = read_one(c, i, scratch, dctx, &linear, &detail);
         if (st != TET_OK) {
             tet_report_fail(rep, st, (int64_t)linear, detail);
-            __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
             break;
         }
     }
@@ -162,32 +157,18 @@ static tet_status read_box(const tet_tiles *tiles, const tet_box *box, const tet
             !(native || out_dtype == TET_DTYPE_F64))
             return tet_report_refuse(report, TET_ERR_ARGUMENT);
     }
-    read_ctx *c = calloc(1, sizeof *c);
-    tet_touch_set t;
-    if (c == NULL || tet_touch_build(tiles, box, &t) != TET_OK) {
-        free(c);
-        return tet_report_refuse(report, TET_ERR_NOMEM);
-    }
-    if (tet_touch_scan(tiles, box, &t, &c->scratch_len, report) != TET_OK) {
-        tet_touch_free(&t);
-        free(c);
+    read_ctx *c = tet_walk_new(tiles, box, sizeof *c, report);
+    if (c == NULL || tet_walk_scan(&c->w, report) != TET_OK)
         return report->status;
-    }
-    c->g = tiles;
-    c->b = box;
-    c->t = &t;
     c->dst = dst;
     c->strided = tet_active()->copy_strided;
     c->mask = mask;
     c->out_dtype = out_dtype;
-    if ((uint64_t)threads > t.total)
-        threads = (uint32_t)t.total;
-    tet_parallel(read_worker, c, threads, &c->stop, report);
-    for (uint32_t w = 0; w < TET_MAX_THREADS; w++)
-        tet_report_merge(report, &c->reports[w]);
-    tet_touch_free(&t);
-    free(c);
-    return report->status;
+    if ((uint64_t)threads > c->w.t.total)
+        threads = (uint32_t)c->w.t.total;
+    const tet_status st = tet_walk_run(&c->w, read_worker, threads, report);
+    tet_walk_free(&c->w);
+    return st;
 }
 
 tet_status tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst, uint32_t threads,
