@@ -107,14 +107,8 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
                                what, fill, buf, n, fiber);
             }
         }
-    next:;
-        int d = (int)nd - 2;
-        for (; d >= 0; d--) {
-            if (++j[d] < v->count[d])
-                break;
-            j[d] = 0;
-        }
-        if (d < 0)
+    next:
+        if (!tet_next_row(j, v->count, nd))
             break;
     }
     group_flush(g, v, run, step, cells, buf, grp); /* its rows point into this tile */

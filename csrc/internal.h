@@ -252,6 +252,18 @@ typedef struct {
     const uint8_t *bytes;
 } tet_tile_view;
 
+/* Step j (every axis but the innermost) to the next row of a tile's sub-box of
+ * `count` extents; 0 once past its last row. */
+static inline int tet_next_row(uint64_t *j, const uint64_t *count, uint32_t nd)
+{
+    for (int d = (int)nd - 2; d >= 0; d--) {
+        if (++j[d] < count[d])
+            return 1;
+        j[d] = 0;
+    }
+    return 0;
+}
+
 /* The box against the geometry: TET_OK when every size the loops derive fits. */
 tet_status tet_box_valid(const tet_tiles *g, const tet_box *b);
 /* The touch set of a valid box (TET_ERR_NOMEM), released by tet_touch_free. */

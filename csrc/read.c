@@ -81,13 +81,7 @@ static void masked_copy(const read_ctx *c, const tet_tile_view *v)
                 if (hit[i])
                     memcpy(qk + i * es, nan, es);
         }
-        int d = (int)nd - 2;
-        for (; d >= 0; d--) {
-            if (++j[d] < v->count[d])
-                break;
-            j[d] = 0;
-        }
-        if (d < 0)
+        if (!tet_next_row(j, v->count, nd))
             break;
     }
 }
