@@ -21,7 +21,7 @@ from typing import IO, Any
 import numpy as np
 
 from tet.durable import atomic_replace, identity_of
-from tet.errors import CatalogError, FileChangedError, os_error
+from tet.errors import CatalogError, FileChangedError, TetError, os_error
 from tet.layout import WRITE_PREFIX
 from tet.safeio import Dir, temp_name
 
@@ -156,6 +156,24 @@ def _write_out(fd: int, data: Any, pos: int) -> int:
     return end
 
 
+def _idle() -> None:
+    pass
+
+
+def writer_pool(what: object, **options: Any) -> ThreadPoolExecutor:
+    """A one-thread pool for the writes to `what` (a path, or a phrase naming the
+    output), its thread started now.  A thread that cannot start (threading's
+    RuntimeError "can't start new thread") is a `TetError` of the call that opened the
+    output, not a RuntimeError from whichever write would have started it."""
+    pool = ThreadPoolExecutor(max_workers=1, **options)
+    try:
+        pool.submit(_idle)  # its one thread, reused by every later submit
+    except RuntimeError as exc:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise TetError(f"cannot write {what}: could not start the writer thread: {exc}") from exc
+    return pool
+
+
 _worker = threading.local()
 
 
@@ -168,20 +186,22 @@ def _drop(file: FileIO, directory: Dir, names: list[str], writer: ThreadPoolExec
     """Close a store once no write to its descriptor can still run (a write after the
     close could land in a file that reused the number), and remove its temp name."""
 
-    def close() -> None:
-        for name in names:
-            with contextlib.suppress(FileNotFoundError):
-                directory.unlink(name)
-        names.clear()
-        file.close()
-        directory.close()
-
     if getattr(_worker, "token", None) is token:  # collected on its own writer thread
-        writer.submit(close)
+        writer.submit(_drop_now, file, directory, names)
         writer.shutdown(wait=False)
         return
     writer.shutdown(wait=True, cancel_futures=True)
-    close()
+    _drop_now(file, directory, names)
+
+
+def _drop_now(file: FileIO, directory: Dir, names: list[str]) -> None:
+    """Remove a store's temp names and close its file and directory."""
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            directory.unlink(name)
+    names.clear()
+    file.close()
+    directory.close()
 
 
 class Store:
@@ -211,8 +231,12 @@ class Store:
             raise
         self.file = FileIO(fd, "r+")
         token = object()
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tet-write",
-                                          initializer=_mark_worker, initargs=(token,))
+        try:
+            self._writer = writer_pool(target, thread_name_prefix="tet-write",
+                                       initializer=_mark_worker, initargs=(token,))
+        except BaseException:
+            _drop_now(self.file, self.dir, self._names)
+            raise
         self._ahead: deque[tuple[Future[int], int]] = deque()
         self._ahead_bytes = 0
         self._failed: BaseException | None = None

@@ -9,7 +9,7 @@ import itertools
 import math
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
@@ -22,7 +22,7 @@ from tet.guard import watching
 from tet.layout import ENTRY_DTYPE, WRITE_PREFIX, DatasetRecord, tile_counts
 from tet.limits import LIMITS
 from tet.selection import box_from_key
-from tet.writer_store import Store, aligned_offsets, copy_runs, write_all
+from tet.writer_store import Store, aligned_offsets, copy_runs, write_all, writer_pool
 
 CODECS = {"raw": 0, "zstd": 1}
 TARGET_CHUNK_BYTES = 8 * 1024 * 1024
@@ -247,7 +247,7 @@ class ArraySource(Pending):
         # Two buffers: C encodes window k+1 while a writer thread writes window k.
         buffers = [np.empty(cap, dtype=np.uint8) for _ in range(min(2, len(windows)))]
         busy: list[Future[None] | None] = [None] * len(buffers)
-        with ThreadPoolExecutor(max_workers=1) as writer:
+        with writer_pool(f"dataset {r.name!r}") as writer:
             for k, w in enumerate(windows):
                 slot = k % len(buffers)
                 if busy[slot] is not None:
