@@ -510,15 +510,6 @@ def test_footer_tail_and_compact_sorted_json(tmp_path: Path) -> None:
         assert f.history == doc["history"]
 
 
-def test_default_history_row(tmp_path: Path) -> None:
-    path = tmp_path / "h.tet"
-    tet.write_dataset(path, "a", np.arange(3, dtype=np.uint32), chunk_shape=(3,))
-    with tet.open(path) as f:
-        (row,) = f.history
-        assert (row["op"], row["source"]) == ("write", str(path))
-        assert set(f.metadata["file"]) == {"tool", "library_version", "created_at"}
-
-
 def _spill_attrs(n: int = 64, size: int = 1000) -> dict[str, str]:
     return {f"k{i:02d}": chr(ord("a") + i % 26) * size for i in range(n)}
 
