@@ -133,12 +133,6 @@ def test_from_response_reads_the_echoed_op_and_requires_acceptance(tmp_path: Pat
         tet.QueryResult.from_response({"dataset": "a", "accepted": False})
 
 
-def test_reduction_ops_order_is_the_bindings() -> None:
-    assert list(tet.REDUCTION_OPS)[:3] == ["sum", "mean", "min"]
-    assert list(tet.REDUCTION_OPS)[-3:] == ["count", "arg_min", "arg_max"]
-    assert tet.REDUCTION_OPS["arg_min"] == ("operation_argmin_index", "operation_reduced_argmin")
-
-
 # -- Python argument checks ------------------------------------------------------------
 
 @pytest.mark.parametrize("bad", [-1, 2.5, True, "3"])
