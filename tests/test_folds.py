@@ -35,7 +35,6 @@ import math
 import os
 import subprocess
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,148 +49,11 @@ from tet.kernels import fold_vector
 from tet.query.folds import FOLDS, fold
 
 from .conftest import INTEROP, REPO, decode_special
-
-Arr = np.ndarray[Any, Any]
+from .helpers import EXACT, Arr, assert_matches_numpy, close_within, scales
 
 OPS = sorted(FOLDS)
-EXACT = {"min", "max", "arg_min", "arg_max", "count", "nan_count", "inf_count", "null_count",
-         "any_nan", "any_inf", "all_finite"}
-BOOLEAN = {"any_nan", "any_inf", "all_finite"}
-INTEGER = {"count", "arg_min", "arg_max"}
 DTYPES = ["f2", "f4", "f8", "i2", "i4", "i8", "u1", "u2", "u4", "u8"]
 LENGTHS = [1, 3, 4, 5, 8 * 4 + 3, 1023, 1024, 1025]
-SUM_RTOL, VAR_RTOL, PROD_RTOL = 1e-12, 1e-9, 1e-9
-
-
-# ---------------------------------------------------------------------------
-# the NumPy reference and the comparison
-
-
-def _ax(axes: Sequence[int]) -> tuple[int, ...] | None:
-    return tuple(axes) if axes else None
-
-
-def _kept(x: Arr, axes: Sequence[int]) -> tuple[int, ...]:
-    return tuple(n for d, n in enumerate(x.shape) if axes and d not in axes)
-
-
-def _arg(x: Arr, axes: Sequence[int], fn: Any) -> Arr:
-    if not axes:
-        return np.asarray(fn(x), dtype=np.int64)
-    k = len(axes)
-    moved = np.moveaxis(x, list(axes), list(range(x.ndim - k, x.ndim)))
-    flat = moved.reshape((*moved.shape[: x.ndim - k], -1))
-    return np.asarray(fn(flat, axis=-1), dtype=np.int64)
-
-
-def _null(x: Arr, fill: float) -> Arr:
-    if math.isnan(fill):
-        return np.isnan(x)
-    return x.view(np.uint64) == np.array(fill, dtype=np.float64).view(np.uint64)
-
-
-def reference(x: Arr, op: str, axes: Sequence[int], fill: float = 0.0) -> Arr:
-    """NumPy's answer for `op` over float64 `x`, reducing `axes` ([] = all)."""
-    ax = _ax(axes)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        table = {
-            "sum": lambda: np.sum(x, axis=ax),
-            "mean": lambda: np.mean(x, axis=ax),
-            "var": lambda: np.var(x, axis=ax),
-            "std": lambda: np.std(x, axis=ax),
-            "min": lambda: np.min(x, axis=ax),
-            "max": lambda: np.max(x, axis=ax),
-            "count": lambda: np.full(_kept(x, axes), x.size // max(1, math.prod(_kept(x, axes))),
-                                     dtype=np.int64),
-            "product": lambda: np.prod(x, axis=ax),
-            "norm_l1": lambda: np.sum(np.abs(x), axis=ax),
-            "norm_l2": lambda: np.sqrt(np.sum(x * x, axis=ax)),
-            "nan_count": lambda: np.sum(np.isnan(x), axis=ax).astype(np.float64),
-            "inf_count": lambda: np.sum(np.isinf(x), axis=ax).astype(np.float64),
-            "null_count": lambda: np.sum(_null(x, fill), axis=ax).astype(np.float64),
-            "any_nan": lambda: np.any(np.isnan(x), axis=ax),
-            "any_inf": lambda: np.any(np.isinf(x), axis=ax),
-            "all_finite": lambda: np.all(np.isfinite(x), axis=ax),
-            "nan_mean": lambda: np.nanmean(x, axis=ax),
-            "nan_std": lambda: np.nanstd(x, axis=ax),
-            "arg_min": lambda: _arg(x, axes, np.argmin),
-            "arg_max": lambda: _arg(x, axes, np.argmax),
-        }
-        return np.asarray(table[op]())
-
-
-def _scales(x: Arr, axes: Sequence[int]) -> dict[str, Arr]:
-    """Per-cell magnitudes the float tolerances are relative to."""
-    ax = _ax(axes)
-    finite = np.isfinite(x)
-    a = np.where(finite, np.abs(x), 0.0)
-    n = np.sum(np.ones_like(x), axis=ax)
-    nn = np.maximum(np.sum(~np.isnan(x), axis=ax), 1)
-    hi = np.max(np.where(finite, x, -np.inf), axis=ax)
-    lo = np.min(np.where(finite, x, np.inf), axis=ax)
-    spread = np.where(hi >= lo, hi - lo, 0.0)
-    with np.errstate(divide="ignore"):
-        lg = np.where(finite & (x != 0), np.log2(np.where(finite & (x != 0), a, 1.0)), 0.0)
-    return {
-        # variance errors scale with the spread, plus NumPy's own (eps * |mean|)**2 from
-        # the rounded mean it subtracts; not with the magnitude squared
-        "abs_sum": np.sum(a, axis=ax), "n": n, "nn": nn,
-        "var_atol": 1e-12 * spread * spread + 1e-28 * np.square(np.max(a, axis=ax)),
-        # no order of the products can leave [2**-1000, 2**1000]: every order agrees
-        "prod_ok": (np.sum(np.maximum(lg, 0), axis=ax) < 1000)
-        & (np.sum(np.minimum(lg, 0), axis=ax) > -1000),
-    }
-
-
-def _close(got: Arr, want: Arr, rtol: float, atol: Arr | float, what: str) -> None:
-    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    nan_g, nan_w = np.isnan(got), np.isnan(want)
-    assert np.array_equal(nan_g, nan_w), f"{what}: NaN positions differ: got {got} want {want}"
-    inf_w = np.isinf(want)
-    assert np.array_equal(got[inf_w], want[inf_w]), f"{what}: inf differs: {got} vs {want}"
-    ok = ~nan_w & ~inf_w
-    atol = np.broadcast_to(np.asarray(atol, dtype=np.float64), want.shape)
-    err = np.abs(got[ok] - want[ok])
-    bound = atol[ok] + rtol * np.abs(want[ok])
-    assert np.all(err <= bound), (
-        f"{what}: got {got[ok][err > bound][:5]} want {want[ok][err > bound][:5]} "
-        f"(err {err[err > bound][:5]}, bound {bound[err > bound][:5]})")
-
-
-def check(op: str, got: Arr, x: Arr, axes: Sequence[int], fill: float = 0.0,
-          where: str = "") -> None:
-    """`got` (tet's answer) equals NumPy's within the op's tolerance."""
-    want = reference(x, op, axes, fill)
-    what = f"{op} axes={list(axes)} fill={fill} {where}"
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    kind = "b" if op in BOOLEAN else "i" if op in INTEGER else "f"
-    assert got.dtype.kind == kind, f"{what}: dtype {got.dtype}"
-    if op in EXACT:
-        if kind == "f":
-            assert np.array_equal(got, want, equal_nan=True), f"{what}: {got} != {want}"
-        else:
-            assert np.array_equal(got, want), f"{what}: {got} != {want}"
-        return
-    s = _scales(x, axes)
-    if op in ("sum", "norm_l1"):
-        _close(got, want, SUM_RTOL, 1e-12 * s["abs_sum"], what)
-    elif op == "mean":
-        _close(got, want, SUM_RTOL, 1e-12 * s["abs_sum"] / s["n"], what)
-    elif op == "nan_mean":
-        _close(got, want, SUM_RTOL, 1e-12 * s["abs_sum"] / s["nn"], what)
-    elif op == "norm_l2":
-        _close(got, want, SUM_RTOL, 0.0, what)
-    elif op == "var":
-        _close(got, want, VAR_RTOL, s["var_atol"], what)
-    elif op in ("std", "nan_std"):  # compared as variances: std near 0 is ill-conditioned
-        _close(np.square(got), np.square(want), 2 * VAR_RTOL, s["var_atol"], what)
-        assert np.array_equal(np.isnan(got), np.isnan(want)), what
-    elif op == "product":
-        mask = s["prod_ok"]
-        _close(np.where(mask, got, 0.0), np.where(mask, want, 0.0), PROD_RTOL, 0.0, what)
-    else:
-        raise AssertionError(f"no tolerance for {op}")
 
 
 def _sel_slices(sel: Sequence[dict[str, int]] | None, shape: Sequence[int]) -> tuple[slice, ...]:
@@ -219,7 +81,8 @@ def check_array(tmp: Path, a: Arr, chunk: Sequence[int], sel: Any = None,
         for fill in fills:
             got = _fold_all(path, sel, axes, ops, fill=fill)
             for op in ops:
-                check(op, got[op], x, axes, fill, f"dtype={a.dtype} chunk={tuple(chunk)}")
+                assert_matches_numpy(op, got[op], x, axes, fill,
+                                     f"dtype={a.dtype} chunk={tuple(chunk)}")
 
 
 # ---------------------------------------------------------------------------
@@ -310,7 +173,8 @@ def test_fold_matches_numpy(scratch: Path, case: dict[str, Any]) -> None:
                              codec=case["codec"])
     got = _fold_all(path, case["sel"], case["axes"], fill=fill)
     for op in OPS:
-        check(op, got[op], x, case["axes"], fill, str({**case, "dtype": str(case["dtype"])}))
+        assert_matches_numpy(op, got[op], x, case["axes"], fill,
+                             str({**case, "dtype": str(case["dtype"])}))
 
 
 # ---------------------------------------------------------------------------
@@ -343,10 +207,10 @@ def _same(op: str, got: Arr, base: Arr, what: str, x: Arr, axes: Sequence[int]) 
     if op in EXACT:
         assert got.dtype == base.dtype and got.tobytes() == base.tobytes(), f"{what}: {op}"
     elif op == "product":  # an overflowing product depends on the order (0 * inf)
-        ok = _scales(x, axes)["prod_ok"]
-        _close(np.where(ok, got, 0.0), np.where(ok, base, 0.0), 1e-12, 0.0, f"{what}: {op}")
+        ok = scales(x, axes)["prod_ok"]
+        close_within(np.where(ok, got, 0.0), np.where(ok, base, 0.0), 1e-12, 0.0, f"{what}: {op}")
     else:
-        _close(got, base, 1e-12, 1e-300, f"{what}: {op}")
+        close_within(got, base, 1e-12, 1e-300, f"{what}: {op}")
 
 
 def _fold_grid(path: Path, **kw: Any) -> dict[tuple[str, tuple[int, ...]], Arr]:
@@ -369,7 +233,7 @@ def test_results_do_not_depend_on_chunking_or_sequential(dtype: str, tmp_path: P
             for (op, axes), v in got.items():
                 if (op, axes) not in base:
                     base[(op, axes)] = v
-                    check(op, v, x, axes, 0.25, f"chunk={chunk}")
+                    assert_matches_numpy(op, v, x, axes, 0.25, f"chunk={chunk}")
                 _same(op, v, base[(op, axes)], f"chunk={chunk} sequential={sequential} {axes}",
                       x, axes)
 
@@ -434,7 +298,7 @@ def test_tet_threads_1_in_a_subprocess_matches_default(tmp_path: Path) -> None:
             op, ax = key.split("|")
             got = fold(t, box, op, [] if ax == "-1" else [int(ax)])
             assert got.tobytes() == o[key].tobytes(), key
-            check(op, got, a, [] if ax == "-1" else [int(ax)])
+            assert_matches_numpy(op, got, a, [] if ax == "-1" else [int(ax)])
 
 
 # ---------------------------------------------------------------------------
@@ -699,7 +563,7 @@ def test_fold_vector_edges(name: str, x: Arr) -> None:
     fills = [0.0, -0.0, math.nan, float(x[len(x) // 2])]
     for op in OPS:
         for fill in fills if op == "null_count" else fills[:1]:
-            check(op, vector_fold(x, op, fill), x, [], fill, name)
+            assert_matches_numpy(op, vector_fold(x, op, fill), x, [], fill, name)
 
 
 def test_fold_vector_bits() -> None:

@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tet
+from tests.helpers import EXACT, reference
 from tet.query.document import parse_text, parse_value
 from tet.query.folds import fold
 
@@ -81,29 +82,6 @@ OPS = ["sum", "mean", "min", "max", "var", "std", "arg_min", "arg_max", "nan_cou
        "norm_l1", "norm_l2", "nan_mean", "count", "product", "all_finite"]
 
 
-def _numpy(op: str, x: np.ndarray[Any, Any], axes: tuple[int, ...]) -> Any:
-    ax = axes or None
-    if op in ("arg_min", "arg_max"):
-        moved = np.moveaxis(x, axes, range(x.ndim - len(axes), x.ndim)) if axes else x
-        flat = moved.reshape((*moved.shape[: x.ndim - len(axes)], -1)) if axes else moved.ravel()
-        fn = np.argmin if op == "arg_min" else np.argmax
-        return fn(flat, axis=-1)
-    with np.errstate(all="ignore"):
-        table = {
-            "sum": lambda: np.sum(x, axis=ax), "mean": lambda: np.mean(x, axis=ax),
-            "min": lambda: np.min(x, axis=ax), "max": lambda: np.max(x, axis=ax),
-            "var": lambda: np.var(x, axis=ax), "std": lambda: np.std(x, axis=ax),
-            "nan_count": lambda: np.sum(np.isnan(x), axis=ax),
-            "norm_l1": lambda: np.sum(np.abs(x), axis=ax),
-            "norm_l2": lambda: np.sqrt(np.sum(x * x, axis=ax)),
-            "nan_mean": lambda: np.nanmean(x, axis=ax),
-            "count": lambda: np.sum(np.ones_like(x), axis=ax),
-            "product": lambda: np.prod(x, axis=ax),
-            "all_finite": lambda: np.all(np.isfinite(x), axis=ax),
-        }
-        return table[op]()
-
-
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_folds_match_numpy_across_chunkings_and_parallelism(dtype: str) -> None:
@@ -127,12 +105,10 @@ def test_folds_match_numpy_across_chunkings_and_parallelism(dtype: str) -> None:
                             got = fold(table, box, op, axes, sequential=sequential)
                             results.setdefault((op, axes), []).append(got)
         for (op, axes), gots in results.items():
-            want = np.asarray(_numpy(op, xs, axes))
+            want = reference(xs, op, axes)
             for got in gots:
                 assert got.shape == want.shape, (op, axes)
-                exact = op in ("min", "max", "arg_min", "arg_max", "nan_count", "count",
-                               "all_finite")
-                if exact:
+                if op in EXACT:
                     assert np.array_equal(got, want, equal_nan=True), (op, axes, dtype)
                 else:
                     assert np.allclose(got, want, rtol=1e-9, atol=1e-9, equal_nan=True), (
