@@ -42,6 +42,7 @@ import pytest
 
 import tet
 from tests.conftest import INTEROP, REPO
+from tests.helpers import with_footer
 from tet.layout import encode_footer
 
 EXCEPTION_TYPES = (tet.TetError,)
@@ -581,20 +582,11 @@ def test_raw_payload_read_as_zstd(tmp_path: Path) -> None:
 # hostile footers
 
 
-def _with_footer(text: bytes, *, version: int = 1, json_len: int | None = None,
-                 flags: int = 1, base: bytes = SAMPLE, spill: bytes = b"") -> bytes:
-    """`base` + optional metadata spill + footer JSON `text` + tail (flags patched)."""
-    b = bytearray(base)
-    struct.pack_into("<I", b, 12, flags)
-    n = len(text) if json_len is None else json_len
-    return bytes(b) + spill + text + struct.pack("<QI4s", n, version, b"THST")
-
-
 GOOD_FOOTER = b'{"history":[{"op":"write","source":"s","at":"1"}]}'
 
 
 def test_footer_reference_good(tmp_path: Path) -> None:
-    with open_bytes(tmp_path, _with_footer(GOOD_FOOTER)) as f:
+    with open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER)) as f:
         assert f.history == [{"op": "write", "source": "s", "at": "1"}]
         assert f.read_numpy("temperature").sum() == 21
 
@@ -604,44 +596,44 @@ def test_footer_version_must_be_1_or_2(tmp_path: Path, version: int) -> None:
     """layout.md §5.4 and spec README #2: version 1, and the reference writers' 2, are read;
     any other version is refused."""
     with pytest.raises(tet.CatalogError, match="unsupported history footer version"):
-        open_bytes(tmp_path, _with_footer(GOOD_FOOTER, version=version))
+        open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER, version=version))
 
 
 def test_footer_version_2_is_read(tmp_path: Path) -> None:
-    with open_bytes(tmp_path, _with_footer(GOOD_FOOTER, version=2)) as f:
+    with open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER, version=2)) as f:
         assert f.catalog.footer_version == 2
 
 
 def test_footer_tail_checked_even_without_flag(tmp_path: Path) -> None:
     with pytest.raises(tet.CatalogError, match="unsupported history footer version"):
-        open_bytes(tmp_path, _with_footer(GOOD_FOOTER, version=7, flags=0))
+        open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER, version=7, flags=0))
     with pytest.raises(tet.CatalogError, match="history footer out of bounds"):
-        open_bytes(tmp_path, _with_footer(GOOD_FOOTER, json_len=10_000, flags=0))
+        open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER, json_len=10_000, flags=0))
 
 
 @pytest.mark.parametrize("json_len", [10_000, 2**63, 2**64 - 1, 2**64 - 16])
 def test_footer_json_len_out_of_bounds(tmp_path: Path, json_len: int) -> None:
     with pytest.raises(tet.CatalogError, match="history footer out of bounds"):
-        open_bytes(tmp_path, _with_footer(GOOD_FOOTER, json_len=json_len))
+        open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER, json_len=json_len))
 
 
 def test_footer_json_len_swallowing_payloads(tmp_path: Path) -> None:
     """A json_len that reaches back into the payloads: payloads then exceed their bound
     (or the JSON fails to parse) — an error either way."""
     with pytest.raises(tet.CatalogError):
-        open_bytes(tmp_path, _with_footer(GOOD_FOOTER, json_len=len(GOOD_FOOTER) + 4))
+        open_bytes(tmp_path, with_footer(SAMPLE, GOOD_FOOTER, json_len=len(GOOD_FOOTER) + 4))
 
 
 def test_payload_running_into_footer(tmp_path: Path) -> None:
     base = patched((E1 + 80, "Q", 12), (E1 + 88, "Q", 12))
     with pytest.raises(tet.CatalogError, match=r"chunk payload \[360, 372\) out of bounds"):
-        open_bytes(tmp_path, _with_footer(GOOD_FOOTER, base=base))
+        open_bytes(tmp_path, with_footer(base, GOOD_FOOTER))
 
 
 @pytest.mark.parametrize("text", [b"XXXX", b"", b"[1,2]", b'"s"', b"\xff\xfe{}", b'{"history":'])
 def test_footer_json_parse(tmp_path: Path, text: bytes) -> None:
     with pytest.raises(tet.CatalogError, match="invalid one-chunk write spec: footer JSON parse"):
-        open_bytes(tmp_path, _with_footer(text))
+        open_bytes(tmp_path, with_footer(SAMPLE, text))
 
 
 def test_metadata_ref_out_of_bounds(tmp_path: Path) -> None:
@@ -649,14 +641,14 @@ def test_metadata_ref_out_of_bounds(tmp_path: Path) -> None:
                 {"offset": 10_000, "len": 0}):
         doc = json.dumps({"history": [], "metadata_ref": ref}).encode()
         with pytest.raises(tet.CatalogError, match="metadata_ref out of bounds"):
-            open_bytes(tmp_path, _with_footer(doc))
+            open_bytes(tmp_path, with_footer(SAMPLE, doc))
 
 
 def test_metadata_ref_over_payloads(tmp_path: Path) -> None:
     """The payload region ends where the spill starts: a spill over the payloads is refused."""
     doc = json.dumps({"history": [], "metadata_ref": {"offset": 0x160, "len": 4}}).encode()
     with pytest.raises(tet.CatalogError):
-        open_bytes(tmp_path, _with_footer(doc))
+        open_bytes(tmp_path, with_footer(SAMPLE, doc))
 
 
 def test_metadata_ref_wins_over_inline(tmp_path: Path) -> None:
@@ -664,7 +656,7 @@ def test_metadata_ref_wins_over_inline(tmp_path: Path) -> None:
     doc = json.dumps({"history": [],
                       "metadata": {"datasets": {"temperature": {"attrs": {"from": "inline"}}}},
                       "metadata_ref": {"offset": 368, "len": len(spill)}}).encode()
-    with open_bytes(tmp_path, _with_footer(doc, spill=spill)) as f:
+    with open_bytes(tmp_path, with_footer(SAMPLE, doc, spill=spill)) as f:
         assert f["temperature"].attrs == {"from": "spill"}
         assert f.read_numpy("temperature").shape == (2, 3)
 
@@ -673,12 +665,12 @@ def test_spilled_metadata_limits_validated(tmp_path: Path) -> None:
     spill = json.dumps({"datasets": {"temperature": {"attrs": {"k": "v" * 1025}}}}).encode()
     doc = json.dumps({"history": [], "metadata_ref": {"offset": 368, "len": len(spill)}}).encode()
     with pytest.raises(tet.CatalogError, match="attr_string_bytes"):
-        open_bytes(tmp_path, _with_footer(doc, spill=spill))
+        open_bytes(tmp_path, with_footer(SAMPLE, doc, spill=spill))
 
 
 def test_legacy_history_rows(tmp_path: Path) -> None:
     doc = b'{"history":[["convert","h5","1717000000"],{"op":"w","source":"s","at":"2"}]}'
-    with open_bytes(tmp_path, _with_footer(doc)) as f:
+    with open_bytes(tmp_path, with_footer(SAMPLE, doc)) as f:
         assert f.history == [{"op": "convert", "source": "h5", "at": "1717000000"},
                              {"op": "w", "source": "s", "at": "2"}]
 
@@ -694,7 +686,7 @@ def test_legacy_history_rows(tmp_path: Path) -> None:
 def test_bad_history_rows_refused(tmp_path: Path, row: Any) -> None:
     doc = json.dumps({"history": [row]}).encode()
     with pytest.raises(tet.CatalogError):
-        open_bytes(tmp_path, _with_footer(doc))
+        open_bytes(tmp_path, with_footer(SAMPLE, doc))
 
 
 # Footers whose JSON parses but whose members have the wrong shape.  The spec
@@ -724,7 +716,7 @@ MALFORMED_FOOTERS = {
 @pytest.mark.parametrize("doc", list(MALFORMED_FOOTERS.values()), ids=list(MALFORMED_FOOTERS))
 def test_malformed_footer_members_raise_tet_error(tmp_path: Path, doc: Any) -> None:
     path = tmp_path / "m.tet"
-    path.write_bytes(_with_footer(json.dumps(doc).encode()))
+    path.write_bytes(with_footer(SAMPLE, json.dumps(doc).encode()))
     try:
         stage = exercise(path)
     except Exception as exc:

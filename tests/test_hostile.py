@@ -22,6 +22,7 @@ import pytest
 
 import tet
 from tests.conftest import INTEROP, REPO, CliRun
+from tests.helpers import with_footer
 from tet import kernels
 from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, DatasetRecord, encode_header
 
@@ -370,13 +371,6 @@ def test_read_over_address_space_is_a_budget_error(tmp_path: Path) -> None:
 # item 6: footers too long or too deep
 
 
-def _flagged(body: bytes, text: bytes, *, json_len: int | None = None) -> bytes:
-    b = bytearray(body)
-    struct.pack_into("<I", b, 12, FLAG_FOOTER)
-    n = len(text) if json_len is None else json_len
-    return bytes(b) + text + struct.pack("<QI4s", n, 1, b"THST")
-
-
 def test_two_gib_footer_fails_fast_and_repairs(tmp_path: Path, cli: Cli) -> None:
     path = tmp_path / "long.tet"
     with open(path, "wb") as fh:  # sparse: 2 GiB of hole, then the tail
@@ -409,7 +403,7 @@ def _nested(depth: int) -> bytes:
 
 def test_deep_footer_json_is_a_catalog_error(tmp_path: Path, cli: Cli) -> None:
     path = tmp_path / "deep.tet"
-    path.write_bytes(_flagged(SAMPLE, _nested(20_000)))
+    path.write_bytes(with_footer(SAMPLE, _nested(20_000)))
     with pytest.raises(tet.CatalogError) as info:
         tet.open(path)
     text = ("invalid one-chunk write spec: footer JSON parse: nesting depth 20003 exceeds "
@@ -426,10 +420,10 @@ def test_deep_footer_json_is_a_catalog_error(tmp_path: Path, cli: Cli) -> None:
 
 def test_footer_depth_limit_is_the_query_limit(tmp_path: Path) -> None:
     path = tmp_path / "d.tet"
-    path.write_bytes(_flagged(SAMPLE, _nested(61)))  # 3 + 61 = 64: allowed
+    path.write_bytes(with_footer(SAMPLE, _nested(61)))  # 3 + 61 = 64: allowed
     with tet.open(path) as f:
         assert f.metadata["file"]["tool"] == json.loads(b"[" * 61 + b"]" * 61)
-    path.write_bytes(_flagged(SAMPLE, _nested(62)))
+    path.write_bytes(with_footer(SAMPLE, _nested(62)))
     with pytest.raises(tet.CatalogError, match="nesting depth 65 exceeds maximum 64"):
         tet.open(path)
 
@@ -439,7 +433,7 @@ def test_deep_metadata_spill_is_a_catalog_error(tmp_path: Path) -> None:
     stub = json.dumps({"history": [], "metadata_ref": {"offset": len(SAMPLE),
                                                        "len": len(spill)}}).encode()
     path = tmp_path / "spill.tet"
-    path.write_bytes(_flagged(SAMPLE + spill, stub))
+    path.write_bytes(with_footer(SAMPLE, stub, spill=spill))
     with pytest.raises(tet.CatalogError) as info:
         tet.open(path)
     assert str(info.value) == ("invalid one-chunk write spec: metadata_ref JSON parse: "
@@ -450,7 +444,7 @@ def test_footer_numbers_past_the_int_digit_limit(tmp_path: Path) -> None:
     """Python refuses to parse integers of more than 4300 digits with a ValueError."""
     doc = b'{"history":[],"metadata":{"x":' + b"7" * 5000 + b"}}"
     path = tmp_path / "digits.tet"
-    path.write_bytes(_flagged(SAMPLE, doc))
+    path.write_bytes(with_footer(SAMPLE, doc))
     with pytest.raises(tet.CatalogError, match=r"^invalid one-chunk write spec: footer JSON "
                                                r"parse: Exceeds the limit \(4300 digits\)"):
         tet.open(path)

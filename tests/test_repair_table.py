@@ -17,6 +17,7 @@ import pytest
 
 import tet
 from tests.conftest import INTEROP, CliRun
+from tests.helpers import with_footer
 from tet.integrity import table_length
 from tet.layout import CHECKSUMS_KEY, FLAG_FOOTER
 from tet.verify import footer_table, repair, verify
@@ -178,11 +179,9 @@ def test_a_footer_pointing_into_the_payloads_loses_none(tmp_path: Path) -> None:
 
 def test_a_file_without_a_table_is_repaired_as_before(tmp_path: Path) -> None:
     sample = (INTEROP / "sample.tet").read_bytes()
-    b = bytearray(sample)
-    struct.pack_into("<I", b, 12, FLAG_FOOTER)
     doc = b'{"history": 7}'
     p = tmp_path / "ref.tet"
-    p.write_bytes(bytes(b) + doc + struct.pack("<QI4s", len(doc), 1, b"THST"))
+    p.write_bytes(with_footer(sample, doc, flags=FLAG_FOOTER))
     data = p.read_bytes()
     assert footer_table(data, len(data)) is None
     out = repair(p, ["footer_invalid"])

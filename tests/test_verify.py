@@ -31,6 +31,7 @@ import tet.cli.verify
 import tet.verify
 import tet.verify_checks
 from tests.conftest import INTEROP, UPSTREAM, CliRun
+from tests.helpers import with_footer
 from tests.test_corruption import (
     CORPUS_NAMES,
     INTEROP_FILES,
@@ -483,14 +484,6 @@ def test_footer_fix_refused_on_healthy_footer(cli: Cli, tmp_path: Path) -> None:
     assert p.read_bytes() == before
 
 
-def _with_footer(base: bytes, text: bytes, *, flags: int = 1, json_len: int | None = None,
-                 spill: bytes = b"") -> bytes:
-    b = bytearray(base)
-    struct.pack_into("<I", b, 12, flags)
-    n = len(text) if json_len is None else json_len
-    return bytes(b) + spill + text + struct.pack("<QI4s", n, 1, b"THST")
-
-
 def test_repair_strips_spilled_metadata(cli: Cli, tmp_path: Path) -> None:
     """A footer whose JSON parses but is invalid: the spill it references goes too; the
     sound checksum table stays, named by a minimal footer (tests/test_repair_table.py)."""
@@ -503,7 +496,7 @@ def test_repair_strips_spilled_metadata(cli: Cli, tmp_path: Path) -> None:
     assert "metadata_ref" in doc and "tet_checksums_ref" in doc
     refs = {k: v for k, v in doc.items() if k.endswith("_ref")}
     bad = json.dumps({"history": 5, **refs}).encode()
-    broken = _with_footer(buf[: len(buf) - 16 - json_len], bad)
+    broken = with_footer(buf[: len(buf) - 16 - json_len], bad)
     p = tmp_path / "broken.tet"
     p.write_bytes(broken)
     rc, d = _json(cli, p)
@@ -540,7 +533,7 @@ def test_repair_flag_without_footer(cli: Cli, tmp_path: Path) -> None:
 
 def test_repair_refuses_malformed_tail(cli: Cli, tmp_path: Path) -> None:
     p = tmp_path / "tail.tet"
-    data = _with_footer(SAMPLE.read_bytes(), b"{}", json_len=10_000)
+    data = with_footer(SAMPLE.read_bytes(), b"{}", json_len=10_000)
     p.write_bytes(data)
     rc, d = _json(cli, p)
     assert rc == 1 and d["recommendations"][0]["code"] == "footer_invalid"
@@ -801,7 +794,7 @@ def test_tensor_bytes_per_dataset(cli: Cli, tmp_path: Path) -> None:
 def test_footer_metadata_limits(cli: Cli, tmp_path: Path) -> None:
     meta = {"history": [], "metadata": {"datasets": {"temperature": {"attrs": {"k": "v" * 1025}}}}}
     p = tmp_path / "meta.tet"
-    p.write_bytes(_with_footer(SAMPLE.read_bytes(), json.dumps(meta).encode()))
+    p.write_bytes(with_footer(SAMPLE.read_bytes(), json.dumps(meta).encode()))
     rc, d = _json(cli, p)
     assert rc == 1
     assert _finding(d, "footer")["detail"] == "history footer valid"
@@ -810,7 +803,7 @@ def test_footer_metadata_limits(cli: Cli, tmp_path: Path) -> None:
     assert "summary" not in d
     rows = [{"op": "x" * 1000, "source": "s", "at": "1"}] * 70
     text = json.dumps({"history": rows}).encode()
-    p.write_bytes(_with_footer(SAMPLE.read_bytes(), text))
+    p.write_bytes(with_footer(SAMPLE.read_bytes(), text))
     rc, d = _json(cli, p)
     assert rc == 1  # an over-long footer is refused before it is read: a repairable footer
     assert _finding(d, "parse")["detail"] == (
