@@ -7,7 +7,7 @@ import io
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +36,17 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("TMPDIR", "TEMP", "TMP"):
         monkeypatch.setenv(var, str(tmp_path / "tmp"))
     return cache
+
+
+@pytest.fixture
+def fresh_cache() -> Iterator[None]:
+    """The per-process cache of open files (dask, xarray) empty before and after the test,
+    so no test sees another's open files."""
+    from tet.opencache import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
 
 
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}

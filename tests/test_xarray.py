@@ -23,7 +23,6 @@ Covers:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,6 @@ import xarray as xr
 
 import tet
 from tests.test_dask import ReadCounter
-from tet.dask import clear_cache
 from tet.xarray_backend import TetBackendEntrypoint
 from tet.xarray_write import from_xarray
 
@@ -44,11 +42,7 @@ ENGINE = TetBackendEntrypoint
 INTEROP_FILES = sorted(p.name for p in INTEROP.glob("*.tet") if p.name != "plan.tet")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 # ---------------------------------------------------------------------------

@@ -23,7 +23,6 @@ Covers:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ import xarray as xr
 import tet
 from tests.producers import EXTRA_PRODUCERS, PRODUCERS, expected
 from tests.test_dask import ReadCounter
-from tet.dask import clear_cache
 from tet.errors import CatalogError
 from tet.text import encode_text
 from tet.xarray_write import DATAARRAY_VARIABLE, from_xarray
@@ -45,11 +43,7 @@ NUMERIC = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint
            "float16", "float32", "float64"]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache() -> Iterator[None]:
-    clear_cache()
-    yield
-    clear_cache()
+pytestmark = pytest.mark.usefixtures("fresh_cache")
 
 
 def typed_attrs() -> dict[str, Any]:
