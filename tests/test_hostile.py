@@ -141,24 +141,21 @@ def test_wrapping_geometry_refused_by_the_kernels_themselves(tmp_path: Path) -> 
     assert kernels.lib.TET_ERR_OVERFLOW == 11
 
 
-def test_element_bytes_over_63_bits_refused_at_open(tmp_path: Path) -> None:
-    path = tmp_path / "bytes.tet"
-    path.write_bytes(crafted([2**31, 2**31], [1, 1], [], dtype=2))  # 2**62 f64 = 2**65 bytes
+@pytest.mark.parametrize(("shape", "dtype", "message"), [
+    ([2**31, 2**31], 2,  # 2**62 f64 = 2**65 bytes
+     "shape [2147483648, 2147483648] of f64 is 4611686018427387904 x 8 = "
+     "36893488147419103232 bytes, which does not fit 63 bits"),
+    ([0, U64_MAX], 1,  # refused even with a zero extent beside it
+     "shape [0, 18446744073709551615] has an extent of 18446744073709551615 on axis 1, "
+     "which does not fit 63 bits"),
+], ids=["element_bytes", "extent"])
+def test_sizes_over_63_bits_refused_at_open(tmp_path: Path, shape: list[int],
+                                            dtype: int, message: str) -> None:
+    path = tmp_path / "big.tet"
+    path.write_bytes(crafted(shape, [1, 1], [], dtype=dtype))
     with pytest.raises(tet.CatalogError) as info:
         tet.open(path)
-    assert str(info.value) == (
-        "dataset record 0 ('x'): shape [2147483648, 2147483648] of f64 is "
-        "4611686018427387904 x 8 = 36893488147419103232 bytes, which does not fit 63 bits")
-
-
-def test_extent_over_63_bits_refused_even_with_a_zero_extent(tmp_path: Path) -> None:
-    path = tmp_path / "zero.tet"
-    path.write_bytes(crafted([0, U64_MAX], [1, 1], []))
-    with pytest.raises(tet.CatalogError) as info:
-        tet.open(path)
-    assert str(info.value) == (
-        "dataset record 0 ('x'): shape [0, 18446744073709551615] has an extent of "
-        "18446744073709551615 on axis 1, which does not fit 63 bits")
+    assert str(info.value) == f"dataset record 0 ('x'): {message}"
 
 
 def test_unknown_dtype_checks_only_the_element_count(tmp_path: Path) -> None:

@@ -377,16 +377,19 @@ def _assert_repaired(p: Path) -> None:
     assert sorted(os.listdir(p.parent)) == [p.name]  # no temp file, no backup left
 
 
+def _applied(p: Path) -> str:
+    """The report of the footer_invalid repair of a copy of PLAN at `p`."""
+    return (f"file: {p}\n"
+            "mode: apply\n"
+            "  [footer_invalid] applied: truncated to 360 bytes and cleared history footer flag\n"
+            "verify_after: ok\n")
+
+
 def test_repair_apply(cli: Cli, tmp_path: Path) -> None:
     p = _copy(PLAN, tmp_path)
     r = cli("repair", p, "--apply", "footer_invalid")
     assert (r.rc, r.err) == (0, "")
-    assert r.out == (
-        f"file: {p}\n"
-        "mode: apply\n"
-        "  [footer_invalid] applied: truncated to 360 bytes and cleared history footer flag\n"
-        "verify_after: ok\n"
-    )
+    assert r.out == _applied(p)
     _assert_repaired(p)
     assert cli("verify", p).rc == 0
 
@@ -410,12 +413,7 @@ def test_verify_repair_flag(cli: Cli, tmp_path: Path) -> None:
     p = _copy(PLAN, tmp_path)
     r = cli("verify", "--repair", p)
     assert r.rc == 0
-    assert r.err == (
-        f"file: {p}\n"
-        "mode: apply\n"
-        "  [footer_invalid] applied: truncated to 360 bytes and cleared history footer flag\n"
-        "verify_after: ok\n"
-    )
+    assert r.err == _applied(p)
     assert r.out.startswith(f"file: {p}\nsize: 360 bytes\nstatus: ok\n")
     _assert_repaired(p)
     # a healthy file is left alone
