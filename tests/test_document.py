@@ -482,6 +482,8 @@ def test_resolve_axes_fold_checks_are_optional() -> None:
 
 
 def test_build_query() -> None:
+    assert tet.build_query is build_query
+    assert build_query("t", mean=0) == {"dataset": "t", "mean": 0}
     assert build_query("t", quantile={"q": 0.5}, selection=({"start": 1},)) == {
         "dataset": "t", "quantile": {"q": 0.5}, "selection": [{"start": 1}]}
     assert parse_value(build_query("t", histogram={"bins": 3})).operation == Operation(

@@ -177,16 +177,6 @@ def test_upstream_query_profiles_run() -> None:
         assert f.query(doc)["execution"]["operation_reduced_quantile"] == [2.5, 3.5, 4.5]
 
 
-def test_build_query() -> None:
-    assert tet.build_query("t", mean=0) == {"dataset": "t", "mean": 0}
-    assert tet.build_query("t", selection=[{}], sum=[]) == {"dataset": "t", "sum": [],
-                                                             "selection": [{}]}
-    with pytest.raises(ValueError, match="exactly one operation key required"):
-        tet.build_query("t", mean=0, sum=0)
-    with pytest.raises(ValueError, match="unknown query op 'nope'"):
-        tet.build_query("t", nope=0)
-
-
 def test_query_result_value_and_errors(sample: tet.TetFile) -> None:
     r = sample.execute({"dataset": "temperature", "min": [0]})
     assert np.array_equal(r.value, [1.0, 2.0, 3.0])
