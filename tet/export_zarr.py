@@ -8,7 +8,8 @@ library.  Zarr requires every chunk file to hold a full ``chunk_shape`` tile, wh
 for byte (zstd frames stay compressed), edge tiles and tiles changing codec are decoded,
 padded with the array's fill value and encoded again.
 
-What xarray sees of the file is carried over (the rules of the ``tet`` xarray backend):
+What xarray sees of the file is carried over (the rules of `tet.xrmodel`, which the ``tet``
+xarray backend follows too):
 
 - attributes: the dataset's typed attributes as JSON values (numbers, lists, booleans;
   NaN and infinities spelled ``NaN``/``Infinity`` as zarr-python writes them); keys of
