@@ -46,7 +46,7 @@ from tet.attrs import display, encode_value, ext_of, split_attrs
 from tet.limits import LIMITS
 from tet.text import encode_text
 from tet.writer import TetWriter, default_chunk_shape
-from tet.xarray_backend import values_to_labels
+from tet.xrmodel import values_to_labels
 
 __all__ = ["DATAARRAY_NAME", "DATAARRAY_VARIABLE", "from_xarray"]
 
