@@ -173,7 +173,7 @@ def test_no_module_uses_another_modules_private_names() -> None:
 def test_the_reader_core_imports_nothing_above_it() -> None:
     edges, _ = _scan()
     above = {"tet", "tet.file", "tet.query.api", "tet.query.execute", "tet.dask",
-             "tet.opencache", "tet.writer", "tet.many", "tet.export_zarr"}
+             "tet.opencache", "tet.writer", "tet.many", "tet.export_zarr", "tet.export_plan"}
     assert not (edges["tet.reader"] & above)
     # the dask integration and the open-file cache sit on the reader, below the façade
     assert not (edges["tet.opencache"] & (above - {"tet.opencache"}))
