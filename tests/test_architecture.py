@@ -17,9 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "tet"
 #    the kernels;
 #  - tet.convert.source plans its blocks with tet.convert.write.block_boxes.
 KNOWN_CYCLE_EDGES = frozenset({
-    ("tet.query.sinks", "tet.file"),
     ("tet.kernels", "tet.guard"),
-    ("tet.convert.source", "tet.convert.write"),
 })
 
 

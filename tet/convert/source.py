@@ -9,7 +9,7 @@ import importlib
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ __all__ = [
     "ConvertError",
     "ConvertWarning",
     "SourceVar",
+    "block_boxes",
     "chunk_grid",
     "display",
     "file_attrs",
@@ -276,6 +277,23 @@ def chunk_grid(shape: Sequence[int], chunks: Sequence[int] | None,
     return tuple(out)
 
 
+def block_boxes(shape: Sequence[int], unit: Sequence[int], itemsize: int,
+                target: int) -> Iterator[tuple[slice, ...]]:
+    """Boxes covering `shape` in row-major order, each a whole number of `unit`s
+    (clipped at the edges): grown from the last axis outwards up to `target` bytes."""
+    block = [int(u) for u in unit]
+    for d in reversed(range(len(shape))):
+        per = itemsize * math.prod(block)
+        units = -(-int(shape[d]) // int(unit[d]))
+        m = max(1, min(units, target // per))
+        block[d] = min(int(unit[d]) * m, int(shape[d]))
+        if m < units:
+            break
+    counts = [-(-int(n) // b) for n, b in zip(shape, block)]
+    for idx in np.ndindex(*counts):
+        yield tuple(slice(i * b, min((i + 1) * b, int(n)))
+                    for i, b, n in zip(idx, block, shape))
+
 # ---------------------------------------------------------------------------
 # Strings for the footer
 
@@ -454,8 +472,6 @@ def scan_width(read: Callable[[Box], np.ndarray[Any, Any]], shape: tuple[int, ..
                chunks: Sequence[int] | None, kind: str) -> int:
     """The widest value's encoded byte length, read block by block (chunk-aligned
     blocks of at most 16 MiB of elements)."""
-    from tet.convert.write import block_boxes
-
     if not shape:
         return text_width(np.asarray(read(())), kind)
     unit = chunks if chunks and len(chunks) == len(shape) else shape
