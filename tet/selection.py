@@ -19,6 +19,7 @@ import numpy as np
 
 from tet.errors import SelectionError
 from tet.errors import selection_invalid as _fail
+from tet.layout import MAX_NDIM
 
 __all__ = [
     "Box",
@@ -33,7 +34,6 @@ __all__ = [
 
 AXIS_KEYS = ("start", "stop", "step", "start_label", "stop_label")
 _AXIS_KEY_SET = frozenset(AXIS_KEYS)
-MAX_RANK = 8
 
 
 def axis_slice(
@@ -247,7 +247,7 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
     """Validate the wire form (or expand the box form) into per-axis dicts.
 
     Two phases, as in the engine: every entry is read first (key names and types,
-    ``invalid query JSON: …``), then checked without a dataset (rank <= 8, step >= 1,
+    ``invalid query JSON: …``), then checked without a dataset (rank <= MAX_NDIM, step >= 1,
     start/label exclusivity, start < stop: ``validation: …``).  ``null`` for the
     whole selection is a type error; callers treat an absent key as "full extent".
     """
@@ -256,8 +256,8 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, (list, tuple)):
         raise _invalid_type(raw, "a sequence")
     axes = [_parse_entry(entry) for entry in raw]
-    if len(axes) > MAX_RANK:
-        raise _fail(f"selection rank {len(axes)} exceeds maximum {MAX_RANK}")
+    if len(axes) > MAX_NDIM:
+        raise _fail(f"selection rank {len(axes)} exceeds maximum {MAX_NDIM}")
     for i, axis in enumerate(axes):
         if axis.get("step") == 0:
             raise _fail(f"selection[{i}].step must be >= 1, got 0")

@@ -18,6 +18,7 @@ import numpy as np
 
 from tet.attrs import MAX_EXT_ATTRS, display, encode_value, validate_ext
 from tet.errors import CatalogError, TetError
+from tet.layout import MAX_NDIM
 from tet.limits import LIMITS
 from tet.safeio import open_regular
 from tet.writer import MAX_NAME_BYTES
@@ -83,8 +84,8 @@ def admit(name: str, shape: Sequence[int], dtype: Any) -> np.dtype[Any] | None:
     is not 1..1024 bytes of UTF-8).  A 0-d array is admitted (stored as shape (1,))."""
     reason = None
     wire = None
-    if len(shape) > 8:
-        reason = f"rank {len(shape)} (the format allows 1..8)"
+    if len(shape) > MAX_NDIM:
+        reason = f"rank {len(shape)} (the format allows 1..{MAX_NDIM})"
     elif any(n == 0 for n in shape):
         reason = f"empty array (shape {list(shape)})"
     elif (wire := wire_dtype(dtype)) is None:
@@ -101,8 +102,8 @@ def admit_text(name: str, shape: Sequence[int]) -> bool:
     """Whether a text array of logical `shape` can be stored (one more axis holds its
     bytes, so rank 7 at most); warns why not."""
     reason = None
-    if len(shape) > 7:
-        reason = f"text of rank {len(shape)} (the format allows 1..8 with its byte axis)"
+    if len(shape) > MAX_NDIM - 1:
+        reason = f"text of rank {len(shape)} (the format allows 1..{MAX_NDIM} with its byte axis)"
     elif any(n == 0 for n in shape):
         reason = f"empty array (shape {list(shape)})"
     elif not _usable_name(name):
