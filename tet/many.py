@@ -48,8 +48,9 @@ __all__ = ["COMBINABLE_OPS", "query_many"]
 PathLike = str | os.PathLike[str]
 Acc = np.ndarray[Any, Any]
 
-COMBINABLE_OPS = frozenset(k for k in FOLDS if k not in ("arg_min", "arg_max"))
-"""Ops `query_many(..., combine=True)` merges across files."""
+COMBINABLE_OPS = frozenset(k for k in FOLDS if OPS[k].result != "index")
+"""Ops `query_many(..., combine=True)` merges across files: every fold but those answering
+with an index (arg_min, arg_max), which points into one file's selection."""
 
 
 
