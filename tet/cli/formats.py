@@ -10,7 +10,6 @@ that a format cannot show (a missing field, a partial boolean in a table) is a
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from tet.cli.common import CommandFailed
 from tet.query.ops import OPS
 from tet.query.response import PREVIEW_ORDER, clean
 from tet.query.transform import METHODS
+from tet.wire import format_float
 
 __all__ = [
     "FORMATS",
@@ -62,15 +62,7 @@ def fmt_float(v: Any) -> str:
     """A float as quiet/table print it: up to 6 decimals, trailing zeros and dot trimmed
     (``3.5``, ``2.916667``, ``21``); ``NaN``/``inf``/``-inf``.  ``None`` is how the wire
     carries a non-finite value it cannot name, so it prints as ``NaN``."""
-    if v is None:
-        return "NaN"
-    x = float(v)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    s = f"{x:.6f}"
-    return s.rstrip("0").rstrip(".") if "." in s else s
+    return "NaN" if v is None else format_float(float(v), "fixed")
 
 
 def _fmt_value(v: Any) -> str:
