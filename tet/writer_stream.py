@@ -250,8 +250,9 @@ class ArraySource(Pending):
         with ThreadPoolExecutor(max_workers=1) as writer:
             for k, w in enumerate(windows):
                 slot = k % len(buffers)
-                if busy[slot] is not None:
-                    busy[slot].result()  # type: ignore[union-attr]
+                previous = busy[slot]
+                if previous is not None:
+                    previous.result()
                 payload, lens = kernels.encode(self.array, origin[w], extent[w], codec=self.codec,
                                                level=self.level, scratch=buffers[slot],
                                                checksums=crc[w])
