@@ -228,7 +228,7 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
     with materialize.materialized(f, dataset_id, box, budget=budget, allow=allow,
                                   mask=mask) as (x, how):
         out["memory_strategy"] = how
-        if key in ("median", "quantile"):
+        if OPS[key].result == "float":  # median, quantile: one number per cell
             q = 0.5 if key == "median" else float(params["q"])
             values = materialize.quantile(x, q, axes, median=key == "median", budget=budget,
                                           allow=allow)
