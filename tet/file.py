@@ -23,7 +23,7 @@ from tet.query.api import AxisArg, QueryAPI, reduction, via_api
 from tet.query.budget import require_memory, resolve_budget
 from tet.query.plan import ReadPlan, plan_read
 from tet.query.result import QueryResult
-from tet.query.sinks import TransformNamespace
+from tet.query.sinks import SidecarTransformResult, TransformNamespace
 from tet.reader import Reader
 from tet.safeio import checked_path
 from tet.selection import Box, box_from_key
@@ -463,6 +463,9 @@ class TetFile:
     numel = reduction(int)
     arg_min = reduction(int)
     arg_max = reduction(int)
+
+
+SidecarTransformResult.file_class = TetFile
 
 
 def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:

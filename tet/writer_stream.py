@@ -19,7 +19,7 @@ from tet import dtypes, kernels
 from tet.attrs import display, encode_value, validate_ext
 from tet.errors import CatalogError, InvalidTextError
 from tet.guard import watching
-from tet.layout import ENTRY_DTYPE, WRITE_PREFIX, DatasetRecord, tile_counts
+from tet.layout import ENTRY_DTYPE, MAX_NDIM, WRITE_PREFIX, DatasetRecord, tile_counts
 from tet.limits import LIMITS
 from tet.selection import box_from_key
 from tet.writer_store import Store, aligned_offsets, copy_runs, write_all
@@ -48,10 +48,10 @@ def checked_text(value: str, what: str) -> str:
 def dataset_geometry(name: str, shape: Sequence[int], itemsize: int,
                      chunk_shape: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     shape = tuple(int(n) for n in shape)
-    if not 1 <= len(shape) <= 8:
+    if not 1 <= len(shape) <= MAX_NDIM:
         if len(shape) == 0:
             raise ValueError("write_dataset requires an array with at least one dimension")
-        raise refused(f"dataset {name!r} has rank {len(shape)}; the format allows 1..8")
+        raise refused(f"dataset {name!r} has rank {len(shape)}; the format allows 1..{MAX_NDIM}")
     if any(n < 1 for n in shape):
         raise refused(f"dataset {name!r} has an empty axis (shape {shape}); every extent >= 1")
     chunk = (default_chunk_shape(shape, itemsize) if chunk_shape is None
@@ -250,8 +250,9 @@ class ArraySource(Pending):
         with ThreadPoolExecutor(max_workers=1) as writer:
             for k, w in enumerate(windows):
                 slot = k % len(buffers)
-                if busy[slot] is not None:
-                    busy[slot].result()  # type: ignore[union-attr]
+                previous = busy[slot]
+                if previous is not None:
+                    previous.result()
                 payload, lens = kernels.encode(self.array, origin[w], extent[w], codec=self.codec,
                                                level=self.level, scratch=buffers[slot],
                                                checksums=crc[w])

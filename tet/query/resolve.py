@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tet.errors import validation as _v
-from tet.selection import is_json_int, json_float
+from tet.wire import is_json_int, json_float
 
 if TYPE_CHECKING:
     from tet.query.document import Operation
