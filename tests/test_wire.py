@@ -4,11 +4,20 @@ and the JSON-value helpers the selection, document and CLI layers share."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tet.wire import FloatStyle, format_float, is_json_int, json_float, unexpected
+import tet
+from tet.wire import (
+    FloatStyle,
+    format_float,
+    is_axis_index,
+    is_json_int,
+    json_float,
+    unexpected,
+)
 
 
 @pytest.mark.parametrize("style", ["debug", "display", "fixed"])
@@ -52,3 +61,22 @@ def test_json_integers_are_those_of_the_typed_reader() -> None:
     assert json_float(3) is None and json_float(np.bool_(True)) is None
     assert unexpected(2**64) == "floating point `1.8446744073709552e+19`"
     assert unexpected(np.float32(0.5)) == "floating point `0.5`"
+
+
+def test_axis_index_tokens_are_ascii_digits_everywhere(tmp_path: Path) -> None:
+    """"²" and "٣" are digits to str.isdigit but not to int(): a name, never an index."""
+    assert [is_axis_index(t) for t in ("0", "12", "²", "٣", "-1", "", "x")] == [
+        True, True, False, False, False, False, False]
+    a = np.arange(6.0).reshape(2, 3)
+    with pytest.raises(tet.CatalogError, match="coords key '²' is neither a dim name nor an "
+                                               "axis index"):
+        tet.write_dataset(tmp_path / "bad.tet", "v", a, coords={"²": ["p", "q"]})
+    path = tet.write_dataset(tmp_path / "ok.tet", "v", a, coords={"1": ["p", "q", "r"]})
+    with tet.open(path) as f:
+        assert f["v"].axis_index("1") == 1
+        with pytest.raises(tet.UnknownAxisError):
+            f["v"].axis_index("²")
+        with pytest.raises(tet.QueryError) as info:
+            f.query({"dataset": "v", "mean": ["²"]})
+        assert str(info.value) == ('validation: invalid axis label "²" (use a non-negative '
+                                   'decimal index or a dimension name)')

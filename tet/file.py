@@ -27,6 +27,7 @@ from tet.query.sinks import SidecarTransformResult, TransformNamespace
 from tet.reader import Reader
 from tet.safeio import checked_path
 from tet.selection import Box, box_from_key
+from tet.wire import is_axis_index
 
 __all__ = ["Dataset", "TetFile", "open"]
 
@@ -95,7 +96,7 @@ class Dataset:
             raise self._axis_error(axis, where)
         if self.dim_names is not None and self.dim_names.count(axis) == 1:
             return self.dim_names.index(axis)
-        if axis.isdigit() and int(axis) < self.ndim:
+        if is_axis_index(axis) and int(axis) < self.ndim:
             return int(axis)
         raise self._axis_error(axis, where)
 

@@ -131,7 +131,7 @@ def using_simd(name: str) -> Iterator[None]:
 def thread_count() -> int:
     """Worker threads for chunk loops: ``TET_THREADS`` or the CPUs we may run on."""
     env = os.environ.get("TET_THREADS")
-    if env is not None and env.isdigit() and int(env) > 0:
+    if env is not None and env.isascii() and env.isdigit() and int(env) > 0:
         return min(int(env), MAX_THREADS)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, MAX_THREADS))

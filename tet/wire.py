@@ -20,6 +20,7 @@ __all__ = [
     "U64_END",
     "FloatStyle",
     "format_float",
+    "is_axis_index",
     "is_json_int",
     "json_float",
     "quote",
@@ -33,6 +34,12 @@ __all__ = [
 
 I64_MIN = -(2**63)
 U64_END = 2**64
+
+
+def is_axis_index(token: str) -> bool:
+    """An axis token written as a decimal index (not a dimension name): ASCII digits only,
+    as ``int`` would also take "²" or "٣" and then fail."""
+    return token.isascii() and token.isdigit()
 
 
 def is_json_int(value: Any) -> bool:

@@ -22,6 +22,7 @@ from tet.guard import watching
 from tet.layout import ENTRY_DTYPE, MAX_NDIM, WRITE_PREFIX, DatasetRecord, tile_counts
 from tet.limits import LIMITS
 from tet.selection import box_from_key
+from tet.wire import is_axis_index
 from tet.writer_store import Store, aligned_offsets, copy_runs, write_all
 
 CODECS = {"raw": 0, "zstd": 1}
@@ -78,7 +79,8 @@ def dataset_meta(name: str, shape: Sequence[int], attrs: Mapping[str, Any] | Non
         keys = meta.get("dim_names", [])
         out = {}
         for axis, labels in coords.items():
-            d = keys.index(axis) if axis in keys else (int(axis) if str(axis).isdigit() else -1)
+            d = keys.index(axis) if axis in keys else \
+                (int(axis) if is_axis_index(str(axis)) else -1)
             if not 0 <= d < len(shape):
                 raise refused(f"coords key {axis!r} is neither a dim name nor an axis index")
             labels = [checked_text(str(x), f"coords {axis!r} label") for x in labels]

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tet.attrs import ext_of, merge_attrs
+from tet.wire import is_axis_index
 
 if TYPE_CHECKING:
     from tet.file import Dataset, TetFile
@@ -331,7 +332,7 @@ def axis_dim(axis: str, v: Variable) -> str | None:
     names = v.ds.dim_names
     if names is not None and axis in names:
         d = names.index(axis)
-    elif axis.isascii() and axis.isdigit():
+    elif is_axis_index(axis):
         d = int(axis)
     else:
         return None

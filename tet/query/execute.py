@@ -22,6 +22,7 @@ from tet.query.ops import OPS
 from tet.query.plan import ReadPlan, plan_read
 from tet.query.transform import run_transform
 from tet.selection import Box
+from tet.wire import is_axis_index
 
 if TYPE_CHECKING:
     from tet.file import TetFile
@@ -268,7 +269,7 @@ def _observation_axis(tokens: Sequence[str], ndim: int,
     if ndim != 2:
         raise _fail(f"covariance/correlation require a rank-2 logical selection (got rank {ndim})")
     (token,) = tokens
-    if token.isdigit() and int(token) >= 2:
+    if is_axis_index(token) and int(token) >= 2:
         raise _fail(f"observation axis index {int(token)} out of range for rank 2")
     return resolve_axes(tokens, ndim, list(dim_names) if dim_names else None,
                         fold_checks=False)
