@@ -20,21 +20,23 @@ from typing import Any
 import numpy as np
 
 from tet.errors import CatalogError, TetFileNotFoundError, os_error
-from tet.integrity import check_table, table_length
-from tet.layout import (
+from tet.footer import (
     CHECKSUMS_KEY,
-    ENTRY_DTYPE,
-    ENTRY_LEN,
-    FLAG_FOOTER,
     FOOTER_MAGIC,
     FOOTER_TAIL_LEN,
-    INDEX_HEADER_LEN,
-    INDEX_MAGIC,
-    LIMITS,
-    SUPERBLOCK_LEN,
     encode_footer,
     load_json_region,
 )
+from tet.integrity import check_table, table_length
+from tet.layout import (
+    ENTRY_DTYPE,
+    ENTRY_LEN,
+    FLAG_FOOTER,
+    INDEX_HEADER_LEN,
+    INDEX_MAGIC,
+    SUPERBLOCK_LEN,
+)
+from tet.limits import LIMITS
 from tet.safeio import (
     Dir,
     NewFile,

@@ -21,19 +21,18 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import CatalogError, TetFileNotFoundError
+from tet.footer import validate_history, validate_metadata
 from tet.guard import watching
 from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
     LAYOUT_VERSION,
-    LIMITS,
     Catalog,
     DatasetRecord,
     parse_catalog,
     tile_counts,
-    validate_history,
-    validate_metadata,
 )
+from tet.limits import LIMITS
 from tet.query.budget import WORK_FLOOR, resolve_budget
 from tet.safeio import (
     StaleTemp,

@@ -22,7 +22,7 @@ import numpy as np
 
 from tet.durable import atomic_replace, identity_of
 from tet.errors import CatalogError, FileChangedError, os_error
-from tet.layout import WRITE_PREFIX
+from tet.footer import WRITE_PREFIX
 from tet.safeio import Dir, temp_name
 
 COPY_BYTES = 16 * 1024 * 1024  # one copy_file_range call at most
