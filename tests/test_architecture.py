@@ -13,12 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent / "tet"
 # cycle and when one of these is gone (shrink the list then).
 #  - SidecarTransformResult.open (tet.query.sinks) opens the sidecar as a TetFile, and
 #    tet.file declares the query API, which imports the sink results;
-#  - TileTable (tet.kernels) recognises a GuardedMap, and tet.guard registers maps through
-#    the kernels;
 #  - tet.convert.source plans its blocks with tet.convert.write.block_boxes.
 KNOWN_CYCLE_EDGES = frozenset({
     ("tet.query.sinks", "tet.file"),
-    ("tet.kernels", "tet.guard"),
     ("tet.convert.source", "tet.convert.write"),
 })
 
@@ -34,7 +31,7 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
-EXTENSIONS = frozenset({"tet._native"})  # the compiled kernels (tet.kernels loads them)
+EXTENSIONS = frozenset({"tet._native"})  # the compiled kernels (tet.native loads them)
 
 
 def _type_checking(node: ast.If) -> bool:

@@ -40,12 +40,12 @@ import tet
 import tet.verify
 import tet.verify_checks
 from tests.conftest import INTEROP
-from tet import kernels
+from tet import kernels, simd
 from tet.integrity import encode_table, read_table
 from tet.layout import parse_catalog
 from tet.verify import NO_TABLE, verify
 
-LEVELS = kernels.simd_levels()
+LEVELS = simd.simd_levels()
 INTEROP_TETS = sorted(p for p in INTEROP.glob("*.tet") if p.name != "plan.tet")
 
 
