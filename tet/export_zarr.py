@@ -58,8 +58,10 @@ from tet.durable import atomic_replace, fsync_dir
 from tet.errors import OS_ERRORS, CatalogError, DiskFullError, TetError
 from tet.file import Dataset, TetFile
 from tet.layout import DatasetRecord, tile_counts
+from tet.paths import checked_path
 from tet.query.budget import WORK_FLOOR, require_memory, resolve_budget
-from tet.safeio import Dir, checked_path, remove_stale, temp_name
+from tet.safedir import Dir
+from tet.tempnames import remove_stale, temp_name
 from tet.text import encode_text
 
 __all__ = ["CODEC_CHOICES", "ZARR_DATA_TYPES", "ExportDiskFullError", "ExportError",

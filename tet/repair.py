@@ -37,13 +37,9 @@ from tet.layout import (
     SUPERBLOCK_LEN,
 )
 from tet.limits import LIMITS
-from tet.safeio import (
-    Dir,
-    NewFile,
-    remove_stale,
-    stale_temps,
-    temp_name,
-)
+from tet.safedir import Dir
+from tet.safeio import NewFile
+from tet.tempnames import remove_stale, stale_temps, temp_name
 from tet.verify_checks import BATCH_ROWS, beside, mapped, stale_of_missing, verify
 from tet.verify_report import (
     PlanAction,

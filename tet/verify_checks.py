@@ -33,13 +33,9 @@ from tet.layout import (
     tile_counts,
 )
 from tet.limits import LIMITS
+from tet.paths import map_readonly, open_regular
 from tet.query.budget import WORK_FLOOR, resolve_budget
-from tet.safeio import (
-    StaleTemp,
-    map_readonly,
-    open_regular,
-    stale_temps,
-)
+from tet.tempnames import StaleTemp, stale_temps
 from tet.verify_report import Finding, Report, failed, finish, passed, repair_command, warned
 
 DECODE_LIMIT = 128            # chunks checksum- and decode-checked without deep=True

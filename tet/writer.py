@@ -45,7 +45,10 @@ from tet.layout import (
     header_length,
     tile_counts,
 )
-from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale, write_error
+from tet.paths import checked_path, open_regular, path_text
+from tet.safedir import Dir
+from tet.safeio import write_error
+from tet.tempnames import remove_stale
 from tet.writer_store import Store, copy_runs, failed_size, pwrite_all
 from tet.writer_store import aligned_offsets as aligned_offsets
 from tet.writer_stream import CODECS as CODECS
