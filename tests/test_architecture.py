@@ -9,15 +9,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "tet"
 
-# Cycles not broken yet (each edge is one import of the cycle); the test fails on any other
-# cycle and when one of these is gone (shrink the list then).
-#  - TileTable (tet.kernels) recognises a GuardedMap, and tet.guard registers maps through
-#    the kernels.
-KNOWN_CYCLE_EDGES = frozenset({
-    ("tet.kernels", "tet.guard"),
-})
-
-
 def _modules() -> dict[str, Path]:
     out = {}
     for path in sorted(ROOT.rglob("*.py")):
@@ -29,7 +20,7 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
-EXTENSIONS = frozenset({"tet._native"})  # the compiled kernels (tet.kernels loads them)
+EXTENSIONS = frozenset({"tet._native"})  # the compiled kernels (tet.native loads them)
 
 
 def _type_checking(node: ast.If) -> bool:
@@ -150,14 +141,7 @@ def test_the_scan_sees_the_modules() -> None:
 
 def test_no_import_cycle_among_tet_modules() -> None:
     edges, _ = _scan()
-    for a, b in KNOWN_CYCLE_EDGES:
-        assert b in edges[a], f"{a} no longer imports {b}: drop it from KNOWN_CYCLE_EDGES"
-    pruned = {m: {t for t in ts if (m, t) not in KNOWN_CYCLE_EDGES} for m, ts in edges.items()}
-    assert _cycles(pruned) == []
-    for a, b in KNOWN_CYCLE_EDGES:  # each known edge still closes a cycle (else: drop it)
-        alone = {m: set(ts) for m, ts in pruned.items()}
-        alone[a].add(b)
-        assert _cycles(alone), f"{a} -> {b} closes no cycle now: drop it"
+    assert _cycles(edges) == []
 
 
 def test_no_module_uses_another_modules_private_names() -> None:

@@ -22,7 +22,7 @@ import pytest
 
 import tet
 from tests.conftest import INTEROP, REPO, CliRun
-from tet import kernels
+from tet import kernels, native
 from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, DatasetRecord, encode_header
 
 Cli = Callable[..., CliRun]
@@ -137,7 +137,7 @@ def test_wrapping_geometry_refused_by_the_kernels_themselves(tmp_path: Path) -> 
     with pytest.raises(tet.CatalogError) as info:
         table.fold((0, 0), (2, 3), (1, 1), reduce=[0, 1], what=kernels.FOLD_MOMENTS)
     assert str(info.value) == f"read failed: {text}"
-    assert kernels.lib.TET_ERR_OVERFLOW == 11
+    assert native.lib.TET_ERR_OVERFLOW == 11
 
 
 def test_element_bytes_over_63_bits_refused_at_open(tmp_path: Path) -> None:

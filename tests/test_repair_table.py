@@ -17,8 +17,9 @@ import pytest
 
 import tet
 from tests.conftest import INTEROP, CliRun
+from tet.footer import CHECKSUMS_KEY
 from tet.integrity import table_length
-from tet.layout import CHECKSUMS_KEY, FLAG_FOOTER
+from tet.layout import FLAG_FOOTER
 from tet.verify import footer_table, repair, verify
 
 Cli = Callable[..., CliRun]

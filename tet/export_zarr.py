@@ -72,8 +72,10 @@ from tet.export_plan import (
 )
 from tet.file import TetFile
 from tet.layout import tile_counts
+from tet.paths import checked_path
 from tet.query.budget import require_memory
-from tet.safeio import Dir, checked_path, remove_stale, temp_name
+from tet.safedir import Dir
+from tet.tempnames import remove_stale, temp_name
 from tet.text import encode_text
 from tet.zarr_json import ZARR_DATA_TYPES, group_document
 

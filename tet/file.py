@@ -18,6 +18,7 @@ from tet import dtypes
 from tet.attrs import ext_of, merge_attrs
 from tet.errors import TetError, UnknownAxisError
 from tet.layout import Catalog, DatasetRecord
+from tet.paths import checked_path
 from tet.query.allow import Allowlist
 from tet.query.api import AxisArg, QueryAPI, reduction, via_api
 from tet.query.budget import require_memory, resolve_budget
@@ -25,7 +26,6 @@ from tet.query.plan import ReadPlan, plan_read
 from tet.query.result import QueryResult
 from tet.query.sinks import SidecarTransformResult, TransformNamespace
 from tet.reader import Reader
-from tet.safeio import checked_path
 from tet.selection import Box, box_from_key
 from tet.wire import is_axis_index
 

@@ -35,13 +35,13 @@ import numpy as np
 from tet import kernels
 from tet.errors import OS_ERRORS, CatalogError, TetError, TetOSError, validation
 from tet.file import TetFile
+from tet.paths import checked_path
 from tet.query import response as resp
 from tet.query.budget import resolve_budget
 from tet.query.document import QueryDocument, parse_text, parse_value, resolve_operation
 from tet.query.folds import FOLDS
 from tet.query.mask import resolve_mask
 from tet.query.ops import OPS
-from tet.safeio import checked_path
 
 __all__ = ["COMBINABLE_OPS", "query_many"]
 

@@ -23,9 +23,9 @@ from tet.errors import MemoryBudgetError, TetError, UnknownDatasetError
 from tet.guard import GuardedMap, watching
 from tet.kernels import FillMask, TileTable
 from tet.layout import Catalog, parse_catalog
+from tet.paths import map_readonly, open_regular
 from tet.query.budget import resolve_budget
 from tet.query.plan import tile_table
-from tet.safeio import map_readonly, open_regular
 from tet.selection import Box, resolve_selection
 
 __all__ = ["ByteSource", "MappedFile", "Reader"]

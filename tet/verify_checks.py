@@ -21,26 +21,21 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import CatalogError, TetFileNotFoundError
+from tet.footer import validate_history, validate_metadata
 from tet.guard import watching
 from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
     LAYOUT_VERSION,
-    LIMITS,
     Catalog,
     DatasetRecord,
     parse_catalog,
     tile_counts,
-    validate_history,
-    validate_metadata,
 )
+from tet.limits import LIMITS
+from tet.paths import map_readonly, open_regular
 from tet.query.budget import WORK_FLOOR, resolve_budget
-from tet.safeio import (
-    StaleTemp,
-    map_readonly,
-    open_regular,
-    stale_temps,
-)
+from tet.tempnames import StaleTemp, stale_temps
 from tet.verify_report import Finding, Report, failed, finish, passed, repair_command, warned
 
 DECODE_LIMIT = 128            # chunks checksum- and decode-checked without deep=True

@@ -18,8 +18,9 @@ import numpy as np
 from tet import dtypes, kernels
 from tet.attrs import display, encode_value, validate_ext
 from tet.errors import CatalogError, InvalidTextError
+from tet.footer import WRITE_PREFIX
 from tet.guard import watching
-from tet.layout import ENTRY_DTYPE, MAX_NDIM, WRITE_PREFIX, DatasetRecord, tile_counts
+from tet.layout import ENTRY_DTYPE, MAX_NDIM, DatasetRecord, tile_counts
 from tet.limits import LIMITS
 from tet.selection import box_from_key
 from tet.wire import is_axis_index

@@ -69,8 +69,8 @@ from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset, TetFile
 from tet.layout import MAGIC
 from tet.opencache import FileKey, file_key, open_cached
+from tet.paths import checked_path, open_regular
 from tet.query.budget import require_memory, resolve_budget
-from tet.safeio import checked_path, open_regular
 from tet.text import decode_text
 from tet.xrmodel import (
     COORD_PREFIX,

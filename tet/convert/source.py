@@ -20,7 +20,7 @@ from tet.attrs import MAX_EXT_ATTRS, display, encode_value, validate_ext
 from tet.errors import CatalogError, TetError
 from tet.layout import MAX_NDIM
 from tet.limits import LIMITS
-from tet.safeio import open_regular
+from tet.paths import open_regular
 from tet.writer import MAX_NAME_BYTES
 
 __all__ = [

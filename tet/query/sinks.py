@@ -21,10 +21,10 @@ import numpy as np
 
 from tet import dtypes
 from tet.errors import FileChangedError, os_error
+from tet.paths import open_regular
 from tet.query.budget import allocate, resolve_budget
 from tet.query.ops import TRANSFORM_METHODS
 from tet.query.transform import output_dtype
-from tet.safeio import open_regular
 
 if TYPE_CHECKING:
     from tet.file import TetFile

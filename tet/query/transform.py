@@ -19,10 +19,10 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import validation as _v
+from tet.paths import path_text
 from tet.query.allow import Allowlist, Target
 from tet.query.budget import allocate
 from tet.query.folds import SKIP_NAN, fold_many
-from tet.safeio import path_text
 from tet.selection import Box
 from tet.wire import is_axis_index
 
