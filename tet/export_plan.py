@@ -22,7 +22,7 @@ from tet import dtypes, kernels
 from tet.attrs import ext_of, labels_to_values
 from tet.errors import OS_ERRORS, DiskFullError, TetError
 from tet.file import TetFile
-from tet.layout import DatasetRecord
+from tet.layout import RAW, ZSTD, DatasetRecord
 from tet.query.budget import WORK_FLOOR, resolve_budget
 from tet.text import encode_text
 from tet.xrmodel import (
@@ -43,7 +43,6 @@ __all__ = ["CODEC_CHOICES", "RAW", "ZSTD", "ExportDiskFullError", "ExportError",
            "plan"]
 
 CODEC_CHOICES = ("keep", "raw", "zstd")
-RAW, ZSTD = 0, 1
 _PREFIX = "Zarr export failed: "
 _RESERVED_PARTS = ("", ".", "..", "zarr.json")
 _COORD_CHUNK = 1 << 16  # elements per chunk of a coordinate made from labels

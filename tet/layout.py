@@ -25,8 +25,11 @@ from tet.errors import CatalogError
 from tet.footer import parse_footer
 
 __all__ = [
+    "CODECS",
     "ENTRY_DTYPE",
     "MAX_NDIM",
+    "RAW",
+    "ZSTD",
     "Catalog",
     "DatasetRecord",
     "align8",
@@ -46,6 +49,8 @@ SUPERBLOCK_LEN = 32
 INDEX_HEADER_LEN = 32
 ENTRY_LEN = 104
 MAX_NDIM = 8  # axes of a dataset, at most (csrc/tet.h TET_MAX_NDIM)
+CODECS = {"raw": 0, "zstd": 1}  # a tile's codec tag (csrc/tet.h tet_codec)
+RAW, ZSTD = CODECS["raw"], CODECS["zstd"]
 FLAG_FOOTER = 1
 ROW_BLOCK = 1 << 16  # chunk index rows handled at a time by the blockwise loops
 
@@ -354,7 +359,7 @@ def _check_entries(entries: np.ndarray[Any, Any], bound: int, file_len: int) -> 
         if codec_row is not None:
             break
         if length_row is None:
-            length_row = _first_row((codec == 0) & (block["raw_byte_len"] != stored), lo)
+            length_row = _first_row((codec == RAW) & (block["raw_byte_len"] != stored), lo)
         if bounds_row is None:
             off = block["payload_offset"]
             bounds_row = _first_row((off > b) | (stored > b - np.minimum(off, b)), lo)

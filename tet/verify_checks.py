@@ -27,6 +27,8 @@ from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
     LAYOUT_VERSION,
+    RAW,
+    ZSTD,
     Catalog,
     DatasetRecord,
     parse_catalog,
@@ -289,7 +291,7 @@ def _check_offsets(cat: Catalog) -> list[Finding]:
                             for d in cat.datasets] or [1], dtype=np.uint64)
         elem = sizes[np.minimum(cat.entries["dataset_id"][1:], np.uint64(len(sizes) - 1))]
         aligned = (ends + elem - np.uint64(1)) // elem * elem
-        padded = (cat.entries["codec"][1:] == 0) & (off[1:] == aligned)
+        padded = (cat.entries["codec"][1:] == RAW) & (off[1:] == aligned)
         gaps = np.flatnonzero((ends != off[1:]) & ~padded)
         if gaps.size:
             k = int(gaps[0])
@@ -341,7 +343,7 @@ def _check_payloads(cat: Catalog, buf: Any, deep: bool,
                 row = int(rows[k])
                 sums.add(row, functools.partial(_checksum_text, cat, row, int(found[k]),
                                                 int(expected[row])))
-        _check_frames(cat, buf, rows[e["codec"][rows] == 1], budget, frames, too_big)
+        _check_frames(cat, buf, rows[e["codec"][rows] == ZSTD], budget, frames, too_big)
         if progress is not None:
             progress(len(rows))
     if expected is not None:

@@ -37,6 +37,7 @@ from tet.errors import FileChangedError, InvalidTextError, TetError, os_error
 from tet.footer import WRITE_PREFIX, encode_footer, history_row
 from tet.guard import watching
 from tet.integrity import encode_table, read_table
+from tet.layout import CODECS as CODECS
 from tet.layout import (
     FLAG_FOOTER,
     Catalog,
@@ -51,7 +52,6 @@ from tet.safeio import write_error
 from tet.tempnames import remove_stale
 from tet.writer_store import Store, copy_runs, failed_size, pwrite_all
 from tet.writer_store import aligned_offsets as aligned_offsets
-from tet.writer_stream import CODECS as CODECS
 from tet.writer_stream import (
     ArraySource,
     CopiedSource,

@@ -23,6 +23,7 @@ import numpy as np
 from tet.durable import atomic_replace, identity_of
 from tet.errors import CatalogError, FileChangedError, os_error
 from tet.footer import WRITE_PREFIX
+from tet.layout import RAW
 from tet.safedir import Dir
 from tet.tempnames import temp_name
 
@@ -64,7 +65,7 @@ def aligned_offsets(at: int, stored: np.ndarray[Any, Any], codec: np.ndarray[Any
     a raw tile in place as its dtype, tet-py 0.8.3 among them, need that), so a gap of
     at most ``elem - 1`` zero bytes may precede it."""
     stored = np.asarray(stored, dtype=np.uint64)
-    raw = np.asarray(codec) == 0
+    raw = np.asarray(codec) == RAW
     ends = np.cumsum(stored, dtype=np.uint64)
     if not raw.any() or elem == 1:
         return np.asarray(np.uint64(at) + ends - stored)

@@ -20,13 +20,12 @@ from tet.attrs import display, encode_value, validate_ext
 from tet.errors import CatalogError, InvalidTextError
 from tet.footer import WRITE_PREFIX
 from tet.guard import watching
-from tet.layout import ENTRY_DTYPE, MAX_NDIM, DatasetRecord, tile_counts
+from tet.layout import CODECS, ENTRY_DTYPE, MAX_NDIM, RAW, DatasetRecord, tile_counts
 from tet.limits import LIMITS
 from tet.selection import box_from_key
 from tet.wire import is_axis_index
 from tet.writer_store import Store, aligned_offsets, copy_runs, write_all
 
-CODECS = {"raw": 0, "zstd": 1}
 TARGET_CHUNK_BYTES = 8 * 1024 * 1024
 WINDOW_BYTES = 16 * 1024 * 1024  # tiles encoded per C call, about
 
@@ -239,7 +238,7 @@ class ArraySource(Pending):
         entries = _entries(dataset_id, coords)
         elem = self.array.dtype.itemsize
         raw = np.prod(extent, axis=1) * elem
-        pad = (-at) % elem if self.codec == 0 else 0  # raw tiles start element-aligned
+        pad = (-at) % elem if self.codec == RAW else 0  # raw tiles start element-aligned
         if pad:
             write_all(out, np.zeros(pad, np.uint8))
             at += pad
@@ -474,7 +473,7 @@ class DatasetStream:
         store = self._store
         if store is None:
             store = self._store = store_for()
-        if self._codec == 0:  # raw tiles start element-aligned
+        if self._codec == RAW:  # raw tiles start element-aligned
             store.align(self._dtype.itemsize)
         at = store.append(payload)
         starts = np.cumsum(lens) - lens

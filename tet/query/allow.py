@@ -47,7 +47,7 @@ __all__ = ["Allowlist", "Target", "atomic_output", "cache_roots", "move_into_pla
 
 APP = "tetration"
 _ROOTS_HINT = "(.tet directory, platform cache, or --spill-allow)"
-_CACHE_KINDS = ("spill", "sidecar-draft")  # engine temp names in a cache root (safeio table)
+_CACHE_KINDS = ("spill", "sidecar-draft")  # engine temp names in a cache root (tempnames table)
 
 
 def _env_dir(name: str) -> Path | None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import validation as _fail
+from tet.layout import RAW
 from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist
@@ -310,7 +311,7 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
 
 def _contiguous_raw(table: kernels.TileTable) -> bool:
     """Layout §4.4: raw tiles back to back in grid order."""
-    if (table.codec != 0).any():
+    if (table.codec != RAW).any():
         return False
     ends = table.offset[:-1] + table.raw[:-1]
     return bool((ends == table.offset[1:]).all())
