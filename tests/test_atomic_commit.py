@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 import tet
-import tet.safeio
+import tet.tempnames
 import tet.verify
 import tet.writer
 from tests.conftest import INTEROP, REPO, UPSTREAM
@@ -158,7 +158,7 @@ def test_kill_during_commit_keeps_previous_file(tmp_path: Path, hook: str, mode:
         assert leftovers == []  # the killed output had no name: nothing to clean up
         return
     # killed between naming and renaming: a stale temp a later writer recognises
-    assert [t.name for t in tet.safeio.stale_temps(tmp_path, target.name)] == leftovers
+    assert [t.name for t in tet.tempnames.stale_temps(tmp_path, target.name)] == leftovers
     report = tet.verify.verify(target)
     assert report.ok and [f.check for f in report.findings if not f.ok] == ["stale_temp_files"]
     write_old(target)  # the next writer of the same target removes it

@@ -37,8 +37,8 @@ import zarr
 import tet
 from tests.conftest import INTEROP, REPO, UPSTREAM, CliRun
 from tet.convert import ConvertError, ConvertReport, ConvertWarning, convert
-from tet.convert.source import SourceVar, display
-from tet.convert.write import block_boxes, block_bytes, write_variables
+from tet.convert.source import SourceVar, block_boxes, display
+from tet.convert.write import block_bytes, write_variables
 
 Arr = np.ndarray[Any, Any]
 CliFn = Callable[..., CliRun]

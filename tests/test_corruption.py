@@ -43,7 +43,7 @@ import pytest
 import tet
 from tests.conftest import INTEROP, REPO
 from tests.helpers import with_footer
-from tet.layout import encode_footer
+from tet.footer import encode_footer
 
 EXCEPTION_TYPES = (tet.TetError,)
 

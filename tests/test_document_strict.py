@@ -24,7 +24,8 @@ from tet.query.document import (
     parse_value,
     resolve_axes,
 )
-from tet.selection import Box, format_float, parse_selection, quote, resolve_selection
+from tet.selection import Box, parse_selection, resolve_selection
+from tet.wire import format_float, quote
 
 D = {"dataset": "t"}
 T = {**D, "transform": {"method": "zscore"}}

@@ -254,8 +254,8 @@ def test_results_do_not_depend_on_thread_count_or_simd(tmp_path: Path,
             assert v.tobytes() == base[key].tobytes(), f"{what}: {key}"
     # SIMD bodies add in other lanes: exact where no rounding happens, 1e-12 for sums
     rounded = {"sum", "mean", "var", "std", "nan_mean", "nan_std", "norm_l1", "norm_l2"}
-    for level in tet.kernels.simd_levels():
-        with tet.kernels.using_simd(level):
+    for level in tet.simd.simd_levels():
+        with tet.simd.using_simd(level):
             got = _fold_grid(path)
         for key, v in got.items():
             if key[0] in rounded:

@@ -23,7 +23,7 @@ import pytest
 import tet
 from tests.conftest import INTEROP, REPO, CliRun
 from tests.helpers import with_footer
-from tet import kernels
+from tet import kernels, native
 from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, DatasetRecord, encode_header
 
 Cli = Callable[..., CliRun]
@@ -138,7 +138,7 @@ def test_wrapping_geometry_refused_by_the_kernels_themselves(tmp_path: Path) -> 
     with pytest.raises(tet.CatalogError) as info:
         table.fold((0, 0), (2, 3), (1, 1), reduce=[0, 1], what=kernels.FOLD_MOMENTS)
     assert str(info.value) == f"read failed: {text}"
-    assert kernels.lib.TET_ERR_OVERFLOW == 11
+    assert native.lib.TET_ERR_OVERFLOW == 11
 
 
 @pytest.mark.parametrize(("shape", "dtype", "message"), [

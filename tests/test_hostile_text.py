@@ -104,7 +104,7 @@ def test_every_command_on_such_a_footer_says_one_line(tmp_path: Path) -> None:
     with tet.open(path) as f:  # the footer is gone; the data and its checksum table stay
         assert f.read_numpy("a").tolist() == [0.0, 1.0, 2.0, 3.0]
         assert f.metadata == {} and f.history == []
-        assert tet.layout.CHECKSUMS_KEY in f.catalog.footer_refs
+        assert tet.footer.CHECKSUMS_KEY in f.catalog.footer_refs
     assert tet.verify.verify(path, deep=True).ok
 
 

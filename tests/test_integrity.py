@@ -40,12 +40,12 @@ import tet
 import tet.verify
 import tet.verify_checks
 from tests.conftest import INTEROP
-from tet import kernels
+from tet import kernels, simd
 from tet.integrity import encode_table, read_table
 from tet.layout import parse_catalog
 from tet.verify import NO_TABLE, verify
 
-LEVELS = kernels.simd_levels()
+LEVELS = simd.simd_levels()
 INTEROP_TETS = sorted(p for p in INTEROP.glob("*.tet") if p.name != "plan.tet")
 
 
@@ -519,7 +519,7 @@ def test_table_blob_layout() -> None:
 def test_footer_places_table_before_spill() -> None:
     history = [{"op": "write", "source": "x", "at": "1"}]
     meta = {"datasets": {"d": {"attrs": {f"k{i}": "v" * 1024 for i in range(64)}}}}
-    out = tet.layout.encode_footer(history, meta, 1000, b"T" * 36)
+    out = tet.footer.encode_footer(history, meta, 1000, b"T" * 36)
     (json_len,) = struct.unpack_from("<Q", out, len(out) - 16)
     doc = json.loads(out[len(out) - 16 - json_len : len(out) - 16])
     assert doc["tet_checksums_ref"] == {"offset": 1000, "len": 36}

@@ -45,7 +45,9 @@ import pytest
 import tet
 from tests.conftest import UPSTREAM
 from tet import kernels
-from tet.layout import LIMITS, align8, encode_footer
+from tet.footer import encode_footer
+from tet.layout import align8
+from tet.limits import LIMITS
 
 SAMPLE = UPSTREAM / "tet" / "sample.tet"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

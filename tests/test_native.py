@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tet import dtypes, kernels, layout
-from tet.kernels import ffi, lib
+from tet import dtypes, kernels, layout, native, simd
+from tet.native import ffi, lib
 from tet.writer import CODECS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +48,10 @@ def test_every_c_file_is_compiled() -> None:
 def test_simd_names_are_the_c_enum_members() -> None:
     members = ffi.typeof("tet_simd").elements
     assert members == {0: "TET_SIMD_SCALAR", 1: "TET_SIMD_AVX2", 2: "TET_SIMD_NEON"}
-    assert kernels.simd_levels()[0] == "scalar"
-    assert set(kernels.simd_levels()) <= {"scalar", "avx2", "neon"}
-    with kernels.using_simd("scalar"):
-        assert kernels.simd_level() == "scalar"
+    assert simd.simd_levels()[0] == "scalar"
+    assert set(simd.simd_levels()) <= {"scalar", "avx2", "neon"}
+    with simd.using_simd("scalar"):
+        assert simd.simd_level() == "scalar"
 
 
 def test_dead_exports_are_gone() -> None:
@@ -187,7 +187,7 @@ def test_every_entry_point_that_does_work_returns_a_status() -> None:
 
 
 def test_acc_dtype_matches_tet_acc_field_by_field() -> None:
-    assert kernels.layout_mismatch("tet_acc", kernels.ACC_DTYPE) is None
+    assert native.layout_mismatch("tet_acc", kernels.ACC_DTYPE) is None
     for name in kernels.ACC_DTYPE.names or ():
         assert kernels.ACC_DTYPE.fields is not None
         assert kernels.ACC_DTYPE.fields[name][1] == ffi.offsetof("tet_acc", name)
@@ -196,16 +196,16 @@ def test_acc_dtype_matches_tet_acc_field_by_field() -> None:
 def test_layout_mismatch_names_what_differs() -> None:
     descr = kernels.ACC_DTYPE.descr
     swapped = np.dtype([descr[1], descr[0], *descr[2:]])
-    assert kernels.layout_mismatch("tet_acc", swapped) == (
+    assert native.layout_mismatch("tet_acc", swapped) == (
         f"tet_acc has fields {list(kernels.ACC_DTYPE.names or ())}, the NumPy dtype "
         f"{list(swapped.names or ())}")
     retyped = np.dtype([*descr[:-1], ("null_count", "<f8")])
-    assert kernels.layout_mismatch("tet_acc", retyped) == (
+    assert native.layout_mismatch("tet_acc", retyped) == (
         "tet_acc.null_count is uint64 at byte 192 in C, float64 at byte 192 in NumPy")
     packed = np.dtype([("status", "<i4"), ("chunk", "<i8"), ("detail", "<u8")])  # no padding
-    assert kernels.layout_mismatch("tet_report", packed) == (
+    assert native.layout_mismatch("tet_report", packed) == (
         "tet_report.chunk is int64 at byte 8 in C, int64 at byte 4 in NumPy")
     padded = np.dtype({"names": ["status", "chunk", "detail"], "formats": ["<i4", "<i8", "<u8"],
                        "offsets": [0, 8, 16], "itemsize": 32})
-    assert kernels.layout_mismatch("tet_report", padded) == (
+    assert native.layout_mismatch("tet_report", padded) == (
         "tet_report is 24 bytes in C, 32 in NumPy")

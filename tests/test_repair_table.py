@@ -18,8 +18,9 @@ import pytest
 import tet
 from tests.conftest import INTEROP, CliRun
 from tests.helpers import with_footer
+from tet.footer import CHECKSUMS_KEY
 from tet.integrity import table_length
-from tet.layout import CHECKSUMS_KEY, FLAG_FOOTER
+from tet.layout import FLAG_FOOTER
 from tet.verify import footer_table, repair, verify
 
 Cli = Callable[..., CliRun]

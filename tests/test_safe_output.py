@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import tet
-import tet.safeio
+import tet.safedir
 from tests.conftest import REPO
 from tet.query.allow import Allowlist
 
@@ -108,15 +108,15 @@ def _recording_creates(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Where every file tet creates really is: the directory descriptor's path at the
     moment of the create (from /proc), whatever it was called when it was resolved."""
     where: list[str] = []
-    real = tet.safeio.Dir.open
+    real = tet.safedir.Dir.open
     creating = os.O_CREAT | getattr(os, "O_TMPFILE", 0)
 
-    def open_(self: tet.safeio.Dir, name: str, flags: int, mode: int = 0o666) -> int:
+    def open_(self: tet.safedir.Dir, name: str, flags: int, mode: int = 0o666) -> int:
         if flags & creating and self.fd >= 0:
             where.append(os.readlink(f"/proc/self/fd/{self.fd}"))
         return real(self, name, flags, mode)
 
-    monkeypatch.setattr(tet.safeio.Dir, "open", open_)
+    monkeypatch.setattr(tet.safedir.Dir, "open", open_)
     return where
 
 
@@ -231,21 +231,21 @@ def test_temp_file_swapped_for_a_symlink_is_never_written_through(
     root, outside = world["root"], world["outside"]
     if not tmpfile:
         monkeypatch.delattr(os, "O_TMPFILE", raising=False)
-    real_rename = tet.safeio.Dir.rename
+    real_rename = tet.safedir.Dir.rename
     swapped: list[str] = []
 
-    def attack(d: tet.safeio.Dir) -> None:
+    def attack(d: tet.safedir.Dir) -> None:
         for name in os.listdir(d.path):
             if name.startswith(".s.bin.") and name.endswith(".part"):
                 os.symlink(outside / "victim", d.path / "lnk")
                 os.rename(d.path / "lnk", d.path / name)
                 swapped.append(name)
 
-    def rename(self: tet.safeio.Dir, name: str, dst: tet.safeio.Dir, dst_name: str) -> None:
+    def rename(self: tet.safedir.Dir, name: str, dst: tet.safedir.Dir, dst_name: str) -> None:
         attack(self)  # after the bytes are written, before the rename
         real_rename(self, name, dst, dst_name)
 
-    monkeypatch.setattr(tet.safeio.Dir, "rename", rename)
+    monkeypatch.setattr(tet.safedir.Dir, "rename", rename)
     with tet.open(root / "data.tet") as f, pytest.raises(tet.FileChangedError) as info:
         f.query({"dataset": "a", "spill": "sub/s.bin"}, preview=1)
     target = root / "sub" / "s.bin"
@@ -285,7 +285,7 @@ def test_directory_renamed_over_before_a_commit_is_a_file_changed_error(
     replaced (rename(2) onto an empty directory) says so, and writes nothing anywhere."""
     (tmp_path / "sub").mkdir()
     (tmp_path / "other").mkdir()
-    d = tet.safeio.Dir.of(tmp_path / "sub")
+    d = tet.safedir.Dir.of(tmp_path / "sub")
     w = tet.writer.TetWriter.create(tmp_path / "sub" / "x.tet", _dir=d)
     w.write_dataset("a", np.arange(4.0))
     os.rename(tmp_path / "other", tmp_path / "sub")  # the opened directory is deleted

@@ -2,7 +2,7 @@
 
 Matrix:
 
-- ``tet.kernels.copy_strided(level, src, step)`` for every level of
+- ``tet.simd.copy_strided(level, src, step)`` for every level of
   ``simd_levels()`` × element size 1, 2, 4, 8 (uint8, uint16, float32 / int32,
   float64 / int64) × lengths 0, 1, w-1, w, w+1 and 8w+3 for w in 4, 8, 16 ×
   steps 1..9 plus large steps; equal to ``src[::step]`` and to the scalar body;
@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 import tet
-from tet import kernels
+from tet import simd
 
-LEVELS = kernels.simd_levels()
+LEVELS = simd.simd_levels()
 DTYPES = ("uint8", "uint16", "int16", "float16", "float32", "int32", "uint32", "float64",
           "int64", "uint64")
 COPY_DTYPES = ("uint8", "uint16", "float32", "int32", "float64", "int64")
@@ -52,7 +52,7 @@ def random_array(dtype: str, n: int, seed: int) -> np.ndarray[Any, Any]:
 def test_scalar_is_always_available() -> None:
     assert LEVELS[0] == "scalar"
     assert set(LEVELS) <= {"scalar", "avx2", "neon"}
-    assert kernels.simd_level() in LEVELS
+    assert simd.simd_level() in LEVELS
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -63,12 +63,12 @@ def test_copy_strided_matches_numpy_and_scalar(level: str, dtype: str) -> None:
             src = random_array(dtype, n * step + step - 1, seed=n * 7919 + step)
             for length in {n, len(src)}:
                 part = src[:length]
-                got = kernels.copy_strided(level, part, step)
+                got = simd.copy_strided(level, part, step)
                 want = part[::step]
                 assert got.dtype == part.dtype
                 assert got.shape == want.shape, (level, dtype, length, step)
                 assert np.array_equal(bits(got), bits(want)), (level, dtype, length, step)
-                scalar = kernels.copy_strided("scalar", part, step)
+                scalar = simd.copy_strided("scalar", part, step)
                 assert np.array_equal(bits(got), bits(scalar)), (level, dtype, length, step)
 
 
@@ -79,7 +79,7 @@ def test_copy_strided_large_step(level: str, dtype: str) -> None:
     step = 100_003
     for count in (9, 17):
         src = random_array(dtype, (count - 1) * step + 1, seed=count)
-        got = kernels.copy_strided(level, src, step)
+        got = simd.copy_strided(level, src, step)
         assert np.array_equal(bits(got), bits(src[::step]))
 
 
@@ -94,26 +94,26 @@ def test_copy_strided_preserves_nan_payloads(level: str) -> None:
     for pattern, dtype in ((f32, np.float32), (f64, np.float64), (f16, np.float16)):
         src = pattern.view(dtype)
         for step in (1, 2, 3):
-            got = kernels.copy_strided(level, src, step)
+            got = simd.copy_strided(level, src, step)
             assert np.array_equal(got.view(pattern.dtype), pattern[::step])
 
 
 def test_unknown_level_is_refused() -> None:
     with pytest.raises((ValueError, tet.TetError)):
-        kernels.copy_strided("sse9", np.zeros(4, np.uint8), 1)
-    with pytest.raises((ValueError, tet.TetError)), kernels.using_simd("sse9"):
+        simd.copy_strided("sse9", np.zeros(4, np.uint8), 1)
+    with pytest.raises((ValueError, tet.TetError)), simd.using_simd("sse9"):
         pass
 
 
 def test_using_simd_restores_the_previous_level() -> None:
-    before = kernels.simd_level()
+    before = simd.simd_level()
     for level in LEVELS:
-        with kernels.using_simd(level):
-            assert kernels.simd_level() == level
-        assert kernels.simd_level() == before
-    with pytest.raises(RuntimeError), kernels.using_simd("scalar"):
+        with simd.using_simd(level):
+            assert simd.simd_level() == level
+        assert simd.simd_level() == before
+    with pytest.raises(RuntimeError), simd.using_simd("scalar"):
         raise RuntimeError("boom")
-    assert kernels.simd_level() == before
+    assert simd.simd_level() == before
 
 
 # ---------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_gather_is_identical_under_every_body(gather_files: Any, codec: str, dty
             want = a[key]
             results = {}
             for level in LEVELS:
-                with kernels.using_simd(level):
+                with simd.using_simd(level):
                     results[level] = (f.read_numpy(dtype, wire(key, a.shape)), f[dtype][key])
             for level, (by_wire, by_key) in results.items():
                 for got in (by_wire, by_key):
@@ -191,7 +191,7 @@ def test_gather_preserves_nan_payloads(level: str, codec: str) -> None:
                                          ("f16", f16, np.float16)):
                 w.write_dataset(name, pattern.view(dtype).reshape(-1, 8), chunk_shape=(3, 5),
                                 codec=codec)
-        with tet.open(path) as f, kernels.using_simd(level):
+        with tet.open(path) as f, simd.using_simd(level):
             for name, pattern in (("f32", f32), ("f64", f64), ("f16", f16)):
                 p = pattern.reshape(-1, 8)
                 for key in ((slice(None), slice(None)), (slice(1, None, 2), slice(0, None, 3)),
@@ -201,7 +201,7 @@ def test_gather_preserves_nan_payloads(level: str, codec: str) -> None:
 
 
 def test_env_tet_simd_scalar_forces_the_scalar_body() -> None:
-    code = "import tet, tet.kernels as k; print(k.simd_level()); print(tet.core_version())"
+    code = "import tet, tet.simd as k; print(k.simd_level()); print(tet.core_version())"
     env = {**os.environ, "TET_SIMD": "scalar"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
@@ -215,7 +215,7 @@ def test_env_tet_simd_scalar_forces_the_scalar_body() -> None:
     assert out.stdout.splitlines()[0] == LEVELS[-1]
 
 
-@pytest.mark.parametrize("level", tet.kernels.simd_levels())
+@pytest.mark.parametrize("level", tet.simd.simd_levels())
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 15, 16, 17, 31, 33, 1000, 16 * 8 + 3])
 def test_minmax_f32_bodies_agree_with_scalar_and_numpy(level: str, n: int) -> None:
     rng = np.random.default_rng(n)
@@ -225,8 +225,8 @@ def test_minmax_f32_bodies_agree_with_scalar_and_numpy(level: str, n: int) -> No
             x[rng.integers(0, n)] = np.inf
         if nan_at is not None and n:
             x[nan_at] = np.nan
-        got = tet.kernels.minmax_f32(level, x)
-        assert got == tet.kernels.minmax_f32("scalar", x)
+        got = tet.simd.minmax_f32(level, x)
+        assert got == tet.simd.minmax_f32("scalar", x)
         finite = x[~np.isnan(x)]
         want_lo = float(finite.min()) if finite.size else np.inf
         want_hi = float(finite.max()) if finite.size else -np.inf
@@ -239,7 +239,7 @@ def _results(execution: dict[str, object]) -> dict[str, object]:
             if k.endswith("_preview") or k.startswith("operation_")}
 
 
-@pytest.mark.parametrize("level", tet.kernels.simd_levels())
+@pytest.mark.parametrize("level", tet.simd.simd_levels())
 def test_f32_min_max_folds_equal_under_every_body(level: str, tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     a = rng.standard_normal((40, 300)).astype(np.float32)
@@ -247,12 +247,12 @@ def test_f32_min_max_folds_equal_under_every_body(level: str, tmp_path: Path) ->
     a[30, 5] = a[31, 6] = a.max() + 1
     a[7, 250] = np.nan
     path = tet.write_dataset(tmp_path / "m.tet", "a", a, chunk_shape=(16, 64))
-    with tet.open(path) as f, tet.kernels.using_simd(level):
+    with tet.open(path) as f, tet.simd.using_simd(level):
         for op in ("min", "max", "arg_min", "arg_max"):
             for axes in ([], [1], [0]):
                 doc = {"dataset": "a", op: axes, "selection": [{"stop": 7}, {}]}
                 got = _results(f.query(doc)["execution"])
-                with tet.kernels.using_simd("scalar"):
+                with tet.simd.using_simd("scalar"):
                     want = _results(f.query(doc)["execution"])
                 assert got == want, (op, axes, level)
         assert f.arg_min("a") == 7 * 300 + 250  # NumPy: the first NaN wins
@@ -260,7 +260,7 @@ def test_f32_min_max_folds_equal_under_every_body(level: str, tmp_path: Path) ->
         assert f.arg_max("a", selection=[{"start": 10}, {}]) == 20 * 300 + 5
 
 
-@pytest.mark.parametrize("level", tet.kernels.simd_levels())
+@pytest.mark.parametrize("level", tet.simd.simd_levels())
 @pytest.mark.parametrize("chunk", [(16, 2050), (16, 1029), (5, 13)])
 def test_f32_moment_folds_under_every_body(level: str, chunk: tuple[int, int],
                                            tmp_path: Path) -> None:
@@ -281,10 +281,10 @@ def test_f32_moment_folds_under_every_body(level: str, chunk: tuple[int, int],
         for op, ref in (("sum", np.sum), ("mean", np.mean), ("var", np.var), ("std", np.std)):
             for axes in ([], [0], [1]):
                 axis = tuple(axes) if axes else None
-                with tet.kernels.using_simd(level):
+                with tet.simd.using_simd(level):
                     got = run(f, op, axes, sel)
                     full = run(f, op, axes, None)
-                with tet.kernels.using_simd("scalar"):
+                with tet.simd.using_simd("scalar"):
                     want = run(f, op, axes, sel)
                 np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=f"{op} {axes}")
                 np.testing.assert_allclose(got, ref(xs, axis=axis), rtol=1e-11,

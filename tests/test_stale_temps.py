@@ -1,6 +1,6 @@
 """Temp files name their owner, so stale ones are found and removed, live ones kept.
 
-Matrix: every kind of `tet.safeio.TEMP_NAMES` × owner (dead pid, live process, live pid
+Matrix: every kind of `tet.tempnames.TEMP_NAMES` × owner (dead pid, live process, live pid
 reused by another process, zombie, another host or pid namespace) × who cleans up (a
 later writer or spill of the same target, `tet verify` / `tet repair --apply
 stale_temp_files`, the next sidecar draft in the cache); and SIGKILLed writers, with and
@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 import tet
-import tet.safeio
+import tet.tempnames
 import tet.verify
 from tests.conftest import REPO, CliRun
-from tet.safeio import TEMP_NAMES, stale_temps
+from tet.tempnames import TEMP_NAMES, stale_temps
 
 LINUX = sys.platform.startswith("linux")
 pytestmark = [pytest.mark.usefixtures("private_cache"),
@@ -35,14 +35,14 @@ pytestmark = [pytest.mark.usefixtures("private_cache"),
 
 
 def _start(pid: int) -> int:
-    info = tet.safeio._proc_stat(pid)
+    info = tet.tempnames._proc_stat(pid)
     assert info is not None
     return info[1]
 
 
 def forged(kind: str, target: str, pid: int, start: int, host: str | None = None) -> str:
     """A temp name as process `pid` (started at `start` ticks) would have made it."""
-    host = host or tet.safeio._me().host
+    host = host or tet.tempnames._me().host
     return TEMP_NAMES[kind].pattern.format(target=target, owner=f"{pid}-{start}-{host}",
                                            pid=pid, nanos=time.time_ns())
 
@@ -53,7 +53,7 @@ def dead_pid() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     pid = int(proc.stdout)
-    assert not tet.safeio._alive(pid, None, None), "pid reused at once; run again"
+    assert not tet.tempnames._alive(pid, None, None), "pid reused at once; run again"
     return pid
 
 
@@ -62,7 +62,7 @@ def live() -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         deadline = time.monotonic() + 30
-        while tet.safeio._proc_stat(proc.pid) is None and time.monotonic() < deadline:
+        while tet.tempnames._proc_stat(proc.pid) is None and time.monotonic() < deadline:
             time.sleep(0.01)
         yield proc
     finally:
@@ -83,23 +83,23 @@ def _names(d: Path) -> list[str]:
 
 
 def test_names_come_from_the_table_and_parse_back(tmp_path: Path) -> None:
-    me = tet.safeio._me()
+    me = tet.tempnames._me()
     owner = rf"{os.getpid()}-{me.start}-{me.host}"
     assert me.start > 0 and re.fullmatch(r"[0-9a-f]{8}", me.host)
     for kind, suffix in (("write", "tmp"), ("output", "part"), ("repair", "repair"),
                          ("backup", "bak"), ("export", "export"), ("unpacked", "unpacked")):
-        name = tet.safeio.temp_name(kind, "data.tet")
+        name = tet.tempnames.temp_name(kind, "data.tet")
         assert re.fullmatch(rf"\.data\.tet\.{owner}\.\d+\.{suffix}", name), name
-        assert tet.safeio._parse(name) is not None
-    assert re.fullmatch(rf"spill-{os.getpid()}-\d+\.bin", tet.safeio.temp_name("spill"))
+        assert tet.tempnames._parse(name) is not None
+    assert re.fullmatch(rf"spill-{os.getpid()}-\d+\.bin", tet.tempnames.temp_name("spill"))
     assert re.fullmatch(rf"sidecar-draft-{os.getpid()}-\d+\.tet",
-                        tet.safeio.temp_name("sidecar-draft"))
+                        tet.tempnames.temp_name("sidecar-draft"))
     long = "x" * 250 + ".tet"  # the temp name must still fit NAME_MAX (255 bytes)
-    name = tet.safeio.temp_name("write", long)
+    name = tet.tempnames.temp_name("write", long)
     assert len(os.fsencode(name)) <= 255
     (tmp_path / name).write_bytes(b"")  # a valid name on this file system
     with pytest.raises(ValueError, match="unknown temp file kind 'bogus'"):
-        tet.safeio.temp_name("bogus")
+        tet.tempnames.temp_name("bogus")
 
 
 def test_dead_owners_and_reused_pids_are_stale_live_owners_are_kept(
@@ -120,7 +120,7 @@ def test_dead_owners_and_reused_pids_are_stale_live_owners_are_kept(
 def test_a_zombie_owner_is_dead(work: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     deadline = time.monotonic() + 30
-    while (tet.safeio._proc_stat(proc.pid) or ("R", 0))[0] != "Z":
+    while (tet.tempnames._proc_stat(proc.pid) or ("R", 0))[0] != "Z":
         assert time.monotonic() < deadline, "child never exited"
         time.sleep(0.01)
     name = forged("write", "z.tet", proc.pid, _start(proc.pid))

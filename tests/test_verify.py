@@ -850,7 +850,7 @@ def test_the_file_does_not_set_the_verify_budget(cli: Cli, tmp_path: Path,
         assert f.file_execution["memory_budget_bytes"] == file_budget
         frame = int(f.catalog.entries["payload_offset"][1])
         stored = int(f.catalog.entries["stored_byte_len"][1])
-        table = f.catalog.footer_refs[tet.layout.CHECKSUMS_KEY]
+        table = f.catalog.footer_refs[tet.footer.CHECKSUMS_KEY]
     rc, d = _json(cli, "--deep", p)
     assert rc == 0 and d["ok"] and _finding(d, "chunk_decode")["detail"] == "decoded 2 chunk(s)"
     assert not [x for x in d["findings"] if x["check"] == "chunk_decode_memory"]

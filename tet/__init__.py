@@ -35,7 +35,6 @@ from tet.errors import (
 )
 from tet.export_zarr import ExportDiskFullError, ExportError, ExportReport, export
 from tet.file import Dataset, TetFile, open
-from tet.kernels import simd_level
 from tet.query.document import build_query
 from tet.query.ops import QUERY_OP_KEYS, REDUCTION_OPS
 from tet.query.result import QueryResult
@@ -50,6 +49,7 @@ from tet.query.sinks import (
     write_to_wire,
 )
 from tet.selection import axis_slice, full_selection, selection_slices
+from tet.simd import simd_level
 from tet.version import __version__
 from tet.writer import DatasetStream, TetWriter, write_dataset
 

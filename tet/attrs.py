@@ -36,6 +36,7 @@ import numpy as np
 from tet.errors import CatalogError
 from tet.limits import LIMITS
 from tet.query.budget import require_memory
+from tet.wire import format_float
 
 __all__ = [
     "EXT_KEY",
@@ -190,17 +191,6 @@ def _numbers(v: Any) -> Any:
 # Attribute maps
 
 
-def _float_text(x: np.floating[Any] | float) -> str:
-    """A float's display form: shortest round-trip digits, positional, no trailing
-    ".0" (so -9999.0 reads "-9999", as the format's examples show)."""
-    v = float(x)
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return np.format_float_positional(x, unique=True, trim="-")
-
-
 def display(value: Any) -> str | None:
     """One attribute value or coordinate label as v1 footer text (cli.md §6); None when
     it has none (empty strings, empty arrays, compound or reference values)."""
@@ -223,10 +213,10 @@ def display(value: Any) -> str | None:
         text = "true" if value else "false"
     elif isinstance(value, (int, np.integer)):
         text = str(int(value))
-    elif isinstance(value, np.floating):
-        text = _float_text(value)
-    elif isinstance(value, float):
-        text = _float_text(np.float64(value))
+    elif isinstance(value, (np.floating, float)):
+        # shortest digits of the value's own width, positional, no trailing ".0" (so
+        # -9999.0 reads "-9999", as the format's examples show)
+        text = format_float(value, "display")
     else:
         return None
     return text or None

@@ -3,7 +3,7 @@ every writer uses (`tet.writer`, `tet.safeio.NewFile` and through it repair, all
 query outputs and the query history, and `tet export`), and flushing a directory after a
 rename for writers that build a tree by path (`tet export`).
 
-`atomic_replace` works on an open directory (`tet.safeio.Dir`): both names are relative
+`atomic_replace` works on an open directory (`tet.safedir.Dir`): both names are relative
 to its descriptor, so the directory cannot be swapped in between, and neither end of the
 rename follows a symlink."""
 
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tet.errors import FileChangedError
 
 if TYPE_CHECKING:
-    from tet.safeio import Dir
+    from tet.safedir import Dir
 
 
 def atomic_replace(directory: Dir, temp: str, name: str, *, identity: tuple[int, int] | None,

@@ -18,15 +18,16 @@ from tet import dtypes
 from tet.attrs import ext_of, merge_attrs
 from tet.errors import TetError, UnknownAxisError
 from tet.layout import Catalog, DatasetRecord
+from tet.paths import checked_path
 from tet.query.allow import Allowlist
 from tet.query.api import AxisArg, QueryAPI, reduction, via_api
 from tet.query.budget import require_memory, resolve_budget
 from tet.query.plan import ReadPlan, plan_read
 from tet.query.result import QueryResult
-from tet.query.sinks import TransformNamespace
+from tet.query.sinks import SidecarTransformResult, TransformNamespace
 from tet.reader import Reader
-from tet.safeio import checked_path
 from tet.selection import Box, box_from_key
+from tet.wire import is_axis_index
 
 __all__ = ["Dataset", "TetFile", "open"]
 
@@ -95,7 +96,7 @@ class Dataset:
             raise self._axis_error(axis, where)
         if self.dim_names is not None and self.dim_names.count(axis) == 1:
             return self.dim_names.index(axis)
-        if axis.isdigit() and int(axis) < self.ndim:
+        if is_axis_index(axis) and int(axis) < self.ndim:
             return int(axis)
         raise self._axis_error(axis, where)
 
@@ -463,6 +464,9 @@ class TetFile:
     numel = reduction(int)
     arg_min = reduction(int)
     arg_max = reduction(int)
+
+
+SidecarTransformResult.file_class = TetFile
 
 
 def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:

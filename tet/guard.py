@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tet.errors import FileChangedError
-from tet.kernels import ffi, lib
+from tet.native import ffi, lib
 
 __all__ = ["GUARD_SLOTS", "GuardedMap", "absorbed_faults", "rearm", "watching"]
 

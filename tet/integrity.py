@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from tet import kernels
-from tet.layout import CHECKSUMS_KEY, ENTRY_DTYPE, ENTRY_LEN, INDEX_HEADER_LEN, Catalog
+from tet.footer import CHECKSUMS_KEY
+from tet.layout import ENTRY_DTYPE, ENTRY_LEN, INDEX_HEADER_LEN, Catalog
 
 __all__ = [
     "ALGORITHM_CRC32C",

@@ -1,7 +1,7 @@
-"""Typed wrappers over the C kernels: the only module that imports ``tet._native``.
+"""Typed wrappers over the C kernels (loaded by `tet.native`).
 
-Every call returns a `tet_status`; `_check` turns a failure into the matching
-`TetError` subclass through one table.  Arrays cross with ``ffi.from_buffer``
+Every call returns a `tet_status`; `tet.native.check_report` turns a failure into the
+matching `TetError` subclass through one table.  Arrays cross with ``ffi.from_buffer``
 (no copies) and CFFI releases the GIL for the duration of each call.
 """
 
@@ -9,187 +9,66 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from tet.errors import CatalogError, ChunkError, MemoryBudgetError, TetError
+from tet.errors import CatalogError, MemoryBudgetError, TetError
+from tet.guard import GuardedMap
+from tet.native import (
+    U64,
+    U64_MAX,
+    Failure,
+    check_report,
+    ffi,
+    layout_mismatch,
+    lib,
+    run_spans,
+    span_struct,
+    u64_ptr,
+    zstd_error_name,
+)
 from tet.query.budget import WORK_FLOOR, allocate, require_memory
-
-if TYPE_CHECKING:
-    from tet.guard import GuardedMap
+from tet.simd import SIMD_NAMES, simd_levels
 
 __all__ = [
     "FillMask",
     "TileTable",
     "check_frames",
-    "copy_strided",
     "crc32c",
     "crc32c_spans",
     "encode",
     "encode_capacity",
-    "minmax_f32",
-    "simd_level",
-    "simd_levels",
     "thread_count",
     "transform",
-    "using_simd",
 ]
 
 
-
-def _load_native() -> Any:
-    """``tet._native``; with ``TET_NATIVE`` set, the extension file it names instead (a
-    sanitizer build in build/asan, say), so the build in the tree is never replaced."""
-    path = os.environ.get("TET_NATIVE")
-    if not path:
-        from tet import _native  # type: ignore[attr-defined]
-
-        return _native
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location("tet._native", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"TET_NATIVE={path!r} is not a loadable extension module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tet._native"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_native = _load_native()
-ffi: Any = _native.ffi
-lib: Any = _native.lib
-
-# The SIMD levels are the C enum's members, named without their prefix: "scalar", "avx2", ...
-_SIMD_NAMES: tuple[str, ...] = tuple(
-    name.removeprefix("TET_SIMD_").lower()
-    for _, name in sorted(ffi.typeof("tet_simd").elements.items()))
-lib.tet_dispatch_init()
-
-U64 = np.dtype("<u8")
 _ACC_F64 = ("n", "sum", "sum_c", "mean", "m2", "shift", "nn", "nn_sum", "nn_sum_c", "nn_mean",
             "nn_m2", "nn_shift", "abs_sum", "abs_c", "sq_sum", "sq_c", "prod", "min", "max")
 _ACC_U64 = ("argmin", "argmax", "first_nan", "nan_count", "inf_count", "null_count")
 ACC_DTYPE = np.dtype([(f, "<f8") for f in _ACC_F64] + [(f, "<u8") for f in _ACC_U64])
-_C_SCALARS = {"double": np.dtype("<f8"), "uint64_t": np.dtype("<u8"), "uint32_t": np.dtype("<u4"),
-              "int64_t": np.dtype("<i8"), "int32_t": np.dtype("<i4")}
-
-
-def layout_mismatch(ctype: str, dtype: np.dtype[Any]) -> str | None:
-    """How the NumPy structured `dtype` differs from the C struct `ctype` of the extension
-    (field names in order, each field's offset and scalar type, the size), or None."""
-    c_fields = ffi.typeof(ctype).fields
-    names = list(dtype.names or ())
-    fields: Mapping[str, tuple[Any, ...]] = dtype.fields or {}
-    if names != [name for name, _ in c_fields]:
-        return f"{ctype} has fields {[name for name, _ in c_fields]}, the NumPy dtype {names}"
-    for name, field in c_fields:
-        c_type, c_offset = _C_SCALARS.get(field.type.cname), ffi.offsetof(ctype, name)
-        np_type, offset = fields[name][0], fields[name][1]
-        if c_offset != offset or c_type != np_type:
-            return (f"{ctype}.{name} is {c_type} at byte {c_offset} in C, {np_type} at byte "
-                    f"{offset} in NumPy")
-    if ffi.sizeof(ctype) != dtype.itemsize:
-        return f"{ctype} is {ffi.sizeof(ctype)} bytes in C, {dtype.itemsize} in NumPy"
-    return None
-
-
 # Accumulator arrays are handed to the C folds as tet_acc[]: the two must agree field by field.
 if (_acc_problem := layout_mismatch("tet_acc", ACC_DTYPE)) is not None:
     raise ImportError(f"tet._native does not match tet/kernels.py ({_acc_problem}); rebuild it")
 PARALLEL_BYTES = 4 * 1024 * 1024  # below this a read runs on the calling thread
 MAX_THREADS: int = int(lib.TET_MAX_THREADS)  # threads one kernel call runs on, at most
-
-
-def simd_level() -> str:
-    """Name of the SIMD body in use ("scalar", "avx2" or "neon")."""
-    return _SIMD_NAMES[int(lib.tet_simd_get())]
-
-
-def simd_levels() -> list[str]:
-    """The SIMD bodies this CPU can run, scalar first."""
-    return [n for i, n in enumerate(_SIMD_NAMES) if lib.tet_simd_supported(i)]
-
-
-@contextmanager
-def using_simd(name: str) -> Iterator[None]:
-    """Test hook: run the block with one SIMD body, then restore the previous one."""
-    previous = lib.tet_simd_get()
-    if lib.tet_simd_set(_SIMD_NAMES.index(name)) != 0:
-        raise TetError(f"SIMD body {name!r} is not available on this CPU ({simd_levels()})")
-    try:
-        yield
-    finally:
-        lib.tet_simd_set(previous)
+UNBOUNDED = 2**63  # the budget of a table built without one
+MASK_MAX: int = int(lib.TET_MASK_MAX)
 
 
 def thread_count() -> int:
     """Worker threads for chunk loops: ``TET_THREADS`` or the CPUs we may run on."""
     env = os.environ.get("TET_THREADS")
-    if env is not None and env.isdigit() and int(env) > 0:
+    if env is not None and env.isascii() and env.isdigit() and int(env) > 0:
         return min(int(env), MAX_THREADS)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min(cpus or 1, MAX_THREADS))
 
 
-def zstd_error_name(code: int) -> str:
-    return str(ffi.string(lib.tet_zstd_error_name(code)).decode())
-
-
-# status -> exception class; messages are built by `_check`, which knows the row.
-_STATUS: dict[int, type[TetError]] = {
-    lib.TET_ERR_ARGUMENT: TetError,
-    lib.TET_ERR_NOMEM: MemoryBudgetError,
-    lib.TET_ERR_BOUNDS: ChunkError,
-    lib.TET_ERR_CODEC: ChunkError,
-    lib.TET_ERR_ZSTD: ChunkError,
-    lib.TET_ERR_LENGTH: ChunkError,
-    lib.TET_ERR_TILE: ChunkError,
-    lib.TET_ERR_THREAD: TetError,
-    lib.TET_ERR_SIMD: TetError,
-    lib.TET_ERR_MISSING: CatalogError,
-    lib.TET_ERR_OVERFLOW: CatalogError,
-}
-U64_MAX = 2**64 - 1
-UNBOUNDED = 2**63  # the budget of a table built without one
-
-
-@dataclass(frozen=True)
-class _Failure:
-    status: int
-    chunk: int
-    detail: int
-
-
-def thread_failure(errno: int) -> str:
-    """What a call that could not start its worker threads says (``TET_ERR_THREAD``)."""
-    return (f"could not start a worker thread: {os.strerror(errno)} (errno {errno}); "
-            f"TET_THREADS=1 runs on the calling thread alone")
-
-
-def _check(report: Any, what: str, explain: Callable[[_Failure], str]) -> None:
-    status = int(report.status)
-    if status == 0:
-        return
-    failure = _Failure(status, int(report.chunk), int(report.detail))
-    cls = _STATUS.get(status, TetError)
-    text = thread_failure(failure.detail) if status == lib.TET_ERR_THREAD else explain(failure)
-    if cls is ChunkError:  # the failing tile travels as a field, not only in the text
-        raise ChunkError(f"{what}: {text}",
-                         tile_index=failure.chunk if failure.chunk >= 0 else None)
-    raise cls(f"{what}: {text}")
-
-
-def _u64(a: np.ndarray[Any, Any]) -> Any:
-    return ffi.from_buffer("uint64_t[]", np.ascontiguousarray(a, dtype=U64))
-
-
-MASK_MAX: int = int(lib.TET_MASK_MAX)
+def _threads(threads: int | None) -> int:
+    return thread_count() if threads is None else threads
 
 
 class FillMask:
@@ -243,7 +122,7 @@ class TileTable:
         t = ffi.new("tet_tiles *")
         self._keep = [
             ffi.from_buffer("uint8_t[]", file) if file_len else ffi.NULL,
-            _u64(np.asarray(shape, dtype=U64)), _u64(np.asarray(chunk_shape, dtype=U64)),
+            u64_ptr(np.asarray(shape, dtype=U64)), u64_ptr(np.asarray(chunk_shape, dtype=U64)),
             ffi.from_buffer("uint64_t[]", self.offset), ffi.from_buffer("uint64_t[]", self.stored),
             ffi.from_buffer("uint64_t[]", self.raw), ffi.from_buffer("uint32_t[]", self.codec),
         ]
@@ -251,8 +130,6 @@ class TileTable:
         t.file_len, t.ndim, t.elem_size, t.n_tiles = file_len, len(shape), elem_size, len(offset)
         t.dtype = dtype
         self._struct = t
-        from tet.guard import GuardedMap  # it imports this module
-
         # A file truncated under a call reads zeros there (csrc/guard.c): each call that
         # reads the mapping checks its flag and raises FileChangedError instead.
         self._guard: GuardedMap | None = file if isinstance(file, GuardedMap) else None
@@ -442,7 +319,7 @@ class TileTable:
     def _raise(self, report: Any, elem: int, describe: Callable[[int], str] | None) -> None:
         describe = describe or self.chunk_name
 
-        def explain(f: _Failure) -> str:
+        def explain(f: Failure) -> str:
             where = describe(f.chunk) if f.chunk >= 0 else "read"
             raw = int(self.raw[f.chunk]) if f.chunk >= 0 else 0
             if f.status == lib.TET_ERR_MISSING:
@@ -466,7 +343,7 @@ class TileTable:
                 return self._overflow_message()
             return f"invalid read request (status {f.status})"
 
-        _check(report, "read failed", explain)
+        check_report(report, "read failed", explain)
 
     def _overflow_message(self) -> str:
         return (f"dataset geometry shape {list(self.shape)}, chunk_shape "
@@ -513,7 +390,7 @@ def encode(
     shape = np.asarray(src.shape, dtype=U64)
     c = ffi.new("tet_encode_plan *")
     src_ptr = ffi.from_buffer("uint8_t[]", src)
-    shape_ptr, origin_ptr, extent_ptr = _u64(shape), _u64(origin_c), _u64(extent_c)
+    shape_ptr, origin_ptr, extent_ptr = u64_ptr(shape), u64_ptr(origin_c), u64_ptr(extent_c)
     out_ptr = ffi.from_buffer("uint8_t[]", out, require_writable=True)
     len_ptr = ffi.from_buffer("uint64_t[]", out_len, require_writable=True)
     c.src, c.ndim, c.elem_size, c.src_shape = src_ptr, ndim, elem, shape_ptr
@@ -530,15 +407,15 @@ def encode(
     report = ffi.new("tet_report *")
     lib.tet_encode(c, report)
 
-    def explain(f: _Failure) -> str:
+    def explain(f: Failure) -> str:
         if f.status == lib.TET_ERR_ZSTD:
             return f"tile {f.chunk}: zstd compression failed: {zstd_error_name(f.detail)}"
         return f"tile {f.chunk}: invalid encode plan (status {f.status}, detail {f.detail})"
 
     if report.status == lib.TET_ERR_THREAD:  # not the plan's fault: raised as it is
-        _check(report, "write failed", explain)
+        check_report(report, "write failed", explain)
     try:
-        _check(report, "write failed", explain)
+        check_report(report, "write failed", explain)
     except TetError as exc:
         raise CatalogError(str(exc)) from None
     return out[: int(out_len.sum())], out_len
@@ -548,7 +425,7 @@ def crc32c(data: Any, *, crc: int = 0, level: str | None = None) -> int:
     """CRC-32C (Castagnoli, as in iSCSI and ext4) of a contiguous bytes-like object,
     continuing `crc`; through the active SIMD body, or `level`'s (a test hook)."""
     out = ffi.new("uint32_t *", crc)
-    which = lib.tet_simd_get() if level is None else _SIMD_NAMES.index(level)
+    which = lib.tet_simd_get() if level is None else SIMD_NAMES.index(level)
     with memoryview(data) as whole, whole.cast("B") as view:
         buf = ffi.from_buffer("uint8_t[]", view) if len(view) else ffi.NULL
         try:
@@ -561,46 +438,23 @@ def crc32c(data: Any, *, crc: int = 0, level: str | None = None) -> int:
     return int(out[0])
 
 
-def _spans(file: Any, file_len: int, offset: np.ndarray[Any, Any],
-           length: np.ndarray[Any, Any], threads: int | None) -> tuple[Any, list[Any]]:
-    s = ffi.new("tet_spans *")
-    off = np.ascontiguousarray(offset, dtype=U64)
-    n_bytes = np.ascontiguousarray(length, dtype=U64)
-    keep = [ffi.from_buffer("uint8_t[]", file) if file_len else ffi.NULL,
-            ffi.from_buffer("uint64_t[]", off), ffi.from_buffer("uint64_t[]", n_bytes)]
-    s.file, s.offset, s.length = keep
-    s.file_len, s.n = file_len, len(off)
-    s.threads = thread_count() if threads is None else threads
-    return s, keep
-
-
-def _release(keep: list[Any]) -> None:
-    if keep and keep[0] != ffi.NULL:
-        ffi.release(keep[0])
-
-
 def crc32c_spans(file: Any, file_len: int, offset: np.ndarray[Any, Any],
                  length: np.ndarray[Any, Any], *, threads: int | None = None
                  ) -> np.ndarray[Any, Any]:
     """crc32c of each span [offset, offset + length) of a mapped file, in one threaded
     call (nothing is copied or allocated beyond the uint32 result)."""
-    s, keep = _spans(file, file_len, offset, length, threads)
+    s, keep = span_struct(file, file_len, offset, length, _threads(threads))
     out = np.empty(len(offset), dtype=np.uint32)
     s.crc = ffi.from_buffer("uint32_t[]", out, require_writable=True)
-    report = ffi.new("tet_report *")
-    try:
-        lib.tet_crc32c_spans(s, report)
-    finally:
-        _release(keep)
 
-    def explain(f: _Failure) -> str:
+    def explain(f: Failure) -> str:
         if f.status == lib.TET_ERR_BOUNDS:
             a = int(offset[f.chunk])
             return f"span {f.chunk}: [{a}, {a + int(length[f.chunk])}) is outside the file " \
                 f"of {file_len} bytes"
         return f"status {f.status}"
 
-    _check(report, "checksum failed", explain)
+    run_spans(lib.tet_crc32c_spans, s, keep, "checksum failed", explain)
     return out
 
 
@@ -616,7 +470,7 @@ def check_frames(file: Any, file_len: int, offset: np.ndarray[Any, Any],
     length and frame checksum; returns (status, detail) per span (`FRAME_OK`, or a
     failure `frame_problem` explains; `FRAME_TOO_BIG` when a frame's decoder would need
     more than `max_need` bytes, detail = what it needs)."""
-    s, keep = _spans(file, file_len, offset, stored, threads)
+    s, keep = span_struct(file, file_len, offset, stored, _threads(threads))
     raw_c = np.ascontiguousarray(raw, dtype=U64)
     status = np.empty(len(offset), dtype=np.int32)
     detail = np.empty(len(offset), dtype=U64)
@@ -625,18 +479,13 @@ def check_frames(file: Any, file_len: int, offset: np.ndarray[Any, Any],
     s.status = ffi.from_buffer("int32_t[]", status, require_writable=True)
     s.detail = ffi.from_buffer("uint64_t[]", detail, require_writable=True)
     s.window, s.max_need = window, max_need
-    report = ffi.new("tet_report *")
-    try:
-        lib.tet_check_frames(s, report)
-    finally:
-        _release(keep)
 
-    def explain(f: _Failure) -> str:
+    def explain(f: Failure) -> str:
         if f.status == lib.TET_ERR_NOMEM:
             return f"could not allocate a {f.detail}-byte decode window"
         return f"invalid frame check (status {f.status})"
 
-    _check(report, "decode check failed", explain)
+    run_spans(lib.tet_check_frames, s, keep, "decode check failed", explain)
     return status, detail
 
 
@@ -694,31 +543,6 @@ def encode_capacity(codec: int, raw: np.ndarray[Any, Any]) -> int:
     if codec == lib.TET_CODEC_RAW:
         return int(raw.sum())
     return sum(int(lib.tet_encode_capacity(codec, int(r))) for r in raw)
-
-
-def minmax_f32(level: str, src: np.ndarray[Any, Any]) -> tuple[float, float, bool]:
-    """Test hook: (min, max, has NaN) of a float32 vector through one SIMD body."""
-    src = np.ascontiguousarray(src, dtype=np.float32)
-    lo, hi, nan = ffi.new("float *"), ffi.new("float *"), ffi.new("int32_t *")
-    buf = ffi.from_buffer("uint8_t[]", src) if len(src) else ffi.NULL
-    if lib.tet_minmax_f32(_SIMD_NAMES.index(level), buf, len(src), lo, hi, nan) != 0:
-        raise TetError(f"SIMD body {level!r} is not available on this CPU")
-    return float(lo[0]), float(hi[0]), bool(nan[0])
-
-
-def copy_strided(level: str, src: np.ndarray[Any, Any], step: int) -> np.ndarray[Any, Any]:
-    """Test hook: ``src[::step]`` of a 1-d array through one SIMD body."""
-    src = np.ascontiguousarray(src)
-    count = -(-len(src) // step)
-    dst = np.empty(count, dtype=src.dtype)
-    status = lib.tet_copy_strided(
-        _SIMD_NAMES.index(level), src.dtype.itemsize,
-        ffi.from_buffer("uint8_t[]", dst, require_writable=True),
-        ffi.from_buffer("uint8_t[]", src), count, step,
-    )
-    if status != 0:
-        raise TetError(f"SIMD body {level!r} is not available on this CPU")
-    return dst
 
 
 # zscore, minmax, center, scale, l1 and l2 are all (x - a) / b with per-method (a, b).

@@ -1,5 +1,6 @@
-"""Layout v1: parse and build the superblock, dataset directory, TIDX chunk index
-and THST history footer.
+"""Layout v1: parse and build the superblock, dataset directory and TIDX chunk index,
+the structs they hold (`DatasetRecord`, the index rows `ENTRY_DTYPE`, `Catalog`) and the
+size checks on a dataset's geometry.  The THST history footer is `tet.footer`'s.
 
 Every offset and length read from a file is checked against the file size before
 it is used; a bad file is a `CatalogError` whose message says what and where.
@@ -13,54 +14,50 @@ import math
 import mmap
 import operator
 import struct
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tet import dtypes
-from tet.attrs import EXT_KEY, validate_ext
-from tet.errors import CatalogError, InvalidTextError
-from tet.jsonlimits import MAX_DEPTH, json_depth, lone_surrogate
-from tet.limits import LIMITS
+from tet.errors import CatalogError
+from tet.footer import parse_footer
 
 __all__ = [
-    "CHECKSUMS_KEY",
+    "CODECS",
     "ENTRY_DTYPE",
-    "LIMITS",
+    "MAX_NDIM",
+    "RAW",
+    "ZSTD",
     "Catalog",
     "DatasetRecord",
     "align8",
     "check_size",
     "chunk_rows",
-    "encode_footer",
     "encode_header",
     "header_length",
-    "load_json_region",
     "parse_catalog",
     "tile_counts",
 ]
 
 MAGIC = b"TETR"
 INDEX_MAGIC = b"TIDX"
-FOOTER_MAGIC = b"THST"
 LAYOUT_VERSION = 1
 INDEX_VERSION = 1
 SUPERBLOCK_LEN = 32
 INDEX_HEADER_LEN = 32
 ENTRY_LEN = 104
-FOOTER_TAIL_LEN = 16
-MAX_NDIM = 8
+MAX_NDIM = 8  # axes of a dataset, at most (csrc/tet.h TET_MAX_NDIM)
+CODECS = {"raw": 0, "zstd": 1}  # a tile's codec tag (csrc/tet.h tet_codec)
+RAW, ZSTD = CODECS["raw"], CODECS["zstd"]
 FLAG_FOOTER = 1
 ROW_BLOCK = 1 << 16  # chunk index rows handled at a time by the blockwise loops
-WRITE_PREFIX = "invalid one-chunk write spec: "
-CHECKSUMS_KEY = "tet_checksums_ref"  # footer key of the tile checksum table (tet/integrity.py)
 
 ENTRY_DTYPE = np.dtype(
     [
         ("dataset_id", "<u8"),
-        ("chunk_index", "<u8", (8,)),
+        ("chunk_index", "<u8", (MAX_NDIM,)),
         ("payload_offset", "<u8"),
         ("raw_byte_len", "<u8"),
         ("stored_byte_len", "<u8"),
@@ -221,7 +218,8 @@ def parse_catalog(buf: Any, file_len: int) -> Catalog:
             f"chunk index region is out of bounds for file length {file_len}: "
             f"offset {index_off}, length {index_len}"
         )
-    history, metadata, footer_version, payload_bound, refs = _parse_footer(buf, file_len, flags)
+    history, metadata, footer_version, payload_bound, refs = parse_footer(
+        buf, file_len, bool(flags & FLAG_FOOTER))
     empty = np.zeros(0, dtype=ENTRY_DTYPE)
     if count == 0:
         return Catalog(file_len, 0, flags, index_off, index_len, (), empty, 0, 0,
@@ -259,7 +257,7 @@ def _parse_records(buf: Any, count: int, blob_len: int) -> tuple[DatasetRecord, 
             )
         name_len, dtype, ndim = struct.unpack_from("<III", buf, at)
         if not 1 <= ndim <= MAX_NDIM:
-            raise CatalogError(f"ndim {ndim} out of range (max 8) in dataset record {i}")
+            raise CatalogError(f"ndim {ndim} out of range (max {MAX_NDIM}) in dataset record {i}")
         if name_len > end - at - 16:
             raise CatalogError(
                 f"dataset record {i} at offset {at}: name of {name_len} bytes runs past "
@@ -361,7 +359,7 @@ def _check_entries(entries: np.ndarray[Any, Any], bound: int, file_len: int) -> 
         if codec_row is not None:
             break
         if length_row is None:
-            length_row = _first_row((codec == 0) & (block["raw_byte_len"] != stored), lo)
+            length_row = _first_row((codec == RAW) & (block["raw_byte_len"] != stored), lo)
         if bounds_row is None:
             off = block["payload_offset"]
             bounds_row = _first_row((off > b) | (stored > b - np.minimum(off, b)), lo)
@@ -389,262 +387,6 @@ def _check_entries(entries: np.ndarray[Any, Any], bound: int, file_len: int) -> 
 def _first_row(bad: np.ndarray[Any, Any], base: int) -> int | None:
     rows = np.flatnonzero(bad)
     return base + int(rows[0]) if rows.size else None
-
-
-def _parse_footer(
-    buf: Any, file_len: int, flags: int
-) -> tuple[list[dict[str, Any]], dict[str, Any], int | None, int, dict[str, tuple[int, int]]]:
-    """(history, metadata, footer version, payload bound, out-of-line regions by key)
-    per layout.md §5.4."""
-    has_tail = file_len >= FOOTER_TAIL_LEN and bytes(buf[file_len - 4 : file_len]) == FOOTER_MAGIC
-    json_len = version = 0
-    if has_tail:
-        json_len = _u64(buf, file_len - 16)
-        version = _u32(buf, file_len - 8)
-        if version not in (1, 2):
-            raise CatalogError(f"unsupported history footer version {version}")
-        if json_len > file_len - FOOTER_TAIL_LEN:
-            raise CatalogError(
-                f"history footer out of bounds: json_len {json_len} + 16 exceeds file length "
-                f"{file_len}"
-            )
-    if not flags & FLAG_FOOTER:
-        return [], {}, None, file_len, {}
-    if not has_tail:
-        raise CatalogError("superblock history flag set but footer missing")
-    json_at = file_len - FOOTER_TAIL_LEN - json_len
-    doc = load_json_region(buf, json_at, json_len, "footer", LIMITS["footer_json_bytes"])
-    if not isinstance(doc, dict):
-        raise CatalogError(f"{WRITE_PREFIX}footer JSON parse: expected an object at {json_at}")
-    bound = json_at
-    refs = {k: v for k, v in doc.items() if k.endswith("_ref")}
-    regions = {key: _parse_ref(key, ref, file_len) for key, ref in refs.items()}
-    for start, _ in regions.values():  # payloads end before every out-of-line region
-        bound = min(bound, start)
-    history = _parse_history(doc.get("history", []))
-    if "metadata_ref" in refs:
-        start, length = _parse_ref("metadata_ref", refs["metadata_ref"], file_len)
-        if length > LIMITS["metadata_blob_bytes"]:
-            raise CatalogError(
-                f"{WRITE_PREFIX}metadata blob of {length} bytes exceeds metadata_blob_bytes limit"
-            )
-        metadata = load_json_region(buf, start, length, "metadata_ref",
-                                    LIMITS["metadata_blob_bytes"])
-        validate_metadata(metadata)
-    else:
-        metadata = doc.get("metadata", {})
-    _check_metadata_shape(metadata)
-    return history, metadata, version, bound, regions
-
-
-def load_json_region(buf: Any, at: int, length: int, what: str, limit: int) -> Any:
-    """The JSON value of `length` bytes at `at` (a footer or a spilled metadata blob),
-    refused before it is read when over `limit` bytes and before it is parsed when
-    nested deeper than query documents may be (`MAX_DEPTH`): always a `CatalogError`,
-    never a `RecursionError` or an unbounded read.  A string holding a lone surrogate
-    (an unpaired ``"\\ud800"`` escape) is refused too (`InvalidTextError`), as the
-    reference's reader refuses it: nothing downstream has to meet text UTF-8 cannot hold."""
-    where = f" (footer at {at})" if what == "footer" else ""
-    if length > limit:
-        name = "footer_json_bytes" if what == "footer" else "metadata_blob_bytes"
-        raise CatalogError(
-            f"{WRITE_PREFIX}{what} JSON of {length} bytes exceeds {name} limit "
-            f"({limit}){where}"
-        )
-    try:
-        text = bytes(buf[at : at + length]).decode("utf-8")
-        depth = json_depth(text)
-        if depth > MAX_DEPTH:
-            raise CatalogError(
-                f"{WRITE_PREFIX}{what} JSON parse: nesting depth {depth} exceeds maximum "
-                f"{MAX_DEPTH}{where}"
-            )
-        value = json.loads(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CatalogError(f"{WRITE_PREFIX}{what} JSON parse: {exc}{where}") from None
-    lone = lone_surrogate(text, value)
-    if lone is not None:  # JSON allows "\ud800"; no UTF-8 text (and no reader) can hold it
-        raise InvalidTextError(f"{WRITE_PREFIX}{what} JSON parse: lone surrogate escape in a "
-                               f"string at {lone}{where}")
-    return value
-
-
-def _parse_ref(key: str, ref: Any, file_len: int) -> tuple[int, int]:
-    if (
-        not isinstance(ref, dict)
-        or not isinstance(ref.get("offset"), int)
-        or not isinstance(ref.get("len"), int)
-        or ref["offset"] < 0
-        or ref["len"] < 0
-    ):
-        raise CatalogError(f"{WRITE_PREFIX}{key} must be {{\"offset\": u64, \"len\": u64}}")
-    start, length = ref["offset"], ref["len"]
-    if start > file_len or length > file_len - start:
-        raise CatalogError(
-            f"{key.replace('_ref', '')}_ref out of bounds: [{start}, {start + length}) "
-            f"in a file of {file_len} bytes"
-        )
-    return start, length
-
-
-_ROW_KEYS = ("op", "source", "at", "parents", "params")
-
-
-def _parse_history(rows: Any) -> list[dict[str, Any]]:
-    if not isinstance(rows, list):
-        raise CatalogError(f"{WRITE_PREFIX}footer history must be an array")
-    out = []
-    for i, row in enumerate(rows):
-        if isinstance(row, list):
-            if len(row) != 3 or not all(isinstance(v, str) for v in row):
-                raise CatalogError(
-                    f"{WRITE_PREFIX}history row {i}: legacy rows are [op, source, at]"
-                )
-            out.append({"op": row[0], "source": row[1], "at": row[2]})
-            continue
-        if not isinstance(row, dict):
-            raise CatalogError(f"{WRITE_PREFIX}history row {i} must be an object")
-        unknown = [k for k in row if k not in _ROW_KEYS]
-        if unknown:
-            raise CatalogError(f"{WRITE_PREFIX}history row {i}: unknown field `{unknown[0]}`")
-        if not all(isinstance(row.get(k), str) for k in ("op", "source", "at")):
-            raise CatalogError(f"{WRITE_PREFIX}history row {i}: op, source and at must be strings")
-        parents, params = row.get("parents", []), row.get("params", {})
-        if not isinstance(parents, list) or not all(isinstance(p, str) for p in parents):
-            raise CatalogError(f"{WRITE_PREFIX}history row {i}: parents must be strings")
-        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
-            raise CatalogError(f"{WRITE_PREFIX}history row {i}: params must map strings")
-        out.append(history_row(row["op"], row["source"], row["at"], parents, params))
-    return out
-
-
-def _check_metadata_shape(metadata: Any) -> None:
-    """The types readers rely on (limits are `validate_metadata`'s and verify's job).
-    Unknown keys are ignored, as the format asks."""
-
-    def bad(what: str) -> CatalogError:
-        return CatalogError(f"{WRITE_PREFIX}footer metadata: {what}")
-
-    if not isinstance(metadata, dict):
-        raise bad("must be an object")
-    file_meta = metadata.get("file", {})
-    if not isinstance(file_meta, dict):
-        raise bad("`file` must be an object")
-    datasets = metadata.get("datasets", {})
-    if not isinstance(datasets, dict):
-        raise bad("`datasets` must be an object keyed by dataset name")
-    for name, entry in datasets.items():
-        if not isinstance(entry, dict):
-            raise bad(f"dataset {name!r} must be an object")
-        attrs = entry.get("attrs", {})
-        if not isinstance(attrs, dict) or not all(isinstance(v, str) for v in attrs.values()):
-            raise bad(f"dataset {name!r}: attrs must map strings to strings")
-        dims = entry.get("dim_names", [])
-        if not isinstance(dims, list) or not all(isinstance(d, str) for d in dims):
-            raise bad(f"dataset {name!r}: dim_names must be a list of strings")
-        coords = entry.get("coords", {})
-        if not isinstance(coords, dict):
-            raise bad(f"dataset {name!r}: coords must be an object keyed by axis")
-        for axis, coord in coords.items():
-            labels = coord.get("labels", []) if isinstance(coord, dict) else None
-            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                raise bad(f"dataset {name!r}: coords {axis!r} needs a list of string labels")
-    if EXT_KEY in metadata:
-        validate_ext(metadata[EXT_KEY])
-
-
-def history_row(
-    op: str,
-    source: str,
-    at: str,
-    parents: Iterable[str] = (),
-    params: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """A history row with keys in wire order; empty parents/params are omitted."""
-    row: dict[str, Any] = {"op": op, "source": source, "at": at}
-    parents = list(parents)
-    if parents:
-        row["parents"] = parents
-    if params:
-        row["params"] = dict(sorted(params.items()))
-    return row
-
-
-# ---------------------------------------------------------------------------
-# Metadata limits
-
-
-def _check_string(s: Any, what: str) -> None:
-    if not isinstance(s, str):
-        raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a string, got {s!r}")
-    try:
-        n = len(s.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidTextError(f"{WRITE_PREFIX}metadata {what} {s!r} is not valid text: "
-                               f"{exc.reason} (index {exc.start})") from None
-    if n == 0:
-        raise CatalogError(f"{WRITE_PREFIX}metadata {what} must be a non-empty string")
-    if n > LIMITS["attr_string_bytes"]:
-        raise CatalogError(
-            f"{WRITE_PREFIX}metadata string exceeds attr_string_bytes limit "
-            f"({what}: {n} > {LIMITS['attr_string_bytes']} bytes)"
-        )
-
-
-def _check_count(n: int, limit: str, what: str) -> None:
-    if n > LIMITS[limit]:
-        raise CatalogError(
-            f"{WRITE_PREFIX}metadata {what} exceeds {limit} limit ({n} > {LIMITS[limit]})"
-        )
-
-
-def validate_metadata(metadata: Any) -> None:
-    """Enforce MetadataLimitsV1 on a metadata object."""
-    if not isinstance(metadata, dict):
-        raise CatalogError(f"{WRITE_PREFIX}metadata must be an object")
-    datasets = metadata.get("datasets", {})
-    if not isinstance(datasets, dict):
-        raise CatalogError(f"{WRITE_PREFIX}metadata datasets must be an object")
-    _check_count(len(datasets), "metadata_datasets", "datasets")
-    for name, entry in datasets.items():
-        _check_string(name, "dataset name")
-        if not isinstance(entry, dict):
-            raise CatalogError(f"{WRITE_PREFIX}metadata for dataset {name!r} must be an object")
-        attrs = entry.get("attrs", {})
-        _check_count(len(attrs), "dataset_attrs", "attrs")
-        for k, v in attrs.items():
-            _check_string(k, "attr key")
-            _check_string(v, f"attr {k!r} value")
-        dims = entry.get("dim_names", [])
-        _check_count(len(dims), "dim_names", "dim_names")
-        for d in dims:
-            _check_string(d, "dim name")
-        coords = entry.get("coords", {})
-        _check_count(len(coords), "coord_axes", "coord axes")
-        for axis, coord in coords.items():
-            _check_string(axis, "coord axis key")
-            labels = coord.get("labels", []) if isinstance(coord, dict) else None
-            if not isinstance(labels, list):
-                raise CatalogError(f"{WRITE_PREFIX}metadata coords {axis!r} needs a labels list")
-            _check_count(len(labels), "coord_labels_per_axis", "coord labels")
-            for label in labels:
-                _check_string(label, "coord label")
-    if EXT_KEY in metadata:
-        validate_ext(metadata[EXT_KEY])
-
-
-def validate_history(history: Sequence[Mapping[str, Any]]) -> None:
-    _check_count(len(history), "history_events", "history events")
-    for row in history:
-        for k in ("op", "source", "at"):
-            _check_string(row[k], f"history {k}")
-        _check_count(len(row.get("parents", ())), "history_parents", "history parents")
-        for p in row.get("parents", ()):
-            _check_string(p, "history parent")
-        _check_count(len(row.get("params", {})), "history_params", "history params")
-        for k, v in row.get("params", {}).items():
-            _check_string(k, "history param key")
-            _check_string(v, "history param value")
 
 
 # ---------------------------------------------------------------------------
@@ -678,74 +420,3 @@ def encode_header(
                        budget_percent_bps, 0, budget_bytes, 0)
     out += np.ascontiguousarray(entries, dtype=ENTRY_DTYPE).tobytes()
     return bytes(out)
-
-
-def _compact(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=False, ensure_ascii=False).encode()
-
-
-def _sorted_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Maps with string keys sorted; empty members dropped (layout.md §5.1)."""
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: walk(v[k]) for k in sorted(v) if not _empty(v[k])}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    def walk_ext(ext: dict[str, Any]) -> dict[str, Any]:
-        """Typed values keep their empty lists and objects (``{"json": []}``)."""
-        def entries(m: dict[str, Any]) -> dict[str, Any]:
-            return {k: {f: (dict(sorted(e[f].items())) if isinstance(e[f], dict) and f in
-                            ("attrs", "encoding") else e[f]) for f in sorted(e) if e[f] != {}}
-                    for k, e in sorted(m.items()) if isinstance(e, dict)}
-        out = {k: (dict(sorted(v.items())) if k == "attrs" else entries(v))
-               for k, v in sorted(ext.items()) if isinstance(v, dict)}
-        return {k: v for k, v in out.items() if v}
-
-    def _empty(v: Any) -> bool:
-        return isinstance(v, (dict, list)) and len(v) == 0
-
-    out: dict[str, Any] = walk({k: v for k, v in metadata.items() if k != EXT_KEY})
-    ext = metadata.get(EXT_KEY)
-    if isinstance(ext, dict) and (kept := walk_ext(ext)):
-        out[EXT_KEY] = kept
-    return dict(sorted(out.items()))
-
-
-def encode_footer(
-    history: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any], payload_end: int,
-    checksums: bytes = b"",
-) -> bytes:
-    """Bytes to append at `payload_end`: the checksum table blob (`checksums`, from
-    `tet.integrity.encode_table`, referenced as ``tet_checksums_ref``), the metadata
-    spill when inlining would pass the footer limit, history JSON, tail.
-
-    Empty bytes when there is neither history nor metadata nor a table (§5.3 step 5).
-    """
-    validate_history(history)
-    meta = _sorted_metadata(metadata)
-    validate_metadata(meta)
-    rows = [dict(r) for r in history]
-    if not rows and not meta and not checksums:
-        return b""
-    table = {CHECKSUMS_KEY: {"offset": payload_end, "len": len(checksums)}} if checksums else {}
-    doc: dict[str, Any] = {"history": rows}
-    if meta:
-        doc["metadata"] = meta
-    text = _compact({**doc, **table})
-    spill = b""
-    if len(text) > LIMITS["footer_json_bytes"]:
-        spill = _compact(meta)
-        if len(spill) > LIMITS["metadata_blob_bytes"]:
-            raise CatalogError(f"{WRITE_PREFIX}metadata exceeds metadata_blob_bytes limit")
-        doc = {"history": rows,
-               "metadata_ref": {"offset": payload_end + len(checksums), "len": len(spill)}}
-        text = _compact({**doc, **table})
-        if len(text) > LIMITS["footer_json_bytes"]:
-            raise CatalogError(
-                f"{WRITE_PREFIX}footer JSON exceeds footer_json_bytes limit even without "
-                f"inline metadata"
-            )
-    return checksums + spill + text + struct.pack("<QI4s", len(text), 1, FOOTER_MAGIC)

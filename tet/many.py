@@ -33,23 +33,24 @@ from typing import Any
 import numpy as np
 
 from tet import kernels
-from tet.errors import OS_ERRORS, CatalogError, QueryError, TetError, TetOSError
+from tet.errors import OS_ERRORS, CatalogError, TetError, TetOSError, validation
 from tet.file import TetFile
+from tet.paths import checked_path
 from tet.query import response as resp
 from tet.query.budget import resolve_budget
 from tet.query.document import QueryDocument, parse_text, parse_value, resolve_operation
 from tet.query.folds import FOLDS
 from tet.query.mask import resolve_mask
 from tet.query.ops import OPS
-from tet.safeio import checked_path
 
 __all__ = ["COMBINABLE_OPS", "query_many"]
 
 PathLike = str | os.PathLike[str]
 Acc = np.ndarray[Any, Any]
 
-COMBINABLE_OPS = frozenset(k for k in FOLDS if k not in ("arg_min", "arg_max"))
-"""Ops `query_many(..., combine=True)` merges across files."""
+COMBINABLE_OPS = frozenset(k for k in FOLDS if OPS[k].result != "index")
+"""Ops `query_many(..., combine=True)` merges across files: every fold but those answering
+with an index (arg_min, arg_max), which points into one file's selection."""
 
 
 
@@ -153,13 +154,13 @@ def combine_partials(doc: QueryDocument, paths: Sequence[str],
     first = partials[0]
     for path, p in zip(paths, partials):
         if p.shape != first.shape:
-            raise QueryError(
-                f"validation: combine=True needs the same reduced shape from every file; "
+            raise validation(
+                "combine=True needs the same reduced shape from every file; "
                 f"{paths[0]} gives {list(first.shape)}, {path} gives {list(p.shape)} "
                 "(run without combine and concatenate the responses)")
         if not _same_fill(p.fill, first.fill):
-            raise QueryError(
-                f"validation: null_count fill differs between files ({first.fill} in "
+            raise validation(
+                f"null_count fill differs between files ({first.fill} in "
                 f"{paths[0]}, {p.fill} in {path}); pass `fill` in the query")
     what, finish = FOLDS[op.key]
     merged = first.cells.copy()
@@ -258,8 +259,8 @@ def query_many(
         op = parsed.operation
         if op is None or op.key not in COMBINABLE_OPS:
             shown = "no operation" if op is None else f"{op.key!r}"
-            raise QueryError(
-                f"validation: combine=True works for the folds "
+            raise validation(
+                "combine=True works for the folds "
                 f"{', '.join(sorted(COMBINABLE_OPS))}; the document has {shown}")
         if preview:
             raise ValueError("preview does not apply with combine=True")

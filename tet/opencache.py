@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tet.errors import TetError, os_error
+from tet.paths import checked_path
 from tet.reader import Reader
-from tet.safeio import checked_path
 
 __all__ = ["CACHE_SIZE", "FileKey", "cache_info", "clear_cache", "file_key", "open_cached"]
 

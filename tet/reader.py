@@ -22,10 +22,10 @@ from tet import dtypes
 from tet.errors import MemoryBudgetError, TetError, UnknownDatasetError
 from tet.guard import GuardedMap, watching
 from tet.kernels import FillMask, TileTable
-from tet.layout import Catalog, parse_catalog
+from tet.layout import RAW, Catalog, parse_catalog
+from tet.paths import map_readonly, open_regular
 from tet.query.budget import resolve_budget
 from tet.query.plan import tile_table
-from tet.safeio import map_readonly, open_regular
 from tet.selection import Box, resolve_selection
 
 __all__ = ["ByteSource", "MappedFile", "Reader"]
@@ -270,7 +270,7 @@ class Reader:
             return None
         table = self.table(dataset_id)
         (i,) = table.touch(box.start, box.stop, box.step).astype(np.int64)
-        if int(table.codec[i]) != 0 or int(table.raw[i]) != box.size * dtype.itemsize:
+        if int(table.codec[i]) != RAW or int(table.raw[i]) != box.size * dtype.itemsize:
             return None
         end = int(table.offset[i]) + int(table.raw[i])
         if end > self.source.size:

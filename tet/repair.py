@@ -20,28 +20,26 @@ from typing import Any
 import numpy as np
 
 from tet.errors import CatalogError, TetFileNotFoundError, os_error
-from tet.integrity import check_table, table_length
-from tet.layout import (
+from tet.footer import (
     CHECKSUMS_KEY,
-    ENTRY_DTYPE,
-    ENTRY_LEN,
-    FLAG_FOOTER,
     FOOTER_MAGIC,
     FOOTER_TAIL_LEN,
-    INDEX_HEADER_LEN,
-    INDEX_MAGIC,
-    LIMITS,
-    SUPERBLOCK_LEN,
     encode_footer,
     load_json_region,
 )
-from tet.safeio import (
-    Dir,
-    NewFile,
-    remove_stale,
-    stale_temps,
-    temp_name,
+from tet.integrity import check_table, table_length
+from tet.layout import (
+    ENTRY_DTYPE,
+    ENTRY_LEN,
+    FLAG_FOOTER,
+    INDEX_HEADER_LEN,
+    INDEX_MAGIC,
+    SUPERBLOCK_LEN,
 )
+from tet.limits import LIMITS
+from tet.safedir import Dir
+from tet.safeio import NewFile
+from tet.tempnames import remove_stale, stale_temps, temp_name
 from tet.verify_checks import BATCH_ROWS, beside, mapped, stale_of_missing, verify
 from tet.verify_report import (
     PlanAction,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import operator
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,8 @@ import numpy as np
 
 from tet.errors import SelectionError
 from tet.errors import selection_invalid as _fail
+from tet.layout import MAX_NDIM
+from tet.wire import U64_END, is_json_int, unexpected
 
 __all__ = [
     "Box",
@@ -33,7 +34,6 @@ __all__ = [
 
 AXIS_KEYS = ("start", "stop", "step", "start_label", "stop_label")
 _AXIS_KEY_SET = frozenset(AXIS_KEYS)
-MAX_RANK = 8
 
 
 def axis_slice(
@@ -87,106 +87,6 @@ class Box:
 
 def _bad_json(msg: str) -> SelectionError:
     return SelectionError(f"invalid query JSON: {msg}")
-
-
-# ---------------------------------------------------------------------------
-# how the engine's JSON layer names a value it did not expect
-#
-# The wire grammar is parsed by a typed JSON reader, so type errors read
-# ``invalid type: <what it got>, expected <what it wanted>``.  Integers outside
-# [-2**63, 2**64) are floats to that reader (JSON has one number type), NumPy
-# scalars are the numbers they hold, and floats are printed in its shortest form.
-
-I64_MIN = -(2**63)
-U64_END = 2**64
-
-
-def is_json_int(value: Any) -> bool:
-    """An integer the JSON layer keeps as one: int or NumPy integer in [-2**63, 2**64)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        return False
-    return I64_MIN <= int(value) < U64_END
-
-
-def json_float(value: Any) -> float | None:
-    """A non-integer JSON number as f64 (floats, NumPy floats, out-of-range integers)."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if isinstance(value, (int, np.integer)) and not is_json_int(value):
-        try:
-            return float(value)
-        except OverflowError:
-            return math.inf if value > 0 else -math.inf
-    return None
-
-
-def format_float(x: float) -> str:
-    """An f64 as the engine's messages print it: shortest round-trip digits, positional
-    for 1e-5 <= |x| < 1e16 (always with a ``.``), else ``1.5e+16`` / ``1e-7``."""
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    sign = "-" if math.copysign(1.0, x) < 0 else ""
-    if x == 0:
-        return sign + "0.0"
-    mantissa, _, exp = repr(abs(x)).partition("e")
-    whole, _, frac = mantissa.partition(".")
-    raw = whole + frac
-    digits = raw.lstrip("0")
-    point = len(whole) + int(exp or 0) - (len(raw) - len(digits))  # digits before the point
-    digits = digits.rstrip("0")
-    n = len(digits)
-    if n <= point <= 16:
-        text = digits + "0" * (point - n) + ".0"
-    elif 0 < point <= 16:
-        text = digits[:point] + "." + digits[point:]
-    elif -5 < point <= 0:
-        text = "0." + "0" * -point + digits
-    else:
-        e = point - 1
-        text = digits[0] + ("." + digits[1:] if n > 1 else "") + ("e+" if e >= 0 else "e-")
-        text += str(abs(e))
-    return sign + text
-
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
-
-
-def quote(text: str) -> str:
-    """A string quoted the way the engine's messages quote it (Rust ``{:?}``)."""
-    out = ['"']
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif not ch.isprintable() or unicodedata.category(ch) in ("Mn", "Me"):
-            out.append(f"\\u{{{ord(ch):x}}}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def unexpected(value: Any) -> str:
-    """What a type error says it got: ``string "1"``, ``integer `1` ``, ``map``, …"""
-    if value is None:
-        return "null"
-    if isinstance(value, (bool, np.bool_)):
-        return f"boolean `{'true' if value else 'false'}`"
-    if is_json_int(value):
-        return f"integer `{int(value)}`"
-    number = json_float(value)
-    if number is not None:
-        return f"floating point `{format_float(number)}`"
-    if isinstance(value, str):
-        return f"string {quote(value)}"
-    if isinstance(value, Mapping):
-        return "map"
-    if isinstance(value, (list, tuple)):
-        return "sequence"
-    return f"Python object of type `{type(value).__name__}`"
 
 
 def _invalid_type(value: Any, expected: str) -> SelectionError:
@@ -247,7 +147,7 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
     """Validate the wire form (or expand the box form) into per-axis dicts.
 
     Two phases, as in the engine: every entry is read first (key names and types,
-    ``invalid query JSON: …``), then checked without a dataset (rank <= 8, step >= 1,
+    ``invalid query JSON: …``), then checked without a dataset (rank <= MAX_NDIM, step >= 1,
     start/label exclusivity, start < stop: ``validation: …``).  ``null`` for the
     whole selection is a type error; callers treat an absent key as "full extent".
     """
@@ -256,8 +156,8 @@ def parse_selection(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, (list, tuple)):
         raise _invalid_type(raw, "a sequence")
     axes = [_parse_entry(entry) for entry in raw]
-    if len(axes) > MAX_RANK:
-        raise _fail(f"selection rank {len(axes)} exceeds maximum {MAX_RANK}")
+    if len(axes) > MAX_NDIM:
+        raise _fail(f"selection rank {len(axes)} exceeds maximum {MAX_NDIM}")
     for i, axis in enumerate(axes):
         if axis.get("step") == 0:
             raise _fail(f"selection[{i}].step must be >= 1, got 0")

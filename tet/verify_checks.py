@@ -21,26 +21,23 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import CatalogError, TetFileNotFoundError
+from tet.footer import validate_history, validate_metadata
 from tet.guard import watching
 from tet.integrity import read_table
 from tet.layout import (
     FLAG_FOOTER,
     LAYOUT_VERSION,
-    LIMITS,
+    RAW,
+    ZSTD,
     Catalog,
     DatasetRecord,
     parse_catalog,
     tile_counts,
-    validate_history,
-    validate_metadata,
 )
+from tet.limits import LIMITS
+from tet.paths import map_readonly, open_regular
 from tet.query.budget import WORK_FLOOR, resolve_budget
-from tet.safeio import (
-    StaleTemp,
-    map_readonly,
-    open_regular,
-    stale_temps,
-)
+from tet.tempnames import StaleTemp, stale_temps
 from tet.verify_report import Finding, Report, failed, finish, passed, repair_command, warned
 
 DECODE_LIMIT = 128            # chunks checksum- and decode-checked without deep=True
@@ -294,7 +291,7 @@ def _check_offsets(cat: Catalog) -> list[Finding]:
                             for d in cat.datasets] or [1], dtype=np.uint64)
         elem = sizes[np.minimum(cat.entries["dataset_id"][1:], np.uint64(len(sizes) - 1))]
         aligned = (ends + elem - np.uint64(1)) // elem * elem
-        padded = (cat.entries["codec"][1:] == 0) & (off[1:] == aligned)
+        padded = (cat.entries["codec"][1:] == RAW) & (off[1:] == aligned)
         gaps = np.flatnonzero((ends != off[1:]) & ~padded)
         if gaps.size:
             k = int(gaps[0])
@@ -346,7 +343,7 @@ def _check_payloads(cat: Catalog, buf: Any, deep: bool,
                 row = int(rows[k])
                 sums.add(row, functools.partial(_checksum_text, cat, row, int(found[k]),
                                                 int(expected[row])))
-        _check_frames(cat, buf, rows[e["codec"][rows] == 1], budget, frames, too_big)
+        _check_frames(cat, buf, rows[e["codec"][rows] == ZSTD], budget, frames, too_big)
         if progress is not None:
             progress(len(rows))
     if expected is not None:

@@ -34,23 +34,24 @@ import numpy as np
 from tet import dtypes
 from tet.attrs import EXT_KEY, encode_value, validate_ext
 from tet.errors import FileChangedError, InvalidTextError, TetError, os_error
+from tet.footer import WRITE_PREFIX, encode_footer, history_row
 from tet.guard import watching
 from tet.integrity import encode_table, read_table
+from tet.layout import CODECS as CODECS
 from tet.layout import (
     FLAG_FOOTER,
-    WRITE_PREFIX,
     Catalog,
     DatasetRecord,
-    encode_footer,
     encode_header,
     header_length,
-    history_row,
     tile_counts,
 )
-from tet.safeio import Dir, checked_path, open_regular, path_text, remove_stale, write_error
+from tet.paths import checked_path, open_regular, path_text
+from tet.safedir import Dir
+from tet.safeio import write_error
+from tet.tempnames import remove_stale
 from tet.writer_store import Store, copy_runs, failed_size, pwrite_all
 from tet.writer_store import aligned_offsets as aligned_offsets
-from tet.writer_stream import CODECS as CODECS
 from tet.writer_stream import (
     ArraySource,
     CopiedSource,

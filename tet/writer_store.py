@@ -22,8 +22,10 @@ import numpy as np
 
 from tet.durable import atomic_replace, identity_of
 from tet.errors import CatalogError, FileChangedError, TetError, os_error
-from tet.layout import WRITE_PREFIX
-from tet.safeio import Dir, temp_name
+from tet.footer import WRITE_PREFIX
+from tet.layout import RAW
+from tet.safedir import Dir
+from tet.tempnames import temp_name
 
 COPY_BYTES = 16 * 1024 * 1024  # one copy_file_range call at most
 WRITE_AHEAD_BYTES = 64 * 1024 * 1024  # queued appends a session's writer thread may hold
@@ -63,7 +65,7 @@ def aligned_offsets(at: int, stored: np.ndarray[Any, Any], codec: np.ndarray[Any
     a raw tile in place as its dtype, tet-py 0.8.3 among them, need that), so a gap of
     at most ``elem - 1`` zero bytes may precede it."""
     stored = np.asarray(stored, dtype=np.uint64)
-    raw = np.asarray(codec) == 0
+    raw = np.asarray(codec) == RAW
     ends = np.cumsum(stored, dtype=np.uint64)
     if not raw.any() or elem == 1:
         return np.asarray(np.uint64(at) + ends - stored)
@@ -208,7 +210,7 @@ class Store:
     """A file beside the target that payloads are appended to, `base` bytes reserved
     for the header.  Anonymous (O_TMPFILE) where the file system allows, so a crash
     while blocks stream in leaves nothing behind; `name` links it in as a hidden
-    ``.tmp`` file (`tet.safeio.TEMP_NAMES`) at commit, to be renamed over the target.
+    ``.tmp`` file (`tet.tempnames.TEMP_NAMES`) at commit, to be renamed over the target.
     Every name is relative to the target's directory, opened once."""
 
     def __init__(self, target: Path, base: int, *, anonymous: bool,

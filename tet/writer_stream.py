@@ -18,13 +18,14 @@ import numpy as np
 from tet import dtypes, kernels
 from tet.attrs import display, encode_value, validate_ext
 from tet.errors import CatalogError, InvalidTextError
+from tet.footer import WRITE_PREFIX
 from tet.guard import watching
-from tet.layout import ENTRY_DTYPE, WRITE_PREFIX, DatasetRecord, tile_counts
+from tet.layout import CODECS, ENTRY_DTYPE, MAX_NDIM, RAW, DatasetRecord, tile_counts
 from tet.limits import LIMITS
 from tet.selection import box_from_key
+from tet.wire import is_axis_index
 from tet.writer_store import Store, aligned_offsets, copy_runs, write_all, writer_pool
 
-CODECS = {"raw": 0, "zstd": 1}
 TARGET_CHUNK_BYTES = 8 * 1024 * 1024
 WINDOW_BYTES = 16 * 1024 * 1024  # tiles encoded per C call, about
 
@@ -48,10 +49,10 @@ def checked_text(value: str, what: str) -> str:
 def dataset_geometry(name: str, shape: Sequence[int], itemsize: int,
                      chunk_shape: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     shape = tuple(int(n) for n in shape)
-    if not 1 <= len(shape) <= 8:
+    if not 1 <= len(shape) <= MAX_NDIM:
         if len(shape) == 0:
             raise ValueError("write_dataset requires an array with at least one dimension")
-        raise refused(f"dataset {name!r} has rank {len(shape)}; the format allows 1..8")
+        raise refused(f"dataset {name!r} has rank {len(shape)}; the format allows 1..{MAX_NDIM}")
     if any(n < 1 for n in shape):
         raise refused(f"dataset {name!r} has an empty axis (shape {shape}); every extent >= 1")
     chunk = (default_chunk_shape(shape, itemsize) if chunk_shape is None
@@ -78,7 +79,8 @@ def dataset_meta(name: str, shape: Sequence[int], attrs: Mapping[str, Any] | Non
         keys = meta.get("dim_names", [])
         out = {}
         for axis, labels in coords.items():
-            d = keys.index(axis) if axis in keys else (int(axis) if str(axis).isdigit() else -1)
+            d = keys.index(axis) if axis in keys else \
+                (int(axis) if is_axis_index(str(axis)) else -1)
             if not 0 <= d < len(shape):
                 raise refused(f"coords key {axis!r} is neither a dim name nor an axis index")
             labels = [checked_text(str(x), f"coords {axis!r} label") for x in labels]
@@ -236,7 +238,7 @@ class ArraySource(Pending):
         entries = _entries(dataset_id, coords)
         elem = self.array.dtype.itemsize
         raw = np.prod(extent, axis=1) * elem
-        pad = (-at) % elem if self.codec == 0 else 0  # raw tiles start element-aligned
+        pad = (-at) % elem if self.codec == RAW else 0  # raw tiles start element-aligned
         if pad:
             write_all(out, np.zeros(pad, np.uint8))
             at += pad
@@ -250,8 +252,9 @@ class ArraySource(Pending):
         with writer_pool(f"dataset {r.name!r}") as writer:
             for k, w in enumerate(windows):
                 slot = k % len(buffers)
-                if busy[slot] is not None:
-                    busy[slot].result()  # type: ignore[union-attr]
+                previous = busy[slot]
+                if previous is not None:
+                    previous.result()
                 payload, lens = kernels.encode(self.array, origin[w], extent[w], codec=self.codec,
                                                level=self.level, scratch=buffers[slot],
                                                checksums=crc[w])
@@ -470,7 +473,7 @@ class DatasetStream:
         store = self._store
         if store is None:
             store = self._store = store_for()
-        if self._codec == 0:  # raw tiles start element-aligned
+        if self._codec == RAW:  # raw tiles start element-aligned
             store.align(self._dtype.itemsize)
         at = store.append(payload)
         starts = np.cumsum(lens) - lens

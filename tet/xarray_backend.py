@@ -32,7 +32,8 @@ footer is turned into numbers so it applies.  Files written by the reference's
 ``tet convert`` (no typed metadata) hold float data already CF-decoded where
 ``scale_factor``/``add_offset`` are listed: those keys are encoding there too.  Files
 written by earlier versions of `from_xarray` carry reserved ``_tet_*`` attrs instead
-of the typed metadata; they are still read (the legacy section below).
+of the typed metadata; they are still read.  These rules are `tet.xrmodel`'s, which the
+Zarr export (`tet.export_zarr`) follows too.
 
 Each variable's encoding has ``source``, ``dtype``, ``original_shape``, ``chunksizes``
 and ``preferred_chunks`` (the file's chunks), as the netCDF backends give, so
@@ -51,10 +52,8 @@ the index rows it touches before it allocates, within the memory budget.
 from __future__ import annotations
 
 import errno
-import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -64,15 +63,32 @@ from xarray.backends.common import AbstractDataStore, datatree_from_dict_with_io
 from xarray.backends.store import StoreBackendEntrypoint
 from xarray.core import indexing
 
-from tet.attrs import ext_of, labels_to_values, merge_attrs
+from tet.attrs import ext_of, labels_to_values
 from tet.dask import grouped_chunk_shape
 from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset, TetFile
 from tet.layout import MAGIC
 from tet.opencache import FileKey, file_key, open_cached
+from tet.paths import checked_path, open_regular
 from tet.query.budget import require_memory, resolve_budget
-from tet.safeio import checked_path, open_regular
 from tet.text import decode_text
+from tet.xrmodel import (
+    COORD_PREFIX,
+    GLOBAL_PREFIX,
+    SCALAR_ATTR,
+    TYPES_ATTR,
+    Variable,
+    all_groups,
+    assign_dims,
+    axis_dim,
+    converted,
+    coord_meta,
+    decode_attrs,
+    describe,
+    group_attrs,
+    group_names,
+    legacy_globals,
+)
 
 __all__ = [
     "COORD_PREFIX",
@@ -86,55 +102,10 @@ __all__ = [
     "decode_attrs",
 ]
 
-CF_NUMERIC = ("_FillValue", "missing_value", "scale_factor", "add_offset")
-PACKING = ("scale_factor", "add_offset")
-
 
 class XarrayLayoutError(CatalogError, ValueError):
     """The file's datasets cannot form one xarray Dataset: a dimension with two lengths,
     or one dataset naming two of its axes alike (duplicate footer ``dim_names``)."""
-
-
-def _cf_number(text: str, dtype: np.dtype[Any]) -> Any:
-    """Footer text of a CF attr as a number (None when it is not one)."""
-    try:
-        value = float(text.strip())
-    except ValueError:
-        return None
-    if dtype.kind in "iu":
-        return dtype.type(int(value)) if value.is_integer() else value
-    return dtype.type(value) if dtype.kind == "f" else value
-
-
-# ---------------------------------------------------------------------------
-# Coordinate labels
-
-
-
-
-def _date_unit(values: np.ndarray[Any, Any]) -> Any:
-    """The coarsest ISO unit that writes every date exactly (one format for all)."""
-    valid = values[~np.isnat(values)]
-    for unit in ("D", "m", "s", "ms", "us", "ns"):
-        if unit == "ns" or (valid.astype(f"M8[{unit}]") == valid).all():
-            return unit
-    return "ns"
-
-
-def values_to_labels(values: np.ndarray[Any, Any]) -> tuple[list[str], str | None] | None:
-    """Footer labels of 1-D coordinate values and the dtype to record (None for plain
-    strings); None when they cannot be labels (object values that are not strings,
-    empty strings)."""
-    kind = values.dtype.kind
-    if kind == "M":
-        return list(np.datetime_as_string(values, unit=_date_unit(values))), values.dtype.name
-    if kind == "m":
-        return [str(v) for v in values.astype(np.int64).tolist()], values.dtype.name
-    if kind in "biuf":
-        return [str(v) for v in values], values.dtype.name
-    if kind in "UO" and all(isinstance(v, str) and v for v in values.tolist()):
-        return [str(v) for v in values.tolist()], None
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -226,6 +197,11 @@ def _cached(key: FileKey) -> TetFile:
     return TetFile.from_reader(open_cached(key))
 
 
+def _fail(f: TetFile, ds: Dataset) -> Callable[[str], CatalogError]:
+    """How a dataset whose marks do not fit its stored shape is refused."""
+    return lambda what: CatalogError(f"{f.path}: dataset {ds.name!r} {what}")
+
+
 def _narrow(f: TetFile, data: np.ndarray[Any, Any], dtype: np.dtype[Any],
             name: str) -> np.ndarray[Any, Any]:
     """`data` in the variable's `dtype`: as it is, or integers stored wider (int8 as
@@ -252,107 +228,12 @@ def _decode_text(f: TetFile, data: np.ndarray[Any, Any], dtype: np.dtype[Any],
     return decode_text(data, "str" if dtype.kind == "U" else "bytes").astype(dtype, copy=False)
 
 
-# ---------------------------------------------------------------------------
-# One dataset as a variable
-
-
-@dataclass
-class _Var:
-    """What one dataset is as an xarray variable, before its dims are named."""
-
-    ds: Dataset
-    name: str                              # the variable's name (within its group)
-    shape: tuple[int, ...]                 # without the char axis of text; () for 0-d
-    footer_dims: tuple[str, ...] | None    # the footer dim_names of those axes
-    dtype: np.dtype[Any]
-    chunks: tuple[int, ...]
-    blocks: tuple[int, ...]
-    attrs: dict[str, Any]
-    encoding: dict[str, Any]
-    text: str | None = None
-    width: int = 0
-    scalar: bool = False
-    legacy: _Legacy | None = None
-    dims: tuple[str, ...] = field(default=())
-
-
-def _fail(f: TetFile, ds: Dataset, what: str) -> CatalogError:
-    return CatalogError(f"{f.path}: dataset {ds.name!r} {what}")
-
-
-def _describe(f: TetFile, ds: Dataset, name: str, *, has_ext: bool, converted: bool,
-              strict: bool = True) -> _Var:
-    """`ds` as a variable; a text or 0-d marker that does not fit the stored shape is a
-    `CatalogError` (ignored when not `strict`: a variable that is dropped)."""
-    raw = dict(ds.attrs)
-    legacy = _Legacy.of(raw) if any(_reserved(k) for k in raw) else None
-    attrs = legacy.attrs if legacy is not None else dict(ds.typed_attrs)
-    attrs = {k: v for k, v in attrs.items() if not _reserved(k)}
-    extra = ds.extra
-    encoding: dict[str, Any] = dict(extra.get("encoding", {}))
-    for key in encoding:
-        attrs.pop(key, None)  # encoding, never an attribute (decoded already)
-    if "dtype" in encoding:
-        try:
-            encoding["dtype"] = np.dtype(str(encoding["dtype"]))
-        except TypeError:
-            del encoding["dtype"]
-    stored = ds.numpy_dtype
-    if (converted and not has_ext and stored.kind == "f"
-            and any(k in attrs for k in PACKING)):
-        for key in CF_NUMERIC:  # the reference's convert applied these already
-            if key in attrs:
-                value = attrs.pop(key)
-                number = _cf_number(value, stored) if isinstance(value, str) else value
-                encoding[key] = value if number is None else number
-    for key in CF_NUMERIC:
-        if isinstance(attrs.get(key), str):
-            number = _cf_number(attrs[key], stored)
-            if number is not None:
-                attrs[key] = number
-    shape, dims, chunks = ds.shape, ds.dim_names, ds.chunk_shape
-    if dims is not None and len(dims) != ds.ndim:
-        dims = None
-    blocks = grouped_chunk_shape(ds.shape, ds.chunk_shape)  # at most MAX_BLOCKS
-    var = _Var(ds, name, shape, dims, stored, chunks, blocks, attrs, encoding, legacy=legacy)
-    text = extra.get("text")
-    if text is not None and (stored != np.uint8 or ds.shape[-1] != int(text["width"])):
-        if strict:
-            width = int(text["width"])
-            raise _fail(f, ds, f"is marked as text {width} bytes wide but holds {stored} "
-                               f"values of shape {list(ds.shape)}")
-        text = None
-    if text is not None:
-        width, kind = int(text["width"]), str(text["kind"])
-        if kind == "bytes" and str(attrs.get("_Encoding", "")).lower() in ("utf-8", "utf8"):
-            var.encoding["_Encoding"] = attrs.pop("_Encoding")
-            var.dtype = np.dtype(f"U{width}")
-        else:
-            var.dtype = np.dtype(f"S{width}" if kind == "bytes" else f"U{width}")
-        var.text, var.width = kind, width
-        var.shape, var.chunks, var.blocks = shape[:-1], chunks[:-1], blocks[:-1]
-        var.footer_dims = dims[:-1] if dims is not None else None
-    elif stored.kind in "iu" and encoding.get("dtype") is not None:
-        narrow = encoding["dtype"]
-        if (narrow.kind in "iu" and narrow.itemsize < stored.itemsize
-                and not any(k in encoding for k in PACKING)):
-            var.dtype = narrow  # e.g. int8 values kept as i16
-    scalar = extra.get("shape") == [] or (legacy is not None and legacy.scalar)
-    if scalar and var.shape:
-        if var.shape != (1,):
-            if extra.get("shape") == [] and strict:
-                raise _fail(f, ds, f"is marked 0-d but holds shape {list(var.shape)}")
-        else:
-            var.scalar, var.shape, var.footer_dims = True, (), ()
-            var.chunks = var.blocks = ()
-    return var
-
-
-def _variable(key: FileKey, v: _Var) -> xr.Variable:
+def _variable(key: FileKey, v: Variable) -> xr.Variable:
     encoding = {"source": key.path, "dtype": v.dtype, "original_shape": v.shape}
     if v.shape:
+        blocks = grouped_chunk_shape(v.ds.shape, v.ds.chunk_shape)  # at most MAX_BLOCKS
         encoding["chunksizes"] = v.chunks
-        encoding["preferred_chunks"] = dict(zip(v.dims, v.blocks))
+        encoding["preferred_chunks"] = dict(zip(v.dims, blocks[:len(v.shape)]))
     encoding.update(v.encoding)
     if v.shape:
         array = TetBackendArray(key, v.ds.name, v.shape, v.dtype, text=v.text, width=v.width)
@@ -366,35 +247,6 @@ def _variable(key: FileKey, v: _Var) -> xr.Variable:
 
 # ---------------------------------------------------------------------------
 # The store
-
-
-def _group_names(names: Sequence[str], group: str | None) -> dict[str, str]:
-    """dataset name -> variable name for the datasets of `group` (None: every dataset,
-    by its full name; ``""`` or ``"/"``: the datasets without a ``/``)."""
-    if group is None:
-        return {n: n for n in names}
-    prefix = group.strip("/")
-    if not prefix:
-        return {n: n for n in names if "/" not in n}
-    head = prefix + "/"
-    return {n: n[len(head):] for n in names if n.startswith(head) and "/" not in n[len(head):]}
-
-
-def _all_groups(names: Iterable[str]) -> set[str]:
-    """Every group path that holds a dataset, directly or below (``""``: the root)."""
-    out = {""}
-    for name in names:
-        parts = name.split("/")[:-1]
-        out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return out
-
-
-def _converted(f: TetFile) -> bool:
-    """Whether the footer says the file came from ``tet convert``."""
-    meta = f.catalog.metadata.get("file")
-    tool = meta.get("tool") if isinstance(meta, dict) else None
-    return tool == "tet convert" or any(
-        isinstance(h, Mapping) and h.get("op") == "convert" for h in f.catalog.history)
 
 
 class TetDataStore(AbstractDataStore):
@@ -417,30 +269,27 @@ class TetDataStore(AbstractDataStore):
 
     def _load(self) -> tuple[dict[str, xr.Variable], dict[str, Any]]:
         f = _cached(self.key)
-        names = _group_names(f.datasets(), self.group)
-        if not names and self.group is not None and self.group.strip("/") not in _all_groups(
+        names = group_names(f.datasets(), self.group)
+        if not names and self.group is not None and self.group.strip("/") not in all_groups(
                 f.datasets()):
-            groups = sorted(_all_groups(f.datasets()) - {""})
+            groups = sorted(all_groups(f.datasets()) - {""})
             raise TetOSError(f"group {self.group!r} not found in {self.key.path} "
                              f"(groups: {', '.join(repr(g) for g in groups) or 'none'})",
                              errno=errno.ENOENT, filename=self.key.path)
         ext = ext_of(f.catalog.metadata)
         typed = ext.get("datasets", {})
-        converted = _converted(f)
+        from_convert = converted(f)
         described = []
         for name in names:
             ds = f.dataset(name)
             if names[name] not in self.drop:  # the geometry and the tile table, now:
                 f.resolve(name)  # a grid the index cannot hold fails at open
-            described.append(_describe(f, ds, names[name], has_ext=name in typed,
-                                       converted=converted, strict=names[name] not in self.drop))
-        _assign_dims(described)
-        global_attrs: dict[str, Any] = {}
-        for v in described:
-            if v.legacy is not None:
-                for key, value in v.legacy.globals.items():
-                    global_attrs.setdefault(key, value)
-        global_attrs.update(self._group_attrs(f, ext))
+            described.append(describe(ds, names[name], has_ext=name in typed,
+                                      converted=from_convert, fail=_fail(f, ds),
+                                      strict=names[name] not in self.drop))
+        assign_dims(described)
+        global_attrs = legacy_globals(described)
+        global_attrs.update(group_attrs(f, self.group or ""))
         variables: dict[str, xr.Variable] = {}
         coords: dict[str, xr.Variable] = {}
         for v in described:
@@ -459,29 +308,16 @@ class TetDataStore(AbstractDataStore):
         _check_sizes(variables, self.key.path)
         return variables, global_attrs
 
-    def _group_attrs(self, f: TetFile, ext: Mapping[str, Any]) -> dict[str, Any]:
-        group = (self.group or "").strip("/")
-        if not group:
-            return f.file_attrs
-        entry = ext.get("groups", {}).get(group, {})
-        return merge_attrs({}, entry.get("attrs", {}), f"group {group!r} attrs")
-
-    def _label_coords(self, f: TetFile, ext: Mapping[str, Any], v: _Var,
+    def _label_coords(self, f: TetFile, ext: Mapping[str, Any], v: Variable,
                       names: Mapping[str, str], coords: dict[str, xr.Variable]) -> None:
         """The coordinates the footer labels of `v` give (the first labels of a dim win;
         a dataset named like the dim wins over labels)."""
         ds = v.ds
         for axis, labels in ds.coords.items() if v.dims else ():
-            dim = _axis_dim(axis, ds, v)
+            dim = axis_dim(axis, v)
             if dim is None or dim in coords or dim in names.values():
                 continue
-            meta = v.legacy.coords.get(dim) if v.legacy is not None else None
-            cattrs: dict[str, Any] = {}
-            if meta is not None:
-                cattrs = decode_attrs(meta.get("attrs", {}), meta.get("types", {}))
-            elif dim in ext.get("coords", {}):
-                meta = ext["coords"][dim]
-                cattrs = merge_attrs({}, meta.get("attrs", {}), f"coords {dim!r} attrs")
+            meta, cattrs = coord_meta(v, dim, ext)
             length = v.shape[v.dims.index(dim)]
             values = labels_to_values(
                 labels, length, meta,
@@ -499,41 +335,6 @@ class TetDataStore(AbstractDataStore):
         """Nothing to release: files stay in the per-process cache."""
 
 
-def _axis_dim(axis: str, ds: Dataset, v: _Var) -> str | None:
-    """The dimension a footer coords key names (a dim name or a decimal axis index);
-    None for the char axis of a text dataset."""
-    if ds.dim_names is not None and axis in ds.dim_names:
-        d = ds.dim_names.index(axis)
-    elif axis.isdigit():
-        d = int(axis)
-    else:
-        return None
-    return v.dims[d] if d < len(v.dims) else None
-
-
-def _assign_dims(variables: Sequence[_Var]) -> None:
-    """Dimension names per variable: footer ``dim_names``, else ``dim_i`` (or
-    ``<variable>_dim_i`` where ``dim_i`` is taken with another length)."""
-    sizes: dict[str, int] = {}
-    rest = []
-    for v in variables:
-        if v.footer_dims is not None:
-            v.dims = v.footer_dims
-            for dim, n in zip(v.dims, v.shape):
-                sizes.setdefault(dim, n)
-        else:
-            rest.append(v)
-    for v in rest:
-        dims = []
-        for i, n in enumerate(v.shape):
-            dim = f"dim_{i}"
-            if sizes.setdefault(dim, n) != n:
-                dim = f"{v.name}_dim_{i}"
-                sizes.setdefault(dim, n)
-            dims.append(dim)
-        v.dims = tuple(dims)
-
-
 def _check_sizes(variables: Mapping[str, xr.Variable], path: str) -> None:
     seen: dict[str, tuple[int, str]] = {}
     for name, var in variables.items():
@@ -543,86 +344,6 @@ def _check_sizes(variables: Mapping[str, xr.Variable], path: str) -> None:
                 raise XarrayLayoutError(
                     f"{path}: dimension {dim!r} has length {first[0]} in {first[1]!r} but {n} "
                     f"in {name!r}; open them apart with drop_variables=[...] or group=...")
-
-
-# ---------------------------------------------------------------------------
-# Legacy: files written by earlier versions of `from_xarray` (no typed metadata) carry
-# reserved attrs instead.  They are read here and never written again.
-#
-# - ``_tet_types``: JSON object, attr key -> type of an attr that is not a string
-#   (``"json"``, a NumPy dtype name, ``"<dtype>[]"`` for arrays, ``"tuple"``); the
-#   attr's value is its JSON text.
-# - ``_tet_global:<key>``: an attr of the xarray Dataset (file- or group-level).
-# - ``_tet_coord:<dim>``: JSON ``{"dtype", "attrs", "types"}`` of the index
-#   coordinate whose values are the labels of axis ``<dim>``.
-# - ``_tet_scalar``: ``"true"``: the dataset holds a 0-d variable stored as ``(1,)``.
-
-TYPES_ATTR = "_tet_types"
-GLOBAL_PREFIX = "_tet_global:"
-COORD_PREFIX = "_tet_coord:"
-SCALAR_ATTR = "_tet_scalar"
-
-
-def _reserved(key: str) -> bool:
-    return key in (TYPES_ATTR, SCALAR_ATTR) or key.startswith((GLOBAL_PREFIX, COORD_PREFIX))
-
-
-def _decode_value(text: str, tag: str) -> Any:
-    value = json.loads(text)
-    if tag == "json":
-        return value
-    if tag == "tuple":
-        return tuple(value)
-    if tag.endswith("[]"):
-        return np.asarray(value, dtype=np.dtype(tag[:-2]))
-    return np.dtype(tag).type(value)
-
-
-def decode_attrs(raw: Mapping[str, str], types: Mapping[str, str]) -> dict[str, Any]:
-    """Legacy attrs with the typed ones turned back into their values (a value that
-    does not parse stays the footer text)."""
-    out: dict[str, Any] = {}
-    for key, text in raw.items():
-        tag = types.get(key)
-        if tag is None:
-            out[key] = text
-            continue
-        try:
-            out[key] = _decode_value(text, tag)
-        except (ValueError, TypeError):
-            out[key] = text
-    return out
-
-
-def _json_object(text: str | None) -> dict[str, Any]:
-    if text is None:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-@dataclass
-class _Legacy:
-    attrs: dict[str, Any]
-    globals: dict[str, Any]
-    coords: dict[str, dict[str, Any]]
-    scalar: bool
-
-    @classmethod
-    def of(cls, raw: Mapping[str, str]) -> _Legacy:
-        types = {str(k): str(v) for k, v in _json_object(raw.get(TYPES_ATTR)).items()}
-        decoded = decode_attrs(raw, types)
-        return cls(
-            attrs={k: v for k, v in decoded.items() if not _reserved(k)},
-            globals={k[len(GLOBAL_PREFIX):]: v for k, v in decoded.items()
-                     if k.startswith(GLOBAL_PREFIX)},
-            coords={k[len(COORD_PREFIX):]: _json_object(v) for k, v in raw.items()
-                    if k.startswith(COORD_PREFIX)},
-            scalar=raw.get(SCALAR_ATTR) == "true",
-        )
 
 
 # ---------------------------------------------------------------------------
@@ -718,7 +439,7 @@ class TetBackendEntrypoint(BackendEntrypoint):
                     f"{key.path}: dataset {name!r} has an empty group name in its path, which "
                     "a tree of groups cannot hold; open it with xr.open_dataset (no group=)")
         parent = (group or "").strip("/")
-        groups = _all_groups(names)
+        groups = all_groups(names)
         if parent not in groups:
             listed = sorted(groups - {""})
             raise TetOSError(f"group {group!r} not found in {key.path} "

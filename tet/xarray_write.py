@@ -45,8 +45,9 @@ from tet import dtypes
 from tet.attrs import display, encode_value, ext_of, split_attrs
 from tet.limits import LIMITS
 from tet.text import encode_text
+from tet.wire import is_axis_index
 from tet.writer import TetWriter, default_chunk_shape
-from tet.xarray_backend import values_to_labels
+from tet.xrmodel import values_to_labels
 
 __all__ = ["DATAARRAY_NAME", "DATAARRAY_VARIABLE", "from_xarray"]
 
@@ -111,7 +112,7 @@ class _Existing:
                 for axis in d.coords:
                     if d.dim_names is not None and axis in d.dim_names:
                         out.labelled.add(axis)
-                    elif axis.isdigit():
+                    elif is_axis_index(axis):
                         out.labelled.add(d.dim_names[int(axis)] if d.dim_names is not None
                                          and int(axis) < len(d.dim_names) else f"dim_{axis}")
         return out

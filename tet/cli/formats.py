@@ -10,7 +10,6 @@ that a format cannot show (a missing field, a partial boolean in a table) is a
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from tet.cli.common import CommandFailed
 from tet.query.ops import OPS
 from tet.query.response import PREVIEW_ORDER, clean
 from tet.query.transform import METHODS
+from tet.wire import format_float
 
 __all__ = [
     "FORMATS",
@@ -47,9 +47,6 @@ GRID_MAX = 16  # table slice: values shown
 MESSAGE_MAX = 72  # table `message` row, bytes
 NAME_MAX = 40  # table unmatched `datasets:` names, bytes
 
-_BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
-_MATRIX_OPS = frozenset({"covariance", "correlation"})
-_SCALAR_NAME = {"arg_min": "argmin_index", "arg_max": "argmax_index"}
 _STATS_CATALOG = ("matched", "dataset_index", "dtype", "shape")
 _STATS_PLAN = ("chunk_touch_policy", "chunk_count", "total_stored_bytes", "chunks_truncated",
                "chunks_omitted", "logical_selection_shape", "logical_f32_element_count")
@@ -65,15 +62,7 @@ def fmt_float(v: Any) -> str:
     """A float as quiet/table print it: up to 6 decimals, trailing zeros and dot trimmed
     (``3.5``, ``2.916667``, ``21``); ``NaN``/``inf``/``-inf``.  ``None`` is how the wire
     carries a non-finite value it cannot name, so it prints as ``NaN``."""
-    if v is None:
-        return "NaN"
-    x = float(v)
-    if math.isnan(x):
-        return "NaN"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    s = f"{x:.6f}"
-    return s.rstrip("0").rstrip(".") if "." in s else s
+    return "NaN" if v is None else format_float(float(v), "fixed")
 
 
 def _fmt_value(v: Any) -> str:
@@ -134,10 +123,16 @@ def _axes(body: Mapping[str, Any]) -> list[str]:
     return [str(a) for a in body.get("axes") or []]
 
 
+def _result(key: str) -> str | None:
+    """The op's result kind (`OpSpec.result`); None for a key the table does not know."""
+    spec = OPS.get(key)
+    return spec.result if spec is not None else None
+
+
 def _is_partial(key: str, body: Mapping[str, Any]) -> bool:
     """Partial = reduced over listed axes; covariance/correlation name an observation
     axis but always answer with one whole-selection matrix."""
-    return bool(_axes(body)) and key not in _MATRIX_OPS
+    return bool(_axes(body)) and _result(key) != "matrix"
 
 
 def _unmatched(resp: Response) -> bool:
@@ -209,7 +204,8 @@ def stats_view(resp: Response, *, execution: bool = True) -> dict[str, Any]:
     if execution and isinstance(ex, Mapping):
         out["execution"] = {k: v for k, v in ex.items()
                             if not k.endswith(("_preview", "_preview_truncated"))}
-    return clean(out)  # type: ignore[no-any-return]
+    slim: dict[str, Any] = clean(out)
+    return slim
 
 
 def plan_view(resp: Response) -> dict[str, Any]:
@@ -242,7 +238,7 @@ def _scalar(key: str, body: Mapping[str, Any], ex: Mapping[str, Any]) -> tuple[s
         stats = " ".join(f"{s}={fmt_float(_need(ex, f'operation_{s}'))}"
                          for s in METHODS[method][0])
         return "transform", stats
-    if key in _MATRIX_OPS:
+    if _result(key) == "matrix":
         order = _need(ex, f"operation_{key}_order")
         matrix = _need(ex, f"operation_{key}")
         return key, f"order={order} matrix={fmt_list(matrix, fmt_float)}"
@@ -252,7 +248,9 @@ def _scalar(key: str, body: Mapping[str, Any], ex: Mapping[str, Any]) -> tuple[s
     field = OPS[key].scalar_field
     assert field is not None
     value = _need(ex, field)
-    return _SCALAR_NAME.get(key, key), _fmt_value(value)
+    # an index is named by its field (arg_min: argmin_index), every other result by its op
+    name = field.removeprefix("operation_") if OPS[key].result == "index" else key
+    return name, _fmt_value(value)
 
 
 def _partial_values(key: str, body: Mapping[str, Any], ex: Mapping[str, Any]) -> str:
@@ -403,9 +401,9 @@ def _slice_section(resp: Response, ex: Mapping[str, Any]) -> str:
 
 
 def _table_rejects(key: str) -> str | None:
-    if key in _BOOL_OPS:
+    if _result(key) == "bool":
         return "table format: boolean partial reductions use --format quiet or stats"
-    if key in ("arg_min", "arg_max"):
+    if _result(key) == "index":
         return f"table format: {key} partial values use --format quiet or stats"
     if key == "transform":
         return "table format: partial transform statistics use --format quiet or stats"

@@ -29,7 +29,8 @@ import platformdirs
 from tet.cli.common import CommandFailed
 from tet.errors import os_error
 from tet.query.allow import APP, cache_roots
-from tet.safeio import Dir, NewFile
+from tet.safedir import Dir
+from tet.safeio import NewFile
 
 try:
     import fcntl

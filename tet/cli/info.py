@@ -16,6 +16,7 @@ from tet import dtypes
 from tet.cli.common import Subparsers, add_command
 from tet.file import TetFile
 from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, LAYOUT_VERSION, ROW_BLOCK, Catalog, chunk_rows
+from tet.wire import format_float
 
 SECTIONS = ("layout", "execution", "datasets", "chunks", "history")
 DEFAULT_CHUNK_ROWS = 32
@@ -239,7 +240,7 @@ def _layout(v: View, limit: int, metadata: bool) -> list[str]:
 
 
 def _number(x: float) -> str:
-    return f"{x:.2f}".rstrip("0").rstrip(".")
+    return format_float(x, "fixed", places=2)
 
 
 def _execution(v: View, limit: int, metadata: bool) -> list[str]:

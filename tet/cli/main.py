@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tet import __version__, kernels
+from tet import __version__, simd
 from tet.cli import convert, export, info, qhist, query, repair, verify
 from tet.errors import TetError
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect, verify, repair, query, convert and export .tet files "
                     "(many N-dimensional arrays in one mmap-friendly file).")
     parser.add_argument("--version", action="version",
-                        version=f"tet {__version__} (simd: {kernels.simd_level()})")
+                        version=f"tet {__version__} (simd: {simd.simd_level()})")
     parser.add_argument("--debug", action="store_true",
                         help="show the Python traceback of a failure (also TET_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

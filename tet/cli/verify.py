@@ -13,7 +13,7 @@ from tet.cli.common import CommandFailed, Subparsers, add_command, print_json
 from tet.cli.progress import progress
 from tet.cli.repair import report_text as repair_text
 from tet.errors import TetError
-from tet.safeio import open_regular
+from tet.paths import open_regular
 from tet.verify import Progress, Report, repair, verify
 
 

@@ -22,7 +22,7 @@ from tet.convert.sniff import Kind, sniff, uncompressed
 from tet.convert.source import ConvertError, ConvertWarning, SourceVar
 from tet.convert.write import ProgressFn, fit_footer, tile_shape, write_variables
 from tet.dtypes import for_numpy
-from tet.safeio import checked_path
+from tet.paths import checked_path
 
 __all__ = [
     "ConvertError",

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import IO, Literal
 
 from tet.convert.source import ConvertError
-from tet.safeio import checked_path, open_regular, remove_stale, temp_name
+from tet.paths import checked_path, open_regular
+from tet.tempnames import remove_stale, temp_name
 
 __all__ = [
     "COMPRESSION_SUFFIXES",

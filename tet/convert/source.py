@@ -9,7 +9,7 @@ import importlib
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, TypeVar
@@ -18,8 +18,9 @@ import numpy as np
 
 from tet.attrs import MAX_EXT_ATTRS, display, encode_value, validate_ext
 from tet.errors import CatalogError, TetError
+from tet.layout import MAX_NDIM
 from tet.limits import LIMITS
-from tet.safeio import open_regular
+from tet.paths import open_regular
 from tet.writer import MAX_NAME_BYTES
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "ConvertError",
     "ConvertWarning",
     "SourceVar",
+    "block_boxes",
     "chunk_grid",
     "display",
     "file_attrs",
@@ -82,8 +84,8 @@ def admit(name: str, shape: Sequence[int], dtype: Any) -> np.dtype[Any] | None:
     is not 1..1024 bytes of UTF-8).  A 0-d array is admitted (stored as shape (1,))."""
     reason = None
     wire = None
-    if len(shape) > 8:
-        reason = f"rank {len(shape)} (the format allows 1..8)"
+    if len(shape) > MAX_NDIM:
+        reason = f"rank {len(shape)} (the format allows 1..{MAX_NDIM})"
     elif any(n == 0 for n in shape):
         reason = f"empty array (shape {list(shape)})"
     elif (wire := wire_dtype(dtype)) is None:
@@ -100,8 +102,8 @@ def admit_text(name: str, shape: Sequence[int]) -> bool:
     """Whether a text array of logical `shape` can be stored (one more axis holds its
     bytes, so rank 7 at most); warns why not."""
     reason = None
-    if len(shape) > 7:
-        reason = f"text of rank {len(shape)} (the format allows 1..8 with its byte axis)"
+    if len(shape) > MAX_NDIM - 1:
+        reason = f"text of rank {len(shape)} (the format allows 1..{MAX_NDIM} with its byte axis)"
     elif any(n == 0 for n in shape):
         reason = f"empty array (shape {list(shape)})"
     elif not _usable_name(name):
@@ -275,6 +277,23 @@ def chunk_grid(shape: Sequence[int], chunks: Sequence[int] | None,
         out[d] = -(-out[d] // 2)
     return tuple(out)
 
+
+def block_boxes(shape: Sequence[int], unit: Sequence[int], itemsize: int,
+                target: int) -> Iterator[tuple[slice, ...]]:
+    """Boxes covering `shape` in row-major order, each a whole number of `unit`s
+    (clipped at the edges): grown from the last axis outwards up to `target` bytes."""
+    block = [int(u) for u in unit]
+    for d in reversed(range(len(shape))):
+        per = itemsize * math.prod(block)
+        units = -(-int(shape[d]) // int(unit[d]))
+        m = max(1, min(units, target // per))
+        block[d] = min(int(unit[d]) * m, int(shape[d]))
+        if m < units:
+            break
+    counts = [-(-int(n) // b) for n, b in zip(shape, block)]
+    for idx in np.ndindex(*counts):
+        yield tuple(slice(i * b, min((i + 1) * b, int(n)))
+                    for i, b, n in zip(idx, block, shape))
 
 # ---------------------------------------------------------------------------
 # Strings for the footer
@@ -454,8 +473,6 @@ def scan_width(read: Callable[[Box], np.ndarray[Any, Any]], shape: tuple[int, ..
                chunks: Sequence[int] | None, kind: str) -> int:
     """The widest value's encoded byte length, read block by block (chunk-aligned
     blocks of at most 16 MiB of elements)."""
-    from tet.convert.write import block_boxes
-
     if not shape:
         return text_width(np.asarray(read(())), kind)
     unit = chunks if chunks and len(chunks) == len(shape) else shape

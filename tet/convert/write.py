@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from tet.convert.source import ConvertError, ConvertWarning, Labels, SourceVar
+from tet.convert.source import ConvertError, ConvertWarning, Labels, SourceVar, block_boxes
 from tet.limits import LIMITS
 from tet.writer import DatasetStream, TetWriter, default_chunk_shape
 
-__all__ = ["block_boxes", "block_bytes", "fit_footer", "tile_shape", "write_variables"]
+__all__ = ["block_bytes", "fit_footer", "tile_shape", "write_variables"]
 
 ProgressFn = Callable[[str, int, int], None]
 IN_FLIGHT_BYTES = 256 * 1024 * 1024
@@ -41,24 +41,6 @@ def block_bytes(jobs: int) -> int:
 def tile_shape(var: SourceVar) -> tuple[int, ...]:
     """The .tet chunk shape: the source grid, else the writer's default tiling."""
     return var.chunks or default_chunk_shape(var.shape, var.dtype.itemsize)
-
-
-def block_boxes(shape: Sequence[int], unit: Sequence[int], itemsize: int,
-                target: int) -> Iterator[tuple[slice, ...]]:
-    """Boxes covering `shape` in row-major order, each a whole number of `unit`s
-    (clipped at the edges): grown from the last axis outwards up to `target` bytes."""
-    block = [int(u) for u in unit]
-    for d in reversed(range(len(shape))):
-        per = itemsize * math.prod(block)
-        units = -(-int(shape[d]) // int(unit[d]))
-        m = max(1, min(units, target // per))
-        block[d] = min(int(unit[d]) * m, int(shape[d]))
-        if m < units:
-            break
-    counts = [-(-int(n) // b) for n, b in zip(shape, block)]
-    for idx in np.ndindex(*counts):
-        yield tuple(slice(i * b, min((i + 1) * b, int(n)))
-                    for i, b, n in zip(idx, block, shape))
 
 
 def _tiles_in(box: tuple[slice, ...], tile: Sequence[int]) -> int:

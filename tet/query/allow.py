@@ -38,22 +38,16 @@ import platformdirs
 
 from tet.errors import QueryError, TetError
 from tet.errors import validation as _fail
-from tet.safeio import (
-    Dir,
-    NewFile,
-    kind_of,
-    move,
-    remove_stale,
-    scratch_array,
-    temp_name,
-)
+from tet.safedir import Dir, kind_of
+from tet.safeio import NewFile, move, scratch_array
+from tet.tempnames import remove_stale, temp_name
 
 __all__ = ["Allowlist", "Target", "atomic_output", "cache_roots", "move_into_place",
            "temp_file"]
 
 APP = "tetration"
 _ROOTS_HINT = "(.tet directory, platform cache, or --spill-allow)"
-_CACHE_KINDS = ("spill", "sidecar-draft")  # engine temp names in a cache root (safeio table)
+_CACHE_KINDS = ("spill", "sidecar-draft")  # engine temp names in a cache root (tempnames table)
 
 
 def _env_dir(name: str) -> Path | None:

@@ -57,8 +57,6 @@ AxisArg = int | str | Sequence[int | str] | None
 # Python helper name -> wire op; `numel` is an alias of `count`.
 HELPER_OPS = {name: name for name in REDUCTION_OPS if name != "null_count"}  # own signature
 HELPER_OPS["numel"] = "count"
-_INT_OPS = frozenset({"count", "arg_min", "arg_max"})
-_BOOL_OPS = frozenset({"all_finite", "any_nan", "any_inf"})
 
 
 def _with_mask(doc: dict[str, Any], mask_fill: Any) -> dict[str, Any]:
@@ -183,12 +181,9 @@ class QueryAPI:
             return result
         if OPS[wire].scalar_field not in (result.execution or {}):
             raise TetError(f"missing scalar for op {wire!r}")
-        value = result.scalar
-        if wire in _INT_OPS:
-            return int(value)
-        if wire in _BOOL_OPS:
-            return bool(value)
-        return float(value)
+        kind = OPS[wire].scalar_type
+        assert kind is not None, wire  # the helpers are those of one-number ops
+        return kind(result.scalar)
 
     # -- tier C ---------------------------------------------------------------
     def quantile(self, dataset: str, q: float, axes: AxisArg = None, *,
@@ -368,8 +363,8 @@ class reduction(Generic[T]):
     def __set_name__(self, owner: type, name: str) -> None:
         if name not in HELPER_OPS:
             raise TypeError(f"{name!r} is not a reduction helper (one of {sorted(HELPER_OPS)})")
-        wire = HELPER_OPS[name]
-        kind = int if wire in _INT_OPS else bool if wire in _BOOL_OPS else float
+        kind = OPS[HELPER_OPS[name]].scalar_type
+        assert kind is not None, name  # every helper's op answers with one number
         if self.kind is not kind:  # what `QueryAPI.reduce` returns for a scalar call
             raise TypeError(f"the {name!r} helper returns {kind.__name__}, "
                             f"not {self.kind.__name__}")

@@ -13,7 +13,7 @@ from typing import Any
 from tet.errors import QueryError
 from tet.errors import validation as _v
 from tet.jsonlimits import MAX_DEPTH, json_depth
-from tet.selection import format_float
+from tet.wire import format_float
 
 __all__ = ["JSON_SYNTAX", "MAX_TEXT", "load_text", "text_bytes", "value_depth"]
 

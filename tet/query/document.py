@@ -18,7 +18,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -33,12 +32,13 @@ from tet.query.doctext import value_depth
 from tet.query.ops import OPS, QUERY_OP_KEYS, TRANSFORM_METHODS
 from tet.query.resolve import FILL_ATTRS as FILL_ATTRS
 from tet.query.resolve import fold_axes as fold_axes
-from tet.query.resolve import is_axis_index as _is_index
 from tet.query.resolve import json_number as _number
 from tet.query.resolve import resolve_axes as resolve_axes
 from tet.query.resolve import resolve_fill as resolve_fill
 from tet.query.resolve import resolve_operation as resolve_operation
-from tet.selection import is_json_int, parse_selection
+from tet.selection import parse_selection
+from tet.wire import format_float, is_json_int
+from tet.wire import is_axis_index as _is_index
 
 __all__ = [
     "Execution",
@@ -75,12 +75,7 @@ def _fmt(x: Any) -> str:
     if isinstance(x, int):
         return str(x)
     if isinstance(x, float):
-        if math.isnan(x):
-            return "NaN"
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        s = format(Decimal(repr(x)), "f")
-        return s.rstrip("0").rstrip(".") if "." in s else s
+        return format_float(x, "display")
     return str(x)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import validation as _fail
+from tet.layout import RAW
 from tet.query import materialize
 from tet.query import response as resp
 from tet.query.allow import Allowlist
@@ -22,6 +23,7 @@ from tet.query.ops import OPS
 from tet.query.plan import ReadPlan, plan_read
 from tet.query.transform import run_transform
 from tet.selection import Box
+from tet.wire import is_axis_index
 
 if TYPE_CHECKING:
     from tet.file import TetFile
@@ -30,7 +32,6 @@ __all__ = ["execute_document"]
 
 IN_CORE_HEADROOM = 0.85
 LINEAR_SCAN_WINDOW = 64 << 20  # out-of-core linear scans read this far ahead (query.md §8)
-GPU_SCALAR_OPS = frozenset({"sum", "mean", "min", "max", "count", "var", "std"})
 AUTO_GPU_BYTES = 64 * 1024 * 1024
 
 
@@ -65,9 +66,10 @@ def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
     axes: tuple[int, ...] = ()
     echoed: tuple[int, ...] = ()  # as the document wrote them (the response echoes these)
     fill: float | None = None
-    if op is not None and op.key in ("covariance", "correlation"):
+    matrix = op is not None and OPS[op.key].result == "matrix"
+    if op is not None and matrix:
         axes = echoed = _observation_axis(op.axes, record.ndim, ds.dim_names)
-    if op is not None and op.key not in ("covariance", "correlation"):
+    if op is not None and not matrix:
         (echoed, axes, fill), (dataset_id, box) = resolve_operation(
             op, record.ndim, dim_names, ds.attrs,
             lambda: f.resolve(doc.dataset, doc.selection), fold=preview is not None)
@@ -220,7 +222,7 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
             out["operation_histogram_counts"] = counts[0].astype(np.float64)
             out["operation_histogram_edges"] = edges[0]
         return out
-    if key in ("covariance", "correlation"):
+    if OPS[key].result == "matrix":
         (obs,) = axes
         if box.shape[1 - obs] > materialize.MAX_VARIABLES:
             raise _fail(f"variable axis length {box.shape[1 - obs]} exceeds maximum "
@@ -228,7 +230,7 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
     with materialize.materialized(f, dataset_id, box, budget=budget, allow=allow,
                                   mask=mask) as (x, how):
         out["memory_strategy"] = how
-        if key in ("median", "quantile"):
+        if OPS[key].result == "float":  # median, quantile: one number per cell
             q = 0.5 if key == "median" else float(params["q"])
             values = materialize.quantile(x, q, axes, median=key == "median", budget=budget,
                                           allow=allow)
@@ -268,7 +270,7 @@ def _observation_axis(tokens: Sequence[str], ndim: int,
     if ndim != 2:
         raise _fail(f"covariance/correlation require a rank-2 logical selection (got rank {ndim})")
     (token,) = tokens
-    if token.isdigit() and int(token) >= 2:
+    if is_axis_index(token) and int(token) >= 2:
         raise _fail(f"observation axis index {int(token)} out of range for rank 2")
     return resolve_axes(tokens, ndim, list(dim_names) if dim_names else None,
                         fold_checks=False)
@@ -309,7 +311,7 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
 
 def _contiguous_raw(table: kernels.TileTable) -> bool:
     """Layout §4.4: raw tiles back to back in grid order."""
-    if (table.codec != 0).any():
+    if (table.codec != RAW).any():
         return False
     ends = table.offset[:-1] + table.raw[:-1]
     return bool((ends == table.offset[1:]).all())
@@ -358,7 +360,7 @@ def _device(doc: QueryDocument, key: str | None, partial: bool, dtype: str,
             reason = None
         elif dtype not in ("f32", "f16"):
             reason = "gpu_unsupported_dtype"
-        elif partial or key not in GPU_SCALAR_OPS:
+        elif partial or not OPS[key].gpu_scalar:
             reason = "gpu_unsupported_op"
         elif token == "auto" and nbytes < AUTO_GPU_BYTES:
             reason = "auto_below_size_threshold"

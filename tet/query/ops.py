@@ -10,11 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
-__all__ = ["OPS", "QUERY_OP_KEYS", "REDUCTION_OPS", "TRANSFORM_METHODS", "OpSpec"]
+__all__ = ["OPS", "QUERY_OP_KEYS", "REDUCTION_OPS", "TRANSFORM_METHODS", "OpSpec", "ResultKind"]
 
 TRANSFORM_METHODS = ("zscore", "minmax", "l1", "l2", "center", "scale", "log1p", "sqrt",
                      "softmax")
+
+ResultKind = Literal["float", "int", "index", "bool", "histogram", "matrix", "transform"]
+"""What an operation answers with: one number (``float``; ``int`` a count; ``index`` a
+position; ``bool`` a flag) per cell, histogram counts, a covariance/correlation matrix with
+its order, or a rewritten array with its statistics."""
+_SCALAR_TYPES: Mapping[str, type[float] | type[int] | type[bool]] = MappingProxyType(
+    {"float": float, "int": int, "index": int, "bool": bool})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,12 @@ class OpSpec:
         Further response fields of a scalar result (histogram edges, matrix order).
     summary
         What it computes, in one sentence (`tet-ops(7)` prints it).
+    result
+        The kind of its answer (`ResultKind`): what the Python helpers return, how the
+        CLI formats show it and which ops combine across files follow from it.
+    gpu_scalar
+        A whole-selection result the device path can reduce (f32/f16 data); every other
+        op falls back with ``gpu_unsupported_op``.
     """
 
     key: str
@@ -55,6 +69,15 @@ class OpSpec:
     single_axis: bool = False
     extra_fields: tuple[str, ...] = ()
     summary: str = ""
+    result: ResultKind = "float"
+    gpu_scalar: bool = False
+
+    @property
+    def scalar_type(self) -> type[float] | type[int] | type[bool] | None:
+        """The Python type of one whole-selection value (`float`, `int` or `bool`), what
+        ``f.mean(name)`` and the other helpers return; None where the result is not one
+        number (histogram, matrix, transform)."""
+        return _SCALAR_TYPES.get(self.result)
 
 
 _FOLD_KEYS = ("sum", "mean", "min", "max", "count", "var", "std", "product", "norm_l1",
@@ -63,6 +86,10 @@ _FOLD_KEYS = ("sum", "mean", "min", "max", "count", "var", "std", "product", "no
 _SCALAR_NAME = {"count": "operation_element_count", "arg_min": "operation_argmin_index",
                 "arg_max": "operation_argmax_index"}
 _REDUCED_NAME = {"arg_min": "operation_reduced_argmin", "arg_max": "operation_reduced_argmax"}
+_FOLD_RESULT: Mapping[str, ResultKind] = {
+    "count": "int", "arg_min": "index", "arg_max": "index", "all_finite": "bool",
+    "any_nan": "bool", "any_inf": "bool"}
+_GPU_SCALAR = frozenset({"sum", "mean", "min", "max", "count", "var", "std"})
 
 
 _FOLD_SUMMARY = {
@@ -96,7 +123,8 @@ def _fold(key: str) -> OpSpec:
     params = frozenset({"fill"}) if key == "null_count" else frozenset()
     return OpSpec(key, "A", _SCALAR_NAME.get(key, f"operation_{key}"),
                   _REDUCED_NAME.get(key, f"operation_reduced_{key}"), params,
-                  summary=_FOLD_SUMMARY[key])
+                  summary=_FOLD_SUMMARY[key], result=_FOLD_RESULT.get(key, "float"),
+                  gpu_scalar=key in _GPU_SCALAR)
 
 
 OPS: Mapping[str, OpSpec] = MappingProxyType({
@@ -112,22 +140,22 @@ OPS: Mapping[str, OpSpec] = MappingProxyType({
     "histogram": OpSpec("histogram", "C", "operation_histogram_counts",
                         "operation_reduced_histogram_counts", frozenset({"bins", "min", "max"}),
                         object_only=True, object_example='{ "bins": 16, "axis": 0 }',
-                        extra_fields=("operation_histogram_edges",),
+                        extra_fields=("operation_histogram_edges",), result="histogram",
                         summary="Counts in `bins` equal-width bins (at most 4096) over min..max "
                                 "(both or neither; default the data range); values outside the "
                                 "range and NaN are not counted, as in NumPy's histogram."),
     "covariance": OpSpec("covariance", "C", "operation_covariance", None, single_axis=True,
-                         extra_fields=("operation_covariance_order",),
+                         extra_fields=("operation_covariance_order",), result="matrix",
                          summary="Population covariance matrix of a rank-2 selection; the "
                                  "given axis holds the observations, the other the variables "
                                  "(at most 1024)."),
     "correlation": OpSpec("correlation", "C", "operation_correlation", None, single_axis=True,
-                          extra_fields=("operation_correlation_order",),
+                          extra_fields=("operation_correlation_order",), result="matrix",
                           summary="Pearson correlation matrix of a rank-2 selection, axes as "
                                   "for covariance."),
     "transform": OpSpec("transform", "T", None, None, frozenset({"method"}), object_only=True,
                         object_example='{ "method": "zscore", "axis": 0 }',
-                        extra_fields=("transform_method",),
+                        extra_fields=("transform_method",), result="transform",
                         summary="Element-wise rewrite of a selection by `method` "
                                 "(zscore, minmax, l1, l2, center, scale, log1p, sqrt, softmax) "
                                 "with statistics taken over the given axes; the output goes "

@@ -18,7 +18,7 @@ import numpy as np
 from tet import dtypes
 from tet.errors import CatalogError
 from tet.kernels import TileTable
-from tet.layout import ROW_BLOCK, Catalog, DatasetRecord, check_size, tile_counts
+from tet.layout import MAX_NDIM, ROW_BLOCK, Catalog, DatasetRecord, check_size, tile_counts
 from tet.query.budget import allocate, require_memory, resolve_budget
 from tet.selection import Box
 
@@ -31,7 +31,7 @@ TABLE_BYTES_PER_TILE = 28  # offset, stored and raw (u64) and codec (u32)
 
 def check_geometry(record: DatasetRecord) -> None:
     """Geometry rules a reader needs before it can plan (layout.md §3.3)."""
-    if len(record.shape) != len(record.chunk_shape) or not 1 <= record.ndim <= 8:
+    if len(record.shape) != len(record.chunk_shape) or not 1 <= record.ndim <= MAX_NDIM:
         raise CatalogError(f"dataset {record.name!r} has an invalid rank")
     for d, (n, c) in enumerate(zip(record.shape, record.chunk_shape, strict=True)):
         if n < 1 or c < 1 or n >= MAX_EXTENT or c >= MAX_EXTENT:

@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tet.errors import validation as _v
-from tet.selection import is_json_int, json_float
+from tet.wire import is_axis_index, is_json_int, json_float
 
 if TYPE_CHECKING:
     from tet.query.document import Operation
 
-__all__ = ["FILL_ATTRS", "Resolved", "fold_axes", "is_axis_index", "json_number",
+__all__ = ["FILL_ATTRS", "Resolved", "fold_axes", "json_number",
            "resolve_axes", "resolve_fill", "resolve_operation"]
 
 FILL_ATTRS = ("_FillValue", "missing_value", "fill_value")
@@ -54,11 +54,6 @@ def json_number(v: Any) -> float | None:
     if is_json_int(v):
         return float(v)
     return json_float(v)
-
-
-def is_axis_index(token: str) -> bool:
-    """An axis token written as a decimal index (not a dimension name)."""
-    return token.isascii() and token.isdigit()
 
 
 def resolve_axes(tokens: Sequence[str], ndim: int, dim_names: Sequence[str] | None, *,

@@ -9,14 +9,10 @@ import numpy as np
 
 from tet import dtypes
 from tet.errors import TetError, UnknownDatasetError
-from tet.query.ops import OPS, REDUCTION_OPS
+from tet.query.ops import OPS
 from tet.query.response import PREVIEW_ORDER
 
 __all__ = ["QueryResult"]
-
-
-# The ops whose scalar field `QueryResult.scalar` reads (python-api.md §4).
-_SCALAR_OPS = frozenset(REDUCTION_OPS) | {"quantile"}
 
 
 @dataclass(frozen=True)
@@ -63,7 +59,8 @@ class QueryResult:
             raise TetError(raw.get("message") or "query has no execution block")
         ex = exact if exact is not None else (wire or {})
         spec = OPS.get(op) if op else None
-        key = spec.scalar_field if spec and op in _SCALAR_OPS else None
+        # `scalar` is the one number of a whole-selection result (python-api.md §4)
+        key = spec.scalar_field if spec and spec.scalar_type is not None else None
         scalar = ex.get(key) if key else None  # None where the wire says null
         reduced = None
         shape = ex.get("operation_reduced_shape")
@@ -73,7 +70,7 @@ class QueryResult:
                 values = np.asarray([np.nan if v is None else v for v in values])
             dims = list(shape or [])
             reduced = values.reshape([*dims, -1] if op == "histogram" else dims)
-        order_key = f"operation_{op}_order" if op in ("covariance", "correlation") else None
+        order_key = f"operation_{op}_order" if spec and spec.result == "matrix" else None
         return cls(
             accepted=True,
             message=raw.get("message"),

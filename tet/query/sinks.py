@@ -15,16 +15,16 @@ from enum import StrEnum
 from io import FileIO
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
 from tet import dtypes
 from tet.errors import FileChangedError, os_error
+from tet.paths import open_regular
 from tet.query.budget import allocate, resolve_budget
 from tet.query.ops import TRANSFORM_METHODS
 from tet.query.transform import output_dtype
-from tet.safeio import open_regular
 
 if TYPE_CHECKING:
     from tet.file import TetFile
@@ -168,6 +168,9 @@ class SpillTransformResult(TransformResult):
 @dataclass(frozen=True)
 class SidecarTransformResult(TransformResult):
     path: Path | None = None
+    # What `open` opens the sidecar as: `TetFile`, which tet.file sets when it is defined
+    # (tet.file declares the query API and so sits above this module).
+    file_class: ClassVar[type[TetFile] | None] = None
 
     @classmethod
     def from_response(cls, raw: dict[str, Any], method: str) -> SidecarTransformResult:
@@ -176,12 +179,13 @@ class SidecarTransformResult(TransformResult):
 
     def open(self, source: TetFile | str | Path) -> TetFile:
         """The published sidecar (a relative path is taken beside the source)."""
-        from tet.file import TetFile
-
+        tet_file = self.file_class
+        assert tet_file is not None, "tet.file sets SidecarTransformResult.file_class"
         if self.path is None:
             raise ValueError("sidecar path not set in transform execution")
-        base = Path(source.path if isinstance(source, TetFile) else source).parent
-        return TetFile(self.path if self.path.is_absolute() else base / self.path)
+        where = source.path if isinstance(source, tet_file) else source
+        base = Path(cast("str | PathLike[str]", where)).parent
+        return tet_file(self.path if self.path.is_absolute() else base / self.path)
 
     def to_numpy(self, source: TetFile | str | Path, *, dataset: str | None = None) -> Arr:
         with self.open(source) as side:

@@ -19,11 +19,12 @@ import numpy as np
 
 from tet import dtypes, kernels
 from tet.errors import validation as _v
+from tet.paths import path_text
 from tet.query.allow import Allowlist, Target
 from tet.query.budget import allocate
 from tet.query.folds import SKIP_NAN, fold_many
-from tet.safeio import path_text
 from tet.selection import Box
+from tet.wire import is_axis_index
 
 if TYPE_CHECKING:
     from tet.file import TetFile
@@ -212,7 +213,7 @@ def _publish_sidecar(f: TetFile, dataset_id: int, box: Box, method: str, values:
     dims = list(ds.dim_names) if ds.dim_names else None
     coords: dict[str, list[str]] = {}
     for key, labels in (ds.coords or {}).items():  # labels follow the selection
-        d = dims.index(key) if dims and key in dims else int(key) if key.isdigit() else -1
+        d = dims.index(key) if dims and key in dims else int(key) if is_axis_index(key) else -1
         if 0 <= d < len(box.shape) and len(labels) == record.shape[d]:
             coords[key] = list(labels[box.start[d]:box.stop[d]:box.step[d]])
     allow.sweep_temps()  # what killed queries left in the cache goes, as it always did
