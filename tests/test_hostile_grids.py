@@ -248,12 +248,13 @@ def test_padded_coordinate_labels_come_out_of_the_budget_in_xarray_and_export(tm
         f"the coordinate 't' of {path} (2 labels padded to its {n} positions) needs {4 * n} "
         f"bytes, over the memory budget of {1 << 28} bytes; drop the dataset "
         "(drop_variables=[...]) or read it with tet.open")
-    with pytest.raises(tet.MemoryBudgetError) as info:  # the export pads by the same rule
+    with pytest.raises(tet.ExportError) as info:  # the export pads by the same rule
         tet.export(path, tmp_path / "c.zarr", fsync=False)
+    assert info.value.dataset == "x"
     assert str(info.value) == (
-        f"exporting the coordinate 't' of 'x' (2 labels padded to its {n} positions) needs "
-        f"{4 * n} bytes, over the memory budget of {1 << 28} bytes; export on a host with "
-        "more memory, or rewrite the file without those labels")
+        f"Zarr export failed: dataset `x`: the coordinate 't' (2 labels padded to its {n} "
+        f"positions) needs {4 * n} bytes, over the memory budget of {1 << 28} bytes; export "
+        "on a host with more memory, or rewrite the file without those labels")
     assert not (tmp_path / "c.zarr").exists()
 
 

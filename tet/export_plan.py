@@ -351,10 +351,13 @@ def plan(f: TetFile, choice: str) -> Plan:
                     continue  # first labels win; a dataset named like the dim wins
                 meta, cattrs = coord_meta(v, dim, ext)
                 length = v.shape[v.dims.index(dim)]
-                values = labels_to_values(
-                    labels, length, meta, budget,
-                    f"exporting the coordinate {dim!r} of {v.ds.name!r}",
-                    "export on a host with more memory, or rewrite the file without those labels")
+                try:
+                    values = labels_to_values(
+                        labels, length, meta, budget, f"the coordinate {dim!r}",
+                        "export on a host with more memory, or rewrite the file without "
+                        "those labels")
+                except TetError as exc:
+                    raise dataset_fail(v.ds.name, exc) from exc
                 if values is None:
                     continue
                 made[dim] = _coordinate((*group, dim), length, values, cattrs, coord_codec,
