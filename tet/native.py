@@ -10,6 +10,7 @@ The typed wrappers over the calls are `tet.kernels`'; the SIMD bodies `tet.simd`
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "ffi",
     "layout_mismatch",
     "lib",
+    "missing_library",
     "run_spans",
     "span_struct",
     "thread_failure",
@@ -54,7 +56,34 @@ def _load_native() -> Any:
     return module
 
 
-_native = _load_native()
+_LIBRARY_HINTS = {
+    "libzstd": "the zstd runtime library: Debian/Ubuntu `apt install libzstd1`, Fedora "
+               "`dnf install libzstd`, macOS `brew install zstd`, or a manylinux wheel of "
+               "tet, which carries its own copy",
+}
+
+
+def missing_library(exc: ImportError) -> ImportError | None:
+    """One clear error for an extension that cannot load because a shared library it
+    links is not installed (the loader's text names it), or None for other failures."""
+    m = re.search(r"([\w.+-]+\.(?:so[.\d]*|dylib))[^:]*: cannot open shared object file",
+                  str(exc)) or re.search(r"Library not loaded: \S*?([\w.+-]+\.dylib)", str(exc))
+    if m is None:
+        return None
+    name = m.group(1)
+    hint = next((h for k, h in _LIBRARY_HINTS.items() if name.startswith(k)),
+                "install the system package that provides it")
+    return ImportError(f"tet's compiled kernels need {name}, which is not installed ({hint})",
+                       name="tet._native")
+
+
+try:
+    _native = _load_native()
+except ImportError as exc:
+    clear = missing_library(exc)
+    if clear is None:
+        raise
+    raise clear from exc
 ffi: Any = _native.ffi
 lib: Any = _native.lib
 
