@@ -77,6 +77,12 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
         assert "tet_arrays-0.1.0.dist-info/licenses/LICENSE" in z.namelist()
         assert any(n.endswith("share/man/man1/tet.1") for n in z.namelist())
 
+    r = _run(py, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "none", sdist,
+             cwd=tmp_path, env={**os.environ, "CC": "/nonexistent/gcc"})
+    assert r.returncode != 0
+    assert ("tet build: no C compiler found ('/nonexistent/gcc' is not on PATH); install one "
+            "(Debian/Ubuntu: apt install gcc;") in r.stdout + r.stderr
+
     r = _run(py, "-m", "pip", "install", "-q", wheel, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     r = _run(venv / "bin" / "tet", "--version", cwd=tmp_path)
