@@ -20,7 +20,7 @@ ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:abort_on_error=1 TET_NATIVE=$(ASAN_DIR)/_native.so
 
-.PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean fuzz asan
+.PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean fuzz asan wheel
 
 all: build
 
@@ -79,6 +79,12 @@ asan: build
 	$(ASAN_ENV) $(PY) -m pytest
 	$(ASAN_ENV) $(PY) tools/fuzz.py --cases $(ASAN_FUZZ_CASES) --seed $(FUZZ_SEED) \
 	    --as-limit 0 --rss-limit 4294967296 --workers $(FUZZ_WORKERS)
+
+# A manylinux wheel in dist/: the abi3 wheel, then auditwheel bundles libzstd into it.
+wheel: build
+	rm -rf build/wheel-raw
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w build/wheel-raw .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair -w dist build/wheel-raw/*.whl
 
 bench: build
 	$(PY) bench/bench_io.py

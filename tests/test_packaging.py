@@ -77,6 +77,20 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
         assert "tet_arrays-0.1.0.dist-info/licenses/LICENSE" in z.namelist()
         assert any(n.endswith("share/man/man1/tet.1") for n in z.namelist())
 
+    # the manylinux wheel `make wheel` makes: libzstd bundled, a manylinux tag
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    repaired = tmp_path / "repaired"
+    r = _run(bindir / "auditwheel", "repair", "-w", repaired, wheel, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (fixed,) = repaired.glob("*.whl")
+    assert "-cp311-abi3-manylinux_" in fixed.name, fixed.name
+    with zipfile.ZipFile(fixed) as z:
+        assert any(n.startswith("tet_arrays.libs/libzstd") for n in z.namelist())
+    r = _run(bindir / "auditwheel", "show", fixed, env=env)
+    assert r.returncode == 0 and 'consistent with the following platform tag: "manylinux_' in \
+        " ".join(r.stdout.split()), r.stdout
+
     r = _run(py, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "none", sdist,
              cwd=tmp_path, env={**os.environ, "CC": "/nonexistent/gcc"})
     assert r.returncode != 0
