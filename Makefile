@@ -101,4 +101,4 @@ man: build
 	$(PY) -m tet.cli.manpages man
 
 clean:
-	rm -rf build $(VENV) .venv-ref tet/_native*.so *.egg-info .pytest_cache .mypy_cache
+	rm -rf build dist $(VENV) .venv-ref tet/_native*.so *.egg-info .pytest_cache .mypy_cache
