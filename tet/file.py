@@ -6,6 +6,7 @@ import json
 import operator
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = ["Dataset", "TetFile", "open"]
 
 PathLike = str | os.PathLike[str]
 _T = TypeVar("_T")
+_REOPEN = threading.Lock()
 # Memory of one summary chunk row: its dict, the chunk_index list and the ints (CPython
 # 3.11 measured 512-760 bytes, the most when no value is a small cached int).
 SUMMARY_ROW_BYTES = 768
@@ -238,7 +240,8 @@ class TetFile(Mapping[str, Dataset]):
         """The open reader; an unpickled handle opens the file here, on first use."""
         live = self._live
         if live is None:
-            live = self._live = reopen(self._key)  # changed since: FileChangedError
+            with _REOPEN:  # one reader, however many threads use the copy first
+                live = self._live = self._live or reopen(self._key)  # else FileChangedError
         return live
 
     def __reduce__(self) -> tuple[Any, ...]:
