@@ -32,6 +32,7 @@ from tet.errors import (
     TetPermissionError,
     UnknownAxisError,
     UnknownDatasetError,
+    UnsupportedModeError,
 )
 from tet.export_zarr import ExportDiskFullError, ExportError, ExportReport, export
 from tet.file import Dataset, TetFile, open
@@ -94,6 +95,7 @@ __all__ = [
     "TransformWrite",
     "UnknownAxisError",
     "UnknownDatasetError",
+    "UnsupportedModeError",
     "__version__",
     "axis_slice",
     "build_query",

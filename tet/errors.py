@@ -36,6 +36,7 @@ __all__ = [
     "TetPermissionError",
     "UnknownAxisError",
     "UnknownDatasetError",
+    "UnsupportedModeError",
     "os_error",
     "selection_invalid",
     "validation",
@@ -103,6 +104,11 @@ class InvalidTextError(CatalogError, ValueError):
 class InvalidPathError(TetError, ValueError):
     """A path that no file can have: a NUL byte in it, or text the file system encoding
     cannot encode (a lone surrogate that is not one of ``os.fsdecode``'s escapes)."""
+
+
+class UnsupportedModeError(TetError, ValueError):
+    """A file mode `tet.open` does not take: it only reads (``"r"``); the message names
+    the `TetWriter` call that writes or appends instead."""
 
 
 class TetOSError(TetError, OSError):

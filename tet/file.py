@@ -6,18 +6,21 @@ import json
 import operator
 import os
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
 from tet import dtypes
 from tet.attrs import ext_of, merge_attrs
 from tet.errors import TetError, UnknownAxisError
+from tet.handles import checked_mode, key_of, reopen
 from tet.layout import Catalog, DatasetRecord
+from tet.opencache import FileKey
 from tet.paths import checked_path
 from tet.query.allow import Allowlist
 from tet.query.api import AxisArg, QueryAPI, reduction, via_api
@@ -32,6 +35,8 @@ from tet.wire import is_axis_index
 __all__ = ["Dataset", "TetFile", "open"]
 
 PathLike = str | os.PathLike[str]
+_T = TypeVar("_T")
+_REOPEN = threading.Lock()
 # Memory of one summary chunk row: its dict, the chunk_index list and the ints (CPython
 # 3.11 measured 512-760 bytes, the most when no value is a small cached int).
 SUMMARY_ROW_BYTES = 768
@@ -65,6 +70,17 @@ class Dataset:
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The tile extent per axis (``chunk_shape``), as h5py's and zarr's ``chunks``."""
+        return self.chunk_shape
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """The axis names: the footer's ``dim_names``, else ``dim_0``, ``dim_1``, ... (the
+        names the xarray backend gives such a dataset's axes)."""
+        return self.dim_names or tuple(f"dim_{i}" for i in range(self.ndim))
 
     @property
     def numpy_dtype(self) -> np.dtype[Any]:
@@ -129,11 +145,38 @@ class Dataset:
         out = self._owner(None).read_numpy(self.name)
         return out if dtype is None else out.astype(dtype)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # its fields and its file (which pickles as its path and options): the copy reads
+        # once the file proves to be the same one (TetFile.__reduce__)
+        return (_rebuild_dataset, (self._file, self.name, self.shape, self.dtype,
+                                   self.chunk_shape, self.dim_names, dict(self.attrs),
+                                   dict(self.coords), dict(self.typed_attrs), dict(self.extra)))
+
     def _owner(self, file: TetFile | None) -> TetFile:
         owner = file if file is not None else self._file
         if owner is None:
             raise TetError(f"dataset {self.name!r} is not attached to an open file")
         return owner
+
+
+def _rebuild_dataset(file: TetFile | None, name: str, shape: tuple[int, ...], dtype: int,
+                     chunk_shape: tuple[int, ...], dim_names: tuple[str, ...] | None,
+                     *maps: dict[str, Any]) -> Dataset:
+    attrs, coords, typed, extra = (MappingProxyType(m) for m in maps)
+    return Dataset(name, shape, dtype, chunk_shape, dim_names, attrs, coords, typed, extra,
+                   _file=file)
+
+
+def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey) -> TetFile:
+    self = TetFile.__new__(TetFile)
+    self._path = Path(path)
+    self.spill_allow = spill_allow
+    self._allow = Allowlist.pin(self._path, spill_allow)
+    self._live = None
+    self._key = key
+    self._datasets = {}
+    self._ids = None
+    return self
 
 
 class _Names(tuple[str, ...]):
@@ -143,7 +186,7 @@ class _Names(tuple[str, ...]):
         return list(self)
 
 
-class TetFile:
+class TetFile(Mapping[str, Dataset]):
     """A read-only handle on one ``.tet`` file.
 
     Opening maps the file and validates its whole catalog, so a corrupt file
@@ -151,16 +194,26 @@ class TetFile:
     release the mapping; arrays already returned stay valid.  A file truncated or
     rewritten in place while it is open is `FileChangedError` from the read that sees
     it, and from every read after it (tet.guard): open it again.
+
+    It is a read-only mapping of dataset names to `Dataset` in catalog order (``keys``,
+    ``items``, ``values``, ``get``, ``in``, ``dict(f)``); handles compare by identity.
+    It pickles as its absolute path, ``spill_allow`` and the identity of the file it
+    opened (device, inode, size, mtime); the copy opens the file on first use, and a
+    file changed since is `FileChangedError` there.  A closed handle pickles too: the
+    copy is open.
     """
 
-    def __init__(self, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
-                 ) -> None:
+    def __init__(self, path: PathLike, mode: str = "r", *,
+                 spill_allow: Sequence[str | os.PathLike[str]] = ()) -> None:
+        checked_mode(mode)
         self._path = _expand(path)
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
         # the output roots, pinned now: the cwd may change and a root be swapped later
         self._allow = Allowlist.pin(self._path, self.spill_allow)
-        self._reader = Reader.open(self._path)
+        self._live: Reader | None = Reader.open(self._path)
+        self._key = key_of(self._path, self._live)
         self._datasets: dict[str, Dataset] = {}
+        self._ids: dict[str, int] | None = None
 
     @classmethod
     def from_reader(cls, reader: Reader, *,
@@ -171,14 +224,35 @@ class TetFile:
         self._path = reader.path
         self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
         self._allow = Allowlist.pin(self._path, self.spill_allow)
-        self._reader = reader
+        self._live = reader
+        self._key = key_of(self._path, reader)
         self._datasets = {}
+        self._ids = None
         return self
 
     @classmethod
-    def open(cls, path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()
-             ) -> TetFile:
-        return cls(path, spill_allow=spill_allow)
+    def open(cls, path: PathLike, mode: str = "r", *,
+             spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
+        return cls(path, mode, spill_allow=spill_allow)
+
+    @property
+    def _reader(self) -> Reader:
+        """The open reader; an unpickled handle opens the file here, on first use."""
+        live = self._live
+        if live is None:
+            with _REOPEN:  # one reader, however many threads use the copy first
+                live = self._live = self._live or reopen(self._key)  # else FileChangedError
+        return live
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_reopen_file, (os.path.abspath(self._path),
+                               tuple(os.path.abspath(p) for p in self.spill_allow), self._key))
+
+    def __eq__(self, other: object) -> bool:  # a handle, not a value: as open files
+        return self is other
+
+    def __hash__(self) -> int:
+        return object.__hash__(self)
 
     # -- lifetime -----------------------------------------------------------
     def close(self) -> None:
@@ -195,7 +269,9 @@ class TetFile:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._reader.closed else f"{self._reader.size} bytes"
+        live = self._live
+        state = ("not opened yet" if live is None else
+                 "closed" if live.closed else f"{live.size} bytes")
         return f"<tet.TetFile {str(self._path)!r} ({state})>"
 
     # -- catalog ------------------------------------------------------------
@@ -229,11 +305,38 @@ class TetFile:
     def __iter__(self) -> Iterator[str]:
         return iter(self.datasets())
 
+    def __reversed__(self) -> Iterator[str]:
+        return reversed(self.datasets())
+
     def __len__(self) -> int:
         return self.catalog.dataset_count
 
+    def _id_of(self) -> dict[str, int]:
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = {}
+            for i, record in enumerate(self.catalog.datasets):
+                ids.setdefault(record.name, i)
+        return ids
+
     def __contains__(self, name: object) -> bool:
-        return name in self.datasets()
+        return isinstance(name, str) and name in self._id_of()
+
+    @overload
+    def get(self, key: str, /) -> Dataset | None: ...
+
+    @overload
+    def get(self, key: str, /, default: Dataset | _T) -> Dataset | _T: ...
+
+    def get(self, key: str, /, default: object = None) -> object:
+        """The dataset named `key`, else `default` (names only: ``f[i]`` takes indices)."""
+        return self.dataset(key) if key in self else default
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        """The file-level attributes (typed values, as `file_attrs`), read-only; update
+        them with ``TetWriter.open_append(path).set_file_attrs(...)``."""
+        return MappingProxyType(self.file_attrs)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -323,7 +426,10 @@ class TetFile:
                     f"(count={len(records)}; names: {names})"
                 )
             return self._make_dataset(records[key])
-        return self._make_dataset(records[self._reader.dataset_id(str(key))])
+        dataset_id = self._id_of().get(key) if isinstance(key, str) else None
+        if dataset_id is None:
+            dataset_id = self._reader.dataset_id(str(key))  # UnknownDatasetError
+        return self._make_dataset(records[dataset_id])
 
     __getitem__ = dataset
 
@@ -469,8 +575,10 @@ class TetFile:
 SidecarTransformResult.file_class = TetFile
 
 
-def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
-    """Open a ``.tet`` file for reading.
+def open(path: PathLike, mode: str = "r", *,
+         spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
+    """Open a ``.tet`` file for reading (``mode`` ``"r"``, the only one: any other is
+    `UnsupportedModeError`, naming the `TetWriter` call that writes or appends).
 
     A missing file is `TetFileNotFoundError` (a `FileNotFoundError`), a directory
     `TetIsADirectoryError`, a FIFO, socket or device `NotRegularFileError` (refused at
@@ -480,5 +588,5 @@ def open(path: PathLike, *, spill_allow: Sequence[str | os.PathLike[str]] = ()) 
     `spill_allow` adds directories where spill and sidecar outputs may be written,
     besides the file's own directory tree, the platform cache and temp dirs.
     """
-    return TetFile(path, spill_allow=spill_allow)
+    return TetFile(path, mode, spill_allow=spill_allow)
 

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
-from tet.attrs import EXT_KEY, encode_value, validate_ext
-from tet.errors import FileChangedError, InvalidTextError, TetError, os_error
+from tet.attrs import EXT_KEY, encode_value, ext_of, validate_ext
+from tet.errors import FileChangedError, InvalidTextError, TetError, UnknownDatasetError, os_error
 from tet.footer import WRITE_PREFIX, encode_footer, history_row
 from tet.guard import watching
 from tet.integrity import encode_table, read_table
@@ -54,10 +54,12 @@ from tet.writer_store import Store, copy_runs, failed_size, pwrite_all
 from tet.writer_store import aligned_offsets as aligned_offsets
 from tet.writer_stream import (
     ArraySource,
+    AttrParts,
     CopiedSource,
     DatasetStream,
     Pending,
     StreamSource,
+    apply_attrs,
     checked_text,
     codec_tag,
     dataset_ext,
@@ -66,6 +68,7 @@ from tet.writer_stream import (
     deep_copy,
     default_chunk_shape,
     refused,
+    updated_attrs,
 )
 
 __all__ = ["DatasetStream", "TetWriter", "default_chunk_shape", "write_dataset"]
@@ -114,6 +117,7 @@ class TetWriter:
         self._file_attrs: dict[str, Any] | None = None
         self._coord_types: dict[str, dict[str, Any]] = {}
         self._group_attrs: dict[str, dict[str, Any]] = {}
+        self._attrs: dict[str, AttrParts] = {}  # set_attrs: the new attrs of a dataset
         self._budget = (0, 0)
         self._tool = tool
         self._committed = False
@@ -279,6 +283,25 @@ class TetWriter:
         with self._lock:
             self.check_open()
             self._file_attrs = typed
+
+    def set_attrs(self, name: str, attrs: Mapping[str, Any], *, replace: bool = False) -> None:
+        """Update the attributes of dataset `name` (of the file or queued): the keys of
+        `attrs` are set, the others kept (``replace=True``: `attrs` becomes the whole map).
+        Values are typed as `write_dataset`'s ``attrs=``; the file changes only at
+        `commit`, atomically.  An unknown name is `UnknownDatasetError`."""
+        with self._lock:
+            self.check_open()
+            p = next((p for p in self._pending if p.record.name == name), None)
+            if p is None:
+                raise UnknownDatasetError(name, path=self._path,
+                                          available=[p.record.name for p in self._pending])
+            old = self._attrs.get(name)
+            if old is None and isinstance(p, CopiedSource):
+                old = (self._metadata.get("datasets", {}).get(name, {}).get("attrs", {}),
+                       ext_of(self._metadata).get("datasets", {}).get(name, {}).get("attrs", {}))
+            elif old is None:
+                old = (p.meta.get("attrs", {}), p.ext.get("attrs", {}))
+            self._attrs[name] = updated_attrs(name, old, attrs, replace=replace)
 
     def set_coord_types(self, coords: Mapping[str, Mapping[str, Any]]) -> None:
         """How the footer ``coords`` labels of each dimension read back, kept in the
@@ -446,6 +469,8 @@ class TetWriter:
             entry = old.get(p.record.name) if isinstance(p, CopiedSource) else p.ext
             if entry:
                 ext["datasets"][p.record.name] = entry
+            if p.record.name in self._attrs:
+                apply_attrs(meta, ext["datasets"], p.record.name, self._attrs[p.record.name])
         if self._file_attrs is not None:
             ext["attrs"] = self._file_attrs
         if self._coord_types:

@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 import numpy as np
 
 from tet import dtypes, kernels
-from tet.attrs import display, encode_value, validate_ext
+from tet.attrs import display, encode_value, merge_attrs, split_attrs, validate_ext
 from tet.errors import CatalogError, InvalidTextError
 from tet.footer import WRITE_PREFIX
 from tet.guard import watching
@@ -118,6 +118,39 @@ def dataset_ext(name: str, attrs: Mapping[str, Any] | None,
     return entry
 
 
+AttrParts = tuple[dict[str, str], dict[str, Any]]  # (footer string attrs, typed attrs)
+
+
+def updated_attrs(name: str, old: AttrParts, attrs: Mapping[str, Any], *,
+                  replace: bool) -> AttrParts:
+    """The attrs of dataset `name` once `attrs` update the `old` ones (or replace them):
+    strings that fit the footer's map go there, every other value to the typed metadata
+    (`tet.attrs.split_attrs`); refused values raise here, not at commit."""
+    where = f"dataset {name!r}"
+    values = {} if replace else merge_attrs(*old, where)
+    values.update(attrs)
+    text, typed = split_attrs(values, where)
+    for key, value in text.items():
+        checked_text(key, "attr name")
+        checked_text(value, f"attr {key!r}")
+    validate_ext({"datasets": {name: {"attrs": typed}}})
+    return text, typed
+
+
+def apply_attrs(meta: dict[str, Any], ext_datasets: dict[str, Any], name: str,
+                parts: AttrParts) -> None:
+    """Put `parts` as the attrs of dataset `name` in the footer metadata `meta` and in
+    the typed entries `ext_datasets`, dropping entries left empty."""
+    for where, value in ((meta.setdefault("datasets", {}), parts[0]), (ext_datasets, parts[1])):
+        entry = {k: v for k, v in where.get(name, {}).items() if k != "attrs"}
+        if value:
+            entry["attrs"] = value
+        if entry:
+            where[name] = entry
+        else:
+            where.pop(name, None)
+    if not meta["datasets"]:
+        del meta["datasets"]
 
 
 
