@@ -151,7 +151,7 @@ def rich(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_metadata_lines(cli: Any, rich: Path) -> None:
     out = cli("info", rich).out
     assert ("file metadata:\n  tool: tet-py\n  library_version: "
-            f"{tet.__version__}\n  created_at: 1700000000\n\n") in out
+            f"{tet.__version__}\n  created_at: 2023-11-14T22:13:20Z\n\n") in out
     assert ("    0  temperature           f32    20×3              8×3           3\n"
             "       dim_names: time, station\n"
             "       coords: station(3 labels), time(20 labels)\n"
@@ -172,7 +172,7 @@ def test_execution_and_history_sections(cli: Any, rich: Path) -> None:
     assert ("execution (file defaults):\n  memory_budget_percent: 40.5\n"
             "  memory_budget_bytes: 1048576\n") in out
     assert out.endswith("history:\n"
-                        "    1  derive  src.tet  at=1700000000\n"
+                        "    1  derive  src.tet  at=2023-11-14T22:13:20Z\n"
                         "       parents: src.tet, b.tet\n"
                         "       method: zscore\n")
 

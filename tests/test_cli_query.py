@@ -810,12 +810,14 @@ def test_missing_tet_file(cli: Any, tmp_path: Path) -> None:
 
 
 def test_device_override_and_fallback_reason(cli: Any) -> None:
-    def ex(*args: str, doc: str = '{"dataset": "a", "mean": []}') -> dict[str, Any]:
+    def ex(*args: str, doc: str = '{"dataset": "a", "mean": []}', err: str = ""
+           ) -> dict[str, Any]:
         r = cli("query", doc, "-t", U8, "-x", "--format", "stats", *args)
-        assert (r.rc, r.err) == (0, ""), r.err
+        assert (r.rc, r.err) == (0, err), r.err
         return dict(json.loads(r.out)["execution"])
 
-    e = ex("--device", "CUDA:0")
+    e = ex("--device", "CUDA:0", err="warning: device `cuda` requested; ran on the CPU: the "
+           "GPU route takes f32 and f16 datasets only (gpu_unsupported_dtype)\n")
     assert (e["device_requested"], e["device_used"]) == ("cuda", "cpu")
     assert e["device_fallback_reason"] == "gpu_unsupported_dtype"
     doc = '{"dataset": "a", "median": [], "execution": {"device": "cpu"}}'

@@ -738,7 +738,7 @@ def test_importing_tet_does_not_import_readers() -> None:
 def test_cli_report(cli: CliFn, tmp_path: Path) -> None:
     r = cli("convert", UPSTREAM / "h5" / "groups_3d.h5", tmp_path / "o.tet", "--jobs", "2")
     assert r.rc == 0
-    assert r.out.startswith("\n{\n")
+    assert r.out.startswith("{\n")  # no blank line before the JSON
     doc = json.loads(r.out)
     assert list(doc) == ["input", "output", "dataset_count", "dataset_names", "datasets",
                          "history", "elapsed_secs"]
@@ -778,7 +778,7 @@ def test_cli_progress_bar_on_a_terminal(cli: CliFn, tmp_path: Path,
     assert r.rc == 0
     assert "Zarr → .tet:   0%|          | 0/4 [" in r.err
     assert "Zarr → .tet (primary/f32)" in r.err and "Zarr → .tet (primary/i64)" in r.err
-    assert r.out.startswith("\n{")
+    assert r.out.startswith("{")
 
 
 def test_cli_errors(cli: CliFn, tmp_path: Path) -> None:

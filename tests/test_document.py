@@ -78,7 +78,8 @@ REFUSED: list[tuple[Any, str]] = [
      "validation: histogram requires both `min` and `max` when either is set"),
     ({**D, "histogram": {"bins": 4, "min": 2, "max": 1}},
      "validation: histogram min must be < max (got 2 >= 1)"),
-    ({**D, "histogram": {"bin": 4}}, "validation: unknown field `histogram.bin`"),
+    ({**D, "histogram": {"bin": 4}},
+     "validation: unknown field `histogram.bin` (did you mean `histogram.bins`?)"),
     ({**D, "covariance": [0, 1]}, "validation: covariance/correlation require exactly one "
                                   'observation axis (e.g. `"axis": 0`)'),
     ({**D, "transform": {}}, "validation: `transform.method` is required"),

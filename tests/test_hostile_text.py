@@ -173,7 +173,7 @@ DOCS = [
      "validation: unknown transform method `z\ud800` (expected zscore, minmax, l1, l2, "
      "center, scale, log1p, sqrt, or softmax)"),
     ('{"dataset": "a", "mean\\ud800": []}', tet.QueryError,
-     "validation: unknown field `mean\ud800`"),
+     "validation: unknown field `mean\ud800` (did you mean `mean`?)"),
     ('{"dataset": "a", "execution": {"device": "c\\ud800"}, "mean": []}', tet.QueryError,
      "validation: unknown device `c\ud800` (expected cpu, auto, metal, cuda[:N| :multi], or "
      "rocm[:N| :multi])"),

@@ -115,7 +115,7 @@ def test_scalar_is_only_read_for_list_ops_and_quantile(tmp_path: Path) -> None:
     with tet.open(_file(tmp_path, a)) as f:
         h = f.histogram("a", 3)
         assert h.scalar is None and h.reduced is None
-        assert h.histogram_counts == [4.0, 4.0, 4.0]
+        assert h.histogram_counts is not None and h.histogram_counts.tolist() == [4, 4, 4]
         with pytest.raises(tet.TetError, match="query result has no scalar or reduced value"):
             _ = h.value
         c = f.covariance("a", 0)
@@ -224,7 +224,7 @@ def test_degenerate_statistics_raise_no_python_warnings(tmp_path: Path) -> None:
     with tet.open(_file(tmp_path, a)) as f, warnings.catch_warnings():
         warnings.simplefilter("error")
         m = f.correlation("a", 0).matrix
-        assert m is not None and all(math.isnan(v) for v in m)
+        assert m is not None and m.shape == (3, 3) and np.isnan(m).all()
     with tet.open(_file(tmp_path, b, "b.tet")) as f, warnings.catch_warnings():
         warnings.simplefilter("error")
         out = f.transform.to_numpy.minmax("a")

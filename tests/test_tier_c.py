@@ -153,7 +153,12 @@ def test_covariance_and_correlation_equal_numpy(dtype: str, obs: int, tmp_path: 
             close(cov["operation_covariance"], want_cov)
             close(cor["operation_correlation"], want_cor)
         res = f.covariance("a", obs, selection=[{"stop": 4}, {"stop": 4}])
-        assert res.matrix_order == 4 and len(res.matrix) == 16
+        assert res.matrix_order == 4 and res.matrix is not None
+        assert res.matrix.shape == (4, 4) and res.matrix.dtype == np.float64
+        want = np.cov(x[:4, :4], rowvar=obs == 1, bias=True)
+        close(res.matrix, want)
+        # the wire document keeps the flat list of order² floats
+        assert len(res.raw["execution"]["operation_covariance"]) == 16
 
 
 def test_covariance_propagates_nan(tmp_path: Path) -> None:
@@ -162,8 +167,9 @@ def test_covariance_propagates_nan(tmp_path: Path) -> None:
     path = tet.write_dataset(tmp_path / "n.tet", "a", a)
     with tet.open(path) as f:
         m = f.covariance("a", 0).matrix
+        assert m is not None and m.shape == (3, 3) and m.dtype == np.float64
         close(m, np.cov(a, rowvar=False, bias=True))
-        assert math.isnan(m[8]) and not math.isnan(m[0])
+        assert math.isnan(m[2, 2]) and not math.isnan(m[0, 0])
 
 
 @pytest.mark.parametrize("doc,message", [
@@ -193,13 +199,19 @@ def test_histogram_edge_rules(tmp_path: Path) -> None:
     path = tet.write_dataset(tmp_path / "h.tet", "a", a)
     with tet.open(path) as f:
         h = f.histogram("a", 2, selection=[{"stop": 1}, {}])  # constant data: v ± 0.5
-        assert h.histogram_edges == [2.5, 3.0, 3.5] and h.histogram_counts == [0.0, 3.0]
+        assert h.histogram_edges is not None and h.histogram_counts is not None
+        assert h.histogram_edges.dtype == np.float64 and h.histogram_counts.dtype == np.int64
+        assert h.histogram_edges.tolist() == [2.5, 3.0, 3.5]
+        assert h.histogram_counts.tolist() == [0, 3]
+        assert h.raw["execution"]["operation_histogram_counts"] == [0.0, 3.0]  # wire unchanged
         h = f.histogram("a", 4, min=1.0, max=3.0)  # outside dropped, max in the last bin
         want, edges = np.histogram(a[~np.isnan(a)], 4, range=(1.0, 3.0))
-        assert h.histogram_counts == want.astype(float).tolist()
-        assert h.histogram_edges == edges.tolist()
+        np.testing.assert_array_equal(h.histogram_counts, want.astype(np.int64), strict=True)
+        np.testing.assert_array_equal(h.histogram_edges, edges, strict=True)
         part = f.histogram("a", 2, axis=1)
         assert part.reduced_shape == [2]
+        assert part.reduced is not None and part.reduced.dtype == np.int64
+        assert part.reduced.tolist() == [[0, 3], [1, 1]]
         assert part.raw["execution"]["operation_reduced_histogram_counts"] == [0.0, 3.0, 1.0, 1.0]
 
 

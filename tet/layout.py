@@ -202,6 +202,42 @@ def _u64(buf: Any, at: int) -> int:
     return int(struct.unpack_from("<Q", buf, at)[0])
 
 
+# Signatures of the formats a .tet file is most often confused with (offset 0).
+FOREIGN_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89HDF\r\n\x1a\n", "HDF5"),
+    (b"CDF\x01", "NetCDF-3"),
+    (b"CDF\x02", "NetCDF-3"),
+    (b"\x93NUMPY", "a NumPy .npy file"),
+)
+NETCDF_EXTENSIONS = (".nc", ".netcdf", ".nc4", ".nc3", ".cdf", ".ncdf")
+
+
+def foreign_format(head: bytes, name: str = "") -> str | None:
+    """What the first bytes of a file that is not a .tet file say it is (``HDF5``;
+    ``NetCDF-4 (HDF5)`` for an HDF5 file named ``*.nc``), or None."""
+    for magic, label in FOREIGN_SIGNATURES:
+        if head.startswith(magic):
+            if label == "HDF5" and name.lower().endswith(NETCDF_EXTENSIONS):
+                return "NetCDF-4 (HDF5)"
+            return label
+    return None
+
+
+def not_tet_hint(path: str, label: str) -> str:
+    """``x.h5 is HDF5, not a .tet file; convert it with `tet convert x.h5 x.tet` ``
+    (a .npy file, which `tet convert` does not read, points to `tet.TetWriter`)."""
+    import shlex
+    from pathlib import PurePath
+
+    if label.startswith("a NumPy"):
+        return (f"{path} is {label}, not a .tet file; load it with numpy.load and write "
+                f"it into one with tet.TetWriter")
+    given = PurePath(path)
+    out = given.with_suffix(".tet") if given.suffix else given.with_name(given.name + ".tet")
+    return (f"{path} is {label}, not a .tet file; convert it with "
+            f"`tet convert {shlex.quote(path)} {shlex.quote(str(out))}`")
+
+
 def parse_catalog(buf: Any, file_len: int) -> Catalog:
     """Parse and validate the whole catalog of a mapped file (layout.md §7, in order)."""
     if file_len < SUPERBLOCK_LEN:

@@ -19,10 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from tet import dtypes
-from tet.errors import MemoryBudgetError, TetError, UnknownDatasetError
+from tet.errors import CatalogError, MemoryBudgetError, TetError, UnknownDatasetError
 from tet.guard import GuardedMap, watching
 from tet.kernels import FillMask, TileTable
-from tet.layout import RAW, Catalog, parse_catalog
+from tet.layout import RAW, Catalog, foreign_format, not_tet_hint, parse_catalog
 from tet.paths import map_readonly, open_regular
 from tet.query.budget import resolve_budget
 from tet.query.plan import tile_table
@@ -123,9 +123,27 @@ class Reader:
         try:  # validate now, as h5py does: a corrupt file fails to open
             with source.guarded():  # truncated while parsed: FileChangedError
                 self._catalog = parse_catalog(self.buffer(), source.size)
+        except CatalogError as exc:
+            hint = self._foreign_hint(exc)
+            self.close()
+            if hint is None:
+                raise
+            raise CatalogError(f"{exc} ({hint})") from None
         except BaseException:
             self.close()
             raise
+
+    def _foreign_hint(self, exc: CatalogError) -> str | None:
+        """For a bad magic: what the file is instead (HDF5, NetCDF, .npy) and what to do."""
+        if not str(exc).startswith("bad magic:"):
+            return None
+        try:
+            with self.source.guarded():
+                head = bytes(self.buffer()[:8])
+        except (TetError, OSError):
+            return None
+        label = foreign_format(head, self.path.name)
+        return None if label is None else not_tet_hint(str(self.path), label)
 
     @classmethod
     def open(cls, path: Path) -> Reader:

@@ -29,6 +29,16 @@ def add_command(sub: Subparsers, name: str, *, help: str, description: str,
     return parser
 
 
+def refuse_foreign(path: str) -> None:
+    """Refuse an HDF5 / NetCDF / Zarr / .npy input of a command that reads .tet files
+    with what it is and how to convert it (one line, exit 1)."""
+    from tet.convert.sniff import foreign_hint
+
+    hint = foreign_hint(path)
+    if hint is not None:
+        raise CommandFailed(hint)
+
+
 def print_json(value: Any) -> None:
     """Pretty JSON (2-space indent) on stdout, the spec's `full` shape."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -1,16 +1,17 @@
 """`tet convert`: HDF5 / NetCDF / Zarr v3 → .tet (cli.md §6): a progress bar on stderr
-when it is a terminal, `warning: …` lines for what was left out, then a blank line and
-the pretty JSON report on stdout."""
+when it is a terminal, `warning: …` lines for what was left out, then the pretty JSON
+report on stdout. An existing OUTPUT is refused unless `--force`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from contextlib import ExitStack
 from typing import Any, TextIO
 
-from tet.cli.common import Subparsers, add_command, print_json
+from tet.cli.common import CommandFailed, Subparsers, add_command, print_json
 from tet.cli.progress import Progress, progress
 
 
@@ -48,6 +49,9 @@ def register(sub: Subparsers) -> None:
                              "scale_factor, add_offset and _Unsigned kept as attributes, "
                              "instead of decoding them (fills → NaN, stored × scale + "
                              "offset, as xarray decodes them)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace OUTPUT when it exists (atomically, once the new file "
+                             "is complete); without it an existing OUTPUT is refused")
     parser.set_defaults(run=run)
 
 
@@ -81,11 +85,13 @@ def run(args: argparse.Namespace) -> int:
     from tet.convert import LABELS, convert, sniff
 
     label = LABELS[sniff(args.input)]
+    if not args.force and os.path.lexists(args.output):
+        raise CommandFailed(f"convert output `{args.output}` exists "
+                            "(pass --force to replace it)")
     with warnings.catch_warnings(), ExitStack() as stack:
         warnings.simplefilter("always")
         warnings.showwarning = _show_warning
         report = convert(args.input, args.output, jobs=args.jobs, codec=args.codec,
                          keep_packed=args.keep_packed, progress=_Bar(stack, label))
-    sys.stdout.write("\n")
     print_json(report.to_dict())
     return 0

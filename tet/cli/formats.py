@@ -9,6 +9,7 @@ that a format cannot show (a missing field, a partial boolean in a table) is a
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -513,8 +514,11 @@ def not_found_hint(resp: Response) -> str | None:
     """The stderr hint for a dataset the file does not have; None when it matched."""
     if not _unmatched(resp):
         return None
-    names = "".join(f"  {n}\n" for n in _available(resp))
+    available = _available(resp)
+    names = "".join(f"  {n}\n" for n in available)
     where = resp.get("tet_file") or "<path.tet>"
+    close = difflib.get_close_matches(str(resp.get("dataset")), available, n=1, cutoff=0.6)
+    guess = f"did you mean {json.dumps(close[0], ensure_ascii=False)}?\n" if close else ""
     return (f"hint: dataset {json.dumps(resp.get('dataset'), ensure_ascii=False)} "
-            f"not found in this .tet\navailable datasets:\n{names}"
+            f"not found in this .tet\navailable datasets:\n{names}{guess}"
             f"tip: run `tet info {where}` to list catalog datasets\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import textwrap
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from tet import dtypes
-from tet.cli.common import Subparsers, add_command
+from tet.cli.common import Subparsers, add_command, refuse_foreign
 from tet.file import TetFile
 from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, LAYOUT_VERSION, ROW_BLOCK, Catalog, chunk_rows
 from tet.wire import format_float
@@ -163,6 +164,7 @@ def _row_counts(entries: np.ndarray[Any, Any], n: int) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_foreign(args.path)
     with TetFile(args.path) as f:
         cat = f.catalog
         v = view(cat, args.dataset, args.grep)
@@ -264,6 +266,20 @@ def _clip(name: str, width: int) -> str:
     return name if len(name) <= width else name[:width - 1] + "…"
 
 
+def utc_time(value: Any) -> str:
+    """A stored time (Unix seconds, as the writers record it) as UTC ISO 8601
+    (``2023-11-14T22:13:20Z``); anything else (a tool's own text) as it is."""
+    text = str(value)
+    try:
+        seconds = int(text) if text.lstrip("-").isdigit() else None
+        if seconds is None:
+            return text
+        when = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        return text
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _row(i: Any, name: str, dtype: str, shape: str, chunk: str, n: Any) -> str:
     return f"  {i:>3}  {name:<20}  {dtype:<5}  {shape:<16}  {chunk:<12}  {n}"
 
@@ -274,8 +290,8 @@ def _datasets(v: View, limit: int, metadata: bool) -> list[str]:
     file_meta = s["metadata"].get("file")
     if file_meta:
         blocks.append("\n".join(["file metadata:"] + [
-            f"  {k}: {file_meta[k]}" for k in ("tool", "library_version", "created_at")
-            if k in file_meta]))
+            f"  {k}: {utc_time(file_meta[k]) if k == 'created_at' else file_meta[k]}"
+            for k in ("tool", "library_version", "created_at") if k in file_meta]))
     if not s["datasets"]:
         blocks.append("datasets: (empty file)" if v.empty_file
                       else "datasets: (no rows match filter)")
@@ -355,7 +371,7 @@ def _history(v: View, limit: int, metadata: bool) -> list[str]:
     if not rows:
         lines.append("  (none)")
     for i, row in enumerate(rows, 1):
-        lines.append(f"  {i:>3}  {row['op']}  {row['source']}  at={row['at']}")
+        lines.append(f"  {i:>3}  {row['op']}  {row['source']}  at={utc_time(row['at'])}")
         if row.get("parents"):
             lines.append(f"{_META_INDENT}parents: " + ", ".join(row["parents"]))
         lines.extend(f"{_META_INDENT}{k}: {val}" for k, val in (row.get("params") or {}).items())

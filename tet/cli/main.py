@@ -50,7 +50,13 @@ def _tolerant_output() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _tolerant_output()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # what parse_args would refuse, with a command's own hint where it has one
+        explain = getattr(args, "unrecognized", None)
+        if explain is None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.parser.error(explain(args, extra))
     debug = getattr(args, "debug", False) or os.environ.get("TET_DEBUG") == "1"
     try:
         status: int = args.run(args)

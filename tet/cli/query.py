@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from tet.cli import formats
-from tet.cli.common import CommandFailed, Subparsers, add_command
+from tet.cli.common import CommandFailed, Subparsers, add_command, refuse_foreign
 from tet.cli.progress import busy
 from tet.errors import TetError
 from tet.query import response as resp
 from tet.query.document import load_text, parse_device, parse_value
 
 __all__ = ["FORMATS", "VALIDATED", "add_output_flags", "load_query", "output_format",
-           "preview_limit", "register", "run", "run_query"]
+           "preview_limit", "register", "run", "run_query", "unrecognized"]
 
 FORMATS = formats.FORMATS
 PREVIEW_DEFAULT = 64  # `full` / `json`; every other format previews nothing unless asked
@@ -50,7 +50,7 @@ def register(sub: Subparsers) -> None:
                              "(NaN) in operations, previews and spills: sets "
                              "execution.mask_fill (a tet extension of the query format)")
     add_output_flags(parser)
-    parser.set_defaults(run=run, parser=parser)
+    parser.set_defaults(run=run, parser=parser, unrecognized=unrecognized)
 
 
 def _preview_count(text: str) -> int:
@@ -176,6 +176,7 @@ def _against_file(doc: Any, tet: str, *, preview: int | None, spill_allow: Seque
     from tet.file import open as open_tet
     from tet.query.execute import execute_document
 
+    refuse_foreign(tet)
     try:
         f = open_tet(tet, spill_allow=spill_allow)
     except OSError as exc:
@@ -224,6 +225,12 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
         shown = exact if fmt in ("quiet", "table") else response
     text = formats.render(shown, fmt)
     sys.stdout.write(text)
+    from tet.query.execute import device_fallback
+
+    note = device_fallback(response.get("execution"))
+    if note is not None:  # one line; the run still succeeded
+        sys.stdout.flush()
+        sys.stderr.write(f"warning: {note}\n")
     hint = formats.not_found_hint(response)
     if hint is not None:
         sys.stdout.flush()
@@ -235,9 +242,23 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
     return 0
 
 
+def unrecognized(args: argparse.Namespace, extra: Sequence[str]) -> str:
+    """The usage error of words the parser did not take; one stray .tet path after the
+    query (`tet query DOC obs.tet`) gets a pointer to -t."""
+    text = f"unrecognized arguments: {' '.join(extra)}"
+    if args.tet is None and len(extra) == 1 and not extra[0].startswith("-") and (
+            extra[0].lower().endswith(".tet") or os.path.isfile(extra[0])):
+        text += f" (pass the .tet file with -t: `tet query QUERY -t {extra[0]}`)"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     spill_allow: list[str] = args.spill_allow or []
+    if args.query is not None and args.query.lower().endswith(".tet") and os.path.isfile(
+            args.query):
+        parser.error(f"QUERY {args.query} is a .tet file; give the query document first "
+                     f"and the file with -t: `tet query QUERY -t {args.query}`")
     if args.execute and args.tet is None:
         parser.error("-x / --execute requires -t / --tet")
     if args.device is not None and not args.execute:

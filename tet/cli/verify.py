@@ -9,7 +9,7 @@ import struct
 import sys
 from collections.abc import Iterator
 
-from tet.cli.common import CommandFailed, Subparsers, add_command, print_json
+from tet.cli.common import CommandFailed, Subparsers, add_command, print_json, refuse_foreign
 from tet.cli.progress import progress
 from tet.cli.repair import report_text as repair_text
 from tet.errors import TetError
@@ -40,6 +40,7 @@ def register(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path: str = args.path
+    refuse_foreign(path)
     report = _verify(path, args.deep)
     if args.repair and not report.ok:
         codes = [r.code for r in report.recommendations if r.repairable]

@@ -10,6 +10,7 @@ import json
 import lzma
 import os
 import shutil
+import stat
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from tet.convert.source import ConvertError
+from tet.layout import foreign_format, not_tet_hint
 from tet.paths import checked_path, open_regular
 from tet.tempnames import remove_stale, temp_name
 
@@ -24,6 +26,7 @@ __all__ = [
     "COMPRESSION_SUFFIXES",
     "Kind",
     "compression_suffixes",
+    "foreign_hint",
     "sniff",
     "uncompressed",
     "unsupported",
@@ -116,6 +119,38 @@ def sniff(path: str | os.PathLike[str]) -> Kind:
     if found is not None:
         return found
     raise unsupported(p, ext)
+
+
+def foreign_hint(path: str) -> str | None:
+    """For a path given where a .tet file is expected: the one-line hint when it is an
+    HDF5, NetCDF or .npy file (by its signature) or a Zarr store (a directory with
+    ``zarr.json``, ``.zgroup`` or ``.zarray``), else None.  Reads at most 8 bytes of a
+    regular file and never blocks on a FIFO or device; any failure is None (the normal
+    open reports it)."""
+    p = Path(path)
+    try:
+        info = os.stat(p)
+        if stat.S_ISDIR(info.st_mode):
+            if is_zarr_v3(p):
+                return not_tet_hint(path, "a Zarr v3 store")
+            if (p / ".zgroup").is_file() or (p / ".zarray").is_file():
+                return not_tet_hint(path, "a Zarr v2 store")
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.pread(fd, 8, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    label = foreign_format(head, p.name)
+    return None if label is None else not_tet_hint(path, label)
 
 
 def _open_layer(path: Path, suffix: str) -> IO[bytes]:

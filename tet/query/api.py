@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import (
@@ -35,7 +36,7 @@ from tet.query.document import (
     parse_device,
     parse_value,
 )
-from tet.query.execute import execute_document
+from tet.query.execute import device_fallback, execute_document
 from tet.query.ops import OPS, REDUCTION_OPS
 from tet.query.response import MAX_CHUNKS
 from tet.query.result import QueryResult
@@ -57,6 +58,18 @@ AxisArg = int | str | Sequence[int | str] | None
 # Python helper name -> wire op; `numel` is an alias of `count`.
 HELPER_OPS = {name: name for name in REDUCTION_OPS if name != "null_count"}  # own signature
 HELPER_OPS["numel"] = "count"
+
+# the device fallbacks already warned about in this process (one RuntimeWarning each)
+_WARNED_FALLBACKS: set[str] = set()
+
+
+def _warn_fallback(response: dict[str, Any]) -> None:
+    """A `RuntimeWarning` the first time a requested GPU device falls back to the CPU
+    for a given token and reason (query.md §12: the response says why)."""
+    note = device_fallback(response.get("execution"))
+    if note is not None and note not in _WARNED_FALLBACKS:
+        _WARNED_FALLBACKS.add(note)
+        warnings.warn(note, RuntimeWarning, stacklevel=4)
 
 
 def _with_mask(doc: dict[str, Any], mask_fill: Any) -> dict[str, Any]:
@@ -110,6 +123,7 @@ class QueryAPI:
         doc = self.document(query, device)
         raw = execute_document(f, doc, preview=None if plan else limit,
                                tet_file=str(f.path), sink=sink, max_chunks=cap)
+        _warn_fallback(raw)
         return doc, raw
 
     def query(self, query: Any, *, preview: int | None = None, raw: bool = True,

@@ -14,6 +14,7 @@ integer does and NumPy floats wherever a float does; floats are never integers
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ __all__ = [
     "QueryDocument",
     "WriteSpec",
     "build_query",
+    "did_you_mean",
     "fold_axes",
     "parse_device",
     "parse_text",
@@ -102,7 +104,16 @@ def _no_unknown(obj: Mapping[Any, Any], known: Sequence[str], prefix: str) -> No
     as the engine (whose JSON objects keep their keys sorted) names it."""
     unknown = [k for k in obj if k not in known]
     if unknown:
-        raise _v(f"unknown field `{prefix}{min(unknown, key=str)}`")
+        name = min(unknown, key=str)
+        raise _v(f"unknown field `{prefix}{name}`{did_you_mean(str(name), known, obj, prefix)}")
+
+
+def did_you_mean(name: str, known: Sequence[str], present: Any = (), prefix: str = "") -> str:
+    """`` (did you mean `mean`?)`` for the closest of `known` to a misspelt `name`
+    (difflib, keys already `present` left out), or ``""`` when none is close."""
+    choices = [k for k in known if k not in present]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f" (did you mean `{prefix}{close[0]}`?)" if close else ""
 
 
 # ---------------------------------------------------------------------------

@@ -28,11 +28,21 @@ from tet.wire import is_axis_index
 if TYPE_CHECKING:
     from tet.file import TetFile
 
-__all__ = ["execute_document"]
+__all__ = ["device_fallback", "execute_document"]
 
 IN_CORE_HEADROOM = 0.85
 LINEAR_SCAN_WINDOW = 64 << 20  # out-of-core linear scans read this far ahead (query.md §8)
 AUTO_GPU_BYTES = 64 * 1024 * 1024
+# what each §12 fallback reason means, in words (the warning a fallback prints)
+FALLBACK_WORDS = {
+    "preview_or_spill_only": "a document without an operation has no GPU route",
+    "tier_c_materialize": "tier C operations run on the CPU",
+    "gpu_unsupported_dtype": "the GPU route takes f32 and f16 datasets only",
+    "gpu_unsupported_op": "the GPU route takes whole-selection sum, mean, min, max, count, "
+                          "var and std only",
+    "auto_below_size_threshold": "the selection is below the auto threshold",
+    "gpu_feature_disabled": "this build of tet has no GPU support",
+}
 
 
 def execute_document(f: TetFile, doc: QueryDocument, *, preview: int | None,
@@ -372,4 +382,17 @@ def _device(doc: QueryDocument, key: str | None, partial: bool, dtype: str,
     return out
 
 
-
+def device_fallback(execution: Any) -> str | None:
+    """The one-line note for an execution block whose requested GPU device was not used
+    (query.md §12), e.g. ``device `cuda` requested; ran on the CPU: this build of tet has
+    no GPU support (gpu_feature_disabled)``; None when nothing was requested, the token
+    was ``cpu`` or ``auto`` (which may choose the CPU), or the device ran."""
+    if not isinstance(execution, dict):
+        return None
+    token = execution.get("device_requested")
+    reason = execution.get("device_fallback_reason")
+    if not isinstance(token, str) or token in ("cpu", "auto") or not isinstance(reason, str):
+        return None
+    words = FALLBACK_WORDS.get(reason)
+    why = f"{words} ({reason})" if words else reason
+    return f"device `{token}` requested; ran on the CPU: {why}"

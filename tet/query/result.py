@@ -20,6 +20,9 @@ class QueryResult:
     """The interesting parts of a response; ``raw`` keeps the whole wire document.
 
     ``reduced`` is a NumPy array shaped ``reduced_shape`` (bins last for a histogram).
+    ``matrix`` (covariance, correlation) is a ``(matrix_order, matrix_order)`` float64
+    array; ``histogram_counts`` is an int64 array and ``histogram_edges`` a float64 array
+    (``bins + 1`` edges). ``raw`` keeps the wire's lists unchanged.
     Results read from the engine directly keep NaN and ±inf where the wire has ``null``.
     """
 
@@ -31,10 +34,10 @@ class QueryResult:
     plan: dict[str, Any] | None = None
     execution: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
-    matrix: list[float] | None = None
+    matrix: np.ndarray[Any, Any] | None = None
     matrix_order: int | None = None
-    histogram_counts: list[float] | None = None
-    histogram_edges: list[float] | None = None
+    histogram_counts: np.ndarray[Any, Any] | None = None
+    histogram_edges: np.ndarray[Any, Any] | None = None
     exact: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -70,7 +73,14 @@ class QueryResult:
                 values = np.asarray([np.nan if v is None else v for v in values])
             dims = list(shape or [])
             reduced = values.reshape([*dims, -1] if op == "histogram" else dims)
+            if op == "histogram":  # counts: whole numbers, as `histogram_counts`
+                reduced = reduced.astype(np.int64)
         order_key = f"operation_{op}_order" if spec and spec.result == "matrix" else None
+        order = ex.get(order_key) if order_key else None
+        matrix = _floats(ex.get(f"operation_{op}")) if order_key else None
+        if matrix is not None and isinstance(order, int) and matrix.size == order * order:
+            matrix = matrix.reshape(order, order)
+        counts = _floats(ex.get("operation_histogram_counts"))
         return cls(
             accepted=True,
             message=raw.get("message"),
@@ -80,10 +90,10 @@ class QueryResult:
             plan=raw.get("read_plan"),
             execution=wire,
             raw=raw,
-            matrix=ex.get(f"operation_{op}") if order_key else None,
-            matrix_order=ex.get(order_key) if order_key else None,
-            histogram_counts=ex.get("operation_histogram_counts"),
-            histogram_edges=ex.get("operation_histogram_edges"),
+            matrix=matrix,
+            matrix_order=order,
+            histogram_counts=None if counts is None else counts.astype(np.int64),
+            histogram_edges=_floats(ex.get("operation_histogram_edges")),
             exact=exact,
         )
 
@@ -127,6 +137,15 @@ class QueryResult:
             return np.asarray(values, dtype=np.uint16).view(np.float16)
         dtype = dtypes.by_name(name).numpy
         return np.asarray([np.nan if v is None else v for v in values], dtype=dtype)
+
+
+def _floats(values: Any) -> np.ndarray[Any, Any] | None:
+    """A 1-d float64 array of a wire list (``null`` → NaN) or an engine array; None stays."""
+    if values is None:
+        return None
+    if isinstance(values, np.ndarray):
+        return np.asarray(values, dtype=np.float64).ravel()
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def _block(raw: dict[str, Any], key: str) -> dict[str, Any] | None:
