@@ -99,6 +99,9 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
 
     r = _run(py, "-m", "pip", "install", "-q", wheel, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
+    r = _run(venv / "bin" / "tet", "man", "query", "--path", cwd=tmp_path)  # not activated
+    assert r.returncode == 0 and Path(r.stdout.strip()) == \
+        venv / "share" / "man" / "man1" / "tet-query.1", r
     r = _run(venv / "bin" / "tet", "--version", cwd=tmp_path)
     assert r.returncode == 0 and r.stdout.startswith(f"tet {tet.__version__} "), r
     r = _run(py, "-c", "import numpy as np, tet; p = tet.write_dataset('a.tet', 'a', "
