@@ -29,6 +29,7 @@ __all__ = [
     "QueryError",
     "SelectionError",
     "TetError",
+    "TetIndexError",
     "TetFileNotFoundError",
     "TetIsADirectoryError",
     "TetNotADirectoryError",
@@ -70,6 +71,10 @@ class QueryError(TetError, ValueError):
 
 class SelectionError(TetError, ValueError):
     """A selection does not fit the dataset (bounds, steps, labels, arity)."""
+
+
+class TetIndexError(SelectionError, IndexError):
+    """An index of ``ds[...]`` outside its axis, or a boolean mask of the wrong length."""
 
 
 VALIDATION = "validation: "  # what every refused document or selection starts with

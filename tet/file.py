@@ -116,12 +116,22 @@ class Dataset:
         return to_dask(self._owner(None), self.name, selection, block_bytes=block_bytes)
 
     def __getitem__(self, key: Any) -> Any:
+        """NumPy-style reads: integers, slices (any step), 1-D integer arrays and boolean
+        masks per axis, each axis indexed independently (h5py's fancy indexing, zarr's
+        ``oindex``; see `tet.selection.box_from_key`)."""
         sel = box_from_key(key, self.shape)
         owner = self._owner(None)
-        if sel.box is None:
-            return np.empty(sel.shape, dtype=self.numpy_dtype)
-        out = owner.read_box(self.name, sel.box).reshape(sel.shape)
+        if sel.box is not None and all(p is None for p in sel.order):
+            out = owner.read_box(self.name, sel.box).reshape(sel.shape)
+        else:
+            reader = owner._reader
+            out = reader.read_key(reader.dataset_id(self.name), sel)
         return out[()] if out.ndim == 0 else out
+
+    @property
+    def oindex(self) -> Dataset:
+        """``ds.oindex[...]`` as zarr writes it: the same orthogonal indexing as ``ds[...]``."""
+        return self
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         if copy is False:

@@ -237,6 +237,23 @@ class TileTable:
             return
         self._raise(report, dst.dtype.itemsize if mask is None else self.elem_size, describe)
 
+    def read_index(self, index: Sequence[np.ndarray[Any, Any]], dst: np.ndarray[Any, Any], *,
+                   describe: Callable[[int], str] | None = None,
+                   budget: int | None = None) -> None:
+        """Copy the outer product of per-axis indices (each uint64, strictly increasing,
+        in range) into `dst` (C-contiguous, writable, shape their lengths) in one call."""
+        flat = np.ascontiguousarray(np.concatenate(index), dtype=U64)
+        counts = np.asarray([len(i) for i in index], dtype=U64)
+        threads = 1 if dst.nbytes < PARALLEL_BYTES else thread_count()
+        threads = self._workers(threads, self.budget(budget), 0, "decoding this selection")
+        report = ffi.new("tet_report *")
+        out = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
+        self._arm()
+        lib.tet_read_index(self._struct, u64_ptr(flat), u64_ptr(counts), out, threads, report)
+        self._changed()
+        if report.status != 0:
+            self._raise(report, dst.dtype.itemsize, describe)
+
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
              scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
