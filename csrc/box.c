@@ -92,8 +92,7 @@ uint64_t tet_touch_item(const tet_tiles *g, const tet_box *b, const tet_touch_se
 /* The checks a tile's index row must pass before its bytes are touched:
  * a row, a payload inside the file, raw_byte_len equal to the tile's own size
  * (computed from its extents, checked), and a known codec. */
-static tet_status tile_check(const tet_tiles *g, uint64_t id, const uint64_t *tile,
-                             uint64_t *detail)
+tet_status tet_tile_check(const tet_tiles *g, uint64_t id, const uint64_t *tile, uint64_t *detail)
 {
     const uint64_t off = g->offset[id], stored = g->stored[id], raw = g->raw[id];
     const uint32_t codec = g->codec[id];
@@ -121,7 +120,7 @@ static tet_status tile_check(const tet_tiles *g, uint64_t id, const uint64_t *ti
 
 /* Check every touched row before anything is allocated or decoded (the first
  * failing tile in grid order is reported), and find the largest zstd tile a
- * worker must decode: its size is the tile's own (tile_check made raw_byte_len
+ * worker must decode: its size is the tile's own (tet_tile_check made raw_byte_len
  * equal to it), never a length the file merely declares. */
 tet_status tet_touch_scan(const tet_tiles *g, const tet_box *b, const tet_touch_set *t,
                           uint64_t *largest_zstd, tet_report *r)
@@ -131,7 +130,7 @@ tet_status tet_touch_scan(const tet_tiles *g, const tet_box *b, const tet_touch_
     for (uint64_t i = 0; i < t->total; i++) {
         const uint64_t id = tet_touch_item(g, b, t, i, tile, ss, cnt, ds);
         uint64_t detail = 0;
-        const tet_status st = tile_check(g, id, tile, &detail);
+        const tet_status st = tet_tile_check(g, id, tile, &detail);
         if (st != TET_OK) {
             r->status = st;
             r->chunk = (int64_t)id;
@@ -151,7 +150,7 @@ tet_status tet_tile_open(const tet_tiles *g, const tet_box *b, const tet_touch_s
 {
     v->id = tet_touch_item(g, b, t, i, v->tile, v->src_start, v->count, v->dst_start);
     const uint64_t id = v->id, off = g->offset[id];
-    const tet_status st = tile_check(g, id, v->tile, detail);
+    const tet_status st = tet_tile_check(g, id, v->tile, detail);
     if (st != TET_OK)
         return st;
     v->bytes = g->file + off;

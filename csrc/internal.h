@@ -264,6 +264,9 @@ static inline int tet_next_row(uint64_t *j, const uint64_t *count, uint32_t nd)
     return 0;
 }
 
+/* The checks tile `id` (of extents `tile`) passes before its bytes are touched: a row,
+ * a payload inside the file, raw_byte_len equal to the tile's own size, a known codec. */
+tet_status tet_tile_check(const tet_tiles *g, uint64_t id, const uint64_t *tile, uint64_t *detail);
 /* The box against the geometry: TET_OK when every size the loops derive fits. */
 tet_status tet_box_valid(const tet_tiles *g, const tet_box *b);
 /* The touch set of a valid box (TET_ERR_NOMEM), released by tet_touch_free. */

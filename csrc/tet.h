@@ -209,6 +209,12 @@ tet_status tet_read_box(const tet_tiles *tiles, const tet_box *box, uint8_t *dst
 tet_status tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,
                                uint32_t out_dtype, uint8_t *dst, uint32_t threads,
                                tet_report *report);
+/* Orthogonal read: axis d selects the n_index[d] >= 1 strictly increasing indices
+ * below shape[d] that follow those of the axes before it in `index`; dst is dense
+ * C-order of shape n_index[0..ndim).  One walk over the tiles the indices touch,
+ * grouped by tile per axis; on failure report->chunk is the failing tile's grid id. */
+tet_status tet_read_index(const tet_tiles *tiles, const uint64_t *index, const uint64_t *n_index,
+                          uint8_t *dst, uint32_t threads, tet_report *report);
 /* Fold the box into cells[n_cells] (initialised here).  Results do not
  * depend on the thread count: tiles are split into spec->parts fixed ranges,
  * each folded in order, and the parts are merged in order. */

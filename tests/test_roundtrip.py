@@ -247,39 +247,31 @@ def test_h5py_style_keys_equal_numpy_indexing(
 
 @FAST
 @given(case=cases(max_rank=3), data=st.data())
-def test_steps_below_one_are_refused(
+def test_a_zero_step_is_refused(
     case: tuple[np.ndarray[Any, Any], tuple[int, ...], str], data: st.DataObject
 ) -> None:
     a, chunk, codec = case
     with opened(a, chunk, codec) as f:
         axis = data.draw(st.integers(0, a.ndim - 1))
         key: list[Any] = [slice(None)] * a.ndim
-        key[axis] = slice(None, None, data.draw(st.integers(-5, 0)))
-        with pytest.raises(tet.SelectionError, match="step must be >= 1"):
+        key[axis] = slice(None, None, 0)
+        with pytest.raises(tet.SelectionError, match=f"slice step cannot be zero on axis {axis}"):
             f["x"][tuple(key)]
 
 
-@pytest.mark.parametrize(
-    "index",
-    [
-        [0],
-        [0, 2],
-        np.array([1, 0]),
-        np.array([True, False, True, False]),
-        np.array([True]),
-        True,
-    ],
-    ids=["list1", "list2", "intarray2", "boolarray4", "boolarray1", "bool"],
-)
+@pytest.mark.parametrize("index", [True, np.True_, 1.5, "a", None, {0}],
+                         ids=["bool", "np-bool", "float", "str", "none", "set"])
 @pytest.mark.parametrize("where", ["alone", "tuple"])
-def test_fancy_and_boolean_indexing_raise_type_error(index: Any, where: str) -> None:
+def test_indices_that_are_not_integers_arrays_or_slices_raise_type_error(
+    index: Any, where: str
+) -> None:
     a = np.arange(16, dtype=np.int32).reshape(4, 4)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "a.tet"
         write(path, "x", a, (3, 3), "raw")
         with tet.open(path) as f:
             key = index if where == "alone" else (slice(None), index)
-            with pytest.raises(TypeError):
+            with pytest.raises(TypeError, match=r"unsupported index .* on axis"):
                 f["x"][key]
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "SelectionError",
     "TetError",
     "TetFileNotFoundError",
+    "TetIndexError",
     "TetIsADirectoryError",
     "TetNotADirectoryError",
     "TetOSError",
@@ -71,6 +72,10 @@ class QueryError(TetError, ValueError):
 
 class SelectionError(TetError, ValueError):
     """A selection does not fit the dataset (bounds, steps, labels, arity)."""
+
+
+class TetIndexError(SelectionError, IndexError):
+    """An index of ``ds[...]`` outside its axis, or a boolean mask of the wrong length."""
 
 
 VALIDATION = "validation: "  # what every refused document or selection starts with

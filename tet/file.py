@@ -132,12 +132,22 @@ class Dataset:
         return to_dask(self._owner(None), self.name, selection, block_bytes=block_bytes)
 
     def __getitem__(self, key: Any) -> Any:
+        """NumPy-style reads: integers, slices (any step), 1-D integer arrays and boolean
+        masks per axis, each axis indexed independently (h5py's fancy indexing, zarr's
+        ``oindex``; see `tet.selection.box_from_key`)."""
         sel = box_from_key(key, self.shape)
         owner = self._owner(None)
-        if sel.box is None:
-            return np.empty(sel.shape, dtype=self.numpy_dtype)
-        out = owner.read_box(self.name, sel.box).reshape(sel.shape)
+        if sel.box is not None and all(p is None for p in sel.order):
+            out = owner.read_box(self.name, sel.box).reshape(sel.shape)
+        else:
+            reader = owner._reader
+            out = reader.read_key(reader.dataset_id(self.name), sel)
         return out[()] if out.ndim == 0 else out
+
+    @property
+    def oindex(self) -> Dataset:
+        """``ds.oindex[...]`` as zarr writes it: the same orthogonal indexing as ``ds[...]``."""
+        return self
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
         if copy is False:
@@ -175,7 +185,6 @@ def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey) -> TetFi
     self._live = None
     self._key = key
     self._datasets = {}
-    self._ids = None
     return self
 
 
@@ -213,7 +222,6 @@ class TetFile(Mapping[str, Dataset]):
         self._live: Reader | None = Reader.open(self._path)
         self._key = key_of(self._path, self._live)
         self._datasets: dict[str, Dataset] = {}
-        self._ids: dict[str, int] | None = None
 
     @classmethod
     def from_reader(cls, reader: Reader, *,
@@ -227,7 +235,6 @@ class TetFile(Mapping[str, Dataset]):
         self._live = reader
         self._key = key_of(self._path, reader)
         self._datasets = {}
-        self._ids = None
         return self
 
     @classmethod
@@ -311,16 +318,8 @@ class TetFile(Mapping[str, Dataset]):
     def __len__(self) -> int:
         return self.catalog.dataset_count
 
-    def _id_of(self) -> dict[str, int]:
-        ids = self._ids
-        if ids is None:
-            ids = self._ids = {}
-            for i, record in enumerate(self.catalog.datasets):
-                ids.setdefault(record.name, i)
-        return ids
-
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self._id_of()
+        return isinstance(name, str) and self._reader.find(name) is not None
 
     @overload
     def get(self, key: str, /) -> Dataset | None: ...
@@ -426,9 +425,7 @@ class TetFile(Mapping[str, Dataset]):
                     f"(count={len(records)}; names: {names})"
                 )
             return self._make_dataset(records[key])
-        dataset_id = self._id_of().get(key) if isinstance(key, str) else None
-        if dataset_id is None:
-            dataset_id = self._reader.dataset_id(str(key))  # UnknownDatasetError
+        dataset_id = self._reader.dataset_id(str(key))  # UnknownDatasetError
         return self._make_dataset(records[dataset_id])
 
     __getitem__ = dataset

@@ -237,6 +237,23 @@ class TileTable:
             return
         self._raise(report, dst.dtype.itemsize if mask is None else self.elem_size, describe)
 
+    def read_index(self, index: Sequence[np.ndarray[Any, Any]], dst: np.ndarray[Any, Any], *,
+                   describe: Callable[[int], str] | None = None, budget: int | None = None) -> None:
+        """The outer product of per-axis increasing indices into C-contiguous `dst`, one call."""
+        touched = math.prod((int(np.count_nonzero(np.diff(i // c))) + 1) * min(c, n)
+                            for i, c, n in zip(index, self.chunk_shape, self.shape))
+        big = max(dst.nbytes, touched * self.elem_size) >= PARALLEL_BYTES  # decoded or copied
+        threads = self._workers(thread_count() if big else 1, self.budget(budget), 0,
+                                "decoding this selection")
+        flat, counts = u64_ptr(np.concatenate(index)), u64_ptr(np.array([len(i) for i in index]))
+        report = ffi.new("tet_report *")
+        out = ffi.from_buffer("uint8_t[]", dst, require_writable=True)
+        self._arm()
+        lib.tet_read_index(self._struct, flat, counts, out, threads, report)
+        self._changed()
+        if report.status != 0:
+            self._raise(report, dst.dtype.itemsize, describe)
+
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
              scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,

@@ -11,6 +11,7 @@ the one this package opens today.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,9 +25,9 @@ from tet.guard import GuardedMap, watching
 from tet.kernels import FillMask, TileTable
 from tet.layout import RAW, Catalog, foreign_format, not_tet_hint, parse_catalog
 from tet.paths import map_readonly, open_regular
-from tet.query.budget import resolve_budget
+from tet.query.budget import require_memory, resolve_budget
 from tet.query.plan import tile_table
-from tet.selection import Box, resolve_selection
+from tet.selection import Box, KeySelection, resolve_selection
 
 __all__ = ["ByteSource", "MappedFile", "Reader"]
 
@@ -119,6 +120,7 @@ class Reader:
         self.path = path
         self._closed = False
         self._tables: dict[int, TileTable] = {}
+        self._ids: dict[str, int] | None = None
         self._catalog: Catalog | None = None
         try:  # validate now, as h5py does: a corrupt file fails to open
             with source.guarded():  # truncated while parsed: FileChangedError
@@ -181,11 +183,21 @@ class Reader:
     def names(self) -> list[str]:
         return [d.name for d in self.catalog.datasets]
 
+    def find(self, name: str) -> int | None:
+        """The id of the first dataset called `name` (a table built once), or None."""
+        ids = self._ids
+        if ids is None:
+            ids = {}
+            for i, record in enumerate(self.catalog.datasets):
+                ids.setdefault(record.name, i)
+            self._ids = ids
+        return ids.get(name)
+
     def dataset_id(self, name: str) -> int:
-        for i, d in enumerate(self.catalog.datasets):
-            if d.name == name:
-                return i
-        raise UnknownDatasetError(name, path=self.path, available=self.names())
+        found = self.find(name)
+        if found is None:
+            raise UnknownDatasetError(name, path=self.path, available=self.names())
+        return found
 
     def meta(self, name: str) -> Mapping[str, Any]:
         """The footer's metadata entry of dataset `name` (empty when it has none)."""
@@ -256,6 +268,35 @@ class Reader:
             ) from None
         self.fill(dataset_id, box, out, budget=limit, mask=mask)
         return out
+
+    def read_key(self, dataset_id: int, sel: KeySelection, *,
+                 budget: int | None = None) -> np.ndarray[Any, Any]:
+        """An orthogonal selection (`tet.selection.box_from_key`) as a new array of
+        ``sel.shape``: one box read when every axis is a range, else one orthogonal read
+        of the sorted distinct indices, then each axis's `order` applied with NumPy."""
+        record = self.catalog.datasets[dataset_id]
+        dtype = dtypes.by_tag(record.dtype).numpy
+        if sel.empty:
+            return np.empty(sel.shape, dtype=dtype)
+        limit = resolve_budget(query_bytes=budget, file_bytes=self.catalog.budget_bytes,
+                               file_bps=self.catalog.budget_percent_bps)
+        read_bytes = math.prod(sel.read_shape) * dtype.itemsize
+        out_bytes = math.prod(sel.shape) * dtype.itemsize
+        index_bytes = 0 if sel.box is not None else 24 * sum(sel.read_shape)
+        require_memory(read_bytes + index_bytes + out_bytes * any(p is not None for p in sel.order),
+                       limit, f"reading {record.name!r} {list(sel.shape)} ({dtype.name})",
+                       "read a smaller selection and process it in pieces, or raise the budget")
+        out = np.empty(sel.read_shape, dtype=dtype)
+        if sel.box is not None:
+            self.fill(dataset_id, sel.box, out, budget=limit)
+        else:
+            table = self.table(dataset_id)
+            table.read_index(sel.points(), out, budget=limit, describe=lambda tile: (
+                f"dataset_id={dataset_id} {table.chunk_name(tile)}"))
+        for d, perm in enumerate(sel.order):
+            if perm is not None:
+                out = np.take(out, perm, axis=d)
+        return out.reshape(sel.shape)
 
     def fill(self, dataset_id: int, box: Box, out: np.ndarray[Any, Any], *,
              budget: int | None = None, mask: FillMask | None = None) -> None:

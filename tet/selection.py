@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tet.errors import SelectionError
+from tet.errors import SelectionError, TetIndexError
 from tet.errors import selection_invalid as _fail
 from tet.layout import MAX_NDIM
 from tet.wire import U64_END, is_json_int, unexpected
@@ -263,13 +263,38 @@ def _checked(d: int, s: int | None, e: int | None, n: int) -> tuple[int, int]:
     return s, e
 
 
+AxisKey = range | np.ndarray[Any, Any]  # what one axis of a key reads: a range or indices
+
+
 @dataclass(frozen=True, slots=True)
 class KeySelection:
-    """An h5py-style index resolved against a shape."""
+    """An h5py/zarr-style index resolved against a shape.
 
-    box: Box | None              # None when some axis selects nothing
+    Each axis reads `axes[d]`: a `range` (an integer, a slice) or a sorted array of
+    distinct indices (an integer array, a mask).  `order[d]`, where not None, holds the
+    positions into what axis d read that make up the result (``np.take``): a reversed
+    slice, an unsorted or repeated index array.  `box` is the box the axes span when
+    every axis is a range, else None (read `points()` instead)."""
+
+    box: Box | None              # None when some axis selects nothing, or is not a range
     dropped: tuple[int, ...]     # axes an integer index removes
     shape: tuple[int, ...]       # shape of the result (dropped axes removed)
+    axes: tuple[AxisKey, ...] = ()
+    order: tuple[np.ndarray[Any, Any] | None, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return any(len(a) == 0 for a in self.axes) or 0 in self.shape
+
+    @property
+    def read_shape(self) -> tuple[int, ...]:
+        """The shape of what is read before `order` is applied (dropped axes kept)."""
+        return tuple(len(a) for a in self.axes)
+
+    def points(self) -> list[np.ndarray[Any, Any]]:
+        """Every axis as uint64 indices (strictly increasing), for an orthogonal read."""
+        return [np.arange(a.start, a.stop, a.step, dtype=np.uint64) if isinstance(a, range)
+                else a.astype(np.uint64) for a in self.axes]
 
 
 def _index(value: Any, what: str) -> int:
@@ -278,11 +303,64 @@ def _index(value: Any, what: str) -> int:
     return operator.index(value)
 
 
-def box_from_key(key: Any, shape: Sequence[int]) -> KeySelection:
-    """Resolve a NumPy basic index (ints, slices, ``...``) as h5py does.
+def _as_range(u: np.ndarray[Any, Any]) -> AxisKey:
+    """Sorted distinct indices as a range when they are evenly spaced, else themselves."""
+    if len(u) == 0:
+        return range(0)
+    if len(u) == 1:
+        return range(int(u[0]), int(u[0]) + 1)
+    diff = np.diff(u)
+    if bool((diff == diff[0]).all()):
+        return range(int(u[0]), int(u[-1]) + 1, int(diff[0]))
+    return u
 
-    Negative indices count from the end; steps must be >= 1; an empty slice gives
-    an empty result; fancy and boolean indexing are refused with `TypeError`.
+
+def _array_axis(item: Any, d: int, n: int) -> tuple[AxisKey, np.ndarray[Any, Any] | None]:
+    """An integer array or a boolean mask on axis d: what it reads and in which order."""
+    arr = np.asarray(item)
+    if arr.ndim != 1:
+        raise TypeError(f"unsupported index on axis {d}: index arrays and masks must be 1-D "
+                        f"(one per axis, orthogonal indexing), got shape {arr.shape}")
+    if arr.dtype.kind == "b":
+        if len(arr) != n:
+            raise TetIndexError(f"boolean index on axis {d} has length {len(arr)}, "
+                                f"but the axis has size {n}")
+        return _as_range(np.flatnonzero(arr)), None
+    if arr.size == 0:
+        return range(0), None
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"unsupported index on axis {d}: index arrays must hold integers or "
+                        f"booleans, got {arr.dtype}")
+    bad = np.flatnonzero((arr >= n) | (arr < -n) if arr.dtype.kind == "i" else arr >= n)
+    if len(bad):
+        raise TetIndexError(f"index {int(arr[bad[0]])} is out of bounds for axis {d} "
+                            f"with size {n}")
+    idx = arr.astype(np.int64)
+    idx[idx < 0] += n
+    if len(idx) == 1 or bool((idx[1:] > idx[:-1]).all()):
+        return _as_range(idx), None
+    u, inverse = np.unique(idx, return_inverse=True)
+    return _as_range(u), inverse.reshape(-1).astype(np.intp)
+
+
+def _slice_axis(item: slice, d: int, n: int) -> tuple[AxisKey, np.ndarray[Any, Any] | None]:
+    k = 1 if item.step is None else _index(item.step, f"slice step on axis {d}")
+    if k == 0:
+        raise SelectionError(f"slice step cannot be zero on axis {d}")
+    r = range(*slice(item.start, item.stop, k).indices(n))
+    if k > 0 or len(r) == 0:
+        return r, None
+    return range(r[-1], r[0] + 1, -k), np.arange(len(r) - 1, -1, -1, dtype=np.intp)
+
+
+def box_from_key(key: Any, shape: Sequence[int]) -> KeySelection:
+    """Resolve an index as h5py's fancy indexing and zarr's ``oindex`` do.
+
+    Per axis: an integer (negative from the end; the axis is dropped), a slice with any
+    nonzero step, a 1-D integer array or list (any order, repeats, negative from the
+    end) or a boolean mask of the axis length; ``...`` and omitted trailing axes are
+    whole axes.  Arrays index each axis independently (NumPy's ``a[np.ix_(...)]``).
+    An index outside its axis or a mask of the wrong length is `TetIndexError`.
     """
     rank = len(shape)
     items = list(key) if isinstance(key, tuple) else [key]
@@ -297,41 +375,37 @@ def box_from_key(key: Any, shape: Sequence[int]) -> KeySelection:
     if len(items) > rank:
         raise IndexError(f"{len(items)} indexing arguments for {rank} dimensions")
     items += [slice(None)] * (rank - len(items))
-    start, stop, step, dropped, out = [], [], [], [], []
+    axes: list[AxisKey] = []
+    order: list[np.ndarray[Any, Any] | None] = []
+    dropped: list[int] = []
     for d, (item, n) in enumerate(zip(items, shape, strict=True)):
+        axis: AxisKey
+        perm: np.ndarray[Any, Any] | None = None
         if isinstance(item, slice):
-            k = 1 if item.step is None else _index(item.step, f"slice step on axis {d}")
-            if k < 1:
-                raise SelectionError(
-                    f"step must be >= 1 on axis {d}, got {k} (reverse with NumPy after reading)"
-                )
-            s, e, k = slice(item.start, item.stop, k).indices(n)
-            start.append(s)
-            stop.append(max(s, e))
-            step.append(k)
-            out.append(len(range(s, e, k)))
-        elif isinstance(item, (bool, np.bool_, list, np.ndarray)) and not (
+            axis, perm = _slice_axis(item, d, n)
+        elif isinstance(item, (list, range, np.ndarray)) and not (
             isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu"
         ):
-            raise TypeError(
-                f"unsupported index {item!r} on axis {d}: fancy and boolean indexing are not "
-                "supported; use integers, slices and '...' (then index the result with NumPy)"
-            )
-        elif hasattr(item, "__index__"):
+            axis, perm = _array_axis(item, d, n)
+        elif hasattr(item, "__index__") and not isinstance(item, (bool, np.bool_)):
             i = operator.index(item)
             if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for axis {d} with size {n}")
+                raise TetIndexError(f"index {i} is out of bounds for axis {d} with size {n}")
             i %= n
-            start.append(i)
-            stop.append(i + 1)
-            step.append(1)
+            axis = range(i, i + 1)
             dropped.append(d)
-            out.append(1)
         else:
             raise TypeError(
-                f"unsupported index {item!r} on axis {d}: use integers, slices and '...' "
-                "(read the slice, then index it with NumPy)"
+                f"unsupported index {item!r} on axis {d}: use integers, slices, 1-D integer "
+                "arrays, boolean masks and '...'"
             )
-    box = Box(tuple(start), tuple(stop), tuple(step)) if all(out) else None
+        axes.append(axis)
+        order.append(perm)
+    out = [len(a) if p is None else len(p) for a, p in zip(axes, order)]
+    box = None
+    if all(out) and all(isinstance(a, range) for a in axes):
+        ranges = [a for a in axes if isinstance(a, range)]
+        box = Box(tuple(r.start for r in ranges), tuple(r[-1] + 1 for r in ranges),
+                  tuple(r.step for r in ranges))
     kept = tuple(n for d, n in enumerate(out) if d not in dropped)
-    return KeySelection(box, tuple(dropped), kept)
+    return KeySelection(box, tuple(dropped), kept, tuple(axes), tuple(order))

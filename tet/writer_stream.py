@@ -378,8 +378,10 @@ class DatasetStream:
     def __setitem__(self, key: Any, block: Any) -> None:
         sel = box_from_key(key, self.shape)
         data = np.broadcast_to(np.asarray(block), sel.shape).astype(self._dtype, copy=False)
-        if sel.box is None:
+        if sel.empty:
             return
+        if sel.box is None or any(p is not None for p in sel.order):
+            raise TypeError("streamed writes take integers, unit-step slices and '...'")
         if any(k != 1 for k in sel.box.step):
             raise ValueError("streamed writes take unit-step regions")
         self.write(np.ascontiguousarray(data.reshape(sel.box.shape)), sel.box.start)
