@@ -119,12 +119,16 @@ def test_unknown_dataset_raises(sample: tet.TetFile) -> None:
         sample.query({"dataset": "temperatur", "mean": []})
 
 
-def test_device_tokens_fall_back_to_cpu_with_a_reason(sample: tet.TetFile) -> None:
+def test_device_tokens_fall_back_to_cpu_with_a_reason(sample: tet.TetFile,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tet.query.api._WARNED_FALLBACKS", set())
     ex = sample.query_execute({"dataset": "temperature", "mean": []}, device="auto")["execution"]
     assert ex["device_requested"] == "auto"
     assert ex["device_fallback_reason"] == "auto_below_size_threshold"
-    ex = sample.query({"dataset": "temperature", "mean": [0],
-                       "execution": {"device": "cuda:0"}})["execution"]
+    with pytest.warns(RuntimeWarning, match=r"^device `cuda` requested; ran on the CPU: .*"
+                                            r"\(gpu_unsupported_op\)$"):
+        ex = sample.query({"dataset": "temperature", "mean": [0],
+                           "execution": {"device": "cuda:0"}})["execution"]
     assert ex["device_requested"] == "cuda" and ex["device_fallback_reason"] == "gpu_unsupported_op"
     with pytest.raises(tet.QueryError, match="unknown device `tpu`"):
         sample.query({"dataset": "temperature", "mean": [], "execution": {"device": "tpu"}})
