@@ -18,12 +18,16 @@ from tests.conftest import REPO
 
 NATIVE = Path(tet.native._native.__file__)
 TIMEOUT = 600
+# what a user's shell has: no ASan preload or kernels build of `make asan` (pip, the
+# compiler and the fresh venv's tet must not inherit them)
+PLAIN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "TET_NATIVE")}
 
 
 def _run(*cmd: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
          ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True,
-                          timeout=TIMEOUT, cwd=cwd, env=env)
+                          timeout=TIMEOUT, cwd=cwd, env=PLAIN_ENV if env is None else env)
 
 
 def _dynamic_paths(so: bytes) -> list[str]:
@@ -79,7 +83,7 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
 
     # the manylinux wheel `make wheel` makes: libzstd bundled, a manylinux tag
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**PLAIN_ENV, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     repaired = tmp_path / "repaired"
     r = _run(bindir / "auditwheel", "repair", "-w", repaired, wheel, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -92,7 +96,7 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
         " ".join(r.stdout.split()), r.stdout
 
     r = _run(py, "-m", "pip", "wheel", "--no-deps", "-w", tmp_path / "none", sdist,
-             cwd=tmp_path, env={**os.environ, "CC": "/nonexistent/gcc"})
+             cwd=tmp_path, env={**PLAIN_ENV, "CC": "/nonexistent/gcc"})
     assert r.returncode != 0
     assert ("tet build: no C compiler found ('/nonexistent/gcc' is not on PATH); install one "
             "(Debian/Ubuntu: apt install gcc;") in r.stdout + r.stderr
@@ -134,3 +138,12 @@ def test_the_license_is_the_one_pyproject_names() -> None:
     text = (REPO / "LICENSE").read_text()
     assert text.startswith("MIT License\n")
     assert 'license = "MIT"' in (REPO / "pyproject.toml").read_text()
+
+
+def test_a_missing_kernels_build_is_not_called_a_missing_library(tmp_path: Path) -> None:
+    env = {**os.environ, "TET_NATIVE": str(tmp_path / "_native.so")}  # no such file
+    r = _run(sys.executable, "-c", "import tet", cwd=tmp_path, env=env)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: ") and "_native.so: cannot open shared object file" \
+        in last and "tet's compiled kernels need" not in last, last

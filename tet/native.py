@@ -63,14 +63,17 @@ _LIBRARY_HINTS = {
 }
 
 
-def missing_library(exc: ImportError) -> ImportError | None:
+def missing_library(exc: ImportError, module: str = "") -> ImportError | None:
     """One clear error for an extension that cannot load because a shared library it
-    links is not installed (the loader's text names it), or None for other failures."""
+    links is not installed (the loader's text names it), or None for other failures
+    (among them the extension file `module` itself missing)."""
     m = re.search(r"([\w.+-]+\.(?:so[.\d]*|dylib))[^:]*: cannot open shared object file",
                   str(exc)) or re.search(r"Library not loaded: \S*?([\w.+-]+\.dylib)", str(exc))
     if m is None:
         return None
     name = m.group(1)
+    if module and name == os.path.basename(module):
+        return None
     hint = next((h for k, h in _LIBRARY_HINTS.items() if name.startswith(k)),
                 "install the system package that provides it")
     return ImportError(f"tet's compiled kernels need {name}, which is not installed ({hint})",
@@ -80,7 +83,7 @@ def missing_library(exc: ImportError) -> ImportError | None:
 try:
     _native = _load_native()
 except ImportError as exc:
-    clear = missing_library(exc)
+    clear = missing_library(exc, os.environ.get("TET_NATIVE", ""))
     if clear is None:
         raise
     raise clear from exc
