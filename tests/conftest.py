@@ -104,3 +104,46 @@ def real_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from tests.producers import all_sources
 
     return all_sources(tmp_path_factory.mktemp("real_sources"), extra=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[Any]:
+    """An S3-compatible server on 127.0.0.1 for the whole session, with a bucket `tet`;
+    traffic and faults are reset by `s3`."""
+    pytest.importorskip("moto", reason="moto[server] (the test extra) is not installed")
+    from tests.servers import start_s3
+    server = start_s3()
+    try:
+        server.create_bucket("tet")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: Any) -> Iterator[Any]:
+    """The session's S3 server with its counters and faults cleared."""
+    s3_server.traffic.reset()
+    s3_server.faults.clear()
+    yield s3_server
+    s3_server.faults.clear()
+
+
+@pytest.fixture(scope="session")
+def http_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Range-capable HTTP file server on 127.0.0.1 serving a session folder."""
+    from tests.servers import start_http
+    server = start_http(tmp_path_factory.mktemp("http-root"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http(http_server: Any) -> Iterator[Any]:
+    """The session's HTTP server with its counters and faults cleared."""
+    http_server.traffic.reset()
+    http_server.faults.clear()
+    yield http_server
+    http_server.faults.clear()
