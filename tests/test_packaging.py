@@ -168,3 +168,36 @@ def test_a_missing_kernels_build_is_not_called_a_missing_library(tmp_path: Path)
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: ") and "_native.so: cannot open shared object file" \
         in last and "tet's compiled kernels need" not in last, last
+
+
+def test_the_console_script_is_the_cli_when_the_kernels_load(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import tet_console
+
+    with pytest.raises(SystemExit) as stop:
+        tet_console.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"tet {tet.__version__} (simd: ")
+    assert tet_console.main(["info", "/nonexistent/x.tet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "/nonexistent/x.tet" in err and err.count("\n") == 1
+
+
+def test_the_console_script_when_the_cli_cannot_be_imported(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import tet_console
+
+    monkeypatch.setitem(sys.modules, "tet.cli.main", None)  # its import fails: ImportError
+    monkeypatch.delenv("TET_DEBUG", raising=False)
+    assert tet_console.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out == (f"tet {tet.__version__} (kernels not loaded: import of tet.cli.main "
+                   "halted; None in sys.modules)\n"), out
+    assert tet_console.main(["query", "{}", "-t", "x.tet"]) == 1
+    assert capsys.readouterr() == ("", "error: import of tet.cli.main halted; None in "
+                                       "sys.modules\n")
+    with pytest.raises(ImportError, match=r"import of tet\.cli\.main halted"):
+        tet_console.main(["--debug", "info", "x.tet"])
+    monkeypatch.setenv("TET_DEBUG", "1")
+    with pytest.raises(ImportError, match=r"import of tet\.cli\.main halted"):
+        tet_console.main(["info", "x.tet"])
