@@ -52,7 +52,7 @@ test: build cwarn
 	$(MAKE) --no-print-directory lint typecheck
 
 lint: build
-	$(VENV)/bin/ruff check tet tests bench tools build_ffi.py setup.py
+	$(VENV)/bin/ruff check tet tet_console.py tests bench tools build_ffi.py setup.py
 
 typecheck: build
 	$(VENV)/bin/mypy

@@ -169,14 +169,9 @@ static void frame_worker(void *vctx, uint32_t w)
 {
     spans_ctx *c = vctx;
     const tet_spans *s = c->s;
-    uint8_t *window = malloc(s->window);
-    tet_dstream *ds = tet_dstream_new();
-    if (window == NULL || ds == NULL) {
-        c->reports[w].status = TET_ERR_NOMEM;
-        c->reports[w].detail = s->window;
-        __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
-        goto done;
-    }
+    tet_scratch z;
+    if (!tet_scratch_open(&z, TET_SCRATCH_FRAMES, s->window, &c->reports[w], &c->stop))
+        return;
     for (;;) {
         const uint64_t i = tet_claim(&c->next, s->n);
         if (i >= s->n || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
@@ -187,15 +182,13 @@ static void frame_worker(void *vctx, uint32_t w)
             st = TET_ERR_BOUNDS;
             detail = s->offset[i];
         } else {
-            st = tet_zstd_check(ds, s->file + s->offset[i], s->length[i], s->raw[i], window,
+            st = tet_zstd_check(z.ds, s->file + s->offset[i], s->length[i], s->raw[i], z.buf,
                                 s->window, s->max_need, &detail);
         }
         s->status[i] = st;
         s->detail[i] = detail;
     }
-done:
-    free(window);
-    tet_dstream_free(ds);
+    tet_scratch_close(&z);
 }
 
 tet_status tet_check_frames(const tet_spans *s, tet_report *report)

@@ -25,24 +25,17 @@ static void encode_worker(void *vctx, uint32_t t)
     tet_report *rep = &c->reports[t];
     static const uint64_t zeros[TET_MAX_NDIM] = {0};
     static const uint64_t ones[TET_MAX_NDIM] = {1, 1, 1, 1, 1, 1, 1, 1};
-    uint8_t *scratch = NULL;
-    tet_cctx *cctx = NULL;
-    if (p->codec == TET_CODEC_ZSTD) {
-        scratch = malloc(c->scratch_len ? c->scratch_len : 1);
-        cctx = tet_cctx_new();
-        if (scratch == NULL || cctx == NULL) {
-            tet_report_fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
-            __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
-            goto done;
-        }
-    }
+    tet_scratch s;
+    if (!tet_scratch_open(&s, p->codec == TET_CODEC_ZSTD ? TET_SCRATCH_ENCODE : TET_SCRATCH_NONE,
+                          c->scratch_len, rep, &c->stop))
+        return;
     for (;;) {
         uint64_t i = tet_claim(&c->next, p->n_chunks);
         if (i >= p->n_chunks || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
             break;
         const uint64_t *extent = p->extent + i * p->ndim;
         const uint64_t raw = tet_extent_bytes(extent, p->ndim, p->elem_size); /* checked */
-        uint8_t *tile = p->codec == TET_CODEC_ZSTD ? scratch : p->out + c->slot[i];
+        uint8_t *tile = p->codec == TET_CODEC_ZSTD ? s.buf : p->out + c->slot[i];
         tet_box_copy(tile, extent, zeros, p->src, p->src_shape, p->origin + i * p->ndim, ones,
                      extent, p->ndim, p->elem_size, c->strided);
         if (p->codec == TET_CODEC_RAW) {
@@ -52,7 +45,7 @@ static void encode_worker(void *vctx, uint32_t t)
             continue;
         }
         uint64_t written = 0, detail = 0;
-        tet_status st = tet_zstd_encode(cctx, p->out + c->slot[i], tet_zstd_bound(raw), tile,
+        tet_status st = tet_zstd_encode(s.cctx, p->out + c->slot[i], tet_zstd_bound(raw), tile,
                                         raw, p->level, &written, &detail);
         if (st != TET_OK) {
             tet_report_fail(rep, st, (int64_t)i, detail);
@@ -63,9 +56,7 @@ static void encode_worker(void *vctx, uint32_t t)
         if (p->out_crc != NULL)
             p->out_crc[i] = c->crc(0, p->out + c->slot[i], written);
     }
-done:
-    free(scratch);
-    tet_cctx_free(cctx);
+    tet_scratch_close(&s);
 }
 
 uint64_t tet_encode_capacity(uint32_t codec, uint64_t raw_len)

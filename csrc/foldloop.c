@@ -132,11 +132,13 @@ static void fold_worker(void *vctx, uint32_t w)
 {
     fold_ctx *c = vctx;
     tet_report *rep = &c->w.reports[w];
-    uint8_t *scratch = c->w.scratch_len ? malloc(c->w.scratch_len) : NULL;
-    tet_dctx *dctx = c->w.scratch_len ? tet_dctx_new() : NULL;
+    tet_scratch s;
+    if (!tet_scratch_open(&s, c->w.scratch_len ? TET_SCRATCH_DECODE : TET_SCRATCH_NONE,
+                          c->w.scratch_len, rep, &c->w.stop))
+        return;
     double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
     row_group *grp = malloc(sizeof *grp);
-    if (buf == NULL || grp == NULL || (c->w.scratch_len && (scratch == NULL || dctx == NULL))) {
+    if (buf == NULL || grp == NULL) {
         tet_report_fail(rep, TET_ERR_NOMEM, -1, c->w.scratch_len);
         __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
         goto done;
@@ -155,7 +157,7 @@ static void fold_worker(void *vctx, uint32_t w)
         for (uint64_t i = lo; i < hi; i++) {
             tet_tile_view v;
             uint64_t detail = 0;
-            tet_status st = tet_tile_open(c->w.g, c->w.b, &c->w.t, i, scratch, dctx, &v, &detail);
+            tet_status st = tet_tile_open(c->w.g, c->w.b, &c->w.t, i, s.buf, s.dctx, &v, &detail);
             if (st != TET_OK) {
                 tet_report_fail(rep, st, (int64_t)v.id, detail);
                 __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
@@ -169,8 +171,7 @@ static void fold_worker(void *vctx, uint32_t w)
 done:
     free(grp);
     free(buf);
-    free(scratch);
-    tet_dctx_free(dctx);
+    tet_scratch_close(&s);
 }
 
 tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,

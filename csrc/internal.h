@@ -206,6 +206,27 @@ tet_status tet_parallel(tet_worker_fn work, void *ctx, uint32_t threads, int *st
 /* Claim the next item of a shared counter; returns n when exhausted. */
 uint64_t tet_claim(uint64_t *counter, uint64_t n);
 
+/* What a worker allocates before its claim loop: `len` bytes of scratch (at least one)
+ * and the zstd context of `kind`; TET_SCRATCH_NONE allocates nothing.  tet_scratch_open
+ * returns 1 with everything allocated, or 0 with nothing kept, the worker's report set to
+ * TET_ERR_NOMEM (chunk -1, detail `len`) and *stop set, so the other workers quit too; the
+ * worker then returns without claiming.  tet_scratch_close frees what open allocated. */
+typedef enum {
+    TET_SCRATCH_NONE,
+    TET_SCRATCH_DECODE,  /* buf and dctx: whole-tile decodes */
+    TET_SCRATCH_ENCODE,  /* buf and cctx: tile encodes */
+    TET_SCRATCH_FRAMES   /* buf (the window) and ds: bounded frame checks */
+} tet_scratch_kind;
+typedef struct {
+    uint8_t *buf;
+    tet_dctx *dctx;
+    tet_cctx *cctx;
+    tet_dstream *ds;
+} tet_scratch;
+int tet_scratch_open(tet_scratch *s, tet_scratch_kind kind, uint64_t len, tet_report *rep,
+                     int *stop);
+void tet_scratch_close(tet_scratch *s);
+
 /* Keep the report of the lowest failing chunk. */
 void tet_report_merge(tet_report *into, const tet_report *from);
 

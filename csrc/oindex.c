@@ -118,32 +118,23 @@ static void index_worker(void *vctx, uint32_t w)
 {
     index_ctx *c = vctx;
     tet_report *rep = &c->reports[w];
-    uint8_t *scratch = NULL;
-    tet_dctx *dctx = NULL;
-    if (c->scratch_len > 0) {
-        scratch = malloc(c->scratch_len);
-        dctx = tet_dctx_new();
-        if (scratch == NULL || dctx == NULL) {
-            tet_report_fail(rep, TET_ERR_NOMEM, -1, c->scratch_len);
-            __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
-            goto done;
-        }
-    }
+    tet_scratch s;
+    if (!tet_scratch_open(&s, c->scratch_len > 0 ? TET_SCRATCH_DECODE : TET_SCRATCH_NONE,
+                          c->scratch_len, rep, &c->stop))
+        return;
     for (;;) {
         const uint64_t i = tet_claim(&c->next, c->total);
         if (i >= c->total || __atomic_load_n(&c->stop, __ATOMIC_RELAXED))
             break;
         uint64_t linear = 0, detail = 0;
-        const tet_status st = index_one(c, i, scratch, dctx, &linear, &detail);
+        const tet_status st = index_one(c, i, s.buf, s.dctx, &linear, &detail);
         if (st != TET_OK) {
             tet_report_fail(rep, st, (int64_t)linear, detail);
             __atomic_store_n(&c->stop, 1, __ATOMIC_RELAXED);
             break;
         }
     }
-done:
-    free(scratch);
-    tet_dctx_free(dctx);
+    tet_scratch_close(&s);
 }
 
 static void index_free(index_ctx *c)

@@ -2,12 +2,44 @@
  * among them; workers claim items from a shared counter and keep a report each. */
 #define _POSIX_C_SOURCE 200112L /* pthreads */
 #include <pthread.h>
+#include <stdlib.h>
 #include "internal.h"
 
 uint64_t tet_claim(uint64_t *counter, uint64_t n)
 {
     uint64_t i = __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
     return i < n ? i : n;
+}
+
+int tet_scratch_open(tet_scratch *s, tet_scratch_kind kind, uint64_t len, tet_report *rep,
+                     int *stop)
+{
+    memset(s, 0, sizeof *s);
+    if (kind == TET_SCRATCH_NONE)
+        return 1;
+    s->buf = malloc(len ? len : 1);
+    int ok = s->buf != NULL;
+    if (kind == TET_SCRATCH_DECODE)
+        ok = (s->dctx = tet_dctx_new()) != NULL && ok;
+    else if (kind == TET_SCRATCH_ENCODE)
+        ok = (s->cctx = tet_cctx_new()) != NULL && ok;
+    else
+        ok = (s->ds = tet_dstream_new()) != NULL && ok;
+    if (ok)
+        return 1;
+    tet_scratch_close(s);
+    tet_report_fail(rep, TET_ERR_NOMEM, -1, len);
+    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+void tet_scratch_close(tet_scratch *s)
+{
+    free(s->buf);
+    tet_dctx_free(s->dctx);
+    tet_cctx_free(s->cctx);
+    tet_dstream_free(s->ds);
+    memset(s, 0, sizeof *s);
 }
 
 void tet_report_merge(tet_report *into, const tet_report *from)

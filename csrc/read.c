@@ -108,32 +108,23 @@ static void read_worker(void *vctx, uint32_t w)
 {
     read_ctx *c = vctx;
     tet_report *rep = &c->w.reports[w];
-    uint8_t *scratch = NULL;
-    tet_dctx *dctx = NULL;
-    if (c->w.scratch_len > 0) {
-        scratch = malloc(c->w.scratch_len);
-        dctx = tet_dctx_new();
-        if (scratch == NULL || dctx == NULL) {
-            tet_report_fail(rep, TET_ERR_NOMEM, -1, c->w.scratch_len);
-            __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
-            goto done;
-        }
-    }
+    tet_scratch s;
+    if (!tet_scratch_open(&s, c->w.scratch_len > 0 ? TET_SCRATCH_DECODE : TET_SCRATCH_NONE,
+                          c->w.scratch_len, rep, &c->w.stop))
+        return;
     for (;;) {
         uint64_t i = tet_claim(&c->next, c->w.t.total);
         if (i >= c->w.t.total || __atomic_load_n(&c->w.stop, __ATOMIC_RELAXED))
             break;
         uint64_t linear = 0, detail = 0;
-        tet_status st = read_one(c, i, scratch, dctx, &linear, &detail);
+        tet_status st = read_one(c, i, s.buf, s.dctx, &linear, &detail);
         if (st != TET_OK) {
             tet_report_fail(rep, st, (int64_t)linear, detail);
             __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
             break;
         }
     }
-done:
-    free(scratch);
-    tet_dctx_free(dctx);
+    tet_scratch_close(&s);
 }
 
 static tet_status read_box(const tet_tiles *tiles, const tet_box *box, const tet_mask *mask,

@@ -61,7 +61,7 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     needed = {"build_ffi.py", "setup.py", "pyproject.toml", "LICENSE", "csrc/tet.h",
-              "csrc/internal.h", "man/tet.1", "tet/py.typed",
+              "csrc/internal.h", "man/tet.1", "tet/py.typed", "tet_console.py",
               *(f"csrc/{p.name}" for p in (REPO / "csrc").glob("*.c"))}
     assert needed <= names, sorted(needed - names)
 
@@ -79,6 +79,9 @@ def test_sdist_builds_an_abi3_wheel_in_a_fresh_venv(tmp_path: Path) -> None:
         assert so == "tet/_native.abi3.so"
         assert _dynamic_paths(z.read(so)) == []
         assert "tet_arrays-0.1.0.dist-info/licenses/LICENSE" in z.namelist()
+        assert "tet_console.py" in z.namelist()  # the console script's module
+        assert "tet = tet_console:main" in z.read("tet_arrays-0.1.0.dist-info/entry_points.txt"
+                                                  ).decode()
         assert any(n.endswith("share/man/man1/tet.1") for n in z.namelist())
 
     # the manylinux wheel `make wheel` makes: libzstd bundled, a manylinux tag
@@ -133,6 +136,24 @@ def test_a_missing_zstd_library_is_one_clear_import_error(tmp_path: Path, soname
                            "which is not installed ("), last
     assert hint in last
 
+    # the `tet` command on that machine: --version answers, a command fails in one line
+    tet_cmd = Path(sys.executable).parent / "tet"
+    env = {k: v for k, v in env.items() if k != "TET_DEBUG"}
+    r = _run(tet_cmd, "--version", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and r.stderr == "", r
+    assert r.stdout.startswith(f"tet {tet.__version__} (kernels not loaded: tet's compiled "
+                               f"kernels need {soname.decode()}, which is not installed ({hint}")
+    assert r.stdout.endswith("))\n") and r.stdout.count("\n") == 1, r.stdout
+    for argv in (["info", "x.tet"], ["verify", "x.tet"], []):
+        r = _run(tet_cmd, *argv, cwd=tmp_path, env=env)
+        assert r.returncode == 1 and r.stdout == "", (argv, r)
+        assert r.stderr.startswith(f"error: tet's compiled kernels need {soname.decode()}, "
+                                   "which is not installed (") and hint in r.stderr, (argv, r)
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (argv, r)
+    r = _run(tet_cmd, "--debug", "info", "x.tet", cwd=tmp_path, env=env)  # the way to see more
+    assert r.returncode == 1 and "Traceback" in r.stderr, r
+    assert r.stderr.strip().splitlines()[-1].startswith("ImportError: tet's compiled kernels need")
+
 
 def test_the_license_is_the_one_pyproject_names() -> None:
     text = (REPO / "LICENSE").read_text()
@@ -147,3 +168,36 @@ def test_a_missing_kernels_build_is_not_called_a_missing_library(tmp_path: Path)
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: ") and "_native.so: cannot open shared object file" \
         in last and "tet's compiled kernels need" not in last, last
+
+
+def test_the_console_script_is_the_cli_when_the_kernels_load(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import tet_console
+
+    with pytest.raises(SystemExit) as stop:
+        tet_console.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.startswith(f"tet {tet.__version__} (simd: ")
+    assert tet_console.main(["info", "/nonexistent/x.tet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "/nonexistent/x.tet" in err and err.count("\n") == 1
+
+
+def test_the_console_script_when_the_cli_cannot_be_imported(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import tet_console
+
+    monkeypatch.setitem(sys.modules, "tet.cli.main", None)  # its import fails: ImportError
+    monkeypatch.delenv("TET_DEBUG", raising=False)
+    assert tet_console.main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out == (f"tet {tet.__version__} (kernels not loaded: import of tet.cli.main "
+                   "halted; None in sys.modules)\n"), out
+    assert tet_console.main(["query", "{}", "-t", "x.tet"]) == 1
+    assert capsys.readouterr() == ("", "error: import of tet.cli.main halted; None in "
+                                       "sys.modules\n")
+    with pytest.raises(ImportError, match=r"import of tet\.cli\.main halted"):
+        tet_console.main(["--debug", "info", "x.tet"])
+    monkeypatch.setenv("TET_DEBUG", "1")
+    with pytest.raises(ImportError, match=r"import of tet\.cli\.main halted"):
+        tet_console.main(["info", "x.tet"])

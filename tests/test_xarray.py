@@ -9,8 +9,10 @@ Covers:
 - CF decoding from footer text attrs: ``_FillValue`` masking, ``scale_factor`` /
   ``add_offset`` unpacking, and ``mask_and_scale=False`` leaving the raw values;
 - laziness: opening reads nothing; every index key (ints, negative ints, slices,
-  steps, arrays, empty arrays, vectorised pointwise keys) is one ``read_numpy``
-  and equals NumPy; ``chunks={}`` gives dask arrays on the file's chunks;
+  steps, arrays, empty arrays, vectorised pointwise keys) is one read of exactly the
+  elements it names (one C call: a box read, or the orthogonal gather for arrays) and
+  equals NumPy, and ``isel``/``sel`` with lists equal xarray's answer on the same data
+  in memory and from NetCDF; ``chunks={}`` gives dask arrays on the file's chunks;
 - ``drop_variables``, ``group=``, dimension-length clashes, ``guess_can_open``
   by magic, ``engine="tet"`` through the entry point;
 - ``from_xarray`` → ``open_dataset`` identical: several variables, shared dims,
@@ -32,7 +34,9 @@ import pytest
 import xarray as xr
 
 import tet
-from tests.test_dask import ReadCounter
+from tet.kernels import TileTable
+from tet.reader import Reader
+from tet.selection import KeySelection
 from tet.xarray_backend import TetBackendEntrypoint
 from tet.xarray_write import from_xarray
 
@@ -43,6 +47,39 @@ INTEROP_FILES = sorted(p.name for p in INTEROP.glob("*.tet") if p.name != "plan.
 
 
 pytestmark = pytest.mark.usefixtures("fresh_cache")
+
+
+class ReadCounter:
+    """Every read the backend makes: ``(dataset name, kind, indices per axis)`` for each
+    `Reader.read_key` (kind ``"box"`` for a box read, ``"index"`` for the orthogonal
+    gather; the indices are the sorted distinct ones read), and the C calls
+    (`TileTable.read`, `TileTable.read_index`) behind them, which must be one each."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str, list[list[int]]]] = []
+        self.kernel_calls: list[str] = []
+        read_key, box_read, index_read = Reader.read_key, TileTable.read, TileTable.read_index
+
+        def counting(r: Reader, dataset_id: int, sel: KeySelection, **kw: Any) -> Any:
+            before = len(self.kernel_calls)
+            kind = "box" if sel.box is not None else "index"
+            axes = [[int(i) for i in a] for a in sel.axes]
+            out = read_key(r, dataset_id, sel, **kw)
+            assert self.kernel_calls[before:] == [kind]  # exactly one C call per read
+            self.calls.append((r.catalog.datasets[dataset_id].name, kind, axes))
+            return out
+
+        def box(t: TileTable, *a: Any, **kw: Any) -> Any:
+            self.kernel_calls.append("box")
+            return box_read(t, *a, **kw)
+
+        def index(t: TileTable, *a: Any, **kw: Any) -> Any:
+            self.kernel_calls.append("index")
+            return index_read(t, *a, **kw)
+
+        monkeypatch.setattr(Reader, "read_key", counting)
+        monkeypatch.setattr(TileTable, "read", box)
+        monkeypatch.setattr(TileTable, "read_index", index)
 
 
 # ---------------------------------------------------------------------------
@@ -177,15 +214,73 @@ def test_indexing_equals_numpy_with_one_read(cube: tuple[Path, np.ndarray[Any, A
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)
     assert len(reads.calls) == (0 if want.size == 0 else 1)
+    if want.size:  # the read names exactly the elements of the key, axis by axis
+        ((_, _, axes),) = reads.calls
+        for d, (k, n) in enumerate(zip(key, a.shape)):
+            named = sorted(set(np.arange(n)[[k] if isinstance(k, int) else k].tolist()))
+            assert axes[d] == named, (d, axes[d], named)
 
 
-def test_array_keys_read_their_bounding_box(cube: tuple[Path, np.ndarray[Any, Any]],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_array_keys_read_only_their_elements(cube: tuple[Path, np.ndarray[Any, Any]],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index array reaches the C gather as the indices themselves (sorted by xarray),
+    never as the bounding box they span; slices alone stay one box read."""
     path, a = cube
     reads = ReadCounter(monkeypatch)
     var = xr.open_dataset(path, engine=ENGINE)["v"]
-    np.testing.assert_array_equal(var[[6, 2, 4], 3, 1:8:3].values, a[[6, 2, 4], 3, 1:8:3])
-    assert reads.calls == [("v", {"start": [2, 3, 1], "stop": [7, 4, 8], "step": [2, 1, 3]})]
+    np.testing.assert_array_equal(var[[6, 0, 5], 3, 1:8:3].values, a[[6, 0, 5], 3, 1:8:3])
+    assert reads.calls == [("v", "index", [[0, 5, 6], [3], [1, 4, 7]])]
+    np.testing.assert_array_equal(var[[2, 4, 6], 3, 1:8:3].values, a[[2, 4, 6], 3, 1:8:3])
+    assert reads.calls[1:] == [("v", "box", [[2, 4, 6], [3], [1, 4, 7]])]  # evenly spaced
+    np.testing.assert_array_equal(var[1:3, ::-2, 4].values, a[1:3, ::-2, 4])
+    assert reads.calls[2:] == [("v", "box", [[1, 2], [0, 2, 4, 6, 8], [4]])]
+    np.testing.assert_array_equal(var[[0, 6, 0], :, [10, 0, 3]].values,
+                                  a[np.ix_([0, 6, 0], range(9), [10, 0, 3])])
+    assert reads.calls[3:] == [("v", "index", [[0, 6], list(range(9)), [0, 3, 10]])]
+
+
+def _grid() -> xr.Dataset:
+    rng = np.random.default_rng(15)
+    return xr.Dataset(
+        {"t": (("time", "x", "y"), rng.normal(size=(6, 40, 9))),
+         "n": (("x",), np.arange(40, dtype=np.int32) * 3)},
+        coords={"x": np.arange(40) * 0.5, "y": [f"y{i}" for i in range(9)]})
+
+
+@pytest.mark.parametrize("pick", [
+    lambda d: d.isel(x=[5, 1, 3]),
+    lambda d: d.isel(x=[39, 0, 20, 20], y=[8, 2]),
+    lambda d: d.isel(time=[4, 1], x=slice(None, None, -7), y=3),
+    lambda d: d.sel(x=[2.5, 0.5, 19.5], y=["y7", "y0"]),
+    lambda d: d.sel(x=slice(3.0, 12.0), y=["y4"]).isel(time=[-1, 0]),
+    lambda d: d.isel(x=np.arange(40) % 3 == 0),
+    lambda d: d.isel(x=xr.DataArray([3, 30, 7], dims="p"), y=xr.DataArray([1, 1, 8], dims="p")),
+])
+def test_isel_and_sel_with_lists_equal_xarray_on_the_same_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pick: Any) -> None:
+    """The same selections on the same data in memory, from NetCDF and from tet: equal, and
+    the tet backend reads each variable once, the arrays as index arrays (no box)."""
+    mem = _grid()
+    nc = tmp_path / "grid.nc"
+    mem.to_netcdf(nc, engine="h5netcdf")
+    path = from_xarray(mem, tmp_path / "grid.tet", chunks={"time": 2, "x": 8, "y": 4})
+    want = pick(mem)
+    with xr.open_dataset(nc, engine="h5netcdf") as from_nc:
+        xr.testing.assert_identical(pick(from_nc).load(), want)
+    ds = xr.open_dataset(path, engine=ENGINE)
+    reads = ReadCounter(monkeypatch)
+    got = pick(ds).load()
+    xr.testing.assert_equal(got, want)
+    for name in ("t", "n"):
+        np.testing.assert_array_equal(got[name].values, want[name].values)
+        assert got[name].dtype == want[name].dtype
+    data = {name: axes for name, _, axes in reads.calls if name in ("t", "n")}
+    assert sorted(name for name, _, _ in reads.calls if name in data) == ["n", "t"]
+    # the positions each dim's selection names, as xarray picks them in memory
+    where = pick(mem.assign({f"i_{dim}": (dim, np.arange(n)) for dim, n in mem.sizes.items()}))
+    named = {dim: sorted(set(np.ravel(where[f"i_{dim}"].values).tolist())) for dim in mem.sizes}
+    assert data["t"] == [named["time"], named["x"], named["y"]]  # those elements, not a box
+    assert data["n"] == [named["x"]]
 
 
 def test_vectorised_and_label_indexing(cube: tuple[Path, np.ndarray[Any, Any]]) -> None:

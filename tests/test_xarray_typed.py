@@ -33,7 +33,7 @@ import xarray as xr
 
 import tet
 from tests.producers import EXTRA_PRODUCERS, PRODUCERS, expected
-from tests.test_dask import ReadCounter
+from tests.test_xarray import ReadCounter
 from tet.errors import CatalogError
 from tet.text import encode_text
 from tet.xarray_write import DATAARRAY_VARIABLE, from_xarray
@@ -151,7 +151,8 @@ def test_text_reads_lazily_and_equals_numpy(tmp_path: Path,
     np.testing.assert_array_equal(code[[3, 1, 99]].values, want[[3, 1, 99]])
     assert code[17].values.item() == b"station-017"
     assert len(reads.calls) == n + 3
-    assert reads.calls[n] == ("code", {"start": [5, 0], "stop": [55, 11], "step": [7, 1]})
+    assert reads.calls[n] == ("code", "box", [list(range(5, 60, 7)), list(range(11))])
+    assert reads.calls[n + 1] == ("code", "index", [[1, 3, 99], list(range(11))])
 
 
 def test_utf8_encoded_bytes_read_as_strings(tmp_path: Path) -> None:

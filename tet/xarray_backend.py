@@ -39,10 +39,15 @@ Each variable's encoding has ``source``, ``dtype``, ``original_shape``, ``chunks
 and ``preferred_chunks`` (the file's chunks), as the netCDF backends give, so
 ``open_mfdataset(...).to_netcdf(...)`` works.
 
-Data stays on disk until used: each variable is a `TetBackendArray` that turns
-every (outer) index key into one `TetFile.read_numpy` of its bounding box, read
-through the per-process file cache of `tet.dask` (one open file per process, also
-on dask workers).  ``chunks={}`` gives dask arrays on the file's chunks (grouped
+Data stays on disk until used: each variable is a `TetBackendArray` that declares
+`IndexingSupport.OUTER` (any number of axes indexed by arrays at once, as `Dataset`
+reads them) and turns every outer key into one orthogonal read of exactly the elements
+it names (`Reader.read_key`: a box read for slices, one C gather for index arrays, so
+``isel(x=[5, 1, 3])`` reads three rows, not a bounding box).  xarray sorts the arrays
+and flips negative steps before the key reaches the backend and reorders the result
+in NumPy; a vectorized (pointwise) key becomes an outer read of its bounding indices
+there too.  Reads go through the per-process file cache of `tet.dask` (one open file
+per process, also on dask workers).  ``chunks={}`` gives dask arrays on the file's chunks (grouped
 into larger blocks, whole chunks each, where the grid has more than
 `tet.dask.MAX_BLOCKS` tiles).  Opening checks each variable's geometry and tile table
 (a hostile grid is a `CatalogError` at open, not a huge graph later); a read checks
@@ -71,6 +76,7 @@ from tet.layout import MAGIC
 from tet.opencache import FileKey, file_key, open_cached
 from tet.paths import checked_path, open_regular
 from tet.query.budget import require_memory, resolve_budget
+from tet.selection import box_from_key
 from tet.text import decode_text
 from tet.xrmodel import (
     COORD_PREFIX,
@@ -134,62 +140,25 @@ class TetBackendArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER, self._outer)
 
     def _outer(self, key: tuple[Any, ...]) -> np.ndarray[Any, Any]:
-        """An outer key (ints, positive-step slices, sorted int arrays) -> one read of
-        the bounding box with the largest common step, then NumPy picks the arrays'
-        elements and drops the integer axes."""
-        shape = self.shape
-        if self.text is not None:
-            key, shape = (*key, slice(None)), (*shape, self.width)
-        start, stop, step, out_shape = [], [], [], []
-        picks: list[tuple[int, np.ndarray[Any, Any]]] = []
-        drop: list[int] = []
-        for d, (k, n) in enumerate(zip(key, shape)):
-            if isinstance(k, slice):
-                s, e, st = k.indices(n)
-                count = len(range(s, e, st))
-                start.append(s)
-                stop.append(s + max(count - 1, 0) * st + 1)
-                step.append(st)
-                out_shape.append(count)
-            elif isinstance(k, np.ndarray):
-                idx = np.asarray(k, dtype=np.int64)
-                out_shape.append(idx.size)
-                if idx.size == 0:
-                    start.append(0)
-                    stop.append(1)
-                    step.append(1)
-                    continue
-                lo, hi = int(idx.min()), int(idx.max())
-                gaps = np.diff(np.unique(idx))
-                st = int(np.gcd.reduce(gaps)) if gaps.size else 1
-                start.append(lo)
-                stop.append(hi + 1)
-                step.append(st)
-                picks.append((d, (idx - lo) // st))
-            else:
-                i = int(k)
-                start.append(i)
-                stop.append(i + 1)
-                step.append(1)
-                drop.append(d)
-                out_shape.append(1)
-        kept = [n for d, n in enumerate(out_shape) if d not in drop]
-        if self.text is not None:
-            kept = kept[:-1]
-        if any(n == 0 for n in out_shape):
-            return np.empty(kept, self.dtype)
+        """An outer key (ints, positive-step slices, non-decreasing int arrays, one per
+        axis) -> one orthogonal read of exactly those elements (`Reader.read_key`: a box
+        read when every axis is a range, else one C gather of the indices, tile by tile);
+        the integer axes are dropped."""
         f = _cached(self.key)
-        sel = {"start": start, "stop": stop, "step": step}
-        dataset_id, box = f.resolve(self.name, sel)
-        f.reader.check(dataset_id, box)  # the rows it touches, before its buffer is allocated
-        data = f.read_numpy(self.name, sel)  # within the memory budget, as every read
-        for d, idx in picks:
-            data = np.take(data, idx, axis=d)
-        if drop:
-            data = data[tuple(0 if d in drop else slice(None) for d in range(data.ndim))]
+        reader = f.reader
+        dataset_id = reader.dataset_id(self.name)
+        shape = tuple(reader.catalog.datasets[dataset_id].shape)  # text: the width last
         if self.text is not None:
-            return _decode_text(f, np.asarray(data), self.dtype, self.name)
-        return _narrow(f, np.asarray(data), self.dtype, self.name)
+            key = (*key, slice(None))
+        sel = box_from_key(key, shape)
+        if sel.empty:
+            return np.empty(sel.shape[:-1] if self.text is not None else sel.shape, self.dtype)
+        if sel.box is not None:  # the rows it touches, before its buffer is allocated
+            reader.check(dataset_id, sel.box)
+        data = reader.read_key(dataset_id, sel)  # within the memory budget, as every read
+        if self.text is not None:
+            return _decode_text(f, data, self.dtype, self.name)
+        return _narrow(f, data, self.dtype, self.name)
 
 
 def _cached(key: FileKey) -> TetFile:
