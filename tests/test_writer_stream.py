@@ -86,7 +86,7 @@ def no_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("payloads were copied")
 
-    for module in (tet.writer, tet.writer_store, tet.writer_stream):  # every caller
+    for module in (tet.writer_store, tet.writer_stream):  # every caller
         monkeypatch.setattr(module, "copy_runs", refuse)
 
 

@@ -27,7 +27,8 @@ def write_demo(path: str | Path) -> Path:
     w.write_dataset("counts", counts, chunk_shape=(4, 8, 3), codec="zstd",
                     dim_names=["y", "x", "band"])
     w.write_dataset("grid/f64", np.linspace(0.0, 1.0, 1000).reshape(10, 100), codec="zstd")
-    return w.commit()
+    w.commit()
+    return w.path
 
 
 def main(argv: list[str] | None = None) -> int:

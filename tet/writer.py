@@ -47,10 +47,11 @@ from tet.layout import (
     tile_counts,
 )
 from tet.paths import checked_path, open_regular, path_text
+from tet.remote_write import UPLOAD_PART_BYTES, RemoteTarget, built_by, remote_target
 from tet.safedir import Dir
 from tet.safeio import write_error
 from tet.tempnames import remove_stale
-from tet.writer_store import Store, copy_runs, failed_size, pwrite_all
+from tet.writer_store import Store, failed_size, pwrite_all
 from tet.writer_store import aligned_offsets as aligned_offsets
 from tet.writer_stream import (
     ArraySource,
@@ -93,10 +94,14 @@ class TetWriter:
     """
 
     def __init__(self, path: PathLike, *, _append: bool = False, tool: str = "tet-py",
-                 clock: Clock | None = None, _dir: Dir | None = None) -> None:
+                 clock: Clock | None = None, _dir: Dir | None = None,
+                 _remote: RemoteTarget | None = None) -> None:
         from tet.reader import Reader  # the reader core sits below us
 
-        self._path = Path(os.path.expanduser(checked_path(path, "cannot write")))
+        # `_remote`: the file is built at its local path and uploaded at commit
+        self._remote = _remote
+        self._path = (_remote.local if _remote is not None
+                      else Path(os.path.expanduser(checked_path(path, "cannot write"))))
         # `_dir`: the target's directory, already opened (and verified) by the caller;
         # every name is then made, renamed and removed relative to it (sidecars)
         self._dir = _dir
@@ -153,21 +158,39 @@ class TetWriter:
 
     @classmethod
     def create(cls, path: PathLike, *, tool: str = "tet-py",
-               clock: Clock | None = None, _dir: Dir | None = None) -> TetWriter:
+               clock: Clock | None = None, _dir: Dir | None = None,
+               storage_options: Mapping[str, Any] | None = None, store: Any = None,
+               part_bytes: int = UPLOAD_PART_BYTES) -> TetWriter:
         """A session for a new file (created or replaced at `commit`); `tool` is recorded
         as the footer's ``file.tool``.  `clock` gives the time stamped on history rows
         and ``file.created_at`` (Unix seconds as a decimal string; default: now), so a
-        caller can make output reproducible."""
-        return cls(path, tool=tool, clock=clock, _dir=_dir)
+        caller can make output reproducible.
+
+        A URL `path` (``s3://b/k.tet``, ``gs://…``, ``az://…``; a key with `store`) is
+        built in the cache and uploaded at `commit` (`tet.remote_write`)."""
+        remote = remote_target(path, storage_options, store, part_bytes, append=False)
+        with built_by(remote):
+            return cls(path, tool=tool, clock=clock, _dir=_dir, _remote=remote)
 
     @classmethod
-    def open_append(cls, path: PathLike, *, clock: Clock | None = None) -> TetWriter:
-        """A session that keeps the datasets, history, metadata and settings of `path`."""
-        return cls(path, _append=True, clock=clock)
+    def open_append(cls, path: PathLike, *, clock: Clock | None = None,
+                    storage_options: Mapping[str, Any] | None = None, store: Any = None,
+                    part_bytes: int = UPLOAD_PART_BYTES) -> TetWriter:
+        """A session that keeps the datasets, history, metadata and settings of `path`;
+        a URL is downloaded, and uploaded at `commit` only if its ETag is unchanged."""
+        remote = remote_target(path, storage_options, store, part_bytes, append=True)
+        with built_by(remote):
+            return cls(path, _append=True, clock=clock, _remote=remote)
 
     @property
     def path(self) -> Path:
+        """The file written (for a remote write: the local build, gone after commit)."""
         return self._path
+
+    @property
+    def url(self) -> str | None:
+        """The object a remote write uploads to (credentials removed); None when local."""
+        return self._remote.url if self._remote is not None else None
 
     @property
     def dataset_count(self) -> int:
@@ -409,9 +432,11 @@ class TetWriter:
             raise os_error(exc, "cannot write", self._path, size=failed_size(exc)) from exc
 
     # -- commit -------------------------------------------------------------
-    def commit(self, *, fsync: bool = True) -> Path:
-        """Finish the file beside the target and rename it into place; returns its path.
+    def commit(self, *, fsync: bool = True) -> Path | str:
+        """Finish the file beside the target and rename it into place; returns its path
+        (for a remote write: uploads it, removes the local build and returns the URL).
         `fsync=False` skips the file and directory syncs (faster; not crash safe)."""
+        fsync = fsync and self._remote is None  # a local build before an upload: no sync
         if self._committed:
             raise RuntimeError("TetWriterSession already committed")
         if not self._pending:
@@ -421,7 +446,7 @@ class TetWriter:
             with self._lock:
                 self._in_order = False
                 out = self._write(fsync)
-                out = self._named(out, fsync)
+                out = out.named(fsync, self._stores)
                 out.publish(fsync)
         except OSError as exc:
             # a full disk: the bytes of the write that failed, else the whole output
@@ -433,6 +458,12 @@ class TetWriter:
         except BaseException:
             self._release()
             raise
+        if self._remote is not None:
+            try:
+                self._remote.upload()
+            finally:
+                self._release()
+            return self._remote.url
         self._release()
         return self._path
 
@@ -454,10 +485,13 @@ class TetWriter:
             if self._source is not None:
                 self._source.close()
                 self._source = None
+            if self._remote is not None:
+                self._remote.cleanup()
 
     def _footer_parts(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         history = self._old_history + (
-            self._history or [history_row("write", path_text(self._path), self._stamp())]
+            self._history or [history_row("write", self.url or path_text(self._path),
+                                          self._stamp())]
         )
         meta = deep_copy(self._metadata)
         ext = meta.pop(EXT_KEY, {})
@@ -504,25 +538,6 @@ class TetWriter:
         self._stores.append(out)
         return out
 
-    def _named(self, out: Store, fsync: bool) -> Store:
-        """`out` with its temp name; where an anonymous file cannot be linked in (no
-        /proc), a named copy of it."""
-        try:
-            out.name()
-            return out
-        except OSError:
-            pass
-        named = Store(self._path, 0, anonymous=False, directory=self._dir)
-        self._stores.append(named)
-        out.flush()
-        copy_runs(out.fileno(), named.at_end(), np.zeros(1, np.uint64),
-                   np.asarray([out.end], np.uint64))
-        named.end = out.end
-        named.flush()
-        if fsync:
-            os.fsync(named.fileno())
-        return named
-
     def _write(self, fsync: bool) -> Store:
         records = [p.record for p in self._pending]
         counts = [math.prod(tile_counts(r.shape, r.chunk_shape)) for r in records]
@@ -556,7 +571,6 @@ class TetWriter:
         return out
 
 
-
 def write_dataset(
     path: PathLike,
     name: str,
@@ -570,11 +584,15 @@ def write_dataset(
     history_source: str | None = None,
     codec: str = "raw",
     level: int = 0,
-) -> Path:
-    """Write a one-dataset file (replacing `path`) and return its path."""
-    w = TetWriter.create(path)
+    storage_options: Mapping[str, Any] | None = None,
+    store: Any = None,
+) -> Path | str:
+    """Write a one-dataset file (replacing `path`) and return its path (or its URL,
+    uploaded as `TetWriter.create` does)."""
+    w = TetWriter.create(path, storage_options=storage_options, store=store)
     if history_op is not None:
-        w.push_history_event(history_op, history_source or path_text(w.path))
+        w.push_history_event(history_op, history_source or w.url or path_text(w.path))
     w.write_dataset(name, array, chunk_shape=chunk_shape, attrs=attrs, dim_names=dim_names,
                     coords=coords, codec=codec, level=level)
     return w.commit()
+

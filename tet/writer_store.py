@@ -329,6 +329,25 @@ class Store:
             self._names.append(name)
         return self._names[0]
 
+    def named(self, fsync: bool, stores: list[Store]) -> Store:
+        """This file with its temp name; where an anonymous file cannot be linked in (no
+        /proc), a named copy of it (added to `stores`, which a failure discards)."""
+        try:
+            self.name()
+            return self
+        except OSError:
+            pass
+        named = Store(self.target, 0, anonymous=False, directory=self.dir)
+        stores.append(named)
+        self.flush()
+        copy_runs(self.fileno(), named.at_end(), np.zeros(1, np.uint64),
+                  np.asarray([self.end], np.uint64))
+        named.end = self.end
+        named.flush()
+        if fsync:
+            os.fsync(named.fileno())
+        return named
+
     def publish(self, fsync: bool) -> None:
         """Rename the temp name over the target, relative to the directory, and check
         that what is there now is this file (another process may have renamed something

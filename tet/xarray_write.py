@@ -347,7 +347,8 @@ def from_xarray(
             writer.set_group_attrs(prefix, global_attrs)
         elif mode == "w" or global_attrs:
             writer.set_file_attrs({**existing.file_attrs, **global_attrs})
-        return writer.commit()
+        writer.commit()
+        return writer.path
     except BaseException:
         writer.abort()
         raise

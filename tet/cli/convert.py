@@ -5,14 +5,15 @@ report on stdout. An existing OUTPUT is refused unless `--force`."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from contextlib import ExitStack
 from typing import Any, TextIO
 
+from tet import objstore
 from tet.cli.common import CommandFailed, Subparsers, add_command, print_json
 from tet.cli.progress import Progress, progress
+from tet.cli.targets import add_storage_option, check_local, exists, shown_target, storage_options
 
 
 def _jobs(text: str) -> int:
@@ -37,8 +38,10 @@ def register(sub: Subparsers) -> None:
                     "renamed into place when complete.")
     parser.add_argument("input", metavar="INPUT",
                         help="source file (.h5/.nc/…, optionally .gz/.bz2/.xz/.zst/.zip) or "
-                             "Zarr v3 (or v2) directory")
-    parser.add_argument("output", metavar="OUTPUT", help="the .tet file to write")
+                             "Zarr v3 (or v2) directory; or a URL of an object (downloaded "
+                             "first) or of a Zarr store's prefix (read in place)")
+    parser.add_argument("output", metavar="OUTPUT",
+                        help="the .tet file to write, or a URL to upload it to")
     parser.add_argument("--jobs", type=_jobs, default=0, metavar="N",
                         help="parallel tile-read workers; 0 (default) = host parallelism, "
                              "clamped to 1..64")
@@ -52,6 +55,7 @@ def register(sub: Subparsers) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace OUTPUT when it exists (atomically, once the new file "
                              "is complete); without it an existing OUTPUT is refused")
+    add_storage_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -83,15 +87,24 @@ class _Bar:
 
 def run(args: argparse.Namespace) -> int:
     from tet.convert import LABELS, convert, sniff
+    from tet.convert.sniff import EXTENSIONS
 
-    label = LABELS[sniff(args.input)]
-    if not args.force and os.path.lexists(args.output):
-        raise CommandFailed(f"convert output `{args.output}` exists "
+    options = storage_options(args)
+    if not (objstore.is_url(args.input) or objstore.is_url(args.output)):
+        check_local(args.input, options)
+    if objstore.is_url(args.input):  # named by its extension; a Zarr prefix has none
+        ext = args.input.rstrip("/").rpartition(".")[2].lower()
+        label = LABELS.get(EXTENSIONS.get(ext, "zarr"), "Zarr")
+    else:
+        label = LABELS[sniff(args.input)]
+    if not args.force and exists(args.output, options):
+        raise CommandFailed(f"convert output `{shown_target(args.output)}` exists "
                             "(pass --force to replace it)")
     with warnings.catch_warnings(), ExitStack() as stack:
         warnings.simplefilter("always")
         warnings.showwarning = _show_warning
         report = convert(args.input, args.output, jobs=args.jobs, codec=args.codec,
-                         keep_packed=args.keep_packed, progress=_Bar(stack, label))
+                         keep_packed=args.keep_packed, progress=_Bar(stack, label),
+                         storage_options=options)
     print_json(report.to_dict())
     return 0

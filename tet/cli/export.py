@@ -7,6 +7,7 @@ import sys
 
 from tet.cli.common import Subparsers, add_command
 from tet.cli.progress import progress
+from tet.cli.targets import add_storage_option, local_copy, refuse_url_output, storage_options
 from tet.export_zarr import CODEC_CHOICES, chunk_count, export
 
 
@@ -22,19 +23,23 @@ def register(sub: Subparsers) -> None:
                     "(NaN for floats, 0 or the dataset's _FillValue for integers), as Zarr "
                     "requires. The store is built beside OUTPUT_DIR and renamed into place "
                     "only when complete.")
-    parser.add_argument("input", metavar="INPUT", help="the .tet file to read")
+    parser.add_argument("input", metavar="INPUT",
+                        help="the .tet file to read (a URL is downloaded to the cache first)")
     parser.add_argument("output", metavar="OUTPUT_DIR",
                         help="directory to create (must not exist or be empty)")
     parser.add_argument("--codec", choices=CODEC_CHOICES, default="keep",
                         help="chunk codec of the store: keep (default) = each dataset's codec "
                              "in the .tet file (a dataset mixing raw and zstd chunks is "
                              "refused); raw or zstd = convert every chunk")
+    add_storage_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    total = chunk_count(args.input, codec=args.codec)  # the bar's total; one more catalog parse
-    with progress(total, "export → Zarr") as bar:
-        report = export(args.input, args.output, codec=args.codec, progress=bar.update)
+    refuse_url_output(args.output, "export")
+    with local_copy(args.input, storage_options(args)) as src:
+        total = chunk_count(src, codec=args.codec)  # the bar's total; one more catalog parse
+        with progress(total, "export → Zarr") as bar:
+            report = export(src, args.output, codec=args.codec, progress=bar.update)
     print(report.summary_line(args.output), file=sys.stderr)
     return 0

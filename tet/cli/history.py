@@ -18,7 +18,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from typing import Any
 
 import platformdirs
 
+from tet import objstore
 from tet.cli.common import CommandFailed
 from tet.errors import os_error
 from tet.query.allow import APP, cache_roots
@@ -61,10 +62,16 @@ class Row:
     tet: str | None
     execute: bool
     query: dict[str, Any]
+    storage_option_keys: tuple[str, ...] = ()  # a URL's options: their names, never values
 
     def to_json(self) -> dict[str, Any]:
-        """The on-disk shape: ``{"at", "tet", "execute", "query"}``."""
-        return {"at": self.at, "tet": self.tet, "execute": self.execute, "query": self.query}
+        """The on-disk shape: ``{"at", "tet", "execute", "query"}``, plus
+        ``"storage_option_keys"`` when a URL was queried with options."""
+        out: dict[str, Any] = {"at": self.at, "tet": self.tet, "execute": self.execute,
+                               "query": self.query}
+        if self.storage_option_keys:
+            out["storage_option_keys"] = list(self.storage_option_keys)
+        return out
 
 
 def history_file() -> Path:
@@ -115,22 +122,29 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def record(tet: str | None, execute: bool, query: Mapping[str, Any]) -> None:
+def record(tet: str | None, execute: bool, query: Mapping[str, Any],
+           option_keys: Sequence[str] = ()) -> None:
     """Remember one successful query.  Never raises: any failure becomes
     ``warning: query history not saved: <err>`` on stderr, because the query itself
     already succeeded.  The `.tet` path is stored absolute (not resolved through
-    symlinks), so a replay from another directory opens the same file."""
+    symlinks), so a replay from another directory opens the same file; a URL is stored
+    without credentials (`objstore.redact`), with the names of its storage options and
+    never their values."""
     if disabled():
         return
     try:
-        _record(tet, execute, query)
+        _record(tet, execute, query, tuple(option_keys))
     except Exception as exc:  # history must never fail the query that just succeeded
         print(f"warning: query history not saved: {_describe(exc)}", file=sys.stderr)
 
 
-def _record(tet: str | None, execute: bool, query: Mapping[str, Any]) -> None:
-    row = Row(int(time.time()), os.path.abspath(tet) if tet is not None else None,
-              bool(execute), dict(query))
+def _record(tet: str | None, execute: bool, query: Mapping[str, Any],
+            option_keys: tuple[str, ...]) -> None:
+    if tet is not None and objstore.is_url(tet):
+        tet = objstore.redact(tet)
+    elif tet is not None:
+        tet = os.path.abspath(tet)
+    row = Row(int(time.time()), tet, bool(execute), dict(query), option_keys)
     line = _line(row.to_json())  # before the lock: a bad query fails fast
     query_text = _dumps(row.query)
     keep = history_max()
@@ -221,7 +235,10 @@ def _parse_row(raw: bytes) -> Row:
         raise ValueError("`execute` must be true or false")
     if not isinstance(query, dict):
         raise ValueError("`query` must be a JSON object")
-    return Row(at, tet, execute, query)
+    keys = obj.get("storage_option_keys") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError("`storage_option_keys` must be a list of strings")
+    return Row(at, tet, execute, query, tuple(keys))
 
 
 def _try_row(raw: bytes) -> Row | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from tet import dtypes
 from tet.cli.common import Subparsers, add_command, refuse_foreign
-from tet.file import TetFile
+from tet.cli.targets import add_storage_option, open_target, shown_target, storage_options
 from tet.layout import ENTRY_DTYPE, FLAG_FOOTER, LAYOUT_VERSION, ROW_BLOCK, Catalog, chunk_rows
 from tet.wire import format_float
 
@@ -30,7 +30,8 @@ def register(sub: Subparsers) -> None:
         sub, "info", help="print the catalog of a .tet file",
         description="Print the datasets, chunk index, file execution defaults and provenance "
                     "footer of a .tet file. With no section flag only the datasets are shown.")
-    parser.add_argument("path", metavar="PATH", help="the .tet file")
+    parser.add_argument("path", metavar="PATH", help="the .tet file (a path or a URL)")
+    add_storage_option(parser)
     form = parser.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true",
                       help="pretty JSON {path, file_len, filter, summary} (the layout summary, "
@@ -165,7 +166,8 @@ def _row_counts(entries: np.ndarray[Any, Any], n: int) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     refuse_foreign(args.path)
-    with TetFile(args.path) as f:
+    with open_target(args.path, storage_options(args)) as f:
+        args.path = shown_target(args.path)
         cat = f.catalog
         v = view(cat, args.dataset, args.grep)
         out = sys.stdout

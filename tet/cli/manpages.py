@@ -38,6 +38,12 @@ ENVIRONMENT = [
                                "<platform cache>/tetration/query_history.jsonl)."),
     ("TET_QUERY_HISTORY_MAX", "rows of history kept, 1..10000 (default 50)."),
     ("TET_NO_QUERY_HISTORY", "1, true or yes: record no history."),
+    ("AWS_ENDPOINT_URL", "with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION and the "
+                         "other standard AWS_*, GOOGLE_* and AZURE_* variables: how s3://, "
+                         "gs:// and az:// URLs are reached when no --storage-option says."),
+    ("TETRATION_S3_ENDPOINT", "with TETRATION_S3_REGION, _ACCESS_KEY and _SECRET_KEY: the "
+                              "reference's names, used for what the AWS_* variables leave "
+                              "unset."),
 ]
 
 

@@ -15,6 +15,7 @@ from tet.cli import history
 from tet.cli.common import CommandFailed, Subparsers, add_command, print_json
 from tet.cli.history import Row
 from tet.cli.query import add_output_flags, output_format, run_query
+from tet.cli.targets import storage_options
 from tet.query.ops import OPS
 
 LIST_DEFAULT = 50
@@ -246,7 +247,7 @@ def _replay(args: argparse.Namespace) -> int:
     spill_allow: Sequence[str] = args.spill_allow or ()
     return run_query(row.query, tet=tet, execute=execute, fmt=output_format(args),
                      preview=args.preview, device=None, spill_allow=spill_allow,
-                     max_chunks=args.max_chunks)
+                     max_chunks=args.max_chunks, storage_options=storage_options(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,6 +13,13 @@ from typing import Any
 from tet.cli import formats
 from tet.cli.common import CommandFailed, Subparsers, add_command, refuse_foreign
 from tet.cli.progress import busy
+from tet.cli.targets import (
+    add_storage_option,
+    open_target,
+    option_keys,
+    shown_target,
+    storage_options,
+)
 from tet.errors import TetError
 from tet.query import response as resp
 from tet.query.document import load_text, parse_device, parse_value
@@ -39,7 +46,8 @@ def register(sub: Subparsers) -> None:
         "query", nargs="?", metavar="QUERY",
         help="a .json/.toml file, inline JSON or TOML text, or - for stdin (default: stdin)")
     parser.add_argument("-t", "--tet", metavar="PATH",
-                        help="the .tet file: adds its catalog entry and the read plan")
+                        help="the .tet file (a path or a URL): adds its catalog entry and "
+                             "the read plan")
     parser.add_argument("-x", "--execute", action="store_true",
                         help="execute the query against the file (requires -t)")
     parser.add_argument("--device", metavar="D",
@@ -86,6 +94,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
                         help=f"list at most N touched chunks in read_plan.chunks (default "
                              f"{resp.MAX_CHUNKS}); a longer plan adds chunks_truncated and "
                              f"chunks_omitted, and chunk_count stays the total")
+    add_storage_option(parser)
 
 
 def output_format(args: argparse.Namespace) -> str:
@@ -170,22 +179,23 @@ def _validate_only(doc: Any) -> dict[str, Any]:
 
 
 def _against_file(doc: Any, tet: str, *, preview: int | None, spill_allow: Sequence[str],
-                  max_chunks: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Plan (``preview`` None) or execute `doc` against the file at `tet`: the response,
-    and the same response with non-finite floats kept (what quiet and table print)."""
-    from tet.file import open as open_tet
+                  max_chunks: int, storage_options: Mapping[str, Any] | None = None
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Plan (``preview`` None) or execute `doc` against the file at `tet` (a path or a
+    URL): the response, and the same response with non-finite floats kept (what quiet
+    and table print)."""
     from tet.query.execute import execute_document
 
     refuse_foreign(tet)
     try:
-        f = open_tet(tet, spill_allow=spill_allow)
+        f = open_target(tet, storage_options, spill_allow=spill_allow)
     except OSError as exc:
         if isinstance(exc, TetError):  # already "cannot open P: …"
             raise
         raise CommandFailed(f"cannot open {tet}: {exc.strerror or exc}") from exc
     sink: dict[str, Any] = {}
     with f, busy(f"tet query {doc.dataset}"):
-        response = execute_document(f, doc, preview=preview, tet_file=tet, sink=sink,
+        response = execute_document(f, doc, preview=preview, tet_file=shown_target(tet), sink=sink,
                                     max_chunks=max_chunks)
     if "execution" not in sink:
         return response, response
@@ -194,12 +204,14 @@ def _against_file(doc: Any, tet: str, *, preview: int | None, spill_allow: Seque
 
 def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: str,
               preview: int | None, device: str | None, spill_allow: Sequence[str],
-              max_chunks: int = resp.MAX_CHUNKS, mask_fill: bool = False) -> int:
+              max_chunks: int = resp.MAX_CHUNKS, mask_fill: bool = False,
+              storage_options: Mapping[str, Any] | None = None) -> int:
     """Validate, plan or execute, print, hint, and record history; the exit status.
 
     `query` is the document as parsed (JSON model, before validation); `preview` None
     means the format's default; `max_chunks` caps ``read_plan.chunks``; `mask_fill`
-    sets ``execution.mask_fill`` (the recorded history holds it).  A dataset the
+    sets ``execution.mask_fill`` (the recorded history holds it); `storage_options`
+    reach the store of a URL `tet` (history keeps their keys only).  A dataset the
     file does not have prints the normal output plus a stderr hint and returns 1 (README
     decision 33); it is not recorded.
     """
@@ -212,6 +224,8 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
         raise CommandFailed("--device requires -x / --execute")
     if spill_allow and not execute:
         raise CommandFailed("--spill-allow requires -x / --execute and -t / --tet")
+    if storage_options and tet is None:
+        raise CommandFailed("--storage-option requires -t / --tet")
     query = _with_mask_fill(_with_device(query, device), mask_fill)
     doc = parse_value(query)
     if preview is not None and not execute:
@@ -221,7 +235,7 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
     else:
         limit = preview_limit(fmt, preview) if execute else None
         response, exact = _against_file(doc, tet, preview=limit, spill_allow=list(spill_allow),
-                                        max_chunks=max_chunks)
+                                        max_chunks=max_chunks, storage_options=storage_options)
         shown = exact if fmt in ("quiet", "table") else response
     text = formats.render(shown, fmt)
     sys.stdout.write(text)
@@ -238,7 +252,7 @@ def run_query(query: Mapping[str, Any], *, tet: str | None, execute: bool, fmt: 
         return 1
     from tet.cli import history
 
-    history.record(tet, execute, query)
+    history.record(tet, execute, query, option_keys(storage_options))
     return 0
 
 
@@ -268,4 +282,4 @@ def run(args: argparse.Namespace) -> int:
     return run_query(load_query(args.query), tet=args.tet, execute=args.execute,
                      fmt=output_format(args), preview=args.preview, device=args.device,
                      spill_allow=spill_allow, max_chunks=args.max_chunks,
-                     mask_fill=args.mask_fill)
+                     mask_fill=args.mask_fill, storage_options=storage_options(args))

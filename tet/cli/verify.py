@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import struct
 import sys
 from collections.abc import Iterator
 
+from tet import objstore
 from tet.cli.common import CommandFailed, Subparsers, add_command, print_json, refuse_foreign
 from tet.cli.progress import progress
 from tet.cli.repair import report_text as repair_text
+from tet.cli.targets import (
+    add_storage_option,
+    check_local,
+    local_copy,
+    shown_target,
+    storage_options,
+)
 from tet.errors import TetError
 from tet.paths import open_regular
 from tet.verify import Progress, Report, repair, verify
@@ -25,7 +34,9 @@ def register(sub: Subparsers) -> None:
                     "one, and zstd tiles decoded: all of them when there are at most 128, "
                     "else the first 128 unless --deep) and the history footer. Exits 1 when "
                     "a check fails; warnings alone do not fail.")
-    parser.add_argument("path", metavar="PATH", help="the .tet file")
+    parser.add_argument("path", metavar="PATH",
+                        help="the .tet file (a URL is downloaded to the cache and checked)")
+    add_storage_option(parser)
     parser.add_argument("--deep", action="store_true",
                         help="checksum- and decode-check every chunk, however many there are")
     parser.add_argument("--repair", action="store_true",
@@ -39,9 +50,23 @@ def register(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path: str = args.path
+    options = storage_options(args)
+    if objstore.is_url(args.path):
+        if args.repair:
+            raise CommandFailed(f"--repair rewrites a local file in place; "
+                                f"`{shown_target(args.path)}` is a URL")
+        with local_copy(args.path, options) as path:
+            return _run(args, path, shown_target(args.path))
+    return _run(args, check_local(args.path, options))
+
+
+def _run(args: argparse.Namespace, path: str, url: str | None = None) -> int:
     refuse_foreign(path)
     report = _verify(path, args.deep)
+    if url is not None:  # the copy is gone after the command: name the object, no repair
+        report.path = url
+        report.recommendations = [dataclasses.replace(r, command=None, repairable=False)
+                                  for r in report.recommendations]
     if args.repair and not report.ok:
         codes = [r.code for r in report.recommendations if r.repairable]
         talk = not (args.json or args.quiet)

@@ -9,9 +9,11 @@ libraries (h5py, netCDF4, zarr) are imported only when a conversion needs them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +100,11 @@ def resolve_jobs(jobs: int) -> int:
     return max(1, min(MAX_JOBS, jobs))
 
 
-def _open(kind: Kind, path: Path, keep_packed: bool) -> _Source:
+def _open(kind: Kind, path: Path, keep_packed: bool, remote: Any = None) -> _Source:
+    if remote is not None:
+        from tet.convert.zarr import ZarrSource
+
+        return ZarrSource(path, keep_packed=keep_packed, remote=remote)
     if kind == "h5":
         from tet.convert.hdf5 import H5Source
 
@@ -130,6 +136,8 @@ def convert(
     keep_packed: bool = False,
     progress: ProgressFn | None = None,
     timestamp: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    store: Any = None,
 ) -> ConvertReport:
     """Convert an HDF5 file, a NetCDF file or a Zarr v3 store into a new .tet file.
 
@@ -148,6 +156,10 @@ def convert(
     progress : called as ``progress(dataset, tiles_done, tiles_total)`` after each block.
     timestamp : Unix seconds to record as the history row's `at` and the file's
         `created_at` instead of now (reproducible output).
+    storage_options, store : for a URL `dst` (or a key with `store`), the file is built
+        in the platform cache and uploaded (`tet.remote_write`); a URL `src` is read
+        with the same options: a Zarr store through zarr's `ObjectStore` (obstore), an
+        HDF5 or NetCDF object downloaded to the cache first (`tet.convert.remote`).
 
     Returns
     -------
@@ -166,24 +178,33 @@ def convert(
         attributes or footer metadata the format's limits cannot hold, and for CF
         attributes xarray would warn about too.
     """
+    from tet.convert.remote import remote_input
     from tet.file import TetFile
+    from tet.remote_write import is_remote, staged
     from tet.writer import TetWriter
 
     started = time.perf_counter()
     if codec not in ("raw", "zstd"):
         raise ValueError(f"unknown codec {codec!r} (use 'raw' or 'zstd')")
     workers = resolve_jobs(jobs)
-    src_p = Path(os.path.expanduser(checked_path(src, "cannot convert")))
-    dst_p = Path(os.path.expanduser(checked_path(dst, "cannot write")))
-    kind = sniff(src_p)
-    _check_output(src_p, dst_p)
+    if is_remote(dst, store):  # built in the cache, then uploaded
+        with staged(os.fspath(dst), storage_options, store) as target:
+            report = convert(src, target.local, jobs=jobs, codec=codec,
+                             keep_packed=keep_packed, progress=progress,
+                             timestamp=timestamp, storage_options=storage_options)
+            target.upload()
+        return dataclasses.replace(report, output=target.url)
     with ExitStack() as stack:
+        src_p, remote, label = stack.enter_context(remote_input(src, storage_options))
+        dst_p = Path(os.path.expanduser(checked_path(dst, "cannot write")))
+        kind = "zarr" if remote is not None else sniff(src_p)
+        _check_output(src_p, dst_p)
         path = src_p if kind == "zarr" else stack.enter_context(uncompressed(src_p, dst_p.parent))
-        source = _open(kind, path, keep_packed)
+        source = _open(kind, path, keep_packed, remote)
         stack.callback(source.close)
         variables = source.variables()
         if not variables:
-            raise ConvertError(f"no supported numeric datasets found in {src_p}")
+            raise ConvertError(f"no supported numeric datasets found in {label}")
         globals_ = source.file_attrs()
         groups = source.group_attrs()
         typed = [{k: encode_value(v) for k, v in attrs.items()}
@@ -207,6 +228,6 @@ def convert(
         history = tuple(dict(row) for row in written.history)
     datasets = tuple(ConvertedDataset(v.name, v.shape, for_numpy(v.dtype).name, tile_shape(v))
                      for v in variables)
-    return ConvertReport(input=str(src_p), output=str(dst_p), source=kind, datasets=datasets,
+    return ConvertReport(input=label, output=str(dst_p), source=kind, datasets=datasets,
                          history=history,
                          elapsed_secs=round(time.perf_counter() - started, 6))

@@ -18,7 +18,7 @@ import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,7 +40,40 @@ from tet.convert.source import (
     valid_dim_names,
 )
 
-__all__ = ["ZarrSource"]
+__all__ = ["RemoteZarr", "ZarrSource"]
+
+
+class RemoteZarr(NamedTuple):
+    """A Zarr store under a prefix of an object store: the obstore store (of the bucket),
+    the prefix, and the URL shown in messages."""
+
+    store: Any
+    prefix: str
+    url: str
+
+
+def remote_meta(remote: RemoteZarr, name: str) -> Any:
+    """The JSON document `name` under the store's prefix (None when there is none)."""
+    import obstore
+    import obstore.exceptions as oe
+
+    try:
+        key = f"{remote.prefix}/{name}" if remote.prefix else name
+        raw = bytes(obstore.get(remote.store, key).bytes())
+    except (FileNotFoundError, oe.NotFoundError):
+        return None
+    except Exception as exc:
+        raise ConvertError(f"cannot read Zarr store `{remote.url}`: {exc}") from None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise ConvertError(f"cannot read Zarr store `{remote.url}`: {name}: {exc}") from None
+
+
+def _has_v2_meta(path: Path, remote: RemoteZarr | None) -> bool:
+    if remote is not None:
+        return any(remote_meta(remote, n) is not None for n in (".zgroup", ".zarray"))
+    return path.is_dir() and ((path / ".zgroup").exists() or (path / ".zarray").exists())
 
 
 def _root_meta(path: Path) -> Any:
@@ -73,37 +106,43 @@ class ZarrSource:
     """An open Zarr v3 store (directory, or `.zip`) or v2 directory store;
     `variables()` describes what will be converted."""
 
-    def __init__(self, path: Path, *, keep_packed: bool = False) -> None:
+    def __init__(self, path: Path, *, keep_packed: bool = False,
+                 remote: RemoteZarr | None = None) -> None:
         zarr = require("zarr", "Zarr")
         self._zarr = zarr
         self._keep_packed = keep_packed
         self._groups: dict[str, dict[str, Any]] = {}
-        self._path = path
-        doc = _root_meta(path)
+        self._path = path  # remote: the prefix's last part, the name of a root array
+        doc = _root_meta(path) if remote is None else remote_meta(remote, "zarr.json")
         self._format = 3
+        shown: object = path if remote is None else remote.url  # what messages show
+        self._shown = shown
         if not isinstance(doc, dict) or doc.get("zarr_format") != 3:
             found = doc.get("zarr_format") if isinstance(doc, dict) else None
-            if found is None and path.is_dir() and ((path / ".zgroup").exists()
-                                                    or (path / ".zarray").exists()):
+            if found is None and _has_v2_meta(path, remote):
                 found = 2
             if found != 2:
                 what = (f"zarr_format {found}" if found is not None
                         else "no zarr.json at its root")
-                raise ConvertError(f"unsupported Zarr store `{path}`: {what} "
+                raise ConvertError(f"unsupported Zarr store `{shown}`: {what} "
                                    "(only Zarr v2 directory stores and v3 stores convert)")
             self._format = 2
         elif doc.get("node_type") not in ("array", "group"):
-            raise ConvertError(f"unsupported Zarr store `{path}`: node_type "
+            raise ConvertError(f"unsupported Zarr store `{shown}`: node_type "
                                f"{doc.get('node_type')!r} (expected 'array' or 'group')")
         self._store: Any = None
         try:
-            if path.is_file():
+            if remote is not None:  # zarr-python 3 reads object stores through obstore
+                store = zarr.storage.ObjectStore(remote.store, read_only=True)
+                self._root = zarr.open(store=store, path=remote.prefix, mode="r",
+                                       zarr_format=self._format)
+            elif path.is_file():
                 self._store = zarr.storage.ZipStore(path, mode="r")
                 self._root = zarr.open(store=self._store, mode="r", zarr_format=3)
             else:
                 self._root = zarr.open(store=str(path), mode="r", zarr_format=self._format)
         except Exception as exc:
-            raise ConvertError(f"cannot open Zarr store `{path}`: {exc}") from None
+            raise ConvertError(f"cannot open Zarr store `{shown}`: {exc}") from None
 
     def close(self) -> None:
         if self._store is not None:
@@ -132,7 +171,7 @@ class ZarrSource:
             try:
                 found = list(self._walk(self._root, ""))
             except Exception as exc:
-                raise ConvertError(f"invalid Zarr store `{self._path}`: {exc}") from None
+                raise ConvertError(f"invalid Zarr store `{self._shown}`: {exc}") from None
         return describe_each(((name, (arr, chain)) for name, arr, chain in found),
                              lambda name, member: self._describe(name, *member))
 
