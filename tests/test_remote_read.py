@@ -255,3 +255,106 @@ def test_store_object_file_url_and_bad_options(sample: Path, s3: Any) -> None:
         tet.open("s3://tet/sample.tet", storage_options={**opts, "tet_window_bytes": 0})
     with pytest.raises(TetError, match="apply to remote URLs"):
         tet.open(sample, storage_options=opts)
+
+
+def test_outputs_stay_local_and_sidecars_need_a_path(sample: Path, s3: Any,
+                                                     tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with tet.open("s3://tet/sample.tet", storage_options=s3.options,
+                  spill_allow=[out]) as f:
+        doc = {"dataset": "temperature", "transform": {"method": "zscore"}}
+        with pytest.raises(tet.QueryError, match=r"remote file `s3://tet/sample\.tet` "
+                                                 r"needs `write.path`"):
+            f.query({**doc, "write": "sidecar"})
+        f.query({**doc, "write": {"target": "sidecar", "path": str(out / "z.tet")}})
+        with tet.open(out / "z.tet") as z, tet.open(sample) as local:
+            x = local.read_numpy("temperature").astype(np.float64)
+            assert z.read_numpy(z.datasets()[0]) == pytest.approx((x - x.mean()) / x.std())
+        spilled = f.query({**doc, "write": {"target": "spill", "path": str(out / "s.bin")}})
+        assert (out / "s.bin").exists() and spilled["status"]
+        with pytest.raises(TetError, match="allow"):
+            f.query({**doc, "write": {"target": "spill", "path": "/elsewhere/s.bin"}})
+
+
+def test_plan_only_preview_oindex_and_views(big: tuple[str, np.ndarray], s3: Any) -> None:
+    url, x = big
+    with tet.open(url, storage_options=s3.options) as f:
+        source = f.reader.source
+        assert isinstance(source, RangedSource)
+        before = source.requests
+        plan = f.plan_only({"dataset": "x", "mean": [],
+                            "selection": [{"start": 1000, "stop": 1100},
+                                          {"start": 0, "stop": 10}]})
+        assert len(plan["read_plan"]["chunks"]) == 2 and source.requests == before
+        got = f["x"][[5, 3000, 9], [7, 7, 8000]]
+        assert got.tobytes() == x[np.ix_([5, 3000, 9], [7, 7, 8000])].tobytes()
+        assert f["x"].oindex[[1, 2], 3:5].tobytes() == x[[1, 2], 3:5].tobytes()
+        view = f.read_numpy("x", {"start": [TILE, 0], "stop": [2 * TILE, TILE]}, copy=None)
+        assert not view.flags.writeable
+        f.sum("x")  # fetches and releases every tile: the view's tile stays
+        assert view.tobytes() == x[TILE:2 * TILE, :TILE].tobytes()
+        result = f.mean("x", axis=0, preview=4)
+        assert result.value == pytest.approx(x.mean(axis=0, dtype=np.float64), rel=1e-9)
+
+
+def test_verify_a_remote_file(sample: Path, s3: Any, tmp_path: Path) -> None:
+    from tet.verify import verify
+    local = verify(sample, deep=True)
+    remote = verify("s3://tet/sample.tet", deep=True, storage_options=s3.options)
+    assert remote.ok and [f.check for f in remote.findings] == \
+        [f.check for f in local.findings]
+    good = _grid_file(tmp_path, grid=3, tile=64, codec="zstd")
+    bad = bytearray(good.read_bytes())
+    row = tet.open(good).catalog.entries[4]
+    bad[int(row["payload_offset"]) + int(row["stored_byte_len"]) // 2] ^= 0xFF
+    s3.put("tet", "bad.tet", bytes(bad))
+    (tmp_path / "bad.tet").write_bytes(bytes(bad))
+    want = verify(tmp_path / "bad.tet", deep=True)
+    got = verify("s3://tet/bad.tet", deep=True, storage_options=s3.options)
+    assert [(f.check, f.ok, f.detail) for f in got.findings] == \
+        [(f.check, f.ok, f.detail) for f in want.findings] and not got.ok
+
+
+def _value(r: Any) -> Any:
+    return r.value if hasattr(r, "value") else r
+
+
+@pytest.mark.parametrize("window", [30_000, 120_000])
+def test_windows_cut_along_two_axes_equal_one_window(tmp_path: Path, s3: Any,
+                                                     window: int) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(-3, 4, size=(3, 5 * 32 + 7, 6 * 32)).astype(np.float32)
+    x[1, 40, 50] = np.nan
+    path = tmp_path / "cube.tet"
+    tet.write_dataset(path, "x", x, chunk_shape=(1, 32, 32), codec="zstd")
+    s3.put("tet", "cube.tet", path.read_bytes())
+    base = {**s3.options, "tet_head_bytes": 4096, "tet_gap_bytes": 1}
+    one = tet.open("s3://tet/cube.tet", storage_options=base)
+    cut = tet.open("s3://tet/cube.tet",
+                   storage_options={**base, "tet_window_bytes": window})
+    with one, cut:
+        table = cut.reader.table(0)
+        slab = int(table.stored[:30].sum())  # one slab along axis 0: 6 x 6 tiles
+        assert (window // 2 < slab) == (window == 30_000)  # the small window cuts slabs
+        for op, axes in [("sum", None), ("nan_mean", (0,)), ("nan_mean", (1,)),
+                         ("nan_mean", (2,)), ("nan_mean", (0, 2)), ("min", (1,)),
+                         ("arg_min", None), ("arg_max", (0, 1)), ("max", (2,)),
+                         ("count", (0,)), ("nan_count", (1, 2))]:
+            a = _value(getattr(one, op)("x", axes))
+            b = _value(getattr(cut, op)("x", axes))
+            if op in ("min", "max", "arg_min", "arg_max", "count", "nan_count"):
+                assert np.array_equal(a, b, equal_nan=True), (op, axes)
+            else:
+                assert np.allclose(a, b, rtol=1e-12, equal_nan=True), (op, axes)
+        want = np.nanmean(x.astype(np.float64), axis=(0, 2))
+        assert np.allclose(_value(cut.nan_mean("x", (0, 2))), want, rtol=1e-12)
+        assert int(_value(cut.arg_max("x"))) == int(np.argmax(x))  # the first NaN
+        h1, h2 = one.histogram("x", 7, (1,)), cut.histogram("x", 7, (1,))
+        assert np.array_equal(np.asarray(h1.value), np.asarray(h2.value))
+        assert cut.read_numpy("x").tobytes() == x.tobytes()
+        assert cut["x"][:, 3:150:5, 17:].tobytes() == x[:, 3:150:5, 17:].tobytes()
+        source = cut.reader.source
+        assert isinstance(source, RangedSource)
+        biggest = int(table.stored.max())
+        assert 0 < source.peak_held <= window + biggest and source.held == 0
+        assert source.peak_held < int(table.stored.sum())  # it did run in windows

@@ -339,5 +339,7 @@ class Reader:
             return None  # the checked read path reports it
         self.buffer()  # closed: TetError
         buf = self.source.lend(end, int(table.offset[i]))
-        return np.frombuffer(buf, dtype=dtype, count=box.size,
+        view = np.frombuffer(buf, dtype=dtype, count=box.size,
                              offset=int(table.offset[i])).reshape(box.shape)
+        view.flags.writeable = False  # a ranged source's buffer is a writable map
+        return view

@@ -2,11 +2,12 @@
 tiles it touches (`tet.remote.RangedSource.hold`), in windows when they are many.
 
 A call whose touched tiles exceed the window (``Tuning.window_bytes``) runs in windows
-of whole tiles along the outermost axis with more than one touched tile, each half a
-window, the next fetched while the current one is decoded.  Reads write each window
-into its part of the destination; folds merge windows with the fold's own merge when
-the split axis is reduced (argmin/argmax/first-NaN indices moved to the whole box) and
-place them side by side when it is kept; histogram counts add.
+of whole tiles along the outermost axis with more than one touched tile (a single slab
+of tiles larger than half a window is cut again along the next such axis), the next
+window fetched while the current one is decoded when both fit the window together.
+Reads write each window into its part of the destination; folds merge windows that
+share output cells with the fold's own merge (argmin/argmax/first-NaN indices moved to
+the whole box first) and place the others side by side; histogram counts add.
 """
 
 from __future__ import annotations
@@ -24,7 +25,22 @@ from tet.remote import RangedSource, Span
 __all__ = ["RemoteTiles"]
 
 ARG_FIELDS = ("argmin", "argmax", "first_nan")
-Window = tuple[int, int, int, int, list[Span]]  # start, stop, first position, count, spans
+
+
+class Window:
+    """One window: its sub-box, where it sits in the whole selection (first position and
+    count per axis, in selected elements), its payload spans and their bytes."""
+
+    __slots__ = ("count", "nbytes", "pos", "spans", "start", "stop")
+
+    def __init__(self, start: list[int], stop: list[int], pos: list[int],
+                 count: list[int], spans: list[Span]) -> None:
+        self.start, self.stop, self.pos, self.count = start, stop, pos, count
+        self.spans = spans
+        self.nbytes = sum(b - a for a, b in spans)
+
+    def cut(self, axes: Sequence[int]) -> tuple[slice, ...]:
+        return tuple(slice(self.pos[d], self.pos[d] + self.count[d]) for d in axes)
 
 
 class RemoteTiles(TileTable):
@@ -51,47 +67,63 @@ class RemoteTiles(TileTable):
         return list(zip(off[first].tolist(), last.tolist()))
 
     def _windows(self, start: Sequence[int], stop: Sequence[int],
-                 step: Sequence[int]) -> tuple[int, list[Window]]:
-        """The split axis and its windows (one window, axis -1, when all fit)."""
-        tiles = self.touch(start, stop, step)
-        whole = self.spans(tiles)
-        limit = self.source.tuning.window_bytes
-        one: list[Window] = [(0, 0, 0, 0, whole)]
-        if sum(b - a for a, b in whole) <= limit or not len(tiles):
-            return -1, one
-        chunk, grid = self.chunk_shape, self.grid
-        lasts = [s + (-(-(e - s) // k) - 1) * k for s, e, k in zip(start, stop, step)]
-        axis = next((d for d in range(len(start))
-                     if lasts[d] // chunk[d] > start[d] // chunk[d]), -1)
-        if axis < 0:
-            return -1, one
-        coord = np.unravel_index(tiles.astype(np.int64), grid)[axis]
-        first_tile = start[axis] // chunk[axis]
-        ok = self.codec[tiles.astype(np.int64)] != self.MISSING
-        per_slab = np.bincount(coord[ok] - first_tile,
-                               weights=self.stored[tiles.astype(np.int64)][ok].astype(float),
-                               minlength=lasts[axis] // chunk[axis] - first_tile + 1)
+                 step: Sequence[int]) -> list[Window]:
+        """The windows of a box (one when all its tiles fit the window): a regular grid
+        of whole-tile groups, cut along the outermost multi-tile axis first and along
+        later axes only while a single slab is over half the window, in row-major order."""
+        n = len(start)
+        shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
+        whole = Window(list(start), list(stop), [0] * n, shape,
+                       self.spans(self.touch(start, stop, step)))
+        half = self.source.tuning.window_bytes // 2
+        if 2 * half >= whole.nbytes or not whole.spans:
+            return [whole]
+        chunk = self.chunk_shape
+        tiles = self.touch(start, stop, step).astype(np.int64)
+        tiles = tiles[self.codec[tiles] != self.MISSING]
+        weight = self.stored[tiles].astype(float)
+        first = [s // c for s, c in zip(start, chunk)]
+        ntile = [(s + (m - 1) * k) // c - f + 1
+                 for s, m, k, c, f in zip(start, shape, step, chunk, first)]
+        rel = [c - f for c, f in zip(np.unravel_index(tiles, self.grid), first)]
+        group = list(ntile)
+
+        def biggest(g: list[int]) -> float:
+            key = np.ravel_multi_index([r // k for r, k in zip(rel, g)],
+                                       [-(-t // k) for t, k in zip(ntile, g)])
+            return float(np.bincount(key, weights=weight).max())
+
+        for d in range(n):
+            if ntile[d] == 1:
+                continue
+            lo, hi = 1, ntile[d]  # the largest group along d whose cells fit
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                group[d] = mid
+                lo, hi = (mid, hi) if biggest(group) <= half else (lo, mid - 1)
+            group[d] = lo
+            if biggest(group) <= half:
+                break
         out: list[Window] = []
-        j, c, k = 0, chunk[axis], step[axis]
-        while j < len(per_slab):
-            size, j1 = per_slab[j], j + 1
-            while j1 < len(per_slab) and size + per_slab[j1] <= limit // 2:
-                size += per_slab[j1]
-                j1 += 1
-            lo = max(start[axis], (first_tile + j) * c)
-            lo = start[axis] + -(-(lo - start[axis]) // k) * k  # on the step lattice
-            hi = min(stop[axis], (first_tile + j1) * c)
-            n = -(-(hi - lo) // k)
-            if n > 0:
-                sub_start, sub_stop = list(start), list(stop)
-                sub_start[axis], sub_stop[axis] = lo, hi
+        for cell in np.ndindex(*(-(-t // g) for t, g in zip(ntile, group))):
+            sub_start, sub_stop, pos, count = list(start), list(stop), [0] * n, list(shape)
+            for d, j in enumerate(cell):
+                if group[d] == ntile[d]:
+                    continue
+                edge = max(start[d], (first[d] + j * group[d]) * chunk[d])
+                lo = start[d] + -(-(edge - start[d]) // step[d]) * step[d]  # on the lattice
+                hi = min(stop[d], (first[d] + (j + 1) * group[d]) * chunk[d])
+                sub_start[d], sub_stop[d] = lo, hi
+                pos[d], count[d] = (lo - start[d]) // step[d], -(-(hi - lo) // step[d])
+            if all(c > 0 for c in count):
                 spans = self.spans(self.touch(sub_start, sub_stop, step))
-                out.append((lo, hi, (lo - start[axis]) // k, n, spans))
-            j = j1
-        return axis, out
+                out.append(Window(sub_start, sub_stop, pos, count, spans))
+        return out
 
     def _each(self, windows: list[Window], body: Callable[[Window], None]) -> None:
-        """Run `body` per window, fetching window k + 1 while window k runs."""
+        """Run `body` per window, fetching window k + 1 while window k runs when the
+        two fit the window together (else after window k is released)."""
+        limit = self.source.tuning.window_bytes
         with contextlib.ExitStack() as outer:
             stacks: list[contextlib.ExitStack] = []
 
@@ -99,36 +131,34 @@ class RemoteTiles(TileTable):
                 stack = contextlib.ExitStack()
                 outer.callback(stack.close)
                 stacks.append(stack)
-                wait: Callable[[], None] = stack.enter_context(self.source.fetching(w[4]))
+                wait: Callable[[], None] = stack.enter_context(self.source.fetching(w.spans))
                 return wait
 
-            wait = start_fetch(windows[0])
+            nxt: Callable[[], None] | None = start_fetch(windows[0])
             for k, w in enumerate(windows):
+                wait = nxt if nxt is not None else start_fetch(w)
                 wait()
-                nxt = start_fetch(windows[k + 1]) if k + 1 < len(windows) else None
+                later = windows[k + 1] if k + 1 < len(windows) else None
+                nxt = (start_fetch(later) if later is not None
+                       and w.nbytes + later.nbytes <= limit else None)
                 body(w)
                 stacks[k].close()  # released before the next window is decoded
-                if nxt is not None:
-                    wait = nxt
 
     # -- the C calls ----------------------------------------------------------------
     def read(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int],
              dst: np.ndarray[Any, Any], *, describe: Callable[[int], str] | None = None,
              budget: int | None = None, mask: FillMask | None = None) -> None:
-        axis, windows = self._windows(start, stop, step)
-        if axis < 0:
-            with self.source.hold(windows[0][4]):
+        windows = self._windows(start, stop, step)
+        if len(windows) == 1:
+            with self.source.hold(windows[0].spans):
                 super().read(start, stop, step, dst, describe=describe, budget=budget,
                              mask=mask)
             return
 
         def body(w: Window) -> None:
-            lo, hi, pos, n, _ = w
-            sub_start, sub_stop = list(start), list(stop)
-            sub_start[axis], sub_stop[axis] = lo, hi
-            part = dst[(slice(None),) * axis + (slice(pos, pos + n),)]
+            part = dst[w.cut(range(dst.ndim))]
             into = part if part.flags.c_contiguous else np.empty(part.shape, dst.dtype)
-            super(RemoteTiles, self).read(sub_start, sub_stop, step, into, describe=describe,
+            super(RemoteTiles, self).read(w.start, w.stop, step, into, describe=describe,
                                           budget=budget, mask=mask)
             if into is not part:
                 part[...] = into
@@ -150,66 +180,61 @@ class RemoteTiles(TileTable):
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
              scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,
              budget: int | None = None, mask: FillMask | None = None) -> np.ndarray[Any, Any]:
-        axis, windows = self._windows(start, stop, step)
+        windows = self._windows(start, stop, step)
         kw: dict[str, Any] = {"reduce": reduce, "what": what, "fill": fill,
                               "sequential": sequential, "scan_window": scan_window,
                               "budget": budget, "mask": mask}
-        if axis < 0:
-            with self.source.hold(windows[0][4]):
+        if len(windows) == 1:
+            with self.source.hold(windows[0].spans):
                 return super().fold(start, stop, step, edges=edges, **kw)
         shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
         kept = [d for d in range(len(shape)) if d not in reduce]
+        red = sorted(reduce)
         kept_shape = [shape[d] for d in kept]
         bins = () if edges is None else (edges.shape[1] - 1,)
-        parts: list[np.ndarray[Any, Any]] = []
-        total: list[np.ndarray[Any, Any]] = []
+        blocks: dict[tuple[int, ...], tuple[Window, np.ndarray[Any, Any]]] = {}
 
         def body(w: Window) -> None:
-            lo, hi, pos, n, _ = w
-            sub_start, sub_stop = list(start), list(stop)
-            sub_start[axis], sub_stop[axis] = lo, hi
             sub_edges = edges
-            if axis in kept and edges is not None:
-                at = kept.index(axis)
-                grid_edges = edges.reshape(*kept_shape, -1)
-                sub_edges = np.ascontiguousarray(np.take(
-                    grid_edges, range(pos, pos + n), axis=at).reshape(-1, edges.shape[1]))
-            got = super(RemoteTiles, self).fold(sub_start, sub_stop, step, edges=sub_edges,
-                                                **kw)
-            if axis in kept:
-                sub_kept = [n if d == axis else shape[d] for d in kept]
-                parts.append(got.reshape(*sub_kept, *bins))
+            if edges is not None and kept:
+                grid_edges = edges.reshape(*kept_shape, edges.shape[1])
+                sub_edges = np.ascontiguousarray(
+                    grid_edges[w.cut(kept)].reshape(-1, edges.shape[1]))
+            got = super(RemoteTiles, self).fold(w.start, w.stop, step, edges=sub_edges, **kw)
+            if edges is None:
+                _move_indices(got, [w.count[d] for d in red], [shape[d] for d in red],
+                              [w.pos[d] for d in red])
+            origin = tuple(w.pos[d] for d in kept)
+            if origin not in blocks:
+                blocks[origin] = (w, got)
             elif edges is not None:
-                total[:] = [got if not total else total[0] + got]
+                blocks[origin][1][...] += got
             else:
-                red = sorted(reduce)
-                _move_indices(got, [n if d == axis else shape[d] for d in red],
-                              [shape[d] for d in red], red.index(axis), pos)
-                if total:
-                    merge_cells(total[0], got, what)
-                else:
-                    total.append(got)
+                merge_cells(blocks[origin][1], got, what)
 
         self._each(windows, body)
-        if axis in kept:
-            whole = np.concatenate(parts, axis=kept.index(axis))
-            return np.ascontiguousarray(whole.reshape(-1, *bins) if bins else whole.ravel())
-        return total[0]
+        if len(blocks) == 1:
+            return next(iter(blocks.values()))[1]
+        first = next(iter(blocks.values()))[1]
+        out = np.empty((*kept_shape, *bins), dtype=first.dtype)
+        for w, got in blocks.values():
+            out[w.cut(kept)] = got.reshape(*(w.count[d] for d in kept), *bins)
+        return out.reshape(-1, *bins) if bins else out.ravel()
 
 
-def _move_indices(cells: np.ndarray[Any, Any], sub: list[int], full: list[int], at: int,
-                  pos: int) -> None:
+def _move_indices(cells: np.ndarray[Any, Any], sub: list[int], full: list[int],
+                  pos: list[int]) -> None:
     """Re-express the fiber indices of a window's accumulators (row-major over the
     reduced axes of the window) in the whole box, the window starting at `pos` on the
-    reduced axis `at`."""
+    reduced axes."""
     assert cells.dtype == ACC_DTYPE
-    if math.prod(sub) == 0:
+    if not sub or math.prod(sub) == 0 or sub == full:
         return
     for name in ARG_FIELDS:
         col = cells[name]
         ok = col != NO_INDEX
         if not ok.any():
             continue
-        coords = list(np.unravel_index(col[ok].astype(np.int64), sub))
-        coords[at] = coords[at] + pos
-        col[ok] = np.ravel_multi_index(coords, full).astype(np.uint64)
+        coords = np.unravel_index(col[ok].astype(np.int64), sub)
+        moved = [c + p for c, p in zip(coords, pos)]
+        col[ok] = np.ravel_multi_index(moved, full).astype(np.uint64)
