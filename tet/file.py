@@ -18,7 +18,17 @@ import numpy as np
 from tet import dtypes
 from tet.attrs import ext_of, merge_attrs
 from tet.errors import TetError, UnknownAxisError
-from tet.handles import checked_mode, key_of, reopen
+from tet.handles import (
+    RemoteKey,
+    allow_for,
+    checked_mode,
+    key_of,
+    local_target,
+    name_of,
+    open_remote,
+    reopen,
+    url_of,
+)
 from tet.layout import Catalog, DatasetRecord
 from tet.opencache import FileKey
 from tet.paths import checked_path
@@ -177,11 +187,11 @@ def _rebuild_dataset(file: TetFile | None, name: str, shape: tuple[int, ...], dt
                    _file=file)
 
 
-def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey) -> TetFile:
+def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey | RemoteKey) -> TetFile:
     self = TetFile.__new__(TetFile)
-    self._path = Path(path)
+    self._path = name_of(key, path)
     self.spill_allow = spill_allow
-    self._allow = Allowlist.pin(self._path, spill_allow)
+    self._allow = allow_for(self._path, spill_allow)
     self._live = None
     self._key = key
     self._datasets = {}
@@ -213,14 +223,16 @@ class TetFile(Mapping[str, Dataset]):
     """
 
     def __init__(self, path: PathLike, mode: str = "r", *,
-                 spill_allow: Sequence[str | os.PathLike[str]] = ()) -> None:
+                 spill_allow: Sequence[str | os.PathLike[str]] = (),
+                 storage_options: Mapping[str, Any] | None = None, store: Any = None) -> None:
         checked_mode(mode)
-        self._path = _expand(path)
+        self._live: Reader | None = open_remote(path, storage_options, store)  # None: local
+        self._path = self._live.path if self._live else _expand(local_target(path))
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
         # the output roots, pinned now: the cwd may change and a root be swapped later
-        self._allow = Allowlist.pin(self._path, self.spill_allow)
-        self._live: Reader | None = Reader.open(self._path)
-        self._key = key_of(self._path, self._live)
+        self._allow = allow_for(self._path, self.spill_allow)
+        self._live = self._live or Reader.open(self._path)
+        self._key: FileKey | RemoteKey = key_of(self._path, self._live)
         self._datasets: dict[str, Dataset] = {}
 
     @classmethod
@@ -231,7 +243,7 @@ class TetFile(Mapping[str, Dataset]):
         self = cls.__new__(cls)
         self._path = reader.path
         self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
-        self._allow = Allowlist.pin(self._path, self.spill_allow)
+        self._allow = allow_for(self._path, self.spill_allow)
         self._live = reader
         self._key = key_of(self._path, reader)
         self._datasets = {}
@@ -285,6 +297,8 @@ class TetFile(Mapping[str, Dataset]):
     @property
     def path(self) -> Path:
         return self._path
+
+    url = property(lambda self: url_of(self._key), doc="A remote file's URL, else None.")
 
     @property
     def allowlist(self) -> Allowlist:
@@ -573,7 +587,8 @@ SidecarTransformResult.file_class = TetFile
 
 
 def open(path: PathLike, mode: str = "r", *,
-         spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
+         spill_allow: Sequence[str | os.PathLike[str]] = (),
+         storage_options: Mapping[str, Any] | None = None, store: Any = None) -> TetFile:
     """Open a ``.tet`` file for reading (``mode`` ``"r"``, the only one: any other is
     `UnsupportedModeError`, naming the `TetWriter` call that writes or appends).
 
@@ -584,6 +599,9 @@ def open(path: PathLike, mode: str = "r", *,
 
     `spill_allow` adds directories where spill and sidecar outputs may be written,
     besides the file's own directory tree, the platform cache and temp dirs.
-    """
-    return TetFile(path, mode, spill_allow=spill_allow)
+
+    A URL (s3, gs, az, https) is read with ranged requests (`storage_options`, or an
+    obstore `store` with `path` its key); ``file://`` opens the local path."""
+    return TetFile(path, mode, spill_allow=spill_allow, storage_options=storage_options,
+                   store=store)
 

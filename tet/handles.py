@@ -10,13 +10,78 @@ place the read-only modes of ``tet.open`` are decided.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from tet.errors import FileChangedError, TetError, UnsupportedModeError
+from tet.objstore import is_url, local_path, locate, scheme_of
 from tet.opencache import FileKey, file_key
+from tet.query.allow import Allowlist, cache_roots
 from tet.reader import Reader
+from tet.remote import RangedSource, RemoteName, Tuning, split_options
+from tet.remote_tiles import RemoteTiles
 
-__all__ = ["checked_mode", "key_of", "reopen"]
+__all__ = ["RemoteKey", "allow_for", "checked_mode", "key_of", "local_target", "name_of",
+           "open_remote", "reopen", "url_of"]
+
+
+class RemoteKey(NamedTuple):
+    """What a remote handle pickles as: where the object is (a `tet.objstore.Location`:
+    URL and options, never a live connection), how to fetch, and the ETag and size it
+    had; the copy reopens it and a different ETag is `FileChangedError`."""
+
+    loc: Any
+    tuning: Tuning
+    etag: str | None
+    size: int
+
+
+def local_target(target: Any) -> Any:
+    """A `file://` URL as its local path; anything else as it is."""
+    return local_path(target) if isinstance(target, str) and scheme_of(target) == "file" \
+        else target
+
+
+def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
+                store: Any = None) -> Reader | None:
+    """A reader of a remote object (a URL, or a key inside `store`), or None when
+    `target` is a local path or `file://` URL.  Opening costs one ranged request for the
+    head, one for the tail, and one more for a catalog or spilled metadata outside them."""
+    if store is None and not is_url(target):
+        if storage_options:
+            raise TetError(f"storage_options were given but {target!r} is a local path; "
+                           "they apply to remote URLs (s3://, gs://, az://, https://) only")
+        return None
+    if not isinstance(target, str):
+        raise TetError(f"a key inside a store is a string, not {type(target).__name__}")
+    options, tuning = split_options(storage_options)
+    return remote_reader(locate(target, options, store), tuning)
+
+
+def remote_reader(loc: Any, tuning: Tuning) -> Reader:
+    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url))
+
+
+def url_of(key: FileKey | RemoteKey) -> str | None:
+    """The (redacted) URL a handle reads, None for a local file."""
+    return key.loc.url if isinstance(key, RemoteKey) else None
+
+
+def name_of(key: FileKey | RemoteKey, path: str) -> Path:
+    return RemoteName.of(key.loc.url) if isinstance(key, RemoteKey) else Path(path)
+
+
+def allow_for(path: Path, extra: Sequence[str | os.PathLike[str]]) -> Allowlist:
+    """The output allowlist of a file: its directory tree (none for a remote file: its
+    outputs go to the cache roots and ``spill_allow``), the caches, `extra`."""
+    if isinstance(path, RemoteName):
+        roots = cache_roots()
+        if not roots:
+            raise TetError(f"{path}: no usable cache directory for the outputs of a remote "
+                           "file; pass spill_allow=[a local directory]")
+        return Allowlist.pin(roots[0] / path.name, extra)
+    return Allowlist.pin(path, extra)
 
 
 def checked_mode(mode: object) -> None:
@@ -35,9 +100,13 @@ def checked_mode(mode: object) -> None:
                                f"(mode 'r'); {hint}")
 
 
-def key_of(path: Path, reader: Reader) -> FileKey:
+def key_of(path: Path, reader: Reader) -> FileKey | RemoteKey:
     """The identity of the file `reader` opened at `path`.  When the path no longer holds
-    that file (replaced or removed since), the key has mtime -1, which no file matches."""
+    that file (replaced or removed since), the key has mtime -1, which no file matches.
+    A remote file's key is its location, ETag and size."""
+    source = reader.source
+    if isinstance(source, RangedSource):
+        return RemoteKey(source.loc, source.tuning, source.etag, source.size)
     try:
         key: FileKey | None = file_key(path)
     except TetError:
@@ -48,11 +117,20 @@ def key_of(path: Path, reader: Reader) -> FileKey:
     return key
 
 
-def reopen(key: FileKey) -> Reader:
+def reopen(key: FileKey | RemoteKey) -> Reader:
     """A reader of ``key.path`` if it still holds the file `key` describes; else
     `FileChangedError` (a missing file: `TetFileNotFoundError`)."""
+    if isinstance(key, RemoteKey):
+        remote = remote_reader(key.loc, key.tuning)
+        etag = remote.source.etag if isinstance(remote.source, RangedSource) else None
+        if (etag, remote.size) == (key.etag, key.size):
+            return remote
+        remote.close()
+        raise FileChangedError(
+            f"`{key.loc.url}` changed since this handle was pickled (then {key.size} bytes, "
+            f"ETag {key.etag}; now {remote.size} bytes, ETag {etag}); open it again")
     now = file_key(key.path)
-    reader = Reader.open(Path(key.path)) if now == key else None
+    reader: Reader | None = Reader.open(Path(key.path)) if now == key else None
     if reader is not None and (reader.source.identity, reader.size) == (
             (key.device, key.inode), key.size):
         return reader

@@ -41,7 +41,9 @@ class ByteSource(Protocol):
     source); reads of it run inside `guarded`, which turns a source that changed under
     the read into `FileChangedError`.  `lend` hands out the buffer for a zero-copy view
     read after the call returns, first checking that the bytes below `end` are still
-    there.  `close` releases the source (views already lent keep what they use).
+    there ([start, end) is what the view reads: a ranged source fetches and keeps it).
+    `close` releases the source (views already lent keep what they use).  A source may
+    also give ``make_table``, the `TileTable` class (or factory) of its tile tables.
     """
 
     @property
@@ -54,7 +56,7 @@ class ByteSource(Protocol):
 
     def guarded(self) -> contextlib.AbstractContextManager[None]: ...
 
-    def lend(self, end: int) -> Any: ...
+    def lend(self, end: int, start: int = 0) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -91,7 +93,7 @@ class MappedFile:
     def guarded(self) -> contextlib.AbstractContextManager[None]:
         return watching(self.map)
 
-    def lend(self, end: int) -> Any:
+    def lend(self, end: int, start: int = 0) -> Any:
         buf = self.buffer()
         if isinstance(buf, GuardedMap) and end > 0:
             # The view is read later, unchecked: touch its last byte now, so a file
@@ -208,7 +210,8 @@ class Reader:
         """The tile table of a dataset, built (and its geometry checked) on first use."""
         table = self._tables.get(dataset_id)
         if table is None:
-            table = tile_table(self.catalog, dataset_id, self.buffer())
+            make = getattr(self.source, "make_table", TileTable)
+            table = tile_table(self.catalog, dataset_id, self.buffer(), make)
             self._tables[dataset_id] = table
         return table
 
@@ -335,6 +338,8 @@ class Reader:
         if end > self.source.size:
             return None  # the checked read path reports it
         self.buffer()  # closed: TetError
-        buf = self.source.lend(end)
-        return np.frombuffer(buf, dtype=dtype, count=box.size,
+        buf = self.source.lend(end, int(table.offset[i]))
+        view = np.frombuffer(buf, dtype=dtype, count=box.size,
                              offset=int(table.offset[i])).reshape(box.shape)
+        view.flags.writeable = False  # a ranged source's buffer is a writable map
+        return view

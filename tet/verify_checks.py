@@ -13,7 +13,7 @@ import math
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,18 @@ from tet.layout import (
     tile_counts,
 )
 from tet.limits import LIMITS
+from tet.objstore import is_url, locate
 from tet.paths import map_readonly, open_regular
 from tet.query.budget import WORK_FLOOR, resolve_budget
+from tet.remote import RangedSource, split_options
 from tet.tempnames import StaleTemp, stale_temps
 from tet.verify_report import Finding, Report, failed, finish, passed, repair_command, warned
 
 DECODE_LIMIT = 128            # chunks checksum- and decode-checked without deep=True
 STALE_LISTED = 5              # stale temp names a finding spells out
 NO_TABLE = "no checksum table in this file; stored bytes not checksum-verified"
+# how a remote file's checks fetch: (the source's hold, its window in bytes)
+Fetch = tuple[Callable[[Any], contextlib.AbstractContextManager[None]], int]
 BATCH_ROWS = 1 << 16            # chunk rows per checksum / decode-check kernel call
 _DECODE_WINDOW = 128 * 1024      # decoded bytes per step of a zstd check (one zstd block)
 _LISTED = 64                     # failing chunks listed one by one; the rest are counted
@@ -119,14 +123,24 @@ def _missing(exc: TetFileNotFoundError, path: str) -> TetFileNotFoundError:
 
 
 def verify(path: str | os.PathLike[str], *, deep: bool = False,
-           progress: Progress | None = None) -> Report:
+           progress: Progress | None = None,
+           storage_options: Mapping[str, Any] | None = None) -> Report:
     """Check a file as cli.md §2 orders: layout, per-dataset geometry, payload spans,
     a decode of each chunk (the first 128 unless `deep`), then the footer.
 
     `progress`, if given, is called with the number of chunks decode-checked since
-    the last call.
+    the last call.  A URL is checked through ranged reads (`storage_options` as for
+    `tet.open`), the chunks fetched a window at a time.
     """
     where = os.fspath(path)
+    if is_url(where):
+        store_options, tuning = split_options(storage_options)
+        source = RangedSource(locate(where, store_options), tuning)
+        try:
+            return _verify(source.buffer(), source.size, where, deep, progress,
+                           (source.hold, tuning.window_bytes))
+        finally:
+            source.close()
     try:
         with mapped(where) as (buf, size):
             report = _verify(buf, size, where, deep, progress)
@@ -139,7 +153,8 @@ def verify(path: str | os.PathLike[str], *, deep: bool = False,
     return report
 
 
-def _verify(buf: Any, size: int, path: str, deep: bool, progress: Progress | None) -> Report:
+def _verify(buf: Any, size: int, path: str, deep: bool, progress: Progress | None,
+            fetch: Fetch | None = None) -> Report:
     report = Report(ok=False, path=path, file_len=size)
     try:
         cat = parse_catalog(buf, size)
@@ -162,7 +177,7 @@ def _verify(buf: Any, size: int, path: str, deep: bool, progress: Progress | Non
     if any(f.failed for f in per_dataset):
         return finish(report)
     findings += _check_offsets(cat)
-    decode, every_chunk = _check_payloads(cat, buf, deep, progress)
+    decode, every_chunk = _check_payloads(cat, buf, deep, progress, fetch)
     findings += decode
     if cat.dataset_count != len(cat.datasets):
         findings.append(failed("dataset_count", f"superblock dataset_count={cat.dataset_count} "
@@ -303,8 +318,24 @@ def _check_offsets(cat: Catalog) -> list[Finding]:
     return out
 
 
-def _check_payloads(cat: Catalog, buf: Any, deep: bool,
-                    progress: Progress | None) -> tuple[list[Finding], bool]:
+def _batches(cat: Catalog, count: int, fetch: Fetch | None) -> Iterator[np.ndarray[Any, Any]]:
+    """Row batches of the payload checks: `BATCH_ROWS` rows, or for a remote file
+    (`fetch`) as many as fit its window."""
+    if fetch is None:
+        for lo in range(0, count, BATCH_ROWS):
+            yield np.arange(lo, min(count, lo + BATCH_ROWS), dtype=np.int64)
+        return
+    ends = np.cumsum(cat.entries["stored_byte_len"][:count].astype(np.int64))
+    lo = 0
+    while lo < count:
+        base = int(ends[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(ends, base + fetch[1], side="right")))
+        yield np.arange(lo, min(count, hi, lo + BATCH_ROWS), dtype=np.int64)
+        lo = min(count, hi, lo + BATCH_ROWS)
+
+
+def _check_payloads(cat: Catalog, buf: Any, deep: bool, progress: Progress | None,
+                    fetch: Fetch | None = None) -> tuple[list[Finding], bool]:
     """Check the chunks' stored bytes (all, or the first 128): against the file's
     checksum table where it has one, and for zstd chunks by decoding them in bounded
     steps.  Returns the findings and whether every chunk was decode-checked."""
@@ -334,16 +365,11 @@ def _check_payloads(cat: Catalog, buf: Any, deep: bool,
     sums = _Failures("fail their checksum")
     frames = _Failures("fail to decode")
     too_big: list[tuple[int, int]] = []  # (row, decoder bytes it needs)
-    for lo in range(0, count, BATCH_ROWS):
-        rows = np.arange(lo, min(count, lo + BATCH_ROWS), dtype=np.int64)
-        if expected is not None:
-            found = kernels.crc32c_spans(buf, cat.file_len, e["payload_offset"][rows],
-                                         e["stored_byte_len"][rows])
-            for k in np.flatnonzero(found != expected[rows]):
-                row = int(rows[k])
-                sums.add(row, functools.partial(_checksum_text, cat, row, int(found[k]),
-                                                int(expected[row])))
-        _check_frames(cat, buf, rows[e["codec"][rows] == ZSTD], budget, frames, too_big)
+    for rows in _batches(cat, count, fetch):
+        off = e["payload_offset"][rows].astype(np.int64)
+        spans = list(zip(off.tolist(), (off + e["stored_byte_len"][rows]).tolist()))
+        with fetch[0](spans) if fetch is not None else contextlib.nullcontext():
+            _check_batch(cat, buf, rows, expected, budget, sums, frames, too_big)
         if progress is not None:
             progress(len(rows))
     if expected is not None:
@@ -364,6 +390,21 @@ def _check_payloads(cat: Catalog, buf: Any, deep: bool,
         "chunk_decode", f"decoded {n} chunk(s)" if decoded == n
         else f"decoded {decoded} of {n} chunk(s){unchecked}")]
     return findings, every
+
+
+def _check_batch(cat: Catalog, buf: Any, rows: np.ndarray[Any, Any],
+                 expected: np.ndarray[Any, Any] | None, budget: int, sums: _Failures,
+                 frames: _Failures, too_big: list[tuple[int, int]]) -> None:
+    """The checksum and decode checks of one batch of rows."""
+    e = cat.entries
+    if expected is not None:
+        found = kernels.crc32c_spans(buf, cat.file_len, e["payload_offset"][rows],
+                                     e["stored_byte_len"][rows])
+        for k in np.flatnonzero(found != expected[rows]):
+            row = int(rows[k])
+            sums.add(row, functools.partial(_checksum_text, cat, row, int(found[k]),
+                                            int(expected[row])))
+    _check_frames(cat, buf, rows[e["codec"][rows] == ZSTD], budget, frames, too_big)
 
 
 class _Failures:

@@ -10,6 +10,7 @@ Python loop).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,10 @@ def check_geometry(record: DatasetRecord) -> None:
     check_size(None, record.name, record.dtype, record.shape)  # as the catalog did at open
 
 
-def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
-    """The dataset's tiles in linear grid order; the first index row of a tile wins."""
+def tile_table(catalog: Catalog, dataset_id: int, buffer: Any,
+               make: Callable[..., TileTable] = TileTable) -> TileTable:
+    """The dataset's tiles in linear grid order; the first index row of a tile wins.
+    `make` builds the table (a byte source's own `TileTable` subclass)."""
     record = catalog.datasets[dataset_id]
     check_geometry(record)
     elem = dtypes.by_tag(record.dtype).size
@@ -74,7 +77,7 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
         # the table takes the columns as they are (no temporary the size of the index).
         offset, stored = entries["payload_offset"][run], entries["stored_byte_len"][run]
         raw, codec = entries["raw_byte_len"][run], entries["codec"][run]
-        return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape,
+        return make(buffer, catalog.file_len, record.shape, record.chunk_shape,
                          record.dtype, elem, offset, stored, raw, codec, budget=budget)
     offset = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
     stored = allocate(n_tiles, np.uint64, budget=limit, what=what, fill=0)
@@ -92,7 +95,7 @@ def tile_table(catalog: Catalog, dataset_id: int, buffer: Any) -> TileTable:
         rows = mine[first]
     offset[keys], stored[keys] = entries["payload_offset"][rows], entries["stored_byte_len"][rows]
     raw[keys], codec[keys] = entries["raw_byte_len"][rows], entries["codec"][rows]
-    return TileTable(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
+    return make(buffer, catalog.file_len, record.shape, record.chunk_shape, record.dtype,
                      elem, offset, stored, raw, codec, budget=budget)
 
 

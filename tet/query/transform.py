@@ -23,6 +23,7 @@ from tet.paths import path_text
 from tet.query.allow import Allowlist, Target
 from tet.query.budget import allocate
 from tet.query.folds import SKIP_NAN, fold_many
+from tet.remote import RemoteName
 from tet.selection import Box
 from tet.wire import is_axis_index
 
@@ -92,6 +93,9 @@ def _destination(allow: Allowlist, doc: QueryDocument, source: Path, method: str
     assert write is not None
     if write.path is not None:
         return allow.target(write.path, what="sidecar")
+    if isinstance(source, RemoteName):
+        raise _v(f"a sidecar of the remote file `{source}` needs `write.path`, a local path "
+                 "(sidecars are never written beside a remote object)")
     stem = source.stem
     if write.timestamp is False:
         name = f"{stem}.{method}.tet"
