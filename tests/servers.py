@@ -221,10 +221,11 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         out = body if truncate is None else body[:truncate]
-        if self.command != "HEAD":
-            self.wfile.write(out)
+        # counted before the body goes out: a client that has its bytes sees the count
         self.server.traffic.add(Request(self.command, self.path, self.headers.get("Range"),
                                         status, 0 if self.command == "HEAD" else len(out)))
+        if self.command != "HEAD":
+            self.wfile.write(out)
         if truncate is not None:
             self.close_connection = True
 

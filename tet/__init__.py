@@ -130,11 +130,14 @@ def typing_stub(path: str) -> str:
 
 # The integrations import their libraries only when called: `import tet` stays light.
 def to_dask(file: TetFile | str | os.PathLike[str], name: str, selection: Any = None, *,
-            block_bytes: int | None = None) -> Any:
-    """`tet.dask.to_dask`: a lazy dask array of one dataset (needs the ``dask`` extra)."""
+            block_bytes: int | None = None, storage_options: Any = None,
+            store: Any = None) -> Any:
+    """`tet.dask.to_dask`: a lazy dask array of one dataset of a file or a URL (needs the
+    ``dask`` extra)."""
     from tet.dask import to_dask as run
 
-    return run(file, name, selection, block_bytes=block_bytes)
+    return run(file, name, selection, block_bytes=block_bytes,
+               storage_options=storage_options, store=store)
 
 
 def from_xarray(ds: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:

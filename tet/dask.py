@@ -5,8 +5,9 @@ A block of a `to_dask` array is one read of its box (as `TetFile.read_numpy` rea
 Blocks follow the file's chunk grid: neighbouring chunks are grouped (innermost axis first) until a
 block reaches `block_bytes`, so a 1 GiB dataset becomes a graph of tens of tasks,
 not thousands.  The graph holds only small picklable descriptions of the file
-(path plus device, inode, size and mtime), never an open handle, so it ships to
-distributed workers as is.  Each worker process opens a file once and keeps it in
+(path plus device, inode, size and mtime; for a URL the URL, storage options, ETag and
+size), never an open handle, so it ships to distributed workers as is, and a worker
+on another machine opens the URL itself.  Each worker process opens a file once and keeps it in
 `open_cached`'s cache; a file replaced on disk after the graph was built is
 refused rather than read.
 
@@ -18,14 +19,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tet import dtypes
-from tet.opencache import FileKey, cache_info, clear_cache, file_key, open_cached
+from tet.handles import key_of
+from tet.opencache import (
+    FileKey,
+    RemoteKey,
+    cache_info,
+    clear_cache,
+    file_key,
+    open_cached,
+    open_key,
+)
 from tet.query.budget import resolve_budget
 from tet.selection import Box
 
@@ -39,6 +49,7 @@ __all__ = [
     "DEFAULT_BLOCK_BYTES",
     "MAX_BLOCKS",
     "FileKey",
+    "RemoteKey",
     "block_chunks",
     "cache_info",
     "clear_cache",
@@ -55,7 +66,7 @@ MAX_BLOCKS = 1 << 12  # dask blocks of one array at most: a graph dask schedules
 PathLike = str | os.PathLike[str]
 
 
-def read_box(key: FileKey, name: str, start: Sequence[int], stop: Sequence[int],
+def read_box(key: FileKey | RemoteKey, name: str, start: Sequence[int], stop: Sequence[int],
              step: Sequence[int]) -> np.ndarray[Any, Any]:
     """One block: a single `read_numpy` of the box, through the process cache.
 
@@ -146,8 +157,14 @@ def grouped_chunk_shape(shape: Sequence[int], chunk_shape: Sequence[int],
     return tuple(block)
 
 
-def _resolve(file: TetFile | PathLike) -> tuple[Reader, FileKey]:
-    key = file_key(file if isinstance(file, (str, os.PathLike)) else file.path)
+def _resolve(file: TetFile | PathLike, storage_options: Mapping[str, Any] | None,
+             store: Any) -> tuple[Reader, FileKey | RemoteKey]:
+    if isinstance(file, (str, os.PathLike)):
+        return open_key(file, storage_options, store)
+    if file.url is not None:  # the object the handle read: same ETag, else refused
+        key = key_of(file.path, file.reader)
+        return open_cached(key), key
+    key = file_key(file.path)
     return open_cached(key), key
 
 
@@ -157,18 +174,24 @@ def to_dask(
     selection: Any = None,
     *,
     block_bytes: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    store: Any = None,
 ) -> dask.array.Array:
     """A lazy `dask.array.Array` of one dataset (or of a selection of it).
 
     Parameters
     ----------
-    file : an open `TetFile` or a path.
+    file : an open `TetFile`, a path, or a URL (``s3://``, ``gs://``, ``az://``,
+        ``https://``; a key inside `store`), read with ranged requests.
     name : catalog name of the dataset.
     selection : any `read_numpy` selection (wire form, box form, labels); None = all.
     block_bytes : target block size (default 64 MiB, at most the memory budget).
         Blocks are whole chunks grouped together; a chunk larger than the target is a
         block by itself.  A grid that would give more than `MAX_BLOCKS` blocks gets
         larger ones, so the graph stays small whatever the file declares.
+    storage_options, store : as for `tet.open`, for a URL.  They travel in the graph
+        (credentials included): each worker opens the URL itself, once per process,
+        and an object replaced since is `FileChangedError` there.
 
     Raises
     ------
@@ -184,7 +207,7 @@ def to_dask(
     target = DEFAULT_BLOCK_BYTES if block_bytes is None else int(block_bytes)
     if target < 1:
         raise ValueError(f"block_bytes must be >= 1, got {block_bytes!r}")
-    reader, key = _resolve(file)
+    reader, key = _resolve(file, storage_options, store)
     dataset_id, box = reader.resolve(name, selection)  # builds the tile table: grid checked
     catalog = reader.catalog
     record = catalog.datasets[dataset_id]
@@ -197,9 +220,11 @@ def to_dask(
             break
         target *= 2
         chunks = block_chunks(box, record.chunk_shape, dtype.itemsize, target)
-    token = tokenize(key.path, key.device, key.inode, key.size, key.mtime_ns, name,
-                     box.start, box.stop, box.step, chunks)
-    graph_name = f"tet-{Path(key.path).stem}-{name}-{token}"
+    ident = (key.device, key.inode, key.mtime_ns) if isinstance(key, FileKey) else \
+        (key.loc.key, key.etag, key.tuning)
+    token = tokenize(key.path, key.size, *ident, name, box.start, box.stop, box.step, chunks)
+    graph_name = f"tet-{Path(key.loc.key if isinstance(key, RemoteKey) else key.path).stem}" \
+        f"-{name}-{token}"
     starts = [np.concatenate(([0], np.cumsum(c)[:-1])).astype(int).tolist() for c in chunks]
     dsk: dict[Any, Any] = {}
     for index in np.ndindex(*(len(c) for c in chunks)):

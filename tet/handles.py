@@ -10,57 +10,25 @@ place the read-only modes of ``tet.open`` are decided.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from tet.errors import FileChangedError, TetError, UnsupportedModeError
-from tet.objstore import is_url, local_path, locate, scheme_of
-from tet.opencache import FileKey, file_key
+from tet.objstore import local_path, scheme_of
+from tet.opencache import FileKey, RemoteKey, file_key, open_remote, remote_reader
 from tet.query.allow import Allowlist, cache_roots
 from tet.reader import Reader
-from tet.remote import RangedSource, RemoteName, Tuning, split_options
-from tet.remote_tiles import RemoteTiles
+from tet.remote import RangedSource, RemoteName
 
 __all__ = ["RemoteKey", "allow_for", "checked_mode", "key_of", "local_target", "name_of",
            "open_remote", "reopen", "url_of"]
-
-
-class RemoteKey(NamedTuple):
-    """What a remote handle pickles as: where the object is (a `tet.objstore.Location`:
-    URL and options, never a live connection), how to fetch, and the ETag and size it
-    had; the copy reopens it and a different ETag is `FileChangedError`."""
-
-    loc: Any
-    tuning: Tuning
-    etag: str | None
-    size: int
 
 
 def local_target(target: Any) -> Any:
     """A `file://` URL as its local path; anything else as it is."""
     return local_path(target) if isinstance(target, str) and scheme_of(target) == "file" \
         else target
-
-
-def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
-                store: Any = None) -> Reader | None:
-    """A reader of a remote object (a URL, or a key inside `store`), or None when
-    `target` is a local path or `file://` URL.  Opening costs one ranged request for the
-    head, one for the tail, and one more for a catalog or spilled metadata outside them."""
-    if store is None and not is_url(target):
-        if storage_options:
-            raise TetError(f"storage_options were given but {target!r} is a local path; "
-                           "they apply to remote URLs (s3://, gs://, az://, https://) only")
-        return None
-    if not isinstance(target, str):
-        raise TetError(f"a key inside a store is a string, not {type(target).__name__}")
-    options, tuning = split_options(storage_options)
-    return remote_reader(locate(target, options, store), tuning)
-
-
-def remote_reader(loc: Any, tuning: Tuning) -> Reader:
-    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url))
 
 
 def url_of(key: FileKey | RemoteKey) -> str | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -86,10 +86,11 @@ def _raise(path: str, failure: _Failure) -> None:
     raise TetError(text)
 
 
-def _query_one(path: str, doc: dict[str, Any], preview: int | None) -> Any:
-    """One file's response (task body; runs in a worker)."""
+def _query_one(path: str, doc: dict[str, Any], preview: int | None,
+               options: dict[str, Any] | None = None) -> Any:
+    """One file's response (task body; runs in a worker, which opens a URL itself)."""
     try:
-        with TetFile(path) as f:
+        with TetFile(path, storage_options=options) as f:
             return f.query(doc, preview=preview)
     except (TetError, CatalogError, OSError) as exc:
         return _capture(exc)
@@ -107,19 +108,22 @@ class FilePartial:
     stored: int              # payload bytes of the chunks the selection touches
 
 
-def _partial_one(path: str, doc: dict[str, Any]) -> FilePartial | _Failure:
+def _partial_one(path: str, doc: dict[str, Any],
+                 options: dict[str, Any] | None = None) -> FilePartial | _Failure:
     """Fold one file into raw accumulators (task body; runs in a worker)."""
     try:
-        return file_partial(path, parse_value(doc))
+        return file_partial(path, parse_value(doc), storage_options=options)
     except (TetError, CatalogError, OSError) as exc:
         return _capture(exc)
 
 
-def file_partial(path: PathLike, doc: QueryDocument) -> FilePartial:
-    """The accumulators of `doc`'s fold over one file (same validation as a query)."""
+def file_partial(path: PathLike, doc: QueryDocument, *,
+                 storage_options: Mapping[str, Any] | None = None) -> FilePartial:
+    """The accumulators of `doc`'s fold over one file or URL (same validation as a
+    query)."""
     op = doc.operation
     assert op is not None and op.key in COMBINABLE_OPS
-    with TetFile(path) as f:
+    with TetFile(path, storage_options=storage_options) as f:
         ds = f.dataset(doc.dataset)
         names = list(ds.dim_names) if ds.dim_names else None
         (written, axes, null_fill), (dataset_id, box) = resolve_operation(
@@ -225,12 +229,14 @@ def query_many(
     combine: bool = False,
     preview: int | None = None,
     max_workers: int | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Run one query document on many ``.tet`` files.
 
     Parameters
     ----------
-    paths : the files, in the order the answers come back.
+    paths : the files, in the order the answers come back: paths or URLs (``s3://``,
+        ``gs://``, ``az://``, ``https://``), which each task opens with ranged reads.
     doc : a query document (dict, or JSON/TOML text), as for `TetFile.query`.
     client : a ``dask.distributed.Client``: one task per file runs on its workers.
         None runs the files on a local thread pool of `max_workers` threads.
@@ -238,6 +244,8 @@ def query_many(
         arg_min/arg_max; a partial reduction needs the same reduced shape from every
         file); see the module docstring.
     preview : sample count per response, as in `TetFile.query` (not with combine).
+    storage_options : for the URLs, as for `tet.open`.  They travel with every task
+        (credentials included) to the worker that opens the URL; never an open handle.
 
     Returns
     -------
@@ -254,6 +262,7 @@ def query_many(
     """
     parsed = _document(doc)
     wire = parsed.to_dict()
+    options = dict(storage_options) if storage_options else None
     names = [os.path.expanduser(checked_path(p, "cannot query")) for p in paths]
     if combine:
         op = parsed.operation
@@ -266,12 +275,12 @@ def query_many(
             raise ValueError("preview does not apply with combine=True")
         if not names:
             raise ValueError("combine=True needs at least one file")
-        outcomes = _run(client, _partial_one, names, (wire,), max_workers)
+        outcomes = _run(client, _partial_one, names, (wire, options), max_workers)
         for path, outcome in zip(names, outcomes):
             if isinstance(outcome, _Failure):
                 _raise(path, outcome)
         return combine_partials(parsed, names, outcomes)
-    outcomes = _run(client, _query_one, names, (wire, preview), max_workers)
+    outcomes = _run(client, _query_one, names, (wire, preview, options), max_workers)
     for path, outcome in zip(names, outcomes):
         if isinstance(outcome, _Failure):
             _raise(path, outcome)

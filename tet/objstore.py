@@ -17,6 +17,7 @@ what neither gives.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import re
 import urllib.parse
@@ -257,7 +258,8 @@ def translate(exc: BaseException, loc: Location, action: str) -> TetError:
     if isinstance(exc, TetError):
         return exc
     if isinstance(exc, (FileNotFoundError, oe.NotFoundError)):
-        return TetFileNotFoundError(f"no such object: `{loc.url}`")
+        return TetFileNotFoundError(f"no such object: `{loc.url}`", errno=errno.ENOENT,
+                                    filename=loc.url)
     if isinstance(exc, oe.PreconditionError | oe.AlreadyExistsError):
         return RemoteConflictError(f"{what}: the object changed since it was read "
                                    f"(a concurrent writer won): {detail}")

@@ -2,25 +2,34 @@
 and the xarray backend read through.
 
 Lazy arrays (dask graphs, xarray variables) hold a `FileKey` (path plus device, inode,
-size and mtime), never an open handle, so they pickle and ship to other processes as
-is.  Each process opens a file once, on first use, and keeps it in an LRU of
-`CACHE_SIZE` files; a file replaced on disk after the key was taken is refused rather
-than read.
+size and mtime) or, for an object in a store or on a web server, a `RemoteKey` (URL and
+storage options, ETag and size), never an open handle, so they pickle and ship to other
+processes as is: a worker opens the file or the URL itself.  Each process opens a file
+once, on first use, and keeps it in an LRU of `CACHE_SIZE` files; a file replaced on
+disk (an object replaced in its store) after the key was taken is refused rather than
+read.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
-from tet.errors import TetError, os_error
+from tet.errors import FileChangedError, TetError, os_error
+from tet.objstore import head, is_url, local_path, locate, scheme_of
 from tet.paths import checked_path
 from tet.reader import Reader
+from tet.remote import RangedSource, RemoteName, Tuning, split_options
+from tet.remote_tiles import RemoteTiles
 
-__all__ = ["CACHE_SIZE", "FileKey", "cache_info", "clear_cache", "file_key", "open_cached"]
+__all__ = ["CACHE_SIZE", "FileKey", "RemoteKey", "cache_info", "clear_cache", "file_key",
+           "open_cached", "open_key", "open_remote", "remote_reader"]
 
 CACHE_SIZE = 64
 
@@ -40,6 +49,69 @@ class FileKey:
     mtime_ns: int
 
 
+class RemoteKey(NamedTuple):
+    """Which remote object, exactly: where it is (a `tet.objstore.Location`: URL and
+    options, never a live connection), how to fetch it, and the ETag and size it had when
+    the key was taken.  A worker reopens it; a different ETag or size is
+    `FileChangedError`.  The options travel with the key (credentials included, as a
+    worker needs them); ``path`` is the redacted URL, safe to print."""
+
+    loc: Any
+    tuning: Tuning
+    etag: str | None
+    size: int
+
+    @property
+    def path(self) -> str:
+        return str(self.loc.url)
+
+
+def _slot(key: FileKey | RemoteKey) -> Hashable:
+    """What the cache files `key` under (a remote key's options are a dict)."""
+    if isinstance(key, FileKey):
+        return key
+    options = json.dumps(dict(key.loc.options), sort_keys=True, default=repr)
+    return (key.loc.url, key.loc.key, options, key.tuning, key.etag, key.size)
+
+
+def remote_reader(loc: Any, tuning: Tuning) -> Reader:
+    """A reader of the object at `loc` (one ranged request for its head, one for its tail,
+    one more for a catalog or spilled metadata outside them)."""
+    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url))
+
+
+def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
+                store: Any = None) -> Reader | None:
+    """A reader of a remote object (a URL, or a key inside `store`), or None when
+    `target` is a local path or `file://` URL."""
+    if store is None and not is_url(target):
+        if storage_options:
+            raise TetError(f"storage_options were given but {target!r} is a local path; "
+                           "they apply to remote URLs (s3://, gs://, az://, https://) only")
+        return None
+    if not isinstance(target, str):
+        raise TetError(f"a key inside a store is a string, not {type(target).__name__}")
+    options, tuning = split_options(storage_options)
+    return remote_reader(locate(target, options, store), tuning)
+
+
+def open_key(target: Any, storage_options: Mapping[str, Any] | None = None,
+             store: Any = None) -> tuple[Reader, FileKey | RemoteKey]:
+    """This process's cached reader of a path, a `file://` URL or a remote URL (a key
+    inside `store`), and the key a graph or a lazy array carries to reach it again.  A
+    remote object is opened here (its ETag is part of its key) and the reader cached."""
+    remote = open_remote(target, storage_options, store)
+    if remote is None:
+        path = local_path(target) if isinstance(target, str) and \
+            scheme_of(target) == "file" else target
+        key: FileKey | RemoteKey = file_key(path)
+        return open_cached(key), key
+    assert isinstance(remote.source, RangedSource)
+    source = remote.source
+    key = RemoteKey(source.loc, source.tuning, source.etag, source.size)
+    return _keep(key, remote), key
+
+
 def file_key(path: PathLike) -> FileKey:
     """The key of the file at `path` now.  A path no file can have is
     `InvalidPathError`; a missing file, a path under a regular file, no permission are
@@ -53,11 +125,11 @@ def file_key(path: PathLike) -> FileKey:
 
 
 _lock = threading.Lock()
-_cache: OrderedDict[FileKey, Reader] = OrderedDict()
+_cache: OrderedDict[Hashable, Reader] = OrderedDict()
 _opens: dict[str, int] = {}
 
 
-def open_cached(key: FileKey) -> Reader:
+def open_cached(key: FileKey | RemoteKey) -> Reader:
     """This process's open reader of `key`, opening it on first use (wrap it in a
     `TetFile` with ``TetFile.from_reader`` for the file API).
 
@@ -68,34 +140,66 @@ def open_cached(key: FileKey) -> Reader:
     Raises
     ------
     TetError
-        The file at ``key.path`` is no longer the one the key describes.
+        The file at ``key.path`` is no longer the one the key describes
+        (`FileChangedError` for a remote object whose ETag or size differs).
     """
+    slot = _slot(key)
     with _lock:
-        f = _cache.get(key)
+        f = _cache.get(slot)
         if f is not None:
-            _cache.move_to_end(key)
+            _cache.move_to_end(slot)
             return f
-    now = file_key(key.path)
-    if now != key:
+    if isinstance(key, RemoteKey):
+        return _keep(key, _reopen_remote(key))
+    now_key = file_key(key.path)
+    if now_key != key:
         raise TetError(
             f"{key.path} changed after it was opened for dask/xarray (it was {key.size} bytes, "
-            f"mtime {key.mtime_ns} ns; now {now.size} bytes, mtime {now.mtime_ns} ns); "
-            "open it again"
-        )
-    opened = Reader.open(Path(key.path))
+            f"mtime {key.mtime_ns} ns; now {now_key.size} bytes, mtime {now_key.mtime_ns} ns); "
+            "open it again")
+    return _keep(key, Reader.open(Path(key.path)))
+
+
+def _reopen_remote(key: RemoteKey) -> Reader:
+    """A reader of the object `key` names, if it still has the key's ETag and size."""
+    try:
+        opened = remote_reader(key.loc, key.tuning)
+    except TetError:  # what is there now does not open: is it another object?
+        meta = head(key.loc)
+        if (meta.etag, meta.size) == (key.etag, key.size):
+            raise
+        opened = None
+        now = (meta.etag, meta.size)
+    if opened is not None:
+        source = opened.source
+        now = (source.etag if isinstance(source, RangedSource) else None, opened.size)
+        if now == (key.etag, key.size):
+            return opened
+        opened.close()
+    raise FileChangedError(
+        f"`{key.path}` changed after it was opened for dask/xarray (it was {key.size} "
+        f"bytes, ETag {key.etag}; now {now[1]} bytes, ETag {now[0]}); open it again")
+
+
+def _keep(key: FileKey | RemoteKey, opened: Reader) -> Reader:
+    """`opened` filed under `key` (or the reader another thread filed first)."""
+    slot = _slot(key)
     with _lock:
-        f = _cache.setdefault(key, opened)
+        f = _cache.setdefault(slot, opened)
         if f is opened:
             _opens[key.path] = _opens.get(key.path, 0) + 1
-        _cache.move_to_end(key)
+        _cache.move_to_end(slot)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
+    if f is not opened:
+        opened.close()
     return f
 
 
 def cache_info() -> dict[str, int]:
-    """Per path: how many times this process has opened it through the cache (a test
-    and diagnostics hook: a dask worker should show 1 per file it read)."""
+    """Per path (a remote file: its URL): how many times this process has opened it
+    through the cache (a test and diagnostics hook: a dask worker should show 1 per
+    file it read)."""
     with _lock:
         return dict(_opens)
 

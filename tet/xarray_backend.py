@@ -73,7 +73,8 @@ from tet.dask import grouped_chunk_shape
 from tet.errors import CatalogError, TetError, TetOSError
 from tet.file import Dataset, TetFile
 from tet.layout import MAGIC
-from tet.opencache import FileKey, file_key, open_cached
+from tet.objstore import is_url
+from tet.opencache import FileKey, RemoteKey, open_cached, open_key
 from tet.paths import checked_path, open_regular
 from tet.query.budget import require_memory, resolve_budget
 from tet.selection import box_from_key
@@ -125,7 +126,7 @@ class TetBackendArray(BackendArray):
     stored array has one more axis, the fixed width; `dtype` may also be a narrower
     integer type than the stored one (int8 kept as i16)."""
 
-    def __init__(self, key: FileKey, name: str, shape: tuple[int, ...],
+    def __init__(self, key: FileKey | RemoteKey, name: str, shape: tuple[int, ...],
                  dtype: np.dtype[Any], *, text: str | None = None,
                  width: int = 0) -> None:
         self.key = key
@@ -161,7 +162,7 @@ class TetBackendArray(BackendArray):
         return _narrow(f, data, self.dtype, self.name)
 
 
-def _cached(key: FileKey) -> TetFile:
+def _cached(key: FileKey | RemoteKey) -> TetFile:
     """The file API over this process's cached reader of `key` (`tet.opencache`)."""
     return TetFile.from_reader(open_cached(key))
 
@@ -197,7 +198,7 @@ def _decode_text(f: TetFile, data: np.ndarray[Any, Any], dtype: np.dtype[Any],
     return decode_text(data, "str" if dtype.kind == "U" else "bytes").astype(dtype, copy=False)
 
 
-def _variable(key: FileKey, v: Variable) -> xr.Variable:
+def _variable(key: FileKey | RemoteKey, v: Variable) -> xr.Variable:
     encoding = {"source": key.path, "dtype": v.dtype, "original_shape": v.shape}
     if v.shape:
         blocks = grouped_chunk_shape(v.ds.shape, v.ds.chunk_shape)  # at most MAX_BLOCKS
@@ -223,8 +224,9 @@ class TetDataStore(AbstractDataStore):
     footer once; data is read later, through `TetBackendArray`."""
 
     def __init__(self, path: str | os.PathLike[str], *, group: str | None = None,
-                 drop_variables: Iterable[str] = ()) -> None:
-        self.key = file_key(path)
+                 drop_variables: Iterable[str] = (),
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.key: FileKey | RemoteKey = open_key(path, storage_options)[1]
         self.group = group
         self.drop = set(drop_variables)
         self._loaded: tuple[dict[str, xr.Variable], dict[str, Any]] | None = None
@@ -344,13 +346,17 @@ class TetBackendEntrypoint(BackendEntrypoint):
     open_dataset_parameters = (
         "filename_or_obj", "mask_and_scale", "decode_times", "concat_characters",
         "decode_coords", "drop_variables", "use_cftime", "decode_timedelta", "group",
+        "storage_options",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         """A path whose file starts with the ``TETR`` magic (a ``.tet`` name that
-        cannot be read yet, e.g. not created, also counts)."""
+        cannot be read yet, e.g. not created, also counts); a URL whose name ends in
+        ``.tet`` (not fetched: a probe makes no request)."""
         if not isinstance(filename_or_obj, str | os.PathLike):
             return False
+        if isinstance(filename_or_obj, str) and is_url(filename_or_obj):
+            return filename_or_obj.split("?")[0].endswith(".tet")
         try:  # a probe: whatever the path is, the answer is yes or no, never an error
             path = os.path.expanduser(checked_path(filename_or_obj, "cannot open"))
             if os.path.isfile(path):
@@ -371,11 +377,16 @@ class TetBackendEntrypoint(BackendEntrypoint):
         use_cftime: bool | None = None,
         decode_timedelta: bool | None = None,
         group: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> xr.Dataset:
+        """A path or a URL (``s3://``, ``gs://``, ``az://``, ``https://``, with
+        `storage_options` as for `tet.open`): the variables read lazily; the URL and its
+        options travel with them (dask workers open it themselves)."""
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"the tet engine opens files by path, not {type(filename_or_obj)}")
         drop = _drop_list(drop_variables)
-        store = TetDataStore(filename_or_obj, group=group, drop_variables=drop)
+        store = TetDataStore(filename_or_obj, group=group, drop_variables=drop,
+                             storage_options=storage_options)
         variables, _ = store.load()  # text is whole strings already: never stacked again
         concat: Any = concat_characters
         if store.text_variables:
@@ -392,6 +403,7 @@ class TetBackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         group: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> dict[str, xr.Dataset]:
         """``xr.open_groups(path, engine="tet")``: one Dataset per group of the file (the
@@ -400,8 +412,8 @@ class TetBackendEntrypoint(BackendEntrypoint):
         `open_dataset`'s; `drop_variables` names variables within each group."""
         if not isinstance(filename_or_obj, str | os.PathLike):
             raise TypeError(f"the tet engine opens files by path, not {type(filename_or_obj)}")
-        key = file_key(filename_or_obj)
-        names = open_cached(key).names()
+        reader, key = open_key(filename_or_obj, storage_options)
+        names = reader.names()
         for name in names:
             if "" in name.split("/"):
                 raise XarrayLayoutError(
@@ -420,7 +432,8 @@ class TetBackendEntrypoint(BackendEntrypoint):
                 continue
             rel = path[len(parent):].strip("/") if parent else path
             out["/" + rel] = self.open_dataset(filename_or_obj, group="/" + path,
-                                               drop_variables=drop_variables, **kwargs)
+                                               drop_variables=drop_variables,
+                                               storage_options=storage_options, **kwargs)
         return out
 
     def open_datatree(
