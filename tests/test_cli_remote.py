@@ -1,10 +1,10 @@
 """The CLI with URLs and `--storage-option KEY=VALUE`, on the loopback S3 server: convert
-uploads, verify and export read a downloaded copy, info and query open the URL, parse
-errors are one `error:` line, and query history never keeps a credential."""
+uploads, export reads a downloaded copy, verify, info and query read the URL with ranged
+requests, parse errors are one `error:` line, and query history never keeps a
+credential."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from pathlib import Path
@@ -16,10 +16,8 @@ import pytest
 pytest.importorskip("obstore", reason="obstore (the remote extra) is not installed")
 
 import tet
-import tet.file
 from tests.servers import ACCESS_KEY, SECRET_KEY
 from tests.test_remote_write import contents, download, leftovers
-from tet import objstore
 from tet.cli.targets import SECRET_KEYS, option_keys, parse_storage_options
 
 T = (np.arange(4 * 6, dtype=np.float64).reshape(4, 6) - 3.5) / 7
@@ -30,29 +28,6 @@ def flags(options: dict[str, Any]) -> list[str]:
     for k, v in options.items():
         out += ["--storage-option", f"{k}={json.dumps(v) if isinstance(v, bool) else v}"]
     return out
-
-
-@pytest.fixture
-def remote_open(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`tet.open(url, storage_options=…)`; where this build's `tet.open` has no remote
-    reads yet, a stand-in that downloads the object with those options and opens the
-    copy (so the CLI's plumbing of URLs and options is what is tested)."""
-    if "storage_options" in inspect.signature(tet.file.open).parameters:
-        return
-    real = tet.file.open
-    copies = tmp_path / "opened"
-    copies.mkdir()
-
-    def opened(target: Any, mode: str = "r", *, storage_options: Any = None,
-               **kwargs: Any) -> Any:
-        if not objstore.is_url(target):
-            return real(target, mode, **kwargs)
-        local = copies / f"{len(list(copies.iterdir()))}.tet"
-        with local.open("wb") as f:
-            objstore.download(objstore.locate(target, storage_options), f)
-        return real(local, mode, **kwargs)
-
-    monkeypatch.setattr(tet.file, "open", opened)
 
 
 def _h5(path: Path) -> Path:
@@ -135,6 +110,36 @@ def test_verify_and_export_a_remote_file(cli: Any, s3: Any, private_cache: Path,
     assert leftovers(private_cache) == []
 
 
+def test_verify_of_a_url_reads_ranges_and_reports_damage(cli: Any, s3: Any, private_cache: Path,
+                                                         tmp_path: Path) -> None:
+    path = tmp_path / "d.tet"
+    tet.write_dataset(path, "t", T)
+    s3.put("tet", "cli/d.tet", path.read_bytes())
+    s3.traffic.reset()
+    r = cli("verify", "s3://tet/cli/d.tet", "--deep", "-q", *flags(s3.options))
+    assert r.rc == 0, r.err
+    assert r.out == "path=s3://tet/cli/d.tet status=ok datasets=1 chunks=1 recommendations=0\n"
+    gets = s3.traffic.of("cli/d.tet", "GET")
+    assert gets and all(g.range is not None for g in gets)  # ranged reads, no download
+    assert leftovers(private_cache) == []
+    with tet.open(path) as f:
+        offset = int(f.reader.catalog.entries["payload_offset"][0])
+    damaged = bytearray(path.read_bytes())
+    damaged[offset] ^= 0xFF  # one payload byte: the checksum table no longer matches
+    path.write_bytes(bytes(damaged))
+    s3.put("tet", "cli/d.tet", bytes(damaged))
+    local = json.loads(cli("verify", path, "--json").out)
+    r = cli("verify", "s3://tet/cli/d.tet", "--json", *flags(s3.options))
+    assert (r.rc, r.err) == (1, "error: verification failed\n")
+    remote = json.loads(r.out)
+    assert remote["path"] == "s3://tet/cli/d.tet" and not remote["ok"]
+    assert remote["findings"] == local["findings"]
+    assert [x["code"] for x in remote["recommendations"]] == \
+        [x["code"] for x in local["recommendations"]] != []
+    assert all("command" in x["fix"] for x in local["recommendations"])
+    assert all("command" not in x["fix"] for x in remote["recommendations"])  # no repair
+
+
 def test_export_to_a_url_is_refused(cli: Any, tmp_path: Path) -> None:
     path = tmp_path / "local.tet"
     tet.write_dataset(path, "t", T)
@@ -144,7 +149,6 @@ def test_export_to_a_url_is_refused(cli: Any, tmp_path: Path) -> None:
                                 "then upload the directory)\n")
 
 
-@pytest.mark.usefixtures("remote_open")
 def test_info_of_a_url(cli: Any, s3: Any) -> None:
     tet.write_dataset("s3://tet/cli/i.tet", "t", T, storage_options=s3.options)
     r = cli("info", "s3://tet/cli/i.tet", "-q", *flags(s3.options))
@@ -152,7 +156,6 @@ def test_info_of_a_url(cli: Any, s3: Any) -> None:
     assert r.out.startswith("path=s3://tet/cli/i.tet file_len=")
 
 
-@pytest.mark.usefixtures("remote_open")
 def test_query_history_keeps_no_secret(cli: Any, s3: Any) -> None:
     tet.write_dataset("s3://tet/cli/q.tet", "t", T, storage_options=s3.options)
     doc = '{"dataset": "t", "mean": []}'

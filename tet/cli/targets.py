@@ -100,7 +100,7 @@ def open_target(target: str, options: Mapping[str, Any] | None, **kwargs: Any) -
 
 @contextmanager
 def local_copy(target: str, options: Mapping[str, Any] | None) -> Iterator[str]:
-    """A local path for a command that reads a whole file (`verify`, `export`): the
+    """A local path for a command that reads a whole file (`export`): the
     path itself, or the object downloaded to the cache for the block (removed after)."""
     if not objstore.is_url(target):
         yield check_local(target, options)

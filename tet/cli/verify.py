@@ -9,18 +9,13 @@ import os
 import struct
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from tet import objstore
 from tet.cli.common import CommandFailed, Subparsers, add_command, print_json, refuse_foreign
 from tet.cli.progress import progress
 from tet.cli.repair import report_text as repair_text
-from tet.cli.targets import (
-    add_storage_option,
-    check_local,
-    local_copy,
-    shown_target,
-    storage_options,
-)
+from tet.cli.targets import add_storage_option, check_local, shown_target, storage_options
 from tet.errors import TetError
 from tet.paths import open_regular
 from tet.verify import Progress, Report, repair, verify
@@ -35,7 +30,7 @@ def register(sub: Subparsers) -> None:
                     "else the first 128 unless --deep) and the history footer. Exits 1 when "
                     "a check fails; warnings alone do not fail.")
     parser.add_argument("path", metavar="PATH",
-                        help="the .tet file (a URL is downloaded to the cache and checked)")
+                        help="the .tet file (a URL is checked with ranged reads)")
     add_storage_option(parser)
     parser.add_argument("--deep", action="store_true",
                         help="checksum- and decode-check every chunk, however many there are")
@@ -55,16 +50,18 @@ def run(args: argparse.Namespace) -> int:
         if args.repair:
             raise CommandFailed(f"--repair rewrites a local file in place; "
                                 f"`{shown_target(args.path)}` is a URL")
-        with local_copy(args.path, options) as path:
-            return _run(args, path, shown_target(args.path))
+        return _run(args, args.path, options)
     return _run(args, check_local(args.path, options))
 
 
-def _run(args: argparse.Namespace, path: str, url: str | None = None) -> int:
-    refuse_foreign(path)
-    report = _verify(path, args.deep)
-    if url is not None:  # the copy is gone after the command: name the object, no repair
-        report.path = url
+def _run(args: argparse.Namespace, path: str,
+         options: dict[str, Any] | None = None) -> int:
+    url = objstore.is_url(path)
+    if not url:
+        refuse_foreign(path)
+    report = _verify(path, args.deep, options)
+    if url:  # name the object (credentials redacted); no in-place repair of a URL
+        report.path = shown_target(path)
         report.recommendations = [dataclasses.replace(r, command=None, repairable=False)
                                   for r in report.recommendations]
     if args.repair and not report.ok:
@@ -90,7 +87,9 @@ def _run(args: argparse.Namespace, path: str, url: str | None = None) -> int:
     return 0
 
 
-def _verify(path: str, deep: bool) -> Report:
+def _verify(path: str, deep: bool, options: dict[str, Any] | None = None) -> Report:
+    if objstore.is_url(path):  # ranged reads, a window of chunks at a time
+        return verify(path, deep=deep, storage_options=options)
     if not deep:
         return verify(path)
     with _bar(path) as update:
