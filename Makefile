@@ -92,6 +92,7 @@ bench: build
 	$(PY) bench/bench_tier_c.py
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_xarray.py
+	$(PY) bench/bench_remote.py
 
 interop: build
 	$(PY) tools/interop.py
