@@ -40,6 +40,7 @@ from tet.query.result import QueryResult
 from tet.query.sinks import SidecarTransformResult, TransformNamespace
 from tet.reader import Reader
 from tet.selection import Box, box_from_key
+from tet.tilecache import DEFAULT_CACHE_BYTES, checked_capacity
 from tet.wire import is_axis_index
 
 __all__ = ["Dataset", "TetFile", "open"]
@@ -187,8 +188,10 @@ def _rebuild_dataset(file: TetFile | None, name: str, shape: tuple[int, ...], dt
                    _file=file)
 
 
-def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey | RemoteKey) -> TetFile:
+def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey | RemoteKey,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
     self = TetFile.__new__(TetFile)
+    self._cache_bytes = cache_bytes
     self._path = name_of(key, path)
     self.spill_allow = spill_allow
     self._allow = allow_for(self._path, spill_allow)
@@ -220,18 +223,24 @@ class TetFile(Mapping[str, Dataset]):
     opened (device, inode, size, mtime); the copy opens the file on first use, and a
     file changed since is `FileChangedError` there.  A closed handle pickles too: the
     copy is open.
+
+    `cache_bytes` sizes the file's decoded-tile cache (`tet.tilecache`; 0 disables it),
+    an option the pickled copy keeps.
     """
 
     def __init__(self, path: PathLike, mode: str = "r", *,
                  spill_allow: Sequence[str | os.PathLike[str]] = (),
-                 storage_options: Mapping[str, Any] | None = None, store: Any = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, store: Any = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         checked_mode(mode)
-        self._live: Reader | None = open_remote(path, storage_options, store)  # None: local
+        self._cache_bytes = checked_capacity(cache_bytes)
+        self._live: Reader | None = open_remote(path, storage_options, store,
+                                                cache_bytes=self._cache_bytes)  # None: local
         self._path = self._live.path if self._live else _expand(local_target(path))
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
         # the output roots, pinned now: the cwd may change and a root be swapped later
         self._allow = allow_for(self._path, self.spill_allow)
-        self._live = self._live or Reader.open(self._path)
+        self._live = self._live or Reader.open(self._path, cache_bytes=self._cache_bytes)
         self._key: FileKey | RemoteKey = key_of(self._path, self._live)
         self._datasets: dict[str, Dataset] = {}
 
@@ -245,14 +254,18 @@ class TetFile(Mapping[str, Dataset]):
         self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
         self._allow = allow_for(self._path, self.spill_allow)
         self._live = reader
+        self._cache_bytes = reader.cache.capacity
         self._key = key_of(self._path, reader)
         self._datasets = {}
         return self
 
     @classmethod
     def open(cls, path: PathLike, mode: str = "r", *,
-             spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
-        return cls(path, mode, spill_allow=spill_allow)
+             spill_allow: Sequence[str | os.PathLike[str]] = (),
+             storage_options: Mapping[str, Any] | None = None, store: Any = None,
+             cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
+        return cls(path, mode, spill_allow=spill_allow, storage_options=storage_options,
+                   store=store, cache_bytes=cache_bytes)
 
     @property
     def _reader(self) -> Reader:
@@ -260,12 +273,13 @@ class TetFile(Mapping[str, Dataset]):
         live = self._live
         if live is None:
             with _REOPEN:  # one reader, however many threads use the copy first
-                live = self._live = self._live or reopen(self._key)  # else FileChangedError
+                live = self._live = self._live or reopen(self._key, self._cache_bytes)
         return live
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_file, (os.path.abspath(self._path),
-                               tuple(os.path.abspath(p) for p in self.spill_allow), self._key))
+                               tuple(os.path.abspath(p) for p in self.spill_allow), self._key,
+                               self._cache_bytes))
 
     def __eq__(self, other: object) -> bool:  # a handle, not a value: as open files
         return self is other
@@ -297,6 +311,11 @@ class TetFile(Mapping[str, Dataset]):
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def cache_bytes(self) -> int:
+        """The byte bound of this file's decoded-tile cache (0: none)."""
+        return self._cache_bytes
 
     url = property(lambda self: url_of(self._key), doc="A remote file's URL, else None.")
 
@@ -588,7 +607,8 @@ SidecarTransformResult.file_class = TetFile
 
 def open(path: PathLike, mode: str = "r", *,
          spill_allow: Sequence[str | os.PathLike[str]] = (),
-         storage_options: Mapping[str, Any] | None = None, store: Any = None) -> TetFile:
+         storage_options: Mapping[str, Any] | None = None, store: Any = None,
+         cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
     """Open a ``.tet`` file for reading (``mode`` ``"r"``, the only one: any other is
     `UnsupportedModeError`, naming the `TetWriter` call that writes or appends).
 
@@ -601,7 +621,11 @@ def open(path: PathLike, mode: str = "r", *,
     besides the file's own directory tree, the platform cache and temp dirs.
 
     A URL (s3, gs, az, https) is read with ranged requests (`storage_options`, or an
-    obstore `store` with `path` its key); ``file://`` opens the local path."""
+    obstore `store` with `path` its key); ``file://`` opens the local path.
+
+    `cache_bytes` (default 64 MiB, 0 disables) bounds the file's cache of decoded tiles:
+    repeated small reads of zstd tiles (and raw tiles of a remote file) decode (fetch)
+    each tile once (`tet.tilecache`)."""
     return TetFile(path, mode, spill_allow=spill_allow, storage_options=storage_options,
-                   store=store)
+                   store=store, cache_bytes=cache_bytes)
 

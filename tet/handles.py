@@ -21,6 +21,7 @@ from tet.query.allow import Allowlist, cache_roots
 from tet.reader import Reader
 from tet.remote import RangedSource, RemoteName, Tuning, split_options
 from tet.remote_tiles import RemoteTiles
+from tet.tilecache import DEFAULT_CACHE_BYTES
 
 __all__ = ["RemoteKey", "allow_for", "checked_mode", "key_of", "local_target", "name_of",
            "open_remote", "reopen", "url_of"]
@@ -44,7 +45,7 @@ def local_target(target: Any) -> Any:
 
 
 def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
-                store: Any = None) -> Reader | None:
+                store: Any = None, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader | None:
     """A reader of a remote object (a URL, or a key inside `store`), or None when
     `target` is a local path or `file://` URL.  Opening costs one ranged request for the
     head, one for the tail, and one more for a catalog or spilled metadata outside them."""
@@ -56,11 +57,12 @@ def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
     if not isinstance(target, str):
         raise TetError(f"a key inside a store is a string, not {type(target).__name__}")
     options, tuning = split_options(storage_options)
-    return remote_reader(locate(target, options, store), tuning)
+    return remote_reader(locate(target, options, store), tuning, cache_bytes)
 
 
-def remote_reader(loc: Any, tuning: Tuning) -> Reader:
-    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url))
+def remote_reader(loc: Any, tuning: Tuning, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader:
+    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url),
+                  cache_bytes=cache_bytes)
 
 
 def url_of(key: FileKey | RemoteKey) -> str | None:
@@ -117,11 +119,12 @@ def key_of(path: Path, reader: Reader) -> FileKey | RemoteKey:
     return key
 
 
-def reopen(key: FileKey | RemoteKey) -> Reader:
+def reopen(key: FileKey | RemoteKey, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader:
     """A reader of ``key.path`` if it still holds the file `key` describes; else
-    `FileChangedError` (a missing file: `TetFileNotFoundError`)."""
+    `FileChangedError` (a missing file: `TetFileNotFoundError`).  Its tile cache is new
+    (of `cache_bytes`)."""
     if isinstance(key, RemoteKey):
-        remote = remote_reader(key.loc, key.tuning)
+        remote = remote_reader(key.loc, key.tuning, cache_bytes)
         etag = remote.source.etag if isinstance(remote.source, RangedSource) else None
         if (etag, remote.size) == (key.etag, key.size):
             return remote
@@ -130,7 +133,8 @@ def reopen(key: FileKey | RemoteKey) -> Reader:
             f"`{key.loc.url}` changed since this handle was pickled (then {key.size} bytes, "
             f"ETag {key.etag}; now {remote.size} bytes, ETag {etag}); open it again")
     now = file_key(key.path)
-    reader: Reader | None = Reader.open(Path(key.path)) if now == key else None
+    reader: Reader | None = (Reader.open(Path(key.path), cache_bytes=cache_bytes)
+                             if now == key else None)
     if reader is not None and (reader.source.identity, reader.size) == (
             (key.device, key.inode), key.size):
         return reader

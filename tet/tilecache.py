@@ -252,7 +252,7 @@ def _index_pieces(idx: np.ndarray[Any, Any], chunk: int) -> list[Piece]:
     cuts = np.flatnonzero(np.diff(tiles)) + 1
     bounds = [0, *cuts.tolist(), len(idx)]
     out: list[Piece] = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         t = int(tiles[a])
         out.append((t, slice(a, b), idx[a:b] - t * chunk))
     return out
