@@ -88,6 +88,7 @@ wheel: build
 
 bench: build
 	$(PY) bench/bench_io.py
+	$(PY) bench/bench_tilecache.py
 	$(PY) bench/bench_fold.py
 	$(PY) bench/bench_tier_c.py
 	$(PY) bench/bench_convert.py

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import operator
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ from tet.query.result import QueryResult
 from tet.query.sinks import SidecarTransformResult, TransformNamespace
 from tet.reader import Reader
 from tet.selection import Box, box_from_key
+from tet.stub import typing_stub
+from tet.tilecache import DEFAULT_CACHE_BYTES, checked_capacity
 from tet.wire import is_axis_index
 
 __all__ = ["Dataset", "TetFile", "open"]
@@ -187,8 +188,10 @@ def _rebuild_dataset(file: TetFile | None, name: str, shape: tuple[int, ...], dt
                    _file=file)
 
 
-def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey | RemoteKey) -> TetFile:
+def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey | RemoteKey,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
     self = TetFile.__new__(TetFile)
+    self._cache_bytes = cache_bytes
     self._path = name_of(key, path)
     self.spill_allow = spill_allow
     self._allow = allow_for(self._path, spill_allow)
@@ -219,19 +222,22 @@ class TetFile(Mapping[str, Dataset]):
     It pickles as its absolute path, ``spill_allow`` and the identity of the file it
     opened (device, inode, size, mtime); the copy opens the file on first use, and a
     file changed since is `FileChangedError` there.  A closed handle pickles too: the
-    copy is open.
+    copy is open, with the same `cache_bytes` (see `open`).
     """
 
     def __init__(self, path: PathLike, mode: str = "r", *,
                  spill_allow: Sequence[str | os.PathLike[str]] = (),
-                 storage_options: Mapping[str, Any] | None = None, store: Any = None) -> None:
+                 storage_options: Mapping[str, Any] | None = None, store: Any = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         checked_mode(mode)
-        self._live: Reader | None = open_remote(path, storage_options, store)  # None: local
+        self._cache_bytes = checked_capacity(cache_bytes)
+        self._live: Reader | None = open_remote(path, storage_options, store,
+                                                cache_bytes=self._cache_bytes)  # None: local
         self._path = self._live.path if self._live else _expand(local_target(path))
         self.spill_allow: tuple[str, ...] = tuple(os.fspath(p) for p in spill_allow)
         # the output roots, pinned now: the cwd may change and a root be swapped later
         self._allow = allow_for(self._path, self.spill_allow)
-        self._live = self._live or Reader.open(self._path)
+        self._live = self._live or Reader.open(self._path, cache_bytes=self._cache_bytes)
         self._key: FileKey | RemoteKey = key_of(self._path, self._live)
         self._datasets: dict[str, Dataset] = {}
 
@@ -245,14 +251,18 @@ class TetFile(Mapping[str, Dataset]):
         self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
         self._allow = allow_for(self._path, self.spill_allow)
         self._live = reader
+        self._cache_bytes = reader.cache.capacity
         self._key = key_of(self._path, reader)
         self._datasets = {}
         return self
 
     @classmethod
     def open(cls, path: PathLike, mode: str = "r", *,
-             spill_allow: Sequence[str | os.PathLike[str]] = ()) -> TetFile:
-        return cls(path, mode, spill_allow=spill_allow)
+             spill_allow: Sequence[str | os.PathLike[str]] = (),
+             storage_options: Mapping[str, Any] | None = None, store: Any = None,
+             cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
+        return cls(path, mode, spill_allow=spill_allow, storage_options=storage_options,
+                   store=store, cache_bytes=cache_bytes)
 
     @property
     def _reader(self) -> Reader:
@@ -260,12 +270,13 @@ class TetFile(Mapping[str, Dataset]):
         live = self._live
         if live is None:
             with _REOPEN:  # one reader, however many threads use the copy first
-                live = self._live = self._live or reopen(self._key)  # else FileChangedError
+                live = self._live = self._live or reopen(self._key, self._cache_bytes)
         return live
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_file, (os.path.abspath(self._path),
-                               tuple(os.path.abspath(p) for p in self.spill_allow), self._key))
+                               tuple(os.path.abspath(p) for p in self.spill_allow), self._key,
+                               self._cache_bytes))
 
     def __eq__(self, other: object) -> bool:  # a handle, not a value: as open files
         return self is other
@@ -297,6 +308,11 @@ class TetFile(Mapping[str, Dataset]):
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def cache_bytes(self) -> int:
+        """The byte bound of this file's decoded-tile cache (0: none)."""
+        return self._cache_bytes
 
     url = property(lambda self: url_of(self._key), doc="A remote file's URL, else None.")
 
@@ -373,11 +389,8 @@ class TetFile(Mapping[str, Dataset]):
     def summary(self) -> dict[str, Any]:
         """The layout summary (superblock, datasets, every chunk row, history, metadata).
 
-        It holds one dict per chunk index row (about `SUMMARY_ROW_BYTES` each), so its
-        memory comes out of the memory budget (the file's TIDX settings, else 25 % of
-        available RAM): a file with too many tiles is a `MemoryBudgetError`, before any
-        row is built; take the rows from `iter_chunks` instead (bounded memory).
-        """
+        One dict per chunk row (about `SUMMARY_ROW_BYTES`), charged to the memory budget
+        first (`MemoryBudgetError`); `iter_chunks` pages the rows in bounded memory."""
         catalog = self.catalog
         rows = len(catalog.entries)
         require_memory(
@@ -388,10 +401,8 @@ class TetFile(Mapping[str, Dataset]):
         return catalog.summary()
 
     def iter_chunks(self, start: int = 0, stop: int | None = None) -> Iterator[dict[str, Any]]:
-        """The summary's chunk rows ``start`` to ``stop`` (exclusive, None = the end) in index
-        order, built lazily a block at a time: bounded memory however many tiles there are.
-        ``list(f.iter_chunks(a, b)) == f.summary()["chunks"][a:b]`` for non-negative bounds.
-        """
+        """The summary's chunk rows ``start`` to ``stop`` (exclusive, None = the end),
+        built lazily: ``list(f.iter_chunks(a, b)) == f.summary()["chunks"][a:b]``."""
         return self.catalog.iter_chunks(start, stop)
 
     info = summary
@@ -450,25 +461,7 @@ class TetFile(Mapping[str, Dataset]):
 
     def typing_stub(self) -> str:
         """Literal types of this file's dataset and axis names, for editors and mypy."""
-        lines = [
-            "# Autogenerated from tet.TetFile.typing_stub() — names are per .tet file.",
-            f"# source: {self._path}",
-            "from __future__ import annotations",
-            "from typing import Literal",
-            "",
-        ]
-        header = len(lines)
-        names = self.datasets()
-        if names:
-            lines += [f"DatasetName = Literal[{', '.join(repr(n) for n in names)}]", ""]
-        for ds in self.iter_datasets():
-            if ds.dim_names:
-                ident = re.sub(r"[- ]", "_", ds.name)
-                axes = ", ".join(repr(n) for n in ds.dim_names)
-                lines.append(f"AxisName_{ident} = Literal[{axes}]  # dim_names for {ds.name!r}")
-        if len(lines) == header:
-            lines.append("# (no dim_names metadata in footer for any dataset)")
-        return "\n".join(lines) + "\n"
+        return typing_stub(self._path, [(d.name, d.dim_names) for d in self.iter_datasets()])
 
     # -- reading ------------------------------------------------------------
     def resolve(self, dataset: str, selection: Any = None) -> tuple[int, Box]:
@@ -588,20 +581,18 @@ SidecarTransformResult.file_class = TetFile
 
 def open(path: PathLike, mode: str = "r", *,
          spill_allow: Sequence[str | os.PathLike[str]] = (),
-         storage_options: Mapping[str, Any] | None = None, store: Any = None) -> TetFile:
-    """Open a ``.tet`` file for reading (``mode`` ``"r"``, the only one: any other is
+         storage_options: Mapping[str, Any] | None = None, store: Any = None,
+         cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
+    """Open a ``.tet`` file for reading (``mode`` ``"r"`` only; any other is
     `UnsupportedModeError`, naming the `TetWriter` call that writes or appends).
 
-    A missing file is `TetFileNotFoundError` (a `FileNotFoundError`), a directory
-    `TetIsADirectoryError`, a FIFO, socket or device `NotRegularFileError` (refused at
-    once, never blocked on), no permission `TetPermissionError`; a corrupt file is
-    `CatalogError`.
-
-    `spill_allow` adds directories where spill and sidecar outputs may be written,
-    besides the file's own directory tree, the platform cache and temp dirs.
-
-    A URL (s3, gs, az, https) is read with ranged requests (`storage_options`, or an
-    obstore `store` with `path` its key); ``file://`` opens the local path."""
+    Missing: `TetFileNotFoundError` (a `FileNotFoundError`); a directory, FIFO, socket or
+    device, no permission: the `TetOSError` classes (never blocked on); corrupt:
+    `CatalogError`.  `spill_allow` adds output roots besides the file's own tree, the
+    cache and temp dirs.  A URL (s3, gs, az, https) is read with ranged requests
+    (`storage_options`, or an obstore `store` with `path` its key); ``file://`` is local.
+    `cache_bytes` (64 MiB; 0 disables) bounds the cache of decoded tiles (`tet.tilecache`).
+    """
     return TetFile(path, mode, spill_allow=spill_allow, storage_options=storage_options,
-                   store=store)
+                   store=store, cache_bytes=cache_bytes)
 

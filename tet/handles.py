@@ -20,6 +20,7 @@ from tet.opencache import FileKey, RemoteKey, file_key, open_remote, remote_read
 from tet.query.allow import Allowlist, cache_roots
 from tet.reader import Reader
 from tet.remote import RangedSource, RemoteName
+from tet.tilecache import DEFAULT_CACHE_BYTES
 
 __all__ = ["RemoteKey", "allow_for", "checked_mode", "key_of", "local_target", "name_of",
            "open_remote", "reopen", "url_of"]
@@ -85,11 +86,12 @@ def key_of(path: Path, reader: Reader) -> FileKey | RemoteKey:
     return key
 
 
-def reopen(key: FileKey | RemoteKey) -> Reader:
+def reopen(key: FileKey | RemoteKey, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader:
     """A reader of ``key.path`` if it still holds the file `key` describes; else
-    `FileChangedError` (a missing file: `TetFileNotFoundError`)."""
+    `FileChangedError` (a missing file: `TetFileNotFoundError`).  Its tile cache is new
+    (of `cache_bytes`)."""
     if isinstance(key, RemoteKey):
-        remote = remote_reader(key.loc, key.tuning)
+        remote = remote_reader(key.loc, key.tuning, cache_bytes)
         etag = remote.source.etag if isinstance(remote.source, RangedSource) else None
         if (etag, remote.size) == (key.etag, key.size):
             return remote
@@ -98,7 +100,8 @@ def reopen(key: FileKey | RemoteKey) -> Reader:
             f"`{key.loc.url}` changed since this handle was pickled (then {key.size} bytes, "
             f"ETag {key.etag}; now {remote.size} bytes, ETag {etag}); open it again")
     now = file_key(key.path)
-    reader: Reader | None = Reader.open(Path(key.path)) if now == key else None
+    reader: Reader | None = (Reader.open(Path(key.path), cache_bytes=cache_bytes)
+                             if now == key else None)
     if reader is not None and (reader.source.identity, reader.size) == (
             (key.device, key.inode), key.size):
         return reader

@@ -27,6 +27,7 @@ from tet.paths import checked_path
 from tet.reader import Reader
 from tet.remote import RangedSource, RemoteName, Tuning, split_options
 from tet.remote_tiles import RemoteTiles
+from tet.tilecache import DEFAULT_CACHE_BYTES
 
 __all__ = ["CACHE_SIZE", "FileKey", "RemoteKey", "cache_info", "clear_cache", "file_key",
            "open_cached", "open_key", "open_remote", "remote_reader"]
@@ -74,14 +75,15 @@ def _slot(key: FileKey | RemoteKey) -> Hashable:
     return (key.loc.url, key.loc.key, options, key.tuning, key.etag, key.size)
 
 
-def remote_reader(loc: Any, tuning: Tuning) -> Reader:
+def remote_reader(loc: Any, tuning: Tuning, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader:
     """A reader of the object at `loc` (one ranged request for its head, one for its tail,
     one more for a catalog or spilled metadata outside them)."""
-    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url))
+    return Reader(RangedSource(loc, tuning, tiles=RemoteTiles), RemoteName.of(loc.url),
+                  cache_bytes=cache_bytes)
 
 
 def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
-                store: Any = None) -> Reader | None:
+                store: Any = None, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader | None:
     """A reader of a remote object (a URL, or a key inside `store`), or None when
     `target` is a local path or `file://` URL."""
     if store is None and not is_url(target):
@@ -92,7 +94,7 @@ def open_remote(target: Any, storage_options: Mapping[str, Any] | None = None,
     if not isinstance(target, str):
         raise TetError(f"a key inside a store is a string, not {type(target).__name__}")
     options, tuning = split_options(storage_options)
-    return remote_reader(locate(target, options, store), tuning)
+    return remote_reader(locate(target, options, store), tuning, cache_bytes)
 
 
 def open_key(target: Any, storage_options: Mapping[str, Any] | None = None,

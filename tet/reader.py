@@ -28,6 +28,7 @@ from tet.paths import map_readonly, open_regular
 from tet.query.budget import require_memory, resolve_budget
 from tet.query.plan import tile_table
 from tet.selection import Box, KeySelection, resolve_selection
+from tet.tilecache import DEFAULT_CACHE_BYTES, TileCache
 
 __all__ = ["ByteSource", "MappedFile", "Reader"]
 
@@ -114,13 +115,16 @@ class Reader:
     """One open file: its byte source, the catalog validated from it, tile tables.
 
     Dataset ids are catalog indices.  Boxes are numeric (`tet.selection.Box`); `resolve`
-    turns a selection (wire or box form, labels) into one.
+    turns a selection (wire or box form, labels) into one.  Small reads of zstd tiles go
+    through `cache`, this reader's decoded-tile cache of `cache_bytes` (`tet.tilecache`).
     """
 
-    def __init__(self, source: ByteSource, path: Path) -> None:
+    def __init__(self, source: ByteSource, path: Path, *,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.source = source
         self.path = path
         self._closed = False
+        self.cache = TileCache(cache_bytes)
         self._tables: dict[int, TileTable] = {}
         self._ids: dict[str, int] | None = None
         self._catalog: Catalog | None = None
@@ -150,9 +154,9 @@ class Reader:
         return None if label is None else not_tet_hint(str(self.path), label)
 
     @classmethod
-    def open(cls, path: Path) -> Reader:
+    def open(cls, path: Path, *, cache_bytes: int = DEFAULT_CACHE_BYTES) -> Reader:
         """A reader of the local file at `path` (memory-mapped)."""
-        return cls(MappedFile(path), path)
+        return cls(MappedFile(path), path, cache_bytes=cache_bytes)
 
     @property
     def size(self) -> int:
@@ -167,6 +171,7 @@ class Reader:
         for table in self._tables.values():
             table.release()
         self._tables.clear()
+        self.cache.clear()
         self.source.close()
 
     @property
@@ -294,8 +299,14 @@ class Reader:
             self.fill(dataset_id, sel.box, out, budget=limit)
         else:
             table = self.table(dataset_id)
-            table.read_index(sel.points(), out, budget=limit, describe=lambda tile: (
-                f"dataset_id={dataset_id} {table.chunk_name(tile)}"))
+            points = sel.points()
+
+            def describe(tile: int) -> str:
+                return f"dataset_id={dataset_id} {table.chunk_name(tile)}"
+
+            if not (self._fresh() and self.cache.read_index(
+                    table, dataset_id, points, out, budget=limit, describe=describe)):
+                table.read_index(points, out, budget=limit, describe=describe)
         for d, perm in enumerate(sel.order):
             if perm is not None:
                 out = np.take(out, perm, axis=d)
@@ -308,9 +319,24 @@ class Reader:
         (default: the file's).  With `mask` (a query's ``mask_fill``) its fill values
         read as NaN and `out` is of ``mask.out_dtype``."""
         table = self.table(dataset_id)
-        table.read(box.start, box.stop, box.step, out,
-                   describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}",
-                   budget=budget, mask=mask)
+
+        def describe(tile: int) -> str:
+            return f"dataset_id={dataset_id} {table.chunk_name(tile)}"
+
+        if mask is None and self._fresh() and self.cache.read_box(
+                table, dataset_id, box.start, box.stop, box.step, out, budget=budget,
+                describe=describe):
+            return
+        table.read(box.start, box.stop, box.step, out, describe=describe, budget=budget,
+                   mask=mask)
+
+    def _fresh(self) -> bool:
+        """True, or `FileChangedError` once a read saw the mapped file change (a cached
+        tile is not served from a file seen truncated, as no read of it is)."""
+        buf = self.source.buffer()
+        if isinstance(buf, GuardedMap):
+            buf.check()
+        return True
 
     def check(self, dataset_id: int, box: Box) -> None:
         """Raise what `fill` would for a bad index row the box touches, reading nothing:

@@ -46,6 +46,8 @@ class Window:
 class RemoteTiles(TileTable):
     """A `TileTable` over a `RangedSource` (built by `tet.query.plan.tile_table`)."""
 
+    cache_raw = True  # small reads keep raw tiles too (`tet.tilecache`): else fetched again
+
     def __init__(self, *args: Any, source: RangedSource, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.source = source
