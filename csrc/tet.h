@@ -248,6 +248,42 @@ tet_status tet_copy_strided(int32_t level, uint32_t elem_size, uint8_t *dst,
 /* Test hook: block min/max of n f32 values through one SIMD body. */
 tet_status tet_minmax_f32(int32_t level, const uint8_t *src, uint64_t n, float *lo, float *hi,
                           int32_t *nan);
+/* ---- streaming radix selection (select.c) ------------------------------------
+ * One pass over a box: each element promoted to f64 (the mask's fills read as NaN);
+ * NaNs are counted into nan_count, every other value becomes its order-preserving key
+ * (tet_select_key: sign-flipped bits, -0.0 just below +0.0).  Each target takes the
+ * keys with (key & pmask) == prefix and counts them into counts[(key >> shift) &
+ * 0xFFFF], or with `collect` copies them to keys[] (n_keys counts every one taken,
+ * keys past cap are not written).  Counts, n_keys and nan_count add to what they hold.
+ * Whole tiles are claimed by `threads` workers with their own buckets. */
+#define TET_SELECT_BITS 16
+#define TET_SELECT_BUCKETS 65536
+#define TET_SELECT_TARGETS 2
+
+typedef struct {
+    uint64_t prefix;
+    uint64_t pmask;
+    uint32_t shift;               /* <= 64 - TET_SELECT_BITS */
+    uint32_t collect;             /* 1: copy the keys out instead of counting them */
+    uint64_t *counts;             /* [TET_SELECT_BUCKETS] when counting */
+    uint64_t *keys;               /* [cap] when collecting */
+    uint64_t cap;
+    uint64_t n_keys;
+} tet_select_target;
+
+typedef struct {
+    uint32_t n_targets;           /* 0 .. TET_SELECT_TARGETS */
+    uint32_t threads;
+    const tet_mask *mask;         /* NULL, or fills read as NaN */
+    uint64_t nan_count;
+    tet_select_target target[TET_SELECT_TARGETS];
+} tet_select_spec;
+
+tet_status tet_select_pass(const tet_tiles *tiles, const tet_box *box, tet_select_spec *spec,
+                           tet_report *report);
+/* The key of a value, and the value of a key (test hooks and the final answer). */
+uint64_t tet_select_key(double x);
+double tet_select_value(uint64_t key);
 /* ---- integrity (checksum.c) ---------------------------------------------
  * CRC-32C (Castagnoli: reflected polynomial 0x82F63B78, preset and final xor
  * 0xFFFFFFFF, as in iSCSI and ext4), crc32c("123456789") = 0xE3069283. */

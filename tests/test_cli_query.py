@@ -378,8 +378,10 @@ FLOAT_OPS: dict[str, Callable[..., Any]] = {
 TIER_C = {"median", "quantile", "covariance", "correlation"}
 
 
-def strategy(key: str) -> str:
-    return "in_memory_materialize" if key in TIER_C else "streaming_fold"
+def strategy(key: str, scalar: bool = False) -> str:
+    if key in TIER_C:  # a scalar median or quantile streams (no copy)
+        return "streaming_select" if scalar else "in_memory_materialize"
+    return "streaming_fold"
 
 
 @pytest.mark.parametrize("key", sorted(FLOAT_OPS))
@@ -387,7 +389,8 @@ def test_quiet_float_ops_scalar_and_partial(cli: Any, grid: Path, key: str) -> N
     fn = FLOAT_OPS[key]
     tail = f"elements=12 memory_strategy={strategy(key)}"
     assert quiet(cli, grid, {key: []}) == (
-        f"dataset=x status=ok op={key} {key}={f6(float(fn(A)))} {tail}")
+        f"dataset=x status=ok op={key} {key}={f6(float(fn(A)))} "
+        f"elements=12 memory_strategy={strategy(key, scalar=True)}")
     assert quiet(cli, grid, {key: 0}) == (
         f"dataset=x status=ok op={key} axes=[0] reduced_shape=4 values={f6_list(fn(A, axis=0))} "
         f"{tail}")
@@ -443,7 +446,7 @@ def test_quiet_quantile_and_histogram(cli: Any, grid: Path) -> None:
     tail = "elements=12"
     assert quiet(cli, grid, {"quantile": {"q": 0.25}}) == (
         f"dataset=x status=ok op=quantile q=0.25 quantile={f6(np.quantile(A, 0.25))} {tail} "
-        "memory_strategy=in_memory_materialize")
+        "memory_strategy=streaming_select")
     assert quiet(cli, grid, {"quantile": {"q": 0.9, "axis": 1}}) == (
         "dataset=x status=ok op=quantile axes=[1] q=0.9 reduced_shape=3 "
         f"values={f6_list(np.quantile(A, 0.9, axis=1))} {tail} "
@@ -862,7 +865,7 @@ def test_relative_tet_path(cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyP
     r = cli("query", '{"dataset": "x", "median": []}', "-t", "data.tet", "-x", "-q")
     assert (r.rc, r.err) == (0, "")
     assert r.out == (f"dataset=x status=ok op=median median={f6(float(np.median(A)))} "
-                     "elements=12 memory_strategy=in_memory_materialize\n")
+                     "elements=12 memory_strategy=streaming_select\n")
     full = json.loads(cli("query", '{"dataset": "x", "spill": "o.bin"}', "-t", "data.tet",
                           "-x").out)
     assert full["tet_file"] == "data.tet"

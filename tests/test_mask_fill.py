@@ -585,8 +585,8 @@ def test_budget_counts_the_promoted_copy(files: dict[str, Any], private_cache: P
     f = tet.open(files["dir"] / "masked.tet")  # the cache of this test is its temp root
     n = math.prod(SHAPE)
     budget = {"memory_budget_bytes": 4 * n}  # the i16 selection fits, its float64 copy not
-    plain = f.query({"dataset": "i16_fill", "median": [], "execution": budget})
-    masked = f.query({"dataset": "i16_fill", "median": [],
+    plain = f.query({"dataset": "i16_fill", "median": [0], "execution": budget})
+    masked = f.query({"dataset": "i16_fill", "median": [0],
                       "execution": {**budget, "mask_fill": True}})
     assert plain["execution"]["memory_strategy"] == "in_memory_materialize"
     assert masked["execution"]["memory_strategy"] == "temp_spill_materialize"

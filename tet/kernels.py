@@ -319,6 +319,17 @@ class TileTable:
             self._raise(report, self.elem_size, None)
         return cells if counts is None else counts
 
+    def run(self, entry: Callable[[Any, Any, Any], None], start: Sequence[int],
+            stop: Sequence[int], step: Sequence[int]) -> None:
+        """`entry(tiles, box, report)`: a C pass over the box that adds into its own outputs
+        (so a remote table may run it window by window), guarded; its failure raised."""
+        report = ffi.new("tet_report *")
+        self._arm()
+        entry(self._struct, self._box(start, stop, step), report)
+        self._changed()
+        if report.status != 0:
+            self._raise(report, self.elem_size, None)
+
     def _arm(self) -> None:
         if self._guard is not None:
             self._guard.arm()

@@ -178,6 +178,15 @@ class RemoteTiles(TileTable):
         with self.source.hold(self.spans(tiles)):
             super().read_index(index, dst, describe=describe, budget=budget)
 
+    def run(self, entry: Callable[[Any, Any, Any], None], start: Sequence[int],
+            stop: Sequence[int], step: Sequence[int]) -> None:
+        windows = self._windows(start, stop, step)
+        if len(windows) == 1:
+            with self.source.hold(windows[0].spans):
+                super().run(entry, start, stop, step)
+            return
+        self._each(windows, lambda w: super(RemoteTiles, self).run(entry, w.start, w.stop, step))
+
     def fold(self, start: Sequence[int], stop: Sequence[int], step: Sequence[int], *,
              reduce: Sequence[int], what: int, fill: float = 0.0, sequential: bool = False,
              scan_window: int = 0, edges: np.ndarray[Any, Any] | None = None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tet import dtypes, kernels
+from tet import dtypes, kernels, kernels_select
 from tet.errors import validation as _fail
 from tet.layout import RAW
 from tet.query import materialize
@@ -237,6 +237,14 @@ def _tier_c(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box, axes: tup
         if box.shape[1 - obs] > materialize.MAX_VARIABLES:
             raise _fail(f"variable axis length {box.shape[1 - obs]} exceeds maximum "
                         f"{materialize.MAX_VARIABLES}")
+    if OPS[key].result == "float" and not axes and box.start and all(
+            e > s for s, e in zip(box.start, box.stop)):  # a scalar answer: no copy
+        table = f.reader.table(dataset_id)
+        out["memory_strategy"] = kernels_select.STRATEGY
+        out[f"operation_{key}"] = kernels_select.quantile_of(
+            table, box.start, box.stop, box.step, 0.5 if key == "median" else float(params["q"]),
+            median=key == "median", budget=budget, mask=mask)
+        return out
     with materialize.materialized(f, dataset_id, box, budget=budget, allow=allow,
                                   mask=mask) as (x, how):
         out["memory_strategy"] = how
