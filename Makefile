@@ -90,6 +90,7 @@ bench: build
 	$(PY) bench/bench_io.py
 	$(PY) bench/bench_fold.py
 	$(PY) bench/bench_tier_c.py
+	$(PY) bench/bench_select.py
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_xarray.py
 
