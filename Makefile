@@ -91,6 +91,7 @@ bench: build
 	$(PY) bench/bench_tilecache.py
 	$(PY) bench/bench_fold.py
 	$(PY) bench/bench_tier_c.py
+	$(PY) bench/bench_select.py
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_xarray.py
 	$(PY) bench/bench_remote.py

@@ -97,7 +97,7 @@ def _pass(table: TileTable, start: Sequence[int], stop: Sequence[int], step: Seq
     what = (f"a streaming quantile pass ({max(counting, 1)} bucket sets of {WORKER_BYTES} "
             f"bytes per worker, {collected} candidate keys)")
     tile = table.zstd_tile_bytes
-    per_thread = max(counting, 1) * WORKER_BYTES + tile
+    per_thread = max(len(groups), 1) * WORKER_BYTES + tile  # C gives each target its sets
     fixed = counting * BUCKETS * 8 + collected * 8
     limit = max(budget, WORK_FLOOR)
     fit = (limit - fixed) // per_thread if limit > fixed else 0
@@ -182,7 +182,8 @@ def quantile_of(table: TileTable, start: Sequence[int], stop: Sequence[int],
         if got is None:
             return math.nan
         a = np.float64(got[0])
-        return float(a if hi == lo else (a + np.float64(got[1])) / 2)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 1e308 + 1e308
+            return float(a if hi == lo else (a + np.float64(got[1])) / 2)
     pos = (n - 1) * q  # NumPy's indices: both clamp to the last at the top
     lo = math.floor(pos)
     hi = lo + 1
