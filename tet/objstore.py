@@ -20,7 +20,9 @@ import datetime as dt
 import errno
 import os
 import re
+import threading
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,7 +142,7 @@ class Location:
     def reach(self) -> Any:
         """The obstore store, built on first use."""
         if self.store is None:
-            object.__setattr__(self, "store", _build_store(self.url, self.options, self._root))
+            object.__setattr__(self, "store", _shared_store(self.url, self.options, self._root))
         return self.store
 
     _root: str = field(default="", compare=False, repr=False)
@@ -215,6 +217,34 @@ def s3_env_aliases(config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+#: Stores built in this process, by root, options and the environment they read: a store
+#: holds an HTTP client and its open connections, so files of one bucket share them
+#: (opening a second file costs its requests, not a new client and TCP handshake).
+_STORES: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+_STORES_MAX = 32
+_STORES_LOCK = threading.Lock()
+_ENV_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_", "TETRATION_S3_")
+
+
+def _shared_store(url: str, options: Mapping[str, Any], root: str) -> Any:
+    kind = SCHEMES.get(scheme_of(url) or "")
+    if kind == "memory":  # each memory:// location is its own store
+        return _build_store(url, options, root)
+    env = repr(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    key = (root or url, repr(sorted((str(k), repr(v)) for k, v in options.items())), env)
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is not None:
+            _STORES.move_to_end(key)
+            return store
+    store = _build_store(url, options, root)
+    with _STORES_LOCK:
+        _STORES[key] = store
+        while len(_STORES) > _STORES_MAX:
+            _STORES.popitem(last=False)
+    return store
 
 
 def _build_store(url: str, options: Mapping[str, Any], root: str) -> Any:
