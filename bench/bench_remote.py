@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+
+from timing import best  # noqa: E402
 
 import tet  # noqa: E402
 from tests.servers import ACCESS_KEY, REGION, SECRET_KEY, start_s3  # noqa: E402
@@ -50,16 +51,6 @@ def smooth(n: int) -> np.ndarray[Any, Any]:
     return out
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    fn()
-    times = []
-    for _ in range(REPS):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 class Row:
     def __init__(self, server: Any) -> None:
         self.server = server
@@ -67,8 +58,8 @@ class Row:
 
     def measure(self, label: str, fn: Callable[[], Any]) -> None:
         self.server.traffic.reset()
-        t = timed(fn)
-        calls = REPS + 1  # timed() warms up once more
+        t = best(fn, REPS)
+        calls = REPS + 1  # best() warms up once first
         reqs = self.server.traffic.count() // calls
         moved = self.server.traffic.bytes() // calls
         self.cells[label] = (t, reqs, moved)
