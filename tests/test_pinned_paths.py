@@ -132,7 +132,7 @@ def test_the_cache_root_swapped_after_first_use_is_refused(world: dict[str, Path
         os.rename(cache, cache.with_name("tetration.real"))
         cache.symlink_to(outside, target_is_directory=True)
         with pytest.raises(tet.QueryError) as info:
-            f.query({"dataset": "a", "median": [], "execution": {"memory_budget_bytes": 1}},
+            f.query({"dataset": "a", "median": [1], "execution": {"memory_budget_bytes": 1}},
                     preview=0)
         assert str(info.value) == f"validation: allowed root {cache} {MOVED}"
         with pytest.raises(tet.QueryError) as info:
@@ -162,7 +162,7 @@ def test_a_cache_root_swapped_between_open_and_first_use_is_refused(
         assert text.startswith(f"validation: spill path {cache}/spill-{os.getpid()}-")
         assert text.endswith(f".bin: allowed root {cache} {MOVED}")
         with pytest.raises(tet.QueryError) as info:
-            f.query({"dataset": "a", "median": [], "execution": {"memory_budget_bytes": 1}},
+            f.query({"dataset": "a", "median": [1], "execution": {"memory_budget_bytes": 1}},
                     preview=0)
         assert str(info.value) == f"validation: allowed root {cache} {MOVED}"
     assert _files(outside) == []

@@ -516,7 +516,7 @@ FULL = textwrap.dedent(r"""
             f.query(doc, preview=1)
 
     attempt("spill", lambda: query({"dataset": "a", "spill": "keep.bin"}))
-    attempt("tier_c", lambda: query({"dataset": "a", "median": [],
+    attempt("tier_c", lambda: query({"dataset": "a", "median": [1],
                                      "execution": {"memory_budget_bytes": 1}}))
     attempt("transform", lambda: query({"dataset": "a", "transform": {"method": "zscore",
                                         "axis": []}, "write": {"target": "spill",
