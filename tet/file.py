@@ -22,13 +22,13 @@ from tet.handles import (
     allow_for,
     checked_mode,
     key_of,
-    local_target,
     name_of,
     open_remote,
     reopen,
     url_of,
 )
 from tet.layout import Catalog, DatasetRecord
+from tet.objstore import local_target
 from tet.opencache import FileKey
 from tet.paths import checked_path
 from tet.query.allow import Allowlist

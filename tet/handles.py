@@ -12,24 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from tet.errors import FileChangedError, TetError, UnsupportedModeError
-from tet.objstore import local_path, scheme_of
 from tet.opencache import FileKey, RemoteKey, file_key, open_remote, remote_reader
 from tet.query.allow import Allowlist, cache_roots
 from tet.reader import Reader
 from tet.remote import RangedSource, RemoteName
 from tet.tilecache import DEFAULT_CACHE_BYTES
 
-__all__ = ["RemoteKey", "allow_for", "checked_mode", "key_of", "local_target", "name_of",
+__all__ = ["RemoteKey", "allow_for", "checked_mode", "key_of", "name_of",
            "open_remote", "reopen", "url_of"]
-
-
-def local_target(target: Any) -> Any:
-    """A `file://` URL as its local path; anything else as it is."""
-    return local_path(target) if isinstance(target, str) and scheme_of(target) == "file" \
-        else target
 
 
 def url_of(key: FileKey | RemoteKey) -> str | None:

@@ -105,6 +105,7 @@ class TileTable:
     """
 
     MISSING: int = int(lib.TET_TILE_MISSING)
+    cache_raw = False  # raw tiles are read from the mapping: `tet.tilecache` skips them
 
     def __init__(self, file: Any, file_len: int, shape: tuple[int, ...],
                  chunk_shape: tuple[int, ...], dtype: int, elem_size: int,

@@ -23,8 +23,8 @@ from tet.kernels import FillMask, TileTable, thread_count
 from tet.native import ffi, lib
 from tet.query.budget import WORK_FLOOR, allocate, require_memory
 
-__all__ = ["COLLECT_MAX", "STRATEGY", "key_of", "order_statistics", "quantile_of",
-           "value_of"]
+__all__ = ["COLLECT_MAX", "STRATEGY", "key_of", "lerp", "linear_ranks", "order_statistics",
+           "quantile_of", "value_of"]
 
 BITS: int = int(lib.TET_SELECT_BITS)
 BUCKETS: int = int(lib.TET_SELECT_BUCKETS)
@@ -32,6 +32,24 @@ TARGETS: int = int(lib.TET_SELECT_TARGETS)
 COLLECT_MAX = 1 << 20  # candidates copied out (8 bytes each) instead of another pass
 STRATEGY = "streaming_select"  # execution.memory_strategy of a scalar median/quantile
 WORKER_BYTES = 2 * BUCKETS * 8  # one target's two interleaved bucket sets, per worker
+
+
+def linear_ranks(n: int, q: float) -> tuple[int, int, float]:
+    """NumPy's linear quantile of `n` sorted values: the two ranks it reads and the weight
+    `t` of the upper one (at the top both clamp to the last, with NumPy's `t`)."""
+    pos = (n - 1) * q
+    lo = math.floor(pos)
+    hi = lo + 1
+    if pos >= n - 1:
+        lo = hi = -1
+    return lo % n, hi % n, pos - lo
+
+
+def lerp(a: Any, b: Any, t: float) -> Any:
+    """NumPy's interpolation between `a` and `b`: from below for t < 0.5, from above
+    otherwise (arrays or float64 scalars)."""
+    diff = b - a
+    return a + diff * t if t < 0.5 else b - diff * (1 - t)
 
 
 def key_of(x: float) -> int:
@@ -184,16 +202,9 @@ def quantile_of(table: TileTable, start: Sequence[int], stop: Sequence[int],
         a = np.float64(got[0])
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, 1e308 + 1e308
             return float(a if hi == lo else (a + np.float64(got[1])) / 2)
-    pos = (n - 1) * q  # NumPy's indices: both clamp to the last at the top
-    lo = math.floor(pos)
-    hi = lo + 1
-    if pos >= n - 1:
-        lo = hi = -1
-    got, _ = order_statistics(table, start, stop, step, [lo % n, hi % n], budget=budget,
-                              mask=mask)
+    lo, hi, t = linear_ranks(n, q)
+    got, _ = order_statistics(table, start, stop, step, [lo, hi], budget=budget, mask=mask)
     if got is None:
         return math.nan
-    a, b, t = np.float64(got[0]), np.float64(got[1]), pos - lo
     with np.errstate(invalid="ignore", over="ignore"):
-        diff = b - a
-        return float(a + diff * t if t < 0.5 else b - diff * (1 - t))
+        return float(lerp(np.float64(got[0]), np.float64(got[1]), t))

@@ -116,6 +116,12 @@ def local_path(target: str) -> Path:
     return Path(urllib.parse.unquote(parts.path))
 
 
+def local_target(target: Any) -> Any:
+    """A `file://` URL as its local path; anything else (a path, a remote URL) as it is."""
+    return local_path(target) if isinstance(target, str) and scheme_of(target) == "file" \
+        else target
+
+
 def redact(url: str) -> str:
     """`url` without user information or query string (where signed URLs keep secrets):
     what messages, history and pickles may record."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tet.errors import FileChangedError, TetError, os_error
-from tet.objstore import head, is_url, local_path, locate, scheme_of
+from tet.objstore import head, is_url, local_target, locate
 from tet.paths import checked_path
 from tet.reader import Reader
 from tet.remote import RangedSource, RemoteName, Tuning, split_options
@@ -104,9 +104,7 @@ def open_key(target: Any, storage_options: Mapping[str, Any] | None = None,
     remote object is opened here (its ETag is part of its key) and the reader cached."""
     remote = open_remote(target, storage_options, store)
     if remote is None:
-        path = local_path(target) if isinstance(target, str) and \
-            scheme_of(target) == "file" else target
-        key: FileKey | RemoteKey = file_key(path)
+        key: FileKey | RemoteKey = file_key(local_target(target))
         return open_cached(key), key
     assert isinstance(remote.source, RangedSource)
     source = remote.source

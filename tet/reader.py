@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,8 +43,8 @@ class ByteSource(Protocol):
     the read into `FileChangedError`.  `lend` hands out the buffer for a zero-copy view
     read after the call returns, first checking that the bytes below `end` are still
     there ([start, end) is what the view reads: a ranged source fetches and keeps it).
-    `close` releases the source (views already lent keep what they use).  A source may
-    also give ``make_table``, the `TileTable` class (or factory) of its tile tables.
+    `close` releases the source (views already lent keep what they use).  `make_table`
+    builds its tile tables (`TileTable`, or a subclass that fetches before each call).
     """
 
     @property
@@ -58,6 +58,8 @@ class ByteSource(Protocol):
     def guarded(self) -> contextlib.AbstractContextManager[None]: ...
 
     def lend(self, end: int, start: int = 0) -> Any: ...
+
+    def make_table(self, *args: Any, **kwargs: Any) -> TileTable: ...
 
     def close(self) -> None: ...
 
@@ -93,6 +95,9 @@ class MappedFile:
 
     def guarded(self) -> contextlib.AbstractContextManager[None]:
         return watching(self.map)
+
+    def make_table(self, *args: Any, **kwargs: Any) -> TileTable:
+        return TileTable(*args, **kwargs)
 
     def lend(self, end: int, start: int = 0) -> Any:
         buf = self.buffer()
@@ -215,8 +220,7 @@ class Reader:
         """The tile table of a dataset, built (and its geometry checked) on first use."""
         table = self._tables.get(dataset_id)
         if table is None:
-            make = getattr(self.source, "make_table", TileTable)
-            table = tile_table(self.catalog, dataset_id, self.buffer(), make)
+            table = tile_table(self.catalog, dataset_id, self.buffer(), self.source.make_table)
             self._tables[dataset_id] = table
         return table
 
@@ -300,12 +304,10 @@ class Reader:
         else:
             table = self.table(dataset_id)
             points = sel.points()
-
-            def describe(tile: int) -> str:
-                return f"dataset_id={dataset_id} {table.chunk_name(tile)}"
-
-            if not (self._fresh() and self.cache.read_index(
-                    table, dataset_id, points, out, budget=limit, describe=describe)):
+            describe = self._describer(dataset_id, table)
+            self._check_fresh()
+            if not self.cache.read_index(table, dataset_id, points, out, budget=limit,
+                                         describe=describe):
                 table.read_index(points, out, budget=limit, describe=describe)
         for d, perm in enumerate(sel.order):
             if perm is not None:
@@ -319,31 +321,33 @@ class Reader:
         (default: the file's).  With `mask` (a query's ``mask_fill``) its fill values
         read as NaN and `out` is of ``mask.out_dtype``."""
         table = self.table(dataset_id)
-
-        def describe(tile: int) -> str:
-            return f"dataset_id={dataset_id} {table.chunk_name(tile)}"
-
-        if mask is None and self._fresh() and self.cache.read_box(
-                table, dataset_id, box.start, box.stop, box.step, out, budget=budget,
-                describe=describe):
-            return
+        describe = self._describer(dataset_id, table)
+        if mask is None:
+            self._check_fresh()
+            if self.cache.read_box(table, dataset_id, box.start, box.stop, box.step, out,
+                                   budget=budget, describe=describe):
+                return
         table.read(box.start, box.stop, box.step, out, describe=describe, budget=budget,
                    mask=mask)
 
-    def _fresh(self) -> bool:
-        """True, or `FileChangedError` once a read saw the mapped file change (a cached
-        tile is not served from a file seen truncated, as no read of it is)."""
+    @staticmethod
+    def _describer(dataset_id: int, table: TileTable) -> Callable[[int], str]:
+        """How a read's errors name a tile of this dataset."""
+        return lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}"
+
+    def _check_fresh(self) -> None:
+        """`FileChangedError` once a read saw the mapped file change: a cached tile is
+        not served from a file seen truncated, as no read of it is."""
         buf = self.source.buffer()
         if isinstance(buf, GuardedMap):
             buf.check()
-        return True
 
     def check(self, dataset_id: int, box: Box) -> None:
         """Raise what `fill` would for a bad index row the box touches, reading nothing:
         run before an output (a spill file, a block buffer) is sized from the box."""
         table = self.table(dataset_id)
         table.check(box.start, box.stop, box.step,
-                    describe=lambda tile: f"dataset_id={dataset_id} {table.chunk_name(tile)}")
+                    describe=self._describer(dataset_id, table))
 
     def _zero_copy(
         self, dataset_id: int, box: Box, dtype: np.dtype[Any]

@@ -75,13 +75,12 @@ class RemoteTiles(TileTable):
         later axes only while a single slab is over half the window, in row-major order."""
         n = len(start)
         shape = [-(-(e - s) // k) for s, e, k in zip(start, stop, step)]
-        whole = Window(list(start), list(stop), [0] * n, shape,
-                       self.spans(self.touch(start, stop, step)))
+        tiles = self.touch(start, stop, step).astype(np.int64)
+        whole = Window(list(start), list(stop), [0] * n, shape, self.spans(tiles))
         half = self.source.tuning.window_bytes // 2
         if 2 * half >= whole.nbytes or not whole.spans:
             return [whole]
         chunk = self.chunk_shape
-        tiles = self.touch(start, stop, step).astype(np.int64)
         tiles = tiles[self.codec[tiles] != self.MISSING]
         weight = self.stored[tiles].astype(float)
         first = [s // c for s, c in zip(start, chunk)]

@@ -165,8 +165,7 @@ class TileCache:
         key = (dataset_id, lin)
         tile = self.get(key)
         if tile is None:
-            codec = int(table.codec[lin])
-            if not (codec == ZSTD or (codec == RAW and getattr(table, "cache_raw", False))):
+            if int(table.codec[lin]) not in _codecs(table):
                 return False
             nbytes = table.tile_size(lin) * out.dtype.itemsize
             if (out.nbytes * SMALL_SHARE > nbytes or nbytes > self.capacity
@@ -193,7 +192,7 @@ class TileCache:
                 or biggest + out.nbytes > table.budget(budget)):
             return False
         strides = [math.prod(grid[d + 1:]) for d in range(len(grid))]
-        allowed = (ZSTD, RAW) if getattr(table, "cache_raw", False) else (ZSTD,)
+        allowed = _codecs(table)
         plan: list[tuple[int, tuple[int, ...], tuple[slice, ...], tuple[Any, ...]]] = []
         for combo in itertools.product(*axes):
             coords = tuple(t for t, _, _ in combo)
@@ -224,9 +223,15 @@ class TileCache:
         return tile
 
 
+def _codecs(table: TileTable) -> tuple[int, ...]:
+    """The codecs of the table's tiles the cache keeps: zstd, and raw when the table's
+    raw tiles are fetched rather than mapped (``TileTable.cache_raw``)."""
+    return (ZSTD, RAW) if table.cache_raw else (ZSTD,)
+
+
 def _worth(table: TileTable) -> bool:
     """Whether any tile of the table could be cached (a zstd tile, or a fetched one)."""
-    return bool(table.zstd_tile_bytes) or bool(getattr(table, "cache_raw", False))
+    return bool(table.zstd_tile_bytes) or table.cache_raw
 
 
 def _box_pieces(start: int, stop: int, step: int, chunk: int, extent: int) -> list[Piece]:

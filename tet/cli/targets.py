@@ -94,8 +94,7 @@ def open_target(target: str, options: Mapping[str, Any] | None, **kwargs: Any) -
 
     if not objstore.is_url(target):
         return open_tet(check_local(target, options), **kwargs)
-    opener: Any = open_tet  # takes storage_options= where remote reads are built in
-    return opener(target, storage_options=dict(options or {}), **kwargs)
+    return open_tet(target, storage_options=dict(options or {}), **kwargs)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ import numpy as np
 from tet import dtypes
 from tet.errors import validation as _v
 from tet.kernels import FillMask
+from tet.kernels_select import lerp, linear_ranks
 from tet.query.allow import Allowlist
 from tet.query.budget import WORK_FLOOR, allocate, require_memory
 from tet.query.folds import SKIP_NAN, fold_many
@@ -71,13 +72,6 @@ def _fibers(x: Arr, axes: Sequence[int]) -> Arr:
     return np.ascontiguousarray(moved).reshape(math.prod(x.shape[d] for d in kept), -1)
 
 
-def _lerp(a: Arr, b: Arr, t: float) -> Arr:
-    """NumPy's interpolation: from below for t < 0.5, from above otherwise."""
-    diff = b - a
-    out: Arr = a + diff * t if t < 0.5 else b - diff * (1 - t)
-    return out
-
-
 def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False,
              budget: int | None = None, allow: Allowlist | None = None) -> Arr:
     """`np.quantile(x, q)` (linear) or `np.median(x)` over `axes`, in float64, by
@@ -107,14 +101,9 @@ def quantile(x: Arr, q: float, axes: Sequence[int], *, median: bool = False,
             if hi != lo:
                 out = (out + cells[:, hi]) / 2
         else:
-            pos = (n - 1) * q  # NumPy's indices: both clamp to the last at the top
-            lo = math.floor(pos)
-            hi = lo + 1
-            if pos >= n - 1:
-                lo = hi = -1
-            cells.partition(sorted({0, n - 1, lo % n, hi % n}), axis=1)
-            out = _lerp(cells[:, lo].astype(np.float64), cells[:, hi].astype(np.float64),
-                        pos - lo)
+            lo, hi, t = linear_ranks(n, q)
+            cells.partition(sorted({0, n - 1, lo, hi}), axis=1)
+            out = lerp(cells[:, lo].astype(np.float64), cells[:, hi].astype(np.float64), t)
         if floating:
             out = np.where(np.isnan(cells[:, n - 1]), np.nan, out)
     reduced = axes or range(x.ndim)
