@@ -3,13 +3,15 @@ oracle that tier A/B results are compared to, with the tolerance each op allows.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 
 Arr = np.ndarray[Any, Any]
 
@@ -164,3 +166,22 @@ def assert_matches_numpy(op: str, got: Arr, x: Arr, axes: Sequence[int], fill: f
         close_within(np.where(mask, got, 0.0), np.where(mask, want, 0.0), PROD_RTOL, 0.0, what)
     else:
         raise AssertionError(f"no tolerance for {op}")
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers: int) -> Iterator[Any]:
+    """A `dask.distributed` client of a LocalCluster of `n_workers` single-threaded worker
+    processes on 127.0.0.1 (skipped, saying why, where one cannot start)."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
+    try:
+        cluster: Any = distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+            dashboard_address=None, timeout=60)
+    except (OSError, TimeoutError) as exc:
+        pytest.skip(f"a LocalCluster cannot start here: {exc}")
+    client: Any = distributed.Client(cluster, timeout=60)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

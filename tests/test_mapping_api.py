@@ -26,6 +26,7 @@ import pytest
 
 import tet
 from tests.conftest import REPO
+from tests.helpers import local_cluster
 from tet import Dataset, FileChangedError, TetFile, TetWriter, UnsupportedModeError
 
 h5py: Any = pytest.importorskip("h5py", reason="h5py (the convert extra) is not installed")
@@ -443,20 +444,8 @@ def test_a_detached_dataset_pickles() -> None:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed",
-                                      reason="dask.distributed is not installed")
-    try:
-        cluster: Any = distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, timeout=60)
-    except (OSError, TimeoutError) as exc:
-        pytest.skip(f"a LocalCluster cannot start here: {exc}")
-    c: Any = distributed.Client(cluster, timeout=60)
-    try:
+    with local_cluster(1) as c:
         yield c
-    finally:
-        c.close()
-        cluster.close()
 
 
 def test_a_pickled_dataset_reads_in_a_worker_process(client: Any, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tet
+from tests.keys import axis_keys
 from tests.test_hostile import crafted
 from tests.test_roundtrip import assert_same, make_array
 
@@ -41,28 +42,6 @@ def cases(draw: st.DrawFn) -> tuple[np.ndarray[Any, Any], tuple[int, ...], str]:
     dtype = draw(st.sampled_from(DTYPES))
     codec = draw(st.sampled_from(("raw", "zstd")))
     return make_array(dtype, shape, draw(st.integers(0, 2**32 - 1))), chunk, codec
-
-
-@st.composite
-def axis_keys(draw: st.DrawFn, n: int) -> Any:
-    """One axis of a key: an int, a slice (any nonzero step), an index list or array
-    (any order, repeats, negative), or a boolean mask."""
-    kind = draw(st.sampled_from(("int", "slice", "list", "array", "mask")))
-    if kind == "int":
-        return draw(st.integers(-n, n - 1))
-    if kind == "slice":
-        bound = st.none() | st.integers(-n - 2, n + 2)
-        step = draw(st.none() | st.integers(-n - 1, n + 1).filter(lambda k: k != 0))
-        return slice(draw(bound), draw(bound), step)
-    values = draw(st.lists(st.integers(-n, n - 1), max_size=2 * n + 2))
-    if kind == "list":
-        return values
-    if kind == "mask":
-        return np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
-    dtype = draw(st.sampled_from(("int64", "int32", "int8", "intp")))
-    if all(v >= 0 for v in values) and draw(st.booleans()):
-        dtype = draw(st.sampled_from(("uint64", "uint16")))
-    return np.array(values, dtype=dtype)
 
 
 def expected(a: np.ndarray[Any, Any], key: list[Any]) -> np.ndarray[Any, Any]:

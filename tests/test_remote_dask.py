@@ -31,6 +31,7 @@ import pytest
 pytest.importorskip("obstore", reason="obstore (the remote extra) is not installed")
 
 import tet
+from tests.helpers import local_cluster
 from tests.test_remote_read import _grid_file
 from tet.errors import FileChangedError
 from tet.opencache import RemoteKey, cache_info, clear_cache, open_cached, open_key
@@ -172,20 +173,8 @@ FILES = 10
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    distributed = pytest.importorskip("distributed",
-                                      reason="dask.distributed is not installed")
-    try:
-        cluster: Any = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-            dashboard_address=None, timeout=60)
-    except (OSError, TimeoutError) as exc:
-        pytest.skip(f"a LocalCluster cannot start here: {exc}")
-    c: Any = distributed.Client(cluster, timeout=60)
-    try:
+    with local_cluster(2) as c:
         yield c
-    finally:
-        c.close()
-        cluster.close()
 
 
 def _values(response: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tet
+from tests.keys import axis_keys
 from tests.test_oindex import expected
 from tests.test_roundtrip import assert_same, make_array
 from tet.errors import ChunkError, TetError
@@ -63,23 +64,6 @@ def small_box(draw: st.DrawFn, shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(out)
 
 
-@st.composite
-def index_key(draw: st.DrawFn, n: int) -> Any:
-    """One axis of an orthogonal key: an int, a slice (any nonzero step), a few indices
-    (any order, repeats, negative) as a list or an int64 array, or a boolean mask."""
-    kind = draw(st.sampled_from(("int", "slice", "list", "array", "mask")))
-    if kind == "int":
-        return draw(st.integers(-n, n - 1))
-    if kind == "slice":
-        bound = st.none() | st.integers(-n - 2, n + 2)
-        step = draw(st.none() | st.integers(-n - 1, n + 1).filter(lambda k: k != 0))
-        return slice(draw(bound), draw(bound), step)
-    if kind == "mask":
-        return np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
-    values = draw(st.lists(st.integers(-n, n - 1), max_size=6))
-    return values if kind == "list" else np.array(values, dtype=np.int64)
-
-
 @FAST
 @given(case=cases(), data=st.data())
 def test_cached_boxes_equal_uncached_reads(case: tuple[np.ndarray[Any, Any], tuple[int, ...]],
@@ -106,7 +90,7 @@ def test_cached_index_reads_equal_uncached_reads(
     a, chunk = case
     with pair(a, chunk) as (cached, plain):
         for _ in range(4):
-            key = [data.draw(index_key(n)) for n in a.shape]
+            key = [data.draw(axis_keys(n, max_indices=6)) for n in a.shape]
             want = expected(a, key)
             for _ in range(2):
                 assert_same(np.asarray(cached["x"][tuple(key)]), want)
