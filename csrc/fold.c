@@ -156,25 +156,36 @@ static void chan(double *n, double *mean, double *m2, double nb, double mb, doub
     *n = total;
 }
 
+/* The plain sum of a block, in the order block_moments adds it (so a sum folded alone
+ * is the sum folded with the moments, bit for bit). */
+static double block_sum(const double *x, uint64_t n)
+{
+    double r0 = 0, r1 = 0;
+    uint64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        r0 += x[i] + x[i + 1];
+        r1 += x[i + 2] + x[i + 3];
+    }
+    for (; i < n; i++)
+        r0 += x[i];
+    return r0 + r1;
+}
+
 /* Two passes over a block in cache: the sum of x - k, then the squared
  * deviations from the block mean.  *raw is the plain sum of x. */
 static void block_moments(const double *x, uint64_t n, double k, double *raw, double *sum,
                           double *m2)
 {
-    double s0 = 0, s1 = 0, s2 = 0, s3 = 0, r0 = 0, r1 = 0;
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
     uint64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        r0 += x[i] + x[i + 1];
-        r1 += x[i + 2] + x[i + 3];
         s0 += x[i] - k;
         s1 += x[i + 1] - k;
         s2 += x[i + 2] - k;
         s3 += x[i + 3] - k;
     }
-    for (; i < n; i++) {
-        r0 += x[i];
+    for (; i < n; i++)
         s0 += x[i] - k;
-    }
     const double s = (s0 + s1) + (s2 + s3), mean = s / (double)n;
     double q0 = 0, q1 = 0;
     for (i = 0; i + 2 <= n; i += 2) {
@@ -184,7 +195,7 @@ static void block_moments(const double *x, uint64_t n, double k, double *raw, do
     }
     for (; i < n; i++)
         q0 += ((x[i] - k) - mean) * ((x[i] - k) - mean);
-    *raw = r0 + r1;
+    *raw = block_sum(x, n);
     *sum = s;
     *m2 = q0 + q1;
 }
@@ -220,14 +231,30 @@ void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *ra
 {
     double x[TET_FOLD_BLOCK];
     tet_load_f64(1, src, n, 1, x);
+    if (m2 == NULL) {
+        *raw = block_sum(x, n);
+        *sum = 0.0;
+        return;
+    }
     block_moments(x, n, k, raw, sum, m2);
 }
 
 /* fold_moments for a unit-stride f32 run of any length, in blocks through the active
- * body (no promotion buffer on the SIMD path). */
-void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n)
+ * body (no promotion buffer on the SIMD path); with `what` TET_FOLD_SUM, the sum and
+ * count alone. */
+void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint32_t what)
 {
     const tet_moments_f32_fn body = tet_active()->moments_f32;
+    if (!(what & TET_FOLD_MOMENTS)) {
+        for (uint64_t at = 0; at < n; at += TET_FOLD_BLOCK) {
+            const uint64_t m = n - at < TET_FOLD_BLOCK ? n - at : TET_FOLD_BLOCK;
+            double raw, s;
+            body(src + 4 * at, m, 0.0, &raw, &s, NULL);
+            neumaier(&a->sum, &a->sum_c, raw);
+            a->n += (double)m;
+        }
+        return;
+    }
     if (a->n == 0) {
         for (uint64_t i = 0; i < n; i++) {
             float v;
@@ -408,10 +435,13 @@ void tet_fold_block(tet_acc *a, uint32_t what, double fill, const double *x, uin
 {
     if (n == 0)
         return;
-    if (what & TET_FOLD_MOMENTS)
+    if (what & TET_FOLD_MOMENTS) {
         fold_moments(a, x, n);
-    else
+    } else {
+        if (what & TET_FOLD_SUM)
+            neumaier(&a->sum, &a->sum_c, block_sum(x, n));
         a->n += (double)n;
+    }
     if (what & TET_FOLD_NAN_MOMENTS)
         fold_nan_moments(a, x, n);
     if (what & TET_FOLD_NORMS) {
@@ -474,9 +504,13 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
             tet_acc *a = &cells[e * cstride];
             welford(&a->n, &a->mean, &a->m2, &a->shift, &a->sum, &a->sum_c, x[e]);
         }
-    } else if (!(what & TET_FOLD_N_COUNTED)) {
-        for (uint64_t e = 0; e < n; e++)
-            cells[e * cstride].n += 1.0;
+    } else {
+        if (what & TET_FOLD_SUM)
+            for (uint64_t e = 0; e < n; e++)
+                neumaier(&cells[e * cstride].sum, &cells[e * cstride].sum_c, x[e]);
+        if (!(what & TET_FOLD_N_COUNTED))
+            for (uint64_t e = 0; e < n; e++)
+                cells[e * cstride].n += 1.0;
     }
     if (what & TET_FOLD_NAN_MOMENTS) {
         for (uint64_t e = 0; e < n; e++) {
@@ -534,11 +568,13 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
 /* Moments of `rows` rows that all feed cells[0..run): a true two-pass per lane (the
  * sum of x - shift, then squared deviations from the lane mean), vectorisable across
  * the row and Chan-merged into each cell in its shift frame (a cell's first row gives
- * its shift, so data far from zero keeps its digits).  Rows sit at bytes + offsets[r]. */
-void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
+ * its shift, so data far from zero keeps its digits).  Rows sit at bytes + offsets[r].
+ * Without TET_FOLD_MOMENTS in `what` (a sum or a mean), the first pass alone. */
+void tet_fold_row_group(tet_acc *cells, uint32_t what, uint32_t dtype, const uint8_t *bytes,
                         const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
                         double *buf, double *work)
 {
+    const int passes = (what & TET_FOLD_MOMENTS) ? 2 : 1;
     double *shift = work, *sum = work + TET_FOLD_BLOCK, *center = work + 2 * TET_FOLD_BLOCK;
     double *dev = work + 3 * TET_FOLD_BLOCK;
     const double c = (double)rows;
@@ -551,7 +587,7 @@ void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
         shift[e] = a->shift;
         sum[e] = dev[e] = 0.0;
     }
-    for (int pass = 0; pass < 2; pass++) {
+    for (int pass = 0; pass < passes; pass++) {
         const double *at = pass == 0 ? shift : center;
         double *acc = pass == 0 ? sum : dev;
         if (f32 != NULL) {
@@ -573,7 +609,10 @@ void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
         tet_acc *a = &cells[e];
         neumaier(&a->sum, &a->sum_c, sum[e]);
         neumaier(&a->sum, &a->sum_c, c * shift[e]);
-        chan(&a->n, &a->mean, &a->m2, c, sum[e] / c, dev[e]);
+        if (passes == 2)
+            chan(&a->n, &a->mean, &a->m2, c, sum[e] / c, dev[e]);
+        else
+            a->n += c;
     }
 }
 
@@ -585,6 +624,10 @@ void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what)
         neumaier(&a->sum, &a->sum_c, b->sum_c);
         merge_moments(&a->n, &a->mean, &a->m2, &a->shift, b->n, b->mean, b->m2, b->shift);
     } else {
+        if (what & TET_FOLD_SUM) {
+            neumaier(&a->sum, &a->sum_c, b->sum);
+            neumaier(&a->sum, &a->sum_c, b->sum_c);
+        }
         a->n += b->n;
     }
     if (what & TET_FOLD_NAN_MOMENTS) {

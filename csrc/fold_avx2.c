@@ -79,6 +79,11 @@ void tet_moments_f32_avx2(const uint8_t *src, uint64_t n, double k, double *raw,
         r += v;
         s += (double)v - k;
     }
+    if (m2 == NULL) { /* a sum alone */
+        *raw = r;
+        *sum = s;
+        return;
+    }
     const double mean = s / (double)n;
     const __m256d vm = _mm256_set1_pd(mean);
     __m256d q0 = _mm256_setzero_pd(), q1 = q0;
@@ -141,6 +146,52 @@ void tet_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uint64_t r
         for (uint64_t r = 0; r < rows; r++)
             shifted[r] = offsets[r] + 4 * wide;
         tet_rows_f32_scalar(bytes, shifted, rows, run - wide, center + wide, square, acc + wide);
+    }
+}
+
+/* Extremes of unit-stride f32 rows lane by lane (lanes.c has the scalar body): rows are
+ * taken eight at a time, and each block of eight lanes keeps its state in registers
+ * across them.  Exact, so it matches the scalar body bit for bit. */
+#define AS_PS(i) _mm256_castsi256_ps(i)
+#define PICK_I(a, b, m) _mm256_castps_si256(_mm256_blendv_ps(AS_PS(a), AS_PS(b), m))
+#define LOAD_I(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define STORE_I(p, v) _mm256_storeu_si256((__m256i *)(void *)(p), v)
+
+__attribute__((target("avx2,fma")))
+void tet_minmax_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                              uint64_t run, tet_minmax_lanes *l)
+{
+    const __m256i none = _mm256_set1_epi32(-1);
+    const uint64_t wide = run & ~(uint64_t)7;
+    for (uint64_t r0 = 0; r0 < rows; r0 += 8) {
+        const uint64_t r1 = r0 + 8 < rows ? r0 + 8 : rows;
+        for (uint64_t e = 0; e < wide; e += 8) {
+            __m256 lo = _mm256_loadu_ps(l->lo + e), hi = _mm256_loadu_ps(l->hi + e);
+            __m256i ilo = LOAD_I(l->ilo + e), ihi = LOAD_I(l->ihi + e), inan = LOAD_I(l->inan + e);
+            for (uint64_t r = r0; r < r1; r++) {
+                const float *p = (const float *)(const void *)(bytes + offsets[r]) + e;
+                const __m256 v = _mm256_loadu_ps(p);
+                const __m256i at = _mm256_set1_epi32((int32_t)r);
+                const __m256 num = _mm256_cmp_ps(v, v, _CMP_ORD_Q);
+                const __m256 lo_new = AS_PS(_mm256_cmpeq_epi32(ilo, none));
+                const __m256 hi_new = AS_PS(_mm256_cmpeq_epi32(ihi, none));
+                const __m256 lt = _mm256_and_ps(num, _mm256_or_ps(_mm256_cmp_ps(v, lo, _CMP_LT_OQ), lo_new));
+                const __m256 gt = _mm256_and_ps(num, _mm256_or_ps(_mm256_cmp_ps(v, hi, _CMP_GT_OQ), hi_new));
+                const __m256 first = _mm256_andnot_ps(num, AS_PS(_mm256_cmpeq_epi32(inan, none)));
+                lo = _mm256_blendv_ps(lo, v, lt);
+                hi = _mm256_blendv_ps(hi, v, gt);
+                ilo = PICK_I(ilo, at, lt);
+                ihi = PICK_I(ihi, at, gt);
+                inan = PICK_I(inan, at, first);
+            }
+            _mm256_storeu_ps(l->lo + e, lo);
+            _mm256_storeu_ps(l->hi + e, hi);
+            STORE_I(l->ilo + e, ilo);
+            STORE_I(l->ihi + e, ihi);
+            STORE_I(l->inan + e, inan);
+        }
+        for (uint64_t r = r0; r < r1; r++)
+            tet_minmax_row_f32_tail(l, bytes + offsets[r], wide, run, (uint32_t)r);
     }
 }
 #endif

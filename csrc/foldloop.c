@@ -24,21 +24,52 @@ typedef struct {
 typedef struct {
     uint64_t cell, rows;
     uint64_t offset[TET_GROUP_ROWS];
+    uint64_t fiber[TET_GROUP_ROWS];
     double work[4 * TET_FOLD_BLOCK];
 } row_group;
 
-static void group_flush(const tet_tiles *g, const tet_tile_view *v, uint64_t run, uint64_t step,
-                        tet_acc *cells, double *buf, row_group *grp)
+/* A group's rows into its cells: sums and moments (two-pass), then extremes, counts
+ * and norms a block of lanes at a time, each row promoted (and masked) block by block. */
+static void group_flush(const fold_ctx *c, const tet_tile_view *v, uint32_t summed,
+                        uint32_t laned, uint64_t run, tet_acc *cells, double *buf, row_group *grp,
+                        tet_lanes *lanes, tet_minmax_lanes *mm)
 {
-    if (grp->rows > 0)
-        tet_fold_row_group(&cells[grp->cell], g->dtype, v->bytes, grp->offset, grp->rows, run,
-                           step, buf, grp->work);
+    const tet_tiles *g = c->w.g;
+    const uint64_t step = c->w.b->step[g->ndim - 1], es = g->elem_size;
+    const tet_mask *mask = c->spec->mask != NULL && c->spec->mask->n > 0 ? c->spec->mask : NULL;
+    if (grp->rows > 0 && summed)
+        tet_fold_row_group(&cells[grp->cell], summed, g->dtype, v->bytes, grp->offset, grp->rows,
+                           run, step, buf, grp->work);
+    if (grp->rows > 0 && laned == TET_FOLD_MINMAX && g->dtype == TET_DTYPE_F32 && step == 1 &&
+        mask == NULL) { /* extremes of f32 rows need no promotion */
+        tet_minmax_lanes_reset(mm, run);
+        tet_active()->minmax_rows_f32(v->bytes, grp->offset, grp->rows, run, mm);
+        tet_minmax_lanes_flush(mm, grp->fiber, grp->rows, !summed, &cells[grp->cell], run);
+    } else if (grp->rows > 0 && laned) {
+        const tet_lanes_row_fn row = tet_active()->lanes_row;
+        tet_lanes_reset(lanes, laned, run);
+        for (uint64_t r0 = 0; r0 < grp->rows; r0 += TET_LANE_ROWS) {
+            const uint64_t r1 = r0 + TET_LANE_ROWS < grp->rows ? r0 + TET_LANE_ROWS : grp->rows;
+            for (uint64_t e0 = 0; e0 < run; e0 += TET_LANE_BLOCK) {
+                const uint64_t m = run - e0 < TET_LANE_BLOCK ? run - e0 : TET_LANE_BLOCK;
+                for (uint64_t r = r0; r < r1; r++) {
+                    const uint8_t *p = v->bytes + grp->offset[r] + e0 * step * es;
+                    tet_load_f64(g->dtype, p, m, step, buf);
+                    if (mask != NULL)
+                        tet_mask_apply(g->dtype, p, m, step, mask, buf);
+                    row(lanes, e0, laned, c->spec->fill, buf, m, grp->fiber[r]);
+                }
+            }
+        }
+        lanes->rows = grp->rows;
+        tet_lanes_flush(lanes, laned, !summed, &cells[grp->cell], run);
+    }
     grp->rows = 0;
 }
 
 /* Fold the innermost runs of one decoded tile into `cells`. */
 static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells, uint64_t *counts,
-                      double *buf, row_group *grp)
+                      double *buf, row_group *grp, tet_lanes *lanes, tet_minmax_lanes *mm)
 {
     const tet_tiles *g = c->w.g;
     const uint32_t nd = g->ndim, last = nd - 1, what = c->spec->what;
@@ -53,9 +84,12 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
     }
     const int last_reduced = (c->spec->reduce_mask >> last) & 1u;
     const uint64_t run = v->count[last], step = c->w.b->step[last];
-    /* a kept innermost axis: moments go through row groups (two-pass, no divisions) */
-    const int grouped = mask == NULL && !last_reduced && (what & TET_FOLD_MOMENTS) &&
-                        run <= TET_FOLD_BLOCK;
+    /* a kept innermost axis: whole rows are added lane-wise into the run of cells they
+     * feed, a group of rows at a time: sums and moments from the raw rows (two-pass, no
+     * divisions), extremes, counts and norms from each promoted row */
+    const uint32_t summed = mask == NULL ? what & (TET_FOLD_MOMENTS | TET_FOLD_SUM) : 0;
+    const uint32_t laned = what & TET_FOLD_LANED;
+    const int grouped = !last_reduced && (summed | laned) && run <= TET_FOLD_BLOCK;
     grp->rows = 0;
     for (;;) {
         uint64_t src = 0, cell = 0, fiber = 0;
@@ -68,12 +102,15 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
         const uint8_t *p = v->bytes + src * g->elem_size;
         if (grouped) {
             if (grp->rows > 0 && (cell != grp->cell || grp->rows == TET_GROUP_ROWS))
-                group_flush(g, v, run, step, cells, buf, grp);
+                group_flush(c, v, summed, laned, run, cells, buf, grp, lanes, mm);
             grp->cell = cell;
-            grp->offset[grp->rows++] = src * g->elem_size;
-            const uint32_t rest = what & ~(uint32_t)TET_FOLD_MOMENTS;
+            grp->offset[grp->rows] = src * g->elem_size;
+            grp->fiber[grp->rows++] = fiber;
+            const uint32_t rest = what & ~(summed | laned);
             if (rest != 0) {
                 tet_load_f64(g->dtype, p, run, step, buf);
+                if (mask != NULL)
+                    tet_mask_apply(g->dtype, p, run, step, mask, buf);
                 tet_fold_lanes(&cells[cell], 1, rest | TET_FOLD_N_COUNTED, fill, buf, run, fiber);
             }
             goto next;
@@ -84,8 +121,8 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
             goto next;
         }
         if (mask == NULL && last_reduced && step == 1 && g->dtype == TET_DTYPE_F32 &&
-            what == TET_FOLD_MOMENTS) {
-            tet_fold_moments_f32(&cells[cell], p, run);
+            (what == TET_FOLD_MOMENTS || what == TET_FOLD_SUM)) {
+            tet_fold_moments_f32(&cells[cell], p, run, what);
             goto next;
         }
         for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
@@ -111,7 +148,7 @@ static void fold_tile(const fold_ctx *c, const tet_tile_view *v, tet_acc *cells,
         if (!tet_next_row(j, v->count, nd))
             break;
     }
-    group_flush(g, v, run, step, cells, buf, grp); /* its rows point into this tile */
+    group_flush(c, v, summed, laned, run, cells, buf, grp, lanes, mm); /* rows of this tile */
 }
 
 /* A linear scan reads the file front to back: ask for the window ahead of the tile
@@ -138,7 +175,10 @@ static void fold_worker(void *vctx, uint32_t w)
         return;
     double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
     row_group *grp = malloc(sizeof *grp);
-    if (buf == NULL || grp == NULL) {
+    const int laned = (c->spec->what & TET_FOLD_LANED) != 0;
+    tet_lanes *lanes = laned ? malloc(sizeof *lanes) : NULL;
+    tet_minmax_lanes *mm = laned ? malloc(sizeof *mm) : NULL;
+    if (buf == NULL || grp == NULL || (laned && (lanes == NULL || mm == NULL))) {
         tet_report_fail(rep, TET_ERR_NOMEM, -1, c->w.scratch_len);
         __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
         goto done;
@@ -165,10 +205,12 @@ static void fold_worker(void *vctx, uint32_t w)
             }
             if (c->spec->scan_window > 0 && c->n_parts == 1)
                 read_ahead(c->w.g, c->spec->scan_window, v.id, &ahead);
-            fold_tile(c, &v, cells, counts, buf, grp);
+            fold_tile(c, &v, cells, counts, buf, grp, lanes, mm);
         }
     }
 done:
+    free(mm);
+    free(lanes);
     free(grp);
     free(buf);
     tet_scratch_close(&s);

@@ -58,6 +58,9 @@ static inline uint64_t tet_extent_bytes(const uint64_t *v, uint32_t n, uint64_t 
     return p;
 }
 
+#define TET_FOLD_BLOCK 1024   /* elements promoted to f64 and folded at a time */
+#define TET_GROUP_ROWS 1024   /* rows of one cell range folded together (kept innermost axis) */
+
 /* ---- strided copy kernels (one per ISA, chosen in dispatch.c) ---------- */
 typedef void (*tet_copy_strided_fn)(uint8_t *restrict dst, const uint8_t *restrict src,
                                     uint64_t count, uint64_t step, uint32_t elem_size);
@@ -78,13 +81,58 @@ void tet_copy_strided_neon(uint8_t *restrict dst, const uint8_t *restrict src,
 /* Block min/max of unit-stride f32 values (NaN skipped; *nan set when present). */
 typedef void (*tet_minmax_f32_fn)(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
 /* Moments of n <= TET_FOLD_BLOCK unit-stride f32 values about k: the plain sum, the
- * sum of x - k, and the squared deviations from that block's mean (two passes). */
+ * sum of x - k, and the squared deviations from that block's mean (two passes; m2
+ * NULL: the plain sum alone, *sum unspecified). */
 typedef void (*tet_moments_f32_fn)(const uint8_t *src, uint64_t n, double k, double *raw,
                                    double *sum, double *m2);
 /* acc[e] += d or d^2 for d = x_r[e] - center[e] over the unit-stride f32 rows at
  * bytes + offsets[r], r < rows <= TET_GROUP_ROWS, e < run: row by row, in order. */
 typedef void (*tet_rows_f32_fn)(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
                                 uint64_t run, const double *center, int square, double *acc);
+
+/* Per-lane state of a group of rows feeding the same run of cells (lanes.c).  Rows are
+ * taken TET_LANE_ROWS at a time, a block of TET_LANE_BLOCK lanes at a time, so the
+ * block's state stays in L1 while those rows pass. */
+#define TET_LANE_BLOCK 256
+#define TET_LANE_ROWS 8
+typedef struct {
+    uint64_t rows;                /* rows folded since the last reset */
+    double lo[TET_FOLD_BLOCK], hi[TET_FOLD_BLOCK];
+    uint64_t ilo[TET_FOLD_BLOCK], ihi[TET_FOLD_BLOCK], inan[TET_FOLD_BLOCK];
+    uint64_t nan[TET_FOLD_BLOCK], inf[TET_FOLD_BLOCK], null[TET_FOLD_BLOCK];
+    double abs[TET_FOLD_BLOCK], sq[TET_FOLD_BLOCK];
+} tet_lanes;
+/* Fold one promoted row x[0, run) at fiber index `fiber` into lanes [at, at + run) of
+ * l (MINMAX, COUNTS and NORMS of `what`; the caller counts l->rows). */
+typedef void (*tet_lanes_row_fn)(tet_lanes *restrict l, uint64_t at, uint32_t what,
+                                 double fill, const double *restrict x, uint64_t run,
+                                 uint64_t fiber);
+void tet_lanes_row_scalar(tet_lanes *restrict l, uint64_t at, uint32_t what, double fill,
+                          const double *restrict x, uint64_t run, uint64_t fiber);
+#ifdef TET_HAVE_AVX2_BODY
+void tet_lanes_row_avx2(tet_lanes *restrict l, uint64_t at, uint32_t what, double fill,
+                        const double *restrict x, uint64_t run, uint64_t fiber);
+#endif
+
+/* Extremes of a group of unit-stride f32 rows, lane by lane: values and the group rows
+ * (TET_NO_ROW: none yet) of the first minimum, maximum and NaN (lanes.c). */
+#define TET_NO_ROW 0xFFFFFFFFu
+typedef struct {
+    float lo[TET_FOLD_BLOCK], hi[TET_FOLD_BLOCK];
+    uint32_t ilo[TET_FOLD_BLOCK], ihi[TET_FOLD_BLOCK], inan[TET_FOLD_BLOCK];
+} tet_minmax_lanes;
+/* Rows r < rows (< 2^32) at bytes + offsets[r], lanes e < run <= TET_FOLD_BLOCK, in order. */
+typedef void (*tet_minmax_rows_f32_fn)(const uint8_t *bytes, const uint64_t *offsets,
+                                       uint64_t rows, uint64_t run, tet_minmax_lanes *l);
+void tet_minmax_rows_f32_scalar(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                                uint64_t run, tet_minmax_lanes *l);
+/* Lanes [from, run) of one row (group row r): the SIMD body's remainder. */
+void tet_minmax_row_f32_tail(tet_minmax_lanes *l, const uint8_t *row, uint64_t from,
+                             uint64_t run, uint32_t r);
+#ifdef TET_HAVE_AVX2_BODY
+void tet_minmax_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uint64_t rows,
+                              uint64_t run, tet_minmax_lanes *l);
+#endif
 
 void tet_minmax_f32_scalar(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
 void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
@@ -122,6 +170,8 @@ typedef struct {
     tet_moments_f32_fn moments_f32;
     tet_rows_f32_fn rows_f32;
     tet_crc32c_fn crc32c;
+    tet_lanes_row_fn lanes_row;
+    tet_minmax_rows_f32_fn minmax_rows_f32;
 } tet_kernels;
 
 /* The bodies of the active level (set by tet_dispatch_init / tet_simd_set). */
@@ -164,8 +214,6 @@ tet_status tet_zstd_check(tet_dstream *ds, const uint8_t *src, uint64_t src_len,
                           uint64_t max_need, uint64_t *detail);
 
 /* ---- folds (fold.c) ---------------------------------------------------- */
-#define TET_FOLD_BLOCK 1024   /* elements promoted to f64 and folded at a time */
-#define TET_GROUP_ROWS 1024   /* rows of one cell range folded together (kept innermost axis) */
 #define TET_FOLD_N_COUNTED (1u << 30) /* internal: the element count is kept by another path */
 void tet_load_f64(uint32_t dtype, const uint8_t *src, uint64_t n, uint64_t step, double *out);
 /* hit[i] = 1 where element i of the n (stride `step`) at src equals one of m's
@@ -182,10 +230,19 @@ void tet_fold_lanes(tet_acc *cells, uint64_t cstride, uint32_t what, double fill
                     uint64_t n, uint64_t fiber);
 void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what);
 void tet_fold_minmax_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint64_t fiber0);
-void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n);
-void tet_fold_row_group(tet_acc *cells, uint32_t dtype, const uint8_t *bytes,
+void tet_fold_moments_f32(tet_acc *a, const uint8_t *src, uint64_t n, uint32_t what);
+void tet_fold_row_group(tet_acc *cells, uint32_t what, uint32_t dtype, const uint8_t *bytes,
                         const uint64_t *offsets, uint64_t rows, uint64_t run, uint64_t step,
                         double *buf, double *work);
+
+/* Start a group over `run` lanes; merge it into cells[0, run) (lanes.c). */
+void tet_lanes_reset(tet_lanes *l, uint32_t what, uint64_t run);
+void tet_lanes_flush(tet_lanes *l, uint32_t what, int count_n, tet_acc *cells, uint64_t run);
+void tet_minmax_lanes_reset(tet_minmax_lanes *l, uint64_t run);
+/* Merge into cells[0, run); group row r has fiber index fibers[r]. */
+void tet_minmax_lanes_flush(const tet_minmax_lanes *l, const uint64_t *fibers, uint64_t rows,
+                            int count_n, tet_acc *cells, uint64_t run);
+#define TET_FOLD_LANED (TET_FOLD_MINMAX | TET_FOLD_COUNTS | TET_FOLD_NORMS)
 
 /* ---- histograms (fold.c) ---------------------------------------------- */
 /* Histogram counts of n values; value i belongs to the cell i * cstride cells on (0:

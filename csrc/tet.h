@@ -106,6 +106,8 @@ typedef struct {
 #define TET_FOLD_PRODUCT 8
 #define TET_FOLD_MINMAX 16        /* min, max, their first index, first NaN */
 #define TET_FOLD_COUNTS 32        /* NaN, inf and fill-value counts */
+#define TET_FOLD_SUM 64           /* n and the compensated sum alone (MOMENTS has them too,
+                                     bit for bit): sum and mean skip the squared deviations */
 #define TET_NO_INDEX 0xFFFFFFFFFFFFFFFF
 
 /* One output cell of a fold.  Indices are positions in the cell's fiber

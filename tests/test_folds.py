@@ -568,8 +568,9 @@ def test_fold_vector_edges(name: str, x: Arr) -> None:
 
 def test_fold_vector_bits() -> None:
     bits = [tet.kernels.FOLD_MOMENTS, tet.kernels.FOLD_NAN_MOMENTS, tet.kernels.FOLD_NORMS,
-            tet.kernels.FOLD_PRODUCT, tet.kernels.FOLD_MINMAX, tet.kernels.FOLD_COUNTS]
-    assert len(set(bits)) == 6 and all(b and b & (b - 1) == 0 for b in bits)
+            tet.kernels.FOLD_PRODUCT, tet.kernels.FOLD_MINMAX, tet.kernels.FOLD_COUNTS,
+            tet.kernels.FOLD_SUM]
+    assert len(set(bits)) == 7 and all(b and b & (b - 1) == 0 for b in bits)
     x = np.array([3.0, np.nan, -1.0, np.inf, 0.0])
     acc = fold_vector(x, sum(bits), -1.0)
     assert acc["n"][0] == 5 and acc["nan_count"][0] == 1 and acc["inf_count"][0] == 1

@@ -535,6 +535,7 @@ FOLD_NORMS: int = int(lib.TET_FOLD_NORMS)
 FOLD_PRODUCT: int = int(lib.TET_FOLD_PRODUCT)
 FOLD_MINMAX: int = int(lib.TET_FOLD_MINMAX)
 FOLD_COUNTS: int = int(lib.TET_FOLD_COUNTS)
+FOLD_SUM: int = int(lib.TET_FOLD_SUM)
 NO_INDEX: int = int(lib.TET_NO_INDEX)
 FOLD_PART_BYTES = 64 * 1024 * 1024  # accumulator memory allowed for parallel parts
 FOLD_PARTS = 8                      # fixed, so results do not depend on the core count

@@ -40,14 +40,14 @@ def _ratio(num: Acc, den: Acc) -> Acc:
     return out
 
 
-M, NM = kernels.FOLD_MOMENTS, kernels.FOLD_NAN_MOMENTS
+S, M, NM = kernels.FOLD_SUM, kernels.FOLD_MOMENTS, kernels.FOLD_NAN_MOMENTS
 NORMS, PROD = kernels.FOLD_NORMS, kernels.FOLD_PRODUCT
 MINMAX, COUNTS = kernels.FOLD_MINMAX, kernels.FOLD_COUNTS
 
 # op -> (accumulators it needs, finished value per cell)
 FOLDS: dict[str, tuple[int, Callable[[Acc], Acc]]] = {
-    "sum": (M, lambda a: _total(a, "sum", "sum_c")),
-    "mean": (M, lambda a: _ratio(_total(a, "sum", "sum_c"), a["n"])),
+    "sum": (S, lambda a: _total(a, "sum", "sum_c")),
+    "mean": (S, lambda a: _ratio(_total(a, "sum", "sum_c"), a["n"])),
     "var": (M, lambda a: _ratio(a["m2"], a["n"])),
     "std": (M, lambda a: np.sqrt(_ratio(a["m2"], a["n"]))),
     "count": (0, lambda a: a["n"].astype(np.int64)),
