@@ -92,6 +92,7 @@ bench: build
 	$(PY) bench/bench_fold.py
 	$(PY) bench/bench_tier_c.py
 	$(PY) bench/bench_select.py
+	$(PY) bench/bench_hist_axis0.py
 	$(PY) bench/bench_convert.py
 	$(PY) bench/bench_xarray.py
 	$(PY) bench/bench_remote.py

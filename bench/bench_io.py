@@ -10,6 +10,8 @@ cache under ``build/bench/`` (removed afterwards):
   (with an fsync where ours fsyncs) and the reference's ``write_dataset``;
 * full read GB/s: ``tet.open(p).read_numpy(name)``; against ``np.load`` and the
   reference's ``read_numpy`` of the same file;
+* zstd writes and reads also against libzstd itself (the ``zstandard`` package, two
+  threads) compressing and decoding the same tiles;
 * 100 x 100 hyperslab µs/call at random offsets: ``f.read_numpy(name, selection)``
   and ``f[name][i:i+100, j:j+100]``; against ``np.array(memmap[i:i+100, j:j+100])``
   and the reference's ``read_numpy`` with a selection.
@@ -261,6 +263,34 @@ def bench(n: int, chunk: tuple[int, int], work: Path) -> int:
     return 0
 
 
+def libzstd_times(arr: np.ndarray[Any, Any], chunk: tuple[int, int]) -> tuple[float, float]:
+    """Seconds libzstd takes (through the `zstandard` package, two threads, the default
+    level tet writes with) to compress the array's tiles and to decode them again: the
+    floor a zstd write or read can approach."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import zstandard
+
+    tiles = [np.ascontiguousarray(arr[i:i + chunk[0], j:j + chunk[1]]).tobytes()
+             for i in range(0, arr.shape[0], chunk[0]) for j in range(0, arr.shape[1], chunk[1])]
+    halves = [tiles[0::2], tiles[1::2]]
+    compressors = [zstandard.ZstdCompressor(level=3) for _ in halves]
+    decoders = [zstandard.ZstdDecompressor() for _ in halves]
+    frames: list[list[bytes]] = [[], []]
+
+    def compress(k: int) -> None:
+        frames[k] = [compressors[k].compress(t) for t in halves[k]]
+
+    def decode(k: int) -> None:
+        for frame in frames[k]:
+            decoders[k].decompress(frame)
+
+    with ThreadPoolExecutor(2) as pool:
+        t_compress = best_of(lambda: list(pool.map(compress, (0, 1))), REPS)
+        t_decode = best_of(lambda: list(pool.map(decode, (0, 1))), REPS, warmup=True)
+    return t_compress, t_decode
+
+
 def measure_ours(arr: np.ndarray[Any, Any], chunk: tuple[int, int], p_raw: Path, p_zstd: Path,
                  p_npy: Path, offsets: np.ndarray[Any, Any]) -> list[Row] | None:
     """Time our writes and reads and NumPy's; leaves the three files behind.
@@ -327,6 +357,12 @@ def measure_ours(arr: np.ndarray[Any, Any], chunk: tuple[int, int], p_raw: Path,
                    target=TARGET_READ)
     rows += [read_row,
              Row("full read zstd (open + read_numpy)", t_read_zstd, "GB/s", "np.load", t_load)]
+    log("libzstd through zstandard, the same tiles")
+    t_compress, t_decode = libzstd_times(arr, chunk)
+    rows += [Row("write zstd (commit(fsync=False))", t_zstd_nosync, "GB/s",
+                 "zstandard, 2 threads", t_compress),
+             Row("full read zstd (open + read_numpy)", t_read_zstd, "GB/s",
+                 "zstandard, 2 threads", t_decode)]
 
     # -- 100 x 100 hyperslabs (warm) ----------------------------------------
     log("hyperslabs")

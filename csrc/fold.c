@@ -1,4 +1,4 @@
-/* fold.c: tier A/B accumulators and histogram counts.
+/* fold.c: tier A/B accumulators.
  *
  * Values are promoted to f64 a block at a time (load_f64), then folded:
  * sums are Neumaier-compensated, moments are computed per block (block mean,
@@ -662,30 +662,6 @@ void tet_acc_merge(tet_acc *a, const tet_acc *b, uint32_t what)
         a->nan_count += b->nan_count;
         a->inf_count += b->inf_count;
         a->null_count += b->null_count;
-    }
-}
-
-/* ---- histograms ------------------------------------------------------------- */
-
-/* Histogram counts of n values; value i belongs to the cell i * cstride cells on (0:
- * all to one cell).  NumPy's uniform-bin rule: out-of-range values and NaN are
- * dropped, the last bin holds the upper edge. */
-void tet_hist_block(uint64_t *counts, const double *edges, uint32_t bins, const double *x,
-                    uint64_t n, uint64_t cstride)
-{
-    for (uint64_t i = 0; i < n; i++) {
-        const double *e = edges + i * cstride * (bins + 1);
-        const double v = x[i], lo = e[0], hi = e[bins];
-        if (!(v >= lo && v <= hi))
-            continue;
-        uint64_t k = (uint64_t)(((v - lo) / (hi - lo)) * (double)bins);
-        if (k >= bins)
-            k = bins - 1;
-        if (v < e[k])
-            k--;
-        else if (k != bins - 1 && v >= e[k + 1])
-            k++;
-        counts[i * cstride * bins + k]++;
     }
 }
 

@@ -134,6 +134,28 @@ void tet_minmax_rows_f32_avx2(const uint8_t *bytes, const uint64_t *offsets, uin
                               uint64_t run, tet_minmax_lanes *l);
 #endif
 
+/* A histogram cell: its edges' ends, bins / (hi - lo), and whether the fast rule holds
+ * for its edges (hist.c).  The index bodies write each value's bin, or bins when it is
+ * dropped (NaN, outside [lo, hi]), for n values of f64 or of unit-stride f32. */
+typedef struct {
+    double lo, hi, scale;
+    uint32_t fast, reserved;
+} tet_hist_cell;
+typedef void (*tet_hist_index_f64_fn)(const double *x, uint64_t n, const tet_hist_cell *c,
+                                      const double *e, uint32_t bins, uint32_t *idx);
+typedef void (*tet_hist_index_f32_fn)(const uint8_t *src, uint64_t n, const tet_hist_cell *c,
+                                      const double *e, uint32_t bins, uint32_t *idx);
+void tet_hist_index_f64_scalar(const double *x, uint64_t n, const tet_hist_cell *c,
+                               const double *e, uint32_t bins, uint32_t *idx);
+void tet_hist_index_f32_scalar(const uint8_t *src, uint64_t n, const tet_hist_cell *c,
+                               const double *e, uint32_t bins, uint32_t *idx);
+#ifdef TET_HAVE_AVX2_BODY
+void tet_hist_index_f64_avx2(const double *x, uint64_t n, const tet_hist_cell *c,
+                             const double *e, uint32_t bins, uint32_t *idx);
+void tet_hist_index_f32_avx2(const uint8_t *src, uint64_t n, const tet_hist_cell *c,
+                             const double *e, uint32_t bins, uint32_t *idx);
+#endif
+
 void tet_minmax_f32_scalar(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
 void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
                             double *m2);
@@ -172,6 +194,8 @@ typedef struct {
     tet_crc32c_fn crc32c;
     tet_lanes_row_fn lanes_row;
     tet_minmax_rows_f32_fn minmax_rows_f32;
+    tet_hist_index_f64_fn hist_index_f64;
+    tet_hist_index_f32_fn hist_index_f32;
 } tet_kernels;
 
 /* The bodies of the active level (set by tet_dispatch_init / tet_simd_set). */
@@ -244,11 +268,18 @@ void tet_minmax_lanes_flush(const tet_minmax_lanes *l, const uint64_t *fibers, u
                             int count_n, tet_acc *cells, uint64_t run);
 #define TET_FOLD_LANED (TET_FOLD_MINMAX | TET_FOLD_COUNTS | TET_FOLD_NORMS)
 
-/* ---- histograms (fold.c) ---------------------------------------------- */
+/* ---- histograms (hist.c) ---------------------------------------------- */
 /* Histogram counts of n values; value i belongs to the cell i * cstride cells on (0:
  * all to one cell), whose bins + 1 edges and bins counts follow one another. */
 void tet_hist_block(uint64_t *counts, const double *edges, uint32_t bins, const double *x,
                     uint64_t n, uint64_t cstride);
+/* NumPy's bin of v for the edges e[0, bins], or bins when it is dropped. */
+uint32_t tet_hist_bin_exact(double v, const double *e, uint32_t bins);
+/* A cell's range, scale and whether its edges allow the fast rule. */
+void tet_hist_cell_init(tet_hist_cell *c, const double *e, uint32_t bins);
+/* counts[b] += the four sub-histograms' bin b (of bins + 1 slots each); sub zeroed. */
+void tet_hist_count_sub(uint64_t *sub, uint32_t bins, const uint32_t *idx, uint64_t n);
+void tet_hist_sub_flush(uint64_t *sub, uint32_t bins, uint64_t *counts);
 
 /* ---- work sharing (pool.c) --------------------------------------------- */
 /* Run `work(ctx, thread_index)` on `threads` threads (the caller's included).  When a

@@ -218,8 +218,10 @@ tet_status tet_read_box_masked(const tet_tiles *tiles, const tet_box *box, const
 tet_status tet_read_index(const tet_tiles *tiles, const uint64_t *index, const uint64_t *n_index,
                           uint8_t *dst, uint32_t threads, tet_report *report);
 /* Fold the box into cells[n_cells] (initialised here).  Results do not
- * depend on the thread count: tiles are split into spec->parts fixed ranges,
- * each folded in order, and the parts are merged in order. */
+ * depend on the thread count: tiles that feed disjoint cells (at least
+ * spec->parts groups of them, by their kept-axis tile coordinates) are folded a
+ * group at a time in grid order; otherwise tiles are split into spec->parts
+ * fixed ranges, each folded in order, and the parts are merged in order. */
 tet_status tet_fold_box(const tet_tiles *tiles, const tet_box *box, const tet_fold_spec *spec,
                         tet_acc *cells, uint64_t n_cells, tet_report *report);
 /* Transform data (the dense selection) in place; non-finite inputs are kept. */

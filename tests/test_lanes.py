@@ -168,3 +168,23 @@ def test_sum_alone_is_the_moment_folds_sum(tmp_path: Path, axes: list[int], dtyp
     for op in ("sum", "mean"):
         assert alone[op].tobytes() == with_moments[op].tobytes(), op
     assert np.all(bare["m2"] == 0) and np.all(bare["n"] == 300 * 1030 / bare.size)
+
+
+@pytest.mark.parametrize("chunk", [(64, 16), (64, 100), (7, 300)])
+def test_thread_count_does_not_change_a_bit(tmp_path: Path, chunk: tuple[int, int],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles that feed disjoint cells are folded a group at a time (16 tile columns), or
+    split into parts (3 columns, 1 column): either way every thread count agrees."""
+    a = columns("f4", 500, 300, 8)
+    path = tet.write_dataset(tmp_path / "a.tet", "a", a, chunk_shape=chunk)
+    runs = []
+    for threads in ("1", "2", "3", "16"):
+        monkeypatch.setenv("TET_THREADS", threads)
+        runs.append({axes: fold_ops(path, list(axes), OPS) for axes in ((0,), (1,))})
+    for other in runs[1:]:
+        for axes, got in other.items():
+            for op in OPS:
+                assert got[op].tobytes() == runs[0][axes][op].tobytes(), (threads, axes, op)
+    x = a.astype(np.float64)
+    for op in OPS:
+        assert_matches_numpy(op, runs[0][(0,)][op], x, [0], 0.0, f"chunk {chunk}")

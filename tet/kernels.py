@@ -284,17 +284,18 @@ class TileTable:
         if bins and n_cells * bins * 8 * parts > FOLD_PART_BYTES:
             parts = 1
         per_part = n_cells * (ACC_DTYPE.itemsize + 8 * bins)
-        if per_part * parts > max(budget, WORK_FLOOR):
+        shared = n_cells * HIST_CELL_BYTES if bins else 0  # each cell's range and rule
+        if per_part * parts + shared > max(budget, WORK_FLOOR):
             parts = 1  # parallel parts are an optimisation: drop them before refusing
         what_text = (f"a fold into {n_cells} output cells ({n_cells} accumulators of "
                      f"{ACC_DTYPE.itemsize} bytes" + (f" and {bins} histogram counts each"
                                                       if bins else "")
                      + (f", {parts} ordered parts" if parts > 1 else "") + ")")
-        require_memory(per_part * parts, budget, what_text,
+        require_memory(per_part * parts + shared, budget, what_text,
                        "reduce fewer cells (a smaller selection or more reduced axes) or "
                        "raise the budget (execution.memory_budget_bytes)")
-        threads = self._workers(1 if sequential else thread_count(), budget, per_part * parts,
-                                what_text)
+        threads = self._workers(1 if sequential else thread_count(), budget,
+                                per_part * parts + shared, what_text)
         cells = allocate(n_cells, ACC_DTYPE, budget=budget, what=what_text)
         spec = ffi.new("tet_fold_spec *")
         spec.what, spec.fill = what, fill
@@ -538,6 +539,7 @@ FOLD_COUNTS: int = int(lib.TET_FOLD_COUNTS)
 FOLD_SUM: int = int(lib.TET_FOLD_SUM)
 NO_INDEX: int = int(lib.TET_NO_INDEX)
 FOLD_PART_BYTES = 64 * 1024 * 1024  # accumulator memory allowed for parallel parts
+HIST_CELL_BYTES = 32                # the C fold's range and rule per histogram cell
 FOLD_PARTS = 8                      # fixed, so results do not depend on the core count
 
 
