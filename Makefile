@@ -87,6 +87,7 @@ wheel: build
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/auditwheel repair -w dist build/wheel-raw/*.whl
 
 bench: build
+	$(PY) -m pip install -q --no-build-isolation -e '.[bench]'
 	$(PY) bench/bench_io.py
 	$(PY) bench/bench_tilecache.py
 	$(PY) bench/bench_fold.py
