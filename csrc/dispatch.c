@@ -32,20 +32,23 @@ static int x86_has_avx2_fma(void)
 static const tet_kernels kernel_table[3] = {
     {tet_copy_strided_scalar, tet_minmax_f32_scalar, tet_moments_f32_scalar, tet_rows_f32_scalar,
      tet_crc32c_scalar, tet_lanes_row_scalar, tet_minmax_rows_f32_scalar,
-     tet_hist_index_f64_scalar, tet_hist_index_f32_scalar},
+     tet_hist_index_f64_scalar, tet_hist_index_f32_scalar, tet_select_keys_f64_scalar,
+     tet_select_keys_f32_scalar},
 #ifdef TET_HAVE_AVX2_BODY
     {tet_copy_strided_avx2, tet_minmax_f32_avx2, tet_moments_f32_avx2, tet_rows_f32_avx2,
      tet_crc32c_sse42, tet_lanes_row_avx2, tet_minmax_rows_f32_avx2,
-     tet_hist_index_f64_avx2, tet_hist_index_f32_avx2},
+     tet_hist_index_f64_avx2, tet_hist_index_f32_avx2, tet_select_keys_f64_avx2,
+     tet_select_keys_f32_avx2},
 #else
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 #endif
 #ifdef TET_HAVE_NEON_BODY
     {tet_copy_strided_neon, tet_minmax_f32_scalar, tet_moments_f32_scalar, tet_rows_f32_scalar,
      tet_crc32c_scalar, tet_lanes_row_scalar, tet_minmax_rows_f32_scalar,
-     tet_hist_index_f64_scalar, tet_hist_index_f32_scalar},
+     tet_hist_index_f64_scalar, tet_hist_index_f32_scalar, tet_select_keys_f64_scalar,
+     tet_select_keys_f32_scalar},
 #else
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 #endif
 };
 

@@ -248,4 +248,42 @@ void tet_hist_index_f32_avx2(const uint8_t *src, uint64_t n, const tet_hist_cell
     }
     tet_hist_index_f32_scalar(src + 4 * i, n - i, c, e, bins, idx + i);
 }
+
+/* Radix-selection keys of four f64 values (select.c): the sign bit flipped for numbers
+ * >= +0, every bit for those below; 0 for NaN.  Returns how many were NaN. */
+__attribute__((target("avx2,fma")))
+static inline int select_keys4(__m256d v, uint64_t *keys)
+{
+    const __m256i bits = _mm256_castpd_si256(v);
+    const __m256i neg = _mm256_cmpgt_epi64(_mm256_setzero_si256(), bits);
+    const __m256i top = _mm256_set1_epi64x((long long)(UINT64_C(1) << 63));
+    const __m256i key = _mm256_xor_si256(bits, _mm256_or_si256(neg, top));
+    const __m256d nan = _mm256_cmp_pd(v, v, _CMP_UNORD_Q);
+    _mm256_storeu_si256((__m256i *)(void *)keys, _mm256_andnot_si256(_mm256_castpd_si256(nan), key));
+    return __builtin_popcount((unsigned)_mm256_movemask_pd(nan));
+}
+
+__attribute__((target("avx2,fma")))
+void tet_select_keys_f64_avx2(const double *x, uint64_t n, uint64_t *keys, uint64_t *nan)
+{
+    uint64_t i = 0, found = 0;
+    for (; i + 4 <= n; i += 4)
+        found += (uint64_t)select_keys4(_mm256_loadu_pd(x + i), keys + i);
+    *nan += found;
+    tet_select_keys_f64_scalar(x + i, n - i, keys + i, nan);
+}
+
+__attribute__((target("avx2,fma")))
+void tet_select_keys_f32_avx2(const uint8_t *src, uint64_t n, uint64_t *keys, uint64_t *nan)
+{
+    uint64_t i = 0, found = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256d lo, hi;
+        LOAD8(src + 4 * i, lo, hi);
+        found += (uint64_t)select_keys4(lo, keys + i);
+        found += (uint64_t)select_keys4(hi, keys + i + 4);
+    }
+    *nan += found;
+    tet_select_keys_f32_scalar(src + 4 * i, n - i, keys + i, nan);
+}
 #endif

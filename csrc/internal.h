@@ -156,6 +156,19 @@ void tet_hist_index_f32_avx2(const uint8_t *src, uint64_t n, const tet_hist_cell
                              const double *e, uint32_t bins, uint32_t *idx);
 #endif
 
+/* Order-preserving keys (tet_select_key) of n f64 values, or of n unit-stride f32 values
+ * promoted; a NaN gets key 0 (no number's key) and is counted into *nan (select.c). */
+typedef void (*tet_select_keys_f64_fn)(const double *x, uint64_t n, uint64_t *keys,
+                                       uint64_t *nan);
+typedef void (*tet_select_keys_f32_fn)(const uint8_t *src, uint64_t n, uint64_t *keys,
+                                       uint64_t *nan);
+void tet_select_keys_f64_scalar(const double *x, uint64_t n, uint64_t *keys, uint64_t *nan);
+void tet_select_keys_f32_scalar(const uint8_t *src, uint64_t n, uint64_t *keys, uint64_t *nan);
+#ifdef TET_HAVE_AVX2_BODY
+void tet_select_keys_f64_avx2(const double *x, uint64_t n, uint64_t *keys, uint64_t *nan);
+void tet_select_keys_f32_avx2(const uint8_t *src, uint64_t n, uint64_t *keys, uint64_t *nan);
+#endif
+
 void tet_minmax_f32_scalar(const uint8_t *src, uint64_t n, float *lo, float *hi, int *nan);
 void tet_moments_f32_scalar(const uint8_t *src, uint64_t n, double k, double *raw, double *sum,
                             double *m2);
@@ -196,6 +209,8 @@ typedef struct {
     tet_minmax_rows_f32_fn minmax_rows_f32;
     tet_hist_index_f64_fn hist_index_f64;
     tet_hist_index_f32_fn hist_index_f32;
+    tet_select_keys_f64_fn select_keys_f64;
+    tet_select_keys_f32_fn select_keys_f32;
 } tet_kernels;
 
 /* The bodies of the active level (set by tet_dispatch_init / tet_simd_set). */

@@ -35,11 +35,52 @@ double tet_select_value(uint64_t key)
     return x;
 }
 
-/* The keys of n promoted values into the targets' buckets or copies. */
-static void select_block(tet_select_spec *spec, uint64_t *local, const double *x, uint64_t n,
-                         uint64_t *nan_count)
+void tet_select_keys_f64_scalar(const double *x, uint64_t n, uint64_t *keys, uint64_t *nan)
 {
-    uint64_t nan = 0;
+    uint64_t found = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        const int is_nan = x[i] != x[i];
+        found += (uint64_t)is_nan;
+        keys[i] = is_nan ? 0 : tet_select_key(x[i]);
+    }
+    *nan += found;
+}
+
+void tet_select_keys_f32_scalar(const uint8_t *src, uint64_t n, uint64_t *keys, uint64_t *nan)
+{
+    uint64_t found = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        float v;
+        memcpy(&v, src + 4 * i, 4);
+        const int is_nan = v != v;
+        found += (uint64_t)is_nan;
+        keys[i] = is_nan ? 0 : tet_select_key((double)v);
+    }
+    *nan += found;
+}
+
+/* A worker's copied keys of one target, handed over a few hundred at a time (one
+ * atomic reservation each, not one per key). */
+#define TET_STASH_KEYS 256
+typedef struct {
+    uint64_t n;
+    uint64_t keys[TET_STASH_KEYS];
+} select_stash;
+
+static void stash_flush(tet_select_target *tg, select_stash *st)
+{
+    if (st->n == 0)
+        return;
+    const uint64_t at = __atomic_fetch_add(&tg->n_keys, st->n, __ATOMIC_RELAXED);
+    for (uint64_t i = 0; i < st->n && at + i < tg->cap; i++)
+        tg->keys[at + i] = st->keys[i];
+    st->n = 0;
+}
+
+/* n keys (0: a NaN, never a number's key) into the targets' buckets or copies. */
+static void select_block(tet_select_spec *spec, uint64_t *local, select_stash *stash,
+                         const uint64_t *keys, uint64_t n)
+{
     const uint32_t nt = spec->n_targets;
     if (nt == 1 && spec->target[0].pmask == 0 && !spec->target[0].collect) {
         /* the first pass: every key counts, two interleaved bucket sets (no stalls on
@@ -48,57 +89,44 @@ static void select_block(tet_select_spec *spec, uint64_t *local, const double *x
         uint64_t *c0 = local, *c1 = local + TET_SELECT_BUCKETS;
         uint64_t i = 0;
         for (; i + 1 < n; i += 2) {
-            const double a = x[i], b = x[i + 1];
-            if (a != a || b != b) {
-                if (a != a)
-                    nan++;
-                else
-                    c0[(tet_select_key(a) >> shift) & (TET_SELECT_BUCKETS - 1)]++;
-                if (b != b)
-                    nan++;
-                else
-                    c1[(tet_select_key(b) >> shift) & (TET_SELECT_BUCKETS - 1)]++;
-                continue;
-            }
-            c0[(tet_select_key(a) >> shift) & (TET_SELECT_BUCKETS - 1)]++;
-            c1[(tet_select_key(b) >> shift) & (TET_SELECT_BUCKETS - 1)]++;
+            const uint64_t a = keys[i], b = keys[i + 1];
+            if (a != 0)
+                c0[(a >> shift) & (TET_SELECT_BUCKETS - 1)]++;
+            if (b != 0)
+                c1[(b >> shift) & (TET_SELECT_BUCKETS - 1)]++;
         }
-        for (; i < n; i++) {
-            if (x[i] != x[i])
-                nan++;
-            else
-                c0[(tet_select_key(x[i]) >> shift) & (TET_SELECT_BUCKETS - 1)]++;
-        }
-        *nan_count += nan;
+        if (i < n && keys[i] != 0)
+            c0[(keys[i] >> shift) & (TET_SELECT_BUCKETS - 1)]++;
         return;
     }
-    for (uint64_t i = 0; i < n; i++) {
-        if (x[i] != x[i]) {
-            nan++;
+    for (uint32_t t = 0; t < nt; t++) {
+        tet_select_target *tg = &spec->target[t];
+        const uint64_t pmask = tg->pmask, prefix = tg->prefix;
+        if (tg->collect) {
+            select_stash *st = &stash[t];
+            for (uint64_t i = 0; i < n; i++)
+                if ((keys[i] & pmask) == prefix && keys[i] != 0) {
+                    st->keys[st->n++] = keys[i];
+                    if (st->n == TET_STASH_KEYS)
+                        stash_flush(tg, st);
+                }
             continue;
         }
-        const uint64_t k = tet_select_key(x[i]);
-        for (uint32_t t = 0; t < nt; t++) {
-            tet_select_target *tg = &spec->target[t];
-            if ((k & tg->pmask) != tg->prefix)
-                continue;
-            if (tg->collect) {
-                const uint64_t at = __atomic_fetch_add(&tg->n_keys, 1, __ATOMIC_RELAXED);
-                if (at < tg->cap)
-                    tg->keys[at] = k;
-            } else {
-                local[(uint64_t)t * 2 * TET_SELECT_BUCKETS +
-                      ((k >> tg->shift) & (TET_SELECT_BUCKETS - 1))]++;
-            }
+        uint64_t *counts = local + (uint64_t)t * 2 * TET_SELECT_BUCKETS;
+        for (uint64_t i = 0; i < n; i++) {
+            const uint64_t k = keys[i];
+            if ((k & pmask) == prefix && k != 0)
+                counts[(k >> tg->shift) & (TET_SELECT_BUCKETS - 1)]++;
         }
     }
-    *nan_count += nan;
 }
 
-/* Every selected element of one decoded tile, a block of promoted values at a time. */
-static void select_tile(select_ctx *c, const tet_tile_view *v, uint64_t *local, double *buf,
-                        uint64_t *nan_count)
+/* Every selected element of one decoded tile, a block of keys at a time (unit-stride
+ * f32 keyed straight from the tile, everything else promoted first). */
+static void select_tile(select_ctx *c, const tet_tile_view *v, uint64_t *local,
+                        select_stash *stash, double *buf, uint64_t *keys, uint64_t *nan_count)
 {
+    const tet_kernels *kern = tet_active();
     const tet_tiles *g = c->w.g;
     const uint32_t nd = g->ndim, last = nd - 1;
     const tet_mask *mask = c->spec->mask != NULL && c->spec->mask->n > 0 ? c->spec->mask : NULL;
@@ -118,10 +146,16 @@ static void select_tile(select_ctx *c, const tet_tile_view *v, uint64_t *local, 
         const uint8_t *p = v->bytes + src * g->elem_size;
         for (uint64_t k = 0; k < run; k += TET_FOLD_BLOCK) {
             const uint64_t n = run - k < TET_FOLD_BLOCK ? run - k : TET_FOLD_BLOCK;
-            tet_load_f64(g->dtype, p + k * step * g->elem_size, n, step, buf);
-            if (mask != NULL)
-                tet_mask_apply(g->dtype, p + k * step * g->elem_size, n, step, mask, buf);
-            select_block(c->spec, local, buf, n, nan_count);
+            const uint8_t *q = p + k * step * g->elem_size;
+            if (mask == NULL && step == 1 && g->dtype == TET_DTYPE_F32) {
+                kern->select_keys_f32(q, n, keys, nan_count);
+            } else {
+                tet_load_f64(g->dtype, q, n, step, buf);
+                if (mask != NULL)
+                    tet_mask_apply(g->dtype, q, n, step, mask, buf);
+                kern->select_keys_f64(buf, n, keys, nan_count);
+            }
+            select_block(c->spec, local, stash, keys, n);
         }
         if (!tet_next_row(j, v->count, nd))
             break;
@@ -138,14 +172,18 @@ static void select_worker(void *vctx, uint32_t w)
         return;
     const uint32_t nt = c->spec->n_targets ? c->spec->n_targets : 1;
     double *buf = malloc(TET_FOLD_BLOCK * sizeof(double));
+    uint64_t *keys = malloc(TET_FOLD_BLOCK * sizeof(uint64_t));
+    select_stash *stash = malloc(TET_SELECT_TARGETS * sizeof *stash);
     uint64_t *local = calloc((size_t)nt * 2 * TET_SELECT_BUCKETS, sizeof(uint64_t));
     c->local[w] = local;
-    if (buf == NULL || local == NULL) {
+    if (buf == NULL || keys == NULL || stash == NULL || local == NULL) {
         tet_report_fail(rep, TET_ERR_NOMEM, -1,
                         (uint64_t)nt * 2 * TET_SELECT_BUCKETS * sizeof(uint64_t));
         __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
         goto done;
     }
+    for (uint32_t t = 0; t < TET_SELECT_TARGETS; t++)
+        stash[t].n = 0;
     for (;;) {
         const uint64_t i = tet_claim(&c->next_tile, c->w.t.total);
         if (i >= c->w.t.total || __atomic_load_n(&c->w.stop, __ATOMIC_RELAXED))
@@ -159,9 +197,14 @@ static void select_worker(void *vctx, uint32_t w)
             __atomic_store_n(&c->w.stop, 1, __ATOMIC_RELAXED);
             break;
         }
-        select_tile(c, &v, local, buf, &c->nan_count[w]);
+        select_tile(c, &v, local, stash, buf, keys, &c->nan_count[w]);
     }
+    for (uint32_t t = 0; t < c->spec->n_targets; t++)
+        if (c->spec->target[t].collect)
+            stash_flush(&c->spec->target[t], &stash[t]);
 done:
+    free(stash);
+    free(keys);
     free(buf);
     tet_scratch_close(&s);
 }

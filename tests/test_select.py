@@ -171,6 +171,23 @@ def test_many_passes_over_a_large_tie(tmp_path: Path, monkeypatch: pytest.Monkey
     assert got == np.sort(a, axis=None)[[0, a.size // 2, a.size - 1]].tolist()
 
 
+@pytest.mark.parametrize("dtype", ["f4", "f8"])
+def test_large_candidate_sets_through_every_body(tmp_path: Path, dtype: str) -> None:
+    """A bucket of a quarter million candidates (copied out a stash at a time by both
+    workers) and NaN-free noise, keyed by the scalar and the SIMD bodies alike."""
+    rng = np.random.default_rng(8)
+    a = np.concatenate([rng.standard_normal(200_000), 1.0 + rng.random(250_000) * 2.0**-8,
+                        rng.integers(-3, 4, 50_000)]).astype(dtype).reshape(500, 1000)
+    path = tet.write_dataset(tmp_path / "c.tet", "a", a, chunk_shape=(100, 256))
+    x = a.astype(np.float64)
+    qs = [0.0, 0.3, 0.5, 0.6, 0.75, 0.99, 1.0]
+    for level in tet.simd.simd_levels():
+        with tet.simd.using_simd(level), tet.open(path) as f:
+            got = [f.quantile("a", q) for q in qs]
+            assert same(f.median("a"), want_median(x)), level
+        assert all(same(g, want_quantile(x, q)) for q, g in zip(qs, got)), (level, got)
+
+
 def test_ranks_outside_the_selection_are_refused(tmp_path: Path) -> None:
     path = tet.write_dataset(tmp_path / "r.tet", "a", np.arange(6.0), chunk_shape=(4,))
     with tet.open(path) as f, pytest.raises(ValueError, match=r"ranks \[6\] outside a "

@@ -5,9 +5,10 @@ becomes an order-preserving 64-bit key (``tet_select_key``).  The first pass ove
 selection counts the top 16 bits of every key in 65,536 buckets (per worker, merged) and
 counts the NaNs; the bucket holding each wanted rank is kept and the next pass counts
 the next 16 bits of only the keys under that prefix, until the rank is one key, or, once
-a bucket holds at most `COLLECT_MAX` keys, one pass copies them out and NumPy selects
-among them.  Memory is a few buckets per worker and the candidates: no spill, whatever
-the selection's size.  Results do not depend on the thread count.
+a bucket holds at most `COLLECT_MAX` keys (and a 32nd of the memory budget), one pass
+copies them out and NumPy selects among them.  Memory is a few buckets per worker and
+the candidates: no spill, whatever the selection's size.  Results do not depend on the
+thread count.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ __all__ = ["COLLECT_MAX", "STRATEGY", "key_of", "lerp", "linear_ranks", "order_s
 BITS: int = int(lib.TET_SELECT_BITS)
 BUCKETS: int = int(lib.TET_SELECT_BUCKETS)
 TARGETS: int = int(lib.TET_SELECT_TARGETS)
-COLLECT_MAX = 1 << 20  # candidates copied out (8 bytes each) instead of another pass
+# candidates copied out (8 bytes each, at most a 32nd of the budget) instead of another
+# pass: selecting among 2^23 keys costs a tenth of a pass over a GiB
+COLLECT_MAX = 1 << 23
 STRATEGY = "streaming_select"  # execution.memory_strategy of a scalar median/quantile
 WORKER_BYTES = 2 * BUCKETS * 8  # one target's two interleaved bucket sets, per worker
 
@@ -175,7 +178,7 @@ def _pass(table: TileTable, start: Sequence[int], stop: Sequence[int], step: Seq
             count = int(got[b])
             if w.shift == 0:
                 w.key = w.prefix
-            elif count <= COLLECT_MAX:
+            elif count <= min(COLLECT_MAX, limit // 32):
                 w.collect = count
             else:
                 w.shift -= BITS
