@@ -2,7 +2,7 @@
 `np.median` / `np.quantile` on the same array already in RAM.  Not a test: prints a table,
 exits 0.
 
-Arrays: float32 side × side (``TET_BENCH_SELECT_SIZE``, default 8192 → 268 MB), chunks
+Arrays: float32 side × side (``TET_BENCH_SELECT_SIZE``, default 16384 → 1.07 GB), chunks
 1024²: "noise" (standard normal, raw tiles) and "smooth" (a sum of low-frequency waves
 plus a little quantised noise, zstd tiles).  The two sides alternate run by run (A/B,
 ``TET_BENCH_REPS`` rounds after one warm-up each) and the medians are printed, with
@@ -55,7 +55,7 @@ def ab(ours: Callable[[], float], theirs: Callable[[], Any], reps: int,
 
 
 def main() -> int:
-    n = int(os.environ.get("TET_BENCH_SELECT_SIZE", "8192"))
+    n = int(os.environ.get("TET_BENCH_SELECT_SIZE", "16384"))
     reps = int(os.environ.get("TET_BENCH_REPS", "3"))
     rng = np.random.default_rng(9)
     fields = [("noise", rng.standard_normal((n, n), dtype=np.float32), "raw"),

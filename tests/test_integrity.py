@@ -40,7 +40,7 @@ import tet
 import tet.verify
 import tet.verify_checks
 from tests.conftest import INTEROP
-from tet import kernels, simd
+from tet import kernels, kernels_integrity, simd
 from tet.integrity import encode_table, read_table
 from tet.layout import parse_catalog
 from tet.verify import NO_TABLE, verify
@@ -76,7 +76,7 @@ VECTORS = [
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize(("data", "want"), VECTORS)
 def test_crc32c_vectors(level: str, data: bytes, want: int) -> None:
-    assert kernels.crc32c(data, level=level) == want
+    assert kernels_integrity.crc32c(data, level=level) == want
     assert crc32c_bitwise(data) == want
 
 
@@ -89,22 +89,22 @@ def test_crc32c_bodies_agree_on_lengths_and_alignments() -> None:
     for n in lengths:
         for a in range(16):
             piece = data[a : a + n]
-            want = kernels.crc32c(piece, level="scalar")
+            want = kernels_integrity.crc32c(piece, level="scalar")
             for level in LEVELS:
-                assert kernels.crc32c(piece, level=level) == want, (level, n, a)
+                assert kernels_integrity.crc32c(piece, level=level) == want, (level, n, a)
     for n in (0, 1, 5, 100, 1000):
-        assert kernels.crc32c(data[:n], level="scalar") == crc32c_bitwise(data[:n])
+        assert kernels_integrity.crc32c(data[:n], level="scalar") == crc32c_bitwise(data[:n])
 
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_crc32c_continues(level: str) -> None:
     data = np.random.default_rng(1).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
-    whole = kernels.crc32c(data, level=level)
+    whole = kernels_integrity.crc32c(data, level=level)
     for cut in (0, 1, 8191, 24_576, 49_999, 50_000):
-        head = kernels.crc32c(data[:cut], level=level)
-        assert kernels.crc32c(data[cut:], crc=head, level=level) == whole
+        head = kernels_integrity.crc32c(data[:cut], level=level)
+        assert kernels_integrity.crc32c(data[cut:], crc=head, level=level) == whole
     assert crc32c_bitwise(data[1000:2000], crc32c_bitwise(data[:1000])) == \
-        kernels.crc32c(data[:2000], level=level)
+        kernels_integrity.crc32c(data[:2000], level=level)
 
 
 def test_crc32c_spans_match_one_by_one() -> None:
@@ -112,13 +112,13 @@ def test_crc32c_spans_match_one_by_one() -> None:
     buf = rng.integers(0, 256, 200_000, dtype=np.uint8)
     off = rng.integers(0, 150_000, 500).astype(np.uint64)
     length = rng.integers(0, 50_000, 500).astype(np.uint64)
-    got = kernels.crc32c_spans(buf, buf.nbytes, off, length, threads=4)
-    want = [kernels.crc32c(buf[int(o) : int(o) + int(n)], level="scalar")
+    got = kernels_integrity.crc32c_spans(buf, buf.nbytes, off, length, threads=4)
+    want = [kernels_integrity.crc32c(buf[int(o) : int(o) + int(n)], level="scalar")
             for o, n in zip(off, length)]
     assert got.dtype == np.uint32 and got.tolist() == want
     with pytest.raises(tet.TetError, match=r"span 1: \[199999, 200001\) is outside the file "
                                            r"of 200000 bytes"):
-        kernels.crc32c_spans(buf, buf.nbytes, np.array([0, 199_999], np.uint64),
+        kernels_integrity.crc32c_spans(buf, buf.nbytes, np.array([0, 199_999], np.uint64),
                              np.array([1, 2], np.uint64))
 
 
@@ -133,7 +133,7 @@ def table_of(path: Path) -> np.ndarray[Any, Any]:
     table = read_table(buf, cat)
     assert table is not None and table.problem is None and table.crc is not None
     e = cat.entries
-    want = [kernels.crc32c(buf[int(o) : int(o) + int(n)], level="scalar")
+    want = [kernels_integrity.crc32c(buf[int(o) : int(o) + int(n)], level="scalar")
             for o, n in zip(e["payload_offset"], e["stored_byte_len"])]
     assert table.crc.tolist() == want
     assert table.offset == cat.payload_bound  # right after the payloads
@@ -269,7 +269,7 @@ def test_raw_flip_is_named_by_deep_verify(tmp_path: Path, cli: Any) -> None:
         assert not np.array_equal(f.read_numpy("temperature"), ARR)
     cat = parse_catalog(bad.read_bytes(), bad.stat().st_size)
     a = int(cat.entries["payload_offset"][7])
-    found = kernels.crc32c(bad.read_bytes()[a : a + 160])
+    found = kernels_integrity.crc32c(bad.read_bytes()[a : a + 160])
     r = cli("verify", "--deep", bad)
     assert r.rc == 1
     text = (f'chunk 7: dataset 0 ("temperature") chunk_index [1, 2]: stored bytes [{a}, '
@@ -401,17 +401,17 @@ def test_check_frames_reports_each_frame() -> None:
     off = np.array([0, n, 0, 2 * n, 0], np.uint64)
     stored = np.array([n, n, n, n - 3, n], np.uint64)
     raw = np.array([a.nbytes, a.nbytes + 4, a.nbytes, a.nbytes, a.nbytes], np.uint64)
-    status, detail = kernels.check_frames(buf, buf.nbytes, off[:4], stored[:4], raw[:4],
+    status, detail = kernels_integrity.check_frames(buf, buf.nbytes, off[:4], stored[:4], raw[:4],
                                           window=4096, max_need=1 << 30, threads=2)
-    assert status.tolist()[0] == kernels.FRAME_OK
-    assert kernels.frame_problem(int(status[1]), int(detail[1]), n, n, a.nbytes + 4) == (
+    assert status.tolist()[0] == kernels_integrity.FRAME_OK
+    assert kernels_integrity.frame_problem(int(status[1]), int(detail[1]), n, n, a.nbytes + 4) == (
         f"decoded payload length {a.nbytes} != raw_byte_len {a.nbytes + 4}")
-    assert status[2] == kernels.FRAME_OK
-    assert kernels.frame_problem(int(status[3]), int(detail[3]), 2 * n, n - 3, a.nbytes) == (
-        "zstd decode failed: Src size is incorrect")
-    status, detail = kernels.check_frames(buf, buf.nbytes, off[4:], stored[4:], raw[4:],
+    assert status[2] == kernels_integrity.FRAME_OK
+    assert kernels_integrity.frame_problem(int(status[3]), int(detail[3]), 2 * n, n - 3,
+                                           a.nbytes) == "zstd decode failed: Src size is incorrect"
+    status, detail = kernels_integrity.check_frames(buf, buf.nbytes, off[4:], stored[4:], raw[4:],
                                           window=4096, max_need=1000, threads=1)
-    assert status[0] == kernels.FRAME_TOO_BIG and int(detail[0]) > 1000
+    assert status[0] == kernels_integrity.FRAME_TOO_BIG and int(detail[0]) > 1000
 
 
 # ---------------------------------------------------------------------------
@@ -452,8 +452,8 @@ def test_damaged_table_is_an_error_that_reads_ignore(tmp_path: Path, cli: Any) -
     assert not report.ok
     assert finding(report, "checksum_table") == [
         f"checksum table [{offset}, {offset + length}): its own crc32c is "
-        f"0x{kernels.crc32c(body):08x}, the table says 0x{stored:08x}; tile checksums not "
-        f"checked"]
+        f"0x{kernels_integrity.crc32c(body):08x}, the table says 0x{stored:08x}; tile "
+        f"checksums not checked"]
     assert finding(report, "chunk_checksums") == []
     assert finding(report, "chunk_decode") == ["decoded 15 chunk(s)"]
     r = cli("verify", p)

@@ -104,7 +104,7 @@ _THREAD_CHILD = """
 import json, os, resource, sys, threading
 import numpy as np
 import tet
-from tet import kernels
+from tet import kernels, kernels_integrity
 
 threading.stack_size(1 << 20)
 
@@ -124,8 +124,9 @@ cases = {
     "encode": lambda: kernels.encode(a, np.array([[0, 0], [512, 0], [1024, 0], [1536, 0]]),
                                      np.array([[512, 1024]] * 4), codec=0, level=0),
     "write": lambda: tet.write_dataset(path + ".2", "x", a, chunk_shape=(256, 1024)),
-    "spans": lambda: kernels.crc32c_spans(data, len(data), np.arange(8, dtype=np.uint64) * 64,
-                                          np.full(8, 64, np.uint64)),
+    "spans": lambda: kernels_integrity.crc32c_spans(data, len(data),
+                                                    np.arange(8, dtype=np.uint64) * 64,
+                                                    np.full(8, 64, np.uint64)),
 }
 resource.setrlimit(resource.RLIMIT_AS, (vm() + room * (1 << 30) + (512 << 20),) * 2)
 os.environ["TET_THREADS"] = threads

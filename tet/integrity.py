@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from tet import kernels
+from tet import kernels_integrity
 from tet.footer import CHECKSUMS_KEY
 from tet.layout import ENTRY_DTYPE, ENTRY_LEN, INDEX_HEADER_LEN, Catalog
 
@@ -61,7 +61,7 @@ _HEAD_LEN = _HEAD.size  # 24
 
 def index_checksum(entries: np.ndarray[Any, Any]) -> int:
     """crc32c of chunk index rows as the file stores them (104 bytes each)."""
-    return kernels.crc32c(np.ascontiguousarray(entries, dtype=ENTRY_DTYPE).view(np.uint8))
+    return kernels_integrity.crc32c(np.ascontiguousarray(entries, dtype=ENTRY_DTYPE).view(np.uint8))
 
 
 def encode_table(checksums: np.ndarray[Any, Any], entries: np.ndarray[Any, Any]) -> bytes:
@@ -71,7 +71,7 @@ def encode_table(checksums: np.ndarray[Any, Any], entries: np.ndarray[Any, Any])
         raise ValueError(f"{crc.size} checksums for {len(entries)} chunk index rows")
     body = _HEAD.pack(MAGIC, VERSION, ALGORITHM_CRC32C, index_checksum(entries),
                       len(entries)) + crc.tobytes()
-    return body + struct.pack("<I", kernels.crc32c(body))
+    return body + struct.pack("<I", kernels_integrity.crc32c(body))
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def check_table(buf: Any, offset: int, length: int, index_offset: int,
         return bad(f"length {length} does not match its row count {rows}")
     body = memoryview(buf)[offset : offset + length - 4]
     (stored,) = struct.unpack_from("<I", buf, offset + length - 4)
-    found = kernels.crc32c(body)
+    found = kernels_integrity.crc32c(body)
     body.release()
     if found != stored:
         return bad(f"its own crc32c is 0x{found:08x}, the table says 0x{stored:08x}")
@@ -140,7 +140,7 @@ def check_table(buf: Any, offset: int, length: int, index_offset: int,
         return bad(f"it has {rows} rows, the chunk index has {n}")
     at = index_offset + INDEX_HEADER_LEN
     index = memoryview(buf)[at : at + n * ENTRY_LEN]
-    rows_crc = kernels.crc32c(index)
+    rows_crc = kernels_integrity.crc32c(index)
     index.release()
     if rows_crc != index_crc:
         return bad(f"the chunk index rows have crc32c 0x{rows_crc:08x}, the table was written "

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tet import dtypes, kernels
+from tet import dtypes, kernels, kernels_integrity
 from tet.errors import CatalogError, TetFileNotFoundError
 from tet.footer import validate_history, validate_metadata
 from tet.guard import watching
@@ -398,7 +398,7 @@ def _check_batch(cat: Catalog, buf: Any, rows: np.ndarray[Any, Any],
     """The checksum and decode checks of one batch of rows."""
     e = cat.entries
     if expected is not None:
-        found = kernels.crc32c_spans(buf, cat.file_len, e["payload_offset"][rows],
+        found = kernels_integrity.crc32c_spans(buf, cat.file_len, e["payload_offset"][rows],
                                      e["stored_byte_len"][rows])
         for k in np.flatnonzero(found != expected[rows]):
             row = int(rows[k])
@@ -454,20 +454,20 @@ def _check_frames(cat: Catalog, buf: Any, rows: np.ndarray[Any, Any], budget: in
     threads = kernels.thread_count()
 
     def run(sel: np.ndarray[Any, Any], threads: int) -> tuple[Any, Any]:
-        return kernels.check_frames(buf, cat.file_len, off[sel], stored[sel], raw[sel],
+        return kernels_integrity.check_frames(buf, cat.file_len, off[sel], stored[sel], raw[sel],
                                     window=_DECODE_WINDOW, threads=threads,
                                     max_need=max(0, budget // threads - _DECODE_WINDOW))
 
     status, detail = run(np.arange(len(rows)), threads)
-    again = np.flatnonzero(status == kernels.FRAME_TOO_BIG)
+    again = np.flatnonzero(status == kernels_integrity.FRAME_TOO_BIG)
     if again.size and threads > 1:
         status[again], detail[again] = run(again, 1)
-    for k in np.flatnonzero(status != kernels.FRAME_OK):
+    for k in np.flatnonzero(status != kernels_integrity.FRAME_OK):
         row = int(rows[k])
-        if status[k] == kernels.FRAME_TOO_BIG:
+        if status[k] == kernels_integrity.FRAME_TOO_BIG:
             too_big.append((row, int(detail[k])))
             continue
-        failures.add(row, functools.partial(kernels.frame_problem, int(status[k]),
+        failures.add(row, functools.partial(kernels_integrity.frame_problem, int(status[k]),
                                             int(detail[k]), int(off[k]), int(stored[k]),
                                             int(raw[k])))
 

@@ -15,7 +15,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from tet import dtypes, kernels
+from tet import dtypes, kernels, kernels_integrity
 from tet.attrs import display, encode_value, merge_attrs, split_attrs, validate_ext
 from tet.errors import CatalogError, InvalidTextError
 from tet.footer import WRITE_PREFIX
@@ -328,8 +328,8 @@ class CopiedSource(Pending):
         crc = self.old_crc
         if crc is None:
             with watching(self.buf):  # never record checksums of zeros
-                crc = kernels.crc32c_spans(self.buf, len(self.buf), entries["payload_offset"],
-                                           stored)
+                crc = kernels_integrity.crc32c_spans(self.buf, len(self.buf),
+                                                     entries["payload_offset"], stored)
         dest = aligned_offsets(at, stored, entries["codec"], dtypes.by_tag(self.record.dtype).size)
         copy_runs(self.fd, out, entries["payload_offset"], stored, dest, at)
         entries["payload_offset"] = dest
