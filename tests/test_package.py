@@ -27,8 +27,8 @@ def test_create_makes_the_layout_and_no_current(tmp_path: Path) -> None:
     doc = json.loads((pkg / "PROTOCOL").read_text())
     assert list(doc) == ["protocol_version", "created_unix"] and doc["protocol_version"] == 2
     assert tet.is_package(pkg) and not tet.is_package(tmp_path)
-    with pytest.raises(tet.PackageError, match="^tet package: package has no CURRENT "
-                                               "generation$"):
+    with pytest.raises(tet.PackageError, match=r"^tet package: package has no CURRENT "
+                                               r"generation$"):
         tet.open(pkg)
     with pytest.raises(tet.PackageError, match="package path already exists"):
         tet.create(pkg)
@@ -103,7 +103,7 @@ def test_publish_seals_a_generation_and_pins_it(tmp_path: Path) -> None:
     with pytest.raises(tet.PackageError, match=r"^package generation 9 is not sealed "
                                                r"\(missing packed.tet\)$"):
         tet.open(f"{pkg}?generation=9")
-    with pytest.raises(tet.PackageError, match="^invalid generation id: x$"):
+    with pytest.raises(tet.PackageError, match=r"^invalid generation id: x$"):
         tet.open(f"{pkg}?generation=x")
 
 
@@ -113,7 +113,7 @@ def test_publish_refusals(tmp_path: Path) -> None:
     x2 = np.arange(4, dtype=np.float32).reshape(2, 2)
     tet.ingest(pkg, part(tmp_path / "r2.tet", "x", x2, chunk_shape=(2, 2)), session_id="s2")
     tet.ingest(pkg, part(tmp_path / "r5.tet", "x", x2 + 1, chunk_shape=(2, 2)), session_id="s5")
-    with pytest.raises(tet.PackageError, match="^tet package: frozen part id not found in "
+    with pytest.raises(tet.PackageError, match=r"^tet package: frozen part id not found in "
                                                "staging: 'zz'$"):
         tet.publish(pkg, ["zz"])
     with pytest.raises(tet.PackageError, match="publish requires a frozen part-id list"):

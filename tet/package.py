@@ -21,6 +21,7 @@ from typing import Any
 
 from tet.errors import PackageError, PublishConflictError
 from tet.layout import parse_catalog
+from tet.package_admin import pack_copy
 from tet.package_layout import (
     GENERATIONS,
     PACKED,
@@ -41,7 +42,7 @@ from tet.package_layout import (
     part_meta_doc,
     protocol_doc,
 )
-from tet.package_local import LocalStore
+from tet.package_local import LocalStore, store_of
 from tet.package_pack import open_parts, plan_datasets, seal_generation
 
 __all__ = ["create", "ingest", "is_package", "pack", "package_target", "publish", "store_of"]
@@ -56,14 +57,6 @@ def is_package(path: str | os.PathLike[str]) -> bool:
     """True for a directory named ``*.tet.d`` or holding a ``PROTOCOL`` file."""
     p = Path(os.path.expanduser(os.fspath(path)))
     return p.is_dir() and (p.name.endswith(PACKAGE_SUFFIX) or (p / PROTOCOL).is_file())
-
-
-def store_of(package: str | os.PathLike[str]) -> LocalStore:
-    """The store of an existing package (`PackageError` when `package` is not one)."""
-    root = Path(os.path.expanduser(os.fspath(package)))
-    if not (root / PROTOCOL).is_file():
-        raise PackageError(f"not a tet package (missing PROTOCOL): {root}")
-    return LocalStore(root)
 
 
 def create(path: str | os.PathLike[str]) -> Path:
@@ -313,8 +306,6 @@ def pack(package: str | os.PathLike[str], dest: str | os.PathLike[str], *,
     """Copy a sealed generation's ``packed.tet`` (default: ``CURRENT``'s) to the new
     file `dest`; with `remove_package`, remove the package after the copy is checked
     against the generation's manifest.  Returns the generation packed."""
-    from tet.package_admin import pack_copy
-
     store = store_of(package)
     src, gen = pinned_generation(store, generation)
     out = Path(os.path.expanduser(os.fspath(dest)))

@@ -34,7 +34,7 @@ from tet.package_layout import (
     iter_parts,
     parse_manifest,
 )
-from tet.package_local import LocalStore, copy_range
+from tet.package_local import LocalStore, copy_range, store_of
 from tet.tempnames import remove_stale, temp_name
 
 __all__ = ["PIN_GRACE_S", "log", "pack_copy", "prune"]
@@ -44,8 +44,6 @@ _HASH_STEP = 8 << 20
 
 
 def _store(package: str | os.PathLike[str]) -> LocalStore:
-    from tet.package import store_of
-
     return store_of(package)
 
 

@@ -25,6 +25,7 @@ from tet.durable import fsync_dir
 from tet.errors import PackageError, PublishConflictError, os_error
 from tet.package_layout import (
     CURRENT,
+    PROTOCOL,
     PUBLISHING,
     STAGING,
     gen_key,
@@ -34,7 +35,7 @@ from tet.package_layout import (
 )
 from tet.tempnames import remove_stale, temp_name
 
-__all__ = ["LocalStore", "copy_range"]
+__all__ = ["LocalStore", "copy_range", "store_of"]
 
 LOCK_NAME = ".lock"
 _COPY_STEP = 1 << 30
@@ -257,3 +258,11 @@ class LocalStore:
 
 def _show(generation: int | None) -> str:
     return "none" if generation is None else gen_name(generation).lstrip("0") or "0"
+
+
+def store_of(package: str | os.PathLike[str]) -> LocalStore:
+    """The store of an existing package (`PackageError` when `package` is not one)."""
+    root = Path(os.path.expanduser(os.fspath(package)))
+    if not (root / PROTOCOL).is_file():
+        raise PackageError(f"not a tet package (missing PROTOCOL): {root}")
+    return LocalStore(root)
