@@ -54,4 +54,4 @@ def test_an_unknown_page_lists_the_pages() -> None:
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr == (
         "error: no man page 'nope'; the pages are: tet, tet-convert, tet-export, tet-info, "
-        "tet-man, tet-ops, tet-qhist, tet-query, tet-repair, tet-verify\n")
+        "tet-man, tet-ops, tet-pkg, tet-qhist, tet-query, tet-repair, tet-verify\n")

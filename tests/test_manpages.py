@@ -59,7 +59,7 @@ def _flags(parser: argparse.ArgumentParser) -> Iterator[str]:
 def test_the_set_of_pages() -> None:
     commands = _subcommands(build_parser())
     assert set(commands) == {"info", "verify", "repair", "query", "qhist", "convert", "export",
-                             "man"}
+                             "pkg", "man"}
     want = {"tet.1", "tet-ops.7", *(f"tet-{c}.1" for c in commands)}
     assert set(manpages.pages()) == want
     assert {p.name for p in MAN.glob("tet*.[17]")} == want

@@ -22,6 +22,8 @@ from tet.errors import (
     InvalidTextError,
     MemoryBudgetError,
     NotRegularFileError,
+    PackageError,
+    PublishConflictError,
     QueryError,
     SelectionError,
     TetError,
@@ -37,6 +39,8 @@ from tet.errors import (
 )
 from tet.export_zarr import ExportDiskFullError, ExportError, ExportReport, export
 from tet.file import Dataset, TetFile, open
+from tet.package import create, ingest, is_package, pack, publish
+from tet.package_admin import log, prune
 from tet.query.document import build_query
 from tet.query.ops import QUERY_OP_KEYS, REDUCTION_OPS
 from tet.query.result import QueryResult
@@ -77,6 +81,8 @@ __all__ = [
     "MemoryBudgetError",
     "NotRegularFileError",
     "NumpyTransformResult",
+    "PackageError",
+    "PublishConflictError",
     "QueryError",
     "QueryResult",
     "SelectionError",
@@ -103,10 +109,17 @@ __all__ = [
     "build_query",
     "convert",
     "core_version",
+    "create",
     "export",
     "from_xarray",
     "full_selection",
+    "ingest",
+    "is_package",
+    "log",
     "open",
+    "pack",
+    "prune",
+    "publish",
     "query_many",
     "selection_slices",
     "simd_level",

@@ -26,6 +26,8 @@ __all__ = [
     "InvalidTextError",
     "MemoryBudgetError",
     "NotRegularFileError",
+    "PackageError",
+    "PublishConflictError",
     "QueryError",
     "SelectionError",
     "TetError",
@@ -64,6 +66,16 @@ class ChunkError(CatalogError):
         super().__init__(*args)
         self.dataset = dataset
         self.tile_index = tile_index
+
+
+class PackageError(CatalogError):
+    """A ``.tet.d`` package refused an operation: no such part or generation, a bad
+    claim set, a schema change not allowed by ``replace``, or a layout it cannot read."""
+
+
+class PublishConflictError(PackageError):
+    """Another publisher flipped ``CURRENT`` (or sealed the same generation) first; the
+    package stays at that publisher's generation and this publish left nothing behind."""
 
 
 class QueryError(TetError, ValueError):

@@ -30,6 +30,7 @@ from tet.handles import (
 from tet.layout import Catalog, DatasetRecord
 from tet.objstore import local_target
 from tet.opencache import FileKey
+from tet.package import package_target
 from tet.paths import checked_path
 from tet.query.allow import Allowlist
 from tet.query.api import AxisArg, QueryAPI, reduction, via_api
@@ -189,9 +190,9 @@ def _rebuild_dataset(file: TetFile | None, name: str, shape: tuple[int, ...], dt
 
 
 def _reopen_file(path: str, spill_allow: tuple[str, ...], key: FileKey | RemoteKey,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> TetFile:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, generation: int | None = None) -> TetFile:
     self = TetFile.__new__(TetFile)
-    self._cache_bytes = cache_bytes
+    self._cache_bytes, self._generation = cache_bytes, generation
     self._path = name_of(key, path)
     self.spill_allow = spill_allow
     self._allow = allow_for(self._path, spill_allow)
@@ -230,6 +231,7 @@ class TetFile(Mapping[str, Dataset]):
                  storage_options: Mapping[str, Any] | None = None, store: Any = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         checked_mode(mode)
+        path, self._generation = package_target(path)  # a package: its pinned packed.tet
         self._cache_bytes = checked_capacity(cache_bytes)
         self._live: Reader | None = open_remote(path, storage_options, store,
                                                 cache_bytes=self._cache_bytes)  # None: local
@@ -250,7 +252,7 @@ class TetFile(Mapping[str, Dataset]):
         self._path = reader.path
         self.spill_allow = tuple(os.fspath(p) for p in spill_allow)
         self._allow = allow_for(self._path, self.spill_allow)
-        self._live = reader
+        self._live, self._generation = reader, None
         self._cache_bytes = reader.cache.capacity
         self._key = key_of(self._path, reader)
         self._datasets = {}
@@ -276,13 +278,10 @@ class TetFile(Mapping[str, Dataset]):
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_file, (os.path.abspath(self._path),
                                tuple(os.path.abspath(p) for p in self.spill_allow), self._key,
-                               self._cache_bytes))
+                               self._cache_bytes, self._generation))
 
-    def __eq__(self, other: object) -> bool:  # a handle, not a value: as open files
-        return self is other
-
-    def __hash__(self) -> int:
-        return object.__hash__(self)
+    __eq__ = object.__eq__  # a handle, not a value: as open files
+    __hash__ = object.__hash__
 
     # -- lifetime -----------------------------------------------------------
     def close(self) -> None:
@@ -315,6 +314,8 @@ class TetFile(Mapping[str, Dataset]):
         return self._cache_bytes
 
     url = property(lambda self: url_of(self._key), doc="A remote file's URL, else None.")
+    generation = property(lambda self: self._generation,
+                          doc="The pinned generation of a package open, else None.")
 
     @property
     def allowlist(self) -> Allowlist:

@@ -48,6 +48,7 @@ TEMP_NAMES: dict[str, TempKind] = {
     "export": TempKind(".{target}.{owner}.{nanos}.export", True),    # tet export's store dir
     "unpacked": TempKind(".{target}.{owner}.{nanos}.unpacked", True),  # convert's unpacked input
     "upload": TempKind(".{target}.{owner}.{nanos}.upload", True),      # a remote write's build dir
+    "publish": TempKind(".{target}.{owner}.{nanos}.publish", True),  # a generation being sealed
     "spill": TempKind("spill-{pid}-{nanos}.bin", False),             # engine spill (often kept)
     "sidecar-draft": TempKind("sidecar-draft-{pid}-{nanos}.tet", True),  # sidecar before its move
 }

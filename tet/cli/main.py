@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from tet import __version__, simd
-from tet.cli import convert, export, info, man, qhist, query, repair, verify
+from tet.cli import convert, export, info, man, pkg, qhist, query, repair, verify
 from tet.errors import TetError
 
-COMMANDS = (info, verify, repair, query, qhist, convert, export, man)
+COMMANDS = (info, verify, repair, query, qhist, convert, export, pkg, man)
 
 
 def build_parser() -> argparse.ArgumentParser:
