@@ -158,9 +158,10 @@ def test_publisher_killed_at_random_points(tmp_path: Path) -> None:
                 tet.publish(pkg, [f"k{which}"])
             finally:
                 os._exit(0)
-        time.sleep(rng.uniform(0, span * 1.5))
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        if trial % 8 != 7:  # every eighth publish runs to its end, whatever the load
+            time.sleep(rng.uniform(0, span * 1.5))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         with tet.open(pkg) as f:
             # the previous generation, or a new one (past any a killed publish sealed
@@ -170,7 +171,7 @@ def test_publisher_killed_at_random_points(tmp_path: Path) -> None:
                 values[f.generation] = which
             assert f.min("v") == f.max("v") == values[f.generation]
             _verify_deep(f.path)
-    assert len(values) > 1  # some publishes were killed after their flip, or finished
+    assert len(values) > 15  # the finished publishes, and any killed after their flip
     final = tet.publish(pkg, ["k1"])  # leftovers never block the next publish
     assert final > max(values)
     assert [d.name for d in (pkg / "publishing").iterdir() if d.name != ".lock"] == []
