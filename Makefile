@@ -20,7 +20,7 @@ ASAN_ENV = LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:abort_on_error=1 TET_NATIVE=$(ASAN_DIR)/_native.so
 
-.PHONY: all build run test test-scalar lint typecheck cwarn bench interop man clean fuzz asan wheel
+.PHONY: all build run test test-scalar lint typecheck cwarn bench interop ref man clean fuzz asan wheel
 
 all: build
 
@@ -46,7 +46,7 @@ run: build
 	$(VENV)/bin/tet query '{"dataset": "temperature", "quantile": {"q": 0.9, "axis": []}}' \
 	    -t $(DEMO) -x --format table
 
-test: build cwarn
+test: build cwarn ref
 	$(PY) -m pytest
 	TET_SIMD=scalar $(PY) -m pytest -p no:randomly tests/test_simd.py tests/test_roundtrip.py
 	$(MAKE) --no-print-directory lint typecheck
@@ -100,6 +100,10 @@ bench: build
 
 interop: build
 	$(PY) tools/interop.py
+
+# The reference binding tet-py 0.8.3 in .venv-ref: the package tests drive it both ways.
+ref: build
+	$(PY) -c 'import sys; sys.path.insert(0, "tools"); import interop; interop.ensure_reference()'
 
 # Regenerate man/ from the parser and the operation registry (a test fails when stale).
 man: build

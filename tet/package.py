@@ -24,6 +24,7 @@ from tet.layout import parse_catalog
 from tet.package_admin import pack_copy
 from tet.package_layout import (
     GENERATIONS,
+    MAX_GENERATION,
     PACKED,
     PART_META,
     PINS,
@@ -245,7 +246,7 @@ def publish(package: str | os.PathLike[str], part_ids: Sequence[str], *,
         raise PackageError(f"tet package: frozen part id not found in staging: {missing[0]!r}")
     base = store.current()
     gen = generation if generation is not None else _next_generation(store, base)
-    if not 0 <= gen <= 99_999_999:
+    if not 0 <= gen <= MAX_GENERATION:
         raise PackageError(f"invalid generation id: {gen}")
     if store.exists(gen_key(gen)):
         raise PackageError(f"package path already exists: {store.local_path(gen_key(gen))}")

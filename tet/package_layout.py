@@ -246,8 +246,10 @@ def parse_generation(text: str) -> int:
     """A generation id as ``CURRENT`` or ``?generation=`` spells it (surrounding
     whitespace and leading zeros allowed, as tet-py reads it)."""
     s = text.strip()
-    if not s.isascii() or not s.isdigit() or int(s) > MAX_GENERATION:
-        raise PackageError(f"invalid generation id: {s}")
+    # the length first: a hostile CURRENT of thousands of digits is refused, not parsed
+    if not s.isascii() or not s.isdigit() or len(s.lstrip("0")) > len(str(MAX_GENERATION)) \
+            or int(s) > MAX_GENERATION:
+        raise PackageError(f"invalid generation id: {s[:40]}" + ("..." if len(s) > 40 else ""))
     return int(s)
 
 
