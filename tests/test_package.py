@@ -216,3 +216,18 @@ def test_log_and_prune_keep_current_and_pins(tmp_path: Path) -> None:
         assert f.generation == 3
     with pytest.raises(tet.PackageError, match="keep must be at least 1"):
         tet.prune(pkg, keep=0)
+
+
+def test_a_hostile_current_is_a_clear_error(tmp_path: Path) -> None:
+    pkg = _pkg(tmp_path)
+    _two_parts(tmp_path, pkg)
+    tet.publish(pkg, ["a"])
+    for text, shown in (("9" * 5000, "9" * 40 + "..."), ("../../etc", "../../etc"),
+                        ("", ""), ("100000000", "100000000"), ("1 2", "1 2")):
+        (pkg / "CURRENT").write_text(text)
+        with pytest.raises(tet.PackageError) as e:
+            tet.open(pkg)
+        assert str(e.value) == f"invalid generation id: {shown}"
+    (pkg / "CURRENT").write_text("000001\n")  # leading zeros, as tet-py reads them
+    with tet.open(pkg) as f:
+        assert f.generation == 1
