@@ -287,5 +287,9 @@ def test_cli_on_an_s3_package(s3: Any, url: str, parts: dict[str, Path], cli: An
     assert r.rc == 0 and [g["generation"] for g in json.loads(r.out)] == [1]
     r = cli("info", url, *opts)
     assert r.rc == 0 and "a" in r.out, r.err
+    r = cli("query", '{"dataset": "a", "sum": []}', "-t", f"{url}?generation=1", "-x",
+            "-q", *opts)
+    assert r.rc == 0, r.err
+    assert f"status=ok op=sum sum={A.sum():g} " in r.out, r.out
     r = cli("pkg", "publish", url, "a", "--storage-option=bogus_key=1")
     assert r.rc != 0 and r.err.count("\n") == 1
