@@ -217,6 +217,10 @@ def test_pack_and_prune(s3: Any, url: str, parts: dict[str, Path], tmp_path: Pat
     assert report["removed_generations"] == [1] and report["kept_generations"] == [2]
     assert report["removed_sessions"] == ["w0"]  # part a: used only by generation 1
     assert [r["generation"] for r in tet.log(url, storage_options=o)] == [2]
+    # a generation claimed above CURRENT may be a publish still uploading: kept while young
+    RemoteStore(url, o)._claim("generations/00000007")
+    assert tet.prune(url, grace_s=600.0, storage_options=o)["pinned"] == [7]
+    assert tet.prune(url, grace_s=0.0, storage_options=o)["removed_generations"] == [7]
     assert tet.pack(url, tmp_path / "out.tet", storage_options=o) == 2
     with tet.open(tmp_path / "out.tet") as f:
         np.testing.assert_array_equal(f["b"][:], B)

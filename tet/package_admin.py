@@ -166,7 +166,9 @@ def prune(package: str | os.PathLike[str], *, keep: int = 1,
     Kept: the generation ``CURRENT`` names, the `keep` newest at or below it, and any
     whose pin (``readers/<id>``) is younger than `grace_s` seconds.  Generations above
     ``CURRENT`` are what publishes that did not flip it left (or what an explicit older
-    ``generation=`` left behind) and are removed unless pinned.  Staged parts used by a
+    ``generation=`` left behind) and are removed unless pinned (on an object store,
+    where prune holds no lock, also unless claimed within `grace_s`: a publish may be
+    uploading it).  Staged parts used by a
     kept generation, and parts no generation used yet, are kept; sessions an ingest left
     without ``PART_META.json`` are removed once older than `grace_s`.
 
@@ -184,7 +186,8 @@ def prune(package: str | os.PathLike[str], *, keep: int = 1,
         gens = _generations(store)
         below = [g for g in gens if current is not None and g <= current]
         keep_set = set(below[-keep:]) | ({current} if current is not None else set())
-        pinned = [g for g in gens if g not in keep_set and _pinned(store, g, grace_s)]
+        pinned = [g for g in gens if g not in keep_set and (
+            _pinned(store, g, grace_s) or _in_flight(store, g, current, grace_s))]
         kept = sorted(keep_set | set(pinned))
         removed = [g for g in gens if g not in kept]
         used: set[str] = set()
@@ -214,6 +217,16 @@ def prune(package: str | os.PathLike[str], *, keep: int = 1,
                 remove_stale(store.local_path(PUBLISHING), "generation")
     return {"removed_generations": removed, "kept_generations": kept, "pinned": pinned,
             "removed_sessions": sorted(sessions), "bytes_freed": freed}
+
+
+def _in_flight(store: LocalStore | RemoteStore, generation: int, current: int | None,
+               grace_s: float) -> bool:
+    """On an object store (no lock to hold), a generation above ``CURRENT`` claimed
+    within the grace period may be a publish still uploading: kept."""
+    if not isinstance(store, RemoteStore) or (current is not None and generation <= current):
+        return False
+    age = store.age(gen_key(generation))
+    return age is not None and age < grace_s
 
 
 def _pinned(store: LocalStore | RemoteStore, generation: int, grace_s: float) -> bool:

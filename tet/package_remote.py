@@ -283,7 +283,9 @@ class RemoteStore:
             self._put(key, b"")
 
     def age(self, key: str) -> float | None:
-        meta = self._head(key)
+        """Seconds since `key` (or, for a folder, its ``.tet-dir`` marker: when it was
+        claimed) was written."""
+        meta = self._head(key) or (self._head(f"{key}/{DIR_MARKER}") if key else None)
         if meta is None:
             return None
         when = meta.get("last_modified")
