@@ -98,6 +98,13 @@ def test_publish_pin_and_range_read(s3: Any, url: str, parts: dict[str, Path]) -
     assert s3.traffic.count("/generations/00000002/packed.tet", "GET") >= 1
     assert [(r["generation"], r["current"], r["datasets"])
             for r in tet.log(url, storage_options=o)] == [(1, False, ["a"]), (2, True, ["a", "b"])]
+    # a schema change against CURRENT (read by ranged GETs) needs replace=
+    tet.write_dataset(parts["a"].with_name("a2.tet"), "a", B)
+    tet.ingest(url, parts["a"].with_name("a2.tet"), session_id="w3", storage_options=o)
+    with pytest.raises(PackageError, match=r"^dataset schema conflict vs CURRENT: dataset=a "):
+        tet.publish(url, ["a2"], storage_options=o)
+    assert tet.publish(url, ["a2"], replace=["a"], storage_options=o) == 3
+    np.testing.assert_array_equal(tet.open(url, storage_options=o)["a"][:], B)
 
 
 def test_current_flips_by_conditional_put(s3: Any, url: str, parts: dict[str, Path],

@@ -211,12 +211,21 @@ def _check_schema(store: Any, base: int | None, outs: Sequence[Any],
                   replace: Sequence[str]) -> None:
     if base is None:
         return
-    path = store.local_path(gen_key(base, PACKED))
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return  # CURRENT names no sealed file: nothing to keep compatible with
-    prior = {r.name: r for r in parse_catalog(data, len(data)).datasets}
+    if isinstance(store, RemoteStore):  # the catalog is range-read, not downloaded
+        from tet.file import open as open_tet
+
+        if store._head(gen_key(base, PACKED)) is None:
+            return
+        with open_tet(store.url(gen_key(base, PACKED)), storage_options=store.options) as f:
+            records = list(f.catalog.datasets)
+    else:
+        path = store.local_path(gen_key(base, PACKED))
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return  # CURRENT names no sealed file: nothing to keep compatible with
+        records = list(parse_catalog(data, len(data)).datasets)
+    prior = {r.name: r for r in records}
     for out in outs:
         new, old = out.record, prior.get(out.record.name)
         if old is None or new.name in replace:
