@@ -124,6 +124,7 @@ __all__ = [
     "selection_slices",
     "simd_level",
     "to_dask",
+    "to_package",
     "typing_stub",
     "write_dataset",
     "write_to_wire",
@@ -159,6 +160,14 @@ def from_xarray(ds: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     from tet.xarray_write import from_xarray as run
 
     return run(ds, path, **kwargs)
+
+
+def to_package(data: Any, package: str | os.PathLike[str], **kwargs: Any) -> int | list[str]:
+    """`tet.package_dask.to_package`: write a dask array or xarray Dataset into a package
+    from the dask workers and publish it once (needs the ``dask`` extra)."""
+    from tet.package_dask import to_package as run
+
+    return run(data, package, **kwargs)
 
 
 def query_many(paths: Iterable[str | os.PathLike[str]], doc: Any, client: Any = None,

@@ -4,8 +4,9 @@ generation at open.  Compatible with the packages tet-py 0.8.3 makes and reads (
 layout is `tet.package_layout`'s; the sealing `tet.package_pack`'s; `log`, `prune` and
 the pins are `tet.package_admin`'s).
 
-The functions take a package path; storage goes through `tet.package_layout.PackageStore`
-(here `LocalStore`), so an object-store package can take the same code.
+The functions take a package path or an ``s3://bucket/prefix`` URL (with
+`storage_options`); storage goes through `tet.package_layout.PackageStore`: `LocalStore`
+for a directory, `tet.package_remote.RemoteStore` for an object-store prefix.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from tet.errors import PackageError, PublishConflictError
 from tet.layout import parse_catalog
+from tet.objstore import RemoteConflictError
 from tet.package_admin import pack_copy
 from tet.package_layout import (
     GENERATIONS,
@@ -45,12 +47,12 @@ from tet.package_layout import (
 )
 from tet.package_local import LocalStore, store_of
 from tet.package_pack import open_parts, plan_datasets, seal_generation
+from tet.package_remote import GEN_QUERY, RemoteStore, is_package_url, package_store
 
 __all__ = ["create", "ingest", "is_package", "pack", "package_target", "publish", "store_of"]
 
 PACKAGE_SUFFIX = ".tet.d"
 DEFAULT_SESSION = "s0"
-_GEN_QUERY = "?generation="
 _PIN_RETRIES = 5
 
 
@@ -60,15 +62,21 @@ def is_package(path: str | os.PathLike[str]) -> bool:
     return p.is_dir() and (p.name.endswith(PACKAGE_SUFFIX) or (p / PROTOCOL).is_file())
 
 
-def create(path: str | os.PathLike[str]) -> Path:
+def create(path: str | os.PathLike[str], *,
+           storage_options: Mapping[str, Any] | None = None) -> Path | str:
     """Create an empty package (``PROTOCOL``, ``staging/``, ``generations/``,
-    ``publishing/``) and return its path.
+    ``publishing/``) and return its path (for an ``s3://`` URL: ``PROTOCOL`` and the
+    folder markers under the prefix, and the URL is returned).
 
     Raises
     ------
     PackageError
-        When `path` exists already.
+        When `path` exists already (for a URL: a package is there already).
     """
+    if is_package_url(path):
+        return _create_remote(str(path), storage_options)
+    if storage_options:
+        raise PackageError(f"storage_options apply to package URLs, not to the path {path}")
     root = Path(os.path.expanduser(os.fspath(path)))
     try:
         root.mkdir()
@@ -83,6 +91,19 @@ def create(path: str | os.PathLike[str]) -> Path:
 
 
 _create_package = create
+
+
+def _create_remote(url: str, storage_options: Mapping[str, Any] | None) -> str:
+    store = RemoteStore(url, storage_options)
+    if store.is_package():
+        raise PackageError(f"package path already exists: {store.root}")
+    try:
+        store._put(PROTOCOL, dumps(protocol_doc(int(time.time()))), mode="create")
+    except RemoteConflictError:
+        raise PackageError(f"package path already exists: {store.root}") from None
+    for sub in (STAGING, GENERATIONS, PUBLISHING):
+        store._claim(sub)
+    return store.root
 
 
 def _default_part_id(source: Path) -> str:
@@ -116,8 +137,8 @@ def _region_claim(name: str, dtype: int, slab: tuple[int, ...], chunk: tuple[int
 
 def ingest(package: str | os.PathLike[str], source: str | os.PathLike[str], *,
            part_id: str | None = None, session_id: str = DEFAULT_SESSION,
-           create: bool = False, regions: Mapping[str, Mapping[str, Any]] | None = None
-           ) -> str:
+           create: bool = False, regions: Mapping[str, Mapping[str, Any]] | None = None,
+           storage_options: Mapping[str, Any] | None = None) -> str:
     """Stage the sealed file `source` as one part of `package`; returns the part id.
 
     Parameters
@@ -141,10 +162,15 @@ def ingest(package: str | os.PathLike[str], source: str | os.PathLike[str], *,
         Not a package, a bad or reused id, a source that is not a sealed ``.tet``, a
         region that does not cover whole tiles.
     """
-    root = Path(os.path.expanduser(os.fspath(package)))
-    if create and not (root / PROTOCOL).is_file():
-        _create_package(root)
-    store = store_of(root)
+    if is_package_url(package):
+        if create and not RemoteStore(str(package), storage_options).is_package():
+            _create_remote(str(package), storage_options)
+        store = package_store(package, storage_options)
+    else:
+        root = Path(os.path.expanduser(os.fspath(package)))
+        if create and not (root / PROTOCOL).is_file():
+            _create_package(root)
+        store = package_store(root, storage_options)
     check_id(session_id, "staging session id")
     src = Path(os.path.expanduser(os.fspath(source)))
     pid = check_id(part_id if part_id is not None else _default_part_id(src), "part id")
@@ -175,23 +201,32 @@ def ingest(package: str | os.PathLike[str], source: str | os.PathLike[str], *,
     return pid
 
 
-def _next_generation(store: LocalStore, base: int | None) -> int:
+def _next_generation(store: Any, base: int | None) -> int:
     """One past CURRENT and past any generation sealed without a flip (a publish that
     was stopped), so such a remnant never blocks the next publish."""
     ids = [int(n) for n in store.list(GENERATIONS) if n.isdigit()]
     return max([base or 0, *ids]) + 1
 
 
-def _check_schema(store: LocalStore, base: int | None, outs: Sequence[Any],
+def _check_schema(store: Any, base: int | None, outs: Sequence[Any],
                   replace: Sequence[str]) -> None:
     if base is None:
         return
-    path = store.local_path(gen_key(base, PACKED))
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return  # CURRENT names no sealed file: nothing to keep compatible with
-    prior = {r.name: r for r in parse_catalog(data, len(data)).datasets}
+    if isinstance(store, RemoteStore):  # the catalog is range-read, not downloaded
+        from tet.file import open as open_tet
+
+        if store._head(gen_key(base, PACKED)) is None:
+            return
+        with open_tet(store.url(gen_key(base, PACKED)), storage_options=store.options) as f:
+            records = list(f.catalog.datasets)
+    else:
+        path = store.local_path(gen_key(base, PACKED))
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return  # CURRENT names no sealed file: nothing to keep compatible with
+        records = list(parse_catalog(data, len(data)).datasets)
+    prior = {r.name: r for r in records}
     for out in outs:
         new, old = out.record, prior.get(out.record.name)
         if old is None or new.name in replace:
@@ -207,7 +242,8 @@ def _check_schema(store: LocalStore, base: int | None, outs: Sequence[Any],
 
 def publish(package: str | os.PathLike[str], part_ids: Sequence[str], *,
             generation: int | None = None, dry_run: bool = False,
-            replace: Sequence[str] | None = None) -> int:
+            replace: Sequence[str] | None = None,
+            storage_options: Mapping[str, Any] | None = None) -> int:
     """Seal the staged parts `part_ids` into one generation and point ``CURRENT`` at it.
 
     The generation holds exactly the datasets of these parts (a full snapshot).  It is
@@ -230,9 +266,10 @@ def publish(package: str | os.PathLike[str], part_ids: Sequence[str], *,
         Unknown or repeated part ids, overlapping claims, missing region tiles, a schema
         change not in `replace`, an existing generation.
     PublishConflictError
-        Another publish flipped ``CURRENT`` first.
+        Another publish flipped ``CURRENT`` first (on an object store: its conditional
+        put of ``CURRENT`` won, or it claimed the same generation first).
     """
-    store = store_of(package)
+    store = package_store(package, storage_options)
     ids = list(part_ids)
     if not ids:
         raise PackageError("tet package: publish requires a frozen part-id list")
@@ -249,7 +286,7 @@ def publish(package: str | os.PathLike[str], part_ids: Sequence[str], *,
     if not 0 <= gen <= MAX_GENERATION:
         raise PackageError(f"invalid generation id: {gen}")
     if store.exists(gen_key(gen)):
-        raise PackageError(f"package path already exists: {store.local_path(gen_key(gen))}")
+        raise PackageError(f"package path already exists: {store.root}/{gen_key(gen)}")
     parts = [(staged[i][1], store.local_path(f"{STAGING}/{staged[i][0]}/{part_file(i)}"))
              for i in ids]
     with open_parts(parts) as opened:
@@ -270,32 +307,66 @@ def publish(package: str | os.PathLike[str], part_ids: Sequence[str], *,
     return gen
 
 
-def pinned_generation(store: LocalStore, generation: int | None) -> tuple[Path, int]:
+def _sealed_target(store: Any, generation: int) -> Any:
+    """What `tet.open` reads for a sealed generation: the local ``packed.tet``, or its
+    URL on an object store; None when it is not there."""
+    key = gen_key(generation, PACKED)
+    if isinstance(store, RemoteStore):
+        return store.url(key) if store._head(key) is not None else None
+    path = store.local_path(key)
+    return path if path.is_file() else None
+
+
+def pinned_generation(store: Any, generation: int | None) -> tuple[Any, int]:
     """The ``packed.tet`` of `generation` (None: the one ``CURRENT`` names, read once),
-    after touching its pin (`tet.package_admin` keeps pinned generations)."""
+    after touching its pin (`tet.package_admin` keeps pinned generations): a local path,
+    or a URL on an object store."""
     for _ in range(_PIN_RETRIES):
         gen = generation if generation is not None else store.current()
         if gen is None:
             raise PackageError("tet package: package has no CURRENT generation")
         store.touch(f"{PINS}/{gen_name(gen)}")
-        path = store.local_path(gen_key(gen, PACKED))
-        if path.is_file():
-            return path, gen
+        target = _sealed_target(store, gen)
+        if target is not None:
+            return target, gen
         if generation is not None:
             break  # CURRENT-pinned opens retry: a prune may have raced a publish
     raise PackageError(f"package generation {gen} is not sealed (missing packed.tet)")
 
 
-def package_target(path: Any) -> tuple[Any, int | None]:
-    """What `tet.open` opens for `path`: a package (or ``pkg?generation=N``) becomes its
-    pinned ``packed.tet`` and generation; anything else is returned as it is."""
+def _remote_target(text: str, storage_options: Mapping[str, Any] | None
+                   ) -> tuple[Any, int | None]:
+    """An ``s3://`` URL: a package prefix (pinned) or a plain object (as it is).  A key
+    ending in ``.tet`` is an object; otherwise an existing object at the key is one, and
+    a prefix holding a package is a package."""
+    base, sep, gen_text = text.partition(GEN_QUERY)
+    if not sep:
+        if base.rstrip("/").endswith(".tet"):
+            return text, None
+        store = RemoteStore(base, storage_options)
+        if store._head("") is not None or not store.is_package():
+            return text, None
+    else:
+        store = package_store(base, storage_options)
+    return pinned_generation(store, parse_generation(gen_text) if sep else None)
+
+
+def package_target(path: Any, storage_options: Mapping[str, Any] | None = None
+                   ) -> tuple[Any, int | None]:
+    """What `tet.open` opens for `path`: a package (or ``pkg?generation=N``, locally or
+    under ``s3://bucket/prefix``) becomes its pinned ``packed.tet`` and generation;
+    anything else is returned as it is."""
     if not isinstance(path, (str, os.PathLike)):
         return path, None
     text = os.fspath(path)
-    if not isinstance(text, str) or ("://" in text and not text.startswith("file://")):
+    if not isinstance(text, str):
+        return path, None
+    if is_package_url(text):
+        return _remote_target(text, storage_options)
+    if "://" in text and not text.startswith("file://"):
         return path, None
     text = text.removeprefix("file://")
-    base, sep, gen_text = text.partition(_GEN_QUERY)
+    base, sep, gen_text = text.partition(GEN_QUERY)
     if not sep and not is_package(base):
         return path, None
     store = store_of(base)
@@ -303,17 +374,23 @@ def package_target(path: Any) -> tuple[Any, int | None]:
 
 
 def pack(package: str | os.PathLike[str], dest: str | os.PathLike[str], *,
-         generation: int | None = None, remove_package: bool = False) -> int:
+         generation: int | None = None, remove_package: bool = False,
+         storage_options: Mapping[str, Any] | None = None) -> int:
     """Copy a sealed generation's ``packed.tet`` (default: ``CURRENT``'s) to the new
-    file `dest`; with `remove_package`, remove the package after the copy is checked
-    against the generation's manifest.  Returns the generation packed."""
-    store = store_of(package)
-    src, gen = pinned_generation(store, generation)
+    local file `dest` (from an object store: downloaded); with `remove_package`, remove
+    the package after the copy is checked against the generation's manifest.  Returns
+    the generation packed."""
+    store = package_store(package, storage_options)
+    target, gen = pinned_generation(store, generation)
     out = Path(os.path.expanduser(os.fspath(dest)))
     if os.path.lexists(out):
         raise PackageError(f"package path already exists: {out}")
+    src = store.local_path(gen_key(gen, PACKED)) if isinstance(store, RemoteStore) else target
     pack_copy(store, gen, src, out)
     if remove_package:
+        if isinstance(store, RemoteStore):
+            store.remove("")
+            return gen
         try:
             shutil.rmtree(store.path)
         except OSError as exc:

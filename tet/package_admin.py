@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ from tet.package_layout import (
     iter_parts,
     parse_manifest,
 )
-from tet.package_local import LocalStore, copy_range, store_of
+from tet.package_local import LocalStore, copy_range
+from tet.package_remote import RemoteStore, package_store
 from tet.tempnames import remove_stale, temp_name
 
 __all__ = ["PIN_GRACE_S", "log", "pack_copy", "prune"]
@@ -43,11 +46,13 @@ PIN_GRACE_S = 600.0
 _HASH_STEP = 8 << 20
 
 
-def _store(package: str | os.PathLike[str]) -> LocalStore:
-    return store_of(package)
+def _store(package: str | os.PathLike[str],
+           storage_options: Mapping[str, Any] | None) -> LocalStore | RemoteStore:
+    store: LocalStore | RemoteStore = package_store(package, storage_options)
+    return store
 
 
-def _generations(store: LocalStore) -> list[int]:
+def _generations(store: LocalStore | RemoteStore) -> list[int]:
     return sorted(int(n) for n in store.list(GENERATIONS) if n.isdigit() and len(n) == 8)
 
 
@@ -76,7 +81,7 @@ def packed_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pack_copy(store: LocalStore, generation: int, src: Path, out: Path) -> None:
+def pack_copy(store: LocalStore | RemoteStore, generation: int, src: Path, out: Path) -> None:
     """Copy `src` to the new file `out` (beside it, fsynced, then linked into place so an
     existing `out` is never replaced), checked against the generation's manifest."""
     data = store.read(gen_key(generation, MANIFEST))
@@ -106,7 +111,25 @@ def pack_copy(store: LocalStore, generation: int, src: Path, out: Path) -> None:
     fsync_dir(out.parent)
 
 
-def log(package: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def _names_and_time(store: LocalStore | RemoteStore, gen: int) -> tuple[list[str], int]:
+    """The datasets of a generation's ``packed.tet`` and when its manifest was written
+    (on an object store the catalog is range-read, not downloaded); OSError when the
+    generation cannot be read."""
+    if isinstance(store, RemoteStore):
+        from tet.file import open as open_tet
+
+        with open_tet(store.url(gen_key(gen, PACKED)), storage_options=store.options) as f:
+            names = list(f)
+        age = store.age(gen_key(gen, MANIFEST))
+        return names, int(time.time() - (age or 0.0))
+    with store.local_path(gen_key(gen, PACKED)).open("rb") as fh:
+        head = fh.read()
+    names = [r.name for r in parse_catalog(head, len(head)).datasets]
+    return names, int(os.stat(store.local_path(gen_key(gen, MANIFEST))).st_mtime)
+
+
+def log(package: str | os.PathLike[str], *,
+        storage_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The package's sealed generations, oldest first: ``generation``, ``current``
     (whether ``CURRENT`` names it), ``created_unix`` (when it was sealed), ``part_ids``,
     ``datasets``, ``packed_byte_len``.
@@ -116,7 +139,7 @@ def log(package: str | os.PathLike[str]) -> list[dict[str, Any]]:
     PackageError
         Not a package, or a generation whose manifest cannot be read.
     """
-    store = _store(package)
+    store = _store(package, storage_options)
     current = store.current()
     out = []
     for gen in _generations(store):
@@ -125,12 +148,8 @@ def log(package: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if data is None:
             continue  # not sealed (tet-py's empty leftovers)
         manifest = parse_manifest(data, key)
-        packed = store.local_path(gen_key(gen, PACKED))
         try:
-            with packed.open("rb") as fh:
-                head = fh.read()
-            names = [r.name for r in parse_catalog(head, len(head)).datasets]
-            when = int(os.stat(store.local_path(key)).st_mtime)
+            names, when = _names_and_time(store, gen)
         except OSError:
             continue
         out.append({"generation": gen, "current": gen == current, "created_unix": when,
@@ -140,13 +159,16 @@ def log(package: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def prune(package: str | os.PathLike[str], *, keep: int = 1,
-          grace_s: float = PIN_GRACE_S, dry_run: bool = False) -> dict[str, Any]:
+          grace_s: float = PIN_GRACE_S, dry_run: bool = False,
+          storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Remove old generations and the staged parts only they used.
 
     Kept: the generation ``CURRENT`` names, the `keep` newest at or below it, and any
     whose pin (``readers/<id>``) is younger than `grace_s` seconds.  Generations above
     ``CURRENT`` are what publishes that did not flip it left (or what an explicit older
-    ``generation=`` left behind) and are removed unless pinned.  Staged parts used by a
+    ``generation=`` left behind) and are removed unless pinned (on an object store,
+    where prune holds no lock, also unless claimed within `grace_s`: a publish may be
+    uploading it).  Staged parts used by a
     kept generation, and parts no generation used yet, are kept; sessions an ingest left
     without ``PART_META.json`` are removed once older than `grace_s`.
 
@@ -158,13 +180,14 @@ def prune(package: str | os.PathLike[str], *, keep: int = 1,
     """
     if keep < 1:
         raise PackageError(f"tet package: prune keep must be at least 1, got {keep}")
-    store = _store(package)
+    store = _store(package, storage_options)
     with store.lock():
         current = store.current()
         gens = _generations(store)
         below = [g for g in gens if current is not None and g <= current]
         keep_set = set(below[-keep:]) | ({current} if current is not None else set())
-        pinned = [g for g in gens if g not in keep_set and _pinned(store, g, grace_s)]
+        pinned = [g for g in gens if g not in keep_set and (
+            _pinned(store, g, grace_s) or _in_flight(store, g, current, grace_s))]
         kept = sorted(keep_set | set(pinned))
         removed = [g for g in gens if g not in kept]
         used: set[str] = set()
@@ -182,25 +205,39 @@ def prune(package: str | os.PathLike[str], *, keep: int = 1,
         sessions += [s for s in store.list(STAGING)
                      if not store.exists(f"{STAGING}/{s}/{PART_META}")
                      and (store.age(f"{STAGING}/{s}") or 0.0) > grace_s]
-        freed = sum(_tree_bytes(store.local_path(gen_key(g))) for g in removed) + sum(
-            _tree_bytes(store.local_path(f"{STAGING}/{s}")) for s in sessions)
+        freed = sum(_tree_bytes(store, gen_key(g)) for g in removed) + sum(
+            _tree_bytes(store, f"{STAGING}/{s}") for s in sessions)
         if not dry_run:
             for g in removed:
                 store.remove(gen_key(g))
                 store.remove(f"{PINS}/{gen_name(g)}")
             for s in sessions:
                 store.remove(f"{STAGING}/{s}")
-            remove_stale(store.local_path(PUBLISHING), "generation")
+            if isinstance(store, LocalStore):
+                remove_stale(store.local_path(PUBLISHING), "generation")
     return {"removed_generations": removed, "kept_generations": kept, "pinned": pinned,
             "removed_sessions": sorted(sessions), "bytes_freed": freed}
 
 
-def _pinned(store: LocalStore, generation: int, grace_s: float) -> bool:
+def _in_flight(store: LocalStore | RemoteStore, generation: int, current: int | None,
+               grace_s: float) -> bool:
+    """On an object store (no lock to hold), a generation above ``CURRENT`` claimed
+    within the grace period may be a publish still uploading: kept."""
+    if not isinstance(store, RemoteStore) or (current is not None and generation <= current):
+        return False
+    age = store.age(gen_key(generation))
+    return age is not None and age < grace_s
+
+
+def _pinned(store: LocalStore | RemoteStore, generation: int, grace_s: float) -> bool:
     age = store.age(f"{PINS}/{gen_name(generation)}")
     return age is not None and age < grace_s
 
 
-def _tree_bytes(path: Path) -> int:
+def _tree_bytes(store: LocalStore | RemoteStore, key: str) -> int:
+    if isinstance(store, RemoteStore):
+        return store.tree_bytes(key)
+    path = store.local_path(key)
     total = 0
     for folder, _, files in os.walk(path):
         for f in files:

@@ -8,6 +8,7 @@ import json
 import time
 
 from tet.cli.common import CommandFailed, Subparsers, add_command
+from tet.cli.targets import add_storage_option, storage_options
 
 
 def register(sub: Subparsers) -> None:
@@ -16,13 +17,15 @@ def register(sub: Subparsers) -> None:
         description="Versioned packages: writers ingest sealed .tet files as parts (each "
                     "with its own session), one publish seals them into an immutable "
                     "generation and flips CURRENT atomically; readers (tet info, tet query "
-                    "-t PKG or PKG?generation=N) pin one generation.")
+                    "-t PKG or PKG?generation=N) pin one generation. PKG is a directory or "
+                    "an s3://bucket/prefix URL (with --storage-option).")
     cmds = parser.add_subparsers(dest="pkg_command", metavar="ACTION", required=True)
 
     p = add_command(cmds, "create", help="create an empty package",
                     description="Create an empty package directory (PROTOCOL, staging/, "
                                 "generations/, publishing/).")
     p.add_argument("package", metavar="PKG")
+    add_storage_option(p)
     p.set_defaults(run=_create)
 
     p = add_command(cmds, "ingest", help="stage a sealed .tet file as one part",
@@ -36,6 +39,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--region", action="append", default=[], metavar="NAME:SHAPE:OFFSET",
                    help="dataset NAME of FILE is the slab at OFFSET of an array of SHAPE "
                         "(comma-separated, e.g. big:1000,64:200,0); repeatable")
+    add_storage_option(p)
     p.set_defaults(run=_ingest)
 
     p = add_command(cmds, "publish", help="seal parts into a generation and flip CURRENT",
@@ -48,6 +52,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--dry-run", action="store_true", help="check claims and schema only")
     p.add_argument("--replace", action="append", default=[], metavar="NAME",
                    help="allow dataset NAME to change dtype or shape; repeatable")
+    add_storage_option(p)
     p.set_defaults(run=_publish)
 
     p = add_command(cmds, "pack", help="copy a generation to a standalone .tet file",
@@ -58,6 +63,7 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--generation", type=int, help="default: CURRENT")
     p.add_argument("--remove-package", action="store_true",
                    help="remove PKG after the checked copy")
+    add_storage_option(p)
     p.set_defaults(run=_pack)
 
     p = add_command(cmds, "log", help="list the package's generations",
@@ -65,6 +71,7 @@ def register(sub: Subparsers) -> None:
                                 "bytes, parts and datasets.")
     p.add_argument("package", metavar="PKG")
     p.add_argument("--json", action="store_true", help="JSON rows")
+    add_storage_option(p)
     p.set_defaults(run=_log)
 
     p = add_command(cmds, "prune", help="remove old generations and consumed parts",
@@ -76,13 +83,14 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--grace", type=float, default=600.0, metavar="SECONDS",
                    help="keep generations pinned this recently (default 600)")
     p.add_argument("--dry-run", action="store_true", help="say what would be removed")
+    add_storage_option(p)
     p.set_defaults(run=_prune)
 
 
 def _create(args: argparse.Namespace) -> int:
     import tet
 
-    print(tet.create(args.package))
+    print(tet.create(args.package, storage_options=storage_options(args)))
     return 0
 
 
@@ -105,7 +113,8 @@ def _ingest(args: argparse.Namespace) -> int:
             raise CommandFailed(f"--region takes NAME:SHAPE:OFFSET, got {spec!r}")
         regions[name] = {"shape": _ints(shape, "SHAPE"), "offset": _ints(rest, "OFFSET")}
     print(tet.ingest(args.package, args.source, session_id=args.session, part_id=args.part_id,
-                     create=args.create, regions=regions or None))
+                     create=args.create, regions=regions or None,
+                     storage_options=storage_options(args)))
     return 0
 
 
@@ -113,7 +122,8 @@ def _publish(args: argparse.Namespace) -> int:
     import tet
 
     print(tet.publish(args.package, args.parts, generation=args.generation,
-                      dry_run=args.dry_run, replace=args.replace or None))
+                      dry_run=args.dry_run, replace=args.replace or None,
+                      storage_options=storage_options(args)))
     return 0
 
 
@@ -121,14 +131,15 @@ def _pack(args: argparse.Namespace) -> int:
     import tet
 
     print(tet.pack(args.package, args.dest, generation=args.generation,
-                   remove_package=args.remove_package))
+                   remove_package=args.remove_package,
+                   storage_options=storage_options(args)))
     return 0
 
 
 def _log(args: argparse.Namespace) -> int:
     import tet
 
-    rows = tet.log(args.package)
+    rows = tet.log(args.package, storage_options=storage_options(args))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -143,7 +154,8 @@ def _log(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     import tet
 
-    report = tet.prune(args.package, keep=args.keep, grace_s=args.grace, dry_run=args.dry_run)
+    report = tet.prune(args.package, keep=args.keep, grace_s=args.grace, dry_run=args.dry_run,
+                       storage_options=storage_options(args))
     verb = "would remove" if args.dry_run else "removed"
     print(f"{verb} generations {report['removed_generations']}, sessions "
           f"{report['removed_sessions']} ({report['bytes_freed']} bytes); kept "
