@@ -231,10 +231,7 @@ class TetFile(Mapping[str, Dataset]):
                  storage_options: Mapping[str, Any] | None = None, store: Any = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         checked_mode(mode)
-        # a package (a directory or an s3:// prefix): its pinned packed.tet
-        self._generation: int | None = None
-        if store is None:
-            path, self._generation = package_target(path, storage_options)
+        path, self._generation = package_target(path, storage_options, store)  # a package
         self._cache_bytes = checked_capacity(cache_bytes)
         self._live: Reader | None = open_remote(path, storage_options, store,
                                                 cache_bytes=self._cache_bytes)  # None: local

@@ -351,12 +351,12 @@ def _remote_target(text: str, storage_options: Mapping[str, Any] | None
     return pinned_generation(store, parse_generation(gen_text) if sep else None)
 
 
-def package_target(path: Any, storage_options: Mapping[str, Any] | None = None
-                   ) -> tuple[Any, int | None]:
+def package_target(path: Any, storage_options: Mapping[str, Any] | None = None,
+                   store: Any = None) -> tuple[Any, int | None]:
     """What `tet.open` opens for `path`: a package (or ``pkg?generation=N``, locally or
     under ``s3://bucket/prefix``) becomes its pinned ``packed.tet`` and generation;
-    anything else is returned as it is."""
-    if not isinstance(path, (str, os.PathLike)):
+    anything else, and any key in a caller's obstore `store`, is returned as it is."""
+    if store is not None or not isinstance(path, (str, os.PathLike)):
         return path, None
     text = os.fspath(path)
     if not isinstance(text, str):
