@@ -47,7 +47,13 @@ from tet.package_layout import (
 )
 from tet.package_local import LocalStore, store_of
 from tet.package_pack import open_parts, plan_datasets, seal_generation
-from tet.package_remote import GEN_QUERY, RemoteStore, is_package_url, package_store
+from tet.package_remote import (
+    GEN_QUERY,
+    RemoteStore,
+    is_package_url,
+    package_store,
+    remote_catalog,
+)
 
 __all__ = ["create", "ingest", "is_package", "pack", "package_target", "publish", "store_of"]
 
@@ -213,12 +219,9 @@ def _check_schema(store: Any, base: int | None, outs: Sequence[Any],
     if base is None:
         return
     if isinstance(store, RemoteStore):  # the catalog is range-read, not downloaded
-        from tet.file import open as open_tet
-
         if store._head(gen_key(base, PACKED)) is None:
             return
-        with open_tet(store.url(gen_key(base, PACKED)), storage_options=store.options) as f:
-            records = list(f.catalog.datasets)
+        records = list(remote_catalog(store, gen_key(base, PACKED)).datasets)
     else:
         path = store.local_path(gen_key(base, PACKED))
         try:

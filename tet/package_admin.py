@@ -37,7 +37,7 @@ from tet.package_layout import (
     parse_manifest,
 )
 from tet.package_local import LocalStore, copy_range
-from tet.package_remote import RemoteStore, package_store
+from tet.package_remote import RemoteStore, package_store, remote_catalog
 from tet.tempnames import remove_stale, temp_name
 
 __all__ = ["PIN_GRACE_S", "log", "pack_copy", "prune"]
@@ -116,10 +116,7 @@ def _names_and_time(store: LocalStore | RemoteStore, gen: int) -> tuple[list[str
     (on an object store the catalog is range-read, not downloaded); OSError when the
     generation cannot be read."""
     if isinstance(store, RemoteStore):
-        from tet.file import open as open_tet
-
-        with open_tet(store.url(gen_key(gen, PACKED)), storage_options=store.options) as f:
-            names = list(f)
+        names = [r.name for r in remote_catalog(store, gen_key(gen, PACKED)).datasets]
         age = store.age(gen_key(gen, MANIFEST))
         return names, int(time.time() - (age or 0.0))
     with store.local_path(gen_key(gen, PACKED)).open("rb") as fh:

@@ -34,7 +34,9 @@ from typing import Any
 
 from tet import objstore
 from tet.errors import PackageError, PublishConflictError, TetError
+from tet.layout import Catalog
 from tet.objstore import Location, RemoteConfigError
+from tet.opencache import open_remote
 from tet.package_layout import (
     CURRENT,
     PROTOCOL,
@@ -326,3 +328,14 @@ def package_store(package: str | os.PathLike[str],
         raise PackageError(f"`{objstore.redact(package)}`: packages live on a local "
                            f"filesystem or under {', '.join(sorted(PACKAGE_SCHEMES))}:// URLs")
     return store_of(objstore.local_target(package))
+
+
+def remote_catalog(store: RemoteStore, key: str) -> Catalog:
+    """The catalog of the ``.tet`` at `key`, range-read (its head and tail), not downloaded."""
+    reader = open_remote(store.url(key), store.options)
+    if reader is None:  # a store URL is always remote
+        raise PackageError(f"tet package: {store.url(key)} is not a remote object")
+    try:
+        return reader.catalog
+    finally:
+        reader.close()
