@@ -305,3 +305,80 @@ def test_reference_packages_answer_from_zones(tmp_path: Path) -> None:
     with tet.open(f"{tmp_path / 'p.tet.d'}?generation=1") as f:
         minimum = f.min("f", selection=[{"start": 2}, {}])
         assert minimum == 0.0 and math.copysign(1.0, minimum) == -1.0  # -0.0, as folded
+
+
+# ---------------------------------------------------------------------------
+# Computing zone maps at publish: batched, the same rows and bytes as per tile
+
+
+def _expected_rows(did: int, a: np.ndarray[Any, Any], chunk: tuple[int, ...]
+                   ) -> list[dict[str, Any]]:
+    rows = []
+    grid = [-(-n // c) for n, c in zip(a.shape, chunk)]
+    for tile in np.ndindex(*grid):
+        t = a[tuple(slice(i * c, (i + 1) * c) for i, c in zip(tile, chunk))].reshape(-1)
+        valid = t[~np.isnan(t)] if t.dtype.kind == "f" else t
+        row: dict[str, Any] = {"dataset_id": did, "chunk_index": list(tile),
+                               "element_count": t.size, "null_count": t.size - valid.size}
+        if valid.size:
+            row["min_le"] = valid[int(np.argmin(valid))].tobytes().hex()
+            row["max_le"] = valid[int(np.argmax(valid))].tobytes().hex()
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("batch", [None, 64])
+def test_publish_computes_zone_rows_and_postings(tmp_path: Path, batch: int | None,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from tet import package_layout, package_pack
+    if batch is not None:  # tiny batches: every dataset split over several
+        monkeypatch.setattr(package_pack, "_STATS_BATCH", batch)
+    zeros = np.zeros((9, 7), np.float32)
+    zeros[0, 1], zeros[5, 6] = -0.0, np.nan   # 0.0 before -0.0 in tile (0, 0)
+    zeros[3, 0] = -0.0                         # -0.0 first in tile (1, 0)
+    arrays: dict[str, tuple[np.ndarray[Any, Any], tuple[int, ...]]] = {
+        "f": (_data("f4"), CHUNK), "d": (_data("f8"), (5, 6)), "h": (_data("f2"), CHUNK),
+        "i": (_data("i2"), CHUNK), "u": (_data("u1"), (3, 17)), "z": (zeros, (3, 2)),
+        "low": ((np.arange(300) % 5).astype(np.int64) - 2, (7,)),
+        "lowf": (np.where(np.arange(60) % 9 == 0, np.nan, np.arange(60) % 3).astype("f4"),
+                 (8,)),
+    }
+    pkg = tet.create(tmp_path / "z.tet.d")
+    with tet.TetWriter.create(tmp_path / "src.tet") as w:
+        for i, (name, (a, chunk)) in enumerate(arrays.items()):
+            w.write_dataset(name, a, chunk_shape=chunk, codec="zstd" if i % 2 else "raw")
+    tet.ingest(pkg, tmp_path / "src.tet", part_id="p")
+    tet.publish(pkg, ["p"])
+    text = (_gen(pkg) / "ZONE.json").read_bytes()
+    doc = json.loads(text)
+    assert package_layout.dumps(doc) == text  # the indented layout, byte for byte
+    want = [r for did, (a, chunk) in enumerate(arrays.values())
+            for r in _expected_rows(did, a, chunk)]
+    assert doc["chunks"] == want
+    index = json.loads((_gen(pkg) / "INDEX.json").read_text())["indexes"]
+    assert [x["dataset_id"] for x in index] == [5, 6, 7]
+    signed = {p["value_le"]: p["chunks"] for p in index[0]["postings"]}
+    assert signed["00000080"] == [[0, 0], [1, 0]]  # -0.0: a value of its own
+    assert len(signed["00000000"]) == 12
+    low = {p["value_le"]: p["chunks"] for p in index[1]["postings"]}
+    assert low == {np.int64(v).tobytes().hex(): [[t] for t in range(43)]
+                   for v in (-2, -1, 0, 1, 2)}
+    lowf = {p["value_le"]: p["chunks"] for p in index[2]["postings"]}
+    assert sorted(lowf) == sorted(np.float32(v).tobytes().hex() for v in (0, 1, 2))
+    vals = arrays["lowf"][0]
+    for v in (0, 1, 2):
+        assert lowf[np.float32(v).tobytes().hex()] == [
+            [t] for t in range(8) if (vals[t * 8:(t + 1) * 8] == v).any()]
+
+
+def test_zone_text_matches_dumps() -> None:
+    from tet import package_layout, package_pack
+    rows = [{"dataset_id": 0, "chunk_index": [], "element_count": 1, "null_count": 1},
+            {"dataset_id": 1, "chunk_index": [3], "element_count": 2, "null_count": 0,
+             "min_le": "00ff", "max_le": "ff00"},
+            {"dataset_id": 2, "chunk_index": [0, 12, 4], "element_count": 60,
+             "null_count": 3, "min_le": "0000803f", "max_le": "00008040"}]
+    for chunk_rows in ([], rows[:1], rows):
+        doc = {"version": 1, "generation": 7, "packed_sha256": "ab" * 32,
+               "chunks": chunk_rows}
+        assert package_pack._zone_text(7, "ab" * 32, chunk_rows) == package_layout.dumps(doc)
