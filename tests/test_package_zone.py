@@ -221,6 +221,14 @@ FORGED: dict[str, Callable[[dict[str, Any]], Any]] = {
     "wrong_generation": lambda d: d.__setitem__("generation", 2),
     "wrong_packed_sha": lambda d: d.__setitem__("packed_sha256", "0" * 64),
     "not_a_list": lambda d: d.__setitem__("chunks", {}),
+    "row_not_object": lambda d: d["chunks"].__setitem__(0, [0]),
+    "minmax_of_all_nan": lambda d: d["chunks"][6].update(min_le=_hex(1), max_le=_hex(2)),
+    "null_minmax": lambda d: d["chunks"][6].update(min_le=None, max_le=None),
+    "nested_index": _set(0, "chunk_index", [[0], 0]),
+    "negative_index": _set(0, "chunk_index", [-1, 0]),
+    "float_index": _set(0, "chunk_index", [0.0, 0]),
+    "short_index": _set(0, "chunk_index", [0]),
+    "swapped_rows": lambda d: d["chunks"][0].update(chunk_index=[0, 1]),
 }
 
 
@@ -231,6 +239,14 @@ def test_rewrite_without_change_is_still_used(tmp_path: Path) -> None:
     _rewrite(pkg, _mutated(pkg, lambda d: None))
     mine, plain = _both(pkg, {"dataset": "x", "nan_count": []})
     assert mine["zone_map"]["tiles_answered"] == 24 and _answer(mine) == _answer(plain)
+
+
+def test_forged_integer_null_count_is_ignored(tmp_path: Path) -> None:
+    pkg = _package(tmp_path, {"x": (_data("i2"), CHUNK)})
+    _rewrite(pkg, _mutated(pkg, _set(0, "null_count", 1)))
+    mine, plain = _both(pkg, {"dataset": "x", "nan_count": []})
+    assert "zone_map" not in mine and mine["operation_nan_count"] == 0 == \
+        plain["operation_nan_count"]
 
 
 @pytest.mark.parametrize("case", sorted(FORGED))

@@ -41,7 +41,7 @@ import numpy as np
 
 from tet import dtypes
 from tet.errors import TetError
-from tet.jsonlimits import MAX_DEPTH, json_depth
+from tet.jsonlimits import MAX_DEPTH
 from tet.package_layout import MANIFEST, ZONE, gen_name
 
 if TYPE_CHECKING:
@@ -107,21 +107,30 @@ def _read(path: os.PathLike[str] | str, limit: int) -> bytes:
     return data
 
 
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _depth_bound(data: bytes) -> int:
+    """Bracket depth counting brackets inside strings too: at least the JSON nesting
+    depth, in a pass of C (`tet.jsonlimits.json_depth` is exact but slower), so a zone
+    map whose strings hold brackets is refused, which no valid one does."""
+    brackets = data.translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
 def _strict_json(data: bytes) -> Any:
     text = data.decode("utf-8")
-    if json_depth(text) > MAX_DEPTH:
+    if _depth_bound(data) > MAX_DEPTH:
         raise _Bad("nested too deeply")
 
     def refuse(name: str) -> Any:
         raise _Bad(f"non-finite literal {name}")
 
     return json.loads(text, parse_constant=refuse)
-
-
-def _int(value: Any, lo: int, hi: int) -> int:
-    if type(value) is not int or not lo <= value <= hi:
-        raise _Bad(f"integer out of range: {value!r}")
-    return value
 
 
 def _load(f: TetFile) -> dict[int, DatasetZones]:
@@ -156,85 +165,99 @@ def _load(f: TetFile) -> dict[int, DatasetZones]:
     return _grids(f, chunks)
 
 
+_REQUIRED = ("dataset_id", "chunk_index", "element_count", "null_count")
+
+
 def _grids(f: TetFile, chunks: list[Any]) -> dict[int, DatasetZones]:
+    """Every row checked (a bad one rejects the whole map), column-wise in NumPy; the
+    zone maps of the datasets whose every tile has a row."""
     cat = f.catalog
-    ent = cat.entries
-    shapes: list[tuple[int, ...] | None] = []
-    for rec in cat.datasets:
-        full = tuple(-(-s // c) for s, c in zip(rec.shape, rec.chunk_shape))
-        # a grid with more tiles than there are rows is sparse: not answered from zones
-        shapes.append(None if math.prod(full) > len(ent) else full)
-    # the index rows of each dataset, by linear tile number (the rows zones must match)
-    have: list[set[int]] = [set() for _ in cat.datasets]
-    for did, idx in zip(ent["dataset_id"].tolist(), ent["chunk_index"].tolist()):
-        known = shapes[did] if did < len(shapes) else None
-        if known is not None:
-            have[did].add(_linear(idx[:len(known)], known))
-    grids: dict[int, dict[str, np.ndarray[Any, Any]]] = {}
-    for did, grid in enumerate(shapes):
-        if grid is not None and len(have[did]) == math.prod(grid):
-            n = math.prod(grid)
-            grids[did] = {"count": np.full(n, -1, np.int64), "nan": np.zeros(n, np.int64),
-                          "lo": np.full(n, np.nan), "hi": np.full(n, np.nan)}
+    ids, index, counts, nulls, mins, maxs, present = [], [], [], [], [], [], []
     for row in chunks:
-        if not isinstance(row, dict) or not set(row) <= _KEYS or \
-                not {"dataset_id", "chunk_index", "element_count", "null_count"} <= set(row):
+        if type(row) is not dict or not row.keys() <= _KEYS or \
+                not all(k in row for k in _REQUIRED) or ("min_le" in row) != ("max_le" in row):
             raise _Bad("zone row keys")
-        did = _int(row["dataset_id"], 0, len(cat.datasets) - 1)
-        rec = cat.datasets[did]
-        idx = row["chunk_index"]
-        if not isinstance(idx, list) or len(idx) != rec.ndim:
-            raise _Bad("zone row chunk_index")
-        tile = [_int(t, 0, -(-s // c) - 1) for t, s, c in zip(idx, rec.shape,
-                                                               rec.chunk_shape)]
-        grid = shapes[did]
-        if grid is None or _linear(tile, grid) not in have[did]:
-            raise _Bad("zone row names no index row")
-        size = math.prod(min(c, s - t * c) for t, s, c in zip(tile, rec.shape,
-                                                               rec.chunk_shape))
-        count = _int(row["element_count"], size, size)
-        dt = dtypes.by_tag(rec.dtype).numpy
-        floating = dt.kind in "fc"
-        nulls = _int(row["null_count"], 0, count if floating else 0)
-        lo = hi = math.nan
-        if nulls < count:
-            lo, hi = _value(row.get("min_le"), dt), _value(row.get("max_le"), dt)
-            if not lo <= hi:
-                raise _Bad("zone row min > max")
-        elif "min_le" in row or "max_le" in row:
-            raise _Bad("zone row of an all-NaN tile has min/max")
-        out = grids.get(did)
-        if out is None:
-            continue
-        at = _linear(tile, grid)
-        if out["count"][at] != -1:
-            raise _Bad("zone row repeated")
-        out["count"][at], out["nan"][at], out["lo"][at], out["hi"][at] = count, nulls, lo, hi
+        ids.append(row["dataset_id"])
+        index.append(row["chunk_index"])
+        counts.append(row["element_count"])
+        nulls.append(row["null_count"])
+        mins.append(row.get("min_le"))
+        maxs.append(row.get("max_le"))
+        present.append("min_le" in row)
+    if {type(v) for v in ids + counts + nulls} - {int}:
+        raise _Bad("zone row integers")
+    did = _column(ids, 0, len(cat.datasets) - 1)
+    count = _column(counts, 1, 1 << 62)
+    null = _column(nulls, 0, 1 << 62)
+    ent_did = cat.entries["dataset_id"].astype(np.int64)
     result = {}
-    for did, g in grids.items():
-        if (g["count"] < 0).any():
-            raise _Bad("zone rows missing")
-        grid = shapes[did]
-        assert grid is not None
-        lows, highs = g["lo"].reshape(grid), g["hi"].reshape(grid)
-        nan = g["nan"].reshape(grid)
-        result[did] = DatasetZones(g["count"].reshape(grid), nan, lows, highs,
-                                   (nan == 0) & np.isfinite(lows) & np.isfinite(highs))
+    for d, rec in enumerate(cat.datasets):
+        at = np.flatnonzero(did == d)
+        if len(at) != int((ent_did == d).sum()):
+            raise _Bad("zone rows do not match the dataset's index rows")
+        if not len(at):
+            continue
+        grid = np.array([-(-n // c) for n, c in zip(rec.shape, rec.chunk_shape)], np.int64)
+        chunk = np.array(rec.chunk_shape, np.int64)
+        coords = [index[i] for i in at.tolist()]
+        if any(type(c) is not list or len(c) != rec.ndim for c in coords) or \
+                {type(v) for c in coords for v in c} - {int}:
+            raise _Bad("zone row chunk_index")
+        tile = _column(coords, 0, 1 << 62).reshape(len(at), rec.ndim)
+        if (tile >= grid).any():
+            raise _Bad("zone row tile outside the grid")
+        lin = np.ravel_multi_index(tuple(tile.T), tuple(grid.tolist())) if rec.ndim else \
+            np.zeros(len(at), np.int64)
+        ent_tiles = cat.entries["chunk_index"][ent_did == d][:, :rec.ndim].astype(np.int64)
+        ent_lin = np.ravel_multi_index(tuple(ent_tiles.T), tuple(grid.tolist())) \
+            if rec.ndim else np.zeros(len(at), np.int64)
+        if not np.array_equal(np.sort(lin), np.sort(ent_lin)) or \
+                len(np.unique(lin)) != len(lin):
+            raise _Bad("zone rows name tiles the index does not hold, or one twice")
+        sizes = np.minimum(chunk, np.array(rec.shape, np.int64) - tile * chunk).prod(axis=1)
+        n, k = count[at], null[at]
+        dt = dtypes.by_tag(rec.dtype).numpy
+        if not np.array_equal(n, sizes) or (k > (n if dt.kind == "f" else 0)).any():
+            raise _Bad("zone row element or null count")
+        has = k < n
+        lo, hi = np.full(len(at), np.nan), np.full(len(at), np.nan)
+        valued = at[has].tolist()
+        if len(valued) != sum(present[i] for i in at.tolist()):
+            raise _Bad("zone row min/max presence")
+        lo[has] = _values([mins[i] for i in valued], dt)
+        hi[has] = _values([maxs[i] for i in valued], dt)
+        if not (lo[has] <= hi[has]).all():
+            raise _Bad("zone row min > max")
+        if math.prod(grid.tolist()) != len(at):
+            continue  # sparse: not every tile has a row, so nothing is answered from zones
+        order = np.argsort(lin)
+        shape = tuple(grid.tolist())
+        nan = k[order].reshape(shape)
+        lows, highs = lo[order].reshape(shape), hi[order].reshape(shape)
+        result[d] = DatasetZones(n[order].reshape(shape), nan, lows, highs,
+                                 (nan == 0) & np.isfinite(lows) & np.isfinite(highs))
     return result
 
 
-def _linear(idx: Any, grid: tuple[int, ...]) -> int:
-    at = 0
-    for i, n in zip(idx, grid):
-        at = at * n + int(i)
-    return at
+def _column(values: list[Any], lo: int, hi: int) -> np.ndarray[Any, Any]:
+    """Python ints (already checked to be ints) as int64, each in [lo, hi]."""
+    if len(values) and isinstance(values[0], list):
+        values = [v for row in values for v in row]
+    if any(v < lo or v > hi for v in values):  # before NumPy sees a huge one
+        raise _Bad("zone row integer out of range")
+    return np.array(values, dtype=np.int64)
 
 
-def _value(text: Any, dt: np.dtype[Any]) -> float:
-    """A zone min/max: exactly the dtype's little-endian bytes in hex, not NaN."""
-    if not isinstance(text, str) or len(text) != 2 * dt.itemsize or not _HEX.fullmatch(text):
+def _values(texts: list[Any], dt: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """Zone minima or maxima: each exactly the dtype's little-endian bytes in hex, none
+    NaN, as float64."""
+    width = 2 * dt.itemsize
+    if any(type(t) is not str or len(t) != width for t in texts):
         raise _Bad("zone value is not the dtype's hex")
-    value = float(np.frombuffer(bytes.fromhex(text), dtype=dt.newbyteorder("<"))[0])
-    if math.isnan(value):
+    joined = "".join(texts)
+    if not _HEX.fullmatch(joined):
+        raise _Bad("zone value is not hex")
+    out = np.frombuffer(bytes.fromhex(joined), dtype=dt.newbyteorder("<")).astype(np.float64)
+    if np.isnan(out).any():
         raise _Bad("zone value is NaN")
-    return value
+    return out
