@@ -159,6 +159,18 @@ def test_plain_files_and_switch_off(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         assert "zone_map" not in f.query({"dataset": "x", "max": []})["execution"]
 
 
+def test_pickled_handle_answers_from_zones(tmp_path: Path) -> None:
+    import pickle
+    pkg = _package(tmp_path, {"x": (_data("f8"), CHUNK)})
+    with tet.open(pkg) as f:
+        copy = pickle.loads(pickle.dumps(f))
+        doc = {"dataset": "x", "nan_count": []}
+        assert copy.generation == 1
+        assert copy.query(doc)["execution"]["zone_map"]["tiles_answered"] == 24
+        assert copy.query(doc)["execution"]["operation_nan_count"] == 21
+        copy.close()
+
+
 # ---------------------------------------------------------------------------
 # Tampering: every check that fails leaves the answer to the tiles
 

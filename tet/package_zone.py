@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ZONE_MAX_BYTES", "DatasetZones", "zones_of"]
 
-ZONE_MAX_BYTES = 1 << 30
+ZONE_MAX_BYTES = 256 << 20  # ~1.3 million 2-D rows; parsed, a few GB of Python objects
 MANIFEST_MAX_BYTES = 1 << 20
 _ROW_BYTES = 1024  # per index row, plus the dimensions' share below
 _KEYS = frozenset({"dataset_id", "chunk_index", "element_count", "null_count", "min_le",

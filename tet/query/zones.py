@@ -126,11 +126,7 @@ def zone_fold(f: TetFile, dataset_id: int, box: Box, op: str, axes: Sequence[int
               fold: Callable[[Box], Acc], *, masked: bool = False) -> ZoneAnswer | None:
     """`op` over `box` with whole tiles answered from zone rows and edge slabs passed to
     `fold` (same op and axes); None when zones do not apply (then fold everything)."""
-    if op not in ZONE_OPS or masked:
-        return None
-    zones = zones_of(f)
-    z = zones.get(dataset_id) if zones else None
-    if z is None:
+    if op not in ZONE_OPS or masked or f.generation is None:
         return None
     rec = f.catalog.datasets[dataset_id]
     nd = rec.ndim
@@ -141,6 +137,10 @@ def zone_fold(f: TetFile, dataset_id: int, box: Box, op: str, axes: Sequence[int
         return None
     core = _core(box, rec.shape, rec.chunk_shape)
     if core is None:
+        return None
+    zones = zones_of(f)  # loaded here, on the first query that can use it
+    z = zones.get(dataset_id) if zones else None
+    if z is None:
         return None
     lo_t, hi_t = core
     tiles = tuple(slice(a, b) for a, b in zip(lo_t, hi_t))
