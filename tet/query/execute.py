@@ -22,6 +22,7 @@ from tet.query.mask import MaskInfo, mask_fields, resolve_mask
 from tet.query.ops import OPS
 from tet.query.plan import ReadPlan, plan_read
 from tet.query.transform import run_transform
+from tet.query.zones import zone_fold
 from tet.selection import Box
 from tet.wire import is_axis_index
 
@@ -307,11 +308,20 @@ def _fold_fields(f: TetFile, doc: QueryDocument, dataset_id: int, box: Box,
     linear = (regime == "out_of_core" and box.is_full(record.shape) and hint is not True
               and _contiguous_raw(table))
     sequential = linear or hint is False
-    values = fold(table, box, key, axes, fill=fill, sequential=sequential,
-                  scan_window=LINEAR_SCAN_WINDOW if linear else 0, budget=budget,
-                  mask=masked.mask if masked is not None else None)
+    mask = masked.mask if masked is not None else None
+
+    def run(sub: Box) -> np.ndarray[Any, Any]:
+        return fold(table, sub, key, axes, fill=fill, sequential=sequential,
+                    scan_window=LINEAR_SCAN_WINDOW if linear else 0, budget=budget, mask=mask)
+
+    zoned = zone_fold(f, dataset_id, box, key, axes, run, masked=mask is not None)
+    values = run(box) if zoned is None else zoned.values
     spec = OPS[key]
-    out: dict[str, Any] = {
+    out: dict[str, Any] = {} if zoned is None else {
+        "zone_map": zoned.field(),
+        "total_bytes_read_from_disk": sum(int(plan_read(table, record, s).stored.sum())
+                                          for s in zoned.slabs)}
+    out |= {
         "fold_parallel": (not sequential) and tiles > 1,
         "fold_workers": 1 if sequential else min(kernels.thread_count(), tiles),
         "io_regime": regime,
