@@ -353,21 +353,29 @@ def encode_footer(
     if not rows and not meta and not checksums:
         return b""
     table = {CHECKSUMS_KEY: {"offset": payload_end, "len": len(checksums)}} if checksums else {}
+    spill, text = footer_json(rows, meta, table, payload_end + len(checksums))
+    return checksums + spill + text + struct.pack("<QI4s", len(text), 1, FOOTER_MAGIC)
+
+
+def footer_json(rows: list[dict[str, Any]], meta: Mapping[str, Any], refs: Mapping[str, Any],
+                spill_at: int) -> tuple[bytes, bytes]:
+    """The footer JSON: history, metadata inline, then the out-of-line `refs`; when that
+    passes the footer limit, the metadata becomes a spill (to be written at `spill_at`,
+    named by ``metadata_ref``).  Returns (spill, JSON); `CatalogError` past the limits."""
     doc: dict[str, Any] = {"history": rows}
     if meta:
         doc["metadata"] = meta
-    text = _compact({**doc, **table})
+    text = _compact({**doc, **refs})
     spill = b""
     if len(text) > LIMITS["footer_json_bytes"]:
         spill = _compact(meta)
         if len(spill) > LIMITS["metadata_blob_bytes"]:
             raise CatalogError(f"{WRITE_PREFIX}metadata exceeds metadata_blob_bytes limit")
-        doc = {"history": rows,
-               "metadata_ref": {"offset": payload_end + len(checksums), "len": len(spill)}}
-        text = _compact({**doc, **table})
+        text = _compact({"history": rows, "metadata_ref": {"offset": spill_at, "len": len(spill)},
+                         **refs})
         if len(text) > LIMITS["footer_json_bytes"]:
             raise CatalogError(
                 f"{WRITE_PREFIX}footer JSON exceeds footer_json_bytes limit even without "
                 f"inline metadata"
             )
-    return checksums + spill + text + struct.pack("<QI4s", len(text), 1, FOOTER_MAGIC)
+    return spill, text

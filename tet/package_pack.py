@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +26,9 @@ import numpy as np
 
 from tet import dtypes
 from tet.attrs import EXT_KEY
-from tet.errors import PackageError, TetError
-from tet.footer import FOOTER_MAGIC, validate_metadata
+from tet.errors import CatalogError, PackageError, TetError
+from tet.footer import FOOTER_MAGIC, footer_json, validate_metadata
 from tet.layout import ENTRY_DTYPE, Catalog, DatasetRecord, encode_header, header_length
-from tet.limits import LIMITS
 from tet.package_layout import (
     INDEX,
     MANIFEST,
@@ -454,22 +452,10 @@ def _footer(payload_end: int, zone: bytes, index: bytes, metadata: dict[str, Any
     validate_metadata(metadata)
     refs = {"zone_maps_ref": {"offset": payload_end, "len": len(zone)},
             "secondary_index_ref": {"offset": payload_end + len(zone), "len": len(index)}}
-    doc: dict[str, Any] = {"history": []}
-    if metadata:
-        doc["metadata"] = metadata
-    text = _compact({**doc, **refs})
-    spill = b""
-    if len(text) > LIMITS["footer_json_bytes"]:
-        spill = _compact(metadata)
-        if len(spill) > LIMITS["metadata_blob_bytes"]:
-            raise PackageError("tet package: the parts' dataset metadata exceeds the "
-                               "metadata_blob_bytes limit of one file")
-        at = payload_end + len(zone) + len(index)
-        text = _compact({"history": [], "metadata_ref": {"offset": at, "len": len(spill)},
-                         **refs})
+    try:
+        spill, text = footer_json([], metadata, refs, payload_end + len(zone) + len(index))
+    except CatalogError as exc:
+        raise PackageError(f"tet package: the parts' dataset metadata does not fit one "
+                           f"file's footer ({exc})") from None
     return spill + text + len(text).to_bytes(8, "little") + \
         FOOTER_VERSION.to_bytes(4, "little") + FOOTER_MAGIC
-
-
-def _compact(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
