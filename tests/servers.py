@@ -156,15 +156,20 @@ class S3Server:
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
 
+    def _store(self, bucket: str) -> Any:
+        from obstore.store import S3Store
+        return S3Store(bucket, endpoint=self.endpoint, access_key_id=ACCESS_KEY,
+                       secret_access_key=SECRET_KEY, region=REGION,
+                       client_options={"allow_http": True, "timeout": self.options["timeout"]})
+
     def put(self, bucket: str, key: str, data: bytes) -> None:
         """Store `data` as `bucket/key` (a signed request, as any client sends)."""
         import obstore
-        from obstore.store import S3Store
-        opts = self.options
-        store = S3Store(bucket, endpoint=self.endpoint, access_key_id=ACCESS_KEY,
-                        secret_access_key=SECRET_KEY, region=REGION,
-                        client_options={"allow_http": True, "timeout": opts["timeout"]})
-        obstore.put(store, key, data)
+        obstore.put(self._store(bucket), key, data)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        import obstore
+        return bytes(obstore.get(self._store(bucket), key).bytes())
 
     def stop(self) -> None:
         if self._server is not None:

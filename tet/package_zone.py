@@ -79,11 +79,13 @@ _LOCK = threading.Lock()
 
 def zones_of(f: TetFile) -> dict[int, DatasetZones] | None:
     """The checked zone maps of `f` by dataset id (datasets with a complete grid only), or
-    None when `f` is not a local package generation or its ``ZONE.json`` fails a check.
+    None when `f` is not a package generation (local, or range-read from an object store:
+    its manifest, its zone map and the copy embedded in ``packed.tet``, three requests)
+    or its ``ZONE.json`` fails a check.
     Loaded on first use and kept for the life of the handle."""
     if os.environ.get("TET_ZONE_MAPS", "").lower() in ("0", "off", "false", "no"):
         return None
-    if f.generation is None or f.url is not None:
+    if f.generation is None:
         return None
     reader = f.reader
     with _LOCK:
@@ -133,16 +135,44 @@ def _strict_json(data: bytes) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
+def _remote_read(f: TetFile, name: str | None, limit: int, span: tuple[int, int] = (0, 0)
+                 ) -> bytes:
+    """A sibling of a remote ``packed.tet`` (`name`, at most `limit` bytes), or a span of
+    the file itself (`name` None: one ranged read, checked against the ETag it was
+    opened with)."""
+    from tet import objstore
+    from tet.remote import RangedSource
+
+    source = f.reader.source
+    if not isinstance(source, RangedSource):
+        raise _Bad("not a ranged remote file")
+    loc = source.loc
+    if name is None:
+        return objstore.read_range(loc, span[0], span[0] + span[1], etag=source.etag)[0]
+    key = loc.key.rpartition("/")[0] + "/" + name
+    sibling = objstore.Location(loc.url.rpartition("/")[0] + "/" + name, key, loc.options,
+                                loc.store, loc._root)
+    data = objstore.read_range(sibling, 0, limit + 1)[0]
+    if len(data) > limit:
+        raise _Bad(f"{name} exceeds {limit} bytes")
+    return data
+
+
 def _load(f: TetFile) -> dict[int, DatasetZones]:
+    remote = f.url is not None
     folder = f.path.parent
     if folder.name != gen_name(int(f.generation)):
         raise _Bad("not a generation folder")
     cat = f.catalog
     rows = len(cat.entries)
     ndim_max = max((r.ndim for r in cat.datasets), default=0)
-    manifest = _strict_json(_read(folder / MANIFEST, MANIFEST_MAX_BYTES))
-    zone_bytes = _read(folder / ZONE, min(ZONE_MAX_BYTES,
-                                          4096 + rows * (_ROW_BYTES + 32 * ndim_max)))
+    zone_limit = min(ZONE_MAX_BYTES, 4096 + rows * (_ROW_BYTES + 32 * ndim_max))
+    if remote:  # the same files beside packed.tet under the package's prefix
+        manifest = _strict_json(_remote_read(f, MANIFEST, MANIFEST_MAX_BYTES))
+        zone_bytes = _remote_read(f, ZONE, zone_limit)
+    else:
+        manifest = _strict_json(_read(folder / MANIFEST, MANIFEST_MAX_BYTES))
+        zone_bytes = _read(folder / ZONE, zone_limit)
     if not isinstance(manifest, dict) or manifest.get("zone_maps_sha256") != \
             hashlib.sha256(zone_bytes).hexdigest():
         raise _Bad("zone_maps_sha256 does not match ZONE.json")
@@ -150,8 +180,11 @@ def _load(f: TetFile) -> dict[int, DatasetZones]:
             manifest.get("packed_byte_len") != f.reader.size:
         raise _Bad("manifest names another generation or file")
     ref = cat.footer_refs.get("zone_maps_ref")
-    if ref is None or ref[1] != len(zone_bytes) or \
-            bytes(f.reader.buffer()[ref[0]:ref[0] + ref[1]]) != zone_bytes:
+    if ref is None or ref[1] != len(zone_bytes):
+        raise _Bad("ZONE.json is not the packed file's zone map")
+    embedded = _remote_read(f, None, 0, ref) if remote else \
+        bytes(f.reader.buffer()[ref[0]:ref[0] + ref[1]])
+    if embedded != zone_bytes:
         raise _Bad("ZONE.json is not the packed file's zone map")
     doc = _strict_json(zone_bytes)
     if not isinstance(doc, dict) or doc.get("version") != 1 or \
