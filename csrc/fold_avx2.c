@@ -208,8 +208,8 @@ static inline void hist_bins4(__m256d v, const double *x, const tet_hist_cell *c
     const __m256d k = _mm256_round_pd(f, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
     const __m256d frac = _mm256_sub_pd(f, k);
     const __m256d sure = _mm256_and_pd(
-        _mm256_cmp_pd(frac, _mm256_set1_pd(1.0 / 65536.0), _CMP_GE_OQ),
-        _mm256_cmp_pd(frac, _mm256_set1_pd(1.0 - 1.0 / 65536.0), _CMP_LE_OQ));
+        _mm256_cmp_pd(frac, _mm256_set1_pd(TET_HIST_MARGIN), _CMP_GE_OQ),
+        _mm256_cmp_pd(frac, _mm256_set1_pd(1.0 - TET_HIST_MARGIN), _CMP_LE_OQ));
     const __m256d bin = _mm256_blendv_pd(_mm256_set1_pd((double)bins), k, in);
     _mm_storeu_si128((__m128i *)(void *)idx, _mm256_cvttpd_epi32(bin));
     const int unsure = _mm256_movemask_pd(_mm256_andnot_pd(sure, in));

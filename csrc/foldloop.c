@@ -67,8 +67,7 @@ static void group_flush(const fold_ctx *c, const tet_tile_view *v, uint32_t summ
                 }
             }
         }
-        lanes->rows = grp->rows;
-        tet_lanes_flush(lanes, laned, !summed, &cells[grp->cell], run);
+        tet_lanes_flush(lanes, laned, grp->rows, !summed, &cells[grp->cell], run);
     }
     grp->rows = 0;
 }

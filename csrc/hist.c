@@ -18,7 +18,6 @@
 #include <string.h>
 #include "internal.h"
 
-#define MARGIN (1.0 / 65536.0)   /* the uncertain band around a whole scaled position */
 #define EDGE_SLACK (1.0 / 1048576.0) /* how far (in bins) an edge may sit from uniform */
 
 uint32_t tet_hist_bin_exact(double v, const double *e, uint32_t bins)
@@ -64,7 +63,7 @@ static inline uint32_t fast_bin(double v, const tet_hist_cell *c, uint32_t bins)
     if (!(v >= c->lo && v <= c->hi))
         return bins;
     const double f = (v - c->lo) * c->scale, k = floor(f), frac = f - k;
-    return frac >= MARGIN && frac <= 1.0 - MARGIN ? (uint32_t)k : bins + 1;
+    return frac >= TET_HIST_MARGIN && frac <= 1.0 - TET_HIST_MARGIN ? (uint32_t)k : bins + 1;
 }
 
 void tet_hist_index_f64_scalar(const double *x, uint64_t n, const tet_hist_cell *c,

@@ -96,14 +96,13 @@ typedef void (*tet_rows_f32_fn)(const uint8_t *bytes, const uint64_t *offsets, u
 #define TET_LANE_BLOCK 256
 #define TET_LANE_ROWS 8
 typedef struct {
-    uint64_t rows;                /* rows folded since the last reset */
     double lo[TET_FOLD_BLOCK], hi[TET_FOLD_BLOCK];
     uint64_t ilo[TET_FOLD_BLOCK], ihi[TET_FOLD_BLOCK], inan[TET_FOLD_BLOCK];
     uint64_t nan[TET_FOLD_BLOCK], inf[TET_FOLD_BLOCK], null[TET_FOLD_BLOCK];
     double abs[TET_FOLD_BLOCK], sq[TET_FOLD_BLOCK];
 } tet_lanes;
 /* Fold one promoted row x[0, run) at fiber index `fiber` into lanes [at, at + run) of
- * l (MINMAX, COUNTS and NORMS of `what`; the caller counts l->rows). */
+ * l (MINMAX, COUNTS and NORMS of `what`). */
 typedef void (*tet_lanes_row_fn)(tet_lanes *restrict l, uint64_t at, uint32_t what,
                                  double fill, const double *restrict x, uint64_t run,
                                  uint64_t fiber);
@@ -141,6 +140,8 @@ typedef struct {
     double lo, hi, scale;
     uint32_t fast, reserved;
 } tet_hist_cell;
+/* The fast rule keeps a bin only when the scaled position is this far from a whole number. */
+#define TET_HIST_MARGIN (1.0 / 65536.0)
 typedef void (*tet_hist_index_f64_fn)(const double *x, uint64_t n, const tet_hist_cell *c,
                                       const double *e, uint32_t bins, uint32_t *idx);
 typedef void (*tet_hist_index_f32_fn)(const uint8_t *src, uint64_t n, const tet_hist_cell *c,
@@ -276,7 +277,8 @@ void tet_fold_row_group(tet_acc *cells, uint32_t what, uint32_t dtype, const uin
 
 /* Start a group over `run` lanes; merge it into cells[0, run) (lanes.c). */
 void tet_lanes_reset(tet_lanes *l, uint32_t what, uint64_t run);
-void tet_lanes_flush(tet_lanes *l, uint32_t what, int count_n, tet_acc *cells, uint64_t run);
+void tet_lanes_flush(const tet_lanes *l, uint32_t what, uint64_t rows, int count_n, tet_acc *cells,
+                     uint64_t run);
 void tet_minmax_lanes_reset(tet_minmax_lanes *l, uint64_t run);
 /* Merge into cells[0, run); group row r has fiber index fibers[r]. */
 void tet_minmax_lanes_flush(const tet_minmax_lanes *l, const uint64_t *fibers, uint64_t rows,

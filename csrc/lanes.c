@@ -72,7 +72,6 @@ void tet_lanes_row_avx2(tet_lanes *restrict l, uint64_t at, uint32_t what, doubl
 
 void tet_lanes_reset(tet_lanes *l, uint32_t what, uint64_t run)
 {
-    l->rows = 0;
     if (what & TET_FOLD_MINMAX)
         for (uint64_t e = 0; e < run; e++) {
             l->lo[e] = INFINITY;
@@ -87,12 +86,12 @@ void tet_lanes_reset(tet_lanes *l, uint32_t what, uint64_t run)
             l->abs[e] = l->sq[e] = 0.0;
 }
 
-/* The group's lanes into cells[0, run), as the fold merges two accumulators; with
- * count_n the group's rows are added to each cell's n (no sum path counted them). */
-void tet_lanes_flush(tet_lanes *l, uint32_t what, int count_n, tet_acc *cells, uint64_t run)
+/* The lanes of a group of `rows` rows into cells[0, run), as the fold merges two
+ * accumulators; with count_n the rows are added to each cell's n (no sum path counted
+ * them). */
+void tet_lanes_flush(const tet_lanes *l, uint32_t what, uint64_t rows, int count_n,
+                     tet_acc *cells, uint64_t run)
 {
-    if (l->rows == 0)
-        return;
     tet_acc b;
     tet_acc_init(&b);
     for (uint64_t e = 0; e < run; e++) {
@@ -112,10 +111,9 @@ void tet_lanes_flush(tet_lanes *l, uint32_t what, int count_n, tet_acc *cells, u
             b.abs_sum = l->abs[e];
             b.sq_sum = l->sq[e];
         }
-        b.n = count_n ? (double)l->rows : 0.0;
-        tet_acc_merge(&cells[e], &b, what & (TET_FOLD_MINMAX | TET_FOLD_COUNTS | TET_FOLD_NORMS));
+        b.n = count_n ? (double)rows : 0.0;
+        tet_acc_merge(&cells[e], &b, what & TET_FOLD_LANED);
     }
-    l->rows = 0;
 }
 
 /* ---- f32 extremes with group-row positions (the SIMD body is in fold_avx2.c) ---- */
